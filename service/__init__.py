@@ -1,0 +1,1 @@
+"""convtree: an event-sourced conversation store for LLM chats."""

@@ -1,0 +1,110 @@
+"""The litestar application: routes, problem handlers, request ids, OpenAPI, and the pool's lifetime."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+from litestar import Litestar, Router
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.types import ASGIApp, Receive, Scope, Send
+
+import service
+from service.api.conversations import ConversationController
+from service.api.deps import provide_caller, provide_store
+from service.api.health import healthz, readyz
+from service.api.problems import HANDLERS
+from service.app.auth import Authenticator
+from service.config import Settings
+from service.store.events import Store
+from service.store.migrate import head_revision
+
+VERSION = "0.1.0"
+_REQUEST_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
+
+
+def request_id_middleware(app: ASGIApp) -> ASGIApp:
+    """Adopt a sane X-Request-Id from the caller or make one; echo it, and keep it for events and logs."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        given = next((v for k, v in scope["headers"] if k == b"x-request-id"), b"").decode("latin-1")
+        request_id = given if 0 < len(given) <= 128 and set(given) <= _REQUEST_ID_CHARS else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        header = (b"x-request-id", request_id.encode())
+
+        async def send_with_id(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), header]
+            await send(message)
+
+        await app(scope, receive, send_with_id)
+
+    return middleware
+
+
+def openapi_config() -> OpenAPIConfig:
+    return OpenAPIConfig(
+        title="convtree",
+        version=VERSION,
+        description=(service.__doc__ or "").strip()
+        + " Every error is an RFC 9457 problem (application/problem+json) with a stable `type`.",
+        path="/docs",
+        render_plugins=[ScalarRenderPlugin()],
+        components=Components(
+            security_schemes={
+                "bearer": SecurityScheme(type="http", scheme="bearer", description="An API key.")
+            }
+        ),
+        security=[{"bearer": []}],
+        use_handler_docstrings=False,
+    )
+
+
+def create_app(database_url: str, settings: Settings) -> Litestar:
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        pool = await asyncpg.create_pool(
+            database_url,
+            min_size=settings.pool_min_size,
+            max_size=settings.pool_max_size,
+            # Fixed planner settings are set per function where they matter; here only the
+            # application name, so the server can tell convtree's sessions apart.
+            server_settings={"application_name": "convtree"},
+        )
+        assert pool is not None
+        store = Store(pool)
+        app.state.store = store
+        app.state.auth = Authenticator(store, settings.key_cache_seconds)
+        try:
+            yield
+        finally:
+            await pool.close()
+
+    v1 = Router(
+        path="/",
+        route_handlers=[ConversationController],
+        dependencies={
+            "caller": Provide(provide_caller),
+            "store": Provide(provide_store, sync_to_thread=False),
+        },
+    )
+    return Litestar(
+        route_handlers=[v1, healthz, readyz],
+        lifespan=[lifespan],
+        exception_handlers=HANDLERS,
+        middleware=[request_id_middleware],
+        openapi_config=openapi_config(),
+        state=State({"schema_head": head_revision()}),
+        request_max_body_size=settings.request_max_body_bytes,
+        debug=False,
+    )

@@ -1,0 +1,275 @@
+"""HTTP routes for conversations and their messages, under /v1/conversations."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from litestar import Controller, Request, Response, get, post, put
+from litestar.datastructures import State
+from litestar.di import NamedDependency
+from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
+
+from service.api import schemas
+from service.api.deps import json_response, write_once
+from service.api.problems import responses
+from service.app import context as context_app
+from service.app import conversations as conversations_app
+from service.app import messages as messages_app
+from service.app.caller import Caller
+from service.domain import errors, views
+from service.store.events import Store
+
+AUTH = (errors.Unauthorized, 422)
+IDEMPOTENCY_KEY = HeaderParameter(
+    name="Idempotency-Key",
+    required=False,
+    max_length=255,
+    description="Makes the request safe to retry: a retry with the same key returns the original "
+    "response and records nothing new; the same key with a different request is a 422 problem.",
+)
+Limit = Annotated[int, QueryParameter(ge=1, le=200, description="Page size.")]
+Last = Annotated[
+    int | None,
+    QueryParameter(
+        ge=1, le=1_000_000, description="Keep the final N messages, and every system message before them."
+    ),
+]
+
+
+class ConversationController(Controller):
+    path = "/v1/conversations"
+    tags = ["conversations"]
+
+    @post(
+        "/",
+        status_code=201,
+        summary="Create a conversation",
+        description="With a client `id`, a retry of the same request returns the conversation with 200; "
+        "the same id with other content is a 409 problem. A `system` prompt becomes the root message.",
+        responses=responses(*AUTH, errors.ConversationIdConflict, errors.IdempotencyKeyReused),
+    )
+    async def create(
+        self,
+        request: Request[Any, Any, State],
+        data: JSONBody[schemas.CreateConversation],
+        caller: NamedDependency[Caller],
+        store: NamedDependency[Store],
+        idempotency_key: Annotated[str | None, IDEMPOTENCY_KEY] = None,
+    ) -> Response[views.Conversation]:
+        new = conversations_app.NewConversation(
+            id=data.id, title=data.title, metadata=data.metadata, system=data.system
+        )
+
+        def respond(result: conversations_app.Created) -> tuple[int, Any, dict[str, str]]:
+            location = {"Location": f"/v1/conversations/{result.conversation.id}"}
+            return (201 if result.created else 200), result.conversation, location
+
+        return await write_once(
+            request, caller, store, data, lambda tx: conversations_app.create(tx, caller, new), respond
+        )
+
+    @get(
+        "/",
+        summary="List conversations, newest first",
+        responses=responses(*AUTH),
+    )
+    async def list_conversations(
+        self,
+        caller: NamedDependency[Caller],
+        store: NamedDependency[Store],
+        limit: Limit = 50,
+        cursor: Annotated[
+            str | None, QueryParameter(max_length=200, description="`next_cursor` of the previous page.")
+        ] = None,
+    ) -> schemas.ConversationPage:
+        page = await conversations_app.list_page(store, caller, limit, cursor)
+        return schemas.ConversationPage(items=page.items, next_cursor=page.next_cursor)
+
+    @get(
+        "/{conversation_id:uuid}",
+        summary="Get a conversation's summary",
+        description="The `ETag` is the head's id: send it back as `If-Match` to append only if the head has not moved.",
+        responses=responses(*AUTH, errors.ConversationNotFound),
+    )
+    async def get_conversation(
+        self,
+        conversation_id: FromPath[uuid.UUID],
+        caller: NamedDependency[Caller],
+        store: NamedDependency[Store],
+    ) -> Response[views.Conversation]:
+        conversation = await conversations_app.get(store, caller, conversation_id)
+        return json_response(conversation, 200, {"ETag": _etag(conversation.head_id)})
+
+    @post(
+        "/{conversation_id:uuid}/messages",
+        status_code=201,
+        summary="Append a message",
+        description="Without `parent_message_id` the message attaches to the head; with it, it becomes a new "
+        "child of that message (a branch when it already has children). Either way the head moves to the new "
+        "message. A client `id` makes a retry return the original message (200) with no new event. "
+        '`If-Match: "<head id>"` or `expected_head` refuses the append with 412 if the head has moved.',
+        responses=responses(
+            *AUTH,
+            errors.ConversationNotFound,
+            errors.ParentNotFound,
+            errors.MessageIdConflict,
+            errors.HeadMoved,
+            errors.IdempotencyKeyReused,
+        ),
+    )
+    async def append(
+        self,
+        request: Request[Any, Any, State],
+        conversation_id: FromPath[uuid.UUID],
+        data: JSONBody[schemas.AppendMessage],
+        caller: NamedDependency[Caller],
+        store: NamedDependency[Store],
+        idempotency_key: Annotated[str | None, IDEMPOTENCY_KEY] = None,
+        if_match: Annotated[
+            str | None,
+            HeaderParameter(
+                name="If-Match", required=False, max_length=100, description='`"<head message id>"`'
+            ),
+        ] = None,
+    ) -> Response[views.Message]:
+        expected = data.expected_head if data.expected_head is not None else _parse_if_match(if_match)
+        new = messages_app.NewMessage(
+            id=data.id,
+            parent_message_id=data.parent_message_id,
+            role=data.role,
+            content=data.content,
+            metadata=data.metadata,
+            expected_head=expected,
+        )
+
+        def respond(result: messages_app.Appended) -> tuple[int, Any, dict[str, str]]:
+            m = result.message
+            location = {"Location": f"/v1/conversations/{conversation_id}/messages/{m.id}"}
+            return (201 if result.created else 200), m, location
+
+        return await write_once(
+            request,
+            caller,
+            store,
+            data,
+            lambda tx: messages_app.append(tx, caller, conversation_id, new),
+            respond,
+        )
+
+    @get(
+        "/{conversation_id:uuid}/messages/{message_id:uuid}",
+        summary="Get a message",
+        responses=responses(*AUTH, errors.ConversationNotFound, errors.MessageNotFound),
+    )
+    async def get_message(
+        self,
+        conversation_id: FromPath[uuid.UUID],
+        message_id: FromPath[uuid.UUID],
+        caller: NamedDependency[Caller],
+        store: NamedDependency[Store],
+    ) -> views.Message:
+        return await messages_app.get(store, caller, conversation_id, message_id)
+
+    @get(
+        "/{conversation_id:uuid}/messages/{message_id:uuid}/children",
+        summary="List a message's children (its branches), oldest first",
+        responses=responses(*AUTH, errors.ConversationNotFound, errors.MessageNotFound),
+    )
+    async def children(
+        self,
+        conversation_id: FromPath[uuid.UUID],
+        message_id: FromPath[uuid.UUID],
+        caller: NamedDependency[Caller],
+        store: NamedDependency[Store],
+    ) -> schemas.Children:
+        kids = await messages_app.children(store, caller, conversation_id, message_id)
+        return schemas.Children(message_id=message_id, children=kids)
+
+    @get(
+        "/{conversation_id:uuid}/messages/{message_id:uuid}/context",
+        summary="The root-first path to a message",
+        description="Each message says how many siblings it has and its position among them.",
+        responses=responses(*AUTH, errors.ConversationNotFound, errors.MessageNotFound),
+    )
+    async def message_context(
+        self,
+        conversation_id: FromPath[uuid.UUID],
+        message_id: FromPath[uuid.UUID],
+        caller: NamedDependency[Caller],
+        store: NamedDependency[Store],
+        last: Last = None,
+    ) -> views.Context:
+        return await context_app.context(store, caller, conversation_id, message_id, last)
+
+    @get(
+        "/{conversation_id:uuid}/context",
+        summary="The root-first path to the head",
+        responses=responses(*AUTH, errors.ConversationNotFound),
+    )
+    async def head_context(
+        self,
+        conversation_id: FromPath[uuid.UUID],
+        caller: NamedDependency[Caller],
+        store: NamedDependency[Store],
+        last: Last = None,
+    ) -> views.Context:
+        return await context_app.context(store, caller, conversation_id, None, last)
+
+    @get(
+        "/{conversation_id:uuid}/tree",
+        summary="Every message with its parent, in the order written, and the head",
+        responses=responses(*AUTH, errors.ConversationNotFound),
+    )
+    async def tree(
+        self,
+        conversation_id: FromPath[uuid.UUID],
+        caller: NamedDependency[Caller],
+        store: NamedDependency[Store],
+    ) -> context_app.Tree:
+        return await context_app.tree(store, caller, conversation_id)
+
+    @get(
+        "/{conversation_id:uuid}/leaves",
+        summary="Every branch tip with its depth",
+        responses=responses(*AUTH, errors.ConversationNotFound),
+    )
+    async def leaves(
+        self,
+        conversation_id: FromPath[uuid.UUID],
+        caller: NamedDependency[Caller],
+        store: NamedDependency[Store],
+    ) -> schemas.Leaves:
+        conversation = await conversations_app.get(store, caller, conversation_id)
+        tips = await context_app.leaves(store, caller, conversation_id)
+        return schemas.Leaves(conversation_id=conversation_id, head_id=conversation.head_id, leaves=tips)
+
+    @put(
+        "/{conversation_id:uuid}/head",
+        summary="Move the head to any message (switch branch)",
+        description="Recorded as an event; moving it to where it already is records nothing.",
+        responses=responses(*AUTH, errors.ConversationNotFound, errors.MessageNotFound),
+    )
+    async def move_head(
+        self,
+        conversation_id: FromPath[uuid.UUID],
+        data: JSONBody[schemas.MoveHead],
+        caller: NamedDependency[Caller],
+        store: NamedDependency[Store],
+    ) -> Response[views.Conversation]:
+        conversation = await messages_app.move_head(store, caller, conversation_id, data.message_id)
+        return json_response(conversation, 200, {"ETag": _etag(conversation.head_id)})
+
+
+def _etag(head_id: uuid.UUID | None) -> str:
+    return f'"{head_id or ""}"'
+
+
+def _parse_if_match(value: str | None) -> uuid.UUID | None:
+    if value is None or value.strip() == "*":
+        return None
+    tag = value.strip().removeprefix("W/").strip('"')
+    try:
+        return uuid.UUID(tag)
+    except ValueError as exc:
+        raise errors.InvalidRequest('If-Match must be "<head message id>".', header="If-Match") from exc

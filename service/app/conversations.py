@@ -1,0 +1,125 @@
+"""Creating, reading and listing conversations."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from typing import Any
+
+import msgspec
+
+from service.app.caller import Caller
+from service.domain import tree, views
+from service.domain.errors import ConversationIdConflict, ConversationNotFound, InvalidRequest
+from service.domain.events import Envelope, body_digest, seal
+from service.store.events import Store, Tx
+
+
+class NewConversation(msgspec.Struct, frozen=True, kw_only=True):
+    id: uuid.UUID | None = None
+    title: str | None = None
+    metadata: dict[str, Any] = {}
+    system: str | None = None
+
+
+class Created(msgspec.Struct, frozen=True):
+    conversation: views.Conversation
+    created: bool  # False: a retry that found the conversation it had created
+
+
+class Page(msgspec.Struct, frozen=True):
+    items: list[views.Conversation]
+    next_cursor: str | None
+
+
+async def create(tx: Tx, caller: Caller, new: NewConversation) -> Created:
+    conversation_id = new.id or uuid.uuid4()
+    cmd = tree.CreateConversation(
+        conversation_id=conversation_id,
+        family_id=uuid.uuid4(),
+        title=new.title,
+        metadata=new.metadata,
+        system=new.system,
+        system_message_id=uuid.uuid4() if new.system is not None else None,
+    )
+    events = tree.create_conversation(cmd)
+    now, seqs = await tx.begin_create(caller.tenant, conversation_id, len(events))
+    if new.id is not None:
+        found = await tx.get_conversation(caller.tenant, conversation_id)
+        if found is not None:
+            await _check_same(tx, found[0], found[1], new)
+            return Created(found[0], created=False)
+    envelopes = [
+        Envelope(
+            seq=seq,
+            tenant=caller.tenant,
+            conversation_id=conversation_id,
+            family_id=cmd.family_id,
+            actor=caller.actor,
+            request_id=caller.request_id,
+            created_at=now,
+        )
+        for seq in seqs
+    ]
+    sealed = seal(tree.initial_state(cmd).last_hash, envelopes, events)
+    state = tree.chained(tree.created_state(cmd, events), sealed)
+    bodies = {cmd.system_message_id: new.system} if new.system is not None else {}
+    await tx.insert_conversation(caller.tenant, state, sealed, bodies, new.title, new.metadata)  # type: ignore[arg-type]
+    return Created(
+        views.Conversation(
+            id=conversation_id,
+            title=new.title,
+            metadata=new.metadata,
+            head_id=state.head_id,
+            message_count=state.message_count,
+            leaf_count=state.leaf_count,
+            created_at=now,
+            updated_at=now,
+            last_seq=state.last_seq,
+        ),
+        created=True,
+    )
+
+
+async def _check_same(tx: Tx, found: views.Conversation, family_id: uuid.UUID, new: NewConversation) -> None:
+    root = await tx.find_root(family_id)
+    same_system = (
+        root is None
+        if new.system is None
+        else root is not None and root[1] == "system" and root[2] == body_digest(new.system)
+    )
+    if found.title != new.title or found.metadata != new.metadata or not same_system:
+        raise ConversationIdConflict(conversation_id=str(found.id))
+
+
+async def get(store: Store, caller: Caller, conversation_id: uuid.UUID) -> views.Conversation:
+    async with store.reader() as tx:
+        found = await tx.get_conversation(caller.tenant, conversation_id)
+    if found is None:
+        raise ConversationNotFound(conversation_id=str(conversation_id))
+    return found[0]
+
+
+async def list_page(store: Store, caller: Caller, limit: int, cursor: str | None) -> Page:
+    """Newest first. The cursor is opaque to callers: it encodes where the last page stopped."""
+    before = _decode_cursor(cursor) if cursor else None
+    async with store.reader() as tx:
+        rows = await tx.list_conversations(caller.tenant, before, limit + 1)
+    items = [c for c, _ in rows[:limit]]
+    next_cursor = _encode_cursor(rows[limit - 1][1]) if len(rows) > limit else None
+    return Page(items, next_cursor)
+
+
+def _encode_cursor(created_seq: int) -> str:
+    return base64.urlsafe_b64encode(f"c1:{created_seq}".encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> int:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        version, _, value = text.partition(":")
+        if version != "c1":
+            raise ValueError(version)
+        return int(value)
+    except ValueError as exc:
+        raise InvalidRequest("The cursor is not one this service issued.", parameter="cursor") from exc

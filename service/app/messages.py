@@ -1,0 +1,146 @@
+"""Appending messages (to the head, or as a branch under any message) and moving the head."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import msgspec
+
+from service.app.caller import Caller
+from service.domain import tree, views
+from service.domain.errors import ConversationNotFound, MessageNotFound
+from service.domain.events import Envelope, Event, Role, seal
+from service.store.events import Store, Tx
+
+
+class NewMessage(msgspec.Struct, frozen=True, kw_only=True):
+    id: uuid.UUID | None = None
+    parent_message_id: uuid.UUID | None = None
+    role: Role
+    content: str
+    metadata: dict[str, Any] = {}
+    expected_head: uuid.UUID | None = None
+
+
+class Appended(msgspec.Struct, frozen=True):
+    message: views.Message
+    created: bool  # False: a retry that found the message it had appended
+
+
+async def append(tx: Tx, caller: Caller, conversation_id: uuid.UUID, new: NewMessage) -> Appended:
+    begun = await tx.begin_write(caller.tenant, conversation_id, 1)
+    if begun is None:
+        raise ConversationNotFound(conversation_id=str(conversation_id))
+    state, now, seqs = begun
+    cmd = tree.AppendMessage(
+        message_id=new.id or uuid.uuid4(),
+        parent_id=new.parent_message_id,
+        role=new.role,
+        content=new.content,
+        metadata=new.metadata,
+        expected_head=new.expected_head,
+    )
+    parent_ref = cmd.parent_id if cmd.parent_id is not None else state.head_id
+    wanted = [i for i in (parent_ref, new.id) if i is not None]
+    nodes = await tx.find_nodes(state.family_id, conversation_id, wanted) if wanted else {}
+    parent = nodes.get(parent_ref) if parent_ref is not None else None
+    if parent is not None and parent.conversation_id != conversation_id:
+        parent = None
+    decision = tree.decide_append(state, cmd, parent, nodes.get(cmd.message_id) if new.id else None)
+    if isinstance(decision, tree.AlreadyAppended):
+        message = await tx.get_message(state.family_id, conversation_id, decision.node.message_id)
+        assert message is not None
+        return Appended(message, created=False)
+    sealed = await _write(tx, caller, state, decision, now, seqs, {cmd.message_id: cmd.content})
+    event = decision.events[0]
+    assert isinstance(event, tree.MessageAppended)
+    return Appended(
+        views.Message(
+            id=cmd.message_id,
+            conversation_id=conversation_id,
+            parent_message_id=event.parent_id,
+            role=cmd.role,
+            content=cmd.content,
+            metadata=cmd.metadata,
+            depth=event.depth,
+            seq=sealed[0].envelope.seq,
+            created_at=now,
+        ),
+        created=True,
+    )
+
+
+async def move_head(
+    store: Store, caller: Caller, conversation_id: uuid.UUID, message_id: uuid.UUID
+) -> views.Conversation:
+    async with store.transaction() as tx:
+        begun = await tx.begin_write(caller.tenant, conversation_id, 1)
+        if begun is None:
+            raise ConversationNotFound(conversation_id=str(conversation_id))
+        state, now, seqs = begun
+        nodes = await tx.find_nodes(state.family_id, conversation_id, [message_id])
+        target = nodes.get(message_id)
+        if target is not None and target.conversation_id != conversation_id:
+            target = None
+        decision = tree.decide_move_head(state, target, message_id)
+        if decision.events:
+            await _write(tx, caller, state, decision, now, seqs, {})
+        found = await tx.get_conversation(caller.tenant, conversation_id)
+    assert found is not None
+    return found[0]
+
+
+async def get(
+    store: Store, caller: Caller, conversation_id: uuid.UUID, message_id: uuid.UUID
+) -> views.Message:
+    async with store.reader() as tx:
+        family_id = await _family(tx, caller, conversation_id)
+        message = await tx.get_message(family_id, conversation_id, message_id)
+    if message is None:
+        raise MessageNotFound(message_id=str(message_id))
+    return message
+
+
+async def children(
+    store: Store, caller: Caller, conversation_id: uuid.UUID, message_id: uuid.UUID
+) -> list[views.Message]:
+    async with store.reader() as tx:
+        family_id = await _family(tx, caller, conversation_id)
+        if await tx.get_message(family_id, conversation_id, message_id) is None:
+            raise MessageNotFound(message_id=str(message_id))
+        return await tx.list_children(conversation_id, message_id)
+
+
+async def _family(tx: Tx, caller: Caller, conversation_id: uuid.UUID) -> uuid.UUID:
+    found = await tx.get_conversation(caller.tenant, conversation_id)
+    if found is None:
+        raise ConversationNotFound(conversation_id=str(conversation_id))
+    return found[1]
+
+
+async def _write(
+    tx: Tx,
+    caller: Caller,
+    state: tree.ConversationState,
+    decision: tree.Decision,
+    now: Any,
+    seqs: list[int],
+    bodies: dict[uuid.UUID, str],
+) -> list[Any]:
+    events: list[Event] = decision.events
+    envelopes = [
+        Envelope(
+            seq=seq,
+            tenant=caller.tenant,
+            conversation_id=state.conversation_id,
+            family_id=state.family_id,
+            actor=caller.actor,
+            request_id=caller.request_id,
+            created_at=now,
+        )
+        for seq in seqs[: len(events)]
+    ]
+    sealed = seal(state.last_hash, envelopes, events)
+    await tx.append_events(caller.tenant, tree.chained(decision.state, sealed), sealed, bodies)
+    return sealed

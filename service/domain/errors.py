@@ -1,0 +1,118 @@
+"""Domain errors: every failure convtree can explain to a caller, as one tree.
+
+ConvtreeError
+├── NotFound
+│   ├── ConversationNotFound
+│   ├── MessageNotFound
+│   └── ParentNotFound
+├── Conflict
+│   ├── ConversationIdConflict
+│   ├── MessageIdConflict
+│   ├── IdempotencyKeyInFlight
+│   └── ParentStillGenerating
+├── IdempotencyKeyReused
+├── HeadMoved
+├── InvalidRequest
+├── Unauthorized
+└── UpstreamError
+    ├── UnknownProvider
+    ├── UpstreamTimeout
+    ├── UpstreamUnavailable
+    ├── UpstreamRateLimited
+    ├── UpstreamRejected
+    └── UpstreamProtocolError
+
+The docstring of each class is its default message. The api room maps each class to an HTTP
+status and a stable problem `type` in one table (service/api/problems.py).
+"""
+
+from __future__ import annotations
+
+
+class ConvtreeError(Exception):
+    """The request could not be completed."""
+
+    def __init__(self, detail: str | None = None, **context: object) -> None:
+        self.detail = detail or (type(self).__doc__ or "").strip()
+        self.context = context
+        super().__init__(self.detail)
+
+
+class NotFound(ConvtreeError):
+    """The resource does not exist."""
+
+
+class ConversationNotFound(NotFound):
+    """The conversation does not exist."""
+
+
+class MessageNotFound(NotFound):
+    """The message does not exist in this conversation."""
+
+
+class ParentNotFound(NotFound):
+    """The parent message does not exist in this conversation."""
+
+
+class Conflict(ConvtreeError):
+    """The request conflicts with the current state."""
+
+
+class ConversationIdConflict(Conflict):
+    """A conversation with this id already exists with different content."""
+
+
+class MessageIdConflict(Conflict):
+    """A message with this id already exists with different content or position."""
+
+
+class IdempotencyKeyInFlight(Conflict):
+    """A request with this Idempotency-Key is still being processed."""
+
+
+class ParentStillGenerating(Conflict):
+    """The parent message is a reply that is still being generated."""
+
+
+class IdempotencyKeyReused(ConvtreeError):
+    """This Idempotency-Key was already used with a different request."""
+
+
+class HeadMoved(ConvtreeError):
+    """The conversation's head is no longer the expected message."""
+
+
+class InvalidRequest(ConvtreeError):
+    """The request is not valid."""
+
+
+class Unauthorized(ConvtreeError):
+    """A valid API key is required: send `Authorization: Bearer <key>`."""
+
+
+class UpstreamError(ConvtreeError):
+    """The model provider failed to produce a reply."""
+
+
+class UnknownProvider(UpstreamError):
+    """No model provider with this name is configured."""
+
+
+class UpstreamTimeout(UpstreamError):
+    """The model provider did not answer in time."""
+
+
+class UpstreamUnavailable(UpstreamError):
+    """The model provider could not be reached."""
+
+
+class UpstreamRateLimited(UpstreamError):
+    """The model provider is rate limiting requests."""
+
+
+class UpstreamRejected(UpstreamError):
+    """The model provider rejected the request."""
+
+
+class UpstreamProtocolError(UpstreamError):
+    """The model provider answered with something that is not a valid reply."""

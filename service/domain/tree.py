@@ -1,0 +1,179 @@
+"""Tree rules: what an append, a branch or a head move means for a conversation, as pure decisions."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import msgspec
+
+from service.domain.errors import HeadMoved as HeadMovedError
+from service.domain.errors import MessageIdConflict, MessageNotFound, ParentNotFound
+from service.domain.events import (
+    GENESIS_HASH,
+    ConversationCreated,
+    Event,
+    HeadMoved,
+    MessageAppended,
+    Role,
+    Sealed,
+    body_digest,
+)
+
+
+class ConversationState(msgspec.Struct, frozen=True, kw_only=True):
+    """The derived summary row of one conversation: what every decision about it needs."""
+
+    conversation_id: uuid.UUID
+    family_id: uuid.UUID
+    head_id: uuid.UUID | None
+    message_count: int
+    leaf_count: int
+    last_seq: int
+    last_hash: bytes
+
+
+class Node(msgspec.Struct, frozen=True, kw_only=True):
+    """A message as a decision sees it: its place in the tree, not its content."""
+
+    message_id: uuid.UUID
+    conversation_id: uuid.UUID
+    parent_id: uuid.UUID | None
+    role: str
+    depth: int
+    body_sha256: bytes
+    metadata: dict[str, Any]
+    has_children: bool  # has at least one child visible in the conversation being decided on
+
+
+class CreateConversation(msgspec.Struct, frozen=True, kw_only=True):
+    conversation_id: uuid.UUID
+    family_id: uuid.UUID
+    title: str | None
+    metadata: dict[str, Any]
+    system: str | None
+    system_message_id: uuid.UUID | None
+
+
+class AppendMessage(msgspec.Struct, frozen=True, kw_only=True):
+    message_id: uuid.UUID
+    parent_id: uuid.UUID | None  # None: attach to the head
+    role: Role
+    content: str
+    metadata: dict[str, Any]
+    expected_head: uuid.UUID | None = None  # set: refuse unless the head is still this message
+
+
+class Decision(msgspec.Struct, frozen=True):
+    events: list[Event]
+    state: ConversationState
+
+
+class AlreadyAppended(msgspec.Struct, frozen=True):
+    """A retry of an append that already happened: answer with the original, record nothing."""
+
+    node: Node
+
+
+def create_conversation(cmd: CreateConversation) -> list[Event]:
+    events: list[Event] = [ConversationCreated(title=cmd.title, metadata=cmd.metadata)]
+    if cmd.system is not None:
+        assert cmd.system_message_id is not None
+        events.append(
+            MessageAppended(
+                message_id=cmd.system_message_id,
+                parent_id=None,
+                role="system",
+                depth=0,
+                body_sha256=body_digest(cmd.system),
+            )
+        )
+    return events
+
+
+def initial_state(cmd: CreateConversation) -> ConversationState:
+    return ConversationState(
+        conversation_id=cmd.conversation_id,
+        family_id=cmd.family_id,
+        head_id=None,
+        message_count=0,
+        leaf_count=0,
+        last_seq=0,
+        last_hash=GENESIS_HASH,
+    )
+
+
+def decide_append(
+    state: ConversationState, cmd: AppendMessage, parent: Node | None, existing: Node | None
+) -> Decision | AlreadyAppended:
+    """Append `cmd` under `parent` (the message `cmd.parent_id` or, without it, the head names).
+
+    `parent` is None when that message is not visible in the conversation; `existing` is the message
+    that already carries `cmd.message_id` anywhere in the conversation's family, if one does.
+    """
+    if existing is not None:
+        return _retry(state, cmd, existing)
+    if cmd.expected_head is not None and cmd.expected_head != state.head_id:
+        raise HeadMovedError(
+            "The conversation's head is no longer the expected message.",
+            expected=str(cmd.expected_head),
+            head=None if state.head_id is None else str(state.head_id),
+        )
+    parent_ref = cmd.parent_id if cmd.parent_id is not None else state.head_id
+    if parent_ref is not None and parent is None:
+        raise ParentNotFound(parent_message_id=str(parent_ref))
+    event = MessageAppended(
+        message_id=cmd.message_id,
+        parent_id=parent_ref,
+        role=cmd.role,
+        depth=0 if parent is None else parent.depth + 1,
+        body_sha256=body_digest(cmd.content),
+        metadata=cmd.metadata,
+    )
+    # A new child of a leaf replaces that leaf as a tip; a child of an inner message adds a tip.
+    adds_leaf = parent is None or parent.has_children
+    new_state = msgspec.structs.replace(
+        state,
+        head_id=cmd.message_id,
+        message_count=state.message_count + 1,
+        leaf_count=state.leaf_count + (1 if adds_leaf else 0),
+    )
+    return Decision([event], new_state)
+
+
+def _retry(state: ConversationState, cmd: AppendMessage, existing: Node) -> AlreadyAppended:
+    same = (
+        existing.conversation_id == state.conversation_id
+        and existing.role == cmd.role
+        and existing.body_sha256 == body_digest(cmd.content)
+        and existing.metadata == cmd.metadata
+        and (cmd.parent_id is None or cmd.parent_id == existing.parent_id)
+    )
+    if not same:
+        raise MessageIdConflict(message_id=str(cmd.message_id))
+    return AlreadyAppended(existing)
+
+
+def decide_move_head(state: ConversationState, target: Node | None, target_id: uuid.UUID) -> Decision:
+    """Move the head to a visible message; moving it where it already is records nothing."""
+    if target is None:
+        raise MessageNotFound(message_id=str(target_id))
+    if state.head_id == target.message_id:
+        return Decision([], state)
+    event = HeadMoved(message_id=target.message_id, previous_id=state.head_id)
+    return Decision([event], msgspec.structs.replace(state, head_id=target.message_id))
+
+
+def created_state(cmd: CreateConversation, events: list[Event]) -> ConversationState:
+    """The summary of a conversation right after its creation events."""
+    state = initial_state(cmd)
+    if cmd.system is not None:
+        state = msgspec.structs.replace(state, head_id=cmd.system_message_id, message_count=1, leaf_count=1)
+    return state
+
+
+def chained(state: ConversationState, sealed: list[Sealed]) -> ConversationState:
+    """The state after its new events took their place in the log."""
+    if not sealed:
+        return state
+    return msgspec.structs.replace(state, last_seq=sealed[-1].envelope.seq, last_hash=sealed[-1].hash)

@@ -1,0 +1,1 @@
+"""The store: PostgreSQL through asyncpg. All SQL lives in queries.sql; nothing here knows HTTP."""

@@ -1,0 +1,286 @@
+"""The event store: appends sealed events with their derived rows, and reads conversations back."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from service.domain import views
+from service.domain.errors import ConversationIdConflict, MessageIdConflict
+from service.domain.events import Sealed, message_metadata
+from service.domain.tree import ConversationState, Node
+from service.store.queries import Q
+
+_metadata = msgspec.json.Decoder(dict[str, Any])
+
+
+class Store:
+    """The pool, and the transactions taken from it."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Tx]:
+        async with self.pool.acquire() as conn, conn.transaction():
+            yield Tx(conn)
+
+    @asynccontextmanager
+    async def reader(self) -> AsyncIterator[Tx]:
+        """A connection for reads that need no transaction of their own."""
+        async with self.pool.acquire() as conn:
+            yield Tx(conn)
+
+
+class Tx:
+    """Queries on one connection (inside a transaction when taken from `Store.transaction`)."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    # --- keys -------------------------------------------------------------------------------
+
+    async def find_api_key(self, key_hash: bytes) -> tuple[str, str] | None:
+        row = await self.conn.fetchrow(Q["find_api_key"], key_hash)
+        return None if row is None else (row["tenant"], row["name"])
+
+    async def insert_api_key(self, key_hash: bytes, tenant: str, name: str) -> None:
+        await self.conn.execute(Q["insert_api_key"], key_hash, tenant, name)
+
+    async def revoke_api_keys(self, tenant: str, name: str) -> int:
+        status = await self.conn.execute(Q["revoke_api_keys"], tenant, name)
+        return int(status.split()[-1])
+
+    async def count_api_keys(self) -> int:
+        return await self.conn.fetchval(Q["count_api_keys"])
+
+    async def list_api_keys(self) -> list[asyncpg.Record]:
+        return await self.conn.fetch(Q["list_api_keys"])
+
+    # --- writes -----------------------------------------------------------------------------
+
+    async def begin_create(
+        self, tenant: str, conversation_id: uuid.UUID, count: int
+    ) -> tuple[datetime, list[int]]:
+        """Lock a new conversation's id for its creation and draw `count` sequence numbers."""
+        row = await self.conn.fetchrow(Q["begin_create"], tenant, conversation_id, count)
+        return row["now"], list(row["seqs"])
+
+    async def find_root(self, family_id: uuid.UUID) -> tuple[uuid.UUID, str, bytes] | None:
+        row = await self.conn.fetchrow(Q["find_root"], family_id)
+        return None if row is None else (row["message_id"], row["role"], row["body_sha256"])
+
+    async def begin_write(
+        self, tenant: str, conversation_id: uuid.UUID, count: int
+    ) -> tuple[ConversationState, datetime, list[int]] | None:
+        """Lock the conversation for a write and draw `count` sequence numbers for its events."""
+        row = await self.conn.fetchrow(Q["begin_write"], tenant, conversation_id, count)
+        if row is None:
+            return None
+        state = ConversationState(
+            conversation_id=conversation_id,
+            family_id=row["family_id"],
+            head_id=row["head_id"],
+            message_count=row["message_count"],
+            leaf_count=row["leaf_count"],
+            last_seq=row["last_seq"],
+            last_hash=row["last_hash"],
+        )
+        return state, row["now"], list(row["seqs"])
+
+    async def find_nodes(
+        self, family_id: uuid.UUID, conversation_id: uuid.UUID, ids: Sequence[uuid.UUID]
+    ) -> dict[uuid.UUID, Node]:
+        rows = await self.conn.fetch(Q["find_nodes"], family_id, conversation_id, list(ids))
+        return {
+            r["message_id"]: Node(
+                message_id=r["message_id"],
+                conversation_id=r["conversation_id"],
+                parent_id=r["parent_id"],
+                role=r["role"],
+                depth=r["depth"],
+                body_sha256=r["body_sha256"],
+                metadata=message_metadata(r["payload"]),
+                has_children=r["has_children"],
+            )
+            for r in rows
+        }
+
+    async def insert_conversation(
+        self,
+        tenant: str,
+        state: ConversationState,
+        sealed: list[Sealed],
+        bodies: dict[uuid.UUID, str],
+        title: str | None,
+        metadata: dict[str, Any],
+    ) -> None:
+        first = sealed[0].envelope
+        try:
+            await self.conn.execute(
+                Q["insert_conversation"],
+                tenant,
+                state.conversation_id,
+                state.family_id,
+                first.actor,
+                first.request_id,
+                first.created_at,
+                *_event_arrays(sealed),
+                *_body_arrays(bodies),
+                title,
+                msgspec.json.encode(metadata).decode(),
+                state.head_id,
+                state.message_count,
+                state.leaf_count,
+                first.seq,
+                sealed[-1].envelope.seq,
+                sealed[-1].hash,
+            )
+        except asyncpg.UniqueViolationError as exc:
+            raise ConversationIdConflict(conversation_id=str(state.conversation_id)) from exc
+
+    async def append_events(
+        self, tenant: str, state: ConversationState, sealed: list[Sealed], bodies: dict[uuid.UUID, str]
+    ) -> None:
+        """Write events, their bodies and the conversation's new summary, in the caller's transaction."""
+        first = sealed[0].envelope
+        try:
+            await self.conn.execute(
+                Q["append_events"],
+                tenant,
+                state.conversation_id,
+                state.family_id,
+                first.actor,
+                first.request_id,
+                first.created_at,
+                *_event_arrays(sealed),
+                *_body_arrays(bodies),
+                state.head_id,
+                state.message_count,
+                state.leaf_count,
+                sealed[-1].envelope.seq,
+                sealed[-1].hash,
+            )
+        except asyncpg.UniqueViolationError as exc:
+            raise MessageIdConflict() from exc
+
+    # --- idempotency ------------------------------------------------------------------------
+
+    async def claim_idempotency_key(self, tenant: str, key: str, fingerprint: bytes) -> bool:
+        return bool(await self.conn.fetchval(Q["claim_idempotency_key"], tenant, key, fingerprint))
+
+    async def find_idempotency_key(self, tenant: str, key: str) -> asyncpg.Record | None:
+        return await self.conn.fetchrow(Q["find_idempotency_key"], tenant, key)
+
+    async def complete_idempotency_key(self, tenant: str, key: str, status: int, response: bytes) -> None:
+        await self.conn.execute(Q["complete_idempotency_key"], tenant, key, status, response)
+
+    # --- reads ------------------------------------------------------------------------------
+
+    async def get_conversation(
+        self, tenant: str, conversation_id: uuid.UUID
+    ) -> tuple[views.Conversation, uuid.UUID] | None:
+        """The conversation's summary and its family id."""
+        row = await self.conn.fetchrow(Q["get_conversation"], tenant, conversation_id)
+        return None if row is None else (_conversation(row), row["family_id"])
+
+    async def list_conversations(
+        self, tenant: str, before_seq: int | None, limit: int
+    ) -> list[tuple[views.Conversation, int]]:
+        rows = await self.conn.fetch(Q["list_conversations"], tenant, before_seq, limit)
+        return [(_conversation(r), r["created_seq"]) for r in rows]
+
+    async def get_message(
+        self, family_id: uuid.UUID, conversation_id: uuid.UUID, message_id: uuid.UUID
+    ) -> views.Message | None:
+        row = await self.conn.fetchrow(Q["get_message"], family_id, message_id, conversation_id)
+        return None if row is None else _message(row)
+
+    async def list_children(self, conversation_id: uuid.UUID, message_id: uuid.UUID) -> list[views.Message]:
+        return [_message(r) for r in await self.conn.fetch(Q["list_children"], conversation_id, message_id)]
+
+    async def list_messages(self, conversation_id: uuid.UUID) -> list[views.Message]:
+        return [_message(r) for r in await self.conn.fetch(Q["list_messages"], conversation_id)]
+
+    async def list_leaves(self, conversation_id: uuid.UUID) -> list[views.Leaf]:
+        rows = await self.conn.fetch(Q["list_leaves"], conversation_id)
+        return [
+            views.Leaf(message_id=r["message_id"], depth=r["depth"], seq=r["seq"], created_at=r["created_at"])
+            for r in rows
+        ]
+
+    async def message_path(
+        self, family_id: uuid.UUID, conversation_id: uuid.UUID, message_id: uuid.UUID
+    ) -> list[views.PathMessage]:
+        """The root-first path to a message, in one round trip."""
+        rows = await self.conn.fetch(Q["message_path"], family_id, conversation_id, message_id)
+        return [
+            views.PathMessage(
+                **_message_fields(r),
+                sibling_count=r["sibling_count"],
+                sibling_position=r["sibling_position"],
+            )
+            for r in rows
+        ]
+
+    async def schema_version(self) -> str | None:
+        try:
+            return await self.conn.fetchval(Q["schema_version"])
+        except asyncpg.UndefinedTableError:
+            return None
+
+
+def _event_arrays(sealed: list[Sealed]) -> tuple[list[Any], ...]:
+    return (
+        [s.envelope.seq for s in sealed],
+        [s.columns.type for s in sealed],
+        [s.columns.message_id for s in sealed],
+        [s.columns.parent_id for s in sealed],
+        [s.columns.role for s in sealed],
+        [s.columns.depth for s in sealed],
+        [s.columns.body_sha256 for s in sealed],
+        [s.columns.payload for s in sealed],
+        [s.hash for s in sealed],
+    )
+
+
+def _body_arrays(bodies: dict[uuid.UUID, str]) -> tuple[list[uuid.UUID], list[str]]:
+    return list(bodies), list(bodies.values())
+
+
+def _conversation(row: asyncpg.Record) -> views.Conversation:
+    return views.Conversation(
+        id=row["conversation_id"],
+        title=row["title"],
+        metadata=_metadata.decode(row["metadata"]),
+        head_id=row["head_id"],
+        message_count=row["message_count"],
+        leaf_count=row["leaf_count"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        last_seq=row["last_seq"],
+    )
+
+
+def _message_fields(row: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "id": row["message_id"],
+        "conversation_id": row["conversation_id"],
+        "parent_message_id": row["parent_id"],
+        "role": row["role"],
+        "content": row["content"],
+        "metadata": message_metadata(row["payload"]),
+        "depth": row["depth"],
+        "seq": row["seq"],
+        "created_at": row["created_at"],
+    }
+
+
+def _message(row: asyncpg.Record) -> views.Message:
+    return views.Message(**_message_fields(row))
