@@ -1,0 +1,45 @@
+"""Model providers behind one small Protocol: OpenAI-compatible, Ollama and the offline `echo`."""
+
+from service.upstream.base import (
+    ChatMessage,
+    ChatParams,
+    ChatRequest,
+    Finished,
+    HttpSettings,
+    Provider,
+    RetryPolicy,
+    StreamItem,
+    TextDelta,
+)
+from service.upstream.echo import EchoProvider
+from service.upstream.ollama import OllamaProvider
+from service.upstream.openai import OpenAIProvider
+from service.upstream.registry import (
+    ProviderConfig,
+    ProviderConfigError,
+    Registry,
+    RegistryConfig,
+    load_config,
+    parse_config,
+)
+
+__all__ = [
+    "ChatMessage",
+    "ChatParams",
+    "ChatRequest",
+    "EchoProvider",
+    "Finished",
+    "HttpSettings",
+    "OllamaProvider",
+    "OpenAIProvider",
+    "Provider",
+    "ProviderConfig",
+    "ProviderConfigError",
+    "Registry",
+    "RegistryConfig",
+    "RetryPolicy",
+    "StreamItem",
+    "TextDelta",
+    "load_config",
+    "parse_config",
+]

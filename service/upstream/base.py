@@ -1,0 +1,97 @@
+"""The provider contract: chat request/stream types and the small Protocol every model client meets."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Protocol, TypeAlias
+
+import msgspec
+
+
+class ChatMessage(msgspec.Struct, frozen=True):
+    role: str
+    content: str
+
+
+class ChatParams(msgspec.Struct, frozen=True, omit_defaults=True):
+    """Sampling parameters; `None` means "the provider's default", so it is never sent."""
+
+    temperature: float | None = None
+    max_tokens: int | None = None
+    top_p: float | None = None
+    stop: list[str] | None = None
+    seed: int | None = None
+
+
+class ChatRequest(msgspec.Struct, frozen=True):
+    model: str
+    messages: list[ChatMessage]
+    params: ChatParams = msgspec.field(default_factory=ChatParams)
+
+
+class TextDelta(msgspec.Struct, frozen=True, tag="text_delta"):
+    """A piece of the reply, in order; the reply is the concatenation of all deltas."""
+
+    text: str
+
+
+class Finished(msgspec.Struct, frozen=True, tag="finished"):
+    """The last item of every successful stream; fields are `None` when the provider did not say."""
+
+    finish_reason: str | None = None
+    model: str | None = None
+    response_id: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+StreamItem: TypeAlias = TextDelta | Finished
+
+
+class HttpSettings(msgspec.Struct, frozen=True):
+    """Timeouts (seconds) and pool limits of one provider's shared HTTP client.
+
+    `read` is the longest gap between two chunks (and before the first byte), not the reply's
+    total time; `stream_max` bounds a whole stream so a server that never stops cannot hold us.
+    """
+
+    connect: float = 5.0
+    read: float = 60.0
+    write: float = 10.0
+    pool: float = 5.0
+    max_connections: int = 20
+    max_keepalive_connections: int = 10
+    stream_max: float = 600.0
+
+
+class RetryPolicy(msgspec.Struct, frozen=True):
+    """Retries before the first body byte only: connect failures, 429 and 502/503/504.
+
+    `attempts` counts the first try; `timeout` bounds the time spent across all tries; a
+    `Retry-After` longer than `retry_after_max` is not waited for (we fail fast instead).
+    """
+
+    attempts: int = 3
+    timeout: float = 30.0
+    wait_initial: float = 0.5
+    wait_max: float = 5.0
+    wait_jitter: float = 0.5
+    retry_after_max: float = 10.0
+
+
+class Provider(Protocol):
+    """A model API. Implementations raise only `service.domain.errors.UpstreamError` subclasses.
+
+    `stream` is an async generator: it yields `TextDelta`s then exactly one `Finished`, or
+    raises (possibly after some deltas, so the caller can keep the partial text). Stopping
+    iteration (`aclose()`, best via `contextlib.aclosing`) or cancelling the task closes the
+    upstream response at once, so the model stops generating.
+    """
+
+    name: str
+
+    def stream(self, request: ChatRequest) -> AsyncIterator[StreamItem]: ...
+
+    async def list_models(self) -> list[str]: ...
+
+    async def aclose(self) -> None: ...

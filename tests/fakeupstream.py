@@ -1,0 +1,443 @@
+"""A real local HTTP server speaking OpenAI-compatible and Ollama chat APIs, with injectable faults.
+
+    with FakeUpstream() as fake:            # uvicorn on 127.0.0.1:<free port>, in a thread
+        fake.openai_url                     # "http://127.0.0.1:PORT/v1"
+        fake.ollama_url                     # "http://127.0.0.1:PORT"
+        fake.fail_next(Fault.status(429, retry_after="1"), Fault.drop(after=2))
+        fake.requests                       # every request: method, path, decoded JSON body
+        fake.wait_for_disconnect(1.0)       # a streaming client went away (cancel reached us)
+
+Replies are deterministic: "Hello from {model}. You said: {last user message}", streamed word by
+word; prompt_tokens counts the words of all messages, completion_tokens the streamed pieces.
+Faults apply to the next requests in order, one each, whatever the endpoint. Every stream, even
+a never-ending one, stops by itself after `max_stream_seconds`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import uvicorn
+
+FaultKind = Literal["status", "delay", "drop", "endless", "garbage"]
+
+
+@dataclass(frozen=True)
+class Fault:
+    kind: FaultKind
+    status: int = 500
+    retry_after: str | None = None
+    delay: float = 0.0
+    after: int = 2
+    message: str = "injected failure"
+
+    @classmethod
+    def status_code(
+        cls, status: int, *, retry_after: str | None = None, message: str = "injected failure"
+    ) -> Fault:
+        """Answer with `status` and an error body in the endpoint's own format."""
+        return cls("status", status=status, retry_after=retry_after, message=message)
+
+    @classmethod
+    def slow_first_byte(cls, delay: float) -> Fault:
+        """Wait `delay` seconds before the status line, then answer normally."""
+        return cls("delay", delay=delay)
+
+    @classmethod
+    def drop(cls, *, after: int = 2) -> Fault:
+        """Stream `after` pieces, then cut the connection (no final chunk, no [DONE])."""
+        return cls("drop", after=after)
+
+    @classmethod
+    def endless(cls) -> Fault:
+        """Stream pieces every 20 ms until the client leaves (or max_stream_seconds)."""
+        return cls("endless")
+
+    @classmethod
+    def garbage(cls) -> Fault:
+        """A 200 stream whose first event is not JSON."""
+        return cls("garbage")
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    body: Any
+    headers: dict[str, str]
+
+
+@dataclass
+class Disconnect:
+    path: str
+    at: float  # time.monotonic() when the server saw the client go
+
+
+@dataclass
+class _State:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    faults: collections.deque[Fault] = field(default_factory=collections.deque)
+    requests: list[Recorded] = field(default_factory=list)
+    disconnects: list[Disconnect] = field(default_factory=list)
+    disconnected: threading.Event = field(default_factory=threading.Event)
+
+
+def reply_words(model: str, messages: list[dict[str, Any]]) -> list[str]:
+    last_user = next((m.get("content", "") for m in reversed(messages) if m.get("role") == "user"), "")
+    return f"Hello from {model}. You said: {last_user}".split()
+
+
+def pieces(words: list[str]) -> list[str]:
+    return [w if i == 0 else " " + w for i, w in enumerate(words)]
+
+
+def prompt_tokens(messages: list[dict[str, Any]]) -> int:
+    return sum(len(str(m.get("content", "")).split()) for m in messages)
+
+
+class FakeUpstream:
+    """The server object: start/stop as a context manager from sync code (e.g. pytest fixtures)."""
+
+    def __init__(
+        self, *, max_stream_seconds: float = 60.0, models: tuple[str, ...] = ("fake-large", "fake-small")
+    ) -> None:
+        self.max_stream_seconds = max_stream_seconds
+        self.models = models
+        self._state = _State()
+        self._stopping = threading.Event()
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self.port = 0
+
+    # -- control, from the test thread ---------------------------------------------------------
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def openai_url(self) -> str:
+        return self.base_url + "/v1"
+
+    @property
+    def ollama_url(self) -> str:
+        return self.base_url
+
+    def fail_next(self, *faults: Fault) -> None:
+        with self._state.lock:
+            self._state.faults.extend(faults)
+
+    def reset(self) -> None:
+        with self._state.lock:
+            self._state.faults.clear()
+            self._state.requests.clear()
+            self._state.disconnects.clear()
+            self._state.disconnected.clear()
+
+    @property
+    def requests(self) -> list[Recorded]:
+        with self._state.lock:
+            return list(self._state.requests)
+
+    @property
+    def disconnects(self) -> list[Disconnect]:
+        with self._state.lock:
+            return list(self._state.disconnects)
+
+    def wait_for_disconnect(self, timeout: float) -> Disconnect | None:
+        if not self._state.disconnected.wait(timeout):
+            return None
+        return self.disconnects[0]
+
+    def __enter__(self) -> FakeUpstream:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            self._app,
+            http="h11",
+            loop="asyncio",
+            interface="asgi3",
+            lifespan="off",
+            log_level="critical",
+            access_log=False,
+            timeout_graceful_shutdown=1,
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("fake upstream did not start")
+            time.sleep(0.01)
+        self._sock = sock
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stopping.set()
+        assert self._server is not None and self._thread is not None
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+        self._sock.close()
+
+    # -- the ASGI app, on the server thread ----------------------------------------------------
+    async def _app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        raw = b""
+        while True:
+            message = await receive()
+            raw += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        path, method = scope["path"], scope["method"]
+        headers = {k.decode(): v.decode() for k, v in scope["headers"]}
+        with self._state.lock:
+            self._state.requests.append(Recorded(method, path, body, headers))
+            fault = self._state.faults.popleft() if self._state.faults else None
+
+        is_ollama = path.startswith("/api/")
+        if fault is not None and fault.kind == "delay":
+            await asyncio.sleep(fault.delay)
+            fault = None
+        if fault is not None and fault.kind == "status":
+            error = (
+                {"error": fault.message}
+                if is_ollama
+                else {"error": {"message": fault.message, "type": "fake", "code": None}}
+            )
+            extra = [(b"retry-after", fault.retry_after.encode())] if fault.retry_after else []
+            await _send_json(send, fault.status, error, extra)
+            return
+
+        if (method, path) == ("GET", "/v1/models"):
+            data = [
+                {"id": m, "object": "model", "created": 1700000000, "owned_by": "fake"} for m in self.models
+            ]
+            await _send_json(send, 200, {"object": "list", "data": data})
+        elif (method, path) == ("GET", "/api/tags"):
+            tags = [
+                {"name": m, "model": m, "size": 1, "digest": "0" * 64, "details": {}} for m in self.models
+            ]
+            await _send_json(send, 200, {"models": tags})
+        elif (method, path) == ("POST", "/v1/chat/completions") and isinstance(body, dict):
+            await self._chat(send, receive, path, body, fault, ollama=False)
+        elif (method, path) == ("POST", "/api/chat") and isinstance(body, dict):
+            await self._chat(send, receive, path, body, fault, ollama=True)
+        else:
+            await _send_json(send, 404, {"error": {"message": f"no route {method} {path}"}})
+
+    async def _chat(
+        self, send: Any, receive: Any, path: str, body: dict[str, Any], fault: Fault | None, *, ollama: bool
+    ) -> None:
+        model = body.get("model", "")
+        messages = body.get("messages", [])
+        if not model:
+            await _send_json(
+                send,
+                400,
+                {"error": "model is required"}
+                if ollama
+                else {"error": {"message": "you must provide a model parameter"}},
+            )
+            return
+        words = pieces(reply_words(model, messages))
+        fmt = _OllamaFormat(model) if ollama else _OpenAIFormat(model)
+        if not body.get("stream", ollama):  # Ollama streams unless told not to; OpenAI the reverse
+            await _send_json(send, 200, fmt.whole("".join(words), prompt_tokens(messages), len(words)))
+            return
+
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-type", fmt.content_type)]}
+        )
+        gone, finished = asyncio.Event(), asyncio.Event()
+        watcher = asyncio.create_task(self._watch_disconnect(receive, path, gone, finished))
+        try:
+            if fault is not None and fault.kind == "garbage":
+                await send(
+                    {
+                        "type": "http.response.body",
+                        "body": b"data: {not json\n\n" if not ollama else b"{not json\n",
+                        "more_body": True,
+                    }
+                )
+            if fault is not None and fault.kind == "endless":
+                words = (" tick" for _ in iter(int, 1))  # type: ignore[assignment]
+            start = time.monotonic()
+            sent = 0
+            for piece in words:
+                if (
+                    gone.is_set()
+                    or self._stopping.is_set()
+                    or time.monotonic() - start > self.max_stream_seconds
+                ):
+                    return
+                if fault is not None and fault.kind == "drop" and sent == fault.after:
+                    # An exception after the response started makes uvicorn cut the connection.
+                    raise ConnectionAbortedError("injected mid-stream drop")
+                await send({"type": "http.response.body", "body": fmt.delta(piece), "more_body": True})
+                sent += 1
+                await asyncio.sleep(0.02 if fault is not None and fault.kind == "endless" else 0)
+            finished.set()  # uvicorn reports a completed response as "disconnect" too
+            await send(
+                {
+                    "type": "http.response.body",
+                    "body": fmt.end(prompt_tokens(messages), sent),
+                    "more_body": False,
+                }
+            )
+        finally:
+            watcher.cancel()
+
+    async def _watch_disconnect(
+        self, receive: Any, path: str, gone: asyncio.Event, finished: asyncio.Event
+    ) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                if finished.is_set():
+                    return
+                gone.set()
+                with self._state.lock:
+                    self._state.disconnects.append(Disconnect(path, time.monotonic()))
+                self._state.disconnected.set()
+                return
+
+
+async def _send_json(
+    send: Any, status: int, payload: Any, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    data = json.dumps(payload).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(data)).encode()),
+        *(extra or []),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": data})
+
+
+class _OpenAIFormat:
+    """Chunks shaped exactly like OpenAI's `chat.completion.chunk` SSE events."""
+
+    content_type = b"text/event-stream; charset=utf-8"
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self.id = "chatcmpl-fake0001"
+        self.first = True
+
+    def _chunk(self, choices: list[Any], usage: Any = None) -> bytes:
+        obj = {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": 1700000000,
+            "model": self.model,
+            "system_fingerprint": "fp_fake",
+            "choices": choices,
+            "usage": usage,
+        }
+        return b"data: " + json.dumps(obj).encode() + b"\n\n"
+
+    def delta(self, piece: str) -> bytes:
+        out = b""
+        if self.first:  # OpenAI opens with a role-only delta whose content is ""
+            self.first = False
+            out = self._chunk(
+                [
+                    {
+                        "index": 0,
+                        "delta": {"role": "assistant", "content": "", "refusal": None},
+                        "logprobs": None,
+                        "finish_reason": None,
+                    }
+                ]
+            )
+        return out + self._chunk(
+            [{"index": 0, "delta": {"content": piece}, "logprobs": None, "finish_reason": None}]
+        )
+
+    def end(self, prompt: int, completion: int) -> bytes:
+        usage = {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        }
+        return (
+            self._chunk([{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}])
+            + self._chunk([], usage)
+            + b"data: [DONE]\n\n"
+        )
+
+    def whole(self, text: str, prompt: int, completion: int) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "chat.completion",
+            "created": 1700000000,
+            "model": self.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text, "refusal": None},
+                    "logprobs": None,
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "total_tokens": prompt + completion,
+            },
+        }
+
+
+class _OllamaFormat:
+    """Lines shaped like Ollama's `/api/chat` NDJSON stream."""
+
+    content_type = b"application/x-ndjson"
+    created_at = "2024-01-01T00:00:00.000000000Z"
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+
+    def delta(self, piece: str) -> bytes:
+        obj = {
+            "model": self.model,
+            "created_at": self.created_at,
+            "message": {"role": "assistant", "content": piece},
+            "done": False,
+        }
+        return json.dumps(obj).encode() + b"\n"
+
+    def _final(self, content: str, prompt: int, completion: int) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "created_at": self.created_at,
+            "message": {"role": "assistant", "content": content},
+            "done": True,
+            "done_reason": "stop",
+            "total_duration": 1000,
+            "load_duration": 10,
+            "prompt_eval_count": prompt,
+            "prompt_eval_duration": 100,
+            "eval_count": completion,
+            "eval_duration": 800,
+        }
+
+    def end(self, prompt: int, completion: int) -> bytes:
+        return json.dumps(self._final("", prompt, completion)).encode() + b"\n"
+
+    def whole(self, text: str, prompt: int, completion: int) -> dict[str, Any]:
+        return self._final(text, prompt, completion)
