@@ -44,7 +44,10 @@ CREATE TABLE events (
     request_id       text,
     created_at       timestamptz NOT NULL,
     hash             bytea NOT NULL,                -- SHA-256(previous event's hash || canonical encoding)
-    CONSTRAINT events_type_known CHECK (type IN ('conversation_created', 'message_appended', 'head_moved')),
+    CONSTRAINT events_type_known CHECK (type IN (
+        'conversation_created', 'conversation_forked', 'message_appended', 'head_moved',
+        'message_redacted', 'turn_failed'
+    )),
     CONSTRAINT events_message_columns CHECK (
         (type = 'message_appended') = (message_id IS NOT NULL AND role IS NOT NULL
                                        AND depth IS NOT NULL AND body_sha256 IS NOT NULL)

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
-from litestar import Litestar, Router
+from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
@@ -90,16 +90,11 @@ def create_app(database_url: str, settings: Settings) -> Litestar:
         finally:
             await pool.close()
 
-    v1 = Router(
-        path="/",
-        route_handlers=[ConversationController],
-        dependencies={
-            "caller": Provide(provide_caller),
-            "store": Provide(provide_store, sync_to_thread=False),
-        },
-    )
-    return Litestar(
-        route_handlers=[v1, healthz, readyz],
+    app = Litestar(
+        # Controllers are registered on the app itself, not through a nested Router: litestar's
+        # automatic OPTIONS handler would otherwise keep a stale `Allow` list for merged routes.
+        route_handlers=[ConversationController, healthz, readyz],
+        dependencies={"caller": Provide(provide_caller), "store": Provide(provide_store, sync_to_thread=False)},
         lifespan=[lifespan],
         exception_handlers=HANDLERS,
         middleware=[request_id_middleware],
@@ -108,3 +103,19 @@ def create_app(database_url: str, settings: Settings) -> Litestar:
         request_max_body_size=settings.request_max_body_bytes,
         debug=False,
     )
+    _document_validation_as_422(app)
+    return app
+
+
+def _document_validation_as_422(app: Litestar) -> None:
+    """Litestar documents its own 400 for request validation on every route that takes input;
+    convtree answers invalid input with a 422 problem, and a body that is not JSON at all with a
+    400 problem, each listed on the routes where they can happen."""
+    for path_item in (app.openapi_schema.paths or {}).values():
+        for method in ("get", "put", "post", "delete", "patch"):
+            operation = getattr(path_item, method)
+            if operation is None or not operation.responses:
+                continue
+            response = operation.responses.get("400")
+            if response is not None and "application/problem+json" not in (getattr(response, "content", None) or {}):
+                del operation.responses["400"]

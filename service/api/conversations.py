@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from litestar import Controller, Request, Response, get, post, put
 from litestar.datastructures import State
 from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 
 from service.api import schemas
@@ -21,6 +22,7 @@ from service.domain import errors, views
 from service.store.events import Store
 
 AUTH = (errors.Unauthorized, 422)
+WRITE = (*AUTH, 400)  # 400: the body is not JSON at all; 422: it is JSON but not a valid request
 IDEMPOTENCY_KEY = HeaderParameter(
     name="Idempotency-Key",
     required=False,
@@ -47,7 +49,10 @@ class ConversationController(Controller):
         summary="Create a conversation",
         description="With a client `id`, a retry of the same request returns the conversation with 200; "
         "the same id with other content is a 409 problem. A `system` prompt becomes the root message.",
-        responses=responses(*AUTH, errors.ConversationIdConflict, errors.IdempotencyKeyReused),
+        responses={
+            200: ResponseSpec(views.Conversation, description="A retry: the conversation this id already names."),
+            **responses(*WRITE, errors.ConversationIdConflict, errors.IdempotencyKeyReused),
+        },
     )
     async def create(
         self,
@@ -87,7 +92,7 @@ class ConversationController(Controller):
         return schemas.ConversationPage(items=page.items, next_cursor=page.next_cursor)
 
     @get(
-        "/{conversation_id:uuid}",
+        "/{conversation_id:str}",
         summary="Get a conversation's summary",
         description="The `ETag` is the head's id: send it back as `If-Match` to append only if the head has not moved.",
         responses=responses(*AUTH, errors.ConversationNotFound),
@@ -102,22 +107,20 @@ class ConversationController(Controller):
         return json_response(conversation, 200, {"ETag": _etag(conversation.head_id)})
 
     @post(
-        "/{conversation_id:uuid}/messages",
+        "/{conversation_id:str}/messages",
         status_code=201,
         summary="Append a message",
         description="Without `parent_message_id` the message attaches to the head; with it, it becomes a new "
         "child of that message (a branch when it already has children). Either way the head moves to the new "
         "message. A client `id` makes a retry return the original message (200) with no new event. "
         '`If-Match: "<head id>"` or `expected_head` refuses the append with 412 if the head has moved.',
-        responses=responses(
-            *AUTH,
-            errors.ConversationNotFound,
-            errors.ParentNotFound,
-            errors.MessageIdConflict,
-            errors.HeadMoved,
-            errors.IdempotencyKeyReused,
-        ),
-    )
+        responses={
+            200: ResponseSpec(views.Message, description="A retry: the message this id already names."),
+            **responses(
+                *WRITE, errors.ConversationNotFound, errors.ParentNotFound, errors.MessageIdConflict,
+                errors.HeadMoved, errors.IdempotencyKeyReused,
+            ),
+        },    )
     async def append(
         self,
         request: Request[Any, Any, State],
@@ -158,7 +161,7 @@ class ConversationController(Controller):
         )
 
     @get(
-        "/{conversation_id:uuid}/messages/{message_id:uuid}",
+        "/{conversation_id:str}/messages/{message_id:str}",
         summary="Get a message",
         responses=responses(*AUTH, errors.ConversationNotFound, errors.MessageNotFound),
     )
@@ -172,7 +175,7 @@ class ConversationController(Controller):
         return await messages_app.get(store, caller, conversation_id, message_id)
 
     @get(
-        "/{conversation_id:uuid}/messages/{message_id:uuid}/children",
+        "/{conversation_id:str}/messages/{message_id:str}/children",
         summary="List a message's children (its branches), oldest first",
         responses=responses(*AUTH, errors.ConversationNotFound, errors.MessageNotFound),
     )
@@ -187,7 +190,7 @@ class ConversationController(Controller):
         return schemas.Children(message_id=message_id, children=kids)
 
     @get(
-        "/{conversation_id:uuid}/messages/{message_id:uuid}/context",
+        "/{conversation_id:str}/messages/{message_id:str}/context",
         summary="The root-first path to a message",
         description="Each message says how many siblings it has and its position among them.",
         responses=responses(*AUTH, errors.ConversationNotFound, errors.MessageNotFound),
@@ -203,7 +206,7 @@ class ConversationController(Controller):
         return await context_app.context(store, caller, conversation_id, message_id, last)
 
     @get(
-        "/{conversation_id:uuid}/context",
+        "/{conversation_id:str}/context",
         summary="The root-first path to the head",
         responses=responses(*AUTH, errors.ConversationNotFound),
     )
@@ -217,7 +220,7 @@ class ConversationController(Controller):
         return await context_app.context(store, caller, conversation_id, None, last)
 
     @get(
-        "/{conversation_id:uuid}/tree",
+        "/{conversation_id:str}/tree",
         summary="Every message with its parent, in the order written, and the head",
         responses=responses(*AUTH, errors.ConversationNotFound),
     )
@@ -230,7 +233,7 @@ class ConversationController(Controller):
         return await context_app.tree(store, caller, conversation_id)
 
     @get(
-        "/{conversation_id:uuid}/leaves",
+        "/{conversation_id:str}/leaves",
         summary="Every branch tip with its depth",
         responses=responses(*AUTH, errors.ConversationNotFound),
     )
@@ -245,10 +248,10 @@ class ConversationController(Controller):
         return schemas.Leaves(conversation_id=conversation_id, head_id=conversation.head_id, leaves=tips)
 
     @put(
-        "/{conversation_id:uuid}/head",
+        "/{conversation_id:str}/head",
         summary="Move the head to any message (switch branch)",
         description="Recorded as an event; moving it to where it already is records nothing.",
-        responses=responses(*AUTH, errors.ConversationNotFound, errors.MessageNotFound),
+        responses=responses(*WRITE, errors.ConversationNotFound, errors.MessageNotFound),
     )
     async def move_head(
         self,

@@ -11,7 +11,7 @@ from service.api import schemas
 from service.api.problems import Problem, problem_type, responses
 
 
-@get("/healthz", summary="Liveness: the process is serving", tags=["health"], security=[{}])
+@get("/healthz", summary="Liveness: the process is serving", tags=["health"], security=[{}], responses=responses())
 async def healthz() -> schemas.Health:
     return schemas.Health(status="ok")
 

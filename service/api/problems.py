@@ -58,7 +58,7 @@ TABLE: dict[type[errors.ConvtreeError], tuple[int, str, str]] = {
 
 # HTTP-level errors litestar raises before a handler runs.
 _HTTP_TYPES = {
-    400: ("bad-request", "Bad request"),
+    400: ("malformed-request", "Malformed request"),
     401: ("unauthorized", "Unauthorized"),
     404: ("not-found", "Not found"),
     405: ("method-not-allowed", "Method not allowed"),
@@ -145,10 +145,10 @@ HANDLERS: dict[Any, Any] = {
 
 
 def responses(*kinds: type[errors.ConvtreeError] | int) -> dict[int, ResponseSpec]:
-    """OpenAPI response entries for the errors a route can answer with."""
+    """OpenAPI response entries for the errors a route can answer with (and the 500 any route can)."""
     specs: dict[int, ResponseSpec] = {}
     descriptions: dict[int, list[str]] = {}
-    for kind in kinds:
+    for kind in (*kinds, 500):
         if isinstance(kind, int):
             status, title = kind, _HTTP_TYPES[kind][1]
         else:

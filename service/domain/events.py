@@ -114,13 +114,15 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def canonical_bytes(envelope: Envelope, columns: Columns) -> bytes:
-    """The canonical encoding an event's hash covers: every stored field, in a fixed order."""
+    """The canonical encoding an event's hash covers: what the event says, in a fixed order.
+
+    Where the event sits in this particular database (its global `seq`, the tenant, the family's
+    internal id) is left out, so that an exported conversation verifies, and keeps its hashes, in
+    any convtree instance it is imported into. The order of events is covered by the chain itself.
+    """
     return msgspec.json.encode(
         [
-            envelope.seq,
-            envelope.tenant,
             str(envelope.conversation_id),
-            str(envelope.family_id),
             columns.type,
             _str_or_none(columns.message_id),
             _str_or_none(columns.parent_id),
