@@ -1,0 +1,48 @@
+"""The convtree command: migrate, keys, openapi — run as a user would, in a subprocess."""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+from tests.conftest import fetch
+
+
+def convtree(*args: str, database_url: str | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    if database_url:
+        env["DATABASE_URL"] = database_url
+    return subprocess.run([sys.executable, "-m", "service", *args], capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_migrate_brings_an_empty_database_to_the_newest_schema(databases):
+    url = databases.empty()
+    result = convtree("migrate", database_url=url)
+    assert result.returncode == 0, result.stderr
+    assert "migrated to" in result.stdout
+    assert fetch(url, "SELECT count(*) FROM alembic_version")[0][0] == 1
+
+
+def test_keys_are_printed_once_and_stored_hashed(databases):
+    url = databases.migrated()
+    created = convtree("keys", "create", "--tenant", "acme", "--name", "billing", database_url=url)
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip()
+    assert key.startswith("ct_") and len(key) > 40
+    rows = fetch(url, "SELECT tenant, name, key_hash FROM api_keys")
+    assert [(r["tenant"], r["name"]) for r in rows] == [("acme", "billing")]
+    assert rows[0]["key_hash"] == hashlib.sha256(key.encode()).digest()
+    assert key not in json.dumps([dict(r) for r in fetch(url, "SELECT tenant, name FROM api_keys")])
+    listed = convtree("keys", "list", database_url=url)
+    assert "acme\tbilling" in listed.stdout and key not in listed.stdout
+    revoked = convtree("keys", "revoke", "--tenant", "acme", "--name", "billing", database_url=url)
+    assert revoked.returncode == 0 and "revoked 1" in revoked.stdout
+    assert fetch(url, "SELECT revoked_at IS NOT NULL FROM api_keys")[0][0] is True
+    assert convtree("keys", "revoke", "--tenant", "acme", "--name", "billing", database_url=url).returncode == 1
+
+
+def test_openapi_prints_the_document():
+    result = convtree("openapi")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["info"]["title"] == "convtree"
