@@ -1,0 +1,362 @@
+"""Figures 1 and 5: appends over HTTP, next to raw single-row INSERTs into a look-alike of `events`."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import os
+import random
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import asyncpg
+import httpx
+import msgspec
+
+from bench.cpu import CpuMeter, CpuUse, backend_pids
+from bench.harness import (
+    Databases,
+    ServerProcess,
+    ServerSpec,
+    Summary,
+    issue_key,
+    message_text,
+    summarize,
+)
+from service.app import messages as messages_app
+from service.app.caller import Caller
+from service.store.events import Store
+
+MAX_OPS = 2_000_000  # a ceiling on any one measurement, so that it is bounded in count as well as in time
+MAX_ERROR_SHARE = 0.01  # beyond this many failed operations a figure is not worth reporting
+
+# The look-alike: the same columns, constraints and indexes as `events` (LIKE … INCLUDING ALL
+# copies those, not triggers), so the baseline pays for the same index maintenance as an append.
+RAW_SETUP = (
+    "DROP TABLE IF EXISTS bench_events",
+    "DROP SEQUENCE IF EXISTS bench_events_seq",
+    "CREATE TABLE bench_events (LIKE events INCLUDING ALL)",
+    "CREATE SEQUENCE bench_events_seq AS bigint",
+)
+RAW_INSERT = """
+INSERT INTO bench_events (seq, tenant, conversation_id, family_id, type, message_id, parent_id, role,
+                          depth, body_sha256, payload, actor, request_id, created_at, hash)
+VALUES (nextval('bench_events_seq'), $1, $2, $2, 'message_appended', $3, $4, $5, $6, $7,
+        '{"metadata":{}}', 'bench', $8, $9, $10)
+"""
+
+
+@dataclass(frozen=True)
+class Throughput:
+    label: str
+    ops: int
+    seconds: float
+    latencies: list[float]
+    cpu: CpuUse
+    errors: int
+
+    @property
+    def rate(self) -> float:
+        return self.ops / self.seconds
+
+    @property
+    def latency(self) -> Summary:
+        return summarize(self.latencies)
+
+
+def pooled(rounds: list[Throughput]) -> Throughput:
+    """Several rounds of one measurement as one: operations over time, latencies pooled, CPU averaged by time."""
+    seconds = sum(r.seconds for r in rounds)
+
+    def avg(field: str) -> float:
+        return sum(getattr(r.cpu, field) * r.seconds for r in rounds) / seconds
+
+    cpu = CpuUse(avg("client"), avg("server"), avg("postgres"), avg("other"), avg("idle"))
+    return Throughput(
+        rounds[0].label,
+        sum(r.ops for r in rounds),
+        seconds,
+        [x for r in rounds for x in r.latencies],
+        cpu,
+        sum(r.errors for r in rounds),
+    )
+
+
+class ErrorShareExceeded(RuntimeError):
+    pass
+
+
+async def drive(
+    label: str,
+    ops: list[Callable[[], Awaitable[bool]]],
+    warmup: float,
+    seconds: float,
+    server: ServerProcess | None,
+    database_url: str,
+) -> Throughput:
+    """Run each operation in a loop of its own (one per client) for `warmup` + `seconds`; count and
+    time those that finish inside the measured window."""
+    window: list[float] = []  # [start, end] once set
+    latencies: list[float] = []
+    counts = {"ok": 0, "errors": 0}
+    stop = asyncio.Event()
+
+    async def client(op: Callable[[], Awaitable[bool]]) -> None:
+        while not stop.is_set():
+            t0 = time.perf_counter()
+            ok = await op()
+            t1 = time.perf_counter()
+            if window and window[0] <= t0 and not stop.is_set():
+                if ok:
+                    counts["ok"] += 1
+                    latencies.append(t1 - t0)
+                else:
+                    counts["errors"] += 1
+                if counts["ok"] + counts["errors"] >= MAX_OPS:
+                    stop.set()
+
+    tasks = [asyncio.create_task(client(op)) for op in ops]
+    try:
+        await asyncio.sleep(warmup)
+        backends = await backend_pids(database_url)
+        with CpuMeter(server, backends) as meter:
+            window.append(time.perf_counter())
+            try:
+                await asyncio.wait_for(stop.wait(), seconds)
+            except TimeoutError:
+                pass
+            stop.set()
+            window.append(time.perf_counter())
+        await asyncio.gather(*tasks)
+    finally:
+        stop.set()
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    total = counts["ok"] + counts["errors"]
+    if total and counts["errors"] / total > MAX_ERROR_SHARE:
+        raise ErrorShareExceeded(f"{label}: {counts['errors']} of {total} operations failed")
+    return Throughput(label, counts["ok"], window[1] - window[0], latencies, meter.use(), counts["errors"])
+
+
+# --- over HTTP --------------------------------------------------------------------------------
+
+
+def append_bodies(rng: random.Random, count: int = 64, chars: int = 400) -> list[bytes]:
+    """Request bodies made once, so the client spends its time on HTTP, not on making text."""
+    roles = itertools.cycle(["user", "assistant"])
+    return [
+        msgspec.json.encode({"role": next(roles), "content": message_text(rng, chars)}) for _ in range(count)
+    ]
+
+
+def http_client(base_url: str, key: str) -> httpx.AsyncClient:
+    """One chat client: a keep-alive HTTP/1.1 connection of its own."""
+    return httpx.AsyncClient(
+        base_url=base_url,
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        timeout=httpx.Timeout(30.0),
+        limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+    )
+
+
+async def create_conversations(client: httpx.AsyncClient, count: int) -> list[str]:
+    ids = []
+    for i in range(count):
+        r = await client.post("/v1/conversations", content=msgspec.json.encode({"title": f"bench {i}"}))
+        r.raise_for_status()
+        ids.append(r.json()["id"])
+    return ids
+
+
+async def http_appends(
+    label: str,
+    server: ServerProcess,
+    key: str,
+    conversation_ids: list[str],
+    clients: int,
+    bodies: list[bytes],
+    warmup: float,
+    seconds: float,
+) -> Throughput:
+    """`clients` concurrent clients, client i appending to conversation i modulo their number."""
+    sessions = [http_client(server.base_url, key) for _ in range(clients)]
+
+    def op_for(i: int) -> Callable[[], Awaitable[bool]]:
+        path = f"/v1/conversations/{conversation_ids[i % len(conversation_ids)]}/messages"
+        body = itertools.cycle(bodies[i:] + bodies[:i])
+        session = sessions[i]
+
+        async def op() -> bool:
+            r = await session.post(path, content=next(body))
+            return r.status_code == 201
+
+        return op
+
+    try:
+        return await drive(
+            label, [op_for(i) for i in range(clients)], warmup, seconds, server, server.database_url
+        )
+    finally:
+        await asyncio.gather(*(s.aclose() for s in sessions))
+
+
+# --- in-process ---------------------------------------------------------------------------
+
+
+async def inprocess_appends(
+    label: str, database_url: str, tenant: str, conversation_ids: list[str], clients: int,
+    bodies: list[bytes], warmup: float, seconds: float,
+) -> Throughput:  # fmt: skip
+    """The append use case called in this process, as the API calls it (one transaction per append),
+    without HTTP or the web framework: what is left of an append's cost is its database work."""
+    pool = await asyncpg.create_pool(database_url, min_size=clients, max_size=clients)
+    assert pool is not None
+    store = Store(pool)
+    caller = Caller(tenant=tenant, actor="bench")
+    decoded = [msgspec.json.decode(b) for b in bodies]
+
+    def op_for(i: int) -> Callable[[], Awaitable[bool]]:
+        conversation_id = uuid.UUID(conversation_ids[i % len(conversation_ids)])
+        body = itertools.cycle(decoded[i:] + decoded[:i])
+
+        async def op() -> bool:
+            b = next(body)
+            new = messages_app.NewMessage(role=b["role"], content=b["content"])
+            async with store.transaction() as tx:
+                await messages_app.append(tx, caller, conversation_id, new)
+            return True
+
+        return op
+
+    try:
+        return await drive(label, [op_for(i) for i in range(clients)], warmup, seconds, None, database_url)
+    finally:
+        await pool.close()
+
+
+# --- raw asyncpg ------------------------------------------------------------------------------
+
+
+async def raw_inserts(
+    label: str, database_url: str, clients: int, rng: random.Random, warmup: float, seconds: float
+) -> Throughput:
+    """`clients` connections, each inserting one events-shaped row per autocommitted statement."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        for statement in RAW_SETUP:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+    conns = await asyncio.gather(*(asyncpg.connect(database_url) for _ in range(clients)))
+    contents = [message_text(rng).encode() for _ in range(64)]
+
+    def op_for(conn: asyncpg.Connection) -> Callable[[], Awaitable[bool]]:
+        conversation = uuid.uuid4()
+        last: list[uuid.UUID | None] = [None]
+        depth = itertools.count()
+        body = itertools.cycle(contents)
+
+        async def op() -> bool:
+            message_id = uuid.uuid4()
+            d = next(depth)
+            await conn.execute(
+                RAW_INSERT,
+                "bench",
+                conversation,
+                message_id,
+                last[0],
+                "user" if d % 2 == 0 else "assistant",
+                d,
+                hashlib.sha256(next(body)).digest(),
+                uuid.uuid4().hex,
+                datetime.now(UTC),
+                os.urandom(32),
+            )
+            last[0] = message_id
+            return True
+
+        return op
+
+    try:
+        return await drive(label, [op_for(c) for c in conns], warmup, seconds, None, database_url)
+    finally:
+        await asyncio.gather(*(c.close() for c in conns))
+
+
+# --- figures 1 and 5 --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AppendFigure:
+    clients: int
+    raw: list[Throughput]  # one per round
+    inprocess: list[Throughput]  # the append use case without HTTP, each client on its own conversation
+    own: dict[str, list[Throughput]]  # server name -> rounds: each client on a conversation of its own
+    one: list[Throughput]  # the first server, every client on one conversation
+
+    def ratio(self, server: str) -> float:
+        return pooled(self.own[server]).rate / pooled(self.raw).rate
+
+    def round_ratios(self, server: str) -> list[float]:
+        return [h.rate / r.rate for h, r in zip(self.own[server], self.raw, strict=True)]
+
+
+@dataclass(frozen=True)
+class _Target:
+    spec: ServerSpec
+    database_url: str
+    key: str
+    own: list[str]  # one conversation per client
+    one: str  # the conversation every client shares
+
+
+async def figure_append(
+    databases: Databases,
+    rng: random.Random,
+    specs: list[ServerSpec],
+    clients: int,
+    warmup: float,
+    seconds: float,
+    rounds: int,
+) -> AppendFigure:
+    """Every server on a fresh database of its own; each round, the baselines and then every server
+    in turn, so that a slow spell of the machine falls on all of them. One server runs at a time
+    (started afresh each round), so the run never holds more connections than one server's pools."""
+    bodies = append_bodies(rng)
+    targets: list[_Target] = []
+    for i, spec in enumerate(specs):
+        url = await databases.fresh(f"append_{i}")
+        key = await issue_key(url, "bench-append")
+        async with ServerProcess(spec, url) as server, http_client(server.base_url, key) as session:
+            own = await create_conversations(session, clients)
+            (one,) = await create_conversations(session, 1)
+        targets.append(_Target(spec, url, key, own, one))
+    first = targets[0]
+    raw: list[Throughput] = []
+    inprocess: list[Throughput] = []
+    results: dict[str, list[Throughput]] = {spec.name: [] for spec in specs}
+    one_conversation: list[Throughput] = []
+    for _ in range(rounds):
+        raw.append(await raw_inserts("raw INSERT", first.database_url, clients, rng, warmup, seconds))
+        inprocess.append(
+            await inprocess_appends(
+                "in-process", first.database_url, "bench-append", first.own, clients, bodies, warmup, seconds
+            )
+        )
+        for t in targets:
+            async with ServerProcess(t.spec, t.database_url) as server:
+                results[t.spec.name].append(
+                    await http_appends(t.spec.name, server, t.key, t.own, clients, bodies, warmup, seconds)
+                )
+                if t is first:
+                    one_conversation.append(
+                        await http_appends(
+                            t.spec.name, server, t.key, [t.one], clients, bodies, warmup, seconds
+                        )
+                    )
+    return AppendFigure(clients, raw, inprocess, results, one_conversation)

@@ -1,0 +1,281 @@
+"""Figures 2 and 3: rebuilding a context over HTTP at growing depth on never-analyzed tables, and
+the same path's context beside a wide tree."""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import asyncpg
+import httpx
+import msgspec
+
+from bench.build import Builder, Built, Plan
+from bench.harness import (
+    UVICORN,
+    Databases,
+    ServerProcess,
+    Summary,
+    issue_key,
+    summarize,
+)
+from bench.plans import (
+    Freshness,
+    PlanCheck,
+    analyze,
+    explain_message_path,
+    freshness,
+    message_path_call,
+    never_analyze,
+)
+from service.app import context as context_app
+from service.app.caller import Caller
+from service.store.events import Store
+
+
+class _Depth(msgspec.Struct):
+    depth: int
+    messages: list[msgspec.Raw]
+
+
+@dataclass(frozen=True)
+class Target:
+    """A conversation whose head context is measured, and the ids its walk starts from."""
+
+    conversation_id: uuid.UUID
+    family_id: uuid.UUID
+    leaf_id: uuid.UUID
+    depth: int
+
+
+@dataclass(frozen=True)
+class ContextTiming:
+    depth: int
+    http: Summary  # GET /v1/conversations/{id}/context, whole response read by the client
+    app: Summary  # the same use case called in-process: the store's queries and the views, no HTTP
+    execute: Summary  # PostgreSQL alone: count(*) over message_path, so no rows travel
+    first_http_ms: float  # the first request after building, on a server that had not run it yet
+    response_bytes: int
+
+
+@dataclass(frozen=True)
+class DepthRun:
+    """One depth, in a database of its own that holds only that conversation: the case where a
+    never-analyzed table's guesses are worst (the conversation is the whole table)."""
+
+    depth: int
+    build_seconds: float
+    before: Freshness
+    after: Freshness
+    fresh: ContextTiming
+    analyzed: ContextTiming
+    plan_fresh: PlanCheck
+    plan_analyzed: PlanCheck
+
+
+@dataclass(frozen=True)
+class DepthFigure:
+    runs: list[DepthRun]
+
+    @property
+    def fresh(self) -> list[ContextTiming]:
+        return [r.fresh for r in self.runs]
+
+    @property
+    def analyzed(self) -> list[ContextTiming]:
+        return [r.analyzed for r in self.runs]
+
+
+@dataclass(frozen=True)
+class WidthFigure:
+    build_seconds: float
+    branches: int
+    branch_length: int
+    depth: int
+    fresh: tuple[ContextTiming, ContextTiming]  # (one branch, with the extra branches)
+    analyzed: tuple[ContextTiming, ContextTiming]
+    before: Freshness
+
+
+async def _target(conn: asyncpg.Connection, tenant: str, built: Built, depth: int) -> Target:
+    row = await conn.fetchrow(
+        "SELECT family_id, head_id FROM conversations WHERE tenant = $1 AND conversation_id = $2",
+        tenant,
+        built.conversation_id,
+    )
+    return Target(built.conversation_id, row["family_id"], row["head_id"], depth)
+
+
+async def _http_once(session: httpx.AsyncClient, target: Target) -> tuple[float, bytes]:
+    t0 = time.perf_counter()
+    r = await session.get(f"/v1/conversations/{target.conversation_id}/context")
+    elapsed = time.perf_counter() - t0
+    if r.status_code != 200:
+        raise RuntimeError(f"context of {target.conversation_id}: HTTP {r.status_code}: {r.text[:300]}")
+    return elapsed, r.content
+
+
+def _check(body: bytes, target: Target) -> None:
+    got = msgspec.json.decode(body, type=_Depth)
+    if got.depth != target.depth or len(got.messages) != target.depth:
+        raise RuntimeError(
+            f"context depth {got.depth} ({len(got.messages)} messages), expected {target.depth}"
+        )
+
+
+async def _timed(call: Callable[[], Awaitable[object]], samples: int, budget: float) -> Summary:
+    await call()  # statements are prepared on first use; time the steady state
+    times: list[float] = []
+    deadline = time.monotonic() + budget
+    while len(times) < samples and time.monotonic() < deadline:
+        t0 = time.perf_counter()
+        await call()
+        times.append(time.perf_counter() - t0)
+    return summarize(times)
+
+
+async def measure(
+    session: httpx.AsyncClient,
+    conn: asyncpg.Connection,
+    store: Store,
+    caller: Caller,
+    targets: list[Target],
+    samples: int,
+    budget: float,
+) -> list[ContextTiming]:
+    """Time each target's context over HTTP, taking the targets in turn (so that drift on a noisy
+    machine falls on all of them alike); then the use case in-process, and PostgreSQL alone."""
+    first: dict[Target, tuple[float, bytes]] = {}
+    for t in targets:
+        first[t] = await _http_once(session, t)
+        _check(first[t][1], t)
+    times: dict[Target, list[float]] = {t: [] for t in targets}
+    deadline = time.monotonic() + budget
+    while time.monotonic() < deadline and any(len(v) < samples for v in times.values()):
+        for t in targets:
+            if len(times[t]) < samples:
+                times[t].append((await _http_once(session, t))[0])
+    result = []
+    for t in targets:
+        count_sql, args = await message_path_call(conn, t.family_id, t.conversation_id, t.leaf_id, "count(*)")
+        app = await _timed(
+            lambda t=t: context_app.context(store, caller, t.conversation_id, None, None), samples, budget / 4
+        )
+        execute = await _timed(
+            lambda sql=count_sql, args=args: conn.fetchval(sql, *args), samples, budget / 4
+        )
+        result.append(
+            ContextTiming(t.depth, summarize(times[t]), app, execute, first[t][0] * 1000, len(first[t][1]))
+        )
+    return result
+
+
+def _session(server: ServerProcess, key: str) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        base_url=server.base_url,
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=httpx.Timeout(60.0),
+        limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+    )
+
+
+def _samples(depth: int, scale: float) -> int:
+    base = 200 if depth <= 100 else 100 if depth <= 1_000 else 30
+    return max(5, int(base * scale))
+
+
+async def figure_depth(
+    databases: Databases, rng: random.Random, depths: list[int], scale: float, budget: float
+) -> DepthFigure:
+    return DepthFigure([await _depth_run(databases, rng, d, scale, budget) for d in depths])
+
+
+async def _depth_run(
+    databases: Databases, rng: random.Random, depth: int, scale: float, budget: float
+) -> DepthRun:
+    url = await databases.fresh(f"depth_{depth}")
+    tenant = "bench-depth"
+    key = await issue_key(url, tenant)
+    conn = await asyncpg.connect(url)
+    pool = await asyncpg.create_pool(url, min_size=1, max_size=1)
+    assert pool is not None
+    try:
+        await never_analyze(conn)
+        store = Store(pool)
+        caller = Caller(tenant=tenant, actor="bench")
+        builder = Builder(store, tenant, rng)
+        built = await builder.create(f"depth {depth}")
+        t0 = time.perf_counter()
+        await builder.grow([Plan(built, None, depth)])
+        build_seconds = time.perf_counter() - t0
+        target = await _target(conn, tenant, built, depth)
+        samples = _samples(depth, scale)
+        async with ServerProcess(UVICORN, url) as server, _session(server, key) as session:
+            before = await freshness(conn)
+            (fresh,) = await measure(session, conn, store, caller, [target], samples, budget)
+            plan_fresh = await explain_message_path(
+                conn, target.family_id, target.conversation_id, target.leaf_id
+            )
+            after = await freshness(conn)
+            await analyze(conn)
+            (analyzed,) = await measure(session, conn, store, caller, [target], samples, budget)
+            plan_analyzed = await explain_message_path(
+                conn, target.family_id, target.conversation_id, target.leaf_id
+            )
+        return DepthRun(depth, build_seconds, before, after, fresh, analyzed, plan_fresh, plan_analyzed)
+    finally:
+        await pool.close()
+        await conn.close()
+
+
+async def figure_width(
+    databases: Databases,
+    rng: random.Random,
+    depth: int,
+    branches: int,
+    branch_length: int,
+    scale: float,
+    budget: float,
+) -> WidthFigure:
+    url = await databases.fresh("width")
+    tenant = "bench-width"
+    key = await issue_key(url, tenant)
+    conn = await asyncpg.connect(url)
+    pool = await asyncpg.create_pool(url, min_size=1, max_size=1)
+    assert pool is not None
+    try:
+        await never_analyze(conn)
+        store = Store(pool)
+        caller = Caller(tenant=tenant, actor="bench")
+        builder = Builder(store, tenant, rng)
+        narrow, wide = await builder.create("one branch"), await builder.create("many branches")
+        t0 = time.perf_counter()
+        paths = [Plan(narrow, None, depth), Plan(wide, None, depth)]
+        await builder.grow(paths)
+        trunk = paths[1].made
+        # Branches leave the path at evenly spaced depths, so every part of the walk passes some.
+        await builder.grow([Plan(wide, trunk[i * depth // branches], branch_length) for i in range(branches)])
+        await builder.move_head(wide, trunk[-1])
+        build_seconds = time.perf_counter() - t0
+        targets = [await _target(conn, tenant, narrow, depth), await _target(conn, tenant, wide, depth)]
+        samples = _samples(depth, scale)
+        async with ServerProcess(UVICORN, url) as server, _session(server, key) as session:
+            before = await freshness(conn)
+            fresh = await measure(session, conn, store, caller, targets, samples, budget)
+            await analyze(conn)
+            analyzed = await measure(session, conn, store, caller, targets, samples, budget)
+        return WidthFigure(
+            build_seconds,
+            branches,
+            branch_length,
+            depth,
+            (fresh[0], fresh[1]),
+            (analyzed[0], analyzed[1]),
+            before,
+        )
+    finally:
+        await pool.close()
+        await conn.close()

@@ -1,0 +1,367 @@
+"""The benchmark's figures as markdown: a summary table with goals and verdicts, then the details;
+and writing them into BENCHMARKS.md, one section per PostgreSQL the run used."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.append import AppendFigure, Throughput, pooled
+from bench.context import ContextTiming, DepthFigure, WidthFigure
+from bench.disk import DiskFigure
+from bench.profile import Profile
+
+# Goals (issue 2).
+APPEND_RATIO_GOAL = 0.5
+CONTEXT_P50_GOAL_MS = {1_000: 10.0, 10_000: 80.0}
+WIDTH_RATIO_GOAL = 1.2
+# A walk that is linear in depth takes ~10x as long at 10x the depth; a quadratic one ~100x.
+LINEAR_GROWTH_LIMIT = 15.0
+
+
+@dataclass
+class Results:
+    key: str  # which section of BENCHMARKS.md these figures go to, e.g. "postgresql-15"
+    title: str
+    facts: list[tuple[str, str]]
+    append: AppendFigure | None = None
+    depth: DepthFigure | None = None
+    width: WidthFigure | None = None
+    disk: DiskFigure | None = None
+    profile: Profile | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def verdict(ok: bool) -> str:
+    return "**pass**" if ok else "**FAIL**"
+
+
+def _rate(t: Throughput) -> str:
+    s = t.latency
+    return f"{t.rate:,.0f}/s · p50 {s.p50:.1f} ms · p99 {s.p99:.1f} ms"
+
+
+def _ms(t: ContextTiming) -> str:
+    return f"p50 {t.http.p50:.1f} ms · p99 {t.http.p99:.1f} ms"
+
+
+def _growth(timings: list[ContextTiming]) -> tuple[int, int, float] | None:
+    """PostgreSQL's time for the deepest walk over the one 10x shallower, if both were measured."""
+    by_depth = {t.depth: t for t in timings}
+    for deep in sorted(by_depth, reverse=True):
+        if deep // 10 in by_depth:
+            return deep // 10, deep, by_depth[deep].execute.p50 / by_depth[deep // 10].execute.p50
+    return None
+
+
+Row = tuple[str, str, str, str, str]  # figure, what, measured, goal, verdict
+
+
+def _append_rows(a: AppendFigure) -> list[Row]:
+    first = next(iter(a.own))
+    raw = pooled(a.raw)
+    inproc = pooled(a.inprocess)
+    ratio = a.ratio(first)
+    spread = ", ".join(f"{x:.2f}" for x in a.round_ratios(first))
+    goal = f"≥ {APPEND_RATIO_GOAL}"
+    rows: list[Row] = [
+        (
+            "1",
+            f"Append over HTTP, {a.clients} clients, a conversation each ({first})",
+            _rate(pooled(a.own[first])),
+            "",
+            "",
+        ),
+        ("1", f"Raw asyncpg INSERT into `bench_events`, {a.clients} connections", _rate(raw), "", ""),
+        (
+            "1",
+            "Ratio HTTP / raw",
+            f"{ratio:.2f} (rounds: {spread})",
+            goal,
+            verdict(ratio >= APPEND_RATIO_GOAL),
+        ),
+        ("1", f"Append over HTTP, {a.clients} clients, ONE conversation", _rate(pooled(a.one)), "", ""),
+        (
+            "1",
+            f"(diagnostic) the append use case in-process, no HTTP, {a.clients} tasks",
+            f"{_rate(inproc)} · ratio {inproc.rate / raw.rate:.2f}",
+            "",
+            "",
+        ),
+    ]
+    for name in list(a.own)[1:]:
+        measured = f"{_rate(pooled(a.own[name]))} · ratio {a.ratio(name):.2f}"
+        what = f"Append over HTTP, {a.clients} clients, a conversation each ({name})"
+        rows.append(("5", what, measured, goal, verdict(a.ratio(name) >= APPEND_RATIO_GOAL)))
+    return rows
+
+
+def _depth_rows(d: DepthFigure) -> list[Row]:
+    rows: list[Row] = []
+    for phase, timings in (("never analyzed", d.fresh), ("analyzed", d.analyzed)):
+        for t in timings:
+            goal = CONTEXT_P50_GOAL_MS.get(t.depth)
+            what = f"Context over HTTP, depth {t.depth:,}, {phase}"
+            if goal is None:
+                rows.append(("2", what, _ms(t), "", ""))
+            else:
+                rows.append(("2", what, _ms(t), f"p50 ≤ {goal:g} ms", verdict(t.http.p50 <= goal)))
+        if g := _growth(timings):
+            lo, hi, x = g
+            what = f"message_path time in PostgreSQL, depth {hi:,} ÷ depth {lo:,}, {phase}"
+            measured = f"×{x:.1f} (linear ≈ 10, quadratic ≈ 100)"
+            rows.append(
+                ("2", what, measured, f"≤ {LINEAR_GROWTH_LIMIT:g}", verdict(x <= LINEAR_GROWTH_LIMIT))
+            )
+    for phase, attr in (("never analyzed", "plan_fresh"), ("analyzed", "plan_analyzed")):
+        bad = [f"{run.depth:,}" for run in d.runs if not getattr(run, attr).index_driven]
+        measured = "yes, at every depth" if not bad else "no, at depth " + ", ".join(bad)
+        rows.append(
+            (
+                "2",
+                f"message_path's plan, {phase}: one index probe per level",
+                measured,
+                "yes",
+                verdict(not bad),
+            )
+        )
+    return rows
+
+
+def _width_rows(w: WidthFigure) -> list[Row]:
+    rows: list[Row] = []
+    for phase, (narrow, wide) in (("never analyzed", w.fresh), ("analyzed", w.analyzed)):
+        ratio = wide.http.p50 / narrow.http.p50
+        what = (
+            f"Context at depth {w.depth:,}: +{w.branches} branches of {w.branch_length} ÷ 1 branch, {phase}"
+        )
+        measured = f"{ratio:.2f} ({wide.http.p50:.1f} ms / {narrow.http.p50:.1f} ms)"
+        rows.append(("3", what, measured, f"≤ {WIDTH_RATIO_GOAL}", verdict(ratio <= WIDTH_RATIO_GOAL)))
+    return rows
+
+
+def _disk_rows(k: DiskFigure) -> list[Row]:
+    measured = (
+        f"{k.per_message:,.0f} B in use ({k.per_message / k.chars:.1f}× the text); "
+        f"files grew {k.per_message_on_disk:,.0f} B"
+    )
+    return [("4", f"Bytes on disk per {k.chars}-character message (N = {k.messages:,})", measured, "", "")]
+
+
+def summary_rows(r: Results) -> list[Row]:
+    rows: list[Row] = []
+    if r.append:
+        rows += _append_rows(r.append)
+    if r.depth:
+        rows += _depth_rows(r.depth)
+    if r.width:
+        rows += _width_rows(r.width)
+    if r.disk:
+        rows += _disk_rows(r.disk)
+    return rows
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def _append_details(a: AppendFigure) -> list[str]:
+    raw = pooled(a.raw)
+    lines = ["", "#### Appends (figures 1 and 5)", ""]
+    lines_by_name = [
+        ("raw INSERT", a.raw),
+        ("append use case in-process, no HTTP", a.inprocess),
+        *a.own.items(),
+        (f"ONE conversation, {next(iter(a.own))}", a.one),
+    ]
+    rows = []
+    for name, rounds in lines_by_name:
+        t = pooled(rounds)
+        rows.append(
+            [
+                name,
+                f"{t.rate:,.0f}",
+                f"{t.latency.p50:.2f}",
+                f"{t.latency.p99:.2f}",
+                f"{t.rate / raw.rate:.2f}",
+                t.cpu.text(),
+                " / ".join(f"{x.rate:,.0f}" for x in rounds),
+                str(t.errors),
+            ]
+        )
+    lines += _table(
+        ["line", "per s", "p50 ms", "p99 ms", "÷ raw", "CPU cores busy", "per round", "errors"], rows
+    )
+    cores = len(os.sched_getaffinity(0))
+    lines += [
+        "",
+        (
+            f"CPU: cores busy on average during the measurement (the machine has {cores}): the load generator "
+            "(*client*, the benchmark's process), the API server and its workers, the PostgreSQL backends "
+            "serving the measured database, and *other*: everything else on the machine, PostgreSQL's "
+            "background processes and any other work that ran at the same time."
+        ),
+    ]
+    return lines
+
+
+def _context_rows(phase: str, timings: list[ContextTiming]) -> list[list[str]]:
+    return [
+        [
+            f"{t.depth:,}",
+            phase,
+            f"{t.http.p50:.2f}",
+            f"{t.http.p99:.2f}",
+            str(t.http.count),
+            f"{t.first_http_ms:.1f}",
+            f"{t.app.p50:.2f}",
+            f"{t.execute.p50:.2f}",
+            f"{t.execute.p50 * 1000 / t.depth:.1f}",
+            f"{t.response_bytes / 1e6:.2f}",
+        ]
+        for t in timings
+    ]
+
+
+_CONTEXT_HEADER = [
+    "depth", "tables", "HTTP p50 ms", "HTTP p99 ms", "n", "first request ms", "in-process p50 ms",
+    "PostgreSQL p50 ms", "PostgreSQL µs per level", "response MB",
+]  # fmt: skip
+
+
+def _depth_details(d: DepthFigure) -> list[str]:
+    lines = ["", "#### Context rebuild (figure 2)", ""]
+    lines += [
+        (
+            "Each depth in a fresh database of its own holding only that conversation (400-character messages), "
+            "measured at once after building it, with autovacuum off for its tables so that no analyze can land "
+            "mid-measurement; then ANALYZE and measured again."
+        ),
+        "",
+    ]
+    for run in d.runs:
+        lines.append(
+            f"- depth {run.depth:,}: built in {run.build_seconds:.1f} s; before: {run.before.text()}; after: {run.after.text()}."
+        )
+    lines.append("")
+    lines += _table(
+        _CONTEXT_HEADER, _context_rows("never analyzed", d.fresh) + _context_rows("analyzed", d.analyzed)
+    )
+    lines += [
+        "",
+        (
+            "*in-process*: the same use case (`service.app.context.context`) called in the benchmark's process, "
+            "no HTTP: the store's queries, asyncpg decoding rows, the views built; *PostgreSQL*: "
+            "`count(*)` over `message_path(…)`, the walk with no rows sent."
+        ),
+    ]
+    middle = d.runs[len(d.runs) // 2].depth
+    for run in d.runs:
+        for phase, plan in (("never analyzed", run.plan_fresh), ("analyzed", run.plan_analyzed)):
+            if plan.index_driven and run.depth != middle:
+                continue  # every plan that failed, and both plans of the middle depth, are enough to read
+            verdict_text = (
+                "one index probe per level"
+                if plan.index_driven
+                else "NOT per level: " + "; ".join(plan.offending)
+            )
+            lines += [
+                "",
+                f"<details><summary>EXPLAIN ANALYZE of message_path's body, depth {run.depth:,}, {phase}: {verdict_text}</summary>",
+                "",
+                "```",
+                plan.text,
+                "```",
+                "</details>",
+            ]
+    lines += ["", "(The body as the function runs it: its SET planner settings, a generic plan.)"]
+    return lines
+
+
+def _width_details(w: WidthFigure) -> list[str]:
+    lines = ["", "#### Width independence (figure 3)", ""]
+    lines += [
+        f"Built in {w.build_seconds:.1f} s; measured interleaved (one request each in turn). Before: {w.before.text()}.",
+        "",
+    ]
+    rows = []
+    for phase, (narrow, wide) in (("never analyzed", w.fresh), ("analyzed", w.analyzed)):
+        rows += [["1 branch"] + r for r in _context_rows(phase, [narrow])]
+        rows += [[f"+{w.branches}×{w.branch_length}"] + r for r in _context_rows(phase, [wide])]
+    lines += _table(["conversation", *_CONTEXT_HEADER], rows)
+    return lines
+
+
+def _disk_details(k: DiskFigure) -> list[str]:
+    lines = ["", "#### Bytes on disk (figure 4)", ""]
+    lines += [
+        (
+            f"{k.messages:,} messages of {k.chars} characters appended over HTTP to {k.conversations} conversations "
+            f"({k.messages // k.conversations} each, 16 clients) in {k.seconds:.1f} s; growth of every relation from the "
+            "freshly migrated database (so a conversation's own event and row are shared by its messages)."
+        ),
+        "",
+    ]
+    rows = [[p.table, p.part, f"{p.used:,}", f"{p.used / k.messages:,.1f}", f"{p.bytes:,}"] for p in k.parts]
+    rows.append(["**total**", "", f"**{k.used:,}**", f"**{k.per_message:,.1f}**", f"**{k.total:,}**"])
+    lines += _table(["table", "part", "bytes in use", "per message", "file growth"], rows)
+    lines += [
+        "",
+        (
+            "*In use*: for a heap, its pages that hold rows; for an index or TOAST, its file. *File growth* also counts "
+            "empty pages PostgreSQL added ahead of need while 16 writers extended a table at once (slack that later "
+            "rows fill)."
+        ),
+    ]
+    return lines
+
+
+def _profile_details(p: Profile) -> list[str]:
+    lines = ["", "#### Profile of the append path (py-spy, server process)", ""]
+    lines += [
+        f"{p.samples:,} busy samples while serving {p.load.rate:,.0f} appends/s (profiled). Raw stacks: `{p.raw_path}`.",
+        "",
+    ]
+    lines += _table(["code", "share of samples"], [[n, f"{s:.0%}"] for n, s in p.groups])
+    lines += ["", "Inclusive, ours and litestar's:", ""]
+    lines += _table(["function", "share"], [[f"`{n}`", f"{s:.1%}"] for n, s in p.inclusive])
+    lines += ["", "Innermost frames:", ""]
+    lines += _table(["function", "share"], [[f"`{n}`", f"{s:.1%}"] for n, s in p.leaves])
+    return lines
+
+
+def render(r: Results) -> str:
+    lines = [f"### {r.title}", ""]
+    lines += [" · ".join(f"{k}: {v}" for k, v in r.facts), ""]
+    lines += _table(["#", "figure", "measured", "goal", "result"], [list(row) for row in summary_rows(r)])
+    if r.append:
+        lines += _append_details(r.append)
+    if r.depth:
+        lines += _depth_details(r.depth)
+    if r.width:
+        lines += _width_details(r.width)
+    if r.disk:
+        lines += _disk_details(r.disk)
+    if r.profile:
+        lines += _profile_details(r.profile)
+    if r.notes:
+        lines += ["", *[f"- {n}" for n in r.notes]]
+    return "\n".join(lines) + "\n"
+
+
+def write_section(path: Path, key: str, text: str) -> None:
+    """Put `text` between this key's markers in `path`, replacing the last run's; the rest of the
+    file (how to run, notes, other databases' sections) is left as it is."""
+    begin, end = f"<!-- bench:{key} -->", f"<!-- /bench:{key} -->"
+    block = f"{begin}\n{text}{end}"
+    current = path.read_text() if path.exists() else "# Benchmarks\n"
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.DOTALL)
+    if pattern.search(current):
+        updated = pattern.sub(lambda _: block, current)
+    else:
+        updated = current.rstrip("\n") + "\n\n" + block + "\n"
+    path.write_text(updated)
