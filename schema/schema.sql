@@ -14,6 +14,13 @@
 -- PostgreSQL (Citus) `events`, `bodies` and `conversations` would be distributed by `family_id`
 -- and co-located: every hot query carries `family_id` in its predicates and stays on one shard.
 -- Only the tenant-wide feed reads across families.
+--
+-- Forks: a fork shares its source's `family_id` and references the source's path (root to the
+-- message it was forked at, its base) instead of copying it. Every walk that crosses from a fork
+-- into its sources (`walk_up`, `message_path`, the parent check) follows parent pointers inside
+-- one family, so it stays on the family's shard. Replay (`fold_conversations`) and
+-- `convtree rebuild` fold a conversation's own events (by `conversation_id`, within its family,
+-- joined and grouped by `family_id` too), so the rebuild's INSERT … SELECT is co-located as well.
 
 -- Allocated by the appender after it has locked the conversation, so that within a conversation
 -- sequence order is commit order. Numbers are strictly increasing, not gapless (a refused append
@@ -90,6 +97,15 @@ CREATE TABLE conversations (
     updated_at       timestamptz NOT NULL,
     last_seq         bigint NOT NULL,
     last_hash        bytea NOT NULL,
+    -- A fork: the conversation and message it was forked from. It sees the path root→base (the
+    -- message, `base_depth` deep) and then its own messages; nothing of the path is copied.
+    forked_from_conversation_id  uuid,
+    forked_from_message_id       uuid,
+    base_depth                   integer CHECK (base_depth >= 0),
+    CONSTRAINT conversations_fork_complete CHECK (
+        (forked_from_conversation_id IS NULL) = (forked_from_message_id IS NULL)
+        AND (forked_from_message_id IS NULL) = (base_depth IS NULL)
+    ),
     PRIMARY KEY (tenant, conversation_id)
 );
 
@@ -108,6 +124,35 @@ CREATE TABLE idempotency_keys (
     PRIMARY KEY (tenant, key)
 );
 
+-- Replies being generated right now: one row per turn, inserted in the transaction that records
+-- its user message and deleted in the one that records its outcome (the reply, or `turn_failed`).
+-- NOT derived from the log and not rebuilt from it: it is the service's record of work in flight,
+-- shared by every server process, so that any of them refuses a turn under a reply that does not
+-- exist yet (409 parent-still-generating) and none leaves a turn without an outcome. The process
+-- generating a reply (`owner`) renews its lease (`expires_at`) while it streams; a row whose lease
+-- ran out belongs to a process that died, and any process closes it out with `turn_failed`.
+CREATE TABLE pending_replies (
+    family_id        uuid NOT NULL,
+    reply_id         uuid NOT NULL,                 -- the reply's id, announced when the turn began
+    tenant           text NOT NULL,
+    conversation_id  uuid NOT NULL,
+    user_message_id  uuid NOT NULL,                 -- the message being replied to
+    provider         text NOT NULL,
+    model            text NOT NULL,
+    actor            text NOT NULL,                 -- who asked, recorded on a `turn_failed` closing it out
+    request_id       text,
+    owner            uuid NOT NULL,                 -- the server process generating it
+    started_at       timestamptz NOT NULL DEFAULT now(),
+    expires_at       timestamptz NOT NULL,
+    PRIMARY KEY (family_id, reply_id)
+);
+
+-- Is a reply to this message pending (a turn retried, a turn under the head)?
+CREATE INDEX pending_replies_parent ON pending_replies (family_id, user_message_id);
+-- A process renewing its leases, and the sweep looking for expired ones.
+CREATE INDEX pending_replies_owner ON pending_replies (owner);
+CREATE INDEX pending_replies_expiry ON pending_replies (expires_at);
+
 -- Immutability: the log and the message texts are never changed or removed.
 CREATE FUNCTION reject_change() RETURNS trigger
 LANGUAGE plpgsql AS $$
@@ -121,18 +166,114 @@ CREATE TRIGGER events_immutable BEFORE UPDATE OR DELETE ON events
     FOR EACH ROW EXECUTE FUNCTION reject_change();
 CREATE TRIGGER events_no_truncate BEFORE TRUNCATE ON events
     FOR EACH STATEMENT EXECUTE FUNCTION reject_change();
-CREATE TRIGGER bodies_immutable BEFORE UPDATE OR DELETE ON bodies
+CREATE TRIGGER bodies_immutable BEFORE UPDATE ON bodies
     FOR EACH ROW EXECUTE FUNCTION reject_change();
 CREATE TRIGGER bodies_no_truncate BEFORE TRUNCATE ON bodies
     FOR EACH STATEMENT EXECUTE FUNCTION reject_change();
 
--- Tree integrity: a message's parent exists, lives in the same conversation and is one level up.
--- Rows are never changed, and a parent must exist before its child, so a cycle cannot form.
+-- Redaction and erasure. A `message_redacted` event names its target in its payload
+-- ({"message_id", "reason", "erase"}); this index finds a message's redactions with one probe.
+-- Every read that serves content joins `message_redaction` and withholds a redacted message's
+-- content; nothing is derived or copied, so there is nothing to rebuild.
+CREATE INDEX events_redactions ON events (family_id, ((payload->>'message_id')::uuid), seq)
+    WHERE type = 'message_redacted';
+
+-- A message's latest redaction (no row: not redacted). Erasure can only follow a redaction, never
+-- be undone, so the latest one says whether the body was erased.
+CREATE FUNCTION message_redaction(p_family uuid, p_message uuid)
+RETURNS TABLE (redacted_at timestamptz, redacted_by text, redaction_reason text, redaction_erased boolean)
+LANGUAGE sql STABLE AS $$
+    SELECT r.created_at, r.actor, r.payload->>'reason', coalesce((r.payload->>'erase')::boolean, false)
+      FROM events r
+     WHERE r.family_id = p_family AND r.type = 'message_redacted'
+       AND (r.payload->>'message_id')::uuid = p_message
+     ORDER BY r.seq DESC
+     LIMIT 1
+$$;
+
+-- Right to erasure: a body may be deleted once the log holds an erasing redaction of its message
+-- (written earlier in the same transaction by the eraser). The event, its digest and the chain
+-- stay, so the conversation still verifies; nothing may ever change a body.
+CREATE FUNCTION guard_body_delete() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM message_redaction(OLD.family_id, OLD.message_id) r WHERE r.redaction_erased) THEN
+        RETURN OLD;
+    END IF;
+    RAISE EXCEPTION 'bodies is append-only: DELETE is allowed only for a body erased by a message_redacted event'
+        USING ERRCODE = 'insufficient_privilege';
+END;
+$$;
+
+CREATE TRIGGER bodies_erasable BEFORE DELETE ON bodies
+    FOR EACH ROW EXECUTE FUNCTION guard_body_delete();
+
+-- The chain from a message up to its ancestor `p_top_depth` deep (both included), nearest first:
+-- one index probe per level. Planner settings are fixed as for message_path, for the same reason.
+CREATE FUNCTION walk_up(p_family uuid, p_message uuid, p_top_depth integer)
+RETURNS TABLE (
+    seq bigint, conversation_id uuid, message_id uuid, parent_id uuid, role text, depth integer,
+    payload json, actor text, request_id text, created_at timestamptz
+)
+LANGUAGE sql STABLE
+SET enable_seqscan = off
+SET enable_bitmapscan = off
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+AS $$
+    WITH RECURSIVE up AS (
+        SELECT e.seq, e.conversation_id, e.message_id, e.parent_id, e.role, e.depth,
+               e.payload, e.actor, e.request_id, e.created_at
+          FROM events e
+         WHERE e.family_id = p_family AND e.message_id = p_message AND e.depth >= p_top_depth
+        UNION ALL
+        -- LATERAL ... LIMIT 1: the parent is looked up once per level, by its key. A plain join
+        -- leaves the planner free to scan the family once per level instead (what it picks on a
+        -- never-analyzed table, where the generic plan under-estimates the family's size).
+        SELECT parent.seq, parent.conversation_id, parent.message_id, parent.parent_id, parent.role,
+               parent.depth, parent.payload, parent.actor, parent.request_id, parent.created_at
+          FROM up
+         CROSS JOIN LATERAL (
+               SELECT e.seq, e.conversation_id, e.message_id, e.parent_id, e.role, e.depth,
+                      e.payload, e.actor, e.request_id, e.created_at
+                 FROM events e
+                WHERE e.family_id = p_family AND e.message_id = up.parent_id
+                LIMIT 1
+         ) parent
+         WHERE up.depth > p_top_depth
+    )
+    SELECT up.seq, up.conversation_id, up.message_id, up.parent_id, up.role, up.depth,
+           up.payload, up.actor, up.request_id, up.created_at
+      FROM up
+$$;
+
+-- The ancestor of a message at a given depth (the message itself at its own depth; NULL deeper).
+CREATE FUNCTION ancestor_at(p_family uuid, p_message uuid, p_depth integer) RETURNS uuid
+LANGUAGE sql STABLE AS $$
+    SELECT w.message_id FROM walk_up(p_family, p_message, p_depth) w WHERE w.depth = p_depth
+$$;
+
+-- Whether a message is on a fork's inherited path: root to the base (`p_base`, `p_base_depth`
+-- deep; NULL for a conversation that is not a fork). A walk up from the base to the message's
+-- depth, so O(base depth − message depth), and no walk at all for a message deeper than the base.
+CREATE FUNCTION on_base_path(p_family uuid, p_base uuid, p_base_depth integer, p_message uuid, p_depth integer)
+RETURNS boolean
+LANGUAGE sql STABLE AS $$
+    SELECT CASE WHEN p_base IS NULL OR p_depth > p_base_depth THEN false
+                ELSE coalesce(ancestor_at(p_family, p_base, p_depth) = p_message, false) END
+$$;
+
+-- Tree integrity: a message's parent exists, is visible in the message's conversation and is one
+-- level up. Visible: the conversation's own message or, in a fork, one on the path it inherited
+-- (root to its base). The walk that checks the second case runs only when the parent lives in
+-- another conversation. Rows are never changed, and a parent must exist before its child, so a
+-- cycle cannot form.
 CREATE FUNCTION check_message_parent() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
     parent_conversation uuid;
     parent_depth integer;
+    base uuid;
 BEGIN
     IF NEW.type <> 'message_appended' OR NEW.parent_id IS NULL THEN
         RETURN NEW;
@@ -145,8 +286,18 @@ BEGIN
             USING ERRCODE = 'foreign_key_violation';
     END IF;
     IF parent_conversation <> NEW.conversation_id THEN
-        RAISE EXCEPTION 'parent message % is not in conversation %', NEW.parent_id, NEW.conversation_id
-            USING ERRCODE = 'foreign_key_violation';
+        -- The base comes from the log (a fork's first event), not from `conversations`, so the
+        -- rule holds for every writer of the log, an import included.
+        SELECT CASE WHEN f.type = 'conversation_forked' THEN (f.payload->>'source_message_id')::uuid END
+          INTO base
+          FROM events f
+         WHERE f.family_id = NEW.family_id AND f.conversation_id = NEW.conversation_id
+         ORDER BY f.seq
+         LIMIT 1;
+        IF base IS NULL OR ancestor_at(NEW.family_id, base, parent_depth) IS DISTINCT FROM NEW.parent_id THEN
+            RAISE EXCEPTION 'parent message % is not in conversation %', NEW.parent_id, NEW.conversation_id
+                USING ERRCODE = 'foreign_key_violation';
+        END IF;
     END IF;
     IF NEW.depth <> parent_depth + 1 THEN
         RAISE EXCEPTION 'depth % does not follow parent depth %', NEW.depth, parent_depth
@@ -159,11 +310,18 @@ $$;
 CREATE TRIGGER events_parent_exists BEFORE INSERT ON events
     FOR EACH ROW EXECUTE FUNCTION check_message_parent();
 
--- The path from a message to the root, root first, with each message's place among its siblings
--- in `conversation`. Planner settings are fixed for this function so the walk stays a chain of
--- index probes (O(depth)) even on a table that was never analyzed, whose statistics would
--- otherwise invite a hash join against the whole table at every level.
-CREATE FUNCTION message_path(p_family uuid, p_conversation uuid, p_message uuid)
+-- The path from a message to the root, root first, with each message's place among the siblings
+-- visible in `conversation` as of event `p_upto`; no rows unless the message itself is visible
+-- there then. A fork (base `p_base`, `p_base_depth` deep; NULLs otherwise) sees its own messages
+-- and the path root→base it inherited: the walk follows parent pointers through the family, so it
+-- crosses into the sources by itself. Siblings of a message are the conversation's own children of
+-- its parent, plus, when the parent is inherited and strictly above the base, the one inherited
+-- child (older than any of the fork's, so first). Planner settings are fixed for this function so
+-- the walk stays a chain of index probes (O(depth)) even on a table that was never analyzed, whose
+-- statistics would otherwise invite a hash join against the whole table at every level.
+CREATE FUNCTION message_path(
+    p_family uuid, p_conversation uuid, p_message uuid, p_base uuid, p_base_depth integer, p_upto bigint
+)
 RETURNS TABLE (
     seq bigint, conversation_id uuid, message_id uuid, parent_id uuid, role text, depth integer,
     payload json, actor text, request_id text, created_at timestamptz, content text,
@@ -175,29 +333,33 @@ SET enable_bitmapscan = off
 SET enable_hashjoin = off
 SET enable_mergejoin = off
 AS $$
-    WITH RECURSIVE path AS (
-        SELECT e.seq, e.conversation_id, e.message_id, e.parent_id, e.role, e.depth,
-               e.payload, e.actor, e.request_id, e.created_at
-          FROM events e
-         WHERE e.family_id = p_family AND e.message_id = p_message
-        UNION ALL
-        SELECT e.seq, e.conversation_id, e.message_id, e.parent_id, e.role, e.depth,
-               e.payload, e.actor, e.request_id, e.created_at
-          FROM path
-          JOIN events e ON e.family_id = p_family AND e.message_id = path.parent_id
+    WITH path AS (
+        SELECT w.seq, w.conversation_id, w.message_id, w.parent_id, w.role, w.depth,
+               w.payload, w.actor, w.request_id, w.created_at,
+               CASE WHEN lag(w.conversation_id) OVER (ORDER BY w.depth) <> p_conversation
+                         AND w.depth <= p_base_depth THEN 1 ELSE 0 END AS inherited_sibling
+          FROM walk_up(p_family, p_message, 0) w
     )
     SELECT p.seq, p.conversation_id, p.message_id, p.parent_id, p.role, p.depth,
-           p.payload, p.actor, p.request_id, p.created_at, b.content,
-           CASE WHEN p.parent_id IS NULL THEN 1 ELSE
-               (SELECT count(*) FROM events s
-                 WHERE s.conversation_id = p_conversation AND s.parent_id = p.parent_id
-                   AND s.type = 'message_appended') END,
-           CASE WHEN p.parent_id IS NULL THEN 1 ELSE
-               (SELECT count(*) FROM events s
-                 WHERE s.conversation_id = p_conversation AND s.parent_id = p.parent_id
-                   AND s.type = 'message_appended' AND s.seq <= p.seq) END
+           p.payload, p.actor, p.request_id, p.created_at,
+           -- A correlated probe, not a join: a join leaves the planner free to scan the family's
+           -- bodies once per level on a never-analyzed table.
+           (SELECT b.content FROM bodies b WHERE b.family_id = p_family AND b.message_id = p.message_id),
+           CASE WHEN p.parent_id IS NULL THEN 1 ELSE p.inherited_sibling + siblings.total END,
+           CASE WHEN p.parent_id IS NULL OR p.conversation_id <> p_conversation THEN 1
+                ELSE p.inherited_sibling + siblings.before END
       FROM path p
-      LEFT JOIN bodies b ON b.family_id = p_family AND b.message_id = p.message_id
+      -- One probe of the children index per level gives both the count and the position.
+     CROSS JOIN LATERAL (
+           SELECT count(*) AS total, count(*) FILTER (WHERE s.seq <= p.seq) AS before
+             FROM events s
+            WHERE s.family_id = p_family AND s.conversation_id = p_conversation
+              AND s.parent_id = p.parent_id AND s.type = 'message_appended' AND s.seq <= p_upto
+     ) siblings
+     WHERE EXISTS (SELECT 1 FROM path t
+                    WHERE t.message_id = p_message
+                      AND ((t.conversation_id = p_conversation AND t.seq <= p_upto)
+                           OR on_base_path(p_family, p_base, p_base_depth, t.message_id, t.depth)))
      ORDER BY p.depth
 $$;
 
@@ -208,13 +370,17 @@ $$;
 CREATE FUNCTION begin_write(p_tenant text, p_conversation uuid, p_count integer)
 RETURNS TABLE (
     family_id uuid, head_id uuid, message_count integer, leaf_count integer,
-    last_seq bigint, last_hash bytea, now timestamptz, seqs bigint[]
+    last_seq bigint, last_hash bytea, now timestamptz, seqs bigint[],
+    base_id uuid, base_depth integer  -- a fork's base (the message it was forked at); NULL otherwise
 )
 LANGUAGE plpgsql AS $$
 DECLARE
     c conversations%ROWTYPE;
 BEGIN
     PERFORM pg_advisory_xact_lock_shared(hashtextextended(p_tenant, 0));
+    -- Delivered at commit, and only then: wakes the tenant's feed followers (service/store/notify.py).
+    -- The payload is a digest, so a tenant name of any length fits NOTIFY's 8000 bytes.
+    PERFORM pg_notify('convtree_events', encode(sha256(convert_to(p_tenant, 'UTF8')), 'hex'));
     SELECT * INTO c FROM conversations
      WHERE conversations.tenant = p_tenant AND conversations.conversation_id = p_conversation
        FOR UPDATE;
@@ -224,7 +390,8 @@ BEGIN
     -- Numbers are drawn only now, with the row locked: a conversation's events are numbered in
     -- the order they commit.
     RETURN QUERY SELECT c.family_id, c.head_id, c.message_count, c.leaf_count, c.last_seq, c.last_hash,
-                        now(), ARRAY(SELECT nextval('events_seq') FROM generate_series(1, p_count));
+                        now(), ARRAY(SELECT nextval('events_seq') FROM generate_series(1, p_count)),
+                        c.forked_from_message_id, c.base_depth;
 END;
 $$;
 
@@ -236,7 +403,96 @@ RETURNS TABLE (now timestamptz, seqs bigint[])
 LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM pg_advisory_xact_lock_shared(hashtextextended(p_tenant, 0));
+    -- Delivered at commit, and only then: wakes the tenant's feed followers (service/store/notify.py).
+    -- The payload is a digest, so a tenant name of any length fits NOTIFY's 8000 bytes.
+    PERFORM pg_notify('convtree_events', encode(sha256(convert_to(p_tenant, 'UTF8')), 'hex'));
     PERFORM pg_advisory_xact_lock(hashtextextended(p_tenant || '/' || p_conversation::text, 0));
     RETURN QUERY SELECT now(), ARRAY(SELECT nextval('events_seq') FROM generate_series(1, p_count));
+END;
+$$;
+
+-- A conversation's summary folded from its own events up to event `p_upto`: the row
+-- `conversations` holds once every event through p_upto is written. Replay ("as of") reads it and
+-- `convtree rebuild` refills `conversations` from it, so both follow this one definition. The head
+-- is the target of the newest event that sets one; a fork counts its inherited path (base_depth + 1
+-- messages), and its base is a leaf until the fork writes under it (the messages above the base
+-- each have one visible child, the next on the path, so they never are).
+-- Set-based: it folds any number of conversations in one pass over their events (narrow rows, so
+-- the aggregates stay in memory), then fetches each conversation's first, last and head events and
+-- its base by index probes. LIMIT 1 keeps each probe a subquery run per conversation: pulled up
+-- into a join, it could be planned as a hash of the whole log, per batch of a rebuild.
+CREATE FUNCTION fold_conversations(p_conversations uuid[], p_upto bigint)
+RETURNS TABLE (
+    tenant text, conversation_id uuid, family_id uuid, title text, metadata json, head_id uuid,
+    message_count integer, leaf_count integer, created_seq bigint, created_at timestamptz,
+    updated_at timestamptz, last_seq bigint, last_hash bytea,
+    forked_from_conversation_id uuid, forked_from_message_id uuid, base_depth integer
+)
+LANGUAGE sql STABLE AS $$
+    WITH log AS MATERIALIZED (
+        SELECT e.seq, e.family_id, e.conversation_id, e.type, e.message_id, e.parent_id
+          FROM events e
+         WHERE e.conversation_id = ANY (p_conversations) AND e.seq <= p_upto
+    ), parents AS (
+        -- Every message with a child in its own conversation, once.
+        SELECT DISTINCT c.family_id, c.conversation_id, c.parent_id
+          FROM log c
+         WHERE c.type = 'message_appended' AND c.parent_id IS NOT NULL
+    ), spans AS (
+        SELECT l.family_id, l.conversation_id, min(l.seq) AS first_seq, max(l.seq) AS last_seq,
+               max(l.seq) FILTER (WHERE l.type IN ('message_appended', 'head_moved', 'conversation_forked'))
+                   AS head_seq,
+               count(*) FILTER (WHERE l.type = 'message_appended') AS messages,
+               count(*) FILTER (WHERE l.type = 'message_appended' AND p.parent_id IS NULL) AS leaves
+          FROM log l
+          LEFT JOIN parents p ON p.family_id = l.family_id AND p.conversation_id = l.conversation_id
+                             AND p.parent_id = l.message_id
+         GROUP BY l.family_id, l.conversation_id
+    )
+    SELECT f.tenant, s.conversation_id, s.family_id, f.payload->>'title', f.payload->'metadata',
+           CASE h.type WHEN 'message_appended' THEN h.message_id
+                       WHEN 'head_moved' THEN (h.payload->>'message_id')::uuid
+                       WHEN 'conversation_forked' THEN (h.payload->>'source_message_id')::uuid END,
+           (s.messages + coalesce(b.depth + 1, 0))::integer,
+           (s.leaves + CASE WHEN b.message_id IS NOT NULL AND bp.parent_id IS NULL THEN 1 ELSE 0 END)::integer,
+           s.first_seq, f.created_at, z.created_at, s.last_seq, z.hash,
+           CASE WHEN f.type = 'conversation_forked' THEN (f.payload->>'source_conversation_id')::uuid END,
+           b.message_id, b.depth
+      FROM spans s
+     CROSS JOIN LATERAL (SELECT e.tenant, e.type, e.payload, e.created_at FROM events e
+                          WHERE e.seq = s.first_seq AND e.family_id = s.family_id LIMIT 1) f
+     CROSS JOIN LATERAL (SELECT e.created_at, e.hash FROM events e
+                          WHERE e.seq = s.last_seq AND e.family_id = s.family_id LIMIT 1) z
+      LEFT JOIN LATERAL (SELECT e.type, e.message_id, e.payload FROM events e
+                          WHERE e.seq = s.head_seq AND e.family_id = s.family_id LIMIT 1) h ON true
+      LEFT JOIN LATERAL (SELECT e.message_id, e.depth FROM events e
+                          WHERE f.type = 'conversation_forked' AND e.family_id = s.family_id
+                            AND e.message_id = (f.payload->>'source_message_id')::uuid LIMIT 1) b ON true
+      LEFT JOIN parents bp ON bp.family_id = s.family_id AND bp.conversation_id = s.conversation_id
+                          AND bp.parent_id = b.message_id
+$$;
+
+-- The feed's frontier: the greatest sequence number of `p_tenant` that is final, i.e. no
+-- transaction that is still running holds a number at or below it. Every writer holds the tenant's
+-- lock shared from before it draws numbers until it commits (begin_write, begin_create); taking it
+-- exclusively waits out the writers in flight and holds off new ones (they queue behind it) for
+-- one index probe. The read after the lock takes a fresh snapshot (a VOLATILE function's statements
+-- each do), so it sees every writer that finished; numbers drawn later are greater (events_seq
+-- hands them out in increasing order: it has no per-session cache). Call it as a statement of its
+-- own: the lock is released when the statement's transaction ends. `p_lock_timeout` bounds how long
+-- the writers queued behind it can be held up by a slow writer ahead (lock_not_available then).
+CREATE FUNCTION feed_frontier(p_tenant text, p_lock_timeout text) RETURNS bigint
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    frontier bigint;
+BEGIN
+    -- A snapshot taken before the lock was granted would miss the writers it waited for.
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'feed_frontier needs READ COMMITTED, not %', current_setting('transaction_isolation');
+    END IF;
+    PERFORM set_config('lock_timeout', p_lock_timeout, true);
+    PERFORM pg_advisory_xact_lock(hashtextextended(p_tenant, 0));
+    SELECT coalesce(max(e.seq), 0) INTO frontier FROM events e WHERE e.tenant = p_tenant;
+    RETURN frontier;
 END;
 $$;

@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -21,11 +21,15 @@ import httpx
 import pytest
 import uvicorn
 
+from service.api import serving
 from service.api.app import create_app
 from service.app.auth import key_hash, new_key
 from service.config import Settings
 from service.store.embedded import EmbeddedPostgres
 from service.store.migrate import upgrade
+from service.upstream import HttpSettings, ProviderConfig, Registry, RegistryConfig, RetryPolicy
+from service.upstream.registry import Secret, parse_config
+from tests.fakeupstream import FakeUpstream
 
 
 def run(coro: Any) -> Any:
@@ -103,26 +107,29 @@ def databases() -> Iterator[Databases]:
 
 
 class Server:
-    """The API served by uvicorn in a background thread, against its own database."""
+    """The API served by uvicorn in a background thread, against its own database. Its model
+    providers are `registry` (default: only the offline echo provider, whatever the environment
+    says); `grace` > 0 serves it as `convtree serve` does, with that graceful-shutdown period."""
 
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, registry: Registry | None = None, *, grace: float = 0) -> None:
         self.database_url = database_url
+        self.registry = registry or Registry.from_config(parse_config({}))
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.base_url = f"http://127.0.0.1:{self.port}"
-        settings = Settings(
-            database_url=database_url, pool_min_size=1, pool_max_size=20, key_cache_seconds=0.0
-        )
+        settings = Settings(database_url=database_url, pool_min_size=1, pool_max_size=20, key_cache_seconds=0.0)
+        app = create_app(database_url, settings, self.registry)
         config = uvicorn.Config(
-            create_app(database_url, settings),
+            app,
             host="127.0.0.1",
             port=self.port,
             log_level="warning",
             lifespan="on",
             loop="asyncio",
+            timeout_graceful_shutdown=int(grace) or None,
         )
-        self._server = uvicorn.Server(config)
+        self._server = serving.Server(config, app) if grace else uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
 
     def start(self) -> None:
@@ -189,3 +196,70 @@ def fetch(url: str, query: str, *args: Any) -> list[asyncpg.Record]:
             await conn.close()
 
     return run(go())
+
+
+# --- Turns: the API with model providers pointing at a FakeUpstream ------------------------------
+# (imported here, with the fixtures that need them, so this section stays one appended block)
+
+
+FAST_RETRY = RetryPolicy(
+    attempts=3, timeout=10.0, wait_initial=0.01, wait_max=0.05, wait_jitter=0.01, retry_after_max=5.0
+)
+
+
+def fake_registry(fake: FakeUpstream) -> Registry:
+    """`fake` (OpenAI protocol, the default), `fakeollama` (Ollama protocol), `impatient` (the fake
+    with a 0.5 s read timeout, for timeouts) and the offline `echo`."""
+
+    def http(kind: Literal["openai", "ollama"], name: str, model: str, read: float) -> ProviderConfig:
+        return ProviderConfig(
+            name=name,
+            kind=kind,
+            base_url=fake.openai_url if kind == "openai" else fake.ollama_url,
+            api_key=Secret("sk-fake-key"),
+            default_model=model,
+            http=HttpSettings(read=read),
+            retry=FAST_RETRY,
+        )
+
+    providers = {
+        "fake": http("openai", "fake", "fake-large", 10.0),
+        "fakeollama": http("ollama", "fakeollama", "fake-small", 10.0),
+        "impatient": http("openai", "impatient", "fake-large", 0.5),
+        "echo": ProviderConfig(name="echo", kind="echo", default_model="echo", models=("echo",)),
+    }
+    return Registry.from_config(RegistryConfig(providers=providers, default_provider="fake"))
+
+
+
+
+
+@pytest.fixture(scope="session")
+def upstream_server() -> Iterator[FakeUpstream]:
+    with FakeUpstream() as fake:
+        yield fake
+
+
+@pytest.fixture
+def upstream(upstream_server: FakeUpstream) -> FakeUpstream:
+    """The fake model server, with no faults queued and no requests recorded yet."""
+    upstream_server.reset()
+    return upstream_server
+
+
+@pytest.fixture(scope="session")
+def model_server(databases: Databases, upstream_server: FakeUpstream) -> Iterator[Server]:
+    srv = Server(databases.migrated(), fake_registry(upstream_server))
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture
+def model_api(model_server: Server, upstream: FakeUpstream) -> Iterator[httpx.Client]:
+    """A client of the model server, authenticated as a fresh tenant."""
+    _, key = model_server.new_key()
+    with model_server.client(key) as client:
+        yield client

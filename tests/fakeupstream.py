@@ -72,6 +72,7 @@ class Recorded:
     path: str
     body: Any
     headers: dict[str, str]
+    client: tuple[str, int] | None = None  # the client's address: the same one means the same connection
 
 
 @dataclass
@@ -106,10 +107,17 @@ class FakeUpstream:
     """The server object: start/stop as a context manager from sync code (e.g. pytest fixtures)."""
 
     def __init__(
-        self, *, max_stream_seconds: float = 60.0, models: tuple[str, ...] = ("fake-large", "fake-small")
+        self,
+        *,
+        max_stream_seconds: float = 60.0,
+        models: tuple[str, ...] = ("fake-large", "fake-small"),
+        floods: dict[str, int] | None = None,
     ) -> None:
+        """`floods`: models whose reply is that many pieces (" tok") sent as fast as the server
+        can, the fast mode benchmarks measure relaying with."""
         self.max_stream_seconds = max_stream_seconds
         self.models = models
+        self.floods = dict(floods or {})
         self._state = _State()
         self._stopping = threading.Event()
         self._server: uvicorn.Server | None = None
@@ -158,6 +166,9 @@ class FakeUpstream:
     def __enter__(self) -> FakeUpstream:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # As real model servers do (and accepted sockets inherit it): without it, Nagle holds each
+        # streamed chunk until the client's delayed ACK, ~40 ms, on every reused connection.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(
@@ -205,7 +216,8 @@ class FakeUpstream:
         path, method = scope["path"], scope["method"]
         headers = {k.decode(): v.decode() for k, v in scope["headers"]}
         with self._state.lock:
-            self._state.requests.append(Recorded(method, path, body, headers))
+            client = tuple(scope["client"]) if scope.get("client") else None
+            self._state.requests.append(Recorded(method, path, body, headers, client))  # type: ignore[arg-type]
             fault = self._state.faults.popleft() if self._state.faults else None
 
         is_ollama = path.startswith("/api/")
@@ -253,7 +265,7 @@ class FakeUpstream:
                 else {"error": {"message": "you must provide a model parameter"}},
             )
             return
-        words = pieces(reply_words(model, messages))
+        words = [" tok"] * self.floods[model] if model in self.floods else pieces(reply_words(model, messages))
         fmt = _OllamaFormat(model) if ollama else _OpenAIFormat(model)
         if not body.get("stream", ollama):  # Ollama streams unless told not to; OpenAI the reverse
             await _send_json(send, 200, fmt.whole("".join(words), prompt_tokens(messages), len(words)))

@@ -161,3 +161,54 @@ def test_last_n_keeps_the_final_messages_and_every_system_message():
     assert kept == [path[0], path[3], path[4], path[5]]
     assert last_messages(path, None) == path
     assert last_messages(path, 100) == path
+
+
+def fork_command(at):
+    return tree.ForkConversation(
+        conversation_id=uuid.UUID(int=9), family_id=FAMILY, source_conversation_id=CONV,
+        source_message_id=at, title="f", metadata={"k": 1},
+    )
+
+
+def test_a_fork_records_one_event_and_starts_at_its_base():
+    base = uuid.uuid4()
+    decision = tree.decide_fork(fork_command(base), node(base, depth=4, has_children=True))
+    [event] = decision.events
+    assert event == tree.ConversationForked(
+        source_conversation_id=CONV, source_message_id=base, title="f", metadata={"k": 1}
+    )
+    s = decision.state
+    assert (s.conversation_id, s.family_id, s.head_id) == (uuid.UUID(int=9), FAMILY, base)
+    # The inherited path counts (root..base); the base is the only leaf, whatever it has in the source.
+    assert (s.message_count, s.leaf_count, s.base_id, s.base_depth) == (5, 1, base, 4)
+    assert s.last_hash == GENESIS_HASH
+
+
+@pytest.mark.parametrize("visible", [None, False])
+def test_a_fork_at_a_message_the_source_does_not_show_is_refused(visible):
+    at = uuid.uuid4()
+    seen = None if visible is None else tree.Node(
+        message_id=at, conversation_id=CONV, parent_id=None, role="user", depth=0,
+        body_sha256=body_digest("x"), metadata={}, has_children=False, visible=False,
+    )
+    with pytest.raises(errors.MessageNotFound):
+        tree.decide_fork(fork_command(at), seen)
+
+
+def test_a_message_the_conversation_does_not_show_is_no_parent_and_no_head():
+    hidden = tree.Node(
+        message_id=uuid.uuid4(), conversation_id=uuid.UUID(int=3), parent_id=None, role="user", depth=0,
+        body_sha256=body_digest("x"), metadata={}, has_children=False, visible=False,
+    )
+    with pytest.raises(errors.ParentNotFound):
+        tree.decide_append(state(), append(uuid.uuid4(), parent=hidden.message_id), parent=hidden, existing=None)
+    with pytest.raises(errors.MessageNotFound):
+        tree.decide_move_head(state(), hidden, hidden.message_id)
+
+
+def test_an_inherited_parent_with_a_visible_child_adds_a_branch_tip():
+    """In a fork, an inherited message above the base has one visible child (the next on the path)."""
+    inherited = node(uuid.uuid4(), depth=1, has_children=True, conversation=uuid.UUID(int=3))
+    decision = tree.decide_append(state(uuid.uuid4(), 4, 1), append(uuid.uuid4(), parent=inherited.message_id), inherited, None)
+    assert (decision.state.message_count, decision.state.leaf_count) == (5, 2)
+    assert decision.events[0].depth == 2

@@ -18,13 +18,18 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 
 import service
 from service.api.conversations import ConversationController
+from service.api.forks import ForkController
 from service.api.deps import provide_caller, provide_store
 from service.api.health import healthz, readyz
+from service.api.history import HistoryController, feed_lifespan
+from service.api.openai_compat import OpenAICompatController
 from service.api.problems import HANDLERS
+from service.api.turns import TurnController, turns_lifespan
 from service.app.auth import Authenticator
 from service.config import Settings
 from service.store.events import Store
 from service.store.migrate import head_revision
+from service.upstream import Registry
 
 VERSION = "0.1.0"
 _REQUEST_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
@@ -70,7 +75,10 @@ def openapi_config() -> OpenAPIConfig:
     )
 
 
-def create_app(database_url: str, settings: Settings) -> Litestar:
+def create_app(database_url: str, settings: Settings, registry: Registry | None = None) -> Litestar:
+    """The app; `registry` (tests, benchmarks) replaces the model providers built from the
+    environment at start-up, and stays its giver's to close."""
+
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         pool = await asyncpg.create_pool(
@@ -93,9 +101,13 @@ def create_app(database_url: str, settings: Settings) -> Litestar:
     app = Litestar(
         # Controllers are registered on the app itself, not through a nested Router: litestar's
         # automatic OPTIONS handler would otherwise keep a stale `Allow` list for merged routes.
-        route_handlers=[ConversationController, healthz, readyz],
+        route_handlers=[
+            ConversationController, ForkController, HistoryController, TurnController, OpenAICompatController,
+            healthz, readyz,
+        ],
         dependencies={"caller": Provide(provide_caller), "store": Provide(provide_store, sync_to_thread=False)},
-        lifespan=[lifespan],
+        # The feed's listener and the turns' generations need the store; they stop before it closes.
+        lifespan=[lifespan, feed_lifespan(database_url), turns_lifespan(registry)],
         exception_handlers=HANDLERS,
         middleware=[request_id_middleware],
         openapi_config=openapi_config(),

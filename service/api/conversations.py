@@ -12,6 +12,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 
 from service.api import schemas
+from service.api.asof import AsOfParameter, parse_as_of
 from service.api.deps import json_response, write_once
 from service.api.problems import responses
 from service.app import context as context_app
@@ -94,7 +95,9 @@ class ConversationController(Controller):
     @get(
         "/{conversation_id:str}",
         summary="Get a conversation's summary",
-        description="The `ETag` is the head's id: send it back as `If-Match` to append only if the head has not moved.",
+        description="The `ETag` is the head's id: send it back as `If-Match` to append only if the head has not moved. "
+        "With `as_of`, the summary as it stood after that event, folded from the log (and no `ETag`: a past head "
+        "is no precondition for a write).",
         responses=responses(*AUTH, errors.ConversationNotFound),
     )
     async def get_conversation(
@@ -102,9 +105,12 @@ class ConversationController(Controller):
         conversation_id: FromPath[uuid.UUID],
         caller: NamedDependency[Caller],
         store: NamedDependency[Store],
+        as_of: AsOfParameter = None,
     ) -> Response[views.Conversation]:
-        conversation = await conversations_app.get(store, caller, conversation_id)
-        return json_response(conversation, 200, {"ETag": _etag(conversation.head_id)})
+        past = parse_as_of(as_of)
+        conversation = await conversations_app.get(store, caller, conversation_id, past)
+        headers = {"ETag": _etag(conversation.head_id)} if past is None else None
+        return json_response(conversation, 200, headers)
 
     @post(
         "/{conversation_id:str}/messages",
@@ -202,8 +208,9 @@ class ConversationController(Controller):
         caller: NamedDependency[Caller],
         store: NamedDependency[Store],
         last: Last = None,
+        as_of: AsOfParameter = None,
     ) -> views.Context:
-        return await context_app.context(store, caller, conversation_id, message_id, last)
+        return await context_app.context(store, caller, conversation_id, message_id, last, parse_as_of(as_of))
 
     @get(
         "/{conversation_id:str}/context",
@@ -216,8 +223,9 @@ class ConversationController(Controller):
         caller: NamedDependency[Caller],
         store: NamedDependency[Store],
         last: Last = None,
+        as_of: AsOfParameter = None,
     ) -> views.Context:
-        return await context_app.context(store, caller, conversation_id, None, last)
+        return await context_app.context(store, caller, conversation_id, None, last, parse_as_of(as_of))
 
     @get(
         "/{conversation_id:str}/tree",
@@ -229,8 +237,9 @@ class ConversationController(Controller):
         conversation_id: FromPath[uuid.UUID],
         caller: NamedDependency[Caller],
         store: NamedDependency[Store],
+        as_of: AsOfParameter = None,
     ) -> context_app.Tree:
-        return await context_app.tree(store, caller, conversation_id)
+        return await context_app.tree(store, caller, conversation_id, parse_as_of(as_of))
 
     @get(
         "/{conversation_id:str}/leaves",
@@ -242,9 +251,9 @@ class ConversationController(Controller):
         conversation_id: FromPath[uuid.UUID],
         caller: NamedDependency[Caller],
         store: NamedDependency[Store],
+        as_of: AsOfParameter = None,
     ) -> schemas.Leaves:
-        conversation = await conversations_app.get(store, caller, conversation_id)
-        tips = await context_app.leaves(store, caller, conversation_id)
+        conversation, tips = await context_app.leaves(store, caller, conversation_id, parse_as_of(as_of))
         return schemas.Leaves(conversation_id=conversation_id, head_id=conversation.head_id, leaves=tips)
 
     @put(

@@ -40,6 +40,12 @@ class MoveHead(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     message_id: uuid.UUID
 
 
+class ForkConversation(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    id: uuid.UUID | None = None
+    title: Title | None = None
+    metadata: Metadata = {}
+
+
 class ConversationPage(msgspec.Struct, kw_only=True):
     items: list[views.Conversation]
     next_cursor: str | None

@@ -6,9 +6,10 @@ import uuid
 
 import msgspec
 
+from service.app import replay
 from service.app.caller import Caller
 from service.domain import views
-from service.domain.errors import ConversationNotFound, MessageNotFound
+from service.domain.errors import MessageNotFound
 from service.domain.window import last_messages
 from service.store.events import Store
 
@@ -25,16 +26,16 @@ async def context(
     conversation_id: uuid.UUID,
     message_id: uuid.UUID | None,
     last: int | None,
+    as_of: replay.AsOf | None = None,
 ) -> views.Context:
-    """The root-first path to `message_id` (default: the head), windowed to the `last` messages."""
+    """The root-first path to `message_id` (default: the head), windowed to the `last` messages,
+    now or as of a past event. One round trip for the path, however deep and through however many
+    forks it runs."""
     async with store.reader() as tx:
-        found = await tx.get_conversation(caller.tenant, conversation_id)
-        if found is None:
-            raise ConversationNotFound(conversation_id=str(conversation_id))
-        conversation, family_id = found
+        conversation, scope = await replay.summary(tx, caller, conversation_id, as_of)
         leaf = message_id if message_id is not None else conversation.head_id
-        path = await tx.message_path(family_id, conversation_id, leaf) if leaf is not None else []
-    if message_id is not None and (not path or path[-1].conversation_id != conversation_id):
+        path = await tx.message_path(scope, leaf) if leaf is not None else []
+    if message_id is not None and not path:
         raise MessageNotFound(message_id=str(message_id))
     return views.Context(
         conversation_id=conversation_id,
@@ -44,17 +45,20 @@ async def context(
     )
 
 
-async def tree(store: Store, caller: Caller, conversation_id: uuid.UUID) -> Tree:
+async def tree(
+    store: Store, caller: Caller, conversation_id: uuid.UUID, as_of: replay.AsOf | None = None
+) -> Tree:
+    """Every message the conversation shows (for a fork, its inherited path first), in the order written."""
     async with store.reader() as tx:
-        found = await tx.get_conversation(caller.tenant, conversation_id)
-        if found is None:
-            raise ConversationNotFound(conversation_id=str(conversation_id))
-        messages = await tx.list_messages(conversation_id)
-    return Tree(conversation_id=conversation_id, head_id=found[0].head_id, messages=messages)
+        conversation, scope = await replay.summary(tx, caller, conversation_id, as_of)
+        messages = await tx.list_messages(scope)
+    return Tree(conversation_id=conversation_id, head_id=conversation.head_id, messages=messages)
 
 
-async def leaves(store: Store, caller: Caller, conversation_id: uuid.UUID) -> list[views.Leaf]:
+async def leaves(
+    store: Store, caller: Caller, conversation_id: uuid.UUID, as_of: replay.AsOf | None = None
+) -> tuple[views.Conversation, list[views.Leaf]]:
+    """The conversation's summary and its branch tips, read together so that they agree."""
     async with store.reader() as tx:
-        if await tx.get_conversation(caller.tenant, conversation_id) is None:
-            raise ConversationNotFound(conversation_id=str(conversation_id))
-        return await tx.list_leaves(conversation_id)
+        conversation, scope = await replay.summary(tx, caller, conversation_id, as_of)
+        return conversation, await tx.list_leaves(scope)

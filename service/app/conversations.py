@@ -8,9 +8,10 @@ from typing import Any
 
 import msgspec
 
+from service.app import replay
 from service.app.caller import Caller
 from service.domain import tree, views
-from service.domain.errors import ConversationIdConflict, ConversationNotFound, InvalidRequest
+from service.domain.errors import ConversationIdConflict, InvalidRequest
 from service.domain.events import Envelope, body_digest, seal
 from service.store.events import Store, Tx
 
@@ -92,12 +93,13 @@ async def _check_same(tx: Tx, found: views.Conversation, family_id: uuid.UUID, n
         raise ConversationIdConflict(conversation_id=str(found.id))
 
 
-async def get(store: Store, caller: Caller, conversation_id: uuid.UUID) -> views.Conversation:
+async def get(
+    store: Store, caller: Caller, conversation_id: uuid.UUID, as_of: replay.AsOf | None = None
+) -> views.Conversation:
+    """The summary now or, with `as_of`, as it stood after that event (folded from the log)."""
     async with store.reader() as tx:
-        found = await tx.get_conversation(caller.tenant, conversation_id)
-    if found is None:
-        raise ConversationNotFound(conversation_id=str(conversation_id))
-    return found[0]
+        conversation, _ = await replay.summary(tx, caller, conversation_id, as_of)
+    return conversation
 
 
 async def list_page(store: Store, caller: Caller, limit: int, cursor: str | None) -> Page:

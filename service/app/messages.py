@@ -43,13 +43,11 @@ async def append(tx: Tx, caller: Caller, conversation_id: uuid.UUID, new: NewMes
     )
     parent_ref = cmd.parent_id if cmd.parent_id is not None else state.head_id
     wanted = [i for i in (parent_ref, new.id) if i is not None]
-    nodes = await tx.find_nodes(state.family_id, conversation_id, wanted) if wanted else {}
+    nodes = await tx.find_nodes(tree.scope(state), wanted) if wanted else {}
     parent = nodes.get(parent_ref) if parent_ref is not None else None
-    if parent is not None and parent.conversation_id != conversation_id:
-        parent = None
     decision = tree.decide_append(state, cmd, parent, nodes.get(cmd.message_id) if new.id else None)
     if isinstance(decision, tree.AlreadyAppended):
-        message = await tx.get_message(state.family_id, conversation_id, decision.node.message_id)
+        message = await tx.get_message(tree.scope(state), decision.node.message_id)
         assert message is not None
         return Appended(message, created=False)
     sealed = await _write(tx, caller, state, decision, now, seqs, {cmd.message_id: cmd.content})
@@ -79,11 +77,8 @@ async def move_head(
         if begun is None:
             raise ConversationNotFound(conversation_id=str(conversation_id))
         state, now, seqs = begun
-        nodes = await tx.find_nodes(state.family_id, conversation_id, [message_id])
-        target = nodes.get(message_id)
-        if target is not None and target.conversation_id != conversation_id:
-            target = None
-        decision = tree.decide_move_head(state, target, message_id)
+        nodes = await tx.find_nodes(tree.scope(state), [message_id])
+        decision = tree.decide_move_head(state, nodes.get(message_id), message_id)
         if decision.events:
             await _write(tx, caller, state, decision, now, seqs, {})
         found = await tx.get_conversation(caller.tenant, conversation_id)
@@ -95,8 +90,8 @@ async def get(
     store: Store, caller: Caller, conversation_id: uuid.UUID, message_id: uuid.UUID
 ) -> views.Message:
     async with store.reader() as tx:
-        family_id = await _family(tx, caller, conversation_id)
-        message = await tx.get_message(family_id, conversation_id, message_id)
+        scope = await _scope(tx, caller, conversation_id)
+        message = await tx.get_message(scope, message_id)
     if message is None:
         raise MessageNotFound(message_id=str(message_id))
     return message
@@ -106,14 +101,15 @@ async def children(
     store: Store, caller: Caller, conversation_id: uuid.UUID, message_id: uuid.UUID
 ) -> list[views.Message]:
     async with store.reader() as tx:
-        family_id = await _family(tx, caller, conversation_id)
-        if await tx.get_message(family_id, conversation_id, message_id) is None:
+        scope = await _scope(tx, caller, conversation_id)
+        parent = await tx.get_message(scope, message_id)
+        if parent is None:
             raise MessageNotFound(message_id=str(message_id))
-        return await tx.list_children(conversation_id, message_id)
+        return await tx.list_children(scope, parent)
 
 
-async def _family(tx: Tx, caller: Caller, conversation_id: uuid.UUID) -> uuid.UUID:
-    found = await tx.get_conversation(caller.tenant, conversation_id)
+async def _scope(tx: Tx, caller: Caller, conversation_id: uuid.UUID) -> tree.Scope:
+    found = await tx.get_scoped(caller.tenant, conversation_id)
     if found is None:
         raise ConversationNotFound(conversation_id=str(conversation_id))
     return found[1]

@@ -9,11 +9,17 @@ ConvtreeError
 │   ├── ConversationIdConflict
 │   ├── MessageIdConflict
 │   ├── IdempotencyKeyInFlight
-│   └── ParentStillGenerating
+│   ├── ParentStillGenerating
+│   └── ReplyInProgress
 ├── IdempotencyKeyReused
 ├── HeadMoved
 ├── InvalidRequest
+│   └── InvalidExport
+│       └── ForkSourceMissing
 ├── Unauthorized
+├── ReplyInterrupted
+│   └── ServiceShuttingDown
+├── ReplyAbandoned
 └── UpstreamError
     ├── UnknownProvider
     ├── UpstreamTimeout
@@ -74,6 +80,10 @@ class ParentStillGenerating(Conflict):
     """The parent message is a reply that is still being generated."""
 
 
+class ReplyInProgress(Conflict):
+    """A reply to this message is still being generated."""
+
+
 class IdempotencyKeyReused(ConvtreeError):
     """This Idempotency-Key was already used with a different request."""
 
@@ -86,8 +96,28 @@ class InvalidRequest(ConvtreeError):
     """The request is not valid."""
 
 
+class InvalidExport(InvalidRequest):
+    """The export does not verify: nothing was imported. `line` names the first bad line."""
+
+
+class ForkSourceMissing(InvalidExport):
+    """The export is of a fork whose source conversation is not here: import the source first."""
+
+
 class Unauthorized(ConvtreeError):
     """A valid API key is required: send `Authorization: Bearer <key>`."""
+
+
+class ReplyInterrupted(ConvtreeError):
+    """The reply was cut short: the text received until then is stored, marked `interrupted`."""
+
+
+class ServiceShuttingDown(ReplyInterrupted):
+    """The service is shutting down: the reply was cut short and stored as it stood."""
+
+
+class ReplyAbandoned(ConvtreeError):
+    """The reply was given up on before it could be stored (its lease ran out): the turn failed."""
 
 
 class UpstreamError(ConvtreeError):

@@ -19,6 +19,30 @@ class ConversationCreated(msgspec.Struct, frozen=True, tag="conversation_created
     metadata: dict[str, Any] = {}
 
 
+class Interruption(msgspec.Struct, frozen=True, kw_only=True):
+    """Why a reply was cut short: a stable snake_case kind, and words for people."""
+
+    kind: str  # client_disconnected, shutdown, reply_too_long, or the upstream error (upstream_timeout…)
+    detail: str
+
+
+class Generation(msgspec.Struct, frozen=True, kw_only=True):
+    """How a model produced a reply: who answered, how fast, at what cost, and what it was shown."""
+
+    provider: str
+    model: str  # as the provider reported it (else the model asked for)
+    requested_model: str
+    finish_reason: str | None  # the provider's, or "interrupted" when the reply was cut short
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    latency_ms: float  # from sending the request to the end of the reply
+    first_token_ms: float | None = None  # from sending the request to the first piece of text
+    response_id: str | None = None  # the provider's id of the response
+    context_ids: list[uuid.UUID] = []  # the messages sent as context, root first
+    params: dict[str, Any] = {}  # the sampling parameters that were set
+    interruption: Interruption | None = None  # set when finish_reason is "interrupted"
+
+
 class MessageAppended(msgspec.Struct, frozen=True, tag="message_appended", kw_only=True):
     message_id: uuid.UUID
     parent_id: uuid.UUID | None
@@ -26,6 +50,7 @@ class MessageAppended(msgspec.Struct, frozen=True, tag="message_appended", kw_on
     depth: int
     body_sha256: bytes
     metadata: dict[str, Any] = {}
+    generation: Generation | None = None  # set on a reply a model generated (service/app/turns.py)
 
 
 class HeadMoved(msgspec.Struct, frozen=True, tag="head_moved", kw_only=True):
@@ -33,7 +58,38 @@ class HeadMoved(msgspec.Struct, frozen=True, tag="head_moved", kw_only=True):
     previous_id: uuid.UUID | None = None
 
 
-Event = ConversationCreated | MessageAppended | HeadMoved
+class ConversationForked(msgspec.Struct, frozen=True, tag="conversation_forked", kw_only=True):
+    """A conversation is created as a fork: it inherits the path root→`source_message_id` (its
+    base, which is also its first head) by reference, and writes only its own messages after it."""
+
+    source_conversation_id: uuid.UUID
+    source_message_id: uuid.UUID
+    title: str | None = None
+    metadata: dict[str, Any] = {}
+
+
+class MessageRedacted(msgspec.Struct, frozen=True, tag="message_redacted", kw_only=True):
+    """A message's content is withdrawn from every read; with `erase`, its body is deleted too.
+    The message's event, its digest and the chain stay: the log still proves what was said when."""
+
+    message_id: uuid.UUID
+    reason: str
+    erase: bool = False
+
+
+class TurnFailed(msgspec.Struct, frozen=True, tag="turn_failed", kw_only=True):
+    """A turn got no reply: its user message stays, and `reply_id` (announced to the caller when the
+    turn began) names a message that will never exist."""
+
+    reply_id: uuid.UUID
+    user_message_id: uuid.UUID  # the message the reply would have answered
+    provider: str
+    model: str
+    error: str  # what went wrong, as a stable snake_case kind (upstream_timeout, cancelled, abandoned…)
+    detail: str
+
+
+Event = ConversationCreated | MessageAppended | HeadMoved | MessageRedacted | ConversationForked | TurnFailed
 
 
 class Columns(msgspec.Struct, frozen=True, array_like=True):
@@ -51,10 +107,20 @@ class Columns(msgspec.Struct, frozen=True, array_like=True):
 _PAYLOAD_TYPES: dict[str, type[msgspec.Struct]] = {
     "conversation_created": ConversationCreated,
     "head_moved": HeadMoved,
+    "message_redacted": MessageRedacted,
+    "conversation_forked": ConversationForked,
+    "turn_failed": TurnFailed,
 }
 
 
 class _MessagePayload(msgspec.Struct, frozen=True):
+    metadata: dict[str, Any] = {}
+    generation: Generation | None = None
+
+
+# A message without a generation keeps the payload it always had (`{"metadata":…}`): the field is
+# written only when set, so adding it changed no existing event's bytes or hash.
+class _PlainMessagePayload(msgspec.Struct, frozen=True):
     metadata: dict[str, Any] = {}
 
 
@@ -66,6 +132,18 @@ def message_metadata(payload: str) -> dict[str, Any]:
     return _message_payload.decode(payload).metadata
 
 
+def message_payload(payload: str) -> tuple[dict[str, Any], Generation | None]:
+    """The metadata and the generation record (None unless a model wrote it) of a message."""
+    decoded = _message_payload.decode(payload)
+    return decoded.metadata, decoded.generation
+
+
+def _encode_message_payload(event: MessageAppended) -> str:
+    if event.generation is None:
+        return msgspec.json.encode(_PlainMessagePayload(metadata=event.metadata)).decode()
+    return msgspec.json.encode(_MessagePayload(metadata=event.metadata, generation=event.generation)).decode()
+
+
 def event_type(event: Event) -> str:
     return type(event).__struct_config__.tag  # type: ignore[return-value]
 
@@ -74,7 +152,7 @@ def to_columns(event: Event) -> Columns:
     """A message's tree position gets columns of its own (the walk and the indexes need them);
     every other field of every event goes into the payload."""
     if isinstance(event, MessageAppended):
-        payload = msgspec.json.encode(_MessagePayload(metadata=event.metadata)).decode()
+        payload = _encode_message_payload(event)
         return Columns(
             "message_appended",
             event.message_id,
@@ -90,13 +168,15 @@ def to_columns(event: Event) -> Columns:
 
 def from_columns(columns: Columns) -> Event:
     if columns.type == "message_appended":
+        metadata, generation = message_payload(columns.payload)
         return MessageAppended(
             message_id=columns.message_id,  # type: ignore[arg-type]
             parent_id=columns.parent_id,
             role=columns.role,  # type: ignore[arg-type]
             depth=columns.depth,  # type: ignore[arg-type]
             body_sha256=columns.body_sha256,  # type: ignore[arg-type]
-            metadata=message_metadata(columns.payload),
+            metadata=metadata,
+            generation=generation,
         )
     return msgspec.json.decode(columns.payload, type=_PAYLOAD_TYPES[columns.type])  # type: ignore[return-value]
 

@@ -12,6 +12,7 @@ from service.domain.errors import MessageIdConflict, MessageNotFound, ParentNotF
 from service.domain.events import (
     GENESIS_HASH,
     ConversationCreated,
+    ConversationForked,
     Event,
     HeadMoved,
     MessageAppended,
@@ -31,6 +32,35 @@ class ConversationState(msgspec.Struct, frozen=True, kw_only=True):
     leaf_count: int
     last_seq: int
     last_hash: bytes
+    # A fork's base: the message it was forked at (its inherited path is root→base), and its depth.
+    base_id: uuid.UUID | None = None
+    base_depth: int | None = None
+
+
+class Scope(msgspec.Struct, frozen=True, kw_only=True):
+    """Which messages a conversation shows: its own, written up to event `upto`, and, for a fork,
+    the path root→`base_id` it inherited (`base_depth` deep), all of which is older than the fork.
+
+    Reading with `upto` = the conversation's `last_seq` shows its current state consistently with
+    its summary; an earlier `upto` shows a past state (replay).
+    """
+
+    family_id: uuid.UUID
+    conversation_id: uuid.UUID
+    base_id: uuid.UUID | None
+    base_depth: int | None
+    upto: int
+
+
+def scope(state: ConversationState) -> Scope:
+    """What a conversation shows right now, seen from its locked summary."""
+    return Scope(
+        family_id=state.family_id,
+        conversation_id=state.conversation_id,
+        base_id=state.base_id,
+        base_depth=state.base_depth,
+        upto=state.last_seq,
+    )
 
 
 class Node(msgspec.Struct, frozen=True, kw_only=True):
@@ -44,6 +74,9 @@ class Node(msgspec.Struct, frozen=True, kw_only=True):
     body_sha256: bytes
     metadata: dict[str, Any]
     has_children: bool  # has at least one child visible in the conversation being decided on
+    # Visible in the conversation being decided on: its own, or on the path a fork inherited. The
+    # store also finds messages that are not (to recognise a message id already used in the family).
+    visible: bool = True
 
 
 class CreateConversation(msgspec.Struct, frozen=True, kw_only=True):
@@ -62,6 +95,15 @@ class AppendMessage(msgspec.Struct, frozen=True, kw_only=True):
     content: str
     metadata: dict[str, Any]
     expected_head: uuid.UUID | None = None  # set: refuse unless the head is still this message
+
+
+class ForkConversation(msgspec.Struct, frozen=True, kw_only=True):
+    conversation_id: uuid.UUID
+    family_id: uuid.UUID  # the source's: a fork references the source's path, in the same family
+    source_conversation_id: uuid.UUID
+    source_message_id: uuid.UUID
+    title: str | None
+    metadata: dict[str, Any]
 
 
 class Decision(msgspec.Struct, frozen=True):
@@ -108,11 +150,14 @@ def decide_append(
 ) -> Decision | AlreadyAppended:
     """Append `cmd` under `parent` (the message `cmd.parent_id` or, without it, the head names).
 
-    `parent` is None when that message is not visible in the conversation; `existing` is the message
-    that already carries `cmd.message_id` anywhere in the conversation's family, if one does.
+    `parent` is None (or not `visible`) when that message is not visible in the conversation;
+    `existing` is the message that already carries `cmd.message_id` anywhere in the conversation's
+    family, if one does.
     """
     if existing is not None:
         return _retry(state, cmd, existing)
+    if parent is not None and not parent.visible:
+        parent = None
     if cmd.expected_head is not None and cmd.expected_head != state.head_id:
         raise HeadMovedError(
             "The conversation's head is no longer the expected message.",
@@ -154,9 +199,38 @@ def _retry(state: ConversationState, cmd: AppendMessage, existing: Node) -> Alre
     return AlreadyAppended(existing)
 
 
+def decide_fork(cmd: ForkConversation, base: Node | None) -> Decision:
+    """Fork at `base`, the message `cmd.source_message_id` as the source sees it.
+
+    The fork records one event and copies nothing: it sees the path root→base, whose messages it
+    counts, with the base as its head and only leaf (every message above the base has a visible
+    child, the next one on the path).
+    """
+    if base is None or not base.visible:
+        raise MessageNotFound(message_id=str(cmd.source_message_id))
+    event = ConversationForked(
+        source_conversation_id=cmd.source_conversation_id,
+        source_message_id=base.message_id,
+        title=cmd.title,
+        metadata=cmd.metadata,
+    )
+    state = ConversationState(
+        conversation_id=cmd.conversation_id,
+        family_id=cmd.family_id,
+        head_id=base.message_id,
+        message_count=base.depth + 1,
+        leaf_count=1,
+        last_seq=0,
+        last_hash=GENESIS_HASH,
+        base_id=base.message_id,
+        base_depth=base.depth,
+    )
+    return Decision([event], state)
+
+
 def decide_move_head(state: ConversationState, target: Node | None, target_id: uuid.UUID) -> Decision:
     """Move the head to a visible message; moving it where it already is records nothing."""
-    if target is None:
+    if target is None or not target.visible:
         raise MessageNotFound(message_id=str(target_id))
     if state.head_id == target.message_id:
         return Decision([], state)

@@ -8,10 +8,23 @@ from typing import Any
 
 import msgspec
 
-from service.domain.events import Role
+from service.domain.events import Generation, Role
 
 
-class Message(msgspec.Struct, frozen=True, kw_only=True):
+REDACTED_CONTENT = "[redacted]"  # what a redacted message's content reads as, wherever it is served
+
+
+class Redaction(msgspec.Struct, frozen=True, kw_only=True):
+    """Why a message's content is withheld: the latest `message_redacted` event that names it."""
+
+    at: datetime
+    by: str
+    reason: str
+    erased: bool  # the body itself was deleted (right to erasure), not only hidden
+
+
+# omit_defaults: `redacted` appears only on redacted messages, so every other message reads as before.
+class Message(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     id: uuid.UUID
     conversation_id: uuid.UUID
     parent_message_id: uuid.UUID | None
@@ -21,6 +34,8 @@ class Message(msgspec.Struct, frozen=True, kw_only=True):
     depth: int
     seq: int
     created_at: datetime
+    redacted: Redaction | None = None
+    generation: Generation | None = None  # on a reply a model generated: provider, usage, timing, context
 
 
 class PathMessage(Message, frozen=True, kw_only=True):
@@ -37,6 +52,13 @@ class Context(msgspec.Struct, frozen=True, kw_only=True):
     messages: list[PathMessage]
 
 
+class ForkedFrom(msgspec.Struct, frozen=True, kw_only=True):
+    """Where a fork came from: it inherits that conversation's path from the root to that message."""
+
+    conversation_id: uuid.UUID
+    message_id: uuid.UUID
+
+
 class Conversation(msgspec.Struct, frozen=True, kw_only=True):
     id: uuid.UUID
     title: str | None
@@ -47,6 +69,7 @@ class Conversation(msgspec.Struct, frozen=True, kw_only=True):
     created_at: datetime
     updated_at: datetime
     last_seq: int
+    forked_from: ForkedFrom | None = None
 
 
 class Leaf(msgspec.Struct, frozen=True, kw_only=True):

@@ -13,8 +13,8 @@ import msgspec
 
 from service.domain import views
 from service.domain.errors import ConversationIdConflict, MessageIdConflict
-from service.domain.events import Sealed, message_metadata
-from service.domain.tree import ConversationState, Node
+from service.domain.events import Sealed, message_metadata, message_payload
+from service.domain.tree import ConversationState, Node, Scope
 from service.store.queries import Q
 
 _metadata = msgspec.json.Decoder(dict[str, Any])
@@ -91,13 +91,16 @@ class Tx:
             leaf_count=row["leaf_count"],
             last_seq=row["last_seq"],
             last_hash=row["last_hash"],
+            base_id=row["base_id"],
+            base_depth=row["base_depth"],
         )
         return state, row["now"], list(row["seqs"])
 
-    async def find_nodes(
-        self, family_id: uuid.UUID, conversation_id: uuid.UUID, ids: Sequence[uuid.UUID]
-    ) -> dict[uuid.UUID, Node]:
-        rows = await self.conn.fetch(Q["find_nodes"], family_id, conversation_id, list(ids))
+    async def find_nodes(self, scope: Scope, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Node]:
+        """Messages of the scope's family by id, each saying whether the scope's conversation sees it."""
+        rows = await self.conn.fetch(
+            Q["find_nodes"], scope.family_id, scope.conversation_id, list(ids), scope.base_id, scope.base_depth
+        )
         return {
             r["message_id"]: Node(
                 message_id=r["message_id"],
@@ -108,6 +111,7 @@ class Tx:
                 body_sha256=r["body_sha256"],
                 metadata=message_metadata(r["payload"]),
                 has_children=r["has_children"],
+                visible=r["visible"],
             )
             for r in rows
         }
@@ -120,6 +124,7 @@ class Tx:
         bodies: dict[uuid.UUID, str],
         title: str | None,
         metadata: dict[str, Any],
+        forked_from: views.ForkedFrom | None = None,
     ) -> None:
         first = sealed[0].envelope
         try:
@@ -141,6 +146,9 @@ class Tx:
                 first.seq,
                 sealed[-1].envelope.seq,
                 sealed[-1].hash,
+                None if forked_from is None else forked_from.conversation_id,
+                None if forked_from is None else forked_from.message_id,
+                state.base_depth,
             )
         except asyncpg.UniqueViolationError as exc:
             raise ConversationIdConflict(conversation_id=str(state.conversation_id)) from exc
@@ -190,36 +198,81 @@ class Tx:
         row = await self.conn.fetchrow(Q["get_conversation"], tenant, conversation_id)
         return None if row is None else (_conversation(row), row["family_id"])
 
+    async def get_scoped(
+        self, tenant: str, conversation_id: uuid.UUID
+    ) -> tuple[views.Conversation, Scope] | None:
+        """The conversation's summary, and which messages it shows now (consistently with that summary)."""
+        row = await self.conn.fetchrow(Q["get_conversation"], tenant, conversation_id)
+        return None if row is None else (_conversation(row), _scope(row))
+
+    async def conversation_as_of(
+        self, tenant: str, conversation_id: uuid.UUID, as_of: int | datetime
+    ) -> tuple[views.Conversation, Scope] | None:
+        """The summary as it stood after event `as_of` (or its newest event stamped at or before that
+        instant), folded from the log; None if the conversation did not exist then."""
+        seq, at = (None, as_of) if isinstance(as_of, datetime) else (as_of, None)
+        row = await self.conn.fetchrow(Q["conversation_as_of"], tenant, conversation_id, seq, at)
+        return None if row is None else (_conversation(row), _scope(row))
+
     async def list_conversations(
         self, tenant: str, before_seq: int | None, limit: int
     ) -> list[tuple[views.Conversation, int]]:
         rows = await self.conn.fetch(Q["list_conversations"], tenant, before_seq, limit)
         return [(_conversation(r), r["created_seq"]) for r in rows]
 
-    async def get_message(
-        self, family_id: uuid.UUID, conversation_id: uuid.UUID, message_id: uuid.UUID
-    ) -> views.Message | None:
-        row = await self.conn.fetchrow(Q["get_message"], family_id, message_id, conversation_id)
+    async def get_message(self, scope: Scope, message_id: uuid.UUID) -> views.Message | None:
+        """A message, if the scope's conversation sees it."""
+        row = await self.conn.fetchrow(
+            Q["get_message"],
+            scope.family_id,
+            message_id,
+            scope.conversation_id,
+            scope.base_id,
+            scope.base_depth,
+            scope.upto,
+        )
         return None if row is None else _message(row)
 
-    async def list_children(self, conversation_id: uuid.UUID, message_id: uuid.UUID) -> list[views.Message]:
-        return [_message(r) for r in await self.conn.fetch(Q["list_children"], conversation_id, message_id)]
+    async def list_children(self, scope: Scope, parent: views.Message) -> list[views.Message]:
+        """The children of a visible message that the scope's conversation sees, oldest first."""
+        inherited = parent.conversation_id != scope.conversation_id
+        rows = await self.conn.fetch(
+            Q["list_children"],
+            scope.family_id,
+            parent.id,
+            scope.conversation_id,
+            scope.base_id if inherited else None,
+            parent.depth,
+            scope.upto,
+        )
+        return [_message(r) for r in rows]
 
-    async def list_messages(self, conversation_id: uuid.UUID) -> list[views.Message]:
-        return [_message(r) for r in await self.conn.fetch(Q["list_messages"], conversation_id)]
+    async def list_messages(self, scope: Scope) -> list[views.Message]:
+        rows = await self.conn.fetch(
+            Q["list_messages"], scope.family_id, scope.conversation_id, scope.base_id, scope.upto
+        )
+        return [_message(r) for r in rows]
 
-    async def list_leaves(self, conversation_id: uuid.UUID) -> list[views.Leaf]:
-        rows = await self.conn.fetch(Q["list_leaves"], conversation_id)
+    async def list_leaves(self, scope: Scope) -> list[views.Leaf]:
+        rows = await self.conn.fetch(
+            Q["list_leaves"], scope.family_id, scope.conversation_id, scope.base_id, scope.upto
+        )
         return [
             views.Leaf(message_id=r["message_id"], depth=r["depth"], seq=r["seq"], created_at=r["created_at"])
             for r in rows
         ]
 
-    async def message_path(
-        self, family_id: uuid.UUID, conversation_id: uuid.UUID, message_id: uuid.UUID
-    ) -> list[views.PathMessage]:
-        """The root-first path to a message, in one round trip."""
-        rows = await self.conn.fetch(Q["message_path"], family_id, conversation_id, message_id)
+    async def message_path(self, scope: Scope, message_id: uuid.UUID) -> list[views.PathMessage]:
+        """The root-first path to a message, in one round trip; empty if the scope does not see it."""
+        rows = await self.conn.fetch(
+            Q["message_path"],
+            scope.family_id,
+            scope.conversation_id,
+            message_id,
+            scope.base_id,
+            scope.base_depth,
+            scope.upto,
+        )
         return [
             views.PathMessage(
                 **_message_fields(r),
@@ -254,7 +307,24 @@ def _body_arrays(bodies: dict[uuid.UUID, str]) -> tuple[list[uuid.UUID], list[st
     return list(bodies), list(bodies.values())
 
 
+def _scope(row: asyncpg.Record) -> Scope:
+    return Scope(
+        family_id=row["family_id"],
+        conversation_id=row["conversation_id"],
+        base_id=row["forked_from_message_id"],
+        base_depth=row["base_depth"],
+        upto=row["last_seq"],
+    )
+
+
 def _conversation(row: asyncpg.Record) -> views.Conversation:
+    forked_from = (
+        None
+        if row["forked_from_conversation_id"] is None
+        else views.ForkedFrom(
+            conversation_id=row["forked_from_conversation_id"], message_id=row["forked_from_message_id"]
+        )
+    )
     return views.Conversation(
         id=row["conversation_id"],
         title=row["title"],
@@ -265,20 +335,36 @@ def _conversation(row: asyncpg.Record) -> views.Conversation:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         last_seq=row["last_seq"],
+        forked_from=forked_from,
     )
 
 
 def _message_fields(row: asyncpg.Record) -> dict[str, Any]:
+    # Every query that serves messages joins message_redaction (queries.sql) and withholds a
+    # redacted message's content already; the placeholder and the redaction are filled in here.
+    redacted = (
+        None
+        if row["redacted_at"] is None
+        else views.Redaction(
+            at=row["redacted_at"],
+            by=row["redacted_by"],
+            reason=row["redaction_reason"],
+            erased=row["redaction_erased"],
+        )
+    )
+    metadata, generation = message_payload(row["payload"])
     return {
         "id": row["message_id"],
         "conversation_id": row["conversation_id"],
         "parent_message_id": row["parent_id"],
         "role": row["role"],
-        "content": row["content"],
-        "metadata": message_metadata(row["payload"]),
+        "content": views.REDACTED_CONTENT if redacted is not None else row["content"],
+        "metadata": metadata,
+        "generation": generation,
         "depth": row["depth"],
         "seq": row["seq"],
         "created_at": row["created_at"],
+        "redacted": redacted,
     }
 
 

@@ -20,15 +20,19 @@ SELECT tenant, name, created_at, revoked_at FROM api_keys ORDER BY created_at;
 SELECT now, seqs FROM begin_create($1, $2, $3);
 
 -- name: begin_write
-SELECT family_id, head_id, message_count, leaf_count, last_seq, last_hash, now, seqs
+SELECT family_id, head_id, message_count, leaf_count, last_seq, last_hash, now, seqs, base_id, base_depth
   FROM begin_write($1, $2, $3);
 
 -- name: find_nodes
--- Messages of a family by id, with whether each has a child in the given conversation.
+-- Messages of a family by id: whether each is visible in conversation $2 (its own, or on the path a
+-- fork inherited: root to its base $4, $5 deep), and whether it has a child visible there (one of
+-- the conversation's own or, for an inherited message above the base, the next one on the path).
 SELECT e.message_id, e.conversation_id, e.parent_id, e.role, e.depth, e.body_sha256, e.payload,
-       EXISTS (SELECT 1 FROM events c
-                WHERE c.conversation_id = $2 AND c.parent_id = e.message_id
-                  AND c.type = 'message_appended') AS has_children
+       (e.conversation_id = $2 OR on_base_path($1, $4, $5, e.message_id, e.depth)) AS visible,
+       (EXISTS (SELECT 1 FROM events c
+                 WHERE c.family_id = $1 AND c.conversation_id = $2 AND c.parent_id = e.message_id
+                   AND c.type = 'message_appended')
+        OR coalesce(e.conversation_id <> $2 AND e.depth < $5, false)) AS has_children
   FROM events e
  WHERE e.family_id = $1 AND e.message_id = ANY($3::uuid[]);
 
@@ -50,8 +54,9 @@ WITH new_events AS (
 )
 INSERT INTO conversations (tenant, conversation_id, family_id, title, metadata, head_id,
                            message_count, leaf_count, created_seq, created_at, updated_at,
-                           last_seq, last_hash)
-VALUES ($1, $2, $3, $18, $19::json, $20, $21, $22, $23, $6, $6, $24, $25);
+                           last_seq, last_hash,
+                           forked_from_conversation_id, forked_from_message_id, base_depth)
+VALUES ($1, $2, $3, $18, $19::json, $20, $21, $22, $23, $6, $6, $24, $25, $26, $27, $28);
 
 -- name: append_events
 WITH new_events AS (
@@ -71,56 +76,102 @@ UPDATE conversations
 
 -- name: get_conversation
 SELECT conversation_id, family_id, title, metadata, head_id, message_count, leaf_count,
-       created_at, updated_at, last_seq
+       created_at, updated_at, last_seq,
+       forked_from_conversation_id, forked_from_message_id, base_depth
   FROM conversations
  WHERE tenant = $1 AND conversation_id = $2;
 
 -- name: list_conversations
 -- Newest first; $2 is the created_seq of the last conversation of the previous page, or NULL.
 SELECT conversation_id, family_id, title, metadata, head_id, message_count, leaf_count,
-       created_at, updated_at, last_seq, created_seq
+       created_at, updated_at, last_seq, created_seq,
+       forked_from_conversation_id, forked_from_message_id, base_depth
   FROM conversations
  WHERE tenant = $1 AND ($2::bigint IS NULL OR created_seq < $2)
  ORDER BY created_seq DESC
  LIMIT $3;
 
 -- name: get_message
+-- A message visible in conversation $3: its own, written by event $6, or on the path a fork
+-- inherited (root to its base $4, $5 deep).
 SELECT e.seq, e.conversation_id, e.message_id, e.parent_id, e.role, e.depth, e.payload,
-       e.actor, e.request_id, e.created_at, b.content
+       e.actor, e.request_id, e.created_at, CASE WHEN r.redacted_at IS NULL THEN b.content END AS content,
+       r.redacted_at, r.redacted_by, r.redaction_reason, r.redaction_erased
   FROM events e
   LEFT JOIN bodies b ON b.family_id = e.family_id AND b.message_id = e.message_id
- WHERE e.family_id = $1 AND e.message_id = $2 AND e.conversation_id = $3;
+  LEFT JOIN LATERAL message_redaction(e.family_id, e.message_id) r ON true
+ WHERE e.family_id = $1 AND e.message_id = $2
+   AND ((e.conversation_id = $3 AND e.seq <= $6) OR on_base_path($1, $4, $5, e.message_id, e.depth));
 
 -- name: list_children
+-- The children of message $2 (depth $5) visible in conversation $3 up to event $6: its own and,
+-- when $2 is inherited ($4: the fork's base, passed only then), the next message on the inherited
+-- path, found by a walk up from the base (it is older than any of the fork's, so first).
+SELECT w.seq, w.conversation_id, w.message_id, w.parent_id, w.role, w.depth, w.payload,
+       w.actor, w.request_id, w.created_at, CASE WHEN r.redacted_at IS NULL THEN b.content END AS content,
+       r.redacted_at, r.redacted_by, r.redaction_reason, r.redaction_erased
+  FROM walk_up($1, $4, $5 + 1) w
+  LEFT JOIN bodies b ON b.family_id = $1 AND b.message_id = w.message_id
+  LEFT JOIN LATERAL message_redaction($1, w.message_id) r ON true
+ WHERE w.depth = $5 + 1 AND w.parent_id = $2
+UNION ALL
 SELECT e.seq, e.conversation_id, e.message_id, e.parent_id, e.role, e.depth, e.payload,
-       e.actor, e.request_id, e.created_at, b.content
+       e.actor, e.request_id, e.created_at, CASE WHEN r.redacted_at IS NULL THEN b.content END AS content,
+       r.redacted_at, r.redacted_by, r.redaction_reason, r.redaction_erased
   FROM events e
   LEFT JOIN bodies b ON b.family_id = e.family_id AND b.message_id = e.message_id
- WHERE e.conversation_id = $1 AND e.parent_id = $2 AND e.type = 'message_appended'
- ORDER BY e.seq;
+  LEFT JOIN LATERAL message_redaction(e.family_id, e.message_id) r ON true
+ WHERE e.family_id = $1 AND e.conversation_id = $3 AND e.parent_id = $2
+   AND e.type = 'message_appended' AND e.seq <= $6
+ ORDER BY seq;
 
 -- name: list_messages
--- Every message of a conversation in the order it was written.
+-- Every message visible in conversation $2 in the order written: a fork's inherited path (root to
+-- its base $3; all of it older than the fork), then the conversation's own up to event $4.
+SELECT w.seq, w.conversation_id, w.message_id, w.parent_id, w.role, w.depth, w.payload,
+       w.actor, w.request_id, w.created_at, CASE WHEN r.redacted_at IS NULL THEN b.content END AS content,
+       r.redacted_at, r.redacted_by, r.redaction_reason, r.redaction_erased
+  FROM walk_up($1, $3, 0) w
+  LEFT JOIN bodies b ON b.family_id = $1 AND b.message_id = w.message_id
+  LEFT JOIN LATERAL message_redaction($1, w.message_id) r ON true
+UNION ALL
 SELECT e.seq, e.conversation_id, e.message_id, e.parent_id, e.role, e.depth, e.payload,
-       e.actor, e.request_id, e.created_at, b.content
+       e.actor, e.request_id, e.created_at, CASE WHEN r.redacted_at IS NULL THEN b.content END AS content,
+       r.redacted_at, r.redacted_by, r.redaction_reason, r.redaction_erased
   FROM events e
   LEFT JOIN bodies b ON b.family_id = e.family_id AND b.message_id = e.message_id
- WHERE e.conversation_id = $1 AND e.type = 'message_appended'
- ORDER BY e.seq;
+  LEFT JOIN LATERAL message_redaction(e.family_id, e.message_id) r ON true
+ WHERE e.family_id = $1 AND e.conversation_id = $2 AND e.type = 'message_appended' AND e.seq <= $4
+ ORDER BY seq;
 
 -- name: list_leaves
+-- Branch tips of conversation $2 up to event $4: its own messages with no child of its own by then,
+-- and a fork's base $3 until the fork writes under it (the inherited messages above the base never
+-- are: each has the next message on the path as a child).
 SELECT e.message_id, e.depth, e.seq, e.created_at
   FROM events e
- WHERE e.conversation_id = $1 AND e.type = 'message_appended'
+ WHERE e.family_id = $1 AND e.message_id = $3
    AND NOT EXISTS (SELECT 1 FROM events c
-                    WHERE c.conversation_id = $1 AND c.parent_id = e.message_id
-                      AND c.type = 'message_appended')
- ORDER BY e.seq;
+                    WHERE c.family_id = $1 AND c.conversation_id = $2 AND c.parent_id = e.message_id
+                      AND c.type = 'message_appended' AND c.seq <= $4)
+UNION ALL
+SELECT e.message_id, e.depth, e.seq, e.created_at
+  FROM events e
+ WHERE e.family_id = $1 AND e.conversation_id = $2 AND e.type = 'message_appended' AND e.seq <= $4
+   AND NOT EXISTS (SELECT 1 FROM events c
+                    WHERE c.family_id = $1 AND c.conversation_id = $2 AND c.parent_id = e.message_id
+                      AND c.type = 'message_appended' AND c.seq <= $4)
+ ORDER BY seq;
 
 -- name: message_path
-SELECT seq, conversation_id, message_id, parent_id, role, depth, payload, actor, request_id,
-       created_at, content, sibling_count, sibling_position
-  FROM message_path($1, $2, $3);
+-- A redacted message's content is withheld here as in every read (message_redaction, schema.sql).
+SELECT p.seq, p.conversation_id, p.message_id, p.parent_id, p.role, p.depth, p.payload, p.actor,
+       p.request_id, p.created_at, CASE WHEN r.redacted_at IS NULL THEN p.content END AS content,
+       r.redacted_at, r.redacted_by, r.redaction_reason, r.redaction_erased,
+       p.sibling_count, p.sibling_position
+  FROM message_path($1, $2, $3, $4, $5, $6) p
+  LEFT JOIN LATERAL message_redaction($1, p.message_id) r ON true
+ ORDER BY p.depth;
 
 -- name: claim_idempotency_key
 -- Waits while another transaction holds the same key; returns a row only if this one claimed it.
@@ -136,3 +187,196 @@ UPDATE idempotency_keys SET status = $3, response = $4 WHERE tenant = $1 AND key
 
 -- name: schema_version
 SELECT version_num FROM alembic_version;
+
+-- --- Replay and rebuild (forks, as_of, `convtree rebuild`) --------------------------------------
+
+-- name: conversation_as_of
+-- A conversation's summary as it stood after event $3 or, when $3 is NULL, after its newest event
+-- stamped at or before $4, folded from the log. No row: it did not exist yet (or is not the tenant's).
+SELECT tenant, conversation_id, family_id, title, metadata, head_id, message_count, leaf_count,
+       created_seq, created_at, updated_at, last_seq, last_hash,
+       forked_from_conversation_id, forked_from_message_id, base_depth
+  FROM fold_conversations(
+           ARRAY[$2::uuid],
+           coalesce($3::bigint, (SELECT max(e.seq) FROM events e
+                                  WHERE e.conversation_id = $2 AND e.tenant = $1 AND e.created_at <= $4)))
+ WHERE tenant = $1;
+
+-- name: rebuild_conversations_lock
+-- Writers wait (and see the rebuilt rows once they may go on); readers keep reading the old rows.
+LOCK TABLE conversations IN EXCLUSIVE MODE;
+
+-- name: rebuild_conversations_clear
+DELETE FROM conversations;
+
+-- name: rebuild_conversations_plan
+-- Every conversation in the log, with its number of events (the rebuild's progress is in events).
+SELECT conversation_id AS key, count(*) AS events FROM events GROUP BY conversation_id ORDER BY conversation_id;
+
+-- name: rebuild_conversations_fill
+INSERT INTO conversations (tenant, conversation_id, family_id, title, metadata, head_id,
+                           message_count, leaf_count, created_seq, created_at, updated_at,
+                           last_seq, last_hash,
+                           forked_from_conversation_id, forked_from_message_id, base_depth)
+SELECT tenant, conversation_id, family_id, title, metadata, head_id,
+       message_count, leaf_count, created_seq, created_at, updated_at,
+       last_seq, last_hash,
+       forked_from_conversation_id, forked_from_message_id, base_depth
+  FROM fold_conversations($1::uuid[], 9223372036854775807);
+
+-- ---------------------------------------------------------------------------------------------
+-- History: the event feeds, audit, redaction and erasure, export and import (service/store/history.py).
+-- A conversation's events are always selected by family_id and conversation_id together: a
+-- conversation id is unique only within its tenant, a family id everywhere.
+-- ---------------------------------------------------------------------------------------------
+
+-- name: conversation_events
+SELECT seq, tenant, conversation_id, family_id, type, message_id, parent_id, role, depth,
+       body_sha256, payload, actor, request_id, created_at, hash
+  FROM events
+ WHERE family_id = $1 AND conversation_id = $2 AND seq > $3
+ ORDER BY seq
+ LIMIT $4;
+
+-- name: feed_frontier
+-- A statement of its own: the tenant lock it takes ends with it (see feed_frontier in schema.sql).
+SELECT feed_frontier($1, $2);
+
+-- name: tenant_events
+-- Only up to the frontier $3: past it, an earlier number may still be in flight.
+SELECT seq, tenant, conversation_id, family_id, type, message_id, parent_id, role, depth,
+       body_sha256, payload, actor, request_id, created_at, hash
+  FROM events
+ WHERE tenant = $1 AND seq > $2 AND seq <= $3
+ ORDER BY seq
+ LIMIT $4;
+
+-- name: audit_events
+-- Each event with the SHA-256 of its message's body as it is stored now (NULL: no body), computed
+-- here as body_digest computes it (UTF-8 bytes), so the bodies themselves never leave the server.
+SELECT e.seq, e.tenant, e.conversation_id, e.family_id, e.type, e.message_id, e.parent_id, e.role,
+       e.depth, e.body_sha256, e.payload, e.actor, e.request_id, e.created_at, e.hash,
+       sha256(convert_to(b.content, 'UTF8')) AS body_digest
+  FROM events e
+  LEFT JOIN bodies b ON b.family_id = e.family_id AND b.message_id = e.message_id
+ WHERE e.family_id = $1 AND e.conversation_id = $2
+ ORDER BY e.seq;
+
+-- name: audit_summary
+SELECT last_seq, last_hash FROM conversations WHERE tenant = $1 AND conversation_id = $2;
+
+-- name: export_events
+-- A page of the export, after event $3. A redacted message's content is withheld from exports as
+-- from every other read.
+SELECT e.seq, e.tenant, e.conversation_id, e.family_id, e.type, e.message_id, e.parent_id, e.role,
+       e.depth, e.body_sha256, e.payload, e.actor, e.request_id, e.created_at, e.hash,
+       CASE WHEN r.redacted_at IS NULL THEN b.content END AS content
+  FROM events e
+  LEFT JOIN bodies b ON b.family_id = e.family_id AND b.message_id = e.message_id
+  LEFT JOIN LATERAL message_redaction(e.family_id, e.message_id) r ON e.type = 'message_appended'
+ WHERE e.family_id = $1 AND e.conversation_id = $2 AND e.seq > $3
+ ORDER BY e.seq
+ LIMIT $4;
+
+-- name: find_redaction
+SELECT redacted_at, redacted_by, redaction_reason, redaction_erased FROM message_redaction($1, $2);
+
+-- name: find_body
+SELECT content FROM bodies WHERE family_id = $1 AND message_id = $2;
+
+-- name: erase_body
+-- Allowed by the bodies_erasable trigger only after the erasing event is written.
+DELETE FROM bodies WHERE family_id = $1 AND message_id = $2;
+
+-- name: find_quoting_responses
+-- Stored responses of the tenant that may quote a message: they contain its id or its content
+-- ($2, $3: both as they appear inside a JSON string, which is how responses are stored).
+SELECT key, response
+  FROM idempotency_keys
+ WHERE tenant = $1 AND response IS NOT NULL
+   AND (position($2::bytea IN response) > 0 OR ($3::bytea IS NOT NULL AND position($3::bytea IN response) > 0));
+
+-- name: replace_response
+UPDATE idempotency_keys SET response = $3 WHERE tenant = $1 AND key = $2;
+
+-- name: fork_base
+-- The message a fork was taken at, if conversation $3 of tenant $4 (in family $1) shows it, and the
+-- path root→base (message id, depth) it would inherit.
+SELECT w.message_id, w.depth
+  FROM walk_up($1, $2, 0) w
+ WHERE EXISTS (SELECT 1 FROM events e
+                 JOIN conversations c ON c.tenant = $4 AND c.conversation_id = $3
+                WHERE e.family_id = $1 AND e.message_id = $2 AND e.type = 'message_appended'
+                  AND (e.conversation_id = $3
+                       OR on_base_path($1, c.forked_from_message_id, c.base_depth, e.message_id, e.depth)));
+
+-- name: import_events
+-- Events keep what their hashes cover (actor, request id, time, payload text) and get this
+-- database's numbers, tenant and family.
+WITH new_events AS (
+    INSERT INTO events (seq, tenant, conversation_id, family_id, type, message_id, parent_id, role,
+                        depth, body_sha256, payload, actor, request_id, created_at, hash)
+    SELECT s, $1, $2, $3, t, m, p, r, d, b, pl::json, a, q, c, h
+      FROM unnest($4::bigint[], $5::text[], $6::uuid[], $7::uuid[], $8::text[], $9::int[],
+                  $10::bytea[], $11::text[], $12::text[], $13::text[], $14::timestamptz[], $15::bytea[])
+           AS u(s, t, m, p, r, d, b, pl, a, q, c, h)
+)
+INSERT INTO bodies (family_id, message_id, content)
+SELECT $3, m, c FROM unnest($16::uuid[], $17::text[]) AS u(m, c);
+
+-- name: import_summary
+-- The imported conversation's summary, folded from its events by the one definition rebuild and
+-- replay use (a conversation id may exist in other tenants: the family picks this one).
+INSERT INTO conversations (tenant, conversation_id, family_id, title, metadata, head_id,
+                           message_count, leaf_count, created_seq, created_at, updated_at,
+                           last_seq, last_hash,
+                           forked_from_conversation_id, forked_from_message_id, base_depth)
+SELECT f.tenant, f.conversation_id, f.family_id, f.title, coalesce(f.metadata, '{}'::json), f.head_id,
+       f.message_count, f.leaf_count, f.created_seq, f.created_at, f.updated_at,
+       f.last_seq, f.last_hash,
+       f.forked_from_conversation_id, f.forked_from_message_id, f.base_depth
+  FROM fold_conversations(ARRAY[$2]::uuid[], $4) f
+ WHERE f.family_id = $3 AND f.tenant = $1
+RETURNING last_hash;
+
+-- name: ping
+-- The feed listener's idle probe: a dead connection is otherwise silent.
+SELECT 1;
+
+-- ---------------------------------------------------------------------------------------------
+-- Turns: replies in flight (pending_replies, schema.sql), for service/store/pending.py.
+-- ---------------------------------------------------------------------------------------------
+
+-- name: register_pending_reply
+-- Registers reply $2 as pending and, in the same round trip, returns the replies already pending
+-- that are message $12 or answer it (the new row is not among them: one statement, one snapshot).
+WITH registered AS (
+    INSERT INTO pending_replies (family_id, reply_id, tenant, conversation_id, user_message_id, provider,
+                                 model, actor, request_id, owner, expires_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, now() + make_interval(secs => $11))
+)
+SELECT reply_id, user_message_id
+  FROM pending_replies
+ WHERE $12::uuid IS NOT NULL AND family_id = $1 AND (reply_id = $12 OR user_message_id = $12);
+
+-- name: finish_pending_reply
+-- Only the owner closes its reply, and only while the row is there: a swept row means the reply
+-- was already closed out with turn_failed and must not appear after all.
+DELETE FROM pending_replies
+ WHERE family_id = $1 AND reply_id = $2 AND owner = $3
+RETURNING reply_id;
+
+-- name: expire_pending_reply
+DELETE FROM pending_replies
+ WHERE family_id = $1 AND reply_id = $2 AND expires_at < now()
+RETURNING reply_id;
+
+-- name: renew_pending_leases
+UPDATE pending_replies SET expires_at = now() + make_interval(secs => $2) WHERE owner = $1;
+
+-- name: expired_pending_replies
+SELECT family_id, reply_id, tenant, conversation_id, user_message_id, provider, model, actor, request_id
+  FROM pending_replies
+ WHERE expires_at < now()
+ ORDER BY expires_at
+ LIMIT $1;

@@ -11,12 +11,13 @@ started generating, a retry would pay for and possibly differ from the text alre
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import email.utils
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 
 import httpx
 import msgspec
@@ -259,6 +260,25 @@ def stream_errors(provider: str) -> Iterator[None]:
         ) from exc
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise UpstreamProtocolError(f"{provider} sent a malformed reply: {exc}", provider=provider) from exc
+
+
+# After a reply's last event, how long and how much of the rest of the body is read (normally only
+# the end of the chunked body) so that the connection goes back to the pool instead of being closed.
+DRAIN_SECONDS = 0.5
+DRAIN_LINES = 100
+
+
+async def drain(lines: AsyncIterator[str]) -> None:
+    """Read the rest of a response whose reply is complete, so its connection can be reused (a
+    response closed unread closes its connection: every reply would pay a new TCP and TLS handshake).
+    Best effort: a body that does not end soon is left to `aclose()`, which closes the connection."""
+    with contextlib.suppress(httpx.HTTPError, TimeoutError):
+        async with asyncio.timeout(DRAIN_SECONDS):
+            count = 0
+            async for _ in lines:
+                count += 1
+                if count >= DRAIN_LINES:
+                    return
 
 
 class Deadline:

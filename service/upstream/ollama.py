@@ -104,7 +104,8 @@ class OllamaProvider:
         last: _Line | None = None
         try:
             with httpclient.stream_errors(self.name):
-                async for line in response.aiter_lines():
+                lines = response.aiter_lines()
+                async for line in lines:
                     deadline.check()
                     if not line.strip():
                         continue
@@ -119,6 +120,8 @@ class OllamaProvider:
                     if item.done:
                         last = item
                         break
+            if last is not None:
+                await httpclient.drain(lines)
         finally:
             # See OpenAIProvider.stream: closing here is what makes cancellation reach upstream.
             await response.aclose()

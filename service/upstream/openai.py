@@ -122,7 +122,8 @@ class OpenAIProvider:
         done = False
         try:
             with httpclient.stream_errors(self.name):
-                async for line in response.aiter_lines():
+                lines = response.aiter_lines()
+                async for line in lines:
                     deadline.check()
                     # SSE: only `data:` fields matter; comments (`:`), `event:`, `id:` and blank
                     # separators are skipped. OpenAI sends one JSON object per event.
@@ -147,6 +148,8 @@ class OpenAIProvider:
                             finish_reason = choice.finish_reason
                         if choice.delta is not None and choice.delta.content:
                             yield TextDelta(choice.delta.content)
+            if done:
+                await httpclient.drain(lines)
         finally:
             # Runs on normal end, on errors, on the consumer's aclose() and on cancellation:
             # closing an unfinished response closes its connection, so upstream stops generating.

@@ -1,0 +1,264 @@
+"""HTTP routes for the log itself: event feeds (paged, long-polled, SSE), audit, redaction, export, import."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, Litestar, Request, Response, get, post
+from litestar.datastructures import State
+from litestar.di import NamedDependency, Provide
+from litestar.openapi.spec import (
+    OpenAPIMediaType,
+    OpenAPIType,
+    Operation,
+    RequestBody,
+    Schema,
+)
+from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter, RawBody
+from litestar.response import ServerSentEvent, ServerSentEventMessage, Stream
+
+from service.api.deps import json_response, write_once
+from service.api.problems import responses
+from service.app import audit as audit_app
+from service.app import feed as feed_app
+from service.app import redact as redact_app
+from service.app import transfer as transfer_app
+from service.app.caller import Caller
+from service.domain import errors, views
+from service.domain.audit import AuditReport
+from service.domain.redaction import RedactMessage
+from service.store.events import Store
+from service.store.notify import Listener
+
+AUTH = (errors.Unauthorized, 422)  # 400 too where the body is JSON: it may not be JSON at all
+NDJSON = "application/x-ndjson"
+EVENT_STREAM = "text/event-stream"
+SSE_RETRY_MS = 2000
+
+After = Annotated[int, QueryParameter(ge=0, le=2**63 - 1, description="Events after this `seq` (`next_after` of the previous page).")]
+Limit = Annotated[int, QueryParameter(ge=1, le=1000, description="Page size.")]
+
+
+class Redact(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    reason: Annotated[str, msgspec.Meta(min_length=1, max_length=1000)]
+    erase: bool = False
+
+
+class Import(msgspec.Struct, frozen=True):
+    """The raw export, as the Idempotency-Key fingerprint sees it."""
+
+    ndjson: bytes
+
+
+@dataclass
+class _ImportOperation(Operation):
+    """The import reads its body raw (it is not JSON), so its request body is documented here."""
+
+    def __post_init__(self) -> None:
+        schema = Schema(type=OpenAPIType.STRING, description="An export: one JSON event per line.")
+        self.request_body = RequestBody(
+            content={NDJSON: OpenAPIMediaType(schema=schema)},
+            required=True,
+            description="The body of `GET /v1/conversations/{id}/export`, as it was served.",
+        )
+
+
+def provide_feed(state: State) -> feed_app.Feed:
+    return state.feed
+
+
+def feed_lifespan(database_url: str) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
+    """The process's feed: one listening connection and the frontier cache (after the store exists)."""
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        listener = Listener(database_url)
+        await listener.start()
+        app.state.feed = feed_app.Feed(app.state.store, listener)
+        try:
+            yield
+        finally:
+            await listener.stop()
+
+    return lifespan
+
+
+class HistoryController(Controller):
+    path = "/v1"
+    tags = ["history"]
+    dependencies = {"feed": Provide(provide_feed, sync_to_thread=False)}
+
+    @get(
+        "/conversations/{conversation_id:str}/events",
+        summary="A conversation's events, in order",
+        description="Each event with its hash and a typed view of what it says (a message's place and "
+        "digest, never its content). Page on with `after` = `next_after`.",
+        responses=responses(*AUTH, errors.ConversationNotFound),
+    )
+    async def conversation_events(
+        self,
+        conversation_id: FromPath[uuid.UUID],
+        caller: NamedDependency[Caller],
+        store: NamedDependency[Store],
+        after: After = 0,
+        limit: Limit = 100,
+    ) -> feed_app.Page:
+        return await feed_app.conversation_page(store, caller, conversation_id, after, limit)
+
+    @get(
+        "/events",
+        summary="The tenant's whole feed, in order: paged, long-polled, or streamed (SSE)",
+        description="Every event of every conversation of the tenant, each exactly once and in `seq` order: "
+        "an event is handed out only once no event before it can still appear. With `wait`, the call holds "
+        "until there is at least one event or `wait` seconds passed. With `Accept: text/event-stream` the "
+        "events stream as server-sent events (`id:` is the `seq`, `data:` the event as JSON); a reconnecting "
+        "client resumes after its `Last-Event-ID`.",
+        responses=responses(*AUTH),
+    )
+    async def tenant_events(
+        self,
+        request: Request[Any, Any, State],
+        caller: NamedDependency[Caller],
+        feed: NamedDependency[feed_app.Feed],
+        after: After = 0,
+        limit: Limit = 100,
+        wait: Annotated[
+            float, QueryParameter(ge=0, le=feed_app.MAX_WAIT_SECONDS, description="Seconds to hold for a new event.")
+        ] = 0,
+        last_event_id: Annotated[
+            str | None,
+            HeaderParameter(name="Last-Event-ID", required=False, max_length=20, description="Resume after this `seq`."),
+        ] = None,
+    ) -> Response[feed_app.Page]:
+        if last_event_id is not None:
+            after = _parse_last_event_id(last_event_id)
+        if request.accept.best_match(["application/json", EVENT_STREAM], default="application/json") == EVENT_STREAM:
+            return ServerSentEvent(_server_sent(feed, caller, after), retry_duration=SSE_RETRY_MS)  # type: ignore[return-value]
+        return json_response(await feed.page(caller, after, limit, wait), 200)
+
+    @get(
+        "/conversations/{conversation_id:str}/audit",
+        summary="Prove a conversation's log unaltered",
+        description="Recomputes the hash chain event by event, checks each message's body against its digest "
+        "(an erased body counts as erased, not as tampering) and the summary's head against the chain. "
+        "`first_invalid_seq` and `reason` name the first event that does not verify.",
+        responses=responses(*AUTH, errors.ConversationNotFound),
+    )
+    async def audit(
+        self,
+        conversation_id: FromPath[uuid.UUID],
+        caller: NamedDependency[Caller],
+        store: NamedDependency[Store],
+    ) -> AuditReport:
+        return await audit_app.audit(store, caller, conversation_id)
+
+    @post(
+        "/conversations/{conversation_id:str}/messages/{message_id:str}/redact",
+        status_code=201,
+        summary="Redact a message (and, with `erase`, delete its content for good)",
+        description="Records a `message_redacted` event (who, when, why). From then on every read serves the "
+        "message with a placeholder content and `redacted`. With `erase: true` the body itself is deleted; the "
+        "event and its digest stay, so the conversation still verifies. Idempotent: redacting a redacted "
+        "message records nothing and answers 200, unless it erases a body that was only hidden so far.",
+        responses=responses(
+            *AUTH, 400, errors.ConversationNotFound, errors.MessageNotFound, errors.IdempotencyKeyReused
+        ),
+    )
+    async def redact(
+        self,
+        request: Request[Any, Any, State],
+        conversation_id: FromPath[uuid.UUID],
+        message_id: FromPath[uuid.UUID],
+        data: JSONBody[Redact],
+        caller: NamedDependency[Caller],
+        store: NamedDependency[Store],
+    ) -> Response[views.Message]:
+        cmd = RedactMessage(message_id=message_id, reason=data.reason, erase=data.erase)
+
+        def respond(result: redact_app.Redacted) -> tuple[int, Any, dict[str, str] | None]:
+            return (201 if result.created else 200), result.message, None
+
+        return await write_once(
+            request, caller, store, data, lambda tx: redact_app.redact(tx, caller, conversation_id, cmd), respond
+        )
+
+    @get(
+        "/conversations/{conversation_id:str}/export",
+        media_type=NDJSON,
+        summary="Export a conversation's log as JSON Lines",
+        description="One event per line, in order, with every column its hash covers, the hash, and the "
+        "message's content where it may be served (not for redacted messages). `POST /v1/conversations/import` "
+        "re-creates the conversation from it. A fork's export holds its own events only.",
+        responses=responses(*AUTH, errors.ConversationNotFound),
+    )
+    async def export(
+        self,
+        conversation_id: FromPath[uuid.UUID],
+        caller: NamedDependency[Caller],
+        store: NamedDependency[Store],
+    ) -> Stream:
+        lines = await transfer_app.export(store, caller, conversation_id)
+        disposition = f'attachment; filename="conversation-{conversation_id}.ndjson"'
+        return Stream(lines, media_type=NDJSON, headers={"Content-Disposition": disposition})
+
+    @post(
+        "/conversations/import",
+        status_code=201,
+        summary="Import an exported conversation",
+        description="Verifies the whole chain first: a file that does not verify is refused with a 422 problem "
+        "naming the first bad line (`context.line`, `context.seq`, `context.reason`), and nothing is written. "
+        "Then creates the conversation under the caller's tenant with the same conversation and message ids; "
+        "its events keep their hashes. An id already used by the tenant is a 409. A fork imports only once its "
+        "source is here (else a `fork-source-missing` problem).",
+        operation_class=_ImportOperation,
+        responses=responses(
+            *AUTH,
+            errors.InvalidExport,
+            errors.ForkSourceMissing,
+            errors.ConversationIdConflict,
+            errors.MessageIdConflict,
+            errors.IdempotencyKeyReused,
+        ),
+    )
+    async def import_conversation(
+        self,
+        request: Request[Any, Any, State],
+        body: RawBody,
+        caller: NamedDependency[Caller],
+        store: NamedDependency[Store],
+    ) -> Response[views.Conversation]:
+        def respond(conversation: views.Conversation) -> tuple[int, Any, dict[str, str] | None]:
+            return 201, conversation, {"Location": f"/v1/conversations/{conversation.id}"}
+
+        return await write_once(
+            request,
+            caller,
+            store,
+            Import(body),
+            lambda tx: transfer_app.import_conversation(tx, caller, body),
+            respond,
+        )
+
+
+async def _server_sent(feed: feed_app.Feed, caller: Caller, after: int) -> AsyncIterator[ServerSentEventMessage]:
+    async for batch in feed.follow(caller, after):
+        if not batch:
+            # A comment: keeps proxies from closing an idle stream, and finds clients that left.
+            yield ServerSentEventMessage(comment="keep-alive", data=None)
+        for event in batch:
+            yield ServerSentEventMessage(id=event.seq, data=msgspec.json.encode(event).decode())
+
+
+def _parse_last_event_id(value: str) -> int:
+    try:
+        seq = int(value)
+    except ValueError:
+        seq = -1
+    if not 0 <= seq < 2**63:
+        raise errors.InvalidRequest("Last-Event-ID must be the `seq` of an event.", header="Last-Event-ID")
+    return seq

@@ -1,0 +1,316 @@
+"""The OpenAI-compatible API: `POST /v1/chat/completions` (plain and streamed) and `GET /v1/models`,
+with the web ChatGPT protocol's `conversation_id` / `parent_message_id` to keep the chat a tree."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+import msgspec
+from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import State
+from litestar.di import NamedDependency
+from litestar.params import JSONBody
+
+from service.api import sse
+from service.api.deps import json_response
+from service.api.problems import responses
+from service.api.turns import TURN_ERRORS, stream_error, wait_settled
+from service.app import completions
+from service.app import turns as turns_app
+from service.app import window as windows
+from service.app.caller import Caller
+from service.app.generation import CLIENT_LEFT, Generation, Generations, Settled
+from service.domain import errors, views
+from service.store.events import Store
+from service.upstream import Registry
+
+# OpenAI's roles, and the ones convtree stores them as ("developer" is o1's name for "system").
+ROLES: dict[str, Literal["system", "user", "assistant"]] = {
+    "system": "system",
+    "developer": "system",
+    "user": "user",
+    "assistant": "assistant",
+}
+
+
+class ContentPart(msgspec.Struct):
+    type: str
+    text: str | None = None
+
+
+class InputMessage(msgspec.Struct):
+    role: str
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+
+
+class StreamOptions(msgspec.Struct):
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(msgspec.Struct, kw_only=True):
+    """OpenAI's request (fields convtree cannot honour are refused, unknown ones ignored), plus
+    `conversation_id` and `parent_message_id` as in the web ChatGPT protocol."""
+
+    model: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    messages: Annotated[list[InputMessage], msgspec.Meta(min_length=1, max_length=10_000)]
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] | None = None
+    top_p: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
+    max_tokens: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    max_completion_tokens: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    stop: str | Annotated[list[str], msgspec.Meta(max_length=4)] | None = None
+    seed: int | None = None
+    n: Annotated[int, msgspec.Meta(ge=1, le=1)] | None = None
+    tools: list[Any] | None = None
+    user: str | None = None
+    conversation_id: uuid.UUID | None = None
+    parent_message_id: uuid.UUID | None = None
+    window: windows.Window = msgspec.field(default_factory=windows.FullWindow)
+
+
+class ReplyMessage(msgspec.Struct):
+    role: str
+    content: str
+    refusal: None = None
+
+
+class Choice(msgspec.Struct):
+    index: int
+    message: ReplyMessage
+    finish_reason: str
+    logprobs: None = None
+
+
+class Usage(msgspec.Struct):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ChatCompletion(msgspec.Struct, kw_only=True):
+    """OpenAI's `chat.completion`, plus where the reply is stored."""
+
+    id: str
+    object: str = "chat.completion"
+    created: int
+    model: str
+    choices: list[Choice]
+    usage: Usage | None
+    system_fingerprint: None = None
+    conversation_id: uuid.UUID
+    message_id: uuid.UUID
+    provider: str
+
+
+class ChunkDelta(msgspec.Struct, omit_defaults=True):
+    role: str | None = None
+    content: str | None = None
+
+
+class ChunkChoice(msgspec.Struct):
+    index: int
+    delta: ChunkDelta
+    finish_reason: str | None = None
+    logprobs: None = None
+
+
+class ChatCompletionChunk(msgspec.Struct, kw_only=True):
+    id: str
+    object: str = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChunkChoice]
+    usage: Usage | None = None
+    system_fingerprint: None = None
+    conversation_id: uuid.UUID
+    message_id: uuid.UUID
+    provider: str
+
+
+class Model(msgspec.Struct):
+    id: str  # "provider/model"
+    owned_by: str  # the provider
+    object: str = "model"
+    created: int = 0
+
+
+class ModelList(msgspec.Struct):
+    data: list[Model]
+    object: str = "list"
+
+
+class OpenAICompatController(Controller):
+    path = "/v1"
+    tags = ["openai-compatible"]
+
+    @post(
+        "/chat/completions",
+        status_code=200,
+        summary="Chat completion (OpenAI-compatible), stored as a turn",
+        description="Standard request and response (and `chat.completion.chunk` events ending in "
+        "`data: [DONE]` when streamed), plus `conversation_id`, `message_id` and `provider` in every "
+        "response. Without `conversation_id` a new conversation is made of `messages` (a chain; the last, a "
+        "user message, is the turn). With `conversation_id`, send only the new message(s): the history is "
+        "the path to the head or to `parent_message_id` (continue or branch from it). `model` is "
+        '"provider/model" or a model name any configured provider offers. A stream that fails sends '
+        '`data: {"error": {...}}` instead of `[DONE]`.',
+        responses=responses(*TURN_ERRORS),
+    )
+    async def chat_completions(
+        self,
+        request: Request[Any, Any, State],
+        data: JSONBody[ChatCompletionRequest],
+        caller: NamedDependency[Caller],
+        store: NamedDependency[Store],
+    ) -> Response[ChatCompletion]:
+        generations: Generations = request.app.state.generations
+        generations.ensure_open()
+        registry: Registry = request.app.state.registry
+        generation = await completions.begin_chat(
+            store, registry, caller, generations.owner, _chat(data),
+            lambda plan: generations.start(caller, plan, relay=data.stream),
+        )  # fmt: skip
+        plan = generation.plan
+        created = int(time.time())
+        if data.stream:
+            include_usage = data.stream_options is not None and data.stream_options.include_usage
+            return sse.response(_chunks(request, generation, created, include_usage))
+        settled = await wait_settled(request.receive, generation)
+        if settled.error is not None:
+            raise settled.error
+        assert settled.reply is not None
+        return json_response(_completion(plan, settled.reply, created), 200)
+
+    @get(
+        "/models",
+        summary="The configured providers' models (OpenAI-compatible list)",
+        description='Ids are "provider/model", as `model` accepts them.',
+        responses=responses(errors.Unauthorized, 422),
+    )
+    async def models(self, request: Request[Any, Any, State], caller: NamedDependency[Caller]) -> ModelList:
+        listed = await completions.list_models(request.app.state.registry)
+        return ModelList(data=[Model(id=f"{p}/{m}", owned_by=p) for p, m in listed])
+
+
+def _chat(data: ChatCompletionRequest) -> completions.Chat:
+    if data.tools:
+        raise errors.InvalidRequest("Tools are not supported.", parameter="tools")
+    stop = [data.stop] if isinstance(data.stop, str) else data.stop
+    params = turns_app.Params(
+        temperature=data.temperature,
+        max_tokens=data.max_completion_tokens or data.max_tokens,
+        top_p=data.top_p,
+        stop=stop or None,
+        seed=data.seed,
+    )
+    return completions.Chat(
+        messages=[_sent(i, m) for i, m in enumerate(data.messages)],
+        model=data.model,
+        conversation_id=data.conversation_id,
+        parent_message_id=data.parent_message_id,
+        window=data.window,
+        params=params,
+    )
+
+
+def _sent(index: int, message: InputMessage) -> completions.Sent:
+    role = ROLES.get(message.role)
+    if role is None:
+        raise errors.InvalidRequest(
+            f"messages[{index}]: role {message.role!r} is not supported (system, developer, user, assistant).",
+            parameter=f"messages[{index}].role",
+        )
+    content = message.content
+    if isinstance(content, list):
+        if any(part.type != "text" or part.text is None for part in content):
+            raise errors.InvalidRequest(
+                f"messages[{index}]: only text content parts are supported.", parameter=f"messages[{index}].content"
+            )
+        content = "".join(part.text or "" for part in content)
+    if not content:
+        raise errors.InvalidRequest(f"messages[{index}]: content is empty.", parameter=f"messages[{index}].content")
+    return completions.Sent(role, content)
+
+
+def _completion(plan: turns_app.Plan, reply: views.Message, created: int) -> ChatCompletion:
+    generation = reply.generation
+    assert generation is not None
+    return ChatCompletion(
+        id=_completion_id(plan),
+        created=created,
+        model=generation.model,
+        choices=[Choice(0, ReplyMessage("assistant", reply.content), generation.finish_reason or "stop")],
+        usage=_usage(reply),
+        conversation_id=plan.conversation_id,
+        message_id=reply.id,
+        provider=generation.provider,
+    )
+
+
+async def _chunks(
+    request: Request[Any, Any, State], generation: Generation, created: int, include_usage: bool
+) -> AsyncIterator[bytes]:
+    plan = generation.plan
+
+    def chunk(delta: ChunkDelta, finish_reason: str | None = None, model: str | None = None) -> bytes:
+        value = ChatCompletionChunk(
+            id=_completion_id(plan),
+            created=created,
+            model=model or plan.model,
+            choices=[ChunkChoice(0, delta, finish_reason)],
+            conversation_id=plan.conversation_id,
+            message_id=plan.reply_id,
+            provider=plan.provider.name,
+        )
+        return sse.event(None, _encode(value))
+
+    # The first chunk carries the ids, before the model has said anything.
+    yield chunk(ChunkDelta(role="assistant", content=""))
+    settled: Settled | None = None
+    try:
+        async for pieces in generation.deltas():
+            yield b"".join(chunk(ChunkDelta(content=piece)) for piece in pieces)
+        settled = await asyncio.shield(generation.settled)
+    finally:
+        if settled is None:  # the client left: stop the model now (see service.api.turns)
+            generation.interrupt(CLIENT_LEFT)
+    if settled.error is not None or settled.reply is None or settled.reply.generation is None:
+        problem = stream_error(request, settled.error or errors.ReplyAbandoned(), settled.reply)
+        error = {"message": problem.detail, "type": problem.type, "code": problem.status, "param": None}
+        yield sse.event(None, _encode({"error": error, "problem": problem}))
+        return
+    g = settled.reply.generation
+    yield chunk(ChunkDelta(), g.finish_reason or "stop", g.model)
+    if include_usage:
+        usage = ChatCompletionChunk(
+            id=_completion_id(plan),
+            created=created,
+            model=g.model,
+            choices=[],
+            usage=_usage(settled.reply),
+            conversation_id=plan.conversation_id,
+            message_id=plan.reply_id,
+            provider=plan.provider.name,
+        )
+        yield sse.event(None, _encode(usage))
+    yield sse.event(None, b"[DONE]")
+
+
+def _usage(reply: views.Message) -> Usage | None:
+    g = reply.generation
+    if g is None or g.prompt_tokens is None or g.completion_tokens is None:
+        return None
+    return Usage(g.prompt_tokens, g.completion_tokens, g.prompt_tokens + g.completion_tokens)
+
+
+def _completion_id(plan: turns_app.Plan) -> str:
+    return f"chatcmpl-{plan.reply_id.hex}"
+
+
+_encode = msgspec.json.Encoder().encode

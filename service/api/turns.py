@@ -1,0 +1,334 @@
+"""HTTP routes for turns and regenerations: the model's reply as one JSON body, or as server-sent events."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, Litestar, Request, Response, post
+from litestar.datastructures import State
+from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import FromPath, HeaderParameter, JSONBody
+from litestar.types import Receive
+
+from service.api import problems, schemas, sse
+from service.api.deps import json_response
+from service.api.problems import responses
+from service.app import idempotency
+from service.app import turns as turns_app
+from service.app import window as windows
+from service.app.caller import Caller
+from service.app.generation import CLIENT_LEFT, Generation, Generations, Settled
+from service.domain import errors, views
+from service.store.events import Store
+from service.upstream import Registry, load_config
+
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+PARAMS_DOC = "Sampling parameters (temperature, max_tokens, top_p, stop, seed); unset ones are the provider's defaults."
+WINDOW_DOC = (
+    'Which messages the model sees: {"strategy": "full"} (default), {"strategy": "last", "messages": N} '
+    '(the final N, and every system message), or {"strategy": "tokens", "max_tokens": T} (the newest '
+    "that fit T prompt tokens of the model's vocabulary, and every system message)."
+)
+
+WindowField = Annotated[windows.Window, msgspec.Meta(description=WINDOW_DOC)]
+ParamsField = Annotated[turns_app.Params, msgspec.Meta(description=PARAMS_DOC)]
+
+
+class TurnBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    content: schemas.Content
+    id: uuid.UUID | None = None
+    parent_message_id: uuid.UUID | None = None
+    metadata: schemas.Metadata = {}
+    provider: Name | None = None
+    model: Name | None = None
+    stream: bool = False
+    window: WindowField = msgspec.field(default_factory=windows.FullWindow)
+    params: ParamsField = msgspec.field(default_factory=turns_app.Params)
+
+
+class RegenerateBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    provider: Name | None = None
+    model: Name | None = None
+    stream: bool = False
+    window: WindowField = msgspec.field(default_factory=windows.FullWindow)
+    params: ParamsField = msgspec.field(default_factory=turns_app.Params)
+
+
+class TurnStarted(msgspec.Struct, kw_only=True):
+    """The first event of a streamed turn: its ids, known before the model says anything."""
+
+    conversation_id: uuid.UUID
+    user_message_id: uuid.UUID
+    assistant_message_id: uuid.UUID
+    provider: str | None
+    model: str | None
+
+
+class TurnResult(TurnStarted, kw_only=True):
+    user_message: views.Message
+    assistant_message: views.Message
+
+
+class Delta(msgspec.Struct):
+    text: str
+
+
+class StreamError(problems.Problem, kw_only=True):
+    """The `error` event: a problem naming the provider and cause, and the reply as stored, if any."""
+
+    message: views.Message | None = None
+
+
+def turns_lifespan(registry: Registry | None) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
+    """The providers (from the environment, unless given) and the process's generations."""
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        owned = registry is None
+        app.state.registry = Registry.from_config(load_config()) if registry is None else registry
+        generations = Generations(app.state.store)
+        generations.start_maintenance()
+        app.state.generations = generations
+        try:
+            yield
+        finally:
+            await generations.close()
+            if owned:
+                await app.state.registry.aclose()
+
+    return lifespan
+
+
+TURN_ERRORS = (
+    errors.Unauthorized,
+    422,
+    400,
+    errors.ConversationNotFound,
+    errors.ParentNotFound,
+    errors.MessageIdConflict,
+    errors.ParentStillGenerating,
+    errors.ReplyInProgress,
+    errors.IdempotencyKeyReused,
+    errors.UnknownProvider,
+    errors.UpstreamError,
+    errors.UpstreamTimeout,
+    errors.ReplyInterrupted,
+    errors.ServiceShuttingDown,
+    errors.ReplyAbandoned,
+)
+STREAM_DOC = (
+    " With `stream: true` the answer is `text/event-stream`: `turn` (the ids, before the first token), "
+    "`delta` ({text}) for each piece, then `done` (the stored reply, with its `generation`) or `error` "
+    "(a problem naming the provider and cause, with the reply as stored if any text had arrived)."
+)
+
+
+class TurnController(Controller):
+    path = "/v1/conversations"
+    tags = ["turns"]
+
+    @post(
+        "/{conversation_id:str}/turns",
+        status_code=201,
+        summary="Take a turn: a user message and the model's reply",
+        description="The user message is appended under `parent_message_id` (default: the head), its path "
+        "is windowed and sent to the model, and the reply is appended under it; the head moves to the reply. "
+        "To edit a user message, take a turn with `parent_message_id` set to that message's parent (a new "
+        "branch). If the model fails before any text, the user message stays and a `turn_failed` event "
+        "records why (502/504); if it fails or is cut short after some text, that text is stored as the "
+        "reply with finish_reason `interrupted`. A client `id` or an Idempotency-Key makes a retry safe: "
+        "it returns the turn's reply (200), or 409 while it is being generated, or after a failure tries "
+        "again, never recording the message twice." + STREAM_DOC,
+        responses={
+            200: ResponseSpec(
+                TurnResult,
+                description="A retry: the turn this id already names. (With `stream: true` every answer "
+                "that is not a problem is a 200 `text/event-stream`.)",
+            ),
+            **responses(*TURN_ERRORS),
+        },
+    )
+    async def turn(
+        self,
+        request: Request[Any, Any, State],
+        conversation_id: FromPath[uuid.UUID],
+        data: JSONBody[TurnBody],
+        caller: NamedDependency[Caller],
+        store: NamedDependency[Store],
+        idempotency_key: Annotated[
+            str | None,
+            HeaderParameter(
+                name="Idempotency-Key",
+                required=False,
+                max_length=255,
+                description="The user message's id is derived from it: a retry finds the turn it began.",
+            ),
+        ] = None,
+    ) -> Response[TurnResult]:
+        generations: Generations = request.app.state.generations
+        generations.ensure_open()
+        key = None
+        if idempotency_key is not None:
+            body = msgspec.json.encode(data)
+            key = (idempotency_key, idempotency.fingerprint(request.method, request.url.path, body))
+        new = turns_app.NewTurn(
+            content=data.content,
+            id=data.id,
+            parent_message_id=data.parent_message_id,
+            metadata=data.metadata,
+            reply=turns_app.ReplySpec(provider=data.provider, model=data.model, window=data.window, params=data.params),
+            idempotency=key,
+        )
+        registry: Registry = request.app.state.registry
+        begun = await turns_app.begin_turn(
+            store, registry, caller, generations.owner, conversation_id, new,
+            lambda plan: generations.start(caller, plan, relay=data.stream),
+        )  # fmt: skip
+        if isinstance(begun, turns_app.Answered):
+            return _answered(begun, stream=data.stream)
+        return await _respond(request, begun, stream=data.stream)
+
+    @post(
+        "/{conversation_id:str}/messages/{message_id:str}/regenerate",
+        status_code=201,
+        summary="Regenerate a reply: a new sibling reply to the same message (a branch)",
+        description="The message must be an assistant reply; the new reply answers the message it answered, "
+        "with the same path as context (windowed), and the head moves to it. Failures as for a turn." + STREAM_DOC,
+        responses={
+            200: ResponseSpec(
+                str, media_type=sse.MEDIA_TYPE, description="With `stream: true`: the events.", generate_examples=False
+            ),
+            **responses(*TURN_ERRORS, errors.MessageNotFound),
+        },
+    )
+    async def regenerate(
+        self,
+        request: Request[Any, Any, State],
+        conversation_id: FromPath[uuid.UUID],
+        message_id: FromPath[uuid.UUID],
+        data: JSONBody[RegenerateBody],
+        caller: NamedDependency[Caller],
+        store: NamedDependency[Store],
+    ) -> Response[TurnResult]:
+        generations: Generations = request.app.state.generations
+        generations.ensure_open()
+        spec = turns_app.ReplySpec(provider=data.provider, model=data.model, window=data.window, params=data.params)
+        registry: Registry = request.app.state.registry
+        generation = await turns_app.begin_regenerate(
+            store, registry, caller, generations.owner, conversation_id, message_id, spec,
+            lambda plan: generations.start(caller, plan, relay=data.stream),
+        )  # fmt: skip
+        return await _respond(request, generation, stream=data.stream)
+
+
+async def _respond(request: Request[Any, Any, State], generation: Generation, *, stream: bool) -> Response[Any]:
+    plan = generation.plan
+    started = TurnStarted(
+        conversation_id=plan.conversation_id,
+        user_message_id=plan.user_message.id,
+        assistant_message_id=plan.reply_id,
+        provider=plan.provider.name,
+        model=plan.model,
+    )
+    if stream:
+        return sse.response(_events(request, generation, started))
+    settled = await wait_settled(request.receive, generation)
+    if settled.error is not None:
+        raise settled.error
+    assert settled.reply is not None
+    result = TurnResult(
+        **msgspec.structs.asdict(started), user_message=plan.user_message, assistant_message=settled.reply
+    )
+    return json_response(result, 201, {"Location": _location(settled.reply)})
+
+
+def _answered(answered: turns_app.Answered, *, stream: bool) -> Response[Any]:
+    reply = answered.reply
+    generation = reply.generation
+    started = TurnStarted(
+        conversation_id=answered.conversation_id,
+        user_message_id=answered.user_message.id,
+        assistant_message_id=reply.id,
+        provider=None if generation is None else generation.provider,
+        model=None if generation is None else generation.requested_model,
+    )
+    headers = {"Idempotent-Replayed": "true"}
+    if stream:
+        return sse.response(sse.replay(_sse("turn", started), _sse("done", reply)), headers)
+    result = TurnResult(**msgspec.structs.asdict(started), user_message=answered.user_message, assistant_message=reply)
+    return json_response(result, 200, {**headers, "Location": _location(reply)})
+
+
+async def _events(
+    request: Request[Any, Any, State], generation: Generation, started: TurnStarted
+) -> AsyncIterator[bytes]:
+    yield _sse("turn", started)
+    settled: Settled | None = None
+    try:
+        async for pieces in generation.deltas():
+            yield b"".join(sse.event("delta", _encode(Delta(piece))) for piece in pieces)
+        settled = await asyncio.shield(generation.settled)
+    finally:
+        # Reached without an outcome only when the client left (litestar cancels the stream as
+        # soon as it sees the disconnect): stop the model now; the text so far is recorded.
+        if settled is None:
+            generation.interrupt(CLIENT_LEFT)
+    if settled.error is None:
+        yield _sse("done", settled.reply)
+    else:
+        yield _sse("error", stream_error(request, settled.error, settled.reply))
+
+
+async def wait_settled(receive: Receive, generation: Generation) -> Settled:
+    """The generation's outcome, interrupting it if the client disconnects while it waits."""
+    disconnected = asyncio.ensure_future(_disconnect(receive))
+    try:
+        await asyncio.wait({generation.settled, disconnected}, return_when=asyncio.FIRST_COMPLETED)
+        if not generation.settled.done():
+            generation.interrupt(CLIENT_LEFT)
+        return await asyncio.shield(generation.settled)
+    finally:
+        disconnected.cancel()
+
+
+async def _disconnect(receive: Receive) -> None:
+    # The body has been read, so the next message the server has for us is the disconnect.
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+def stream_error(request: Request[Any, Any, State], error: BaseException, reply: views.Message | None) -> StreamError:
+    if isinstance(error, errors.ConvtreeError):
+        status, slug, title = problems.classify(error)
+        detail = error.detail
+        context = {k: v for k, v in error.context.items() if v is not None} or None
+    else:  # logged where it happened (service.app.generation)
+        status, slug, title = 500, "internal-error", "Internal server error"
+        detail, context = "The reply could not be recorded; it has been logged under this request id.", None
+    return StreamError(
+        type=problems.problem_type(slug),
+        title=title,
+        status=status,
+        detail=detail,
+        context=context,
+        instance=request.url.path,
+        request_id=request.scope.get("state", {}).get("request_id"),
+        message=reply,
+    )
+
+
+_encode = msgspec.json.Encoder().encode
+
+
+def _sse(event: str, value: Any) -> bytes:
+    return sse.event(event, _encode(value))
+
+
+def _location(reply: views.Message) -> str:
+    return f"/v1/conversations/{reply.conversation_id}/messages/{reply.id}"

@@ -1,0 +1,26 @@
+"""Auditing a conversation: re-deriving its hash chain and body digests from the stored log."""
+
+from __future__ import annotations
+
+import uuid
+
+from service.app.caller import Caller
+from service.domain.audit import AuditReport, ChainCheck
+from service.domain.errors import ConversationNotFound
+from service.store import history
+from service.store.events import Store
+
+
+async def audit(store: Store, caller: Caller, conversation_id: uuid.UUID) -> AuditReport:
+    """Verify every event in order, a batch at a time, in one snapshot (so a concurrent append
+    cannot make the summary's head and the chain disagree)."""
+    async with history.snapshot(store) as tx:
+        found = await tx.get_conversation(caller.tenant, conversation_id)
+        if found is None:
+            raise ConversationNotFound(conversation_id=str(conversation_id))
+        check = ChainCheck(conversation_id)
+        async for batch in history.audit_batches(tx, found[1], conversation_id):
+            if not check.feed(batch):
+                break
+        summary_hash = await history.audit_summary(tx, caller.tenant, conversation_id)
+    return check.report(summary_hash)

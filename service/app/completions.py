@@ -1,0 +1,174 @@
+"""Chat completions as turns (the OpenAI-compatible endpoint): which conversation the messages sent
+build or continue, which provider a model name means, and which models there are."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+
+import msgspec
+
+from service.app import turns
+from service.app import window as windows
+from service.app.caller import Caller
+from service.domain import tree
+from service.domain import turns as rules
+from service.domain.errors import ConversationNotFound, InvalidRequest, UpstreamError
+from service.domain.events import Envelope, Event, Role, seal
+from service.store.events import Store
+from service.upstream import Provider, Registry
+
+MODELS_TIMEOUT = 5.0  # a provider that cannot list its models this fast is listed by its configuration
+
+
+class Sent(msgspec.Struct, frozen=True):
+    role: Role
+    content: str
+
+
+class Chat(msgspec.Struct, frozen=True, kw_only=True):
+    """A chat completion request, as a turn.
+
+    Without `conversation_id`, `messages` is the whole history: a new conversation is made of it
+    (a chain, root first). With it, `messages` are the new messages only, appended under
+    `parent_message_id` or, without it, the head. Either way the last message is the user's turn.
+    """
+
+    messages: list[Sent]
+    model: str
+    conversation_id: uuid.UUID | None = None
+    parent_message_id: uuid.UUID | None = None
+    window: windows.Window = msgspec.field(default_factory=windows.FullWindow)
+    params: turns.Params = msgspec.field(default_factory=turns.Params)
+
+
+def resolve_model(registry: Registry, name: str) -> tuple[Provider, str]:
+    """`provider/model`, or a bare model name: the provider offering it (the default one first)."""
+    prefix, slash, rest = name.partition("/")
+    if slash and prefix in registry.names():
+        return registry.resolve(prefix, rest or None)
+    offering = [n for n, c in registry.config.providers.items() if name in c.models]
+    if not offering or registry.config.default_provider in offering:
+        return registry.resolve(None, name)
+    return registry.resolve(min(offering), name)
+
+
+async def begin_chat(
+    store: Store,
+    registry: Registry,
+    caller: Caller,
+    owner: uuid.UUID,
+    chat: Chat,
+    launch: Callable[[turns.Plan], turns.L],
+) -> turns.L:
+    provider, model = resolve_model(registry, chat.model)
+    if not chat.messages or chat.messages[-1].role != "user":
+        raise InvalidRequest("The last message must be the user's: it is the turn to answer.")
+    if chat.parent_message_id is not None and chat.conversation_id is None:
+        raise InvalidRequest("parent_message_id needs the conversation_id it belongs to.")
+    spec = turns.ReplySpec(window=chat.window, params=chat.params)
+
+    async def work(o: turns.Opening[turns.L]) -> None:
+        if chat.conversation_id is None:
+            return await _new_conversation(o, chat, provider, model, spec)
+        begun = await o.tx.begin_write(caller.tenant, chat.conversation_id, len(chat.messages))
+        if begun is None:
+            raise ConversationNotFound(conversation_id=str(chat.conversation_id))
+        state, now, seqs = begun
+        scope = tree.scope(state)
+        parent_ref = chat.parent_message_id or state.head_id
+        chain = _chain(chat.messages, chat.parent_message_id)
+        around = await o.register(
+            state.family_id, state.conversation_id, chain[-1].message_id, provider, model, parent_ref
+        )
+        rules.check_parent_settled(parent_ref, chat.parent_message_id is not None, around)
+        nodes = await o.tx.find_nodes(scope, [parent_ref]) if parent_ref is not None else {}
+        decision, appended = rules.decide_chain(state, nodes.get(parent_ref) if parent_ref else None, chain)
+        path = await o.tx.message_path(scope, parent_ref) if parent_ref is not None else []
+        bodies = {e.message_id: m.content for e, m in zip(appended, chat.messages, strict=True)}
+        user = turns.message_view(
+            appended[-1], chat.messages[-1].content, state.conversation_id, seqs[len(appended) - 1], now
+        )
+        items = turns.context_items(path) + [
+            turns.ContextItem(e.message_id, e.role, bodies[e.message_id]) for e in appended
+        ]
+        await o.reply(state.family_id, user, items, provider, model, spec)
+        await turns.write_events(o.tx, caller, state, decision, now, seqs, bodies)
+
+    launched = await turns.opened(store, caller, owner, launch, work)
+    assert not isinstance(launched, turns.Answered)
+    return launched
+
+
+async def _new_conversation(
+    o: turns.Opening[turns.L], chat: Chat, provider: Provider, model: str, spec: turns.ReplySpec
+) -> None:
+    caller = o.caller
+    cmd = tree.CreateConversation(
+        conversation_id=uuid.uuid4(),
+        family_id=uuid.uuid4(),
+        title=None,
+        metadata={},
+        system=None,
+        system_message_id=None,
+    )
+    created = tree.create_conversation(cmd)
+    now, seqs = await o.tx.begin_create(caller.tenant, cmd.conversation_id, len(created) + len(chat.messages))
+    chain = _chain(chat.messages, None)
+    await o.register(cmd.family_id, cmd.conversation_id, chain[-1].message_id, provider, model, None)
+    decision, appended = rules.decide_chain(tree.created_state(cmd, created), None, chain)
+    bodies = {e.message_id: m.content for e, m in zip(appended, chat.messages, strict=True)}
+    user = turns.message_view(appended[-1], chat.messages[-1].content, cmd.conversation_id, seqs[-1], now)
+    items = [turns.ContextItem(e.message_id, e.role, bodies[e.message_id]) for e in appended]
+    await o.reply(cmd.family_id, user, items, provider, model, spec)
+    events: list[Event] = [*created, *decision.events]
+    envelopes = [
+        Envelope(
+            seq=seq,
+            tenant=caller.tenant,
+            conversation_id=cmd.conversation_id,
+            family_id=cmd.family_id,
+            actor=caller.actor,
+            request_id=caller.request_id,
+            created_at=now,
+        )
+        for seq in seqs
+    ]
+    sealed = seal(tree.initial_state(cmd).last_hash, envelopes, events)
+    state = tree.chained(decision.state, sealed)
+    await o.tx.insert_conversation(caller.tenant, state, sealed, bodies, None, {})
+
+
+def _chain(messages: list[Sent], parent_id: uuid.UUID | None) -> list[tree.AppendMessage]:
+    """Messages one under the other; the first under `parent_id` (None: under the head)."""
+    ids = [uuid.uuid4() for _ in messages]
+    return [
+        tree.AppendMessage(
+            message_id=ids[i],
+            parent_id=parent_id if i == 0 else ids[i - 1],
+            role=m.role,
+            content=m.content,
+            metadata={},
+        )
+        for i, m in enumerate(messages)
+    ]
+
+
+async def list_models(registry: Registry) -> list[tuple[str, str]]:
+    """(provider, model) for every configured provider: its allow-list when it has one, else what
+    it lists itself (or its default model, when it cannot be asked)."""
+
+    async def of(name: str) -> list[str]:
+        config = registry.config.providers.get(name)
+        if config is not None and config.models:
+            return list(config.models)
+        fallback = [config.default_model] if config is not None and config.default_model else []
+        try:
+            return await asyncio.wait_for(registry.get(name).list_models(), MODELS_TIMEOUT) or fallback
+        except (UpstreamError, TimeoutError):
+            return fallback
+
+    names = registry.names()
+    listed = await asyncio.gather(*(of(n) for n in names))
+    return [(name, model) for name, models in zip(names, listed, strict=True) for model in models]

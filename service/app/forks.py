@@ -1,0 +1,90 @@
+"""Forking: a new conversation that continues from any message of another, sharing its past."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import msgspec
+
+from service.app.caller import Caller
+from service.app.conversations import Created
+from service.domain import tree, views
+from service.domain.errors import ConversationIdConflict, ConversationNotFound
+from service.domain.events import GENESIS_HASH, Envelope, seal
+from service.store.events import Tx
+
+
+class NewFork(msgspec.Struct, frozen=True, kw_only=True):
+    id: uuid.UUID | None = None
+    title: str | None = None
+    metadata: dict[str, Any] = {}
+
+
+async def fork(tx: Tx, caller: Caller, source_id: uuid.UUID, message_id: uuid.UUID, new: NewFork) -> Created:
+    """Fork `source_id` at `message_id`: one event and one summary row, whatever the message's depth.
+
+    The fork joins the source's family and sees the path root→message by reference. With a client
+    `id`, a retry finds the fork it made (created=False); the same id used for anything else is a
+    conflict. Only the new id is locked: the source's visible messages never change, so forking
+    needs no lock on it.
+    """
+    fork_id = new.id or uuid.uuid4()
+    now, seqs = await tx.begin_create(caller.tenant, fork_id, 1)
+    if new.id is not None:
+        found = await tx.get_conversation(caller.tenant, fork_id)
+        if found is not None:
+            _check_same(found[0], source_id, message_id, new)
+            return Created(found[0], created=False)
+    source = await tx.get_scoped(caller.tenant, source_id)
+    if source is None:
+        raise ConversationNotFound(conversation_id=str(source_id))
+    _, source_scope = source
+    nodes = await tx.find_nodes(source_scope, [message_id])
+    cmd = tree.ForkConversation(
+        conversation_id=fork_id,
+        family_id=source_scope.family_id,
+        source_conversation_id=source_id,
+        source_message_id=message_id,
+        title=new.title,
+        metadata=new.metadata,
+    )
+    decision = tree.decide_fork(cmd, nodes.get(message_id))
+    envelope = Envelope(
+        seq=seqs[0],
+        tenant=caller.tenant,
+        conversation_id=fork_id,
+        family_id=cmd.family_id,
+        actor=caller.actor,
+        request_id=caller.request_id,
+        created_at=now,
+    )
+    sealed = seal(GENESIS_HASH, [envelope], decision.events)
+    state = tree.chained(decision.state, sealed)
+    forked_from = views.ForkedFrom(conversation_id=source_id, message_id=message_id)
+    await tx.insert_conversation(caller.tenant, state, sealed, {}, new.title, new.metadata, forked_from)
+    return Created(
+        views.Conversation(
+            id=fork_id,
+            title=new.title,
+            metadata=new.metadata,
+            head_id=state.head_id,
+            message_count=state.message_count,
+            leaf_count=state.leaf_count,
+            created_at=now,
+            updated_at=now,
+            last_seq=state.last_seq,
+            forked_from=forked_from,
+        ),
+        created=True,
+    )
+
+
+def _check_same(found: views.Conversation, source_id: uuid.UUID, message_id: uuid.UUID, new: NewFork) -> None:
+    same = (
+        found.forked_from == views.ForkedFrom(conversation_id=source_id, message_id=message_id)
+        and found.title == new.title
+        and found.metadata == new.metadata
+    )
+    if not same:
+        raise ConversationIdConflict(conversation_id=str(found.id))

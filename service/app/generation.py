@@ -1,0 +1,259 @@
+"""Replies being generated: each in a task of its own, relayed as it arrives, recorded exactly once.
+
+A generation runs apart from the request that started it, so that whatever happens to the
+request (the client leaves, the server cancels it at shutdown) the reply is still recorded: the
+text received so far as an `interrupted` reply, or the turn's failure. Its upstream call runs in
+an inner task that `interrupt()` cancels; cancelling it closes the upstream response at once, so
+the model stops generating. `Generations` owns them all, renews their leases, closes out the
+leases dead processes left, and at shutdown interrupts what is still running and waits for it
+to be recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from service.app import outcomes, turns
+from service.app.caller import Caller
+from service.domain import views
+from service.domain.errors import (
+    ConvtreeError,
+    ReplyInterrupted,
+    ServiceShuttingDown,
+    UpstreamError,
+)
+from service.domain.events import Interruption
+from service.store import pending
+from service.store.events import Store
+from service.upstream import Finished, TextDelta
+
+log = logging.getLogger("convtree.turns")
+
+MAX_REPLY_CHARS = 1_000_000  # a reply longer than this is cut short: no stream may grow without bound
+CLIENT_LEFT = Interruption(kind="client_disconnected", detail="The client disconnected before the reply was complete.")
+SHUTDOWN = Interruption(kind="shutdown", detail="The service shut down before the reply was complete.")
+DISCARDED = Interruption(kind="discarded", detail="The turn was not recorded, so neither is its reply.")
+TOO_LONG = Interruption(kind="reply_too_long", detail=f"The reply exceeded {MAX_REPLY_CHARS} characters.")
+
+
+@dataclass(frozen=True)
+class Settled:
+    """How a generation ended: the stored reply (if any) and, unless it is complete, why not."""
+
+    reply: views.Message | None
+    error: BaseException | None
+
+
+class Generation:
+    """One reply in flight. `deltas()` relays its text (when started with `relay`); `settled`
+    resolves once the outcome is recorded."""
+
+    def __init__(self, plan: turns.Plan, *, relay: bool) -> None:
+        self.plan = plan
+        self.settled: asyncio.Future[Settled] = asyncio.get_running_loop().create_future()
+        self._queue: asyncio.Queue[str | None] | None = asyncio.Queue() if relay else None
+        self._upstream: asyncio.Task[outcomes.Outcome] | None = None
+        self._interruption: Interruption | None = None
+        # Whether the turn was committed (see turns.Opening): until then the reply may not be recorded.
+        self._committed: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+
+    def confirm(self) -> None:
+        self._committed.set_result(None)
+
+    def discard(self, error: BaseException) -> None:
+        """The turn was not recorded: stop the model, and record nothing of its reply."""
+        self.interrupt(DISCARDED)
+        self._committed.set_result(error)
+
+    def interrupt(self, why: Interruption) -> None:
+        """Stop the model now (if it is still talking); the text so far is recorded as interrupted."""
+        if self._upstream is not None and not self._upstream.done() and self._interruption is None:
+            self._interruption = why
+            self._upstream.cancel()
+
+    def _end_relay(self) -> None:
+        if self._queue is not None:
+            self._queue.put_nowait(None)
+
+    async def deltas(self) -> AsyncIterator[list[str]]:
+        """The text in order, in batches: whatever arrived since the last batch was taken, so a
+        reader slower than the model takes several pieces per write, not one write per piece."""
+        queue = self._queue
+        assert queue is not None, "started without relay"
+        while (piece := await queue.get()) is not None:
+            batch = [piece]
+            while not queue.empty():
+                piece = queue.get_nowait()
+                if piece is None:
+                    yield batch
+                    return
+                batch.append(piece)
+            yield batch
+
+    async def _call(self) -> outcomes.Outcome:
+        pieces: list[str] = []
+        size = 0
+        finished: Finished | None = None
+        error: ConvtreeError | None = None
+        interruption: Interruption | None = None
+        first_token: float | None = None
+        provider = self.plan.provider
+        started = time.perf_counter()
+        try:
+            async with contextlib.aclosing(provider.stream(self.plan.request())) as stream:
+                async for item in stream:
+                    if isinstance(item, TextDelta):
+                        if not item.text:
+                            continue
+                        if first_token is None:
+                            first_token = time.perf_counter()
+                        pieces.append(item.text)
+                        size += len(item.text)
+                        if self._queue is not None:
+                            self._queue.put_nowait(item.text)
+                        if size > MAX_REPLY_CHARS:
+                            interruption = TOO_LONG
+                            break
+                    else:
+                        finished = item
+        except asyncio.CancelledError:
+            # Our own interrupt(): closing the stream (above, on the way out) stopped the model. If
+            # the reply had already ended, the interrupt came too late to cut anything short.
+            if finished is None:
+                interruption = self._interruption or SHUTDOWN
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+        except ConvtreeError as exc:
+            error = exc
+        except Exception as exc:  # a provider bug must still end the turn with a recorded failure
+            log.exception("provider %s failed unexpectedly", provider.name)
+            error = UpstreamError(f"{provider.name} failed: {type(exc).__name__}", provider=provider.name)
+        finally:
+            self._end_relay()
+        ended = time.perf_counter()
+        return outcomes.Outcome(
+            text="".join(pieces),
+            finished=finished,
+            error=error,
+            interruption=interruption,
+            latency_ms=round((ended - started) * 1000, 3),
+            first_token_ms=None if first_token is None else round((first_token - started) * 1000, 3),
+        )
+
+
+class Generations:
+    """Every generation of one server process (`owner`), with the leases that make them visible."""
+
+    def __init__(self, store: Store, *, lease_seconds: float = turns.LEASE_SECONDS) -> None:
+        self.owner = uuid.uuid4()
+        self._store = store
+        self._lease = lease_seconds
+        self._running: dict[Generation, asyncio.Task[None]] = {}
+        self._closing = False
+        self._maintenance: asyncio.Task[None] | None = None
+
+    def ensure_open(self) -> None:
+        if self._closing:
+            raise ServiceShuttingDown("The service is shutting down: no new turns are taken.")
+
+    def start(self, caller: Caller, plan: turns.Plan, *, relay: bool) -> Generation:
+        """Call the model now; the reply is recorded once the turn is confirmed (turns.Opening)."""
+        generation = Generation(plan, relay=relay)
+        generation._upstream = asyncio.create_task(generation._call())
+        self._running[generation] = asyncio.create_task(self._settle(caller, generation))
+        if self._closing:
+            generation.interrupt(SHUTDOWN)
+        return generation
+
+    async def _settle(self, caller: Caller, generation: Generation) -> None:
+        upstream = generation._upstream
+        assert upstream is not None
+        try:
+            await asyncio.wait({upstream})
+            refused = await generation._committed
+            if refused is not None:  # the turn's transaction failed: its caller got that error
+                generation._end_relay()
+                generation.settled.set_result(Settled(None, refused))
+                return
+            if upstream.cancelled():  # cancelled before it ever ran: nothing was received or relayed
+                generation._end_relay()
+                outcome = outcomes.Outcome("", None, None, generation._interruption or SHUTDOWN, 0.0, None)
+            else:
+                outcome = upstream.result()
+            reply = await outcomes.record_outcome(self._store, caller, self.owner, generation.plan, outcome)
+            error: BaseException | None = None
+            if not outcome.complete:
+                error = _reported(outcome, generation.plan, reply)
+            generation.settled.set_result(Settled(reply, error))
+        except Exception as exc:  # the record failed: the lease runs out and the sweep closes the turn
+            log.exception("could not record the outcome of reply %s", generation.plan.reply_id)
+            generation.settled.set_result(Settled(None, exc))
+        finally:
+            del self._running[generation]
+
+    # --- leases and shutdown ------------------------------------------------------------------
+
+    def start_maintenance(self, interval: float | None = None) -> None:
+        """Close out what dead processes left, at once and then every `interval` seconds (default:
+        a quarter of the lease), and keep this process's own leases fresh as often."""
+        self._maintenance = asyncio.create_task(self._maintain(interval or self._lease / 4))
+
+    async def _maintain(self, interval: float) -> None:
+        while True:
+            try:
+                if self._running:
+                    await pending.renew(self._store, self.owner, self._lease)
+                closed = await outcomes.close_expired(self._store)
+                if closed:
+                    log.warning("closed out %d pending replies whose server had stopped", closed)
+            except Exception as exc:  # noqa: BLE001 - the database may be away (or not migrated yet): next round
+                log.warning(
+                    "pending-reply maintenance failed (%s: %s); retrying in %gs", type(exc).__name__, exc, interval
+                )
+            await asyncio.sleep(interval)
+
+    def drain(self, after: float) -> None:
+        """Shutdown has begun: take no new turns; let running replies finish for `after` seconds,
+        then interrupt them (each is recorded as it stood, and its stream ends cleanly)."""
+        self._closing = True
+        asyncio.get_running_loop().call_later(after, self._interrupt_all)
+
+    def _interrupt_all(self) -> None:
+        for generation in list(self._running):
+            generation.interrupt(SHUTDOWN)
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Interrupt what still runs and wait (up to `timeout`) until it is recorded."""
+        self._closing = True
+        self._interrupt_all()
+        if self._running:
+            await asyncio.wait(list(self._running.values()), timeout=timeout)
+        if self._maintenance is not None:
+            self._maintenance.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._maintenance
+
+
+def _reported(outcome: outcomes.Outcome, plan: turns.Plan, reply: views.Message | None) -> ConvtreeError:
+    """The error a caller sees for an incomplete reply, naming the turn and what was kept of it."""
+    if outcome.error is not None:
+        error = outcome.error
+    else:
+        assert outcome.interruption is not None
+        interruption = outcome.interruption
+        error = (ServiceShuttingDown if interruption is SHUTDOWN else ReplyInterrupted)(interruption.detail)
+    error.context.update(
+        provider=plan.provider.name,
+        conversation_id=str(plan.conversation_id),
+        user_message_id=str(plan.user_message.id),
+        assistant_message_id=str(plan.reply_id),
+        stored=reply is not None,  # False: nothing was received, the turn_failed event says why
+    )
+    return error

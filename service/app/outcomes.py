@@ -1,0 +1,136 @@
+"""Outcomes of turns: the reply (complete, or cut short) or the turn's failure, recorded exactly once;
+and the close-out of replies whose server died before recording theirs."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+
+import msgspec
+
+from service.app.caller import Caller
+from service.app.turns import Plan, message_view, write_events
+from service.domain import tree, views
+from service.domain import turns as rules
+from service.domain.errors import ConvtreeError, ReplyAbandoned
+from service.domain.events import Generation, Interruption, MessageAppended, TurnFailed
+from service.store import pending
+from service.store.events import Store
+from service.upstream import Finished
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the model call came to: the text received, and how it ended."""
+
+    text: str
+    finished: Finished | None  # the provider's last word, on a complete reply
+    error: ConvtreeError | None  # the provider failed
+    interruption: Interruption | None  # the reply was cut short (by us, the client, or the error)
+    latency_ms: float
+    first_token_ms: float | None
+
+    @property
+    def complete(self) -> bool:
+        return self.finished is not None and self.error is None and self.interruption is None
+
+
+async def record_outcome(
+    store: Store, caller: Caller, owner: uuid.UUID, plan: Plan, outcome: Outcome
+) -> views.Message | None:
+    """Store the reply (complete, or cut short with the text received) or, without any text, the
+    turn's failure; and close its pending row. Returns the stored reply, if there is one."""
+    async with store.transaction() as tx:
+        begun = await tx.begin_write(caller.tenant, plan.conversation_id, 1)
+        assert begun is not None, "conversations are never removed"
+        state, now, seqs = begun
+        if not await pending.finish(tx, plan.family_id, plan.reply_id, owner):
+            raise ReplyAbandoned(reply_id=str(plan.reply_id))
+        user_id = plan.user_message.id
+        if outcome.complete or outcome.text:
+            user = (await tx.find_nodes(tree.scope(state), [user_id])).get(user_id)
+            generation = _generation(plan, outcome)
+            decision = rules.decide_reply(state, user, user_id, plan.reply_id, outcome.text, generation)
+            sealed = await write_events(tx, caller, state, decision, now, seqs, {plan.reply_id: outcome.text})
+            event = decision.events[0]
+            assert isinstance(event, MessageAppended)
+            return message_view(event, outcome.text, plan.conversation_id, sealed[0].envelope.seq, now)
+        kind, detail = failure_of(outcome)
+        failure = TurnFailed(
+            reply_id=plan.reply_id,
+            user_message_id=user_id,
+            provider=plan.provider.name,
+            model=plan.model,
+            error=kind,
+            detail=detail,
+        )
+        await write_events(tx, caller, state, rules.decide_failure(state, failure), now, seqs, {})
+        return None
+
+
+async def close_expired(store: Store, batch: int = 100) -> int:
+    """Close out, with `turn_failed`, the pending replies whose owner stopped renewing their lease."""
+    closed = 0
+    while True:
+        rows = await pending.expired(store, batch)
+        for row in rows:
+            closed += await _close_out(store, row)
+        if len(rows) < batch:
+            return closed
+
+
+async def _close_out(store: Store, row: pending.PendingReply) -> int:
+    async with store.transaction() as tx:
+        begun = await tx.begin_write(row.tenant, row.conversation_id, 1)
+        if not await pending.expire(tx, row.family_id, row.reply_id):
+            return 0  # its owner finished it after all, or another process closed it out
+        if begun is None:  # cannot happen (conversations are never removed): drop the row all the same
+            return 0
+        state, now, seqs = begun
+        failure = TurnFailed(
+            reply_id=row.reply_id,
+            user_message_id=row.user_message_id,
+            provider=row.provider,
+            model=row.model,
+            error="abandoned",
+            detail="The server generating this reply stopped before it finished.",
+        )
+        sweeper = Caller(tenant=row.tenant, actor=row.actor, request_id=row.request_id)
+        await write_events(tx, sweeper, state, rules.decide_failure(state, failure), now, seqs, {})
+        return 1
+
+
+def failure_of(outcome: Outcome) -> tuple[str, str]:
+    """(kind, detail) of a turn that ended without a complete reply."""
+    if outcome.error is not None:
+        return error_kind(outcome.error), outcome.error.detail
+    assert outcome.interruption is not None
+    return outcome.interruption.kind, outcome.interruption.detail
+
+
+def error_kind(exc: BaseException) -> str:
+    """A stable snake_case name for an error: UpstreamTimeout -> upstream_timeout."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", type(exc).__name__).lower()
+
+
+def _generation(plan: Plan, outcome: Outcome) -> Generation:
+    finished = outcome.finished or Finished()
+    interruption = outcome.interruption
+    if not outcome.complete and interruption is None:
+        assert outcome.error is not None
+        interruption = Interruption(kind=error_kind(outcome.error), detail=outcome.error.detail)
+    return Generation(
+        provider=plan.provider.name,
+        model=finished.model or plan.model,
+        requested_model=plan.model,
+        finish_reason=finished.finish_reason if outcome.complete else "interrupted",
+        prompt_tokens=finished.prompt_tokens,
+        completion_tokens=finished.completion_tokens,
+        latency_ms=outcome.latency_ms,
+        first_token_ms=outcome.first_token_ms,
+        response_id=finished.response_id,
+        context_ids=[c.id for c in plan.context],
+        params=msgspec.to_builtins(plan.params),
+        interruption=interruption,
+    )

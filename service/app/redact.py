@@ -1,0 +1,79 @@
+"""Redacting a message: withdrawing its content from every read and, on request, erasing its body."""
+
+from __future__ import annotations
+
+import uuid
+
+import msgspec
+
+from service.app.caller import Caller
+from service.domain import tree, views
+from service.domain.errors import ConversationNotFound, MessageNotFound
+from service.domain.events import Envelope, seal
+from service.domain.redaction import RedactMessage, decide_redact, scrub
+from service.store import history
+from service.store.events import Tx
+
+
+class Redacted(msgspec.Struct, frozen=True):
+    message: views.Message
+    created: bool  # False: the message was already redacted (and erased, if erasure was asked)
+
+
+async def redact(tx: Tx, caller: Caller, conversation_id: uuid.UUID, cmd: RedactMessage) -> Redacted:
+    """Append `message_redacted` through the normal write path; with `erase`, delete the body in the
+    same transaction (the bodies trigger allows it only now that the event exists)."""
+    begun = await tx.begin_write(caller.tenant, conversation_id, 1)
+    if begun is None:
+        raise ConversationNotFound(conversation_id=str(conversation_id))
+    state, now, seqs = begun
+    scope = tree.scope(state)
+    target = (await tx.find_nodes(scope, [cmd.message_id])).get(cmd.message_id)
+    if target is not None and not target.visible:
+        target = None  # another conversation's of the same family: not this one's to name
+    # A message is redacted through the conversation that wrote it (its event joins that chain);
+    # forks that inherited it show the redaction all the same.
+    if target is not None and target.conversation_id != conversation_id:
+        raise MessageNotFound(
+            "The message belongs to the conversation this one was forked from: redact it there.",
+            message_id=str(cmd.message_id),
+        )
+    current = await history.find_redaction(tx, state.family_id, cmd.message_id)
+    decision = decide_redact(state, target, current, cmd)
+    if decision.events:
+        content = await history.find_body(tx, state.family_id, cmd.message_id)
+        envelope = Envelope(
+            seq=seqs[0],
+            tenant=caller.tenant,
+            conversation_id=conversation_id,
+            family_id=state.family_id,
+            actor=caller.actor,
+            request_id=caller.request_id,
+            created_at=now,
+        )
+        sealed = seal(state.last_hash, [envelope], decision.events)
+        await tx.append_events(caller.tenant, tree.chained(decision.state, sealed), sealed, {})
+        if cmd.erase:
+            await history.erase_body(tx, state.family_id, cmd.message_id)
+        redaction = views.Redaction(at=now, by=caller.actor, reason=cmd.reason, erased=cmd.erase)
+        await _scrub_stored_responses(tx, caller.tenant, cmd.message_id, content, redaction)
+    message = await tx.get_message(scope, cmd.message_id)
+    assert message is not None  # found visible above, under the same lock
+    return Redacted(message, created=bool(decision.events))
+
+
+async def _scrub_stored_responses(
+    tx: Tx, tenant: str, message_id: uuid.UUID, content: str | None, redaction: views.Redaction
+) -> None:
+    """Responses kept for Idempotency-Key replays may quote the message: rewrite them as a read
+    would now answer, so a replay does not serve the content (and, once erased, no copy is left)."""
+    content_text = None if content is None else msgspec.json.encode(content)[1:-1]  # as inside a JSON string
+    quoting = await history.find_quoting_responses(tx, tenant, str(message_id).encode(), content_text)
+    for key, response in quoting:
+        try:
+            document = msgspec.json.decode(response)
+        except msgspec.DecodeError:
+            continue  # not JSON: not a response this service wrote
+        scrubbed = scrub(document, message_id, content, redaction)
+        if scrubbed != document:
+            await history.replace_response(tx, tenant, key, msgspec.json.encode(scrubbed))

@@ -1,0 +1,89 @@
+"""Turn rules: a chain of messages under a parent, the reply under its user message, a failed turn."""
+
+from __future__ import annotations
+
+import uuid
+
+import msgspec
+
+from service.domain.errors import ParentStillGenerating
+from service.domain.events import Event, Generation, MessageAppended, TurnFailed
+from service.domain.tree import (
+    AppendMessage,
+    ConversationState,
+    Decision,
+    Node,
+    decide_append,
+)
+
+
+def check_parent_settled(
+    parent_ref: uuid.UUID | None, explicit: bool, pending: list[tuple[uuid.UUID, uuid.UUID]]
+) -> None:
+    """Refuse a turn under a reply that is still being generated.
+
+    `pending` lists (reply id, user message id) of the replies in flight around `parent_ref`. A
+    turn naming a pending reply as its parent would hang under a message that may never exist. A
+    turn under the head, while the head awaits its reply, would land beside that reply rather than
+    after it, which is not what "continue the conversation" means; naming the user message as the
+    parent explicitly is still allowed (that is a deliberate branch).
+    """
+    for reply_id, user_message_id in pending:
+        if reply_id == parent_ref:
+            raise ParentStillGenerating(parent_message_id=str(parent_ref))
+        if not explicit and user_message_id == parent_ref:
+            raise ParentStillGenerating(
+                "The head is a message whose reply is still being generated.",
+                parent_message_id=str(parent_ref),
+                reply_id=str(reply_id),
+            )
+
+
+def decide_chain(
+    state: ConversationState, parent: Node | None, messages: list[AppendMessage]
+) -> tuple[Decision, list[MessageAppended]]:
+    """Append `messages` one under the other, the first under `parent` (the message the first one's
+    `parent_id` names, None if that is not visible or the conversation is empty)."""
+    events: list[Event] = []
+    appended: list[MessageAppended] = []
+    for cmd in messages:
+        decision = decide_append(state, cmd, parent, None)
+        assert isinstance(decision, Decision)  # no `existing`: never a retry
+        [event] = decision.events
+        assert isinstance(event, MessageAppended)
+        events.append(event)
+        appended.append(event)
+        state = decision.state
+        parent = Node(
+            message_id=event.message_id,
+            conversation_id=state.conversation_id,
+            parent_id=event.parent_id,
+            role=event.role,
+            depth=event.depth,
+            body_sha256=event.body_sha256,
+            metadata=event.metadata,
+            has_children=False,
+        )
+    return Decision(events, state), appended
+
+
+def decide_reply(
+    state: ConversationState,
+    user_message: Node | None,
+    user_message_id: uuid.UUID,
+    reply_id: uuid.UUID,
+    content: str,
+    generation: Generation,
+) -> Decision:
+    """The assistant's reply, as a child of the message it answers; the head moves to it."""
+    cmd = AppendMessage(message_id=reply_id, parent_id=user_message_id, role="assistant", content=content, metadata={})
+    decision = decide_append(state, cmd, user_message, None)
+    assert isinstance(decision, Decision)
+    [event] = decision.events
+    assert isinstance(event, MessageAppended)
+    return Decision([msgspec.structs.replace(event, generation=generation)], decision.state)
+
+
+def decide_failure(state: ConversationState, failure: TurnFailed) -> Decision:
+    """A turn without a reply: recorded, and nothing else about the conversation changes."""
+    return Decision([failure], state)

@@ -1,0 +1,151 @@
+"""Commit notifications: one LISTEN connection per process, waking the feed readers of a tenant.
+
+Writers NOTIFY in their transaction (begin_write, begin_create in schema.sql), so a notification
+arrives only for a commit. A waiter subscribes *before* it reads, so a commit that lands between
+its read and its wait still wakes it. If the connection drops, every waiter is woken (to read
+again) and, until the listener is back, waits are cut short so that nothing is missed for long.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+
+import asyncpg
+
+from service.store.queries import Q
+
+log = logging.getLogger("convtree.notify")
+
+CHANNEL = "convtree_events"
+HEALTH_CHECK_SECONDS = 30.0  # how often the idle listener proves its connection is alive
+DEGRADED_WAIT_SECONDS = 1.0  # the longest a waiter sleeps while the listener is reconnecting
+RECONNECT_MAX_SECONDS = 10.0
+
+
+def tenant_key(tenant: str) -> str:
+    """The NOTIFY payload for a tenant: what begin_write sends (a digest, so any name fits)."""
+    return hashlib.sha256(tenant.encode()).hexdigest()
+
+
+class Signal:
+    """Set when the subscribed tenant commits something (or the listener needs everyone to re-read)."""
+
+    def __init__(self, listener: Listener) -> None:
+        self._event = asyncio.Event()
+        self._listener = listener
+
+    def clear(self) -> None:
+        self._event.clear()
+
+    def set(self) -> None:
+        self._event.set()
+
+    async def wait(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds; True if woken by a notification."""
+        if not self._listener.healthy:
+            timeout = min(timeout, DEGRADED_WAIT_SECONDS)
+        if timeout <= 0:
+            return self._event.is_set()
+        try:
+            await asyncio.wait_for(self._event.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+
+class Listener:
+    """The process's one listening connection, and the waiters it wakes."""
+
+    def __init__(self, database_url: str) -> None:
+        self._url = database_url
+        self._conn: asyncpg.Connection | None = None
+        self._waiters: dict[str, set[Signal]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._lost = asyncio.Event()
+        self._closing = False
+
+    @property
+    def healthy(self) -> bool:
+        return self._conn is not None and not self._conn.is_closed()
+
+    async def start(self) -> None:
+        await self._connect()
+        self._task = asyncio.create_task(self._supervise(), name="convtree-listener")
+
+    async def stop(self) -> None:
+        self._closing = True
+        if self._task is not None:
+            self._task.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._task
+        await self._disconnect()
+        self._wake_all()
+
+    @contextmanager
+    def subscribe(self, tenant: str) -> Iterator[Signal]:
+        signal = Signal(self)
+        key = tenant_key(tenant)
+        self._waiters.setdefault(key, set()).add(signal)
+        try:
+            yield signal
+        finally:
+            waiters = self._waiters.get(key)
+            if waiters is not None:
+                waiters.discard(signal)
+                if not waiters:
+                    del self._waiters[key]
+
+    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        for signal in self._waiters.get(payload, ()):
+            signal.set()
+
+    def _on_terminated(self, _conn: object) -> None:
+        self._lost.set()
+
+    def _wake_all(self) -> None:
+        for waiters in self._waiters.values():
+            for signal in waiters:
+                signal.set()
+
+    async def _connect(self) -> None:
+        conn = await asyncpg.connect(self._url, server_settings={"application_name": "convtree-listener"})
+        conn.add_termination_listener(self._on_terminated)
+        await conn.add_listener(CHANNEL, self._on_notify)
+        self._conn = conn
+        self._lost.clear()
+
+    async def _disconnect(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.is_closed():
+            with suppress(Exception):
+                await conn.close(timeout=5)
+
+    async def _supervise(self) -> None:
+        """Reconnect when the connection is lost; probe it when idle, since a dead peer is silent."""
+        delay = 0.1
+        while not self._closing:
+            if self.healthy:
+                try:
+                    await asyncio.wait_for(self._lost.wait(), HEALTH_CHECK_SECONDS)
+                except TimeoutError:
+                    try:
+                        assert self._conn is not None
+                        await self._conn.execute(Q["ping"], timeout=5)
+                        continue
+                    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                        log.warning("feed listener connection is not answering; reconnecting")
+                await self._disconnect()
+                # Commits may have gone unheard: every waiter reads again.
+                self._wake_all()
+            try:
+                await self._connect()
+                delay = 0.1
+                self._wake_all()
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("feed listener cannot connect (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RECONNECT_MAX_SECONDS)

@@ -1,0 +1,165 @@
+"""Turn rules as pure decisions: given a conversation's state, when a turn's messages, reply or
+failure are decided, then these events; and the new events' encoding round-trips."""
+
+from __future__ import annotations
+
+import uuid
+
+import msgspec
+import pytest
+
+from service.domain.errors import ParentNotFound, ParentStillGenerating
+from service.domain.events import (
+    Generation,
+    Interruption,
+    MessageAppended,
+    TurnFailed,
+    body_digest,
+    from_columns,
+    to_columns,
+)
+from service.domain.tree import AppendMessage, ConversationState, Node
+from service.domain.turns import check_parent_settled, decide_chain, decide_failure, decide_reply
+
+CID, FAMILY = uuid.uuid4(), uuid.uuid4()
+GENERATION = Generation(
+    provider="fake",
+    model="fake-large-2024",
+    requested_model="fake-large",
+    finish_reason="stop",
+    prompt_tokens=12,
+    completion_tokens=5,
+    latency_ms=84.5,
+    first_token_ms=12.25,
+    response_id="chatcmpl-1",
+    context_ids=[uuid.uuid4(), uuid.uuid4()],
+    params={"temperature": 0.2},
+)
+
+
+def state(head: uuid.UUID | None, messages: int = 0, leaves: int = 0) -> ConversationState:
+    return ConversationState(
+        conversation_id=CID,
+        family_id=FAMILY,
+        head_id=head,
+        message_count=messages,
+        leaf_count=leaves,
+        last_seq=7,
+        last_hash=bytes(32),
+    )
+
+
+def node(message_id: uuid.UUID, depth: int, role: str = "user", has_children: bool = False) -> Node:
+    return Node(
+        message_id=message_id,
+        conversation_id=CID,
+        parent_id=None if depth == 0 else uuid.uuid4(),
+        role=role,
+        depth=depth,
+        body_sha256=body_digest("x"),
+        metadata={},
+        has_children=has_children,
+    )
+
+
+def test_a_chain_hangs_each_message_under_the_previous_and_moves_the_head_to_the_last():
+    head = uuid.uuid4()
+    ids = [uuid.uuid4() for _ in range(3)]
+    messages = [
+        AppendMessage(message_id=ids[0], parent_id=None, role="system", content="rules", metadata={}),
+        AppendMessage(message_id=ids[1], parent_id=ids[0], role="user", content="hi", metadata={}),
+        AppendMessage(message_id=ids[2], parent_id=ids[1], role="user", content="again", metadata={}),
+    ]
+    decision, appended = decide_chain(state(head, 4, 1), node(head, 3), messages)
+    assert [(e.message_id, e.parent_id, e.depth) for e in appended] == [
+        (ids[0], head, 4),
+        (ids[1], ids[0], 5),
+        (ids[2], ids[1], 6),
+    ]
+    assert decision.events == appended
+    assert (decision.state.head_id, decision.state.message_count, decision.state.leaf_count) == (ids[2], 7, 1)
+
+
+def test_a_chain_in_an_empty_conversation_starts_at_the_root():
+    first = uuid.uuid4()
+    _, [event] = decide_chain(
+        state(None), None, [AppendMessage(message_id=first, parent_id=None, role="user", content="hi", metadata={})]
+    )
+    assert (event.parent_id, event.depth) == (None, 0)
+
+
+def test_the_reply_is_a_child_of_its_user_message_with_its_generation_and_takes_the_head():
+    user, reply = uuid.uuid4(), uuid.uuid4()
+    decision = decide_reply(state(uuid.uuid4(), 5, 1), node(user, 4), user, reply, "four", GENERATION)
+    [event] = decision.events
+    assert isinstance(event, MessageAppended)
+    assert (event.message_id, event.parent_id, event.role, event.depth) == (reply, user, "assistant", 5)
+    assert event.body_sha256 == body_digest("four") and event.generation == GENERATION
+    assert (decision.state.head_id, decision.state.message_count, decision.state.leaf_count) == (reply, 6, 1)
+
+
+def test_a_regenerated_reply_beside_another_adds_a_branch_tip():
+    user = uuid.uuid4()
+    decision = decide_reply(
+        state(uuid.uuid4(), 6, 1), node(user, 4, has_children=True), user, uuid.uuid4(), "", GENERATION
+    )
+    assert decision.state.leaf_count == 2
+
+
+def test_a_reply_whose_user_message_is_not_there_is_refused():
+    user = uuid.uuid4()
+    with pytest.raises(ParentNotFound):
+        decide_reply(state(uuid.uuid4()), None, user, uuid.uuid4(), "text", GENERATION)
+
+
+def test_a_failed_turn_records_only_the_failure():
+    failure = TurnFailed(
+        reply_id=uuid.uuid4(),
+        user_message_id=uuid.uuid4(),
+        provider="fake",
+        model="m",
+        error="upstream_timeout",
+        detail="slow",
+    )
+    before = state(uuid.uuid4(), 3, 1)
+    decision = decide_failure(before, failure)
+    assert decision.events == [failure] and decision.state == before
+
+
+def test_a_turn_under_a_pending_reply_or_under_a_head_awaiting_its_reply_is_refused():
+    reply, user = uuid.uuid4(), uuid.uuid4()
+    pending = [(reply, user)]
+    with pytest.raises(ParentStillGenerating):
+        check_parent_settled(reply, True, pending)
+    with pytest.raises(ParentStillGenerating):
+        check_parent_settled(user, False, pending)  # the head
+    check_parent_settled(user, True, pending)  # named on purpose: a branch beside the pending reply
+    check_parent_settled(uuid.uuid4(), False, [])
+
+
+def test_a_generated_message_and_a_failed_turn_round_trip_through_their_columns():
+    interrupted = msgspec.structs.replace(
+        GENERATION, finish_reason="interrupted", interruption=Interruption(kind="client_disconnected", detail="gone")
+    )
+    message = MessageAppended(
+        message_id=uuid.uuid4(),
+        parent_id=uuid.uuid4(),
+        role="assistant",
+        depth=3,
+        body_sha256=body_digest("partial"),
+        generation=interrupted,
+    )
+    assert from_columns(to_columns(message)) == message
+    failure = TurnFailed(
+        reply_id=uuid.uuid4(), user_message_id=uuid.uuid4(), provider="p", model="m", error="e", detail="d"
+    )
+    columns = to_columns(failure)
+    assert (columns.type, columns.message_id, columns.depth) == ("turn_failed", None, None)
+    assert from_columns(columns) == failure
+
+
+def test_a_message_without_a_generation_keeps_its_payload_as_it_always_was():
+    plain = MessageAppended(
+        message_id=uuid.uuid4(), parent_id=None, role="user", depth=0, body_sha256=body_digest("hi"), metadata={"k": 1}
+    )
+    assert to_columns(plain).payload == '{"metadata":{"k":1}}'  # so existing events' hashes stand
