@@ -11,11 +11,13 @@ import msgspec
 
 from service.app import turns
 from service.app import window as windows
+from service.app import writes
 from service.app.caller import Caller
+from service.app.writes import write_events
 from service.domain import tree
 from service.domain import turns as rules
 from service.domain.errors import ConversationNotFound, InvalidRequest, UpstreamError
-from service.domain.events import Envelope, Event, Role, seal
+from service.domain.events import Event, Role, seal
 from service.store.events import Store
 from service.upstream import Provider, Registry
 
@@ -94,7 +96,7 @@ async def begin_chat(
             turns.ContextItem(e.message_id, e.role, bodies[e.message_id]) for e in appended
         ]
         await o.reply(state.family_id, user, items, provider, model, spec)
-        await turns.write_events(o.tx, caller, state, decision, now, seqs, bodies)
+        await write_events(o.tx, caller, state, decision, now, seqs, bodies)
 
     launched = await turns.opened(store, caller, owner, launch, work)
     assert not isinstance(launched, turns.Answered)
@@ -123,18 +125,7 @@ async def _new_conversation(
     items = [turns.ContextItem(e.message_id, e.role, bodies[e.message_id]) for e in appended]
     await o.reply(cmd.family_id, user, items, provider, model, spec)
     events: list[Event] = [*created, *decision.events]
-    envelopes = [
-        Envelope(
-            seq=seq,
-            tenant=caller.tenant,
-            conversation_id=cmd.conversation_id,
-            family_id=cmd.family_id,
-            actor=caller.actor,
-            request_id=caller.request_id,
-            created_at=now,
-        )
-        for seq in seqs
-    ]
+    envelopes = writes.envelopes(caller, cmd.conversation_id, cmd.family_id, now, seqs)
     sealed = seal(tree.initial_state(cmd).last_hash, envelopes, events)
     state = tree.chained(decision.state, sealed)
     await o.tx.insert_conversation(caller.tenant, state, sealed, bodies, None, {})

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import base64
 import uuid
+from datetime import datetime
 from typing import Any
 
 import msgspec
 
 from service.app import replay
+from service.app import writes
 from service.app.caller import Caller
 from service.domain import tree, views
 from service.domain.errors import ConversationIdConflict, InvalidRequest
-from service.domain.events import Envelope, body_digest, seal
+from service.domain.events import body_digest, seal
 from service.store.events import Store, Tx
 
 
@@ -50,35 +52,33 @@ async def create(tx: Tx, caller: Caller, new: NewConversation) -> Created:
         if found is not None:
             await _check_same(tx, found[0], found[1], new)
             return Created(found[0], created=False)
-    envelopes = [
-        Envelope(
-            seq=seq,
-            tenant=caller.tenant,
-            conversation_id=conversation_id,
-            family_id=cmd.family_id,
-            actor=caller.actor,
-            request_id=caller.request_id,
-            created_at=now,
-        )
-        for seq in seqs
-    ]
+    envelopes = writes.envelopes(caller, conversation_id, cmd.family_id, now, seqs)
     sealed = seal(tree.initial_state(cmd).last_hash, envelopes, events)
     state = tree.chained(tree.created_state(cmd, events), sealed)
     bodies = {cmd.system_message_id: new.system} if new.system is not None else {}
     await tx.insert_conversation(caller.tenant, state, sealed, bodies, new.title, new.metadata)  # type: ignore[arg-type]
-    return Created(
-        views.Conversation(
-            id=conversation_id,
-            title=new.title,
-            metadata=new.metadata,
-            head_id=state.head_id,
-            message_count=state.message_count,
-            leaf_count=state.leaf_count,
-            created_at=now,
-            updated_at=now,
-            last_seq=state.last_seq,
-        ),
-        created=True,
+    return Created(new_summary(state, new.title, new.metadata, now), created=True)
+
+
+def new_summary(
+    state: tree.ConversationState,
+    title: str | None,
+    metadata: dict[str, Any],
+    now: datetime,
+    forked_from: views.ForkedFrom | None = None,
+) -> views.Conversation:
+    """The summary of a conversation that was created (or forked) just now."""
+    return views.Conversation(
+        id=state.conversation_id,
+        title=title,
+        metadata=metadata,
+        head_id=state.head_id,
+        message_count=state.message_count,
+        leaf_count=state.leaf_count,
+        created_at=now,
+        updated_at=now,
+        last_seq=state.last_seq,
+        forked_from=forked_from,
     )
 
 

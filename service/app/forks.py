@@ -7,11 +7,12 @@ from typing import Any
 
 import msgspec
 
+from service.app import writes
 from service.app.caller import Caller
-from service.app.conversations import Created
+from service.app.conversations import Created, new_summary
 from service.domain import tree, views
 from service.domain.errors import ConversationIdConflict, ConversationNotFound
-from service.domain.events import GENESIS_HASH, Envelope, seal
+from service.domain.events import GENESIS_HASH, seal
 from service.store.events import Tx
 
 
@@ -50,34 +51,11 @@ async def fork(tx: Tx, caller: Caller, source_id: uuid.UUID, message_id: uuid.UU
         metadata=new.metadata,
     )
     decision = tree.decide_fork(cmd, nodes.get(message_id))
-    envelope = Envelope(
-        seq=seqs[0],
-        tenant=caller.tenant,
-        conversation_id=fork_id,
-        family_id=cmd.family_id,
-        actor=caller.actor,
-        request_id=caller.request_id,
-        created_at=now,
-    )
-    sealed = seal(GENESIS_HASH, [envelope], decision.events)
+    sealed = seal(GENESIS_HASH, writes.envelopes(caller, fork_id, cmd.family_id, now, seqs), decision.events)
     state = tree.chained(decision.state, sealed)
     forked_from = views.ForkedFrom(conversation_id=source_id, message_id=message_id)
     await tx.insert_conversation(caller.tenant, state, sealed, {}, new.title, new.metadata, forked_from)
-    return Created(
-        views.Conversation(
-            id=fork_id,
-            title=new.title,
-            metadata=new.metadata,
-            head_id=state.head_id,
-            message_count=state.message_count,
-            leaf_count=state.leaf_count,
-            created_at=now,
-            updated_at=now,
-            last_seq=state.last_seq,
-            forked_from=forked_from,
-        ),
-        created=True,
-    )
+    return Created(new_summary(state, new.title, new.metadata, now, forked_from), created=True)
 
 
 def _check_same(found: views.Conversation, source_id: uuid.UUID, message_id: uuid.UUID, new: NewFork) -> None:

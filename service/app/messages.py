@@ -8,9 +8,10 @@ from typing import Any
 import msgspec
 
 from service.app.caller import Caller
+from service.app.writes import write_events
 from service.domain import tree, views
 from service.domain.errors import ConversationNotFound, MessageNotFound
-from service.domain.events import Envelope, Event, Role, seal
+from service.domain.events import Role
 from service.store.events import Store, Tx
 
 
@@ -50,7 +51,7 @@ async def append(tx: Tx, caller: Caller, conversation_id: uuid.UUID, new: NewMes
         message = await tx.get_message(tree.scope(state), decision.node.message_id)
         assert message is not None
         return Appended(message, created=False)
-    sealed = await _write(tx, caller, state, decision, now, seqs, {cmd.message_id: cmd.content})
+    sealed = await write_events(tx, caller, state, decision, now, seqs, {cmd.message_id: cmd.content})
     event = decision.events[0]
     assert isinstance(event, tree.MessageAppended)
     return Appended(
@@ -80,7 +81,7 @@ async def move_head(
         nodes = await tx.find_nodes(tree.scope(state), [message_id])
         decision = tree.decide_move_head(state, nodes.get(message_id), message_id)
         if decision.events:
-            await _write(tx, caller, state, decision, now, seqs, {})
+            await write_events(tx, caller, state, decision, now, seqs, {})
         found = await tx.get_conversation(caller.tenant, conversation_id)
     assert found is not None
     return found[0]
@@ -113,30 +114,3 @@ async def _scope(tx: Tx, caller: Caller, conversation_id: uuid.UUID) -> tree.Sco
     if found is None:
         raise ConversationNotFound(conversation_id=str(conversation_id))
     return found[1]
-
-
-async def _write(
-    tx: Tx,
-    caller: Caller,
-    state: tree.ConversationState,
-    decision: tree.Decision,
-    now: Any,
-    seqs: list[int],
-    bodies: dict[uuid.UUID, str],
-) -> list[Any]:
-    events: list[Event] = decision.events
-    envelopes = [
-        Envelope(
-            seq=seq,
-            tenant=caller.tenant,
-            conversation_id=state.conversation_id,
-            family_id=state.family_id,
-            actor=caller.actor,
-            request_id=caller.request_id,
-            created_at=now,
-        )
-        for seq in seqs[: len(events)]
-    ]
-    sealed = seal(state.last_hash, envelopes, events)
-    await tx.append_events(caller.tenant, tree.chained(decision.state, sealed), sealed, bodies)
-    return sealed

@@ -7,9 +7,9 @@ import uuid
 import msgspec
 
 from service.app.caller import Caller
+from service.app.writes import write_events
 from service.domain import tree, views
 from service.domain.errors import ConversationNotFound, MessageNotFound
-from service.domain.events import Envelope, seal
 from service.domain.redaction import RedactMessage, decide_redact, scrub
 from service.store import history
 from service.store.events import Tx
@@ -42,17 +42,7 @@ async def redact(tx: Tx, caller: Caller, conversation_id: uuid.UUID, cmd: Redact
     decision = decide_redact(state, target, current, cmd)
     if decision.events:
         content = await history.find_body(tx, state.family_id, cmd.message_id)
-        envelope = Envelope(
-            seq=seqs[0],
-            tenant=caller.tenant,
-            conversation_id=conversation_id,
-            family_id=state.family_id,
-            actor=caller.actor,
-            request_id=caller.request_id,
-            created_at=now,
-        )
-        sealed = seal(state.last_hash, [envelope], decision.events)
-        await tx.append_events(caller.tenant, tree.chained(decision.state, sealed), sealed, {})
+        await write_events(tx, caller, state, decision, now, seqs, {})
         if cmd.erase:
             await history.erase_body(tx, state.family_id, cmd.message_id)
         redaction = views.Redaction(at=now, by=caller.actor, reason=cmd.reason, erased=cmd.erase)

@@ -20,6 +20,7 @@ import msgspec
 
 from service.app import window as windows
 from service.app.caller import Caller
+from service.app.writes import write_events
 from service.app.idempotency import MAX_KEY_LENGTH
 from service.domain import tree, views
 from service.domain import turns as rules
@@ -30,7 +31,7 @@ from service.domain.errors import (
     MessageNotFound,
     ReplyInProgress,
 )
-from service.domain.events import Envelope, Event, MessageAppended, Sealed, seal
+from service.domain.events import MessageAppended
 from service.store import pending
 from service.store.events import Store, Tx
 from service.upstream import ChatMessage, ChatParams, ChatRequest, Provider, Registry
@@ -46,7 +47,9 @@ class Params(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, forb
     temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] | None = None
     max_tokens: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
     top_p: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
-    stop: Annotated[list[Annotated[str, msgspec.Meta(min_length=1)]], msgspec.Meta(max_length=4)] | None = None
+    stop: Annotated[list[Annotated[str, msgspec.Meta(min_length=1)]], msgspec.Meta(max_length=4)] | None = (
+        None
+    )
     seed: int | None = None
 
 
@@ -168,7 +171,9 @@ class Opening(Generic[L]):
         """Window the context and start the model on it, under the id `register` chose."""
         assert self._reply_id is not None, "register the reply first"
         context = await windows.apply(spec.window, items, model)
-        plan = Plan(user.conversation_id, family_id, user, self._reply_id, provider, model, context, spec.params)
+        plan = Plan(
+            user.conversation_id, family_id, user, self._reply_id, provider, model, context, spec.params
+        )
         self.launched = self._launch(plan)
 
 
@@ -327,33 +332,6 @@ async def _claim_key(tx: Tx, caller: Caller, key: str, fingerprint: bytes) -> uu
         if stored["fingerprint"] != fingerprint:
             raise IdempotencyKeyReused()
     return uuid.uuid5(_KEY_IDS, f"{caller.tenant}\n{key}")
-
-
-async def write_events(
-    tx: Tx,
-    caller: Caller,
-    state: tree.ConversationState,
-    decision: tree.Decision,
-    now: datetime,
-    seqs: list[int],
-    bodies: dict[uuid.UUID, str],
-) -> list[Sealed]:
-    events: list[Event] = decision.events
-    envelopes = [
-        Envelope(
-            seq=seq,
-            tenant=caller.tenant,
-            conversation_id=state.conversation_id,
-            family_id=state.family_id,
-            actor=caller.actor,
-            request_id=caller.request_id,
-            created_at=now,
-        )
-        for seq in seqs[: len(events)]
-    ]
-    sealed = seal(state.last_hash, envelopes, events)
-    await tx.append_events(caller.tenant, tree.chained(decision.state, sealed), sealed, bodies)
-    return sealed
 
 
 def message_view(

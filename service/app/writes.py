@@ -1,0 +1,49 @@
+"""Writing decided events: each gets its envelope, takes its link in the chain, and is stored."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from service.app.caller import Caller
+from service.domain import tree
+from service.domain.events import Envelope, Event, Sealed, seal
+from service.store.events import Tx
+
+
+def envelopes(
+    caller: Caller, conversation_id: uuid.UUID, family_id: uuid.UUID, now: datetime, seqs: list[int]
+) -> list[Envelope]:
+    """Where each new event stands: its sequence number, who caused it and when."""
+    return [
+        Envelope(
+            seq=seq,
+            tenant=caller.tenant,
+            conversation_id=conversation_id,
+            family_id=family_id,
+            actor=caller.actor,
+            request_id=caller.request_id,
+            created_at=now,
+        )
+        for seq in seqs
+    ]
+
+
+async def write_events(
+    tx: Tx,
+    caller: Caller,
+    state: tree.ConversationState,
+    decision: tree.Decision,
+    now: datetime,
+    seqs: list[int],
+    bodies: dict[uuid.UUID, str],
+) -> list[Sealed]:
+    """Seal a decision's events after the conversation's chain and store them with its new state."""
+    events: list[Event] = decision.events
+    sealed = seal(
+        state.last_hash,
+        envelopes(caller, state.conversation_id, state.family_id, now, seqs[: len(events)]),
+        events,
+    )
+    await tx.append_events(caller.tenant, tree.chained(decision.state, sealed), sealed, bodies)
+    return sealed
