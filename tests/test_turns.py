@@ -51,6 +51,11 @@ def test_the_reply_records_how_it_was_generated_and_what_the_model_saw(model_api
     assert g["params"] == params
     sent = [r.body for r in upstream.requests if r.method == "POST"][-1]
     assert {k: sent[k] for k in params} == params  # and the provider was sent them
+    # The feed, the auditor's view, says which provider and model wrote the reply too.
+    events = model_api.get(f"/v1/conversations/{cid}/events").json()["items"]
+    [reply] = [e for e in events if e["payload"].get("message_id") == second["assistant_message_id"]]
+    assert reply["payload"]["generation"]["model"] == "fake-large"
+    assert reply["payload"]["generation"]["context_ids"] == g["context_ids"]
 
 
 def test_the_full_window_sends_the_whole_path(model_api, upstream):

@@ -162,6 +162,9 @@ def test_a_turn_under_a_reply_still_being_generated_is_refused_with_409(model_ap
         problem(
             model_api.post(f"/v1/conversations/{cid}/turns", json={"content": "next"}), 409, "parent-still-generating"
         )
+        # A plain append under the reply is refused the same way (never a placeholder parent).
+        plain = {"role": "user", "content": "next", "parent_message_id": reply_id}
+        problem(model_api.post(f"/v1/conversations/{cid}/messages", json=plain), 409, "parent-still-generating")
         # A retry of the turn itself is told its reply is on the way.
         retry = {"content": "go", "id": user_id}
         problem(model_api.post(f"/v1/conversations/{cid}/turns", json=retry), 409, "reply-in-progress")

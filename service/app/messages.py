@@ -10,8 +10,9 @@ import msgspec
 from service.app.caller import Caller
 from service.app.writes import write_events
 from service.domain import tree, views
-from service.domain.errors import ConversationNotFound, MessageNotFound
+from service.domain.errors import ConversationNotFound, MessageNotFound, ParentStillGenerating
 from service.domain.events import Role
+from service.store import pending
 from service.store.events import Store, Tx
 
 
@@ -46,6 +47,9 @@ async def append(tx: Tx, caller: Caller, conversation_id: uuid.UUID, new: NewMes
     wanted = [i for i in (parent_ref, new.id) if i is not None]
     nodes = await tx.find_nodes(tree.scope(state), wanted) if wanted else {}
     parent = nodes.get(parent_ref) if parent_ref is not None else None
+    if parent is None and cmd.parent_id is not None and await pending.is_pending(tx, state.family_id, cmd.parent_id):
+        # Checked only when the parent is missing: the hot path pays nothing for it.
+        raise ParentStillGenerating(parent_message_id=str(cmd.parent_id))
     decision = tree.decide_append(state, cmd, parent, nodes.get(cmd.message_id) if new.id else None)
     if isinstance(decision, tree.AlreadyAppended):
         message = await tx.get_message(tree.scope(state), decision.node.message_id)

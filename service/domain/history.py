@@ -55,7 +55,7 @@ def payload_view(columns: Columns) -> dict[str, Any]:
         decoded = msgspec.json.decode(columns.payload)
         return decoded if isinstance(decoded, dict) else {"value": decoded}
     if isinstance(event, MessageAppended):
-        return {
+        view = {
             "message_id": str(event.message_id),
             "parent_message_id": None if event.parent_id is None else str(event.parent_id),
             "role": event.role,
@@ -63,6 +63,10 @@ def payload_view(columns: Columns) -> dict[str, Any]:
             "body_sha256": event.body_sha256.hex(),
             "metadata": event.metadata,
         }
+        if event.generation is not None:
+            # Which provider and model produced a reply, and what it saw, is part of the record.
+            view["generation"] = msgspec.to_builtins(event.generation)
+        return view
     fields: dict[str, Any] = msgspec.to_builtins(event)
     fields.pop("type", None)  # the tag repeats the event's type
     return fields

@@ -45,6 +45,11 @@ async def register(
     return [(r["reply_id"], r["user_message_id"]) for r in rows]
 
 
+async def is_pending(tx: Tx, family_id: uuid.UUID, reply_id: uuid.UUID) -> bool:
+    """Whether `reply_id` names a reply that is still being generated."""
+    return bool(await tx.conn.fetchval(Q["is_pending_reply"], family_id, reply_id))
+
+
 async def finish(tx: Tx, family_id: uuid.UUID, reply_id: uuid.UUID, owner: uuid.UUID) -> bool:
     """Remove the owner's row; False if it was already closed out by a sweep."""
     return await tx.conn.fetchval(Q["finish_pending_reply"], family_id, reply_id, owner) is not None

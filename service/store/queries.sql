@@ -359,6 +359,9 @@ SELECT reply_id, user_message_id
   FROM pending_replies
  WHERE $12::uuid IS NOT NULL AND family_id = $1 AND (reply_id = $12 OR user_message_id = $12);
 
+-- name: is_pending_reply
+SELECT EXISTS (SELECT 1 FROM pending_replies WHERE family_id = $1 AND reply_id = $2);
+
 -- name: finish_pending_reply
 -- Only the owner closes its reply, and only while the row is there: a swept row means the reply
 -- was already closed out with turn_failed and must not appear after all.

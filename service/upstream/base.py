@@ -59,8 +59,10 @@ class HttpSettings(msgspec.Struct, frozen=True):
     read: float = 60.0
     write: float = 10.0
     pool: float = 5.0
-    max_connections: int = 20
-    max_keepalive_connections: int = 10
+    # Each streaming reply holds a connection for its whole length: the pool bounds how many replies
+    # one provider can stream at once (the next waits up to `pool` seconds, then fails).
+    max_connections: int = 200
+    max_keepalive_connections: int = 20
     stream_max: float = 600.0
 
 
