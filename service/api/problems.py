@@ -39,7 +39,6 @@ TABLE: dict[type[errors.ConvtreeError], tuple[int, str, str]] = {
     errors.NotFound: (404, "not-found", "Not found"),
     errors.ConversationIdConflict: (409, "conversation-id-conflict", "Conversation id already used"),
     errors.MessageIdConflict: (409, "message-id-conflict", "Message id already used"),
-    errors.IdempotencyKeyInFlight: (409, "idempotency-key-in-flight", "Request still in progress"),
     errors.ParentStillGenerating: (409, "parent-still-generating", "Parent reply still being generated"),
     errors.ReplyInProgress: (409, "reply-in-progress", "Reply still being generated"),
     errors.Conflict: (409, "conflict", "Conflict"),

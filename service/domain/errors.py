@@ -8,7 +8,6 @@ ConvtreeError
 ├── Conflict
 │   ├── ConversationIdConflict
 │   ├── MessageIdConflict
-│   ├── IdempotencyKeyInFlight
 │   ├── ParentStillGenerating
 │   └── ReplyInProgress
 ├── IdempotencyKeyReused
@@ -71,9 +70,6 @@ class ConversationIdConflict(Conflict):
 class MessageIdConflict(Conflict):
     """A message with this id already exists with different content or position."""
 
-
-class IdempotencyKeyInFlight(Conflict):
-    """A request with this Idempotency-Key is still being processed."""
 
 
 class ParentStillGenerating(Conflict):
