@@ -356,15 +356,23 @@ $$;
 -- feed (a feed reader takes it exclusively to learn which sequence numbers are final), then the
 -- conversation's row, then `p_count` sequence numbers. Taking the tenant lock first everywhere
 -- keeps lock order fixed, so writers and readers cannot deadlock.
-CREATE FUNCTION begin_write(p_tenant text, p_conversation uuid, p_count integer)
+CREATE FUNCTION begin_write(
+    p_tenant text, p_conversation uuid, p_count integer,
+    p_ids uuid[] DEFAULT '{}', p_with_head boolean DEFAULT false
+)
 RETURNS TABLE (
     family_id uuid, head_id uuid, message_count integer, leaf_count integer,
     last_seq bigint, last_hash bytea, now timestamptz, seqs bigint[],
-    base_id uuid, base_depth integer  -- a fork's base (the message it was forked at); NULL otherwise
+    base_id uuid, base_depth integer,  -- a fork's base (the message it was forked at); NULL otherwise
+    -- The messages `p_ids` (and, with `p_with_head`, the head) as find_nodes sees them, read with
+    -- the row locked, so an append decides on state no other writer can change before it commits.
+    node_id uuid, node_conversation_id uuid, node_parent_id uuid, node_role text, node_depth integer,
+    node_body_sha256 bytea, node_payload json, node_visible boolean, node_has_children boolean
 )
 LANGUAGE plpgsql AS $$
 DECLARE
     c conversations%ROWTYPE;
+    numbers bigint[];
 BEGIN
     PERFORM pg_advisory_xact_lock_shared(hashtextextended(p_tenant, 0));
     -- Delivered at commit, and only then: wakes the tenant's feed followers (service/store/notify.py).
@@ -378,10 +386,40 @@ BEGIN
     END IF;
     -- Numbers are drawn only now, with the row locked: a conversation's events are numbered in
     -- the order they commit.
-    RETURN QUERY SELECT c.family_id, c.head_id, c.message_count, c.leaf_count, c.last_seq, c.last_hash,
-                        now(), ARRAY(SELECT nextval('events_seq') FROM generate_series(1, p_count)),
-                        c.forked_from_message_id, c.base_depth;
+    numbers := ARRAY(SELECT nextval('events_seq') FROM generate_series(1, p_count));
+    RETURN QUERY
+        SELECT c.family_id, c.head_id, c.message_count, c.leaf_count, c.last_seq, c.last_hash,
+               now(), numbers, c.forked_from_message_id, c.base_depth,
+               n.message_id, n.conversation_id, n.parent_id, n.role, n.depth, n.body_sha256,
+               n.payload, n.visible, n.has_children
+          FROM (SELECT 1) AS one
+          LEFT JOIN find_nodes(
+                   c.family_id, p_conversation,
+                   CASE WHEN p_with_head AND c.head_id IS NOT NULL THEN p_ids || c.head_id ELSE p_ids END,
+                   c.forked_from_message_id, c.base_depth
+               ) AS n ON true;
 END;
+$$;
+
+-- Messages of a family by id: whether each is visible in a conversation (its own, or on the path a
+-- fork inherited: root to its base), and whether it has a child visible there (one of the
+-- conversation's own or, for an inherited message above the base, the next one on the path).
+CREATE FUNCTION find_nodes(p_family uuid, p_conversation uuid, p_ids uuid[], p_base uuid, p_base_depth integer)
+RETURNS TABLE (
+    message_id uuid, conversation_id uuid, parent_id uuid, role text, depth integer, body_sha256 bytea,
+    payload json, visible boolean, has_children boolean
+)
+LANGUAGE sql STABLE AS $$
+    SELECT e.message_id, e.conversation_id, e.parent_id, e.role, e.depth, e.body_sha256, e.payload,
+           -- CASE, not OR: the walk up the base path runs only for another conversation's message.
+           CASE WHEN e.conversation_id = p_conversation THEN true
+                ELSE on_base_path(p_family, p_base, p_base_depth, e.message_id, e.depth) END,
+           (EXISTS (SELECT 1 FROM events c
+                     WHERE c.family_id = p_family AND c.conversation_id = p_conversation
+                       AND c.parent_id = e.message_id AND c.type = 'message_appended')
+            OR coalesce(e.conversation_id <> p_conversation AND e.depth < p_base_depth, false))
+      FROM events e
+     WHERE e.family_id = p_family AND e.message_id = ANY(p_ids)
 $$;
 
 -- The same first step for a conversation that does not exist yet: the tenant's feed lock, then a

@@ -75,6 +75,13 @@ def openapi_config() -> OpenAPIConfig:
     )
 
 
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """What a pooled connection needs between requests: nothing beyond asyncpg's own rollback of an
+    unfinished transaction. convtree leaves no session state behind (its locks are transaction
+    locks, planner settings are scoped to functions, LISTEN has a connection of its own), so the
+    default reset (UNLISTEN, RESET ALL, … in one more round trip per request) is skipped."""
+
+
 def create_app(database_url: str, settings: Settings, registry: Registry | None = None) -> Litestar:
     """The app; `registry` (tests, benchmarks) replaces the model providers built from the
     environment at start-up, and stays its giver's to close."""
@@ -88,6 +95,7 @@ def create_app(database_url: str, settings: Settings, registry: Registry | None 
             # Fixed planner settings are set per function where they matter; here only the
             # application name, so the server can tell convtree's sessions apart.
             server_settings={"application_name": "convtree"},
+            reset=_keep_session,
         )
         assert pool is not None
         store = Store(pool)

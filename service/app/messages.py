@@ -31,10 +31,13 @@ class Appended(msgspec.Struct, frozen=True):
 
 
 async def append(tx: Tx, caller: Caller, conversation_id: uuid.UUID, new: NewMessage) -> Appended:
-    begun = await tx.begin_write(caller.tenant, conversation_id, 1)
+    # One round trip: lock the conversation, draw a number, and read the parent (given, or the
+    # head) and any message already carrying the client's id.
+    given = [i for i in (new.parent_message_id, new.id) if i is not None]
+    begun = await tx.begin_append(caller.tenant, conversation_id, 1, given, new.parent_message_id is None)
     if begun is None:
         raise ConversationNotFound(conversation_id=str(conversation_id))
-    state, now, seqs = begun
+    state, now, seqs, nodes = begun
     cmd = tree.AppendMessage(
         message_id=new.id or uuid.uuid4(),
         parent_id=new.parent_message_id,
@@ -44,8 +47,6 @@ async def append(tx: Tx, caller: Caller, conversation_id: uuid.UUID, new: NewMes
         expected_head=new.expected_head,
     )
     parent_ref = cmd.parent_id if cmd.parent_id is not None else state.head_id
-    wanted = [i for i in (parent_ref, new.id) if i is not None]
-    nodes = await tx.find_nodes(tree.scope(state), wanted) if wanted else {}
     parent = nodes.get(parent_ref) if parent_ref is not None else None
     if parent is None and cmd.parent_id is not None and await pending.is_pending(tx, state.family_id, cmd.parent_id):
         # Checked only when the parent is missing: the hot path pays nothing for it.

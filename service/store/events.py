@@ -81,40 +81,28 @@ class Tx:
     ) -> tuple[ConversationState, datetime, list[int]] | None:
         """Lock the conversation for a write and draw `count` sequence numbers for its events."""
         row = await self.conn.fetchrow(Q["begin_write"], tenant, conversation_id, count)
-        if row is None:
+        return None if row is None else (_state(conversation_id, row), row["now"], list(row["seqs"]))
+
+    async def begin_append(
+        self, tenant: str, conversation_id: uuid.UUID, count: int, ids: Sequence[uuid.UUID], with_head: bool
+    ) -> tuple[ConversationState, datetime, list[int], dict[uuid.UUID, Node]] | None:
+        """`begin_write`, and the messages `ids` (and, `with_head`, the head) as `find_nodes` sees
+        them, read under the lock: the whole first step of an append in one round trip."""
+        rows = await self.conn.fetch(Q["begin_append"], tenant, conversation_id, count, list(ids), with_head)
+        if not rows:
             return None
-        state = ConversationState(
-            conversation_id=conversation_id,
-            family_id=row["family_id"],
-            head_id=row["head_id"],
-            message_count=row["message_count"],
-            leaf_count=row["leaf_count"],
-            last_seq=row["last_seq"],
-            last_hash=row["last_hash"],
-            base_id=row["base_id"],
-            base_depth=row["base_depth"],
-        )
-        return state, row["now"], list(row["seqs"])
+        first = rows[0]
+        nodes = {
+            r["node_id"]: _node(r, "node_") for r in rows if r["node_id"] is not None
+        }
+        return _state(conversation_id, first), first["now"], list(first["seqs"]), nodes
 
     async def find_nodes(self, scope: Scope, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Node]:
         """Messages of the scope's family by id, each saying whether the scope's conversation sees it."""
         rows = await self.conn.fetch(
             Q["find_nodes"], scope.family_id, scope.conversation_id, list(ids), scope.base_id, scope.base_depth
         )
-        return {
-            r["message_id"]: Node(
-                message_id=r["message_id"],
-                conversation_id=r["conversation_id"],
-                parent_id=r["parent_id"],
-                role=r["role"],
-                depth=r["depth"],
-                body_sha256=r["body_sha256"],
-                metadata=message_metadata(r["payload"]),
-                has_children=r["has_children"],
-                visible=r["visible"],
-            )
-            for r in rows
-        }
+        return {r["message_id"]: _node(r) for r in rows}
 
     async def insert_conversation(
         self,
@@ -287,6 +275,34 @@ class Tx:
             return await self.conn.fetchval(Q["schema_version"])
         except asyncpg.UndefinedTableError:
             return None
+
+
+def _state(conversation_id: uuid.UUID, row: asyncpg.Record) -> ConversationState:
+    return ConversationState(
+        conversation_id=conversation_id,
+        family_id=row["family_id"],
+        head_id=row["head_id"],
+        message_count=row["message_count"],
+        leaf_count=row["leaf_count"],
+        last_seq=row["last_seq"],
+        last_hash=row["last_hash"],
+        base_id=row["base_id"],
+        base_depth=row["base_depth"],
+    )
+
+
+def _node(row: asyncpg.Record, prefix: str = "") -> Node:
+    return Node(
+        message_id=row[prefix + "id" if prefix else "message_id"],
+        conversation_id=row[prefix + "conversation_id"],
+        parent_id=row[prefix + "parent_id"],
+        role=row[prefix + "role"],
+        depth=row[prefix + "depth"],
+        body_sha256=row[prefix + "body_sha256"],
+        metadata=message_metadata(row[prefix + "payload"]),
+        has_children=row[prefix + "has_children"],
+        visible=row[prefix + "visible"],
+    )
 
 
 def _event_arrays(sealed: list[Sealed]) -> tuple[list[Any], ...]:

@@ -23,18 +23,17 @@ SELECT now, seqs FROM begin_create($1, $2, $3);
 SELECT family_id, head_id, message_count, leaf_count, last_seq, last_hash, now, seqs, base_id, base_depth
   FROM begin_write($1, $2, $3);
 
+-- name: begin_append
+-- begin_write, and in the same round trip the messages $4 (and, with $5, the head) as find_nodes
+-- sees them: one row per message found, or one row with no message.
+SELECT family_id, head_id, message_count, leaf_count, last_seq, last_hash, now, seqs, base_id, base_depth,
+       node_id, node_conversation_id, node_parent_id, node_role, node_depth, node_body_sha256,
+       node_payload, node_visible, node_has_children
+  FROM begin_write($1, $2, $3, $4, $5);
+
 -- name: find_nodes
--- Messages of a family by id: whether each is visible in conversation $2 (its own, or on the path a
--- fork inherited: root to its base $4, $5 deep), and whether it has a child visible there (one of
--- the conversation's own or, for an inherited message above the base, the next one on the path).
-SELECT e.message_id, e.conversation_id, e.parent_id, e.role, e.depth, e.body_sha256, e.payload,
-       (e.conversation_id = $2 OR on_base_path($1, $4, $5, e.message_id, e.depth)) AS visible,
-       (EXISTS (SELECT 1 FROM events c
-                 WHERE c.family_id = $1 AND c.conversation_id = $2 AND c.parent_id = e.message_id
-                   AND c.type = 'message_appended')
-        OR coalesce(e.conversation_id <> $2 AND e.depth < $5, false)) AS has_children
-  FROM events e
- WHERE e.family_id = $1 AND e.message_id = ANY($3::uuid[]);
+SELECT message_id, conversation_id, parent_id, role, depth, body_sha256, payload, visible, has_children
+  FROM find_nodes($1, $2, $3, $4, $5);
 
 -- name: find_root
 SELECT e.message_id, e.role, e.body_sha256
