@@ -124,7 +124,7 @@ class Tx:
                 first.actor,
                 first.request_id,
                 first.created_at,
-                *_event_arrays(sealed),
+                *event_arrays(sealed),
                 *_body_arrays(bodies),
                 title,
                 msgspec.json.encode(metadata).decode(),
@@ -155,7 +155,7 @@ class Tx:
                 first.actor,
                 first.request_id,
                 first.created_at,
-                *_event_arrays(sealed),
+                *event_arrays(sealed),
                 *_body_arrays(bodies),
                 state.head_id,
                 state.message_count,
@@ -305,7 +305,8 @@ def _node(row: asyncpg.Record, prefix: str = "") -> Node:
     )
 
 
-def _event_arrays(sealed: list[Sealed]) -> tuple[list[Any], ...]:
+def event_arrays(sealed: list[Sealed]) -> tuple[list[Any], ...]:
+    """Sealed events as the column arrays the insert queries unnest, in their parameter order."""
     return (
         [s.envelope.seq for s in sealed],
         [s.columns.type for s in sealed],

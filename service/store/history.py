@@ -16,7 +16,7 @@ from service.domain.errors import (
     MessageIdConflict,
 )
 from service.domain.events import Columns, Envelope, Sealed
-from service.store.events import Store, Tx
+from service.store.events import Store, Tx, event_arrays
 from service.store.queries import Q
 
 BATCH = 500  # rows per round trip when a cursor walks a whole conversation
@@ -153,18 +153,11 @@ async def import_conversation(
             tenant,
             first.conversation_id,
             first.family_id,
-            [s.envelope.seq for s in sealed],
-            [s.columns.type for s in sealed],
-            [s.columns.message_id for s in sealed],
-            [s.columns.parent_id for s in sealed],
-            [s.columns.role for s in sealed],
-            [s.columns.depth for s in sealed],
-            [s.columns.body_sha256 for s in sealed],
-            [s.columns.payload for s in sealed],
+            *event_arrays(sealed),
+            # Unlike an append, each imported event keeps its own actor, request and time.
             [s.envelope.actor for s in sealed],
             [s.envelope.request_id for s in sealed],
             [s.envelope.created_at for s in sealed],
-            [s.hash for s in sealed],
             list(bodies),
             list(bodies.values()),
         )

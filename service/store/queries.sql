@@ -317,8 +317,8 @@ WITH new_events AS (
                         depth, body_sha256, payload, actor, request_id, created_at, hash)
     SELECT s, $1, $2, $3, t, m, p, r, d, b, pl::json, a, q, c, h
       FROM unnest($4::bigint[], $5::text[], $6::uuid[], $7::uuid[], $8::text[], $9::int[],
-                  $10::bytea[], $11::text[], $12::text[], $13::text[], $14::timestamptz[], $15::bytea[])
-           AS u(s, t, m, p, r, d, b, pl, a, q, c, h)
+                  $10::bytea[], $11::text[], $12::bytea[], $13::text[], $14::text[], $15::timestamptz[])
+           AS u(s, t, m, p, r, d, b, pl, h, a, q, c)
 )
 INSERT INTO bodies (family_id, message_id, content)
 SELECT $3, m, c FROM unnest($16::uuid[], $17::text[]) AS u(m, c);
