@@ -226,14 +226,14 @@ async def begin_turn(
             message_id = message_id or derived
         retry = message_id is not None
         message_id = message_id or uuid.uuid4()
-        begun = await tx.begin_write(caller.tenant, conversation_id, 1)
+        # One round trip: the lock, a number, the parent (given, or the head) and a retry's message.
+        given = [i for i in (new.parent_message_id, message_id if retry else None) if i is not None]
+        begun = await tx.begin_append(caller.tenant, conversation_id, 1, given, new.parent_message_id is None)
         if begun is None:
             raise ConversationNotFound(conversation_id=str(conversation_id))
-        state, now, seqs = begun
+        state, now, seqs, nodes = begun
         scope = tree.scope(state)
         parent_ref = new.parent_message_id or state.head_id
-        wanted = [i for i in (parent_ref, message_id if retry else None) if i is not None]
-        nodes = await tx.find_nodes(scope, wanted) if wanted else {}
         cmd = tree.AppendMessage(
             message_id=message_id,
             parent_id=new.parent_message_id,
