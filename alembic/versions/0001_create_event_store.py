@@ -349,7 +349,8 @@ AS $$
                     WHERE t.message_id = p_message
                       AND ((t.conversation_id = p_conversation AND t.seq <= p_upto)
                            OR on_base_path(p_family, p_base, p_base_depth, t.message_id, t.depth)))
-     ORDER BY p.depth
+    -- No ORDER BY: sorting rows that carry their content spills to disk at a default work_mem for
+    -- a deep path; the caller orders them by depth (the walk yields them leaf first).
 $$;
 
 -- The first step of every write to a conversation, in this order: a shared lock on the tenant's

@@ -261,6 +261,7 @@ class Tx:
             scope.base_depth,
             scope.upto,
         )
+        rows.sort(key=_depth)  # root first
         return [
             views.PathMessage(
                 **_message_fields(r),
@@ -275,6 +276,10 @@ class Tx:
             return await self.conn.fetchval(Q["schema_version"])
         except asyncpg.UndefinedTableError:
             return None
+
+
+def _depth(row: asyncpg.Record) -> int:
+    return row["depth"]
 
 
 def _state(conversation_id: uuid.UUID, row: asyncpg.Record) -> ConversationState:
