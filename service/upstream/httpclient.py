@@ -294,3 +294,32 @@ class Deadline:
             raise UpstreamTimeout(
                 f"{self._provider} kept streaming past {self._seconds:g}s", provider=self._provider
             )
+
+
+class HttpProvider:
+    """What every HTTP provider shares: its name and address, one pooled client, the retry policy,
+    and the key it must never echo. Subclasses speak their protocol in `stream` and `list_models`."""
+
+    def __init__(
+        self,
+        name: str,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        http: HttpSettings = HttpSettings(),
+        retry: RetryPolicy = RetryPolicy(),
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.name = name
+        self.base_url = base_url
+        self._http = http
+        self._retry = retry
+        self._secret = api_key or None
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = make_client(base_url, http, headers=headers, transport=transport)
+
+    def __repr__(self) -> str:  # never the key
+        return f"{type(self).__name__}(name={self.name!r}, base_url={self.base_url!r})"
+
+    async def aclose(self) -> None:
+        await self._client.aclose()

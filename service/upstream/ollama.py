@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import httpx
 import msgspec
 
 from service.domain.errors import UpstreamProtocolError
 from service.upstream import httpclient
-from service.upstream.base import ChatRequest, Finished, HttpSettings, RetryPolicy, StreamItem, TextDelta
+from service.upstream.base import ChatRequest, Finished, StreamItem, TextDelta
 
 
 class _Options(msgspec.Struct, omit_defaults=True):
@@ -68,30 +67,9 @@ def request_body(request: ChatRequest) -> bytes:
     return msgspec.json.encode(body)
 
 
-class OllamaProvider:
-    """A client for an Ollama server; base_url is the server root (e.g. http://127.0.0.1:11434)."""
-
-    def __init__(
-        self,
-        name: str,
-        base_url: str,
-        *,
-        api_key: str | None = None,
-        http: HttpSettings = HttpSettings(),
-        retry: RetryPolicy = RetryPolicy(),
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        self.name = name
-        self.base_url = base_url
-        self._http = http
-        self._retry = retry
-        self._secret = api_key or None
-        # Ollama itself has no auth; a key is for a reverse proxy in front of it.
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpclient.make_client(base_url, http, headers=headers, transport=transport)
-
-    def __repr__(self) -> str:
-        return f"OllamaProvider(name={self.name!r}, base_url={self.base_url!r})"
+class OllamaProvider(httpclient.HttpProvider):
+    """A client for an Ollama server; base_url is the server root (e.g. http://127.0.0.1:11434).
+    Ollama itself has no auth: an `api_key` is for a reverse proxy in front of it."""
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamItem]:
         http_request = self._client.build_request(
@@ -141,6 +119,3 @@ class OllamaProvider:
         )
         with httpclient.stream_errors(self.name):
             return sorted(t.name for t in _tags_decoder.decode(body).models)
-
-    async def aclose(self) -> None:
-        await self._client.aclose()

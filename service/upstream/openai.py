@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import httpx
 import msgspec
 
 from service.domain.errors import UpstreamProtocolError
 from service.upstream import httpclient
-from service.upstream.base import ChatRequest, Finished, HttpSettings, RetryPolicy, StreamItem, TextDelta
+from service.upstream.base import ChatRequest, Finished, StreamItem, TextDelta
 
 
 class _Body(msgspec.Struct, omit_defaults=True):
@@ -82,29 +81,8 @@ def request_body(request: ChatRequest) -> bytes:
     return msgspec.json.encode(body)
 
 
-class OpenAIProvider:
+class OpenAIProvider(httpclient.HttpProvider):
     """A client for `{base_url}/chat/completions` and `{base_url}/models`; base_url ends in `/v1`."""
-
-    def __init__(
-        self,
-        name: str,
-        base_url: str,
-        *,
-        api_key: str | None = None,
-        http: HttpSettings = HttpSettings(),
-        retry: RetryPolicy = RetryPolicy(),
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        self.name = name
-        self.base_url = base_url
-        self._http = http
-        self._retry = retry
-        self._secret = api_key or None
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpclient.make_client(base_url, http, headers=headers, transport=transport)
-
-    def __repr__(self) -> str:
-        return f"OpenAIProvider(name={self.name!r}, base_url={self.base_url!r})"
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamItem]:
         http_request = self._client.build_request(
@@ -170,6 +148,3 @@ class OpenAIProvider:
         )
         with httpclient.stream_errors(self.name):
             return sorted(m.id for m in _models_decoder.decode(body).data)
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
