@@ -12,6 +12,7 @@ import msgspec
 from litestar import Controller, Litestar, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import (
     OpenAPIMediaType,
     OpenAPIType,
@@ -40,7 +41,12 @@ NDJSON = "application/x-ndjson"
 EVENT_STREAM = "text/event-stream"
 SSE_RETRY_MS = 2000
 
-After = Annotated[int, QueryParameter(ge=0, le=2**63 - 1, description="Events after this `seq` (`next_after` of the previous page).")]
+After = Annotated[
+    int,
+    QueryParameter(
+        ge=0, le=2**63 - 1, description="Events after this `seq` (`next_after` of the previous page)."
+    ),
+]
 Limit = Annotated[int, QueryParameter(ge=1, le=1000, description="Page size.")]
 
 
@@ -128,16 +134,24 @@ class HistoryController(Controller):
         after: After = 0,
         limit: Limit = 100,
         wait: Annotated[
-            float, QueryParameter(ge=0, le=feed_app.MAX_WAIT_SECONDS, description="Seconds to hold for a new event.")
+            float,
+            QueryParameter(
+                ge=0, le=feed_app.MAX_WAIT_SECONDS, description="Seconds to hold for a new event."
+            ),
         ] = 0,
         last_event_id: Annotated[
             str | None,
-            HeaderParameter(name="Last-Event-ID", required=False, max_length=20, description="Resume after this `seq`."),
+            HeaderParameter(
+                name="Last-Event-ID", required=False, max_length=20, description="Resume after this `seq`."
+            ),
         ] = None,
     ) -> Response[feed_app.Page]:
         if last_event_id is not None:
             after = _parse_last_event_id(last_event_id)
-        if request.accept.best_match(["application/json", EVENT_STREAM], default="application/json") == EVENT_STREAM:
+        if (
+            request.accept.best_match(["application/json", EVENT_STREAM], default="application/json")
+            == EVENT_STREAM
+        ):
             return ServerSentEvent(_server_sent(feed, caller, after), retry_duration=SSE_RETRY_MS)  # type: ignore[return-value]
         return json_response(await feed.page(caller, after, limit, wait), 200)
 
@@ -165,9 +179,14 @@ class HistoryController(Controller):
         "message with a placeholder content and `redacted`. With `erase: true` the body itself is deleted; the "
         "event and its digest stay, so the conversation still verifies. Idempotent: redacting a redacted "
         "message records nothing and answers 200, unless it erases a body that was only hidden so far.",
-        responses=responses(
-            *AUTH, 400, errors.ConversationNotFound, errors.MessageNotFound, errors.IdempotencyKeyReused
-        ),
+        responses={
+            200: ResponseSpec(
+                views.Message, description="Already redacted (and erased, if asked): nothing recorded."
+            ),
+            **responses(
+                *AUTH, 400, errors.ConversationNotFound, errors.MessageNotFound, errors.IdempotencyKeyReused
+            ),
+        },
     )
     async def redact(
         self,
@@ -184,7 +203,12 @@ class HistoryController(Controller):
             return (201 if result.created else 200), result.message, None
 
         return await write_once(
-            request, caller, store, data, lambda tx: redact_app.redact(tx, caller, conversation_id, cmd), respond
+            request,
+            caller,
+            store,
+            data,
+            lambda tx: redact_app.redact(tx, caller, conversation_id, cmd),
+            respond,
         )
 
     @get(
@@ -245,7 +269,9 @@ class HistoryController(Controller):
         )
 
 
-async def _server_sent(feed: feed_app.Feed, caller: Caller, after: int) -> AsyncIterator[ServerSentEventMessage]:
+async def _server_sent(
+    feed: feed_app.Feed, caller: Caller, after: int
+) -> AsyncIterator[ServerSentEventMessage]:
     async for batch in feed.follow(caller, after):
         if not batch:
             # A comment: keeps proxies from closing an idle stream, and finds clients that left.
