@@ -51,6 +51,10 @@ CREATE TABLE events (
     request_id       text,
     created_at       timestamptz NOT NULL,
     hash             bytea NOT NULL,                -- SHA-256(previous event's hash || canonical encoding)
+    -- A message's run: the unbranched chain it continues (see place_message). Derived by the
+    -- database as the row is inserted, like the checks on `depth`, and not part of the hash.
+    run_id           uuid,
+    parent_run_id    uuid,                          -- the run of the message's parent
     CONSTRAINT events_type_known CHECK (type IN (
         'conversation_created', 'conversation_forked', 'message_appended', 'head_moved',
         'message_redacted', 'turn_failed'
@@ -62,15 +66,23 @@ CREATE TABLE events (
     CONSTRAINT events_role_known CHECK (role IN ('system', 'user', 'assistant', 'tool')),
     CONSTRAINT events_root_has_depth_zero CHECK ((parent_id IS NULL) = (depth IS NULL OR depth = 0)),
     CONSTRAINT events_not_own_parent CHECK (parent_id <> message_id),
-    CONSTRAINT events_digest_length CHECK (octet_length(body_sha256) = 32 AND octet_length(hash) = 32)
+    CONSTRAINT events_digest_length CHECK (octet_length(body_sha256) = 32 AND octet_length(hash) = 32),
+    CONSTRAINT events_message_run CHECK ((type = 'message_appended') = (run_id IS NOT NULL)),
+    CONSTRAINT events_parent_run CHECK ((parent_id IS NULL) = (parent_run_id IS NULL))
 );
 
--- The walk from a message to the root: one index probe per level.
+-- A message by its id: parent checks, the walk up a fork's base path, and the step from a run to the
+-- run above it when reading a context (message_path).
 CREATE UNIQUE INDEX events_message ON events (family_id, message_id);
 -- One root per family.
 CREATE UNIQUE INDEX events_one_root ON events (family_id) WHERE type = 'message_appended' AND parent_id IS NULL;
 -- Children and siblings of a message, in the order they were written.
 CREATE INDEX events_children ON events (conversation_id, parent_id, seq) WHERE type = 'message_appended';
+-- A run's messages by depth: the context reads each run on its path with one range scan.
+CREATE INDEX events_runs ON events (family_id, run_id, depth) WHERE type = 'message_appended';
+-- The first message of every run, by the run and depth it branches from: the branches that leave
+-- a stretch of a path, which are its messages' siblings.
+CREATE INDEX events_branches ON events (family_id, parent_run_id, depth) WHERE run_id = message_id;
 -- A conversation's events in order: tree listings, replay, audit, per-conversation feed.
 CREATE INDEX events_conversation ON events (conversation_id, seq);
 -- A tenant's feed in order.
@@ -263,22 +275,42 @@ LANGUAGE sql STABLE AS $$
                 ELSE coalesce(ancestor_at(p_family, p_base, p_depth) = p_message, false) END
 $$;
 
--- Tree integrity: a message's parent exists, is visible in the message's conversation and is one
--- level up. Visible: the conversation's own message or, in a fork, one on the path it inherited
--- (root to its base). The walk that checks the second case runs only when the parent lives in
--- another conversation. Rows are never changed, and a parent must exist before its child, so a
--- cycle cannot form.
-CREATE FUNCTION check_message_parent() RETURNS trigger
+-- Tree integrity and layout, for every message inserted.
+--
+-- Integrity: a message's parent exists, is visible in the message's conversation and is one level
+-- up. Visible: the conversation's own message or, in a fork, one on the path it inherited (root to
+-- its base). The walk that checks the second case runs only when the parent lives in another
+-- conversation. Rows are never changed, and a parent must exist before its child, so a cycle cannot
+-- form.
+--
+-- Layout: the tree is cut into runs, unbranched chains read with one range scan of events_runs.
+-- A message continues its parent's run when it is the parent's first child in the parent's own
+-- conversation; any other message (a root, a later sibling, a fork's message under an inherited
+-- one) starts a run of its own, named by its id. A path from a message to the root is then the
+-- message's run down to it, then its run's parent run down to where it was left, and so on: as
+-- many range scans as the path has branch points, each message read in index order. Whether a
+-- child is the first is decided under the conversation's row lock (begin_write), which every
+-- writer of a conversation's messages holds, so two appends cannot both continue a run; children
+-- in other conversations never continue one, so forks need no lock of their source.
+CREATE FUNCTION place_message() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
     parent_conversation uuid;
     parent_depth integer;
+    parent_run uuid;
     base uuid;
 BEGIN
-    IF NEW.type <> 'message_appended' OR NEW.parent_id IS NULL THEN
+    IF NEW.type <> 'message_appended' THEN
+        NEW.run_id := NULL;
+        NEW.parent_run_id := NULL;
         RETURN NEW;
     END IF;
-    SELECT e.conversation_id, e.depth INTO parent_conversation, parent_depth
+    IF NEW.parent_id IS NULL THEN
+        NEW.run_id := NEW.message_id;
+        NEW.parent_run_id := NULL;
+        RETURN NEW;
+    END IF;
+    SELECT e.conversation_id, e.depth, e.run_id INTO parent_conversation, parent_depth, parent_run
       FROM events e
      WHERE e.family_id = NEW.family_id AND e.message_id = NEW.parent_id;
     IF NOT FOUND THEN
@@ -303,28 +335,68 @@ BEGIN
         RAISE EXCEPTION 'depth % does not follow parent depth %', NEW.depth, parent_depth
             USING ERRCODE = 'check_violation';
     END IF;
+    NEW.parent_run_id := parent_run;
+    IF parent_conversation = NEW.conversation_id
+       AND NOT EXISTS (SELECT 1 FROM events c
+                        WHERE c.conversation_id = NEW.conversation_id AND c.parent_id = NEW.parent_id
+                          AND c.type = 'message_appended') THEN
+        NEW.run_id := parent_run;
+    ELSE
+        NEW.run_id := NEW.message_id;
+    END IF;
     RETURN NEW;
 END;
 $$;
 
-CREATE TRIGGER events_parent_exists BEFORE INSERT ON events
-    FOR EACH ROW EXECUTE FUNCTION check_message_parent();
+CREATE TRIGGER events_place_message BEFORE INSERT ON events
+    FOR EACH ROW EXECUTE FUNCTION place_message();
 
--- The path from a message to the root, root first, with each message's place among the siblings
--- visible in `conversation` as of event `p_upto`; no rows unless the message itself is visible
--- there then. A fork (base `p_base`, `p_base_depth` deep; NULLs otherwise) sees its own messages
--- and the path root→base it inherited: the walk follows parent pointers through the family, so it
--- crosses into the sources by itself. Siblings of a message are the conversation's own children of
--- its parent, plus, when the parent is inherited and strictly above the base, the one inherited
--- child (older than any of the fork's, so first). Planner settings are fixed for this function so
--- the walk stays a chain of index probes (O(depth)) even on a table that was never analyzed, whose
--- statistics would otherwise invite a hash join against the whole table at every level.
+-- How many children conversation `p_conversation` has, written up to event `p_upto`, under the
+-- message of run `p_parent_run` that is `p_depth` - 1 deep: the first (continuing the run) and the
+-- runs starting under it (place_message). Each count filters outside its scan, so that the only
+-- usable index is the run's: with the conversation in it, the planner could prefer a scan of the
+-- conversation's children.
+CREATE FUNCTION own_children(p_family uuid, p_conversation uuid, p_parent_run uuid, p_depth integer, p_upto bigint)
+RETURNS bigint
+LANGUAGE sql STABLE AS $$
+    SELECT (SELECT count(*)
+              FROM (SELECT c.conversation_id, c.seq FROM events c
+                     WHERE c.family_id = p_family AND c.run_id = p_parent_run AND c.depth = p_depth
+                       AND c.type = 'message_appended'
+                    OFFSET 0) c
+             WHERE c.conversation_id = p_conversation AND c.seq <= p_upto)
+         + (SELECT count(*)
+              FROM (SELECT c.conversation_id, c.seq FROM events c
+                     WHERE c.family_id = p_family AND c.parent_run_id = p_parent_run AND c.depth = p_depth
+                       AND c.run_id = c.message_id
+                    OFFSET 0) c
+             WHERE c.conversation_id = p_conversation AND c.seq <= p_upto)
+$$;
+
+-- The path from a message to the root, with each message's place among the siblings visible in
+-- `conversation` as of event `p_upto`, and its latest redaction if any (the caller withholds a
+-- redacted message's content); no rows unless the message itself is visible there then. A
+-- fork (base `p_base`, `p_base_depth` deep; NULLs otherwise) sees its own messages and the path
+-- root→base it inherited: the walk follows parent pointers through the family, so it crosses into
+-- the sources by itself. Siblings of a message are the conversation's own children of its parent,
+-- plus, when the parent is inherited and strictly above the base, the one inherited child (older
+-- than any of the fork's, so first).
+--
+-- The path is read by runs (place_message): one range scan of events_runs per run on it, so the
+-- cost follows the path's length and its branch points, never the rest of the tree. Siblings are
+-- counted only at the depths where a run of the conversation's own leaves the path (one range scan
+-- of events_branches per run on the path); everywhere else a message is its parent's only child
+-- there, or the inherited one, and its place follows from where it stands.
+--
+-- Planner settings are fixed for this function so every step stays an index scan even on a table
+-- that was never analyzed, whose statistics would otherwise invite a scan of the whole table.
 CREATE FUNCTION message_path(
     p_family uuid, p_conversation uuid, p_message uuid, p_base uuid, p_base_depth integer, p_upto bigint
 )
 RETURNS TABLE (
     seq bigint, conversation_id uuid, message_id uuid, parent_id uuid, role text, depth integer,
-    payload json, actor text, request_id text, created_at timestamptz, content text,
+    payload json, created_at timestamptz, content text,
+    redacted_at timestamptz, redacted_by text, redaction_reason text, redaction_erased boolean,  -- message_redaction
     sibling_count bigint, sibling_position bigint
 )
 LANGUAGE sql STABLE
@@ -333,35 +405,81 @@ SET enable_bitmapscan = off
 SET enable_hashjoin = off
 SET enable_mergejoin = off
 AS $$
-    WITH path AS (
-        SELECT w.seq, w.conversation_id, w.message_id, w.parent_id, w.role, w.depth,
-               w.payload, w.actor, w.request_id, w.created_at,
-               CASE WHEN lag(w.conversation_id) OVER (ORDER BY w.depth) <> p_conversation
-                         AND w.depth <= p_base_depth THEN 1 ELSE 0 END AS inherited_sibling
-          FROM walk_up(p_family, p_message, 0) w
+    WITH RECURSIVE runs AS (
+        -- The leaf's run down to the leaf, if the conversation sees the leaf (CASE, not OR: the
+        -- walk up the base path runs only for another conversation's message).
+        SELECT e.run_id, e.depth AS bottom, e.conversation_id, true AS is_leaf
+          FROM events e
+         WHERE e.family_id = p_family AND e.message_id = p_message
+           AND CASE WHEN e.conversation_id = p_conversation THEN e.seq <= p_upto
+                    ELSE on_base_path(p_family, p_base, p_base_depth, e.message_id, e.depth) END
+        UNION ALL
+        -- Then the run above, down to the message where this run branched off it. LATERAL ...
+        -- LIMIT 1: each step is one probe by key, whatever the planner guesses.
+        SELECT above.run_id, above.depth, above.conversation_id, false
+          FROM runs r
+         CROSS JOIN LATERAL (SELECT t.parent_id FROM events t
+                              WHERE t.family_id = p_family AND t.message_id = r.run_id LIMIT 1) top
+         CROSS JOIN LATERAL (SELECT a.run_id, a.depth, a.conversation_id FROM events a
+                              WHERE a.family_id = p_family AND a.message_id = top.parent_id LIMIT 1) above
+    ), shape AS (
+        -- Runs never cross conversations, and a fork's inherited part is the top of any path in it:
+        -- a message is inherited when it is at most `inherited_to` deep.
+        SELECT coalesce(max(r.bottom) FILTER (WHERE r.conversation_id <> p_conversation), -1) AS inherited_to,
+               -- The depths where a run of the conversation's own starts under a path message:
+               -- there, and only there, a message can have siblings of the conversation's own.
+               -- Whether the family has a redaction at all: almost none has, and then no message
+               -- of the path needs looking up in events_redactions.
+               EXISTS (SELECT 1 FROM events x WHERE x.family_id = p_family AND x.type = 'message_redacted')
+                   AS redactions,
+               ARRAY(SELECT b.depth
+                       FROM runs rb
+                      CROSS JOIN LATERAL (SELECT e.depth, e.conversation_id, e.seq
+                                            FROM events e
+                                           WHERE e.family_id = p_family AND e.parent_run_id = rb.run_id
+                                             AND e.run_id = e.message_id
+                                             AND e.depth <= rb.bottom + CASE WHEN rb.is_leaf THEN 0 ELSE 1 END
+                                          OFFSET 0) b
+                      -- Filtered outside the scan, so that its only usable index is events_branches.
+                      WHERE b.conversation_id = p_conversation AND b.seq <= p_upto) AS branched
+          FROM runs r
+    ), path AS (
+        SELECT e.seq, e.conversation_id, e.message_id, e.parent_id, e.parent_run_id, e.role, e.depth,
+               e.payload, e.created_at,
+               -- The parent is inherited and above the base: the inherited child comes first.
+               CASE WHEN e.depth - 1 <= s.inherited_to AND e.depth - 1 < p_base_depth THEN 1 ELSE 0 END
+                   AS inherited_sibling,
+               e.depth = ANY (s.branched) AS branched, s.redactions
+          FROM shape s, runs r
+          -- LATERAL ... OFFSET 0: each run is read by its key once the runs are known. Pulled up
+          -- into a plain join, the scan could be turned inside out: the whole family read, each row
+          -- matched against the runs.
+         CROSS JOIN LATERAL (SELECT e.seq, e.conversation_id, e.message_id, e.parent_id, e.parent_run_id,
+                                    e.role, e.depth, e.payload, e.created_at
+                               FROM events e
+                              WHERE e.family_id = p_family AND e.run_id = r.run_id AND e.depth <= r.bottom
+                                AND e.type = 'message_appended'
+                             OFFSET 0) e
     )
-    SELECT p.seq, p.conversation_id, p.message_id, p.parent_id, p.role, p.depth,
-           p.payload, p.actor, p.request_id, p.created_at,
+    SELECT p.seq, p.conversation_id, p.message_id, p.parent_id, p.role, p.depth, p.payload, p.created_at,
            -- A correlated probe, not a join: a join leaves the planner free to scan the family's
-           -- bodies once per level on a never-analyzed table.
+           -- bodies once per run on a never-analyzed table.
            (SELECT b.content FROM bodies b WHERE b.family_id = p_family AND b.message_id = p.message_id),
-           CASE WHEN p.parent_id IS NULL THEN 1 ELSE p.inherited_sibling + siblings.total END,
+           CASE WHEN p.redactions THEN (SELECT r.redacted_at FROM message_redaction(p_family, p.message_id) r) END,
+           CASE WHEN p.redactions THEN (SELECT r.redacted_by FROM message_redaction(p_family, p.message_id) r) END,
+           CASE WHEN p.redactions THEN (SELECT r.redaction_reason FROM message_redaction(p_family, p.message_id) r) END,
+           CASE WHEN p.redactions THEN (SELECT r.redaction_erased FROM message_redaction(p_family, p.message_id) r) END,
+           CASE WHEN p.parent_id IS NULL THEN 1
+                WHEN NOT p.branched THEN p.inherited_sibling + (p.conversation_id = p_conversation)::integer
+                ELSE p.inherited_sibling + own_children(p_family, p_conversation, p.parent_run_id, p.depth, p_upto)
+           END,
            CASE WHEN p.parent_id IS NULL OR p.conversation_id <> p_conversation THEN 1
-                ELSE p.inherited_sibling + siblings.before END
+                WHEN NOT p.branched THEN p.inherited_sibling + 1
+                ELSE p.inherited_sibling + own_children(p_family, p_conversation, p.parent_run_id, p.depth, p.seq)
+           END
       FROM path p
-      -- One probe of the children index per level gives both the count and the position.
-     CROSS JOIN LATERAL (
-           SELECT count(*) AS total, count(*) FILTER (WHERE s.seq <= p.seq) AS before
-             FROM events s
-            WHERE s.family_id = p_family AND s.conversation_id = p_conversation
-              AND s.parent_id = p.parent_id AND s.type = 'message_appended' AND s.seq <= p_upto
-     ) siblings
-     WHERE EXISTS (SELECT 1 FROM path t
-                    WHERE t.message_id = p_message
-                      AND ((t.conversation_id = p_conversation AND t.seq <= p_upto)
-                           OR on_base_path(p_family, p_base, p_base_depth, t.message_id, t.depth)))
-    -- No ORDER BY: sorting rows that carry their content spills to disk at a default work_mem for
-    -- a deep path; the caller orders them by depth (the walk yields them leaf first).
+    -- No ORDER BY: sorting rows that carry their content spills to disk at a default work_mem for a
+    -- deep path; the caller orders them by depth.
 $$;
 
 -- The first step of every write to a conversation, in this order: a shared lock on the tenant's

@@ -132,8 +132,15 @@ def message_metadata(payload: str) -> dict[str, Any]:
     return _message_payload.decode(payload).metadata
 
 
+# The payload of most messages (no metadata, no generation): read without decoding, since a deep
+# context reads thousands of them.
+_EMPTY_MESSAGE_PAYLOAD = '{"metadata":{}}'
+
+
 def message_payload(payload: str) -> tuple[dict[str, Any], Generation | None]:
     """The metadata and the generation record (None unless a model wrote it) of a message."""
+    if payload == _EMPTY_MESSAGE_PAYLOAD:
+        return {}, None
     decoded = _message_payload.decode(payload)
     return decoded.metadata, decoded.generation
 

@@ -252,24 +252,9 @@ class Tx:
 
     async def message_path(self, scope: Scope, message_id: uuid.UUID) -> list[views.PathMessage]:
         """The root-first path to a message, in one round trip; empty if the scope does not see it."""
-        rows = await self.conn.fetch(
-            Q["message_path"],
-            scope.family_id,
-            scope.conversation_id,
-            message_id,
-            scope.base_id,
-            scope.base_depth,
-            scope.upto,
-        )
+        rows = await self.conn.fetch(Q["message_path"], *_path_arguments(scope, message_id))
         rows.sort(key=_depth)  # root first
-        return [
-            views.PathMessage(
-                **_message_fields(r),
-                sibling_count=r["sibling_count"],
-                sibling_position=r["sibling_position"],
-            )
-            for r in rows
-        ]
+        return [_path_message(r) for r in rows]
 
     async def schema_version(self) -> str | None:
         try:
@@ -278,8 +263,34 @@ class Tx:
             return None
 
 
+def _path_arguments(scope: Scope, message_id: uuid.UUID) -> tuple[Any, ...]:
+    return (scope.family_id, scope.conversation_id, message_id, scope.base_id, scope.base_depth, scope.upto)
+
+
 def _depth(row: asyncpg.Record) -> int:
-    return row["depth"]
+    return row[5]
+
+
+def _path_message(row: asyncpg.Record) -> views.PathMessage:
+    # message_path's columns by position (a deep path is thousands of rows): seq, conversation_id,
+    # message_id, parent_id, role, depth, payload, created_at, content, redacted_at, redacted_by,
+    # redaction_reason, redaction_erased, sibling_count, sibling_position.
+    metadata, generation = message_payload(row[6])
+    return views.PathMessage(
+        id=row[2],
+        conversation_id=row[1],
+        parent_message_id=row[3],
+        role=row[4],
+        content=row[8] if row[9] is None else views.REDACTED_CONTENT,
+        metadata=metadata,
+        generation=generation,
+        depth=row[5],
+        seq=row[0],
+        created_at=row[7],
+        redacted=None if row[9] is None else views.Redaction(at=row[9], by=row[10], reason=row[11], erased=row[12]),
+        sibling_count=row[13],
+        sibling_position=row[14],
+    )
 
 
 def _state(conversation_id: uuid.UUID, row: asyncpg.Record) -> ConversationState:

@@ -165,13 +165,12 @@ SELECT e.message_id, e.depth, e.seq, e.created_at
 -- name: message_path
 -- Rows come unordered (Tx.message_path sorts them by depth): sorting rows that carry their
 -- content in PostgreSQL spills to disk at the default work_mem for a deep path.
--- A redacted message's content is withheld here as in every read (message_redaction, schema.sql).
-SELECT p.seq, p.conversation_id, p.message_id, p.parent_id, p.role, p.depth, p.payload, p.actor,
-       p.request_id, p.created_at, CASE WHEN r.redacted_at IS NULL THEN p.content END AS content,
-       r.redacted_at, r.redacted_by, r.redaction_reason, r.redaction_erased,
+-- A redacted message's content is withheld here as in every read (message_path finds its redaction).
+SELECT p.seq, p.conversation_id, p.message_id, p.parent_id, p.role, p.depth, p.payload, p.created_at,
+       CASE WHEN p.redacted_at IS NULL THEN p.content END AS content,
+       p.redacted_at, p.redacted_by, p.redaction_reason, p.redaction_erased,
        p.sibling_count, p.sibling_position
-  FROM message_path($1, $2, $3, $4, $5, $6) p
-  LEFT JOIN LATERAL message_redaction($1, p.message_id) r ON true;
+  FROM message_path($1, $2, $3, $4, $5, $6) p;
 
 -- name: claim_idempotency_key
 -- Waits while another transaction holds the same key; returns a row only if this one claimed it.
