@@ -351,42 +351,22 @@ $$;
 CREATE TRIGGER events_place_message BEFORE INSERT ON events
     FOR EACH ROW EXECUTE FUNCTION place_message();
 
--- How many children conversation `p_conversation` has, written up to event `p_upto`, under the
--- message of run `p_parent_run` that is `p_depth` - 1 deep: the first (continuing the run) and the
--- runs starting under it (place_message). Each count filters outside its scan, so that the only
--- usable index is the run's: with the conversation in it, the planner could prefer a scan of the
--- conversation's children.
-CREATE FUNCTION own_children(p_family uuid, p_conversation uuid, p_parent_run uuid, p_depth integer, p_upto bigint)
-RETURNS bigint
-LANGUAGE sql STABLE AS $$
-    SELECT (SELECT count(*)
-              FROM (SELECT c.conversation_id, c.seq FROM events c
-                     WHERE c.family_id = p_family AND c.run_id = p_parent_run AND c.depth = p_depth
-                       AND c.type = 'message_appended'
-                    OFFSET 0) c
-             WHERE c.conversation_id = p_conversation AND c.seq <= p_upto)
-         + (SELECT count(*)
-              FROM (SELECT c.conversation_id, c.seq FROM events c
-                     WHERE c.family_id = p_family AND c.parent_run_id = p_parent_run AND c.depth = p_depth
-                       AND c.run_id = c.message_id
-                    OFFSET 0) c
-             WHERE c.conversation_id = p_conversation AND c.seq <= p_upto)
-$$;
-
--- The path from a message to the root, with each message's place among the siblings visible in
--- `conversation` as of event `p_upto`, and its latest redaction if any (the caller withholds a
--- redacted message's content); no rows unless the message itself is visible there then. A
--- fork (base `p_base`, `p_base_depth` deep; NULLs otherwise) sees its own messages and the path
--- root→base it inherited: the walk follows parent pointers through the family, so it crosses into
--- the sources by itself. Siblings of a message are the conversation's own children of its parent,
--- plus, when the parent is inherited and strictly above the base, the one inherited child (older
--- than any of the fork's, so first).
+-- The path from a message to the root, as seen by conversation `p_conversation` as of event
+-- `p_upto`, with each message's latest redaction if any (the caller withholds a redacted message's
+-- content); no rows unless the message itself is visible there then. A fork (base `p_base`,
+-- `p_base_depth` deep; NULLs otherwise) sees its own messages and the path root→base it inherited:
+-- the walk follows parent pointers through the family, so it crosses into the sources by itself.
 --
--- The path is read by runs (place_message): one range scan of events_runs per run on it, so the
--- cost follows the path's length and its branch points, never the rest of the tree. Siblings are
--- counted only at the depths where a run of the conversation's own leaves the path (one range scan
--- of events_branches per run on the path); everywhere else a message is its parent's only child
--- there, or the inherited one, and its place follows from where it stands.
+-- Rows with `on_path` are the path (unordered: the caller orders them by depth), each with its place
+-- among its siblings as if its parent had no child of the conversation's own off the path: the
+-- conversation's own children of a parent come in the order written, after the one inherited child
+-- when the parent is inherited and above the base (older than any of the fork's). The other rows
+-- are those children off the path, where there are any (seq, conversation_id, message_id,
+-- parent_id and depth only), from which the caller corrects the places of their siblings on it.
+--
+-- The path is read by runs (place_message): one range scan of events_runs per run on it, and the
+-- children off it with one range scan of events_branches per run (and a probe where it left a
+-- run), so the cost follows the path's length and its branch points, never the rest of the tree.
 --
 -- Planner settings are fixed for this function so every step stays an index scan even on a table
 -- that was never analyzed, whose statistics would otherwise invite a scan of the whole table.
@@ -397,7 +377,7 @@ RETURNS TABLE (
     seq bigint, conversation_id uuid, message_id uuid, parent_id uuid, role text, depth integer,
     payload json, created_at timestamptz, content text,
     redacted_at timestamptz, redacted_by text, redaction_reason text, redaction_erased boolean,  -- message_redaction
-    sibling_count bigint, sibling_position bigint
+    sibling_count integer, sibling_position integer, on_path boolean
 )
 LANGUAGE sql STABLE
 SET enable_seqscan = off
@@ -426,36 +406,23 @@ AS $$
         -- Runs never cross conversations, and a fork's inherited part is the top of any path in it:
         -- a message is inherited when it is at most `inherited_to` deep.
         SELECT coalesce(max(r.bottom) FILTER (WHERE r.conversation_id <> p_conversation), -1) AS inherited_to,
-               -- The depths where a run of the conversation's own starts under a path message:
-               -- there, and only there, a message can have siblings of the conversation's own.
                -- Whether the family has a redaction at all: almost none has, and then no message
                -- of the path needs looking up in events_redactions.
                EXISTS (SELECT 1 FROM events x WHERE x.family_id = p_family AND x.type = 'message_redacted')
-                   AS redactions,
-               ARRAY(SELECT b.depth
-                       FROM runs rb
-                      CROSS JOIN LATERAL (SELECT e.depth, e.conversation_id, e.seq
-                                            FROM events e
-                                           WHERE e.family_id = p_family AND e.parent_run_id = rb.run_id
-                                             AND e.run_id = e.message_id
-                                             AND e.depth <= rb.bottom + CASE WHEN rb.is_leaf THEN 0 ELSE 1 END
-                                          OFFSET 0) b
-                      -- Filtered outside the scan, so that its only usable index is events_branches.
-                      WHERE b.conversation_id = p_conversation AND b.seq <= p_upto) AS branched
+                   AS redactions
           FROM runs r
     ), path AS (
-        SELECT e.seq, e.conversation_id, e.message_id, e.parent_id, e.parent_run_id, e.role, e.depth,
-               e.payload, e.created_at,
+        SELECT e.seq, e.conversation_id, e.message_id, e.parent_id, e.role, e.depth, e.payload, e.created_at,
                -- The parent is inherited and above the base: the inherited child comes first.
                CASE WHEN e.depth - 1 <= s.inherited_to AND e.depth - 1 < p_base_depth THEN 1 ELSE 0 END
                    AS inherited_sibling,
-               e.depth = ANY (s.branched) AS branched, s.redactions
+               s.redactions
           FROM shape s, runs r
           -- LATERAL ... OFFSET 0: each run is read by its key once the runs are known. Pulled up
           -- into a plain join, the scan could be turned inside out: the whole family read, each row
           -- matched against the runs.
-         CROSS JOIN LATERAL (SELECT e.seq, e.conversation_id, e.message_id, e.parent_id, e.parent_run_id,
-                                    e.role, e.depth, e.payload, e.created_at
+         CROSS JOIN LATERAL (SELECT e.seq, e.conversation_id, e.message_id, e.parent_id, e.role, e.depth,
+                                    e.payload, e.created_at
                                FROM events e
                               WHERE e.family_id = p_family AND e.run_id = r.run_id AND e.depth <= r.bottom
                                 AND e.type = 'message_appended'
@@ -470,16 +437,36 @@ AS $$
            CASE WHEN p.redactions THEN (SELECT r.redaction_reason FROM message_redaction(p_family, p.message_id) r) END,
            CASE WHEN p.redactions THEN (SELECT r.redaction_erased FROM message_redaction(p_family, p.message_id) r) END,
            CASE WHEN p.parent_id IS NULL THEN 1
-                WHEN NOT p.branched THEN p.inherited_sibling + (p.conversation_id = p_conversation)::integer
-                ELSE p.inherited_sibling + own_children(p_family, p_conversation, p.parent_run_id, p.depth, p_upto)
-           END,
+                ELSE p.inherited_sibling + (p.conversation_id = p_conversation)::integer END,
            CASE WHEN p.parent_id IS NULL OR p.conversation_id <> p_conversation THEN 1
-                WHEN NOT p.branched THEN p.inherited_sibling + 1
-                ELSE p.inherited_sibling + own_children(p_family, p_conversation, p.parent_run_id, p.depth, p.seq)
-           END
+                ELSE p.inherited_sibling + 1 END,
+           true
       FROM path p
-    -- No ORDER BY: sorting rows that carry their content spills to disk at a default work_mem for a
-    -- deep path; the caller orders them by depth.
+    UNION ALL
+    -- The conversation's own children of path messages: the runs starting under them ...
+    SELECT b.seq, b.conversation_id, b.message_id, b.parent_id, NULL, b.depth, NULL, NULL, NULL,
+           NULL, NULL, NULL, NULL, NULL, NULL, false
+      FROM runs r
+     CROSS JOIN LATERAL (SELECT e.seq, e.conversation_id, e.message_id, e.parent_id, e.depth
+                           FROM events e
+                          WHERE e.family_id = p_family AND e.parent_run_id = r.run_id
+                            AND e.run_id = e.message_id
+                            AND e.depth <= r.bottom + CASE WHEN r.is_leaf THEN 0 ELSE 1 END
+                         OFFSET 0) b
+     -- Filtered outside the scan, so that its only usable index is events_branches: with these in
+     -- it, the planner could prefer a scan of the conversation's children instead.
+     WHERE b.conversation_id = p_conversation AND b.seq <= p_upto
+    UNION ALL
+    -- ... and, where the path left a run, the run's next message: the branch point's first child.
+    SELECT c.seq, c.conversation_id, c.message_id, c.parent_id, NULL, c.depth, NULL, NULL, NULL,
+           NULL, NULL, NULL, NULL, NULL, NULL, false
+      FROM runs r
+     CROSS JOIN LATERAL (SELECT e.seq, e.conversation_id, e.message_id, e.parent_id, e.depth
+                           FROM events e
+                          WHERE NOT r.is_leaf AND e.family_id = p_family AND e.run_id = r.run_id
+                            AND e.depth = r.bottom + 1 AND e.type = 'message_appended'
+                          LIMIT 1) c
+     WHERE c.conversation_id = p_conversation AND c.seq <= p_upto
 $$;
 
 -- The first step of every write to a conversation, in this order: a shared lock on the tenant's

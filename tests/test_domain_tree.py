@@ -212,3 +212,13 @@ def test_an_inherited_parent_with_a_visible_child_adds_a_branch_tip():
     decision = tree.decide_append(state(uuid.uuid4(), 4, 1), append(uuid.uuid4(), parent=inherited.message_id), inherited, None)
     assert (decision.state.message_count, decision.state.leaf_count) == (5, 2)
     assert decision.events[0].depth == 2
+
+
+def test_a_path_message_counts_the_siblings_off_the_path_in_the_order_written():
+    me, older, newer = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    # One of the conversation's own children, between an older and a newer sibling off the path.
+    assert tree.sibling_place((1, 1), True, me, 20, {older: 10, newer: 30}) == (3, 2)
+    # Under an inherited parent above a fork's base: the inherited child first, then the fork's own.
+    assert tree.sibling_place((2, 2), True, me, 20, {older: 10}) == (3, 3)
+    # The inherited child itself stays first, whatever the fork wrote beside it.
+    assert tree.sibling_place((1, 1), False, me, 5, {older: 10, newer: 30}) == (3, 1)

@@ -119,23 +119,6 @@ CREATE TRIGGER events_place_message BEFORE INSERT ON events
 
 DROP FUNCTION message_path(uuid, uuid, uuid, uuid, integer, bigint);
 
-CREATE FUNCTION own_children(p_family uuid, p_conversation uuid, p_parent_run uuid, p_depth integer, p_upto bigint)
-RETURNS bigint
-LANGUAGE sql STABLE AS $$
-    SELECT (SELECT count(*)
-              FROM (SELECT c.conversation_id, c.seq FROM events c
-                     WHERE c.family_id = p_family AND c.run_id = p_parent_run AND c.depth = p_depth
-                       AND c.type = 'message_appended'
-                    OFFSET 0) c
-             WHERE c.conversation_id = p_conversation AND c.seq <= p_upto)
-         + (SELECT count(*)
-              FROM (SELECT c.conversation_id, c.seq FROM events c
-                     WHERE c.family_id = p_family AND c.parent_run_id = p_parent_run AND c.depth = p_depth
-                       AND c.run_id = c.message_id
-                    OFFSET 0) c
-             WHERE c.conversation_id = p_conversation AND c.seq <= p_upto)
-$$;
-
 CREATE FUNCTION message_path(
     p_family uuid, p_conversation uuid, p_message uuid, p_base uuid, p_base_depth integer, p_upto bigint
 )
@@ -143,7 +126,7 @@ RETURNS TABLE (
     seq bigint, conversation_id uuid, message_id uuid, parent_id uuid, role text, depth integer,
     payload json, created_at timestamptz, content text,
     redacted_at timestamptz, redacted_by text, redaction_reason text, redaction_erased boolean,  -- message_redaction
-    sibling_count bigint, sibling_position bigint
+    sibling_count integer, sibling_position integer, on_path boolean
 )
 LANGUAGE sql STABLE
 SET enable_seqscan = off
@@ -172,36 +155,23 @@ AS $$
         -- Runs never cross conversations, and a fork's inherited part is the top of any path in it:
         -- a message is inherited when it is at most `inherited_to` deep.
         SELECT coalesce(max(r.bottom) FILTER (WHERE r.conversation_id <> p_conversation), -1) AS inherited_to,
-               -- The depths where a run of the conversation's own starts under a path message:
-               -- there, and only there, a message can have siblings of the conversation's own.
                -- Whether the family has a redaction at all: almost none has, and then no message
                -- of the path needs looking up in events_redactions.
                EXISTS (SELECT 1 FROM events x WHERE x.family_id = p_family AND x.type = 'message_redacted')
-                   AS redactions,
-               ARRAY(SELECT b.depth
-                       FROM runs rb
-                      CROSS JOIN LATERAL (SELECT e.depth, e.conversation_id, e.seq
-                                            FROM events e
-                                           WHERE e.family_id = p_family AND e.parent_run_id = rb.run_id
-                                             AND e.run_id = e.message_id
-                                             AND e.depth <= rb.bottom + CASE WHEN rb.is_leaf THEN 0 ELSE 1 END
-                                          OFFSET 0) b
-                      -- Filtered outside the scan, so that its only usable index is events_branches.
-                      WHERE b.conversation_id = p_conversation AND b.seq <= p_upto) AS branched
+                   AS redactions
           FROM runs r
     ), path AS (
-        SELECT e.seq, e.conversation_id, e.message_id, e.parent_id, e.parent_run_id, e.role, e.depth,
-               e.payload, e.created_at,
+        SELECT e.seq, e.conversation_id, e.message_id, e.parent_id, e.role, e.depth, e.payload, e.created_at,
                -- The parent is inherited and above the base: the inherited child comes first.
                CASE WHEN e.depth - 1 <= s.inherited_to AND e.depth - 1 < p_base_depth THEN 1 ELSE 0 END
                    AS inherited_sibling,
-               e.depth = ANY (s.branched) AS branched, s.redactions
+               s.redactions
           FROM shape s, runs r
           -- LATERAL ... OFFSET 0: each run is read by its key once the runs are known. Pulled up
           -- into a plain join, the scan could be turned inside out: the whole family read, each row
           -- matched against the runs.
-         CROSS JOIN LATERAL (SELECT e.seq, e.conversation_id, e.message_id, e.parent_id, e.parent_run_id,
-                                    e.role, e.depth, e.payload, e.created_at
+         CROSS JOIN LATERAL (SELECT e.seq, e.conversation_id, e.message_id, e.parent_id, e.role, e.depth,
+                                    e.payload, e.created_at
                                FROM events e
                               WHERE e.family_id = p_family AND e.run_id = r.run_id AND e.depth <= r.bottom
                                 AND e.type = 'message_appended'
@@ -216,16 +186,36 @@ AS $$
            CASE WHEN p.redactions THEN (SELECT r.redaction_reason FROM message_redaction(p_family, p.message_id) r) END,
            CASE WHEN p.redactions THEN (SELECT r.redaction_erased FROM message_redaction(p_family, p.message_id) r) END,
            CASE WHEN p.parent_id IS NULL THEN 1
-                WHEN NOT p.branched THEN p.inherited_sibling + (p.conversation_id = p_conversation)::integer
-                ELSE p.inherited_sibling + own_children(p_family, p_conversation, p.parent_run_id, p.depth, p_upto)
-           END,
+                ELSE p.inherited_sibling + (p.conversation_id = p_conversation)::integer END,
            CASE WHEN p.parent_id IS NULL OR p.conversation_id <> p_conversation THEN 1
-                WHEN NOT p.branched THEN p.inherited_sibling + 1
-                ELSE p.inherited_sibling + own_children(p_family, p_conversation, p.parent_run_id, p.depth, p.seq)
-           END
+                ELSE p.inherited_sibling + 1 END,
+           true
       FROM path p
-    -- No ORDER BY: sorting rows that carry their content spills to disk at a default work_mem for a
-    -- deep path; the caller orders them by depth.
+    UNION ALL
+    -- The conversation's own children of path messages: the runs starting under them ...
+    SELECT b.seq, b.conversation_id, b.message_id, b.parent_id, NULL, b.depth, NULL, NULL, NULL,
+           NULL, NULL, NULL, NULL, NULL, NULL, false
+      FROM runs r
+     CROSS JOIN LATERAL (SELECT e.seq, e.conversation_id, e.message_id, e.parent_id, e.depth
+                           FROM events e
+                          WHERE e.family_id = p_family AND e.parent_run_id = r.run_id
+                            AND e.run_id = e.message_id
+                            AND e.depth <= r.bottom + CASE WHEN r.is_leaf THEN 0 ELSE 1 END
+                         OFFSET 0) b
+     -- Filtered outside the scan, so that its only usable index is events_branches: with these in
+     -- it, the planner could prefer a scan of the conversation's children instead.
+     WHERE b.conversation_id = p_conversation AND b.seq <= p_upto
+    UNION ALL
+    -- ... and, where the path left a run, the run's next message: the branch point's first child.
+    SELECT c.seq, c.conversation_id, c.message_id, c.parent_id, NULL, c.depth, NULL, NULL, NULL,
+           NULL, NULL, NULL, NULL, NULL, NULL, false
+      FROM runs r
+     CROSS JOIN LATERAL (SELECT e.seq, e.conversation_id, e.message_id, e.parent_id, e.depth
+                           FROM events e
+                          WHERE NOT r.is_leaf AND e.family_id = p_family AND e.run_id = r.run_id
+                            AND e.depth = r.bottom + 1 AND e.type = 'message_appended'
+                          LIMIT 1) c
+     WHERE c.conversation_id = p_conversation AND c.seq <= p_upto
 $$;
 """)
 

@@ -63,6 +63,24 @@ def scope(state: ConversationState) -> Scope:
     )
 
 
+def sibling_place(
+    place: tuple[int, int], mine: bool, message_id: uuid.UUID, seq: int, others: dict[uuid.UUID, int]
+) -> tuple[int, int]:
+    """A path message's (sibling count, position) once its parent's children of the conversation's
+    own that are off the path (`others`: their ids and sequence numbers) are counted too.
+
+    `place` is where it stands without them (message_path): after the inherited child when its
+    parent is inherited and above the fork's base, first of the conversation's own children if it
+    is one of them (`mine`). Own children count in the order written.
+    """
+    count, position = place
+    inherited = count - mine
+    children = others if not mine else {**others, message_id: seq}
+    if not mine:
+        return inherited + len(children), position
+    return inherited + len(children), inherited + sum(1 for s in children.values() if s <= seq)
+
+
 class Node(msgspec.Struct, frozen=True, kw_only=True):
     """A message as a decision sees it: its place in the tree, not its content."""
 

@@ -14,7 +14,7 @@ import msgspec
 from service.domain import views
 from service.domain.errors import ConversationIdConflict, MessageIdConflict
 from service.domain.events import Sealed, message_metadata, message_payload
-from service.domain.tree import ConversationState, Node, Scope
+from service.domain.tree import ConversationState, Node, Scope, sibling_place
 from service.store.queries import Q
 
 _metadata = msgspec.json.Decoder(dict[str, Any])
@@ -253,8 +253,25 @@ class Tx:
     async def message_path(self, scope: Scope, message_id: uuid.UUID) -> list[views.PathMessage]:
         """The root-first path to a message, in one round trip; empty if the scope does not see it."""
         rows = await self.conn.fetch(Q["message_path"], *_path_arguments(scope, message_id))
-        rows.sort(key=_depth)  # root first
-        return [_path_message(r) for r in rows]
+        # Columns by position (see _path_message): a deep path is thousands of rows.
+        path = [r for r in rows if r[15]]
+        path.sort(key=_depth)  # root first
+        if len(path) == len(rows):  # no parent on the path has a child of the conversation's own off it
+            return [_path_message(r, (r[13], r[14])) for r in path]
+        others: dict[uuid.UUID, dict[uuid.UUID, int]] = {}
+        for r in rows:
+            if not r[15]:
+                others.setdefault(r[3], {})[r[2]] = r[0]
+        conversation_id = scope.conversation_id
+        return [
+            _path_message(
+                r,
+                (r[13], r[14])
+                if r[3] not in others
+                else sibling_place((r[13], r[14]), r[1] == conversation_id, r[2], r[0], others[r[3]]),
+            )
+            for r in path
+        ]
 
     async def schema_version(self) -> str | None:
         try:
@@ -267,14 +284,18 @@ def _path_arguments(scope: Scope, message_id: uuid.UUID) -> tuple[Any, ...]:
     return (scope.family_id, scope.conversation_id, message_id, scope.base_id, scope.base_depth, scope.upto)
 
 
+def _path_arguments(scope: Scope, message_id: uuid.UUID) -> tuple[Any, ...]:
+    return (scope.family_id, scope.conversation_id, message_id, scope.base_id, scope.base_depth, scope.upto)
+
+
 def _depth(row: asyncpg.Record) -> int:
     return row[5]
 
 
-def _path_message(row: asyncpg.Record) -> views.PathMessage:
+def _path_message(row: asyncpg.Record, place: tuple[int, int]) -> views.PathMessage:
     # message_path's columns by position (a deep path is thousands of rows): seq, conversation_id,
     # message_id, parent_id, role, depth, payload, created_at, content, redacted_at, redacted_by,
-    # redaction_reason, redaction_erased, sibling_count, sibling_position.
+    # redaction_reason, redaction_erased, sibling_count, sibling_position, on_path.
     metadata, generation = message_payload(row[6])
     return views.PathMessage(
         id=row[2],
@@ -288,8 +309,8 @@ def _path_message(row: asyncpg.Record) -> views.PathMessage:
         seq=row[0],
         created_at=row[7],
         redacted=None if row[9] is None else views.Redaction(at=row[9], by=row[10], reason=row[11], erased=row[12]),
-        sibling_count=row[13],
-        sibling_position=row[14],
+        sibling_count=place[0],
+        sibling_position=place[1],
     )
 
 

@@ -164,12 +164,13 @@ SELECT e.message_id, e.depth, e.seq, e.created_at
 
 -- name: message_path
 -- Rows come unordered (Tx.message_path sorts them by depth): sorting rows that carry their
--- content in PostgreSQL spills to disk at the default work_mem for a deep path.
+-- content in PostgreSQL spills to disk at the default work_mem for a deep path. The rows off the
+-- path (`on_path` false) say where a path message's place among its siblings needs correcting.
 -- A redacted message's content is withheld here as in every read (message_path finds its redaction).
 SELECT p.seq, p.conversation_id, p.message_id, p.parent_id, p.role, p.depth, p.payload, p.created_at,
        CASE WHEN p.redacted_at IS NULL THEN p.content END AS content,
        p.redacted_at, p.redacted_by, p.redaction_reason, p.redaction_erased,
-       p.sibling_count, p.sibling_position
+       p.sibling_count, p.sibling_position, p.on_path
   FROM message_path($1, $2, $3, $4, $5, $6) p;
 
 -- name: claim_idempotency_key
