@@ -112,10 +112,12 @@ async def explain_message_path(
     conn: asyncpg.Connection, family: uuid.UUID, conversation: uuid.UUID, message: uuid.UUID
 ) -> PlanCheck:
     """EXPLAIN ANALYZE the body of message_path as the function runs it: the same planner settings
-    (its SET clauses), and a generic plan, as a SQL function's statements get. EXPLAIN of a call to
+    (its SET clauses), and a generic plan, as PL/pgSQL's cached plan becomes. EXPLAIN of a call to
     the function would show only a Function Scan."""
     fn = await _function(conn)
-    body = fn["prosrc"]
+    # A PL/pgSQL body: its one statement is the query between RETURN QUERY and END.
+    body = fn["prosrc"].split("RETURN QUERY", 1)[1]
+    body = body[: body.rindex("END;")].strip().removesuffix(";")
     for position, name in enumerate(fn["names"], start=1):
         body = re.sub(rf"\b{re.escape(name)}\b", f"${position}", body)
     types = ", ".join(fn["types"])

@@ -370,6 +370,8 @@ CREATE TRIGGER events_place_message BEFORE INSERT ON events
 --
 -- Planner settings are fixed for this function so every step stays an index scan even on a table
 -- that was never analyzed, whose statistics would otherwise invite a scan of the whole table.
+-- PL/pgSQL, not SQL: PostgreSQL before 18 plans a SQL function's query again at every call, which
+-- for this one costs more than reading a short path; PL/pgSQL keeps the plan for the session.
 CREATE FUNCTION message_path(
     p_family uuid, p_conversation uuid, p_message uuid, p_base uuid, p_base_depth integer, p_upto bigint
 )
@@ -379,12 +381,15 @@ RETURNS TABLE (
     redacted_at timestamptz, redacted_by text, redaction_reason text, redaction_erased boolean,  -- message_redaction
     sibling_count integer, sibling_position integer, on_path boolean
 )
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET enable_seqscan = off
 SET enable_bitmapscan = off
 SET enable_hashjoin = off
 SET enable_mergejoin = off
 AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
     WITH RECURSIVE runs AS (
         -- The leaf's run down to the leaf, if the conversation sees the leaf (CASE, not OR: the
         -- walk up the base path runs only for another conversation's message).
@@ -466,7 +471,8 @@ AS $$
                           WHERE NOT r.is_leaf AND e.family_id = p_family AND e.run_id = r.run_id
                             AND e.depth = r.bottom + 1 AND e.type = 'message_appended'
                           LIMIT 1) c
-     WHERE c.conversation_id = p_conversation AND c.seq <= p_upto
+     WHERE c.conversation_id = p_conversation AND c.seq <= p_upto;
+END;
 $$;
 
 -- The first step of every write to a conversation, in this order: a shared lock on the tenant's

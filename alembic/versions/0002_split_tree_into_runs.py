@@ -128,12 +128,15 @@ RETURNS TABLE (
     redacted_at timestamptz, redacted_by text, redaction_reason text, redaction_erased boolean,  -- message_redaction
     sibling_count integer, sibling_position integer, on_path boolean
 )
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET enable_seqscan = off
 SET enable_bitmapscan = off
 SET enable_hashjoin = off
 SET enable_mergejoin = off
 AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
     WITH RECURSIVE runs AS (
         -- The leaf's run down to the leaf, if the conversation sees the leaf (CASE, not OR: the
         -- walk up the base path runs only for another conversation's message).
@@ -215,7 +218,8 @@ AS $$
                           WHERE NOT r.is_leaf AND e.family_id = p_family AND e.run_id = r.run_id
                             AND e.depth = r.bottom + 1 AND e.type = 'message_appended'
                           LIMIT 1) c
-     WHERE c.conversation_id = p_conversation AND c.seq <= p_upto
+     WHERE c.conversation_id = p_conversation AND c.seq <= p_upto;
+END;
 $$;
 """)
 
