@@ -2,11 +2,18 @@
 relays a fast stream at, and 100 streaming turns at once.
 
     .venv/bin/python -m bench.turns [--samples 200] [--pieces 50000] [--concurrent 100]
+                                    [--first-token-only] [--baseline PATH ...]
 
 convtree runs in a process of its own (bench.harness.ServerProcess: uvicorn, uvloop, httptools),
 the fake model server (tests/fakeupstream.py) in another, the client here; PostgreSQL is
 DATABASE_URL's or an embedded one. Goals: first-token overhead p50 <= 5 ms, >= 5,000 chunks/s
 relayed on one stream, 100 concurrent streaming turns without an error.
+
+`--baseline PATH` (repeatable) serves another source tree of convtree (another checkout, with the
+same schema) in a process of its own beside this one, on a database of its own, and measures them
+all in the same run: first-token samples interleaved (the servers' order reversed every round),
+then the relay and concurrent figures twice each, in one order and then the other, the better kept.
+On a shared machine that is the only fair before/after.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import subprocess
@@ -22,6 +30,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 
@@ -43,16 +52,24 @@ MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "conten
 
 
 @dataclass(frozen=True)
+class Served:
+    """One convtree server's figures (relay and concurrency: None with --first-token-only)."""
+
+    label: str
+    first_token: Summary
+    added_p50_ms: float
+    relayed_chunks_per_s: float | None = None
+    concurrent_errors: int | None = None
+    concurrent_seconds: float | None = None
+    concurrent_turn: Summary | None = None
+
+
+@dataclass(frozen=True)
 class Figures:
     direct_first_token: Summary
-    convtree_first_token: Summary
-    added_p50_ms: float
-    relayed_chunks_per_s: float
-    direct_chunks_per_s: float
+    direct_chunks_per_s: float | None
     concurrent: int
-    concurrent_errors: int
-    concurrent_seconds: float
-    concurrent_turn: Summary
+    served: list[Served]  # this tree first, then the baselines if any
 
 
 # --- the fake model server, in a process of its own ---------------------------------------------
@@ -157,23 +174,32 @@ async def turn_first_token(client: httpx.AsyncClient, cid: str, parent: str) -> 
     return first
 
 
-async def first_token(base_url: str, key: str, fake_url: str, samples: int) -> tuple[Summary, Summary]:
-    headers = {"Authorization": f"Bearer {key}"}
-    async with (
-        httpx.AsyncClient(base_url=base_url, headers=headers, timeout=30) as api,
-        httpx.AsyncClient(timeout=30) as raw,
-    ):
-        conv = (await api.post("/v1/conversations", json={"system": MESSAGES[0]["content"]})).json()
-        # Every turn branches from the system prompt, so each sends the model the same two messages.
-        root = conv["head_id"]
-        for _ in range(10):  # warm both paths (connections, prepared statements, vocabularies)
+async def first_token(
+    servers: list[tuple[str, str]], fake_url: str, samples: int
+) -> tuple[Summary, list[Summary]]:
+    """First-token latencies straight from the fake and through each (base URL, key) server."""
+    async with contextlib.AsyncExitStack() as stack:
+        raw = await stack.enter_async_context(httpx.AsyncClient(timeout=30))
+        apis, targets = [], []
+        for base_url, key in servers:
+            api = httpx.AsyncClient(base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+            apis.append(await stack.enter_async_context(api))
+            conv = (await api.post("/v1/conversations", json={"system": MESSAGES[0]["content"]})).json()
+            # Every turn branches from the system prompt, so each sends the model the same two messages.
+            targets.append((conv["id"], conv["head_id"]))
+        for _ in range(10):  # warm every path (connections, prepared statements, vocabularies)
             await direct_first_token(raw, fake_url)
-            await turn_first_token(api, conv["id"], root)
-        direct, convtree = [], []
-        for _ in range(samples):  # interleaved, so drift on the machine hits both alike
+            for api, (cid, root) in zip(apis, targets, strict=True):
+                await turn_first_token(api, cid, root)
+        direct: list[float] = []
+        through: list[list[float]] = [[] for _ in servers]
+        order = list(range(len(servers)))
+        for _ in range(samples):  # interleaved, so drift on the machine hits every path alike
             direct.append(await direct_first_token(raw, fake_url))
-            convtree.append(await turn_first_token(api, conv["id"], root))
-    return summarize(direct), summarize(convtree)
+            for i in order:
+                through[i].append(await turn_first_token(apis[i], *targets[i]))
+            order.reverse()  # neither server always runs right after the direct request
+    return summarize(direct), [summarize(t) for t in through]
 
 
 async def relay_rate(base_url: str, key: str, fake_url: str) -> tuple[float, float]:
@@ -233,55 +259,82 @@ async def concurrent_turns(base_url: str, key: str, n: int) -> tuple[int, float,
     return n - len(ok), wall, summarize(ok)
 
 
-async def measure(samples: int, pieces: int, concurrent: int) -> Figures:
+async def measure(
+    samples: int, pieces: int, concurrent: int, *, first_token_only: bool = False, baselines: tuple[str, ...] = ()
+) -> Figures:
+    specs = [("this tree", UVICORN)]
+    for baseline in baselines:
+        specs.append((f"baseline {baseline}", dataclasses.replace(UVICORN, root=Path(baseline).resolve())))
     async with Postgres(os.environ.get("DATABASE_URL")) as pg:
         assert pg.url is not None
         dbs = Databases(pg.url)
         await dbs.prepare()
         try:
-            url = await dbs.fresh("turns")
             with fake_process(pieces) as fake_url, provider_env(fake_url):
-                async with ServerProcess(UVICORN, url) as server:
-                    key = await issue_key(url, "bench")
-                    direct, convtree = await first_token(server.base_url, key, fake_url, samples)
-                    relayed, direct_rate = await relay_rate(server.base_url, key, fake_url)
-                    errors, wall, per_turn = await concurrent_turns(server.base_url, key, concurrent)
+                async with contextlib.AsyncExitStack() as stack:
+                    servers = []
+                    for i, (_, spec) in enumerate(specs):
+                        url = await dbs.fresh(f"turns{i}")
+                        server = await stack.enter_async_context(ServerProcess(spec, url))
+                        servers.append((server.base_url, await issue_key(url, "bench")))
+                    direct, through = await first_token(servers, fake_url, samples)
+                    if first_token_only:
+                        served = [Served(label, t, t.p50 - direct.p50) for (label, _), t in zip(specs, through)]
+                        return Figures(direct, None, concurrent, served)
+                    # Side by side, each figure is taken twice per server, in one order and then the
+                    # other (A B B A), and the better of the two kept (errors: those of both), so
+                    # that no server always runs in another's wake.
+                    order = list(range(len(servers)))
+                    rounds = [order, order[::-1]] if len(servers) > 1 else [order]
+                    relays: list[list[tuple[float, float]]] = [[] for _ in servers]
+                    many: list[list[tuple[int, float, Summary]]] = [[] for _ in servers]
+                    for order in rounds:
+                        for i in order:
+                            relays[i].append(await relay_rate(*servers[i], fake_url))
+                            many[i].append(await concurrent_turns(*servers[i], concurrent))
+                    served = []
+                    for (label, _), turn, relayed, runs in zip(specs, through, relays, many, strict=True):
+                        errors = sum(r[0] for r in runs)
+                        _, wall, per_turn = min(runs, key=lambda r: r[1])
+                        rate = max(r for r, _ in relayed)
+                        served.append(Served(label, turn, turn.p50 - direct.p50, rate, errors, wall, per_turn))
+                    direct_rate = max(d for runs in relays for _, d in runs)
         finally:
             await dbs.drop_all()
-    return Figures(
-        direct_first_token=direct,
-        convtree_first_token=convtree,
-        added_p50_ms=convtree.p50 - direct.p50,
-        relayed_chunks_per_s=relayed,
-        direct_chunks_per_s=direct_rate,
-        concurrent=concurrent,
-        concurrent_errors=errors,
-        concurrent_seconds=wall,
-        concurrent_turn=per_turn,
-    )
+    return Figures(direct_first_token=direct, direct_chunks_per_s=direct_rate, concurrent=concurrent, served=served)
 
 
 def report(f: Figures) -> str:
     def verdict(ok: bool) -> str:
         return "met" if ok else "MISSED"
 
-    direct, turn, many = f.direct_first_token, f.convtree_first_token, f.concurrent_turn
-    return "\n".join(
-        [
-            f"first token, straight from the fake: p50 {direct.p50:.2f} ms, p99 {direct.p99:.2f} ms",
+    direct = f.direct_first_token
+    lines = [f"first token, straight from the fake: p50 {direct.p50:.2f} ms, p99 {direct.p99:.2f} ms"]
+    for s in f.served:
+        turn, many = s.first_token, s.concurrent_turn
+        lines += [
+            f"[{s.label}]",
             f"first token, through a convtree turn: p50 {turn.p50:.2f} ms, p99 {turn.p99:.2f} ms",
-            f"  convtree adds (p50): {f.added_p50_ms:.2f} ms  (goal <= 5 ms: {verdict(f.added_p50_ms <= 5)})",
-            (
-                f"one stream, relayed: {f.relayed_chunks_per_s:,.0f} chunks/s  "
-                f"(goal >= 5,000: {verdict(f.relayed_chunks_per_s >= 5000)}); the fake alone sends "
-                f"{f.direct_chunks_per_s:,.0f}/s"
-            ),
-            (
-                f"{f.concurrent} concurrent streaming turns: {f.concurrent_errors} errors, {f.concurrent_seconds:.2f} s "
-                f"in all, per turn p50 {many.p50:.1f} ms, p99 {many.p99:.1f} ms"
-            ),
+            f"  convtree adds (p50): {s.added_p50_ms:.2f} ms  (goal <= 5 ms: {verdict(s.added_p50_ms <= 5)})",
         ]
-    )
+        if s.relayed_chunks_per_s is not None and f.direct_chunks_per_s is not None:
+            lines.append(
+                f"one stream, relayed: {s.relayed_chunks_per_s:,.0f} chunks/s  "
+                f"(goal >= 5,000: {verdict(s.relayed_chunks_per_s >= 5000)}); the fake alone sends "
+                f"{f.direct_chunks_per_s:,.0f}/s"
+            )
+        if many is not None:
+            lines.append(
+                f"{f.concurrent} concurrent streaming turns: {s.concurrent_errors} errors, "
+                f"{s.concurrent_seconds:.2f} s in all, per turn p50 {many.p50:.1f} ms, p99 {many.p99:.1f} ms"
+            )
+    ours = f.served[0]
+    for base in f.served[1:]:
+        lines.append(
+            f"this tree - {base.label}, first-token p50: {ours.first_token.p50 - base.first_token.p50:+.2f} ms, "
+            f"p99: {ours.first_token.p99 - base.first_token.p99:+.2f} ms"
+        )
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -289,6 +342,10 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=200, help="first-token samples per path")
     parser.add_argument("--pieces", type=int, default=50_000, help="chunks in the relayed stream")
     parser.add_argument("--concurrent", type=int, default=100, help="streaming turns at once")
+    parser.add_argument("--first-token-only", action="store_true", help="measure the first-token latency only")
+    parser.add_argument(
+        "--baseline", metavar="PATH", action="append", default=[], help="another source tree, measured alongside"
+    )
     parser.add_argument("--serve-fake", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_fake:
@@ -296,7 +353,14 @@ def main() -> None:
         return
     import uvloop
 
-    print(report(uvloop.run(measure(args.samples, args.pieces, args.concurrent))))
+    figures = measure(
+        args.samples,
+        args.pieces,
+        args.concurrent,
+        first_token_only=args.first_token_only,
+        baselines=tuple(args.baseline),
+    )
+    print(report(uvloop.run(figures)))
 
 
 if __name__ == "__main__":

@@ -270,12 +270,16 @@ async def _chunks(
         )
         return sse.event(None, _encode(value))
 
-    # The first chunk carries the ids, before the model has said anything.
-    yield chunk(ChunkDelta(role="assistant", content=""))
     settled: Settled | None = None
     try:
-        async for pieces in generation.deltas():
-            yield b"".join(chunk(ChunkDelta(content=piece)) for piece in pieces)
+        # Nothing before the turn is committed; then the first chunk with the ids, in one write with
+        # the text so far.
+        if await generation.committed():
+            yield chunk(ChunkDelta(role="assistant", content="")) + b"".join(
+                chunk(ChunkDelta(content=piece)) for piece in generation.arrived()
+            )
+            async for pieces in generation.deltas():
+                yield b"".join(chunk(ChunkDelta(content=piece)) for piece in pieces)
         settled = await asyncio.shield(generation.settled)
     finally:
         if settled is None:  # the client left: stop the model now (see service.api.turns)

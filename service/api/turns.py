@@ -268,11 +268,13 @@ def _answered(answered: turns_app.Answered, *, stream: bool) -> Response[Any]:
 async def _events(
     request: Request[Any, Any, State], generation: Generation, started: TurnStarted
 ) -> AsyncIterator[bytes]:
-    yield _sse("turn", started)
     settled: Settled | None = None
     try:
-        async for pieces in generation.deltas():
-            yield b"".join(sse.event("delta", _encode(Delta(piece))) for piece in pieces)
+        # Nothing before the turn is committed; then its ids, in one write with the text so far.
+        if await generation.committed():
+            yield _sse("turn", started) + b"".join(sse.event("delta", _encode(Delta(p))) for p in generation.arrived())
+            async for pieces in generation.deltas():
+                yield b"".join(sse.event("delta", _encode(Delta(piece))) for piece in pieces)
         settled = await asyncio.shield(generation.settled)
     finally:
         # Reached without an outcome only when the client left (litestar cancels the stream as

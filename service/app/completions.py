@@ -9,11 +9,10 @@ from collections.abc import Callable
 
 import msgspec
 
-from service.app import turns
+from service.app import opening, turns
 from service.app import window as windows
 from service.app import writes
 from service.app.caller import Caller
-from service.app.writes import write_events
 from service.domain import tree
 from service.domain import turns as rules
 from service.domain.errors import ConversationNotFound, InvalidRequest, UpstreamError
@@ -42,7 +41,7 @@ class Chat(msgspec.Struct, frozen=True, kw_only=True):
     conversation_id: uuid.UUID | None = None
     parent_message_id: uuid.UUID | None = None
     window: windows.Window = msgspec.field(default_factory=windows.FullWindow)
-    params: turns.Params = msgspec.field(default_factory=turns.Params)
+    params: opening.Params = msgspec.field(default_factory=opening.Params)
 
 
 def resolve_model(registry: Registry, name: str) -> tuple[Provider, str]:
@@ -62,49 +61,51 @@ async def begin_chat(
     caller: Caller,
     owner: uuid.UUID,
     chat: Chat,
-    launch: Callable[[turns.Plan], turns.L],
-) -> turns.L:
+    launch: Callable[[opening.Plan], opening.L],
+) -> opening.L:
     provider, model = resolve_model(registry, chat.model)
     if not chat.messages or chat.messages[-1].role != "user":
         raise InvalidRequest("The last message must be the user's: it is the turn to answer.")
     if chat.parent_message_id is not None and chat.conversation_id is None:
         raise InvalidRequest("parent_message_id needs the conversation_id it belongs to.")
-    spec = turns.ReplySpec(window=chat.window, params=chat.params)
+    spec = opening.ReplySpec(window=chat.window, params=chat.params)
 
-    async def work(o: turns.Opening[turns.L]) -> None:
+    async def work(o: opening.Opening[opening.L]) -> None:
         if chat.conversation_id is None:
             return await _new_conversation(o, chat, provider, model, spec)
-        begun = await o.tx.begin_write(caller.tenant, chat.conversation_id, len(chat.messages))
+        # One round trip: the lock, the numbers and the parent (given, or the head).
+        given = [] if chat.parent_message_id is None else [chat.parent_message_id]
+        begun = await o.tx.begin_append(
+            caller.tenant, chat.conversation_id, len(chat.messages), given, chat.parent_message_id is None
+        )
         if begun is None:
             raise ConversationNotFound(conversation_id=str(chat.conversation_id))
-        state, now, seqs = begun
+        state, now, seqs, nodes = begun
         scope = tree.scope(state)
         parent_ref = chat.parent_message_id or state.head_id
+        parent = nodes.get(parent_ref) if parent_ref is not None else None
+        explicit = chat.parent_message_id is not None
         chain = _chain(chat.messages, chat.parent_message_id)
-        around = await o.register(
-            state.family_id, state.conversation_id, chain[-1].message_id, provider, model, parent_ref
-        )
-        rules.check_parent_settled(parent_ref, chat.parent_message_id is not None, around)
-        nodes = await o.tx.find_nodes(scope, [parent_ref]) if parent_ref is not None else {}
-        decision, appended = rules.decide_chain(state, nodes.get(parent_ref) if parent_ref else None, chain)
-        path = await o.tx.message_path(scope, parent_ref) if parent_ref is not None else []
+        if not opening.visible(parent_ref, parent):  # as in turns.begin_turn: 409, else 404
+            await o.register_under(state, chain[-1].message_id, provider, model, parent_ref, explicit)
+        decision, appended = rules.decide_chain(state, parent, chain)
         bodies = {e.message_id: m.content for e, m in zip(appended, chat.messages, strict=True)}
         user = turns.message_view(
             appended[-1], chat.messages[-1].content, state.conversation_id, seqs[len(appended) - 1], now
         )
-        items = turns.context_items(path) + [
-            turns.ContextItem(e.message_id, e.role, bodies[e.message_id]) for e in appended
+        items = await turns.path_context(o.tx, scope, parent) + [
+            opening.ContextItem(e.message_id, e.role, bodies[e.message_id]) for e in appended
         ]
         await o.reply(state.family_id, user, items, provider, model, spec)
-        await write_events(o.tx, caller, state, decision, now, seqs, bodies)
+        await o.write_under(state, decision, now, seqs, bodies, provider, model, parent_ref, explicit)
 
-    launched = await turns.opened(store, caller, owner, launch, work)
-    assert not isinstance(launched, turns.Answered)
+    launched = await opening.opened(store, caller, owner, launch, work)
+    assert not isinstance(launched, opening.Answered)
     return launched
 
 
 async def _new_conversation(
-    o: turns.Opening[turns.L], chat: Chat, provider: Provider, model: str, spec: turns.ReplySpec
+    o: opening.Opening[opening.L], chat: Chat, provider: Provider, model: str, spec: opening.ReplySpec
 ) -> None:
     caller = o.caller
     cmd = tree.CreateConversation(
@@ -118,12 +119,12 @@ async def _new_conversation(
     created = tree.create_conversation(cmd)
     now, seqs = await o.tx.begin_create(caller.tenant, cmd.conversation_id, len(created) + len(chat.messages))
     chain = _chain(chat.messages, None)
-    await o.register(cmd.family_id, cmd.conversation_id, chain[-1].message_id, provider, model, None)
     decision, appended = rules.decide_chain(tree.created_state(cmd, created), None, chain)
     bodies = {e.message_id: m.content for e, m in zip(appended, chat.messages, strict=True)}
     user = turns.message_view(appended[-1], chat.messages[-1].content, cmd.conversation_id, seqs[-1], now)
-    items = [turns.ContextItem(e.message_id, e.role, bodies[e.message_id]) for e in appended]
+    items = [opening.ContextItem(e.message_id, e.role, bodies[e.message_id]) for e in appended]
     await o.reply(cmd.family_id, user, items, provider, model, spec)
+    await o.register(cmd.family_id, cmd.conversation_id, chain[-1].message_id, provider, model, None)
     events: list[Event] = [*created, *decision.events]
     envelopes = writes.envelopes(caller, cmd.conversation_id, cmd.family_id, now, seqs)
     sealed = seal(tree.initial_state(cmd).last_hash, envelopes, events)

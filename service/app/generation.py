@@ -12,6 +12,7 @@ to be recorded.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
@@ -19,7 +20,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from service.app import outcomes, turns
+from service.app import opening, outcomes
 from service.app.caller import Caller
 from service.domain import views
 from service.domain.errors import (
@@ -51,24 +52,40 @@ class Settled:
 
 
 class Generation:
-    """One reply in flight. `deltas()` relays its text (when started with `relay`); `settled`
-    resolves once the outcome is recorded."""
+    """One reply in flight. Once its turn is `committed()`, `arrived()` and `deltas()` relay its
+    text (when started with `relay`); `settled` resolves once the outcome is recorded."""
 
-    def __init__(self, plan: turns.Plan, *, relay: bool) -> None:
+    def __init__(self, plan: opening.Plan, *, relay: bool) -> None:
         self.plan = plan
         self.settled: asyncio.Future[Settled] = asyncio.get_running_loop().create_future()
-        self._queue: asyncio.Queue[str | None] | None = asyncio.Queue() if relay else None
+        # The text received and not yet relayed; `_arrived` is set whenever there is more of it, or
+        # once the relay has ended (`_relay_ended`).
+        self._pieces: collections.deque[str] | None = collections.deque() if relay else None
+        self._arrived = asyncio.Event()
+        self._relay_ended = False
         self._upstream: asyncio.Task[outcomes.Outcome] | None = None
         self._interruption: Interruption | None = None
-        # Whether the turn was committed (see turns.Opening): until then the reply may not be recorded.
+        # Whether the turn was committed (see opening.opened): until then the reply may not be
+        # recorded, nor anything of the turn relayed. `_decided` is set first, so that a stream
+        # waiting for it makes its first write before the reply's record starts (callbacks run in
+        # the order they are scheduled).
         self._committed: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+        self._decided = asyncio.Event()
 
     def confirm(self) -> None:
+        self._decided.set()
         self._committed.set_result(None)
+
+    async def committed(self) -> bool:
+        """Wait until the turn that launched this reply is committed (True) or has failed to be
+        (False: `settled` then holds why). Nothing of the turn may reach its client before."""
+        await self._decided.wait()
+        return self._committed.result() is None
 
     def discard(self, error: BaseException) -> None:
         """The turn was not recorded: stop the model, and record nothing of its reply."""
         self.interrupt(DISCARDED)
+        self._decided.set()
         self._committed.set_result(error)
 
     def interrupt(self, why: Interruption) -> None:
@@ -78,23 +95,33 @@ class Generation:
             self._upstream.cancel()
 
     def _end_relay(self) -> None:
-        if self._queue is not None:
-            self._queue.put_nowait(None)
+        self._relay_ended = True
+        self._arrived.set()
+
+    def arrived(self) -> list[str]:
+        """The text that has arrived and not been relayed yet, taken now without waiting: a stream's
+        first write carries it along with the turn's ids (one write, not two, when the model is
+        quicker than the turn's commit)."""
+        pieces = self._pieces
+        assert pieces is not None, "started without relay"
+        batch = list(pieces)
+        pieces.clear()
+        return batch
 
     async def deltas(self) -> AsyncIterator[list[str]]:
-        """The text in order, in batches: whatever arrived since the last batch was taken, so a
-        reader slower than the model takes several pieces per write, not one write per piece."""
-        queue = self._queue
-        assert queue is not None, "started without relay"
-        while (piece := await queue.get()) is not None:
-            batch = [piece]
-            while not queue.empty():
-                piece = queue.get_nowait()
-                if piece is None:
-                    yield batch
-                    return
-                batch.append(piece)
-            yield batch
+        """The rest of the text in order, in batches: whatever arrived since the last batch was
+        taken, so a reader slower than the model takes several pieces per write, not one write per
+        piece."""
+        pieces = self._pieces
+        assert pieces is not None, "started without relay"
+        while True:
+            if not pieces and not self._relay_ended:
+                self._arrived.clear()
+                await self._arrived.wait()
+            if pieces:
+                yield self.arrived()
+            elif self._relay_ended:
+                return
 
     async def _call(self) -> outcomes.Outcome:
         pieces: list[str] = []
@@ -115,8 +142,9 @@ class Generation:
                             first_token = time.perf_counter()
                         pieces.append(item.text)
                         size += len(item.text)
-                        if self._queue is not None:
-                            self._queue.put_nowait(item.text)
+                        if self._pieces is not None:
+                            self._pieces.append(item.text)
+                            self._arrived.set()
                         if size > MAX_REPLY_CHARS:
                             interruption = TOO_LONG
                             break
@@ -151,7 +179,7 @@ class Generation:
 class Generations:
     """Every generation of one server process (`owner`), with the leases that make them visible."""
 
-    def __init__(self, store: Store, *, lease_seconds: float = turns.LEASE_SECONDS) -> None:
+    def __init__(self, store: Store, *, lease_seconds: float = opening.LEASE_SECONDS) -> None:
         self.owner = uuid.uuid4()
         self._store = store
         self._lease = lease_seconds
@@ -163,8 +191,8 @@ class Generations:
         if self._closing:
             raise ServiceShuttingDown("The service is shutting down: no new turns are taken.")
 
-    def start(self, caller: Caller, plan: turns.Plan, *, relay: bool) -> Generation:
-        """Call the model now; the reply is recorded once the turn is confirmed (turns.Opening)."""
+    def start(self, caller: Caller, plan: opening.Plan, *, relay: bool) -> Generation:
+        """Call the model now; the reply is recorded once the turn is confirmed (opening.opened)."""
         generation = Generation(plan, relay=relay)
         generation._upstream = asyncio.create_task(generation._call())
         self._running[generation] = asyncio.create_task(self._settle(caller, generation))
@@ -178,7 +206,9 @@ class Generations:
         try:
             await asyncio.wait({upstream})
             refused = await generation._committed
-            if refused is not None:  # the turn's transaction failed: its caller got that error
+            if refused is not None:  # the turn's transaction failed: this settles with its error
+                if generation._pieces is not None:
+                    generation._pieces.clear()  # never relayed: the turn does not exist
                 generation._end_relay()
                 generation.settled.set_result(Settled(None, refused))
                 return
@@ -241,7 +271,7 @@ class Generations:
                 await self._maintenance
 
 
-def _reported(outcome: outcomes.Outcome, plan: turns.Plan, reply: views.Message | None) -> ConvtreeError:
+def _reported(outcome: outcomes.Outcome, plan: opening.Plan, reply: views.Message | None) -> ConvtreeError:
     """The error a caller sees for an incomplete reply, naming the turn and what was kept of it."""
     if outcome.error is not None:
         error = outcome.error

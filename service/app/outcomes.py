@@ -10,7 +10,8 @@ from dataclasses import dataclass
 import msgspec
 
 from service.app.caller import Caller
-from service.app.turns import Plan, message_view
+from service.app.opening import Plan
+from service.app.turns import message_view
 from service.app.writes import write_events
 from service.domain import tree, views
 from service.domain import turns as rules

@@ -1,27 +1,36 @@
 """Turns: record the user's message and launch the model call (its outcome: service/app/outcomes.py).
 
 A turn takes two transactions, never one held open while the model talks. The first records the
-user message, reads its context (one `message_path` call), and registers the reply as pending
-(`pending_replies`) under an id chosen up front; the model call is launched from inside it, once
-the context is known, and counts once it commits. The second, when the model is done, records the
-reply (head moves to it) or a `turn_failed` event, and removes the pending row. Every turn ends in
-exactly one of the two, even if its process dies (outcomes.close_expired).
+user message, reads its context (in one round trip, under the conversation's lock), and registers
+the reply as pending (`pending_replies`) under an id chosen up front; the model call is launched
+from inside it as soon as the context is known, and counts once it commits (service/app/opening.py).
+The second, when the model is done, records the reply (head moves to it) or a `turn_failed` event,
+and removes the pending row. Every turn ends in exactly one of the two, even if its process dies
+(outcomes.close_expired).
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Any, Generic, Protocol, TypeVar
+from typing import Any
 
 import msgspec
 
-from service.app import window as windows
 from service.app.caller import Caller
-from service.app.writes import write_events
 from service.app.idempotency import MAX_KEY_LENGTH
+from service.app.opening import (
+    Answered,
+    ContextItem,
+    L,
+    Opening,
+    Params as Params,  # re-exported: the API's turn bodies take it from here
+    Plan,
+    ReplySpec,
+    opened,
+    visible,
+)
 from service.domain import tree, views
 from service.domain import turns as rules
 from service.domain.errors import (
@@ -32,34 +41,11 @@ from service.domain.errors import (
     ReplyInProgress,
 )
 from service.domain.events import MessageAppended
-from service.store import pending
 from service.store.events import Store, Tx
-from service.upstream import ChatMessage, ChatParams, ChatRequest, Provider, Registry
+from service.upstream import Provider, Registry
 
-LEASE_SECONDS = 60.0  # a pending reply whose owner has not renewed it for this long is closed out
 # Ids derived from an Idempotency-Key: the same tenant and key always name the same user message.
 _KEY_IDS = uuid.UUID("6f1c8a52-3c1e-4d0e-9a43-7d1f6f0c2b11")
-
-
-class Params(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, forbid_unknown_fields=True):
-    """Sampling parameters; those not given are the provider's defaults."""
-
-    temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] | None = None
-    max_tokens: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
-    top_p: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
-    stop: Annotated[list[Annotated[str, msgspec.Meta(min_length=1)]], msgspec.Meta(max_length=4)] | None = (
-        None
-    )
-    seed: int | None = None
-
-
-class ReplySpec(msgspec.Struct, frozen=True, kw_only=True):
-    """Who replies and what they are shown: provider and model (defaults: the registry's), window, params."""
-
-    provider: str | None = None
-    model: str | None = None
-    window: windows.Window = msgspec.field(default_factory=windows.FullWindow)
-    params: Params = msgspec.field(default_factory=Params)
 
 
 class NewTurn(msgspec.Struct, frozen=True, kw_only=True):
@@ -69,136 +55,6 @@ class NewTurn(msgspec.Struct, frozen=True, kw_only=True):
     metadata: dict[str, Any] = {}
     reply: ReplySpec = msgspec.field(default_factory=ReplySpec)
     idempotency: tuple[str, bytes] | None = None  # (Idempotency-Key, fingerprint of the request)
-
-
-class ContextItem(msgspec.Struct, frozen=True):
-    id: uuid.UUID
-    role: str
-    content: str
-
-
-@dataclass(frozen=True)
-class Plan:
-    """A turn whose user message is recorded and whose reply is pending: what the model call needs."""
-
-    conversation_id: uuid.UUID
-    family_id: uuid.UUID
-    user_message: views.Message
-    reply_id: uuid.UUID
-    provider: Provider
-    model: str
-    context: list[ContextItem]
-    params: Params
-
-    def request(self) -> ChatRequest:
-        return ChatRequest(
-            model=self.model,
-            messages=[ChatMessage(c.role, c.content) for c in self.context],
-            params=msgspec.convert(msgspec.to_builtins(self.params), ChatParams),
-        )
-
-
-@dataclass(frozen=True)
-class Answered:
-    """A retried turn that already has its reply: answered from the log, without calling the model."""
-
-    conversation_id: uuid.UUID
-    user_message: views.Message
-    reply: views.Message
-
-
-class Launched(Protocol):
-    """A reply whose model call was started while its turn was being recorded."""
-
-    def confirm(self) -> None: ...  # the turn is committed: the reply counts
-
-    def discard(self, error: BaseException) -> None: ...  # it is not: stop the model, record nothing
-
-
-L = TypeVar("L", bound=Launched)
-
-
-class Opening(Generic[L]):
-    """The transaction recording a turn, and the reply launched from inside it.
-
-    The model call starts as soon as the context is known, while the turn is still being written
-    and committed (a few milliseconds saved on every first token), and counts only once the turn
-    is committed: if the transaction fails, the call is stopped and nothing of it is recorded.
-    """
-
-    def __init__(self, tx: Tx, caller: Caller, owner: uuid.UUID, launch: Callable[[Plan], L]) -> None:
-        self.tx = tx
-        self.caller = caller
-        self._owner = owner
-        self._launch = launch
-        self._reply_id: uuid.UUID | None = None
-        self.launched: L | None = None
-
-    async def register(
-        self,
-        family_id: uuid.UUID,
-        conversation_id: uuid.UUID,
-        user_message_id: uuid.UUID,
-        provider: Provider,
-        model: str,
-        around: uuid.UUID | None,
-    ) -> list[tuple[uuid.UUID, uuid.UUID]]:
-        """Register the reply (its id chosen now) as pending; return (reply id, user message id) of
-        the replies already pending that are `around` or answer it. One round trip for both."""
-        self._reply_id = uuid.uuid4()
-        row = pending.PendingReply(
-            family_id=family_id,
-            reply_id=self._reply_id,
-            tenant=self.caller.tenant,
-            conversation_id=conversation_id,
-            user_message_id=user_message_id,
-            provider=provider.name,
-            model=model,
-            actor=self.caller.actor,
-            request_id=self.caller.request_id,
-        )
-        return await pending.register(self.tx, row, self._owner, LEASE_SECONDS, around)
-
-    async def reply(
-        self,
-        family_id: uuid.UUID,
-        user: views.Message,
-        items: list[ContextItem],
-        provider: Provider,
-        model: str,
-        spec: ReplySpec,
-    ) -> None:
-        """Window the context and start the model on it, under the id `register` chose."""
-        assert self._reply_id is not None, "register the reply first"
-        context = await windows.apply(spec.window, items, model)
-        plan = Plan(
-            user.conversation_id, family_id, user, self._reply_id, provider, model, context, spec.params
-        )
-        self.launched = self._launch(plan)
-
-
-async def opened(
-    store: Store,
-    caller: Caller,
-    owner: uuid.UUID,
-    launch: Callable[[Plan], L],
-    work: Callable[[Opening[L]], Awaitable[Answered | None]],
-) -> L | Answered:
-    """Run `work` in one transaction; the reply it launched is confirmed once that commits."""
-    opening: Opening[L] | None = None
-    try:
-        async with store.transaction() as tx:
-            opening = Opening(tx, caller, owner, launch)
-            answered = await work(opening)
-    except BaseException as exc:
-        if opening is not None and opening.launched is not None:
-            opening.launched.discard(exc)
-        raise
-    if answered is not None:
-        return answered
-    assert opening.launched is not None, "a turn either launches its reply or is answered already"
-    opening.launched.confirm()
-    return opening.launched
 
 
 async def begin_turn(
@@ -244,14 +100,16 @@ async def begin_turn(
         existing = nodes.get(message_id) if retry else None
         if existing is not None:
             return await _resume(o, state, cmd, existing, provider, model, new.reply)
-        around = await o.register(state.family_id, conversation_id, message_id, provider, model, parent_ref)
-        rules.check_parent_settled(parent_ref, new.parent_message_id is not None, around)
-        decision, appended = rules.decide_chain(state, nodes.get(parent_ref) if parent_ref else None, [cmd])
-        path = await tx.message_path(scope, parent_ref) if parent_ref is not None else []
+        parent = nodes.get(parent_ref) if parent_ref is not None else None
+        explicit = new.parent_message_id is not None
+        if not visible(parent_ref, parent):  # a reply still being generated: 409 (else decide_chain's 404)
+            await o.register_under(state, message_id, provider, model, parent_ref, explicit)
+        decision, appended = rules.decide_chain(state, parent, [cmd])
         user = message_view(appended[0], new.content, conversation_id, seqs[0], now)
-        items = [*context_items(path), ContextItem(message_id, "user", new.content)]
+        items = [*await path_context(tx, scope, parent), ContextItem(message_id, "user", new.content)]
         await o.reply(state.family_id, user, items, provider, model, new.reply)
-        await write_events(tx, caller, state, decision, now, seqs, {message_id: new.content})
+        bodies = {message_id: new.content}
+        await o.write_under(state, decision, now, seqs, bodies, provider, model, parent_ref, explicit)
         return None
 
     return await opened(store, caller, owner, launch, work)
@@ -286,9 +144,9 @@ async def begin_regenerate(
                 message_id=str(message_id),
                 role=node.role,
             )
-        await o.register(state.family_id, conversation_id, node.parent_id, provider, model, None)
         path = await o.tx.message_path(scope, node.parent_id)
         await o.reply(state.family_id, _plain(path[-1]), context_items(path), provider, model, spec)
+        await o.register(state.family_id, conversation_id, node.parent_id, provider, model, None)
 
     launched = await opened(store, caller, owner, launch, work)
     assert not isinstance(launched, Answered)
@@ -349,6 +207,14 @@ def message_view(
         created_at=created_at,
         generation=event.generation,
     )
+
+
+async def path_context(tx: Tx, scope: tree.Scope, parent: tree.Node | None) -> list[ContextItem]:
+    """The context a new message under `parent` (one the conversation sees; None: the first
+    message) is sent with, up to the parent, in one round trip."""
+    if parent is None:
+        return []
+    return context_items(await tx.message_path(scope, parent.message_id))
 
 
 def context_items(path: list[views.PathMessage]) -> list[ContextItem]:

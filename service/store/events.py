@@ -166,6 +166,46 @@ class Tx:
         except asyncpg.UniqueViolationError as exc:
             raise MessageIdConflict() from exc
 
+    async def append_turn(
+        self,
+        tenant: str,
+        state: ConversationState,
+        sealed: list[Sealed],
+        bodies: dict[uuid.UUID, str],
+        reply: tuple[uuid.UUID, uuid.UUID, str, str],
+        owner: uuid.UUID,
+        lease_seconds: float,
+        around: uuid.UUID | None,
+    ) -> list[tuple[uuid.UUID, uuid.UUID]]:
+        """`append_events`, and the turn's reply (reply id, user message id, provider, model)
+        registered as pending, in one round trip; returns (reply id, user message id) of the
+        replies already pending that are `around` or answer it."""
+        first = sealed[0].envelope
+        try:
+            rows = await self.conn.fetch(
+                Q["append_turn"],
+                tenant,
+                state.conversation_id,
+                state.family_id,
+                first.actor,
+                first.request_id,
+                first.created_at,
+                *event_arrays(sealed),
+                *_body_arrays(bodies),
+                state.head_id,
+                state.message_count,
+                state.leaf_count,
+                sealed[-1].envelope.seq,
+                sealed[-1].hash,
+                *reply,
+                owner,
+                lease_seconds,
+                around,
+            )
+        except asyncpg.UniqueViolationError as exc:
+            raise MessageIdConflict() from exc
+        return [(r["reply_id"], r["user_message_id"]) for r in rows]
+
     # --- idempotency ------------------------------------------------------------------------
 
     async def claim_idempotency_key(self, tenant: str, key: str, fingerprint: bytes) -> bool:
@@ -278,10 +318,6 @@ class Tx:
             return await self.conn.fetchval(Q["schema_version"])
         except asyncpg.UndefinedTableError:
             return None
-
-
-def _path_arguments(scope: Scope, message_id: uuid.UUID) -> tuple[Any, ...]:
-    return (scope.family_id, scope.conversation_id, message_id, scope.base_id, scope.base_depth, scope.upto)
 
 
 def _path_arguments(scope: Scope, message_id: uuid.UUID) -> tuple[Any, ...]:

@@ -383,3 +383,31 @@ SELECT family_id, reply_id, tenant, conversation_id, user_message_id, provider, 
  WHERE expires_at < now()
  ORDER BY expires_at
  LIMIT $1;
+
+-- name: append_turn
+-- append_events and register_pending_reply in one round trip, for a turn whose reply was launched
+-- before it is registered (service/app/turns.py): the turn's messages with the conversation's new
+-- summary ($1-$22 as append_events), and its reply $23, answering message $24, registered as
+-- pending; returns the replies already pending that are message $29 or answer it.
+WITH new_events AS (
+    INSERT INTO events (seq, tenant, conversation_id, family_id, type, message_id, parent_id, role,
+                        depth, body_sha256, payload, actor, request_id, created_at, hash)
+    SELECT s, $1, $2, $3, t, m, p, r, d, b, pl::json, $4, $5, $6, h
+      FROM unnest($7::bigint[], $8::text[], $9::uuid[], $10::uuid[], $11::text[], $12::int[],
+                  $13::bytea[], $14::text[], $15::bytea[]) AS u(s, t, m, p, r, d, b, pl, h)
+), new_bodies AS (
+    INSERT INTO bodies (family_id, message_id, content)
+    SELECT $3, m, c FROM unnest($16::uuid[], $17::text[]) AS u(m, c)
+), new_summary AS (
+    UPDATE conversations
+       SET head_id = $18, message_count = $19, leaf_count = $20, updated_at = $6,
+           last_seq = $21, last_hash = $22
+     WHERE tenant = $1 AND conversation_id = $2
+), registered AS (
+    INSERT INTO pending_replies (family_id, reply_id, tenant, conversation_id, user_message_id, provider,
+                                 model, actor, request_id, owner, expires_at)
+    VALUES ($3, $23, $1, $2, $24, $25, $26, $4, $5, $27, now() + make_interval(secs => $28))
+)
+SELECT reply_id, user_message_id
+  FROM pending_replies
+ WHERE $29::uuid IS NOT NULL AND family_id = $3 AND (reply_id = $29 OR user_message_id = $29);
