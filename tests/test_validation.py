@@ -56,3 +56,20 @@ def test_oversized_idempotency_key_is_422(api):
 
 def test_unknown_paths_are_404_problems(api):
     problem(api.get(f"/v1/nothing/{uuid.uuid4()}"), 404, "not-found")
+
+
+def test_text_holding_u0000_is_refused_as_invalid_and_nothing_is_written(api):
+    cid = api.post("/v1/conversations", json={}).json()["id"]
+    for path, body in [
+        ("/v1/conversations", {"title": "a\u0000b"}),
+        ("/v1/conversations", {"system": "a\u0000b"}),
+        (f"/v1/conversations/{cid}/messages", {"role": "user", "content": "a\u0000b"}),
+        (f"/v1/conversations/{cid}/turns", {"content": "a\u0000b", "provider": "echo"}),
+        (f"/v1/conversations/{cid}/turns", {"content": "fine", "provider": "echo\u0000"}),
+        ("/v1/chat/completions", {"model": "echo", "messages": [{"role": "user", "content": "a\u0000b"}]}),
+    ]:
+        problem(api.post(path, json=body), 422, "invalid-request")
+    assert api.get(f"/v1/conversations/{cid}").json()["message_count"] == 0
+    # JSON can carry U+0000 and so can the metadata that keeps it as JSON.
+    r = api.post("/v1/conversations", json={"metadata": {"k\u0000": "v\u0000"}})
+    assert r.status_code == 201 and r.json()["metadata"] == {"k\u0000": "v\u0000"}

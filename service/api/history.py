@@ -23,6 +23,7 @@ from litestar.openapi.spec import (
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter, RawBody
 from litestar.response import ServerSentEvent, ServerSentEventMessage, Stream
 
+from service.api import schemas
 from service.api.deps import json_response, write_once
 from service.api.problems import responses
 from service.app import audit as audit_app
@@ -51,7 +52,7 @@ Limit = Annotated[int, QueryParameter(ge=1, le=1000, description="Page size.")]
 
 
 class Redact(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    reason: Annotated[str, msgspec.Meta(min_length=1, max_length=1000)]
+    reason: Annotated[str, msgspec.Meta(min_length=1, max_length=1000, pattern=schemas.NO_NUL)]
     erase: bool = False
 
 

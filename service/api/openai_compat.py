@@ -15,7 +15,7 @@ from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.params import JSONBody
 
-from service.api import sse
+from service.api import schemas, sse
 from service.api.deps import json_response
 from service.api.problems import responses
 from service.api.turns import TURN_ERRORS, stream_error, wait_settled
@@ -56,7 +56,7 @@ class ChatCompletionRequest(msgspec.Struct, kw_only=True):
     """OpenAI's request (fields convtree cannot honour are refused, unknown ones ignored), plus
     `conversation_id` and `parent_message_id` as in the web ChatGPT protocol."""
 
-    model: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    model: Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=schemas.NO_NUL)]
     messages: Annotated[list[InputMessage], msgspec.Meta(min_length=1, max_length=10_000)]
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -235,6 +235,10 @@ def _sent(index: int, message: InputMessage) -> completions.Sent:
         content = "".join(part.text or "" for part in content)
     if not content:
         raise errors.InvalidRequest(f"messages[{index}]: content is empty.", parameter=f"messages[{index}].content")
+    if "\x00" in content:
+        raise errors.InvalidRequest(
+            f"messages[{index}]: content may not contain U+0000.", parameter=f"messages[{index}].content"
+        )
     return completions.Sent(role, content)
 
 

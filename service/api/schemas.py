@@ -13,8 +13,11 @@ from service.domain.events import Role
 MAX_CONTENT_CHARS = 1_000_000
 MAX_TITLE_CHARS = 500
 
-Content = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_CONTENT_CHARS)]
-Title = Annotated[str, msgspec.Meta(max_length=MAX_TITLE_CHARS)]
+# PostgreSQL's text cannot hold U+0000: a string that is stored is refused with it, as invalid input.
+NO_NUL = r"^[^\x00]*$"
+
+Content = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_CONTENT_CHARS, pattern=NO_NUL)]
+Title = Annotated[str, msgspec.Meta(max_length=MAX_TITLE_CHARS, pattern=NO_NUL)]
 Metadata = Annotated[
     dict[str, Any], msgspec.Meta(description="Any JSON object; stored and returned as given.")
 ]

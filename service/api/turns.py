@@ -28,7 +28,7 @@ from service.domain import errors, views
 from service.store.events import Store
 from service.upstream import Registry, load_config
 
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=schemas.NO_NUL)]
 PARAMS_DOC = "Sampling parameters (temperature, max_tokens, top_p, stop, seed); unset ones are the provider's defaults."
 WINDOW_DOC = (
     'Which messages the model sees: {"strategy": "full"} (default), {"strategy": "last", "messages": N} '
