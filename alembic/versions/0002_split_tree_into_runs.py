@@ -102,10 +102,13 @@ BEGIN
             USING ERRCODE = 'check_violation';
     END IF;
     NEW.parent_run_id := parent_run;
+    -- The parent's first child in its own conversation, if it has one, continues its run: one
+    -- probe of events_runs by its whole key, so the plan kept for the trigger cannot drift into a
+    -- scan of the table, whatever the statistics were when it was made.
     IF parent_conversation = NEW.conversation_id
        AND NOT EXISTS (SELECT 1 FROM events c
-                        WHERE c.conversation_id = NEW.conversation_id AND c.parent_id = NEW.parent_id
-                          AND c.type = 'message_appended') THEN
+                        WHERE c.family_id = NEW.family_id AND c.run_id = parent_run
+                          AND c.depth = NEW.depth AND c.type = 'message_appended') THEN
         NEW.run_id := parent_run;
     ELSE
         NEW.run_id := NEW.message_id;
