@@ -177,6 +177,9 @@ class ServerSpec:
     name: str
     kind: str  # "uvicorn" or "granian"
     workers: int = 1
+    # The source tree the server imports convtree from: this checkout, or another one (`bench.run
+    # --against`, e.g. a `git worktree` of an earlier commit) whose migrations are the same.
+    root: Path = ROOT
 
     def command(self, port: int) -> list[str]:
         if self.kind == "uvicorn":
@@ -223,12 +226,13 @@ class ServerProcess:
         env = {
             **os.environ,
             "DATABASE_URL": self.database_url,
-            "PYTHONPATH": str(ROOT),
+            # Ahead of the editable install's finder, so `--against` trees import their own code.
+            "PYTHONPATH": str(self.spec.root),
             "CONVTREE_POOL_MAX_SIZE": "20",
         }
         self._proc = subprocess.Popen(  # noqa: ASYNC220 (starting a process does not wait for it)
             self.spec.command(self.port),
-            cwd=ROOT,
+            cwd=self.spec.root,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=self._log,

@@ -63,25 +63,33 @@ def _append_rows(a: AppendFigure) -> list[Row]:
     first = next(iter(a.own))
     raw = pooled(a.raw)
     inproc = pooled(a.inprocess)
-    ratio = a.ratio(first)
-    spread = ", ".join(f"{x:.2f}" for x in a.round_ratios(first))
     goal = f"≥ {APPEND_RATIO_GOAL}"
+
+    def ratio_row(what: str, ratio: float, rounds: list[float]) -> Row:
+        spread = ", ".join(f"{x:.2f}" for x in rounds)
+        return ("1", what, f"{ratio:.2f} (rounds: {spread})", goal, verdict(ratio >= APPEND_RATIO_GOAL))
+
     rows: list[Row] = [
         (
             "1",
-            f"Append over HTTP, {a.clients} clients, a conversation each ({first})",
+            f"Append over HTTP, {a.clients} clients (httpx), a conversation each ({first})",
             _rate(pooled(a.own[first])),
             "",
             "",
         ),
+    ]
+    if first in a.wrk:
+        what = f"Append over HTTP, {a.clients} connections (wrk), a conversation each ({first})"
+        rows.append(("1", what, _rate(pooled(a.wrk[first])), "", ""))
+    rows += [
         ("1", f"Raw asyncpg INSERT into `bench_events`, {a.clients} connections", _rate(raw), "", ""),
-        (
-            "1",
-            "Ratio HTTP / raw",
-            f"{ratio:.2f} (rounds: {spread})",
-            goal,
-            verdict(ratio >= APPEND_RATIO_GOAL),
-        ),
+        ratio_row("Ratio HTTP / raw, httpx load", a.ratio(first), a.round_ratios(first)),
+    ]
+    if first in a.wrk:
+        rows.append(ratio_row("Ratio HTTP / raw, wrk load", a.wrk_ratio(first), a.wrk_round_ratios(first)))
+    elif a.wrk_skipped:
+        rows.append(("1", "Ratio HTTP / raw, wrk load", f"not measured: {a.wrk_skipped}", goal, ""))
+    rows += [
         ("1", f"Append over HTTP, {a.clients} clients, ONE conversation", _rate(pooled(a.one)), "", ""),
         (
             "1",
@@ -92,9 +100,14 @@ def _append_rows(a: AppendFigure) -> list[Row]:
         ),
     ]
     for name in list(a.own)[1:]:
-        measured = f"{_rate(pooled(a.own[name]))} · ratio {a.ratio(name):.2f}"
-        what = f"Append over HTTP, {a.clients} clients, a conversation each ({name})"
-        rows.append(("5", what, measured, goal, verdict(a.ratio(name) >= APPEND_RATIO_GOAL)))
+        figure = "1" if name == a.against else "5"
+        loads = [("httpx", a.own[name], a.ratio(name))]
+        if name in a.wrk:
+            loads.append(("wrk", a.wrk[name], a.wrk_ratio(name)))
+        for load, rounds, ratio in loads:
+            measured = f"{_rate(pooled(rounds))} · ratio {ratio:.2f}"
+            what = f"Append over HTTP, {a.clients} clients ({load}), a conversation each ({name})"
+            rows.append((figure, what, measured, goal, verdict(ratio >= APPEND_RATIO_GOAL)))
     return rows
 
 
@@ -169,14 +182,20 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines
 
 
+def _per_append_ms(cores: float, rate: float) -> str:
+    return f"{cores * 1000 / rate:.2f}" if cores > 0 and rate > 0 else "—"
+
+
 def _append_details(a: AppendFigure) -> list[str]:
     raw = pooled(a.raw)
     lines = ["", "#### Appends (figures 1 and 5)", ""]
+    first = next(iter(a.own))
     lines_by_name = [
         ("raw INSERT", a.raw),
         ("append use case in-process, no HTTP", a.inprocess),
-        *a.own.items(),
-        (f"ONE conversation, {next(iter(a.own))}", a.one),
+        *((f"{name}, httpx", rounds) for name, rounds in a.own.items()),
+        *((f"{name}, wrk", rounds) for name, rounds in a.wrk.items()),
+        (f"ONE conversation, {first}, httpx", a.one),
     ]
     rows = []
     for name, rounds in lines_by_name:
@@ -188,24 +207,42 @@ def _append_details(a: AppendFigure) -> list[str]:
                 f"{t.latency.p50:.2f}",
                 f"{t.latency.p99:.2f}",
                 f"{t.rate / raw.rate:.2f}",
+                _per_append_ms(t.cpu.server, t.rate),
+                _per_append_ms(t.cpu.postgres, t.rate),
                 t.cpu.text(),
                 " / ".join(f"{x.rate:,.0f}" for x in rounds),
                 str(t.errors),
             ]
         )
     lines += _table(
-        ["line", "per s", "p50 ms", "p99 ms", "÷ raw", "CPU cores busy", "per round", "errors"], rows
-    )
+        [
+            "line", "per s", "p50 ms", "p99 ms", "÷ raw", "server CPU ms per op", "PostgreSQL CPU ms per op",
+            "CPU cores busy", "per round", "errors",
+        ],
+        rows,
+    )  # fmt: skip
     cores = len(os.sched_getaffinity(0))
     lines += [
         "",
         (
             f"CPU: cores busy on average during the measurement (the machine has {cores}): the load generator "
-            "(*client*, the benchmark's process), the API server and its workers, the PostgreSQL backends "
-            "serving the measured database, and *other*: everything else on the machine, PostgreSQL's "
-            "background processes and any other work that ran at the same time."
+            "(*client*: the benchmark's process, and wrk for the wrk lines), the API server and its workers, "
+            "the PostgreSQL backends serving the measured database, and *other*: everything else on the "
+            "machine, PostgreSQL's background processes and any other work that ran at the same time. "
+            "*Per op*: those cores ÷ the rate, the CPU time one append (or insert) cost."
         ),
     ]
+    if a.wrk:
+        lines += [
+            "",
+            (
+                "*wrk*: the same load as httpx's (one keep-alive connection per client, each appending to a "
+                "conversation of its own, the same bodies) from wrk with `bench/wrk_append.lua`, one thread "
+                "per connection; its latencies are read back as quantiles, one per ten requests."
+            ),
+        ]
+    if a.wrk_skipped:
+        lines += ["", f"*wrk*: not measured, {a.wrk_skipped}: the lines above come from httpx alone."]
     return lines
 
 

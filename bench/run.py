@@ -12,6 +12,7 @@ import random
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
 
@@ -64,6 +65,14 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="write the figures into this file (default BENCHMARKS.md) under this PostgreSQL's heading",
     )
+    p.add_argument(
+        "--against",
+        type=Path,
+        default=None,
+        metavar="TREE",
+        help="figure 1 also serves the convtree source tree TREE (e.g. a `git worktree` of an earlier "
+        "commit, with the same migrations) under both loads, in the same rounds: a before/after",
+    )
     p.add_argument("--max-minutes", type=float, default=30.0, help="give up (and clean up) after this long")
     p.add_argument("--seed", type=int, default=2)
     args = p.parse_args(argv)  # fmt: skip
@@ -72,6 +81,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"figures are {FIGURES}")
     if args.embedded:
         args.database_url = None
+    if args.against is not None:
+        args.against = args.against.resolve()
+        if not (args.against / "bench" / "serve.py").is_file() or not (args.against / "service").is_dir():
+            p.error(f"--against {args.against}: not a convtree source tree (no bench/serve.py)")
     if args.quick:
         args.seconds, args.warmup, args.rounds, args.disk_messages = 2.0, 0.5, 1, 1_000
     return args
@@ -123,11 +136,20 @@ async def run(args: argparse.Namespace) -> Results:
         try:
             if args.figures & {1, 5}:
                 specs = [UVICORN, GRANIAN, UVICORN_2] if 5 in args.figures else [UVICORN]
-                say(f"figures 1/5: {len(specs)} servers × {args.rounds} rounds × {args.seconds:g} s")
-                results.append = await append.figure_append(
-                    dbs, rng, specs, args.clients, args.warmup, args.seconds, args.rounds
+                against = (
+                    None
+                    if args.against is None
+                    else replace(UVICORN, name=f"{UVICORN.name}, serving {args.against}", root=args.against)
                 )
-                say(f"figures 1/5 done: ratio {results.append.ratio(UVICORN.name):.2f}")
+                if append.wrk_binary() is None:
+                    say(f"{append.WRK_MISSING}: figure 1's wrk line is skipped, the rest is measured")
+                say(f"figures 1/5: {len(specs) + (against is not None)} servers × {args.rounds} rounds × {args.seconds:g} s")
+                results.append = await append.figure_append(
+                    dbs, rng, specs, args.clients, args.warmup, args.seconds, args.rounds, against=against
+                )
+                a = results.append
+                wrk_ratio = "" if a.wrk_skipped else f", with wrk {a.wrk_ratio(UVICORN.name):.2f}"
+                say(f"figures 1/5 done: ratio {a.ratio(UVICORN.name):.2f}{wrk_ratio}")
             if 2 in args.figures:
                 depths = [100, 1_000] if args.quick else [100, 1_000, 10_000]
                 say(f"figure 2: depths {depths}")

@@ -19,13 +19,14 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 import service
 from service.api.conversations import ConversationController
 from service.api.forks import ForkController
-from service.api.deps import provide_caller, provide_store
+from service.api.deps import provide_caller
 from service.api.health import healthz, readyz
 from service.api.history import HistoryController, feed_lifespan
 from service.api.openai_compat import OpenAICompatController
 from service.api.problems import HANDLERS
 from service.api.turns import TurnController, turns_lifespan
 from service.app.auth import Authenticator
+from service.app.messages import AppendGroup
 from service.config import Settings
 from service.store.events import Store
 from service.store.migrate import head_revision
@@ -100,11 +101,16 @@ def create_app(database_url: str, settings: Settings, registry: Registry | None 
         assert pool is not None
         store = Store(pool)
         app.state.store = store
-        app.state.auth = Authenticator(store, settings.key_cache_seconds)
+        app.state.auth = Authenticator(settings.key_cache_seconds)
+        app.state.appends = AppendGroup(store)
         try:
             yield
         finally:
             await pool.close()
+
+    def provide_store() -> Store:
+        # No parameters, so litestar has nothing to parse or validate to call it on every request.
+        return app.state.store
 
     app = Litestar(
         # Controllers are registered on the app itself, not through a nested Router: litestar's

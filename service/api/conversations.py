@@ -6,7 +6,6 @@ import uuid
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get, post, put
-from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
@@ -57,7 +56,7 @@ class ConversationController(Controller):
     )
     async def create(
         self,
-        request: Request[Any, Any, State],
+        request: Request,  # type: ignore[type-arg]  # bare: see provide_caller
         data: JSONBody[schemas.CreateConversation],
         caller: NamedDependency[Caller],
         store: NamedDependency[Store],
@@ -129,7 +128,7 @@ class ConversationController(Controller):
         },    )
     async def append(
         self,
-        request: Request[Any, Any, State],
+        request: Request,  # type: ignore[type-arg]  # bare: see provide_caller
         conversation_id: FromPath[uuid.UUID],
         data: JSONBody[schemas.AppendMessage],
         caller: NamedDependency[Caller],
@@ -157,6 +156,7 @@ class ConversationController(Controller):
             location = {"Location": f"/v1/conversations/{conversation_id}/messages/{m.id}"}
             return (201 if result.created else 200), m, location
 
+        group: messages_app.AppendGroup = request.app.state.appends
         return await write_once(
             request,
             caller,
@@ -164,6 +164,7 @@ class ConversationController(Controller):
             data,
             lambda tx: messages_app.append(tx, caller, conversation_id, new),
             respond,
+            lambda: group.append(caller, conversation_id, new),
         )
 
     @get(

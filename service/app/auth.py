@@ -34,13 +34,12 @@ async def create_key(store: Store, tenant: str, name: str) -> str:
 class Authenticator:
     """Resolves keys to callers, remembering answers for a few seconds to keep lookups off the hot path."""
 
-    def __init__(self, store: Store, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self._store = store
+    def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
         self._ttl = ttl
         self._clock = clock
         self._cache: dict[bytes, tuple[float, tuple[str, str] | None]] = {}
 
-    async def authenticate(self, authorization: str | None, request_id: str | None) -> Caller:
+    async def authenticate(self, store: Store, authorization: str | None, request_id: str | None) -> Caller:
         scheme, _, key = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not key.strip():
             raise Unauthorized()
@@ -50,7 +49,7 @@ class Authenticator:
         if cached is not None and cached[0] > now:
             found = cached[1]
         else:
-            async with self._store.reader() as tx:
+            async with store.reader() as tx:
                 found = await tx.find_api_key(digest)
             if len(self._cache) > 10_000:
                 self._cache.clear()

@@ -32,13 +32,17 @@ async def run(
     store: Store,
     caller: Caller,
     key: str | None,
-    request_fingerprint: bytes,
+    request_fingerprint: bytes,  # used only with a key
     operation: Callable[[Tx], Awaitable[T]],
     encode: Callable[[T], tuple[int, bytes]],
+    without_key: Callable[[], Awaitable[T]] | None = None,
 ) -> T | Replayed:
     """Run `operation` in one transaction, recording its response under `key` in that same
     transaction: a crash leaves either both or neither. A retry that arrives while the original
-    is in flight waits for it (the key's row is locked), then replays its response."""
+    is in flight waits for it (the key's row is locked), then replays its response. With no key,
+    `without_key`, if given, does the write its own way (nothing is recorded then)."""
+    if key is None and without_key is not None:
+        return await without_key()
     if key is not None and not 0 < len(key) <= MAX_KEY_LENGTH:
         raise InvalidRequest(f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters.")
     async with store.transaction() as tx:

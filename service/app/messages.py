@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 
 from service.app.caller import Caller
-from service.app.writes import write_events
+from service.app.writes import numbered, seal_on_known, write_events
 from service.domain import tree, views
-from service.domain.errors import ConversationNotFound, MessageNotFound, ParentStillGenerating
-from service.domain.events import Role
+from service.domain.errors import ConversationNotFound, ConvtreeError, MessageNotFound, ParentStillGenerating
+from service.domain.events import Role, Sealed
 from service.store import pending
-from service.store.events import Store, Tx
+from service.store.events import KnownStateWrite, Store, Tx
 
 
 class NewMessage(msgspec.Struct, frozen=True, kw_only=True):
@@ -30,7 +32,220 @@ class Appended(msgspec.Struct, frozen=True):
     created: bool  # False: a retry that found the message it had appended
 
 
+class KnownHead(msgspec.Struct, frozen=True):
+    """A conversation as an append by this process left it: its state and its head."""
+
+    state: tree.ConversationState
+    head: tree.Node
+    at: datetime  # the head's time: the next event is stamped no earlier
+
+
+class KnownHeads:
+    """The state each conversation was in after this process last appended to it, so that the next
+    append to its head is decided without reading the conversation first (AppendGroup).
+
+    Only ever a guess, never trusted: such an append is written only if, under the conversation's
+    lock, its last event is still the one remembered here. Any other write, by this process or
+    another (turns, head moves, redactions, other workers), adds an event, so it writes nothing and
+    the append is done the locked way. Event numbers are never reused, so a state remembered from
+    a transaction that rolled back cannot match either. Oldest entries go first beyond `limit`.
+    """
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self._limit = limit
+        self._known: dict[tuple[str, uuid.UUID], KnownHead] = {}
+
+    def get(self, tenant: str, conversation_id: uuid.UUID) -> KnownHead | None:
+        return self._known.get((tenant, conversation_id))
+
+    def remember(self, tenant: str, known: KnownHead) -> None:
+        key = (tenant, known.state.conversation_id)
+        current = self._known.pop(key, None)
+        if current is not None and current.state.last_seq > known.state.last_seq:
+            known = current  # a later write's state arrived first: keep it
+        elif len(self._known) >= self._limit:
+            del self._known[next(iter(self._known))]  # the least recently written
+        self._known[key] = known
+
+    def forget(self, tenant: str, conversation_id: uuid.UUID) -> None:
+        self._known.pop((tenant, conversation_id), None)
+
+
+class _Waiting:
+    __slots__ = ("caller", "conversation_id", "new", "future")
+
+    def __init__(self, caller: Caller, conversation_id: uuid.UUID, new: NewMessage) -> None:
+        self.caller = caller
+        self.conversation_id = conversation_id
+        self.new = new
+        self.future: asyncio.Future[Appended] = asyncio.get_running_loop().create_future()
+
+    @property
+    def key(self) -> tuple[str, uuid.UUID]:
+        return self.caller.tenant, self.conversation_id
+
+
+class _Plan(msgspec.Struct, frozen=True):
+    waiting: _Waiting
+    cmd: tree.AppendMessage
+    decision: tree.Decision
+    write: KnownStateWrite
+
+
+class AppendGroup:
+    """Appends that need no Idempotency-Key record, in arrival order per conversation, many to a
+    statement where this process knows the conversations' states.
+
+    An append to a conversation whose state is remembered (KnownHeads) and that goes to its head
+    is decided on that state as its statement is made; appends that arrive while a statement is in
+    flight wait for it and then go together in the next one: one round trip and one commit for all,
+    whatever their tenants. Each is written only if its conversation is still in the state it was
+    decided on. Any other append (no state remembered, another parent, a decision that fails on
+    the remembered state) and any that was not written (the state had moved on, a message id was
+    taken) is appended under the lock in a transaction of its own, where every rule is checked on
+    the stored state, and the state it leaves is remembered once it commits.
+
+    One append per conversation is under way at a time in this process: the next waits for it, so
+    that it is decided on the state the previous one left, and this process's own appends never
+    make each other fall back to the lock.
+    """
+
+    def __init__(self, store: Store, heads: KnownHeads | None = None) -> None:
+        self.heads = heads or KnownHeads()
+        self._store = store
+        self._queue: list[_Waiting] = []
+        self._busy: set[tuple[str, uuid.UUID]] = set()  # conversations with an append under way
+        self._writer: asyncio.Task[None] | None = None
+        self._locked: set[asyncio.Task[None]] = set()
+
+    async def append(self, caller: Caller, conversation_id: uuid.UUID, new: NewMessage) -> Appended:
+        waiting = _Waiting(caller, conversation_id, new)
+        self._queue.append(waiting)
+        self._wake()
+        return await waiting.future
+
+    def _wake(self) -> None:
+        if self._writer is None and self._queue:
+            # Starts on the loop's next turn, so that every append arriving in this one goes with it.
+            self._writer = asyncio.create_task(self._write_queued(), name="convtree-append-group")
+
+    async def _write_queued(self) -> None:
+        try:
+            while True:
+                now = datetime.now(UTC)
+                plans: list[_Plan] = []
+                later: list[_Waiting] = []
+                for waiting in self._queue:
+                    if waiting.future.done():
+                        continue  # its request is gone, and nothing of it was written
+                    if waiting.key in self._busy:
+                        later.append(waiting)
+                        continue
+                    self._busy.add(waiting.key)
+                    try:
+                        plan = self._plan(waiting, now)
+                    except Exception as exc:  # a bug: this append fails, the others go on
+                        self._done(waiting, exc)
+                        continue
+                    if plan is None:
+                        self._append_locked(waiting)
+                    else:
+                        plans.append(plan)
+                self._queue = later
+                if not plans:
+                    return
+                await self._write(plans)
+        except BaseException as exc:  # cancelled (shut down): nobody is left waiting for ever
+            for waiting in self._queue:
+                _settle(waiting.future, exc)
+            self._queue.clear()
+            raise
+        finally:
+            self._writer = None
+
+    def _plan(self, waiting: _Waiting, now: datetime) -> _Plan | None:
+        known = self.heads.get(*waiting.key)
+        new = waiting.new
+        if known is None or new.parent_message_id not in (None, known.head.message_id):
+            return None
+        if new.id is not None and new.id == known.head.message_id:
+            return None  # a retry of the last append: the locked append finds it and answers 200
+        cmd = _command(new)
+        try:
+            # A client's id may be taken elsewhere in the family: the statement then fails on it.
+            decision = tree.decide_append(known.state, cmd, known.head, None)
+        except ConvtreeError:
+            return None  # decided on a state that may be stale: the locked append decides for real
+        assert isinstance(decision, tree.Decision)
+        # Stamped by this process's clock, never before the head: where the database's clock (which
+        # stamps locked appends) runs ahead, a conversation's times still never go back.
+        at = max(now, known.at)
+        return _Plan(waiting, cmd, decision, seal_on_known(waiting.caller, known.state, decision, at, cmd.content))
+
+    async def _write(self, plans: list[_Plan]) -> None:
+        try:
+            async with self._store.reader() as tx:
+                seqs = await tx.append_messages_if_unchanged([p.write for p in plans])
+        except BaseException as exc:  # e.g. the connection was lost: whether it committed is unknown
+            for p in plans:
+                self._done(p.waiting, exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for p in plans:
+            seq = seqs.get(p.waiting.key)
+            if seq is None:
+                self.heads.forget(*p.waiting.key)
+                self._append_locked(p.waiting)  # stays under way: the locked append follows at once
+                continue
+            sealed, state = numbered(p.write, seq)
+            at = sealed.envelope.created_at
+            self.heads.remember(p.waiting.caller.tenant, _known_after(state, p.cmd, p.decision, at))
+            self._done(p.waiting, Appended(_appended_view(p.cmd, p.decision, sealed, at), created=True))
+
+    def _append_locked(self, waiting: _Waiting) -> None:
+        task = asyncio.create_task(self._locked_append(waiting))
+        self._locked.add(task)
+        task.add_done_callback(self._locked.discard)
+
+    async def _locked_append(self, waiting: _Waiting) -> None:
+        outcome: Appended | BaseException
+        try:
+            async with self._store.transaction() as tx:
+                outcome, known = await _append_locked(tx, waiting.caller, waiting.conversation_id, waiting.new)
+            if known is not None:
+                self.heads.remember(waiting.caller.tenant, known)  # committed: safe to build on
+        except BaseException as exc:
+            outcome = exc
+            if not isinstance(exc, Exception):
+                self._done(waiting, exc)
+                raise
+        self._done(waiting, outcome)
+
+    def _done(self, waiting: _Waiting, outcome: Appended | BaseException) -> None:
+        self._busy.discard(waiting.key)
+        _settle(waiting.future, outcome)
+        self._wake()
+
+
+def _settle(future: asyncio.Future[Appended], outcome: Appended | BaseException) -> None:
+    if future.done():
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
+
+
 async def append(tx: Tx, caller: Caller, conversation_id: uuid.UUID, new: NewMessage) -> Appended:
+    """Append under the conversation's lock, in the caller's transaction."""
+    appended, _ = await _append_locked(tx, caller, conversation_id, new)
+    return appended
+
+
+async def _append_locked(
+    tx: Tx, caller: Caller, conversation_id: uuid.UUID, new: NewMessage
+) -> tuple[Appended, KnownHead | None]:
     # One round trip: lock the conversation, draw a number, and read the parent (given, or the
     # head) and any message already carrying the client's id.
     given = [i for i in (new.parent_message_id, new.id) if i is not None]
@@ -38,14 +253,7 @@ async def append(tx: Tx, caller: Caller, conversation_id: uuid.UUID, new: NewMes
     if begun is None:
         raise ConversationNotFound(conversation_id=str(conversation_id))
     state, now, seqs, nodes = begun
-    cmd = tree.AppendMessage(
-        message_id=new.id or uuid.uuid4(),
-        parent_id=new.parent_message_id,
-        role=new.role,
-        content=new.content,
-        metadata=new.metadata,
-        expected_head=new.expected_head,
-    )
+    cmd = _command(new)
     parent_ref = cmd.parent_id if cmd.parent_id is not None else state.head_id
     parent = nodes.get(parent_ref) if parent_ref is not None else None
     if parent is None and cmd.parent_id is not None and await pending.is_pending(tx, state.family_id, cmd.parent_id):
@@ -55,23 +263,54 @@ async def append(tx: Tx, caller: Caller, conversation_id: uuid.UUID, new: NewMes
     if isinstance(decision, tree.AlreadyAppended):
         message = await tx.get_message(tree.scope(state), decision.node.message_id)
         assert message is not None
-        return Appended(message, created=False)
+        return Appended(message, created=False), None
     sealed = await write_events(tx, caller, state, decision, now, seqs, {cmd.message_id: cmd.content})
+    known = _known_after(tree.chained(decision.state, sealed), cmd, decision, now)
+    return Appended(_appended_view(cmd, decision, sealed[0], now), created=True), known
+
+
+def _command(new: NewMessage) -> tree.AppendMessage:
+    return tree.AppendMessage(
+        message_id=new.id or uuid.uuid4(),
+        parent_id=new.parent_message_id,
+        role=new.role,
+        content=new.content,
+        metadata=new.metadata,
+        expected_head=new.expected_head,
+    )
+
+
+def _known_after(
+    state: tree.ConversationState, cmd: tree.AppendMessage, decision: tree.Decision, at: datetime
+) -> KnownHead:
     event = decision.events[0]
     assert isinstance(event, tree.MessageAppended)
-    return Appended(
-        views.Message(
-            id=cmd.message_id,
-            conversation_id=conversation_id,
-            parent_message_id=event.parent_id,
-            role=cmd.role,
-            content=cmd.content,
-            metadata=cmd.metadata,
-            depth=event.depth,
-            seq=sealed[0].envelope.seq,
-            created_at=now,
-        ),
-        created=True,
+    head = tree.Node(
+        message_id=cmd.message_id,
+        conversation_id=state.conversation_id,
+        parent_id=event.parent_id,
+        role=cmd.role,
+        depth=event.depth,
+        body_sha256=event.body_sha256,
+        metadata=cmd.metadata,
+        has_children=False,
+    )
+    return KnownHead(state, head, at)
+
+
+def _appended_view(cmd: tree.AppendMessage, decision: tree.Decision, sealed: Sealed, now: datetime) -> views.Message:
+    event = decision.events[0]
+    assert isinstance(event, tree.MessageAppended)
+    return views.Message(
+        id=cmd.message_id,
+        conversation_id=sealed.envelope.conversation_id,
+        parent_message_id=event.parent_id,
+        role=cmd.role,
+        content=cmd.content,
+        metadata=cmd.metadata,
+        depth=event.depth,
+        seq=sealed.envelope.seq,
+        created_at=now,
     )
 
 

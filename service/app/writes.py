@@ -5,10 +5,16 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
+import msgspec
+
 from service.app.caller import Caller
 from service.domain import tree
 from service.domain.events import Envelope, Event, Sealed, seal
-from service.store.events import Tx
+from service.store.events import KnownStateWrite, Tx
+
+# The number an event is sealed with when the statement that stores it draws its number: the hash
+# does not cover it (service/domain/events.py, canonical_bytes), so the seal holds once it is known.
+UNNUMBERED = 0
 
 
 def envelopes(
@@ -47,3 +53,20 @@ async def write_events(
     )
     await tx.append_events(caller.tenant, tree.chained(decision.state, sealed), sealed, bodies)
     return sealed
+
+
+def seal_on_known(
+    caller: Caller, known: tree.ConversationState, decision: tree.Decision, now: datetime, content: str
+) -> KnownStateWrite:
+    """Seal a decision's one message event after the chain of `known` (a state remembered, not
+    read under a lock), ready for Tx.append_messages_if_unchanged, which numbers it."""
+    (envelope,) = envelopes(caller, known.conversation_id, known.family_id, now, [UNNUMBERED])
+    (sealed,) = seal(known.last_hash, [envelope], decision.events)
+    return KnownStateWrite(caller.tenant, known.last_seq, decision.state, sealed, content)
+
+
+def numbered(write: KnownStateWrite, seq: int) -> tuple[Sealed, tree.ConversationState]:
+    """A written event with the number it was stored under, and the state it left."""
+    envelope = msgspec.structs.replace(write.sealed.envelope, seq=seq)
+    sealed = msgspec.structs.replace(write.sealed, envelope=envelope)
+    return sealed, tree.chained(write.state, [sealed])

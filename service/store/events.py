@@ -20,6 +20,17 @@ from service.store.queries import Q
 _metadata = msgspec.json.Decoder(dict[str, Any])
 
 
+class KnownStateWrite(msgspec.Struct, frozen=True):
+    """A message to write on a conversation state its writer knew, not one read under a lock
+    (Tx.append_messages_if_unchanged)."""
+
+    tenant: str
+    known_seq: int  # the conversation's last event, as the writer knew it
+    state: ConversationState  # the summary once the message is written (its seq: drawn then)
+    sealed: Sealed  # the message's event, chained after the known state's last hash
+    content: str
+
+
 class Store:
     """The pool, and the transactions taken from it."""
 
@@ -165,6 +176,35 @@ class Tx:
             )
         except asyncpg.UniqueViolationError as exc:
             raise MessageIdConflict() from exc
+
+    async def append_messages_if_unchanged(
+        self, writes: Sequence[KnownStateWrite]
+    ) -> dict[tuple[str, uuid.UUID], int]:
+        """Write one message event each to several conversations, with their bodies and new
+        summaries, in one statement (outside a transaction: whole appends in one round trip), each
+        only if its conversation is still as its writer knew it: the same last event, none stamped
+        later. Returns the event numbers drawn (the envelopes' are not used) by (tenant,
+        conversation); one missing was not written."""
+        # Two messages for one conversation would both pass its check and leave one summary.
+        if len({(w.tenant, w.state.conversation_id) for w in writes}) != len(writes):
+            raise ValueError("one message per conversation in a statement")
+        columns: tuple[list[Any], ...] = tuple([] for _ in range(17))
+        for w in writes:
+            e, c = w.sealed.envelope, w.sealed.columns
+            row = (
+                w.tenant, w.state.conversation_id, w.state.family_id, c.message_id, c.parent_id, c.role,
+                c.depth, c.body_sha256, c.payload, e.actor, e.request_id, e.created_at, w.sealed.hash,
+                w.content, w.state.message_count, w.state.leaf_count, w.known_seq,
+            )  # fmt: skip
+            for column, value in zip(columns, row, strict=True):
+                column.append(value)
+        try:
+            rows = await self.conn.fetch(Q["append_messages_if_unchanged"], *columns)
+        except asyncpg.PostgresError:
+            # The statement failed as a whole (a client's message id already taken, say) and wrote
+            # nothing: its writers append the locked way, which reads what they need and explains.
+            return {}
+        return {(r["tenant"], r["conversation_id"]): r["seq"] for r in rows}
 
     async def append_turn(
         self,

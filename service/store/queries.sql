@@ -73,6 +73,62 @@ UPDATE conversations
        last_seq = $21, last_hash = $22
  WHERE tenant = $1 AND conversation_id = $2;
 
+-- name: append_messages_if_unchanged
+-- Whole appends, one message each to several conversations (of any tenants), in one statement,
+-- for writers that already know those conversations' states (service/app/messages.py): the
+-- feed lock of every tenant involved (shared), then each conversation's row, as begin_write takes
+-- them; then each message (its event, body and the conversation's new summary, the message as
+-- head) is written only if its conversation's last event is still `known_seq` and none is stamped
+-- later than it. A row locked by another writer is about to move on: SKIP LOCKED passes it over
+-- instead of waiting. Event numbers are drawn under both locks, as begin_write draws them.
+-- Returns (tenant, conversation, event number) of each message written; a conversation may appear
+-- once at most.
+WITH batch AS MATERIALIZED (
+    SELECT tenant, conversation_id, family_id, message_id, parent_id, role, depth, body_sha256, payload,
+           actor, request_id, created_at, hash, content, message_count, leaf_count, known_seq
+      FROM unnest($1::text[], $2::uuid[], $3::uuid[], $4::uuid[], $5::uuid[], $6::text[], $7::int[],
+                  $8::bytea[], $9::text[], $10::text[], $11::text[], $12::timestamptz[], $13::bytea[],
+                  $14::text[], $15::int[], $16::int[], $17::bigint[])
+           AS b(tenant, conversation_id, family_id, message_id, parent_id, role, depth, body_sha256,
+                payload, actor, request_id, created_at, hash, content, message_count, leaf_count,
+                known_seq)
+), feed AS MATERIALIZED (
+    SELECT count(*) AS tenants
+      FROM (SELECT pg_advisory_xact_lock_shared(hashtextextended(t.tenant, 0))
+              FROM (SELECT DISTINCT tenant FROM batch) AS t) AS locks
+), locked AS MATERIALIZED (
+    -- Joined to `feed` so that every feed lock is held before a row is locked.
+    SELECT c.tenant, c.conversation_id, c.last_seq, c.updated_at
+      FROM conversations c, feed
+     WHERE (c.tenant, c.conversation_id) IN (SELECT tenant, conversation_id FROM batch)
+       FOR UPDATE OF c SKIP LOCKED
+), unchanged AS MATERIALIZED (
+    SELECT b.tenant, b.conversation_id, b.family_id, b.message_id, b.parent_id, b.role, b.depth,
+           b.body_sha256, b.payload, b.actor, b.request_id, b.created_at, b.hash, b.content,
+           b.message_count, b.leaf_count, nextval('events_seq') AS seq
+      FROM batch b
+      JOIN locked l ON l.tenant = b.tenant AND l.conversation_id = b.conversation_id
+     WHERE l.last_seq = b.known_seq AND l.updated_at <= b.created_at
+), new_events AS (
+    INSERT INTO events (seq, tenant, conversation_id, family_id, type, message_id, parent_id, role,
+                        depth, body_sha256, payload, actor, request_id, created_at, hash)
+    SELECT u.seq, u.tenant, u.conversation_id, u.family_id, 'message_appended', u.message_id,
+           u.parent_id, u.role, u.depth, u.body_sha256, u.payload::json, u.actor, u.request_id,
+           u.created_at, u.hash
+      FROM unchanged u
+), new_bodies AS (
+    INSERT INTO bodies (family_id, message_id, content)
+    SELECT u.family_id, u.message_id, u.content FROM unchanged u
+)
+UPDATE conversations c
+   SET head_id = u.message_id, message_count = u.message_count, leaf_count = u.leaf_count,
+       updated_at = u.created_at, last_seq = u.seq, last_hash = u.hash
+  FROM unchanged u
+ WHERE c.tenant = u.tenant AND c.conversation_id = u.conversation_id
+-- Delivered at commit, and only then, as begin_write's: wakes the tenants' feed followers.
+RETURNING c.tenant, c.conversation_id, u.seq,
+          pg_notify('convtree_events', encode(sha256(convert_to(c.tenant, 'UTF8')), 'hex'));
+
 -- name: get_conversation
 SELECT conversation_id, family_id, title, metadata, head_id, message_count, leaf_count,
        created_at, updated_at, last_seq,
