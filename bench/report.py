@@ -134,7 +134,7 @@ def _depth_rows(d: DepthFigure) -> list[Row]:
         rows.append(
             (
                 "2",
-                f"message_path's plan, {phase}: one index probe per level",
+                f"message_path's plan, {phase}: index-driven (a range scan per run, probes by key)",
                 measured,
                 "yes",
                 verdict(not bad),
@@ -302,9 +302,9 @@ def _depth_details(d: DepthFigure) -> list[str]:
             if plan.index_driven and run.depth != middle:
                 continue  # every plan that failed, and both plans of the middle depth, are enough to read
             verdict_text = (
-                "one index probe per level"
+                "index-driven"
                 if plan.index_driven
-                else "NOT per level: " + "; ".join(plan.offending)
+                else "NOT index-driven: " + "; ".join(plan.offending)
             )
             lines += [
                 "",
