@@ -93,9 +93,11 @@ def create_app(database_url: str, settings: Settings, registry: Registry | None 
             database_url,
             min_size=settings.pool_min_size,
             max_size=settings.pool_max_size,
-            # Fixed planner settings are set per function where they matter; here only the
-            # application name, so the server can tell convtree's sessions apart.
-            server_settings={"application_name": "convtree"},
+            # Fixed planner settings are set per function where they matter. JIT is off: every
+            # query here is short, and where the planner's estimates pass its thresholds compiling
+            # costs hundreds of times what running takes. The application name lets the server
+            # tell convtree's sessions apart.
+            server_settings={"application_name": "convtree", "jit": "off"},
             reset=_keep_session,
         )
         assert pool is not None
