@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -83,6 +84,17 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
     default reset (UNLISTEN, RESET ALL, … in one more round trip per request) is skipped."""
 
 
+@asynccontextmanager
+async def freeze_startup_heap(app: Litestar) -> AsyncIterator[None]:
+    """Once everything has started, keep what start-up made (modules, the app, its routes: the
+    bulk of the heap, and it lives as long as the process) out of the garbage collector's full
+    collections. A deep context makes tens of thousands of objects, and each full collection they
+    set off otherwise walks the whole heap again: 20 ms of a 90 ms depth-10,000 context."""
+    gc.collect()
+    gc.freeze()
+    yield
+
+
 def create_app(database_url: str, settings: Settings, registry: Registry | None = None) -> Litestar:
     """The app; `registry` (tests, benchmarks) replaces the model providers built from the
     environment at start-up, and stays its giver's to close."""
@@ -123,7 +135,7 @@ def create_app(database_url: str, settings: Settings, registry: Registry | None 
         ],
         dependencies={"caller": Provide(provide_caller), "store": Provide(provide_store, sync_to_thread=False)},
         # The feed's listener and the turns' generations need the store; they stop before it closes.
-        lifespan=[lifespan, feed_lifespan(database_url), turns_lifespan(registry)],
+        lifespan=[lifespan, feed_lifespan(database_url), turns_lifespan(registry), freeze_startup_heap],
         exception_handlers=HANDLERS,
         middleware=[request_id_middleware],
         openapi_config=openapi_config(),

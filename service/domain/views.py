@@ -24,7 +24,8 @@ class Redaction(msgspec.Struct, frozen=True, kw_only=True):
 
 
 # omit_defaults: `redacted` appears only on redacted messages, so every other message reads as before.
-class Message(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+# gc=False: a message holds only values, never itself, and a deep context makes ten thousand of them.
+class Message(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=False):
     id: uuid.UUID
     conversation_id: uuid.UUID
     parent_message_id: uuid.UUID | None
