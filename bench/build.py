@@ -107,16 +107,7 @@ class Builder:
                 if parent is not None and not parent.has_children:
                     parent = msgspec.structs.replace(parent, has_children=True)
                     made.append((parent.message_id, parent))
-                node = tree.Node(
-                    message_id=cmd.message_id,
-                    conversation_id=conv.conversation_id,
-                    parent_id=event.parent_id,
-                    role=cmd.role,
-                    depth=event.depth,
-                    body_sha256=event.body_sha256,
-                    metadata={},
-                    has_children=False,
-                )
+                node = tree.appended_node(event, conv.conversation_id)
                 made.append((node.message_id, node))
                 new_ids.append(node.message_id)
                 parent = node

@@ -285,17 +285,7 @@ def _known_after(
 ) -> KnownHead:
     event = decision.events[0]
     assert isinstance(event, tree.MessageAppended)
-    head = tree.Node(
-        message_id=cmd.message_id,
-        conversation_id=state.conversation_id,
-        parent_id=event.parent_id,
-        role=cmd.role,
-        depth=event.depth,
-        body_sha256=event.body_sha256,
-        metadata=cmd.metadata,
-        has_children=False,
-    )
-    return KnownHead(state, head, at)
+    return KnownHead(state, tree.appended_node(event, state.conversation_id), at)
 
 
 def _appended_view(cmd: tree.AppendMessage, decision: tree.Decision, sealed: Sealed, now: datetime) -> views.Message:

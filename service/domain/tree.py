@@ -264,6 +264,20 @@ def created_state(cmd: CreateConversation, events: list[Event]) -> ConversationS
     return state
 
 
+def appended_node(event: MessageAppended, conversation_id: uuid.UUID) -> Node:
+    """The message an append just wrote, as the next decision in the same conversation sees it."""
+    return Node(
+        message_id=event.message_id,
+        conversation_id=conversation_id,
+        parent_id=event.parent_id,
+        role=event.role,
+        depth=event.depth,
+        body_sha256=event.body_sha256,
+        metadata=event.metadata,
+        has_children=False,
+    )
+
+
 def chained(state: ConversationState, sealed: list[Sealed]) -> ConversationState:
     """The state after its new events took their place in the log."""
     if not sealed:

@@ -13,6 +13,7 @@ from service.domain.tree import (
     ConversationState,
     Decision,
     Node,
+    appended_node,
     decide_append,
 )
 
@@ -54,16 +55,7 @@ def decide_chain(
         events.append(event)
         appended.append(event)
         state = decision.state
-        parent = Node(
-            message_id=event.message_id,
-            conversation_id=state.conversation_id,
-            parent_id=event.parent_id,
-            role=event.role,
-            depth=event.depth,
-            body_sha256=event.body_sha256,
-            metadata=event.metadata,
-            has_children=False,
-        )
+        parent = appended_node(event, state.conversation_id)
     return Decision(events, state), appended
 
 
