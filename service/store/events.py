@@ -156,24 +156,8 @@ class Tx:
         self, tenant: str, state: ConversationState, sealed: list[Sealed], bodies: dict[uuid.UUID, str]
     ) -> None:
         """Write events, their bodies and the conversation's new summary, in the caller's transaction."""
-        first = sealed[0].envelope
         try:
-            await self.conn.execute(
-                Q["append_events"],
-                tenant,
-                state.conversation_id,
-                state.family_id,
-                first.actor,
-                first.request_id,
-                first.created_at,
-                *event_arrays(sealed),
-                *_body_arrays(bodies),
-                state.head_id,
-                state.message_count,
-                state.leaf_count,
-                sealed[-1].envelope.seq,
-                sealed[-1].hash,
-            )
+            await self.conn.execute(Q["append_events"], *_append_arguments(tenant, state, sealed, bodies))
         except asyncpg.UniqueViolationError as exc:
             raise MessageIdConflict() from exc
 
@@ -220,23 +204,10 @@ class Tx:
         """`append_events`, and the turn's reply (reply id, user message id, provider, model)
         registered as pending, in one round trip; returns (reply id, user message id) of the
         replies already pending that are `around` or answer it."""
-        first = sealed[0].envelope
         try:
             rows = await self.conn.fetch(
                 Q["append_turn"],
-                tenant,
-                state.conversation_id,
-                state.family_id,
-                first.actor,
-                first.request_id,
-                first.created_at,
-                *event_arrays(sealed),
-                *_body_arrays(bodies),
-                state.head_id,
-                state.message_count,
-                state.leaf_count,
-                sealed[-1].envelope.seq,
-                sealed[-1].hash,
+                *_append_arguments(tenant, state, sealed, bodies),
                 *reply,
                 owner,
                 lease_seconds,
@@ -430,6 +401,29 @@ def event_arrays(sealed: list[Sealed]) -> tuple[list[Any], ...]:
         [s.columns.body_sha256 for s in sealed],
         [s.columns.payload for s in sealed],
         [s.hash for s in sealed],
+    )
+
+
+def _append_arguments(
+    tenant: str, state: ConversationState, sealed: list[Sealed], bodies: dict[uuid.UUID, str]
+) -> tuple[Any, ...]:
+    """$1-$22 of append_events, which append_turn shares: the events, their bodies and the
+    conversation's new summary."""
+    first = sealed[0].envelope
+    return (
+        tenant,
+        state.conversation_id,
+        state.family_id,
+        first.actor,
+        first.request_id,
+        first.created_at,
+        *event_arrays(sealed),
+        *_body_arrays(bodies),
+        state.head_id,
+        state.message_count,
+        state.leaf_count,
+        sealed[-1].envelope.seq,
+        sealed[-1].hash,
     )
 
 
