@@ -96,7 +96,7 @@ async def begin_chat(
         items = await turns.path_context(o.tx, scope, parent) + [
             opening.ContextItem(e.message_id, e.role, bodies[e.message_id]) for e in appended
         ]
-        await o.reply(state.family_id, user, items, provider, model, spec)
+        await o.reply(state.conversation_id, state.family_id, user, items, provider, model, spec)
         await o.write_under(state, decision, now, seqs, bodies, provider, model, parent_ref, explicit)
 
     launched = await opening.opened(store, caller, owner, launch, work)
@@ -123,7 +123,7 @@ async def _new_conversation(
     bodies = {e.message_id: m.content for e, m in zip(appended, chat.messages, strict=True)}
     user = turns.message_view(appended[-1], chat.messages[-1].content, cmd.conversation_id, seqs[-1], now)
     items = [opening.ContextItem(e.message_id, e.role, bodies[e.message_id]) for e in appended]
-    await o.reply(cmd.family_id, user, items, provider, model, spec)
+    await o.reply(cmd.conversation_id, cmd.family_id, user, items, provider, model, spec)
     await o.register(cmd.family_id, cmd.conversation_id, chain[-1].message_id, provider, model, None)
     events: list[Event] = [*created, *decision.events]
     envelopes = writes.envelopes(caller, cmd.conversation_id, cmd.family_id, now, seqs)

@@ -190,6 +190,7 @@ class Opening(Generic[L]):
 
     async def reply(
         self,
+        conversation_id: uuid.UUID,
         family_id: uuid.UUID,
         user: views.Message,
         items: list[ContextItem],
@@ -197,11 +198,10 @@ class Opening(Generic[L]):
         model: str,
         spec: ReplySpec,
     ) -> None:
-        """Window the context and start the model on it."""
+        """Window the context and start the model on it. The reply is `conversation_id`'s, the
+        conversation written through, wherever `user` lives (a fork answers inherited messages)."""
         context = await windows.apply(spec.window, items, model)
-        plan = Plan(
-            user.conversation_id, family_id, user, self.reply_id, provider, model, context, spec.params
-        )
+        plan = Plan(conversation_id, family_id, user, self.reply_id, provider, model, context, spec.params)
         self.launched = self._launch(plan)
 
 

@@ -107,7 +107,7 @@ async def begin_turn(
         decision, appended = rules.decide_chain(state, parent, [cmd])
         user = message_view(appended[0], new.content, conversation_id, seqs[0], now)
         items = [*await path_context(tx, scope, parent), ContextItem(message_id, "user", new.content)]
-        await o.reply(state.family_id, user, items, provider, model, new.reply)
+        await o.reply(conversation_id, state.family_id, user, items, provider, model, new.reply)
         bodies = {message_id: new.content}
         await o.write_under(state, decision, now, seqs, bodies, provider, model, parent_ref, explicit)
         return None
@@ -145,7 +145,8 @@ async def begin_regenerate(
                 role=node.role,
             )
         path = await o.tx.message_path(scope, node.parent_id)
-        await o.reply(state.family_id, _plain(path[-1]), context_items(path), provider, model, spec)
+        user = _plain(path[-1])
+        await o.reply(conversation_id, state.family_id, user, context_items(path), provider, model, spec)
         await o.register(state.family_id, conversation_id, node.parent_id, provider, model, None)
 
     launched = await opened(store, caller, owner, launch, work)
@@ -175,7 +176,7 @@ async def _resume(
         if user_message_id == user.id:
             raise ReplyInProgress(message_id=str(user.id), reply_id=str(reply_id))
     path = await o.tx.message_path(scope, existing.message_id)
-    await o.reply(state.family_id, user, context_items(path), provider, model, spec)
+    await o.reply(state.conversation_id, state.family_id, user, context_items(path), provider, model, spec)
     return None
 
 
