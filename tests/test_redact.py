@@ -165,7 +165,7 @@ def test_redaction_is_refused_outside_the_callers_reach(server, api):
             404, "message-not-found")
     # An inherited message is redacted through the conversation that wrote it.
     problem(api.post(f"/v1/conversations/{forked['id']}/messages/{u1['id']}/redact", json={"reason": "x"}),
-            404, "message-not-found")
+            409, "message-inherited")
     problem(api.post(f"/v1/conversations/{cid}/messages/{u1['id']}/redact", json={}), 422, "invalid-request")
     problem(api.post(f"/v1/conversations/{cid}/messages/{u1['id']}/redact", json={"reason": ""}),
             422, "invalid-request")

@@ -179,13 +179,16 @@ class HistoryController(Controller):
         description="Records a `message_redacted` event (who, when, why). From then on every read serves the "
         "message with a placeholder content and `redacted`. With `erase: true` the body itself is deleted; the "
         "event and its digest stay, so the conversation still verifies. Idempotent: redacting a redacted "
-        "message records nothing and answers 200, unless it erases a body that was only hidden so far.",
+        "message records nothing and answers 200, unless it erases a body that was only hidden so far. A message "
+        "a fork inherited is redacted through the conversation that wrote it (409 `message-inherited` through "
+        "the fork); the redaction shows in every conversation that shows the message.",
         responses={
             200: ResponseSpec(
                 views.Message, description="Already redacted (and erased, if asked): nothing recorded."
             ),
             **responses(
-                *AUTH, 400, errors.ConversationNotFound, errors.MessageNotFound, errors.IdempotencyKeyReused
+                *AUTH, 400, errors.ConversationNotFound, errors.MessageNotFound, errors.InheritedMessage,
+                errors.IdempotencyKeyReused,
             ),
         },
     )

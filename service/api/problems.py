@@ -41,6 +41,7 @@ TABLE: dict[type[errors.ConvtreeError], tuple[int, str, str]] = {
     errors.MessageIdConflict: (409, "message-id-conflict", "Message id already used"),
     errors.ParentStillGenerating: (409, "parent-still-generating", "Parent reply still being generated"),
     errors.ReplyInProgress: (409, "reply-in-progress", "Reply still being generated"),
+    errors.InheritedMessage: (409, "message-inherited", "Message inherited from another conversation"),
     errors.Conflict: (409, "conflict", "Conflict"),
     errors.IdempotencyKeyReused: (422, "idempotency-key-reused", "Idempotency-Key reused"),
     errors.HeadMoved: (412, "head-moved", "Head has moved"),

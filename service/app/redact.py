@@ -9,7 +9,7 @@ import msgspec
 from service.app.caller import Caller
 from service.app.writes import write_events
 from service.domain import tree, views
-from service.domain.errors import ConversationNotFound, MessageNotFound
+from service.domain.errors import ConversationNotFound, InheritedMessage
 from service.domain.redaction import RedactMessage, decide_redact, scrub
 from service.store import history
 from service.store.events import Tx
@@ -31,12 +31,15 @@ async def redact(tx: Tx, caller: Caller, conversation_id: uuid.UUID, cmd: Redact
     target = (await tx.find_nodes(scope, [cmd.message_id])).get(cmd.message_id)
     if target is not None and not target.visible:
         target = None  # another conversation's of the same family: not this one's to name
-    # A message is redacted through the conversation that wrote it (its event joins that chain);
-    # forks that inherited it show the redaction all the same.
+    # A message is redacted through the conversation that wrote it (its event joins that chain),
+    # and the redaction shows in every conversation of its family that shows the message. Through
+    # a fork it would change its source: refused, so that a fork's writes stay the fork's.
     if target is not None and target.conversation_id != conversation_id:
-        raise MessageNotFound(
-            "The message belongs to the conversation this one was forked from: redact it there.",
+        raise InheritedMessage(
+            "The message belongs to a conversation this one was forked from: redact it there; the "
+            "redaction then shows in every conversation that shows the message.",
             message_id=str(cmd.message_id),
+            conversation_id=str(target.conversation_id),
         )
     current = await history.find_redaction(tx, state.family_id, cmd.message_id)
     decision = decide_redact(state, target, current, cmd)

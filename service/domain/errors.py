@@ -9,7 +9,8 @@ ConvtreeError
 │   ├── ConversationIdConflict
 │   ├── MessageIdConflict
 │   ├── ParentStillGenerating
-│   └── ReplyInProgress
+│   ├── ReplyInProgress
+│   └── InheritedMessage
 ├── IdempotencyKeyReused
 ├── HeadMoved
 ├── InvalidRequest
@@ -78,6 +79,10 @@ class ParentStillGenerating(Conflict):
 
 class ReplyInProgress(Conflict):
     """A reply to this message is still being generated."""
+
+
+class InheritedMessage(Conflict):
+    """The message belongs to a conversation this one was forked from: change it there."""
 
 
 class IdempotencyKeyReused(ConvtreeError):
