@@ -126,6 +126,9 @@ CREATE INDEX conversations_listing ON conversations (tenant, created_seq);
 
 -- A request that carried an Idempotency-Key, stored in the transaction that carried it out: a
 -- retry finds the original response, or waits on the row lock while the original is in flight.
+-- A turn (turn, regeneration, chat completion) stores no response: its reply is recorded later, by
+-- another transaction. Its row names the reply instead (the latest attempt at it), with the
+-- conversation it was written in and the message it answers; a retry reads the outcome from the log.
 CREATE TABLE idempotency_keys (
     tenant       text NOT NULL,
     key          text NOT NULL,
@@ -133,6 +136,9 @@ CREATE TABLE idempotency_keys (
     status       smallint,
     response     bytea,
     created_at   timestamptz NOT NULL DEFAULT now(),
+    conversation_id  uuid,
+    user_message_id  uuid,
+    reply_id         uuid,
     PRIMARY KEY (tenant, key)
 );
 

@@ -220,7 +220,9 @@ def test_an_idempotency_key_makes_a_retry_safe_and_refuses_a_different_request(m
     first = model_api.post(f"/v1/conversations/{cid}/turns", json={"content": "hi"}, headers=headers)
     assert first.status_code == 201
     again = model_api.post(f"/v1/conversations/{cid}/turns", json={"content": "hi"}, headers=headers)
-    assert again.status_code == 200 and again.json() == first.json()
+    # The original outcome, status included, as for every write retried with its key.
+    assert again.status_code == 201 and again.json() == first.json()
+    assert again.headers["idempotent-replayed"] == "true"
     assert len(sent_messages(upstream)) == 1
     other = model_api.post(f"/v1/conversations/{cid}/turns", json={"content": "bye"}, headers=headers)
     problem(other, 422, "idempotency-key-reused")
@@ -266,7 +268,8 @@ def test_a_streamed_retry_of_a_finished_turn_replays_its_events_from_the_log(mod
     with model_api.stream("POST", f"/v1/conversations/{cid}/turns", json=body) as r:
         assert r.headers["idempotent-replayed"] == "true"
         again = list(sse(r))
-    assert again == [first[0], first[-1]]  # the turn's ids, then the stored reply
+    # The turn's ids, the stored reply's text in one delta, then the stored reply.
+    assert again == [first[0], ("delta", {"text": first[-1][1]["content"]}), first[-1]]
     assert len(sent_messages(upstream)) == 1
 
 

@@ -52,7 +52,7 @@ def test_a_reply_launched_by_a_turn_that_does_not_commit_is_stopped_and_never_re
                 items = [opening.ContextItem(root.id, root.role, root.content)]
                 provider = EchoProvider(delay=0.2)  # slow enough to be still talking when the transaction fails
                 await o.register(scope.family_id, cid, root.id, provider, "echo", None)
-                await o.reply(scope.family_id, root, items, provider, "echo", opening.ReplySpec())
+                await o.reply(cid, scope.family_id, root, items, provider, "echo", opening.ReplySpec())
                 raise Refused()
 
             def launch(plan: opening.Plan):

@@ -84,6 +84,16 @@ def json_response(value: Any, status: int, headers: dict[str, str] | None = None
     return JSONResponse(msgspec.json.encode(value), status, headers)
 
 
+def keyed(request: Request[Any, Any, Any], data: msgspec.Struct | None) -> idempotency.Keyed | None:
+    """The request's Idempotency-Key, if it has one, with the fingerprint of the request (method,
+    path and body as decoded: the same request is the same whatever its JSON's spacing)."""
+    key = header(request, b"idempotency-key")
+    if key is None:
+        return None
+    body = b"" if data is None else msgspec.json.encode(data)
+    return idempotency.Keyed(key, idempotency.fingerprint(request.method, request.url.path, body))
+
+
 async def write_once(
     request: Request[Any, Any, State],
     caller: Caller,
@@ -95,18 +105,16 @@ async def write_once(
 ) -> Response[Any]:
     """Run a write once per Idempotency-Key: a retry gets the original status and body back.
     Without a key, `without_key` (if given) runs instead of `operation` in a transaction."""
-    key = header(request, b"idempotency-key")
-    fingerprint = b""
-    if key is not None:
-        body = b"" if data is None else msgspec.json.encode(data)
-        fingerprint = idempotency.fingerprint(request.method, request.url.path, body)
 
     def encode(result: T) -> tuple[int, bytes]:
         status, value, _ = respond(result)
         return status, msgspec.json.encode(value)
 
-    outcome = await idempotency.run(store, caller, key, fingerprint, operation, encode, without_key)
+    outcome = await idempotency.run(store, caller, keyed(request, data), operation, encode, without_key)
     if isinstance(outcome, idempotency.Replayed):
-        return JSONResponse(outcome.body, outcome.status, {"Idempotent-Replayed": "true"})
+        return JSONResponse(outcome.body, outcome.status, REPLAYED)
     status, value, headers = respond(outcome)
     return json_response(value, status, headers)
+
+
+REPLAYED = {"Idempotent-Replayed": "true"}

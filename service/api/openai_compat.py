@@ -15,11 +15,11 @@ from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.params import JSONBody
 
-from service.api import schemas, sse
-from service.api.deps import json_response
+from service.api import problems, schemas, sse
+from service.api.deps import REPLAYED, json_response, keyed
 from service.api.problems import responses
-from service.api.turns import TURN_ERRORS, stream_error, wait_settled
-from service.app import completions
+from service.api.turns import IDEMPOTENCY_KEY, TURN_ERRORS, stream_error, wait_settled
+from service.app import completions, opening
 from service.app import turns as turns_app
 from service.app import window as windows
 from service.app.caller import Caller
@@ -145,9 +145,30 @@ class ModelList(msgspec.Struct):
     object: str = "list"
 
 
+def _openai_errors(handler: Any) -> Any:
+    """A problem, as every route answers one, that also carries OpenAI's error object (`error`),
+    which OpenAI's clients read (and hand to their callers as the error's body): with the
+    problem's `context`, when it has one, so that they learn which turn failed too."""
+
+    def handle(request: Request[Any, Any, State], exc: Exception) -> Response[Any]:
+        response = handler(request, exc)
+        problem = msgspec.json.decode(response.content)
+        slug = problem["type"].removeprefix(problems.TYPE_BASE)
+        param = next((e.get("key") for e in problem.get("errors") or [] if e.get("key")), None)
+        error = {"message": problem.get("detail") or problem["title"], "type": slug, "param": param, "code": slug}
+        if "context" in problem:
+            error["context"] = problem["context"]
+        problem["error"] = error
+        response.content = msgspec.json.encode(problem)
+        return response
+
+    return handle
+
+
 class OpenAICompatController(Controller):
     path = "/v1"
     tags = ["openai-compatible"]
+    exception_handlers = {kind: _openai_errors(handler) for kind, handler in problems.HANDLERS.items()}
 
     @post(
         "/chat/completions",
@@ -159,7 +180,9 @@ class OpenAICompatController(Controller):
         "user message, is the turn). With `conversation_id`, send only the new message(s): the history is "
         "the path to the head or to `parent_message_id` (continue or branch from it). `model` is "
         '"provider/model" or a model name any configured provider offers. A stream that fails sends '
-        '`data: {"error": {...}}` instead of `[DONE]`.',
+        '`data: {"error": {...}}` instead of `[DONE]`. Errors are problems that also carry OpenAI\'s `error` '
+        "object. An `Idempotency-Key` makes a retry (OpenAI's clients retry by default) safe: the same key and "
+        "request get the stored completion (a stream of it when `stream` is set), without calling the model again.",
         responses=responses(*TURN_ERRORS),
     )
     async def chat_completions(
@@ -168,24 +191,31 @@ class OpenAICompatController(Controller):
         data: JSONBody[ChatCompletionRequest],
         caller: NamedDependency[Caller],
         store: NamedDependency[Store],
+        idempotency_key: Annotated[str | None, IDEMPOTENCY_KEY] = None,
     ) -> Response[ChatCompletion]:
         generations: Generations = request.app.state.generations
         generations.ensure_open()
         registry: Registry = request.app.state.registry
-        generation = await completions.begin_chat(
+        begun = await completions.begin_chat(
             store, registry, caller, generations.owner, _chat(data),
             lambda plan: generations.start(caller, plan, relay=data.stream),
+            keyed(request, data),
         )  # fmt: skip
+        include_usage = data.stream_options is not None and data.stream_options.include_usage
+        if isinstance(begun, opening.Answered):
+            return _replayed(begun, stream=data.stream, include_usage=include_usage)
+        generation = begun
         plan = generation.plan
         created = int(time.time())
         if data.stream:
-            include_usage = data.stream_options is not None and data.stream_options.include_usage
             return sse.response(_chunks(request, generation, created, include_usage))
         settled = await wait_settled(request.receive, generation)
         if settled.error is not None:
             raise settled.error
         assert settled.reply is not None
-        return json_response(_completion(plan, settled.reply, created), 200)
+        # Stamped with the reply's time, as a retry's replay is.
+        completion = _completion(plan.conversation_id, settled.reply, int(settled.reply.created_at.timestamp()))
+        return json_response(completion, 200)
 
     @get(
         "/models",
@@ -242,19 +272,54 @@ def _sent(index: int, message: InputMessage) -> completions.Sent:
     return completions.Sent(role, content)
 
 
-def _completion(plan: turns_app.Plan, reply: views.Message, created: int) -> ChatCompletion:
+def _completion(conversation_id: uuid.UUID, reply: views.Message, created: int) -> ChatCompletion:
     generation = reply.generation
     assert generation is not None
     return ChatCompletion(
-        id=_completion_id(plan),
+        id=f"chatcmpl-{reply.id.hex}",
         created=created,
         model=generation.model,
         choices=[Choice(0, ReplyMessage("assistant", reply.content), generation.finish_reason or "stop")],
         usage=_usage(reply),
-        conversation_id=plan.conversation_id,
+        conversation_id=conversation_id,
         message_id=reply.id,
         provider=generation.provider,
     )
+
+
+def _replayed(answered: opening.Answered, *, stream: bool, include_usage: bool) -> Response[Any]:
+    """A retry's answer: the stored completion, as JSON or, for a streamed request, as a stream of
+    its chunks (the whole text in one), never a second call to the model."""
+    reply = answered.reply
+    g = reply.generation
+    if g is None:  # not a reply a model wrote: cannot be, a key's reply is always one
+        raise errors.ReplyAbandoned()
+    created = int(reply.created_at.timestamp())
+    if not stream:
+        return json_response(_completion(answered.conversation_id, reply, created), 200, REPLAYED)
+
+    def chunk(delta: ChunkDelta, finish_reason: str | None = None, usage: Usage | None = None) -> bytes:
+        value = ChatCompletionChunk(
+            id=f"chatcmpl-{reply.id.hex}",
+            created=created,
+            model=g.model,
+            choices=[] if usage is not None else [ChunkChoice(0, delta, finish_reason)],
+            usage=usage,
+            conversation_id=answered.conversation_id,
+            message_id=reply.id,
+            provider=g.provider,
+        )
+        return sse.event(None, _encode(value))
+
+    chunks = [
+        chunk(ChunkDelta(role="assistant", content="")),
+        chunk(ChunkDelta(content=reply.content)),
+        chunk(ChunkDelta(), g.finish_reason or "stop"),
+    ]
+    usage = _usage(reply)
+    if include_usage and usage is not None:
+        chunks.append(chunk(ChunkDelta(), usage=usage))
+    return sse.response(sse.replay(*chunks, sse.event(None, b"[DONE]")), REPLAYED)
 
 
 async def _chunks(

@@ -17,9 +17,8 @@ from litestar.params import FromPath, HeaderParameter, JSONBody
 from litestar.types import Receive
 
 from service.api import problems, schemas, sse
-from service.api.deps import json_response
+from service.api.deps import REPLAYED, json_response, keyed
 from service.api.problems import responses
-from service.app import idempotency
 from service.app import turns as turns_app
 from service.app import window as windows
 from service.app.caller import Caller
@@ -129,6 +128,17 @@ STREAM_DOC = (
 )
 
 
+IDEMPOTENCY_KEY = HeaderParameter(
+    name="Idempotency-Key",
+    required=False,
+    max_length=255,
+    description="Makes a retry safe: a retry with the same key and request gets the turn's stored outcome "
+    "(the reply as recorded, replayed with the original status, or as a stream of the stored reply when "
+    "`stream` is set) without calling the model again; one arriving while the reply is being generated waits "
+    "for it; after a failure it tries the reply again. The same key with another request is a 422 problem.",
+)
+
+
 class TurnController(Controller):
     path = "/v1/conversations"
     tags = ["turns"]
@@ -161,29 +171,17 @@ class TurnController(Controller):
         data: JSONBody[TurnBody],
         caller: NamedDependency[Caller],
         store: NamedDependency[Store],
-        idempotency_key: Annotated[
-            str | None,
-            HeaderParameter(
-                name="Idempotency-Key",
-                required=False,
-                max_length=255,
-                description="The user message's id is derived from it: a retry finds the turn it began.",
-            ),
-        ] = None,
+        idempotency_key: Annotated[str | None, IDEMPOTENCY_KEY] = None,
     ) -> Response[TurnResult]:
         generations: Generations = request.app.state.generations
         generations.ensure_open()
-        key = None
-        if idempotency_key is not None:
-            body = msgspec.json.encode(data)
-            key = (idempotency_key, idempotency.fingerprint(request.method, request.url.path, body))
         new = turns_app.NewTurn(
             content=data.content,
             id=data.id,
             parent_message_id=data.parent_message_id,
             metadata=data.metadata,
             reply=turns_app.ReplySpec(provider=data.provider, model=data.model, window=data.window, params=data.params),
-            idempotency=key,
+            keyed=keyed(request, data),
         )
         registry: Registry = request.app.state.registry
         begun = await turns_app.begin_turn(
@@ -215,16 +213,20 @@ class TurnController(Controller):
         data: JSONBody[RegenerateBody],
         caller: NamedDependency[Caller],
         store: NamedDependency[Store],
+        idempotency_key: Annotated[str | None, IDEMPOTENCY_KEY] = None,
     ) -> Response[TurnResult]:
         generations: Generations = request.app.state.generations
         generations.ensure_open()
         spec = turns_app.ReplySpec(provider=data.provider, model=data.model, window=data.window, params=data.params)
         registry: Registry = request.app.state.registry
-        generation = await turns_app.begin_regenerate(
+        begun = await turns_app.begin_regenerate(
             store, registry, caller, generations.owner, conversation_id, message_id, spec,
             lambda plan: generations.start(caller, plan, relay=data.stream),
+            keyed(request, data),
         )  # fmt: skip
-        return await _respond(request, generation, stream=data.stream)
+        if isinstance(begun, turns_app.Answered):
+            return _answered(begun, stream=data.stream)
+        return await _respond(request, begun, stream=data.stream)
 
 
 async def _respond(request: Request[Any, Any, State], generation: Generation, *, stream: bool) -> Response[Any]:
@@ -258,11 +260,14 @@ def _answered(answered: turns_app.Answered, *, stream: bool) -> Response[Any]:
         provider=None if generation is None else generation.provider,
         model=None if generation is None else generation.requested_model,
     )
-    headers = {"Idempotent-Replayed": "true"}
     if stream:
-        return sse.response(sse.replay(_sse("turn", started), _sse("done", reply)), headers)
+        # The stored outcome as a stream: the ids, the whole text in one delta, the stored reply.
+        events = (_sse("turn", started), _sse("delta", Delta(reply.content)), _sse("done", reply))
+        return sse.response(sse.replay(*events), REPLAYED)
     result = TurnResult(**msgspec.structs.asdict(started), user_message=answered.user_message, assistant_message=reply)
-    return json_response(result, 200, {**headers, "Location": _location(reply)})
+    # A retry by key replays the original status; a retry by client id finds the turn it names.
+    status = 201 if answered.by_key else 200
+    return json_response(result, status, {**REPLAYED, "Location": _location(reply)})
 
 
 async def _events(

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import msgspec
 
-from service.app import opening, turns
+from service.app import idempotency, opening, turns
 from service.app import window as windows
 from service.app import writes
 from service.app.caller import Caller
@@ -62,7 +62,9 @@ async def begin_chat(
     owner: uuid.UUID,
     chat: Chat,
     launch: Callable[[opening.Plan], opening.L],
-) -> opening.L:
+    keyed: idempotency.Keyed | None = None,
+) -> opening.L | opening.Answered:
+    """Take the chat's turn; with an Idempotency-Key, a retry is answered as turns.again says."""
     provider, model = resolve_model(registry, chat.model)
     if not chat.messages or chat.messages[-1].role != "user":
         raise InvalidRequest("The last message must be the user's: it is the turn to answer.")
@@ -70,7 +72,10 @@ async def begin_chat(
         raise InvalidRequest("parent_message_id needs the conversation_id it belongs to.")
     spec = opening.ReplySpec(window=chat.window, params=chat.params)
 
-    async def work(o: opening.Opening[opening.L]) -> None:
+    async def work(o: opening.Opening[opening.L]) -> opening.Answered | None:
+        began = await o.claim()
+        if began is not None:
+            return await turns.again(o, began, provider, model, spec)
         if chat.conversation_id is None:
             return await _new_conversation(o, chat, provider, model, spec)
         # One round trip: the lock, the numbers and the parent (given, or the head).
@@ -98,10 +103,9 @@ async def begin_chat(
         ]
         await o.reply(state.conversation_id, state.family_id, user, items, provider, model, spec)
         await o.write_under(state, decision, now, seqs, bodies, provider, model, parent_ref, explicit)
+        return None
 
-    launched = await opening.opened(store, caller, owner, launch, work)
-    assert not isinstance(launched, opening.Answered)
-    return launched
+    return await opening.opened(store, caller, owner, launch, work, keyed)
 
 
 async def _new_conversation(

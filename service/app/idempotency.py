@@ -1,8 +1,16 @@
-"""Idempotency-Key: a retried request gets the original response, and its work is done once."""
+"""Idempotency-Key: a retried request gets the original outcome, and its work is done once.
+
+One claim serves every door. A write done in one transaction (create, append, fork, redact,
+import) stores its response with the key in that transaction (`run`). A turn (a turn, a
+regeneration, a chat completion) cannot: its reply is written later, by another transaction; its
+key records instead the reply it launched (`Launched`), and a retry is answered from the log
+(service/app/turns.py, `again`).
+"""
 
 from __future__ import annotations
 
 import hashlib
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -17,6 +25,13 @@ T = TypeVar("T")
 MAX_KEY_LENGTH = 255
 
 
+class Keyed(msgspec.Struct, frozen=True):
+    """A request's Idempotency-Key and the fingerprint of the request that carried it."""
+
+    key: str
+    fingerprint: bytes
+
+
 class Replayed(msgspec.Struct, frozen=True):
     """The stored response of the request that first used the key."""
 
@@ -24,36 +39,78 @@ class Replayed(msgspec.Struct, frozen=True):
     body: bytes
 
 
+class Launched(msgspec.Struct, frozen=True):
+    """The turn a key began: where it was written, the message it answers, and its reply (the
+    latest attempt at it)."""
+
+    conversation_id: uuid.UUID
+    user_message_id: uuid.UUID
+    reply_id: uuid.UUID
+
+
 def fingerprint(method: str, path: str, body: bytes) -> bytes:
     return hashlib.sha256(b"\0".join([method.encode(), path.encode(), body])).digest()
+
+
+async def claim(tx: Tx, caller: Caller, keyed: Keyed) -> Replayed | Launched | None:
+    """Claim the key for this request in `tx`. None: the request is the key's to carry out; the
+    claim holds until `tx` ends, so a duplicate arriving meanwhile waits for it. Otherwise what
+    the request that first used the key came to (its row stays locked until `tx` ends, so that
+    concurrent retries act on it one at a time). The same key with another request: 422."""
+    if not 0 < len(keyed.key) <= MAX_KEY_LENGTH:
+        raise InvalidRequest(f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters.")
+    if await tx.claim_idempotency_key(caller.tenant, keyed.key, keyed.fingerprint):
+        return None
+    stored = await tx.find_idempotency_key(caller.tenant, keyed.key)
+    assert stored is not None  # the key's row exists: that is why the claim did nothing
+    if stored["fingerprint"] != keyed.fingerprint:
+        raise IdempotencyKeyReused()
+    if stored["status"] is not None:
+        return Replayed(stored["status"], stored["response"])
+    if stored["reply_id"] is not None:
+        return Launched(stored["conversation_id"], stored["user_message_id"], stored["reply_id"])
+    # A turn's key claimed before keys recorded their reply: the turn finds its user message by
+    # the id derived from the key (derived_id), and goes on from there.
+    return None
+
+
+async def launched(tx: Tx, caller: Caller, keyed: Keyed, turn: Launched) -> None:
+    """Record, with the turn (in its transaction), the reply a claimed key launched."""
+    await tx.launch_idempotency_key(
+        caller.tenant, keyed.key, turn.conversation_id, turn.user_message_id, turn.reply_id
+    )
+
+
+def derived_id(caller: Caller, keyed: Keyed) -> uuid.UUID:
+    """An id the same tenant and key always name: a keyed turn's user message."""
+    return uuid.uuid5(_KEY_IDS, f"{caller.tenant}\n{keyed.key}")
+
+
+_KEY_IDS = uuid.UUID("6f1c8a52-3c1e-4d0e-9a43-7d1f6f0c2b11")
 
 
 async def run(
     store: Store,
     caller: Caller,
-    key: str | None,
-    request_fingerprint: bytes,  # used only with a key
+    keyed: Keyed | None,
     operation: Callable[[Tx], Awaitable[T]],
     encode: Callable[[T], tuple[int, bytes]],
     without_key: Callable[[], Awaitable[T]] | None = None,
 ) -> T | Replayed:
-    """Run `operation` in one transaction, recording its response under `key` in that same
+    """Run `operation` in one transaction, recording its response under the key in that same
     transaction: a crash leaves either both or neither. A retry that arrives while the original
     is in flight waits for it (the key's row is locked), then replays its response. With no key,
     `without_key`, if given, does the write its own way (nothing is recorded then)."""
-    if key is None and without_key is not None:
+    if keyed is None and without_key is not None:
         return await without_key()
-    if key is not None and not 0 < len(key) <= MAX_KEY_LENGTH:
-        raise InvalidRequest(f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters.")
     async with store.transaction() as tx:
-        if key is not None and not await tx.claim_idempotency_key(caller.tenant, key, request_fingerprint):
-            stored = await tx.find_idempotency_key(caller.tenant, key)
-            assert stored is not None  # the key's row exists: that is why the claim did nothing
-            if stored["fingerprint"] != request_fingerprint:
-                raise IdempotencyKeyReused()
-            return Replayed(stored["status"], stored["response"])
+        if keyed is not None:
+            found = await claim(tx, caller, keyed)
+            if isinstance(found, Replayed):
+                return found
+            assert found is None, "a key's fingerprint names its route: only turns launch replies"
         result = await operation(tx)
-        if key is not None:
+        if keyed is not None:
             status, body = encode(result)
-            await tx.complete_idempotency_key(caller.tenant, key, status, body)
+            await tx.complete_idempotency_key(caller.tenant, keyed.key, status, body)
         return result

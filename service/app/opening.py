@@ -15,6 +15,7 @@ from typing import Annotated, Any, Generic, Protocol, TypeVar
 
 import msgspec
 
+from service.app import idempotency
 from service.app import window as windows
 from service.app import writes
 from service.app.caller import Caller
@@ -86,6 +87,16 @@ class Answered:
     conversation_id: uuid.UUID
     user_message: views.Message
     reply: views.Message
+    by_key: bool = False  # a retry by Idempotency-Key (which replays the original status), not by id
+
+
+class InFlight(Exception):
+    """The reply a key launched is still being generated: wait until it is recorded, then look again."""
+
+    def __init__(self, family_id: uuid.UUID, reply_id: uuid.UUID) -> None:
+        super().__init__(f"reply {reply_id} is being generated")
+        self.family_id = family_id
+        self.reply_id = reply_id
 
 
 class Launched(Protocol):
@@ -109,13 +120,31 @@ class Opening(Generic[L]):
     left) and nothing of it is recorded.
     """
 
-    def __init__(self, tx: Tx, caller: Caller, owner: uuid.UUID, launch: Callable[[Plan], L]) -> None:
+    def __init__(
+        self,
+        tx: Tx,
+        caller: Caller,
+        owner: uuid.UUID,
+        launch: Callable[[Plan], L],
+        keyed: idempotency.Keyed | None = None,
+    ) -> None:
         self.tx = tx
         self.caller = caller
+        self.keyed = keyed
         self._owner = owner
         self._launch = launch
         self.reply_id = uuid.uuid4()  # the reply's id, chosen up front: registered and launched under it
         self.launched: L | None = None
+        self.plan: Plan | None = None
+
+    async def claim(self) -> idempotency.Launched | None:
+        """Claim the request's Idempotency-Key (if it has one): None, the turn is this request's to
+        take; else the turn the key began (`turns.again` answers it)."""
+        if self.keyed is None:
+            return None
+        found = await idempotency.claim(self.tx, self.caller, self.keyed)
+        assert not isinstance(found, idempotency.Replayed), "a key's fingerprint names its route"
+        return found
 
     async def register(
         self,
@@ -202,6 +231,7 @@ class Opening(Generic[L]):
         conversation written through, wherever `user` lives (a fork answers inherited messages)."""
         context = await windows.apply(spec.window, items, model)
         plan = Plan(conversation_id, family_id, user, self.reply_id, provider, model, context, spec.params)
+        self.plan = plan
         self.launched = self._launch(plan)
 
 
@@ -215,6 +245,38 @@ async def opened(
     owner: uuid.UUID,
     launch: Callable[[Plan], L],
     work: Callable[[Opening[L]], Awaitable[Answered | None]],
+    keyed: idempotency.Keyed | None = None,
+) -> L | Answered:
+    """Run `work` in one transaction (see `_opened`). A retry by Idempotency-Key whose reply is
+    still being generated (InFlight, by this process or another) waits until it is recorded and
+    then looks again: the model is called once per key, however many retries arrive meanwhile."""
+    while True:
+        try:
+            return await _opened(store, caller, owner, launch, work, keyed)
+        except InFlight as busy:
+            await _recorded(store, busy.family_id, busy.reply_id)
+
+
+async def _recorded(store: Store, family_id: uuid.UUID, reply_id: uuid.UUID) -> None:
+    # Polled: the reply may be another process's. Every pending reply ends, recorded by its owner
+    # or, if that died, closed out when its lease runs out (outcomes.close_expired).
+    while True:
+        async with store.reader() as tx:
+            if not await pending.is_pending(tx, family_id, reply_id):
+                return
+        await asyncio.sleep(RETRY_POLL_SECONDS)
+
+
+RETRY_POLL_SECONDS = 0.1
+
+
+async def _opened(
+    store: Store,
+    caller: Caller,
+    owner: uuid.UUID,
+    launch: Callable[[Plan], L],
+    work: Callable[[Opening[L]], Awaitable[Answered | None]],
+    keyed: idempotency.Keyed | None,
 ) -> L | Answered:
     """Run `work` in one transaction; the reply it launched is confirmed once that commits.
 
@@ -231,10 +293,14 @@ async def opened(
         o: Opening[L] | None = None
         try:
             async with store.transaction() as tx:
-                o = Opening(tx, caller, owner, launch)
+                o = Opening(tx, caller, owner, launch, keyed)
                 answered = await work(o)
                 if answered is None:
-                    assert o.launched is not None, "a turn either launches its reply or is answered already"
+                    assert o.launched is not None and o.plan is not None, "a turn launches its reply or is answered"
+                    if keyed is not None:  # the key names the reply it launched, from the same commit
+                        plan = o.plan
+                        turn = idempotency.Launched(plan.conversation_id, plan.user_message.id, plan.reply_id)
+                        await idempotency.launched(tx, caller, keyed, turn)
                     written.set_result(o.launched)
         except BaseException as exc:
             if o is not None and o.launched is not None:

@@ -18,11 +18,12 @@ from typing import Any
 
 import msgspec
 
+from service.app import idempotency
 from service.app.caller import Caller
-from service.app.idempotency import MAX_KEY_LENGTH
 from service.app.opening import (
     Answered,
     ContextItem,
+    InFlight,
     L,
     Opening,
     Params as Params,  # re-exported: the API's turn bodies take it from here
@@ -35,17 +36,14 @@ from service.domain import tree, views
 from service.domain import turns as rules
 from service.domain.errors import (
     ConversationNotFound,
-    IdempotencyKeyReused,
     InvalidRequest,
     MessageNotFound,
     ReplyInProgress,
 )
 from service.domain.events import MessageAppended
+from service.store import pending
 from service.store.events import Store, Tx
 from service.upstream import Provider, Registry
-
-# Ids derived from an Idempotency-Key: the same tenant and key always name the same user message.
-_KEY_IDS = uuid.UUID("6f1c8a52-3c1e-4d0e-9a43-7d1f6f0c2b11")
 
 
 class NewTurn(msgspec.Struct, frozen=True, kw_only=True):
@@ -54,7 +52,7 @@ class NewTurn(msgspec.Struct, frozen=True, kw_only=True):
     parent_message_id: uuid.UUID | None = None  # None: under the head
     metadata: dict[str, Any] = {}
     reply: ReplySpec = msgspec.field(default_factory=ReplySpec)
-    idempotency: tuple[str, bytes] | None = None  # (Idempotency-Key, fingerprint of the request)
+    keyed: idempotency.Keyed | None = None
 
 
 async def begin_turn(
@@ -68,18 +66,21 @@ async def begin_turn(
 ) -> L | Answered:
     """Record the user message under its parent (default: the head) and launch the reply to it.
 
-    With a client id (or an Idempotency-Key, from which the id is derived) a retry is safe: if
-    the message exists, the retry gets its reply, or 409 while that is being generated, or, if
-    the turn failed, a new attempt at the reply; the message is never recorded twice.
+    With a client id a retry is safe: if the message exists, the retry gets its reply, or 409
+    while that is being generated, or, if the turn failed, a new attempt at the reply; the message
+    is never recorded twice. An Idempotency-Key does the same (see `again`), waiting for a reply
+    still being generated instead of the 409.
     """
     provider, model = registry.resolve(new.reply.provider, new.reply.model)
 
     async def work(o: Opening[L]) -> Answered | None:
         tx = o.tx
+        began = await o.claim()
+        if began is not None:
+            return await again(o, began, provider, model, new.reply)
         message_id = new.id
-        if new.idempotency is not None:
-            derived = await _claim_key(tx, caller, *new.idempotency)
-            message_id = message_id or derived
+        if new.keyed is not None:
+            message_id = message_id or idempotency.derived_id(caller, new.keyed)
         retry = message_id is not None
         message_id = message_id or uuid.uuid4()
         # One round trip: the lock, a number, the parent (given, or the head) and a retry's message.
@@ -112,7 +113,7 @@ async def begin_turn(
         await o.write_under(state, decision, now, seqs, bodies, provider, model, parent_ref, explicit)
         return None
 
-    return await opened(store, caller, owner, launch, work)
+    return await opened(store, caller, owner, launch, work, new.keyed)
 
 
 async def begin_regenerate(
@@ -124,11 +125,15 @@ async def begin_regenerate(
     message_id: uuid.UUID,
     spec: ReplySpec,
     launch: Callable[[Plan], L],
-) -> L:
+    keyed: idempotency.Keyed | None = None,
+) -> L | Answered:
     """Launch another reply to the message an assistant reply answered: a sibling, i.e. a new branch."""
     provider, model = registry.resolve(spec.provider, spec.model)
 
-    async def work(o: Opening[L]) -> None:
+    async def work(o: Opening[L]) -> Answered | None:
+        began = await o.claim()
+        if began is not None:
+            return await again(o, began, provider, model, spec)
         begun = await o.tx.begin_write(caller.tenant, conversation_id, 0)
         if begun is None:
             raise ConversationNotFound(conversation_id=str(conversation_id))
@@ -148,10 +153,33 @@ async def begin_regenerate(
         user = _plain(path[-1])
         await o.reply(conversation_id, state.family_id, user, context_items(path), provider, model, spec)
         await o.register(state.family_id, conversation_id, node.parent_id, provider, model, None)
+        return None
 
-    launched = await opened(store, caller, owner, launch, work)
-    assert not isinstance(launched, Answered)
-    return launched
+    return await opened(store, caller, owner, launch, work, keyed)
+
+
+async def again(
+    o: Opening[L], began: idempotency.Launched, provider: Provider, model: str, spec: ReplySpec
+) -> Answered | None:
+    """A retry, by Idempotency-Key, of a turn that was taken: its reply as the log holds it; while
+    that is being generated, InFlight (opening.opened waits, then asks again); if it failed (or its
+    server died), a new attempt at it, which the key names from then on. Never a second user
+    message, never a second model call while one runs."""
+    begun = await o.tx.begin_write(o.caller.tenant, began.conversation_id, 0)
+    assert begun is not None, "conversations are never removed"
+    state, _, _ = begun
+    scope = tree.scope(state)
+    user = await o.tx.get_message(scope, began.user_message_id)
+    assert user is not None, "the message a turn answers stays visible where the turn was taken"
+    reply = await o.tx.get_message(scope, began.reply_id)
+    if reply is not None:
+        return Answered(state.conversation_id, user, reply, by_key=True)
+    if await pending.is_pending(o.tx, state.family_id, began.reply_id):
+        raise InFlight(state.family_id, began.reply_id)
+    await o.register(state.family_id, state.conversation_id, user.id, provider, model, None)
+    path = await o.tx.message_path(scope, user.id)
+    await o.reply(state.conversation_id, state.family_id, user, context_items(path), provider, model, spec)
+    return None
 
 
 async def _resume(
@@ -178,19 +206,6 @@ async def _resume(
     path = await o.tx.message_path(scope, existing.message_id)
     await o.reply(state.conversation_id, state.family_id, user, context_items(path), provider, model, spec)
     return None
-
-
-async def _claim_key(tx: Tx, caller: Caller, key: str, fingerprint: bytes) -> uuid.UUID:
-    """Record the key with its request's fingerprint (with the user message: both or neither), and
-    derive the user message's id from it, so that a retry finds the message it recorded."""
-    if not 0 < len(key) <= MAX_KEY_LENGTH:
-        raise InvalidRequest(f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters.")
-    if not await tx.claim_idempotency_key(caller.tenant, key, fingerprint):
-        stored = await tx.find_idempotency_key(caller.tenant, key)
-        assert stored is not None
-        if stored["fingerprint"] != fingerprint:
-            raise IdempotencyKeyReused()
-    return uuid.uuid5(_KEY_IDS, f"{caller.tenant}\n{key}")
 
 
 def message_view(

@@ -228,6 +228,13 @@ class Tx:
     async def complete_idempotency_key(self, tenant: str, key: str, status: int, response: bytes) -> None:
         await self.conn.execute(Q["complete_idempotency_key"], tenant, key, status, response)
 
+    async def launch_idempotency_key(
+        self, tenant: str, key: str, conversation_id: uuid.UUID, user_message_id: uuid.UUID, reply_id: uuid.UUID
+    ) -> None:
+        await self.conn.execute(
+            Q["launch_idempotency_key"], tenant, key, conversation_id, user_message_id, reply_id
+        )
+
     # --- reads ------------------------------------------------------------------------------
 
     async def get_conversation(

@@ -236,10 +236,18 @@ ON CONFLICT (tenant, key) DO NOTHING
 RETURNING true;
 
 -- name: find_idempotency_key
-SELECT fingerprint, status, response FROM idempotency_keys WHERE tenant = $1 AND key = $2;
+-- Locked: retries of one key act on what it came to one at a time (a turn's retry may launch its
+-- reply again, and records that in this row).
+SELECT fingerprint, status, response, conversation_id, user_message_id, reply_id
+  FROM idempotency_keys WHERE tenant = $1 AND key = $2
+   FOR UPDATE;
 
 -- name: complete_idempotency_key
 UPDATE idempotency_keys SET status = $3, response = $4 WHERE tenant = $1 AND key = $2;
+
+-- name: launch_idempotency_key
+UPDATE idempotency_keys SET conversation_id = $3, user_message_id = $4, reply_id = $5
+ WHERE tenant = $1 AND key = $2;
 
 -- name: schema_version
 SELECT version_num FROM alembic_version;
