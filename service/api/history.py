@@ -24,6 +24,7 @@ from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter,
 from litestar.response import ServerSentEvent, ServerSentEventMessage, Stream
 
 from service.api import schemas
+from service.api.conversations import IDEMPOTENCY_KEY
 from service.api.deps import json_response, write_once
 from service.api.problems import responses
 from service.app import audit as audit_app
@@ -200,6 +201,7 @@ class HistoryController(Controller):
         data: JSONBody[Redact],
         caller: NamedDependency[Caller],
         store: NamedDependency[Store],
+        idempotency_key: Annotated[str | None, IDEMPOTENCY_KEY] = None,
     ) -> Response[views.Message]:
         cmd = RedactMessage(message_id=message_id, reason=data.reason, erase=data.erase)
 
@@ -259,6 +261,7 @@ class HistoryController(Controller):
         body: RawBody,
         caller: NamedDependency[Caller],
         store: NamedDependency[Store],
+        idempotency_key: Annotated[str | None, IDEMPOTENCY_KEY] = None,
     ) -> Response[views.Conversation]:
         def respond(conversation: views.Conversation) -> tuple[int, Any, dict[str, str] | None]:
             return 201, conversation, {"Location": f"/v1/conversations/{conversation.id}"}
