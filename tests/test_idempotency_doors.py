@@ -279,3 +279,18 @@ def test_the_openai_client_retrying_a_lost_response_by_itself_gets_the_one_compl
     assert conversations(model_server.database_url, tenant_key[0]) == 1
     extra = completion.model_extra or {}
     assert_settled(model_server.database_url, extra["conversation_id"])
+
+
+def test_a_replayed_completion_withholds_what_was_redacted_since(client, model_server, tenant_key, upstream):
+    headers = key()
+    first = client.chat.completions.create(model="fake-large", messages=MESSAGES, extra_headers=headers)
+    extra = first.model_extra or {}
+    with model_server.client(tenant_key[1]) as api:
+        r = api.post(
+            f"/v1/conversations/{extra['conversation_id']}/messages/{extra['message_id']}/redact",
+            json={"reason": "personal data", "erase": True},
+        )
+        assert r.status_code == 201, r.text
+    again = client.chat.completions.create(model="fake-large", messages=MESSAGES, extra_headers=headers)
+    assert again.id == first.id and again.choices[0].message.content == "[redacted]"
+    assert len(sent_messages(upstream)) == 1
