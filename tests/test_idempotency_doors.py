@@ -13,11 +13,12 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import asyncpg
 import httpx
 import openai
 import pytest
 
-from tests.conftest import fetch
+from tests.conftest import Server, fake_registry, fetch
 from tests.fakeupstream import Fault
 from tests.helpers import create, problem, say
 from tests.turnkit import assert_settled, sent_messages, sse, turn
@@ -294,3 +295,37 @@ def test_a_replayed_completion_withholds_what_was_redacted_since(client, model_s
     again = client.chat.completions.create(model="fake-large", messages=MESSAGES, extra_headers=headers)
     assert again.id == first.id and again.choices[0].message.content == "[redacted]"
     assert len(sent_messages(upstream)) == 1
+
+
+def test_a_retry_on_another_server_waits_for_the_reply_the_first_is_generating(databases, upstream):
+    url = databases.migrated()
+    first, second = Server(url, fake_registry(upstream)), Server(url, fake_registry(upstream))
+    first.start()
+    second.start()
+    try:
+        tenant, secret = first.new_key()
+        auth = {"Authorization": f"Bearer {secret}", **key()}
+        upstream.fail_next(Fault.slow_first_byte(1.0))
+        body = {"model": "fake-large", "messages": MESSAGES}
+
+        async def go() -> list[httpx.Response]:
+            conn = await asyncpg.connect(url)
+            try:
+                async with httpx.AsyncClient(timeout=30) as http:
+                    completions = "/v1/chat/completions"
+                    original = asyncio.create_task(http.post(first.base_url + completions, json=body, headers=auth))
+                    while not await conn.fetchval("SELECT count(*) FROM pending_replies"):
+                        await asyncio.sleep(0.02)  # the original's turn is committed: its reply is being generated
+                    retry = await http.post(second.base_url + completions, json=body, headers=auth)
+                    return [await original, retry]
+            finally:
+                await conn.close()
+
+        original, retry = asyncio.run(go())
+        assert original.status_code == retry.status_code == 200, retry.text
+        assert retry.json() == original.json() and retry.headers["idempotent-replayed"] == "true"
+        assert len(sent_messages(upstream)) == 1
+        assert conversations(url, tenant) == 1
+    finally:
+        first.stop()
+        second.stop()
