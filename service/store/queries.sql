@@ -244,6 +244,10 @@ UPDATE idempotency_keys SET status = $3, response = $4 WHERE tenant = $1 AND key
 -- name: schema_version
 SELECT version_num FROM alembic_version;
 
+-- name: grant_service_role
+-- Run as the owner, after migrating (service/store/migrate.py).
+SELECT grant_service_role($1);
+
 -- --- Replay and rebuild (forks, as_of, `convtree rebuild`) --------------------------------------
 
 -- name: conversation_as_of
