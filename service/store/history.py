@@ -86,9 +86,16 @@ async def audit_batches(
         yield [Checked(_sealed(r), r["body_digest"]) for r in rows]
 
 
-async def audit_summary(tx: Tx, tenant: str, conversation_id: uuid.UUID) -> bytes | None:
-    row = await tx.conn.fetchrow(Q["audit_summary"], tenant, conversation_id)
-    return None if row is None else row["last_hash"]
+async def audit_summary(
+    tx: Tx, tenant: str, conversation_id: uuid.UUID
+) -> tuple[asyncpg.Record | None, asyncpg.Record | None]:
+    """The conversation's summary row as stored, and as its whole log folds it (replay's fold)."""
+    stored = await tx.conn.fetchrow(Q["audit_summary"], tenant, conversation_id)
+    folded = await tx.conn.fetchrow(Q["conversation_as_of"], tenant, conversation_id, _LAST_SEQ, None)
+    return stored, folded
+
+
+_LAST_SEQ = 2**63 - 1  # "after every event"
 
 
 async def export_page(

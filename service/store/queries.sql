@@ -323,7 +323,12 @@ SELECT e.seq, e.tenant, e.conversation_id, e.family_id, e.type, e.message_id, e.
  ORDER BY e.seq;
 
 -- name: audit_summary
-SELECT last_seq, last_hash FROM conversations WHERE tenant = $1 AND conversation_id = $2;
+-- The conversation's summary row as stored; the audit compares it with conversation_as_of's fold.
+SELECT tenant, conversation_id, family_id, title, metadata, head_id, message_count, leaf_count,
+       created_seq, created_at, updated_at, last_seq, last_hash,
+       forked_from_conversation_id, forked_from_message_id, base_depth
+  FROM conversations
+ WHERE tenant = $1 AND conversation_id = $2;
 
 -- name: export_events
 -- A page of the export, after event $3. A redacted message's content is withheld from exports as
