@@ -92,7 +92,12 @@ CREATE TABLE bodies (
     family_id   uuid NOT NULL,
     message_id  uuid NOT NULL,
     content     text NOT NULL,
-    PRIMARY KEY (family_id, message_id)
+    PRIMARY KEY (family_id, message_id),
+    -- The message's own random key: its event records SHA-256(digest_key || content), so the
+    -- digest that stays after an erasure, which deletes this row, confirms no guess of the
+    -- content. NULL for a message written before digests were keyed (its event records a plain
+    -- SHA-256 of the content).
+    digest_key  bytea CONSTRAINT bodies_digest_key_length CHECK (octet_length(digest_key) = 32)
 );
 
 CREATE TABLE conversations (

@@ -1,4 +1,5 @@
-"""Serve as a role that owns nothing: it reads and appends to the log, and cannot switch its guards off.
+"""Serve as a role that owns nothing (it reads and appends to the log, and cannot switch its guards
+off), and key each new body's digest so that an erased body's digest confirms no guess.
 
 Revision ID: 0004
 Revises: 0002
@@ -14,6 +15,12 @@ depends_on = None
 
 def upgrade() -> None:
     execute_script(r"""
+-- Keyed body digests: each new message's event records SHA-256(key || content) with a random key
+-- kept here and deleted with the body, so the digest left after an erasure confirms no guess.
+-- Messages already written keep their plain digests (the chain is never rewritten).
+ALTER TABLE bodies ADD COLUMN digest_key bytea
+    CONSTRAINT bodies_digest_key_length CHECK (octet_length(digest_key) = 32);
+
 -- Least privilege. The tables belong to the role that migrates; the service connects as another
 -- role, which may read the log and append to it and keep the tables derived from it, but owns
 -- nothing: it cannot update, delete or truncate the log, alter, disable or drop its guards, or

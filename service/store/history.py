@@ -16,7 +16,7 @@ from service.domain.errors import (
     MessageIdConflict,
 )
 from service.domain.events import Columns, Envelope, Sealed
-from service.store.events import Store, Tx, event_arrays
+from service.store.events import Store, Tx, body_arrays, event_arrays
 from service.store.queries import Q
 
 BATCH = 500  # rows per round trip when a cursor walks a whole conversation
@@ -29,7 +29,7 @@ async def snapshot(store: Store) -> AsyncIterator[Tx]:
         yield Tx(conn)
 
 
-def _sealed(row: asyncpg.Record) -> Sealed:
+def _sealed(row: asyncpg.Record, digest_key: bytes | None = None) -> Sealed:
     envelope = Envelope(
         seq=row["seq"],
         tenant=row["tenant"],
@@ -48,7 +48,7 @@ def _sealed(row: asyncpg.Record) -> Sealed:
         row["body_sha256"],
         row["payload"],
     )
-    return Sealed(envelope, columns, row["hash"])
+    return Sealed(envelope, columns, row["hash"], digest_key)
 
 
 # --- feeds ------------------------------------------------------------------------------------
@@ -103,7 +103,7 @@ async def export_page(
 ) -> list[tuple[Sealed, str | None]]:
     """The conversation's next events after `after`, each with its body where one may be served."""
     rows = await tx.conn.fetch(Q["export_events"], family_id, conversation_id, after, BATCH)
-    return [(_sealed(r), r["content"]) for r in rows]
+    return [(_sealed(r, r["digest_key"]), r["content"]) for r in rows]
 
 
 # --- redaction and erasure ----------------------------------------------------------------------
@@ -165,8 +165,7 @@ async def import_conversation(
             [s.envelope.actor for s in sealed],
             [s.envelope.request_id for s in sealed],
             [s.envelope.created_at for s in sealed],
-            list(bodies),
-            list(bodies.values()),
+            *body_arrays(bodies, sealed),
         )
         return await tx.conn.fetchval(
             Q["import_summary"], tenant, first.conversation_id, first.family_id, sealed[-1].envelope.seq
