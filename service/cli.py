@@ -1,4 +1,4 @@
-"""The `convtree` command: serve, migrate, keys, openapi, rebuild."""
+"""The `convtree` command: serve, migrate, keys, openapi, rebuild, vacuum."""
 
 from __future__ import annotations
 
@@ -261,3 +261,31 @@ def rebuild(batch_events: int) -> None:
     rows = ", ".join(f"{name}: {count} rows" for name, count in report.rows.items())
     rate = f"{report.events / seconds:,.0f}" if seconds > 0 else "-"
     click.echo(f"rebuilt from {report.events} events in {seconds:.2f} s ({rate} events/s); {rows}")
+
+
+@main.command()
+@click.option(
+    "--full",
+    is_flag=True,
+    help="Rewrite the tables into new files and delete the old ones (every append waits meanwhile).",
+)
+def vacuum(full: bool) -> None:
+    """Complete erasures on disk: VACUUM the tables that hold message content.
+
+    An erased body's row is deleted at once, but PostgreSQL keeps its bytes in the table's files
+    until VACUUM removes the row; autovacuum does so eventually. With --full the tables are
+    rewritten and their old files deleted. Runs as the tables' owner.
+    """
+    from service.app.maintenance import vacuum as vacuum_bodies
+
+    settings = Settings.from_env()
+
+    async def run(url: str) -> Any:
+        async with one_off_store(url) as store:
+            return await vacuum_bodies(store, full=full)
+
+    with database(settings) as db:
+        db.migrate()
+        done = asyncio.run(run(db.owner_url))
+    kind = "VACUUM FULL" if full else "VACUUM"
+    click.echo(f"{kind} of bodies, idempotency_keys: {done.bytes_before:,} bytes before, {done.bytes_after:,} after")

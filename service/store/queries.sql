@@ -361,6 +361,21 @@ SELECT content FROM bodies WHERE family_id = $1 AND message_id = $2;
 -- Allowed by the bodies_erasable trigger only after the erasing event is written.
 DELETE FROM bodies WHERE family_id = $1 AND message_id = $2;
 
+-- name: vacuum_bodies
+-- The tables that hold message content (bodies, and stored responses that quoted it): an erased
+-- body's dead row is removed from the table's pages. Outside a transaction; the tables' owner only.
+VACUUM (ANALYZE) bodies, idempotency_keys;
+
+-- name: vacuum_full_bodies
+-- The same tables rewritten into new files and the old files deleted, so an erased body's bytes
+-- are in no data file of the database (they may stay in WAL and backups until those expire).
+-- Holds each table's ACCESS EXCLUSIVE lock while it is rewritten: every append waits.
+VACUUM (FULL, ANALYZE) bodies, idempotency_keys;
+
+-- name: body_tables_size
+SELECT coalesce(sum(pg_total_relation_size(c)), 0)::bigint
+  FROM unnest(ARRAY['bodies'::regclass, 'idempotency_keys'::regclass]) AS c;
+
 -- name: find_quoting_responses
 -- Stored responses of the tenant that may quote a message: they contain its id or its content
 -- ($2, $3: both as they appear inside a JSON string, which is how responses are stored).
