@@ -665,7 +665,8 @@ $$;
 -- session_replication_role a superuser). Bodies it may delete only as bodies_erasable allows.
 -- Roles are cluster-wide and grants per database: `convtree migrate` calls this for its own
 -- database after migrating, creating the role (LOGIN, no password) where it does not exist yet.
--- Idempotent: the role's rights on these tables are revoked and granted again, exactly these.
+-- Idempotent: the role's rights on these tables are revoked and granted again, exactly these. A
+-- migration that adds a table the service uses redefines this function.
 CREATE FUNCTION grant_service_role(p_role text) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN

@@ -36,7 +36,10 @@ class Database(msgspec.Struct, frozen=True, kw_only=True):
     embedded: bool
 
     def migrate(self) -> None:
-        migrations.upgrade(self.owner_url, self.service_role)
+        try:
+            migrations.upgrade(self.owner_url, self.service_role)
+        except asyncpg.InsufficientPrivilegeError as exc:  # e.g. the service's URL names the owner
+            raise click.ClickException(f"cannot grant the service role its rights: {exc}") from exc
 
 
 @contextlib.contextmanager

@@ -89,13 +89,22 @@ def test_an_owner_cannot_be_made_the_service_role(databases):
         run(_execute(url, f"SELECT grant_service_role('{owner[0]}')"))
 
 
+def _migrate(owner_url: str, service_url: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CONVTREE_MIGRATE_DATABASE_URL")}
+    env |= {"CONVTREE_MIGRATE_DATABASE_URL": owner_url, "DATABASE_URL": service_url}
+    return subprocess.run([sys.executable, "-m", "service", "migrate"], capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_migrate_refuses_to_make_the_owner_the_service_role(databases):
+    owner = databases.empty()
+    result = _migrate(owner, owner)
+    assert result.returncode != 0
+    assert "cannot be the service role" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_migrate_with_an_owner_url_grants_the_role_of_database_url(databases):
     owner = databases.empty()
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CONVTREE_MIGRATE_DATABASE_URL")}
-    env |= {"CONVTREE_MIGRATE_DATABASE_URL": owner, "DATABASE_URL": as_role(owner, SERVICE_ROLE)}
-    result = subprocess.run(
-        [sys.executable, "-m", "service", "migrate"], capture_output=True, text=True, env=env, timeout=120
-    )
+    result = _migrate(owner, as_role(owner, SERVICE_ROLE))
     assert result.returncode == 0, result.stderr
     rights = fetch(
         owner,

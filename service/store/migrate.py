@@ -54,7 +54,9 @@ async def grant_service_role(owner_url: str, role: str) -> None:
     grant_service_role); run as the role that owns the tables."""
     conn = await asyncpg.connect(owner_url)
     try:
-        await conn.execute(Q["grant_service_role"], role)
+        async with conn.transaction():
+            await conn.execute(Q["migration_lock"], MIGRATION_LOCK)
+            await conn.execute(Q["grant_service_role"], role)
     finally:
         await conn.close()
 

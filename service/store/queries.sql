@@ -251,8 +251,13 @@ UPDATE idempotency_keys SET status = $3, response = $4 WHERE tenant = $1 AND key
 SELECT version_num FROM alembic_version;
 
 -- name: grant_service_role
--- Run as the owner, after migrating (service/store/migrate.py).
+-- Run as the owner, after migrating (service/store/migrate.py), under migration_lock.
 SELECT grant_service_role($1);
+
+-- name: migration_lock
+-- One migrator at a time, as alembic/env.py holds it: two processes granting at once would both
+-- update the same catalog rows ("tuple concurrently updated").
+SELECT pg_advisory_xact_lock($1);
 
 -- --- Replay and rebuild (forks, as_of, `convtree rebuild`) --------------------------------------
 
