@@ -63,7 +63,8 @@ def test_the_test_server_serves_as_the_service_role(server, api):
     [database] = fetch(server.database_url, "SELECT current_database()")
     sessions = fetch(
         server.database_url,
-        "SELECT DISTINCT usename FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+        "SELECT DISTINCT usename FROM pg_stat_activity"
+        " WHERE datname = $1 AND backend_type = 'client backend' AND pid <> pg_backend_pid()",
         database[0],
     )
     assert [s["usename"] for s in sessions] == [SERVICE_ROLE]
