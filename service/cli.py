@@ -1,4 +1,4 @@
-"""The `convtree` command: serve, migrate, keys, openapi, rebuild."""
+"""The `convtree` command: serve, migrate, keys, openapi, rebuild, vacuum."""
 
 from __future__ import annotations
 
@@ -15,22 +15,57 @@ from typing import Any
 
 import asyncpg
 import click
+import msgspec
 
 from service.config import Settings
 from service.store import migrate as migrations
 from service.store.embedded import EmbeddedPostgres
 from service.store.events import Store
 
+log = logging.getLogger(__name__)
+
+
+class Database(msgspec.Struct, frozen=True, kw_only=True):
+    """How convtree reaches its database: as the owner of the tables (migrations, rebuild, vacuum)
+    and as the service's role (serving), which owns nothing and so cannot switch the log's guards
+    off. `service_role` is the role to grant the service's rights to (None: one role does both)."""
+
+    owner_url: str
+    service_url: str
+    service_role: str | None
+    embedded: bool
+
+    def migrate(self) -> None:
+        try:
+            migrations.upgrade(self.owner_url, self.service_role)
+        except asyncpg.InsufficientPrivilegeError as exc:  # e.g. the service's URL names the owner
+            raise click.ClickException(f"cannot grant the service role its rights: {exc}") from exc
+
 
 @contextlib.contextmanager
-def database(settings: Settings) -> Iterator[tuple[str, bool]]:
-    """The database URL: DATABASE_URL, or the embedded server, started for the duration."""
+def database(settings: Settings) -> Iterator[Database]:
+    """DATABASE_URL (with CONVTREE_MIGRATE_DATABASE_URL as its owner, if set), or the embedded
+    server, started for the duration, owned by its superuser and served as `service_role`."""
     if settings.database_url is not None:
-        yield settings.database_url, False
+        owner = settings.migrate_database_url
+        if owner is None:
+            yield Database(owner_url=settings.database_url, service_url=settings.database_url,
+                           service_role=None, embedded=False)  # fmt: skip
+        else:
+            role = migrations.url_user(settings.database_url)
+            if role is None:
+                raise click.UsageError("DATABASE_URL must name the service's role (postgresql://ROLE@host/db)")
+            yield Database(owner_url=owner, service_url=settings.database_url, service_role=role, embedded=False)
         return
     embedded = EmbeddedPostgres(settings.data_dir)
     try:
-        yield embedded.start(), True
+        owner = embedded.start()
+        yield Database(
+            owner_url=owner,
+            service_url=migrations.as_role(owner, settings.service_role),
+            service_role=settings.service_role,
+            embedded=True,
+        )
     finally:
         embedded.stop()
 
@@ -64,11 +99,16 @@ def serve(host: str | None, port: int | None) -> None:
     from service.api.app import create_app
 
     settings = Settings.from_env()
-    with database(settings) as (url, embedded):
-        migrations.upgrade(url)
-        if embedded:
-            asyncio.run(_ensure_development_key(url))
-        app = create_app(url, settings)
+    with database(settings) as db:
+        db.migrate()
+        if db.service_role is None:
+            log.warning(
+                "serving as the role that owns the tables: it could switch the log's guards off; "
+                "set CONVTREE_MIGRATE_DATABASE_URL to the owner and DATABASE_URL to a role of its own"
+            )
+        if db.embedded:
+            asyncio.run(_ensure_development_key(db.service_url))
+        app = create_app(db.service_url, settings)
         # uvicorn shuts down gracefully on SIGTERM, then raises the signal again with the previous
         # handler in place; make that handler an exit, so the embedded server is stopped on the way out.
         signal.signal(signal.SIGTERM, _exit)
@@ -99,8 +139,8 @@ async def _ensure_development_key(url: str) -> None:
 def migrate() -> None:
     """Bring the database (DATABASE_URL, or the embedded one) to the newest schema."""
     settings = Settings.from_env()
-    with database(settings) as (url, _):
-        migrations.upgrade(url)
+    with database(settings) as db:
+        db.migrate()
     click.echo(f"migrated to {migrations.head_revision()}")
 
 
@@ -127,9 +167,9 @@ def keys_create(tenant: str, name: str) -> None:
         async with one_off_store(url) as store:
             return await create_key(store, tenant, name)
 
-    with database(settings) as (url, _):
-        migrations.upgrade(url)
-        click.echo(asyncio.run(run(url)))
+    with database(settings) as db:
+        db.migrate()
+        click.echo(asyncio.run(run(db.owner_url)))
 
 
 @keys.command("revoke")
@@ -143,8 +183,8 @@ def keys_revoke(tenant: str, name: str) -> None:
         async with one_off_store(url) as store, store.transaction() as tx:
             return await tx.revoke_api_keys(tenant, name)
 
-    with database(settings) as (url, _):
-        count = asyncio.run(run(url))
+    with database(settings) as db:
+        count = asyncio.run(run(db.owner_url))
     click.echo(f"revoked {count} key(s)")
     if count == 0:
         sys.exit(1)
@@ -159,8 +199,8 @@ def keys_list() -> None:
         async with one_off_store(url) as store, store.reader() as tx:
             return await tx.list_api_keys()
 
-    with database(settings) as (url, _):
-        for row in asyncio.run(run(url)):
+    with database(settings) as db:
+        for row in asyncio.run(run(db.owner_url)):
             revoked = row["revoked_at"].isoformat() if row["revoked_at"] else "-"
             click.echo(f"{row['tenant']}\t{row['name']}\t{row['created_at'].isoformat()}\t{revoked}")
 
@@ -217,10 +257,38 @@ def rebuild(batch_events: int) -> None:
         finally:
             await conn.close()
 
-    with database(settings) as (url, _):
-        migrations.upgrade(url)
+    with database(settings) as db:
+        db.migrate()
         with contextlib.ExitStack() as stack:
-            report, seconds = asyncio.run(run(url, stack))
+            report, seconds = asyncio.run(run(db.owner_url, stack))
     rows = ", ".join(f"{name}: {count} rows" for name, count in report.rows.items())
     rate = f"{report.events / seconds:,.0f}" if seconds > 0 else "-"
     click.echo(f"rebuilt from {report.events} events in {seconds:.2f} s ({rate} events/s); {rows}")
+
+
+@main.command()
+@click.option(
+    "--full",
+    is_flag=True,
+    help="Rewrite the tables into new files and delete the old ones (every append waits meanwhile).",
+)
+def vacuum(full: bool) -> None:
+    """Complete erasures on disk: VACUUM the tables that hold message content.
+
+    An erased body's row is deleted at once, but PostgreSQL keeps its bytes in the table's files
+    until VACUUM removes the row; autovacuum does so eventually. With --full the tables are
+    rewritten and their old files deleted. Runs as the tables' owner.
+    """
+    from service.app.maintenance import vacuum as vacuum_bodies
+
+    settings = Settings.from_env()
+
+    async def run(url: str) -> Any:
+        async with one_off_store(url) as store:
+            return await vacuum_bodies(store, full=full)
+
+    with database(settings) as db:
+        db.migrate()
+        done = asyncio.run(run(db.owner_url))
+    kind = "VACUUM FULL" if full else "VACUUM"
+    click.echo(f"{kind} of bodies, idempotency_keys: {done.bytes_before:,} bytes before, {done.bytes_after:,} after")

@@ -11,6 +11,11 @@ import msgspec
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     database_url: str | None = None  # None: run the embedded PostgreSQL in data_dir
+    # The role that owns the tables and migrates them (and runs rebuild and vacuum); None: the
+    # service's own DATABASE_URL does everything (and its role can switch the log's guards off).
+    migrate_database_url: str | None = None
+    # The role the service runs as on the embedded server (created and granted by `migrate`).
+    service_role: str = "convtree_service"
     data_dir: Path = Path("data")
     host: str = "127.0.0.1"
     port: int = 8000

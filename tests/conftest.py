@@ -26,7 +26,7 @@ from service.api.app import create_app
 from service.app.auth import key_hash, new_key
 from service.config import Settings
 from service.store.embedded import EmbeddedPostgres
-from service.store.migrate import upgrade
+from service.store.migrate import as_role, grant_service_role, upgrade
 from service.upstream import HttpSettings, ProviderConfig, Registry, RegistryConfig, RetryPolicy
 from service.upstream.registry import Secret, parse_config
 from tests.fakeupstream import FakeUpstream
@@ -35,6 +35,11 @@ from tests.fakeupstream import FakeUpstream
 def run(coro: Any) -> Any:
     """Run a coroutine to completion from a synchronous test."""
     return asyncio.run(coro)
+
+
+# The role every test server serves as, like `convtree serve`: it owns nothing. Roles are
+# cluster-wide, so each test run has its own (the tests of several runs may share one server).
+SERVICE_ROLE = f"convtree_test_{os.getpid()}_service"
 
 
 def with_database(url: str, name: str) -> str:
@@ -63,7 +68,7 @@ class Databases:
     def create_template(self) -> None:
         run(self._admin(f'DROP DATABASE IF EXISTS "{self.template}"', f'CREATE DATABASE "{self.template}"'))
         self._created.append(self.template)
-        upgrade(with_database(self.admin_url, self.template))
+        upgrade(with_database(self.admin_url, self.template), SERVICE_ROLE)
 
     def empty(self) -> str:
         """A new, empty (unmigrated) database."""
@@ -83,7 +88,7 @@ class Databases:
 
     def drop_all(self) -> None:
         statements = [f'DROP DATABASE IF EXISTS "{n}" WITH (FORCE)' for n in reversed(self._created)]
-        run(self._admin(*statements))
+        run(self._admin(*statements, f'DROP ROLE IF EXISTS "{SERVICE_ROLE}"'))
 
 
 @pytest.fixture(scope="session")
@@ -107,19 +112,26 @@ def databases() -> Iterator[Databases]:
 
 
 class Server:
-    """The API served by uvicorn in a background thread, against its own database. Its model
-    providers are `registry` (default: only the offline echo provider, whatever the environment
-    says); `grace` > 0 serves it as `convtree serve` does, with that graceful-shutdown period."""
+    """The API served by uvicorn in a background thread, against its own database, as
+    SERVICE_ROLE (granted its rights there first); `database_url` stays the owner's, for tests
+    that look or tamper behind the service's back. Its model providers are `registry` (default:
+    only the offline echo provider, whatever the environment says); `grace` > 0 serves it as
+    `convtree serve` does, with that graceful-shutdown period."""
 
     def __init__(self, database_url: str, registry: Registry | None = None, *, grace: float = 0) -> None:
         self.database_url = database_url
+        try:
+            run(grant_service_role(database_url, SERVICE_ROLE))
+        except asyncpg.UndefinedFunctionError:
+            pass  # an unmigrated database: nothing to grant yet (the role exists, made with the template)
+        self.service_url = as_role(database_url, SERVICE_ROLE)
         self.registry = registry or Registry.from_config(parse_config({}))
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.base_url = f"http://127.0.0.1:{self.port}"
-        settings = Settings(database_url=database_url, pool_min_size=1, pool_max_size=20, key_cache_seconds=0.0)
-        app = create_app(database_url, settings, self.registry)
+        settings = Settings(database_url=self.service_url, pool_min_size=1, pool_max_size=20, key_cache_seconds=0.0)
+        app = create_app(self.service_url, settings, self.registry)
         config = uvicorn.Config(
             app,
             host="127.0.0.1",

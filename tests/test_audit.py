@@ -119,6 +119,57 @@ def test_a_body_removed_without_an_erasure_is_named(server, api):
     assert (report["first_invalid_seq"], report["reason"]) == (target["seq"], Reason.BODY_MISSING)
 
 
+def _tamper_summary(url, cid, assignment, *args):
+    """Change the conversation's summary row as a database administrator could: no event is written."""
+    return behind_the_back(url, f"UPDATE conversations SET {assignment} WHERE conversation_id = $1", uuid.UUID(cid), *args)
+
+
+def test_a_head_moved_without_an_event_is_named(server, api):
+    cid, events = chat(api)
+    other_branch = events[2]["payload"]["message_id"]  # the first question: not the head
+    _tamper_summary(server.database_url, cid, "head_id = $2", uuid.UUID(other_branch))
+    report = audit(api, cid)
+    assert report["valid"] is False
+    assert (report["reason"], report["fields"]) == (Reason.SUMMARY_MISMATCH, ["head_id"])
+    assert report["first_invalid_seq"] == events[-1]["seq"] and "head_id" in report["detail"]
+
+
+def test_a_title_metadata_or_count_changed_without_an_event_is_named(server, api):
+    for assignment, field in [
+        ("title = 'forged'", "title"),
+        ("""metadata = '{"owner": "mallory"}'""", "metadata"),
+        ("message_count = message_count + 1", "message_count"),
+        ("leaf_count = 5", "leaf_count"),
+        ("created_at = created_at - interval '1 day'", "created_at"),
+    ]:
+        cid, _ = chat(api, turns=1)
+        _tamper_summary(server.database_url, cid, assignment)
+        report = audit(api, cid)
+        assert (report["valid"], report["reason"], report["fields"]) == (False, Reason.SUMMARY_MISMATCH, [field])
+
+
+def test_summaries_written_by_every_kind_of_write_match_their_log(server, api):
+    conv = create(api, system="sys", title="t", metadata={"b": [1, {"c": None}], "a": "x"})
+    cid = conv["id"]
+    question = say(api, cid, "q", metadata={"k": 1})
+    say(api, cid, "a1", role="assistant")
+    say(api, cid, "a2", role="assistant", parent_message_id=question["id"])
+    assert api.put(f"/v1/conversations/{cid}/head", json={"message_id": question["id"]}).status_code == 200
+    api.post(f"/v1/conversations/{cid}/turns", json={"content": "more", "provider": "echo"}).raise_for_status()
+    redacted = say(api, cid, "secret")
+    api.post(f"/v1/conversations/{cid}/messages/{redacted['id']}/redact", json={"reason": "r", "erase": True}).raise_for_status()
+    fork = api.post(f"/v1/conversations/{cid}/messages/{question['id']}/fork", json={"metadata": {"f": 1}}).json()
+    say(api, fork["id"], "in the fork")
+    _, key = server.new_key()
+    with server.client(key) as other:
+        again = other.post("/v1/conversations/import", content=api.get(f"/v1/conversations/{cid}/export").content)
+        assert again.status_code in (200, 201), again.text
+        assert audit(other, cid)["valid"] is True
+    for conversation in (cid, fork["id"]):
+        report = audit(api, conversation)
+        assert report["valid"] is True and "fields" not in report, report
+
+
 def test_another_tenants_conversation_cannot_be_audited(server, api):
     cid, _ = chat(api, turns=1)
     _, key = server.new_key()

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 
 from tests.conftest import fetch
 
@@ -46,3 +47,31 @@ def test_openapi_prints_the_document():
     result = convtree("openapi")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["info"]["title"] == "convtree"
+
+
+def _in_data_files(url: str, text: str) -> bool:
+    """Whether `text` is in the data files of `bodies` (as the superuser, after a checkpoint)."""
+    fetch(url, "CHECKPOINT")
+    [row] = fetch(
+        url,
+        "SELECT position(convert_to($1, 'UTF8') IN pg_read_binary_file(pg_relation_filepath('bodies'))) > 0",
+        text,
+    )
+    return row[0]
+
+
+def test_vacuum_full_takes_an_erased_body_out_of_the_data_files(server, api):
+    secret = f"erase-me-{uuid.uuid4().hex}"
+    cid = api.post("/v1/conversations", json={}).json()["id"]
+    mid = api.post(f"/v1/conversations/{cid}/messages", json={"role": "user", "content": secret}).json()["id"]
+    r = api.post(f"/v1/conversations/{cid}/messages/{mid}/redact", json={"reason": "asked", "erase": True})
+    assert r.status_code == 201, r.text
+    assert _in_data_files(server.database_url, secret)  # deleted, yet still in the files
+    plain = convtree("vacuum", database_url=server.database_url)
+    assert plain.returncode == 0, plain.stderr
+    assert "VACUUM of bodies, idempotency_keys" in plain.stdout
+    full = convtree("vacuum", "--full", database_url=server.database_url)
+    assert full.returncode == 0, full.stderr
+    assert "VACUUM FULL" in full.stdout
+    assert not _in_data_files(server.database_url, secret)
+    assert api.get(f"/v1/conversations/{cid}/audit").json()["valid"] is True

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 import msgspec
 import pytest
 
-from service.domain.audit import ChainCheck, Checked, Reason
+from service.domain.audit import SUMMARY_FIELDS, ChainCheck, Checked, Reason, summary_differences
 from service.domain.events import (
     GENESIS_HASH,
     ConversationCreated,
@@ -94,3 +94,24 @@ def test_an_event_of_another_conversation_is_refused():
     stranger = Sealed(elsewhere, LOG[1].columns, LOG[1].hash)
     report = verdict([LOG[0], stranger, LOG[2]], DIGESTS)
     assert (report.first_invalid_seq, report.reason) == (20, Reason.CONVERSATION_MISMATCH)
+
+
+def _summary(**changes):
+    row = {field: None for field in SUMMARY_FIELDS}
+    row |= {"title": "t", "metadata": '{"a": 1, "b": [1, 2]}', "head_id": uuid.UUID(int=7), "message_count": 3}
+    return row | changes
+
+
+def test_a_summary_as_its_log_folds_it_has_no_differences_even_spelled_otherwise():
+    assert summary_differences(_summary(metadata='{"b":[1,2],"a":1}'), _summary()) == []
+
+
+def test_each_summary_column_that_differs_from_the_fold_is_named():
+    stored = _summary(head_id=uuid.UUID(int=8), metadata='{"a": 2, "b": [1, 2]}', message_count=4)
+    assert summary_differences(stored, _summary()) == ["metadata", "head_id", "message_count"]
+    report = ChainCheck(uuid.uuid4()).report(None, ["head_id"])
+    assert (report.valid, report.reason, report.fields) == (False, Reason.SUMMARY_MISMATCH, ["head_id"])
+
+
+def test_a_summary_whose_log_folds_to_nothing_differs_everywhere():
+    assert summary_differences(_summary(), None) == list(SUMMARY_FIELDS)

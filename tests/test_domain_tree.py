@@ -2,6 +2,7 @@
 
 import uuid
 
+import msgspec
 import pytest
 
 from service.domain import errors, tree
@@ -222,3 +223,43 @@ def test_a_path_message_counts_the_siblings_off_the_path_in_the_order_written():
     assert tree.sibling_place((2, 2), True, me, 20, {older: 10}) == (3, 3)
     # The inherited child itself stays first, whatever the fork wrote beside it.
     assert tree.sibling_place((1, 1), False, me, 5, {older: 10, newer: 30}) == (3, 1)
+
+
+KEY = bytes(range(32))
+
+
+def test_an_append_records_its_body_digest_keyed_with_the_key_it_was_given():
+    m = uuid.uuid4()
+    cmd = tree.AppendMessage(message_id=m, parent_id=None, role="user", content="4821", metadata={}, digest_key=KEY)
+    [event] = tree.decide_append(state(), cmd, parent=None, existing=None).events
+    assert event.body_sha256 == body_digest("4821", KEY) != body_digest("4821")
+    assert event.digest_key == KEY
+    # The key is kept beside the body, never in the log: the event's columns do not carry it.
+    assert KEY.hex() not in to_columns(event).payload and from_columns(to_columns(event)).digest_key is None
+    [sealed] = seal(GENESIS_HASH, [_envelope()], [event])
+    assert sealed.digest_key == KEY
+
+
+def test_a_retry_is_compared_with_the_stored_key_of_the_message_it_repeats():
+    m = uuid.uuid4()
+    stored = tree.Node(
+        message_id=m, conversation_id=CONV, parent_id=None, role="user", depth=0,
+        body_sha256=body_digest("4821", KEY), metadata={}, has_children=False, digest_key=KEY,
+    )  # fmt: skip
+    retry = tree.AppendMessage(message_id=m, parent_id=None, role="user", content="4821", metadata={}, digest_key=bytes(32))
+    assert isinstance(tree.decide_append(state(m, 1, 1), retry, parent=None, existing=stored), tree.AlreadyAppended)
+    other = msgspec.structs.replace(retry, content="4822")
+    with pytest.raises(errors.MessageIdConflict):
+        tree.decide_append(state(m, 1, 1), other, parent=None, existing=stored)
+
+
+def test_a_digest_key_has_one_length():
+    with pytest.raises(ValueError):
+        body_digest("x", b"short")
+
+
+def _envelope():
+    from datetime import UTC, datetime
+
+    return Envelope(seq=1, tenant="t", conversation_id=CONV, family_id=FAMILY, actor="a", request_id=None,
+                    created_at=datetime(2026, 1, 1, tzinfo=UTC))  # fmt: skip

@@ -61,9 +61,12 @@ def test_a_conversations_events_come_in_order_with_a_typed_view_and_no_content(a
         "parent_message_id": conv["head_id"],
         "role": "user",
         "depth": 1,
-        "body_sha256": hashlib.sha256(b"secret words").hexdigest(),
+        "body_sha256": message["payload"]["body_sha256"],
         "metadata": {"lang": "en"},
     }
+    # Keyed with the message's own key: the digest does not confirm a guess of the content.
+    assert len(message["payload"]["body_sha256"]) == 64
+    assert message["payload"]["body_sha256"] != hashlib.sha256(b"secret words").hexdigest()
     assert "secret words" not in api.get(f"/v1/conversations/{cid}/events").text
     assert items[4]["payload"]["message_id"] == u["id"]
 

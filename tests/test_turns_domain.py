@@ -90,7 +90,7 @@ def test_a_chain_in_an_empty_conversation_starts_at_the_root():
 
 def test_the_reply_is_a_child_of_its_user_message_with_its_generation_and_takes_the_head():
     user, reply = uuid.uuid4(), uuid.uuid4()
-    decision = decide_reply(state(uuid.uuid4(), 5, 1), node(user, 4), user, reply, "four", GENERATION)
+    decision = decide_reply(state(uuid.uuid4(), 5, 1), node(user, 4), user, reply, "four", GENERATION, None)
     [event] = decision.events
     assert isinstance(event, MessageAppended)
     assert (event.message_id, event.parent_id, event.role, event.depth) == (reply, user, "assistant", 5)
@@ -101,7 +101,7 @@ def test_the_reply_is_a_child_of_its_user_message_with_its_generation_and_takes_
 def test_a_regenerated_reply_beside_another_adds_a_branch_tip():
     user = uuid.uuid4()
     decision = decide_reply(
-        state(uuid.uuid4(), 6, 1), node(user, 4, has_children=True), user, uuid.uuid4(), "", GENERATION
+        state(uuid.uuid4(), 6, 1), node(user, 4, has_children=True), user, uuid.uuid4(), "", GENERATION, None
     )
     assert decision.state.leaf_count == 2
 
@@ -109,7 +109,7 @@ def test_a_regenerated_reply_beside_another_adds_a_branch_tip():
 def test_a_reply_whose_user_message_is_not_there_is_refused():
     user = uuid.uuid4()
     with pytest.raises(ParentNotFound):
-        decide_reply(state(uuid.uuid4()), None, user, uuid.uuid4(), "text", GENERATION)
+        decide_reply(state(uuid.uuid4()), None, user, uuid.uuid4(), "text", GENERATION, None)
 
 
 def test_a_failed_turn_records_only_the_failure():

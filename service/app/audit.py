@@ -5,15 +5,15 @@ from __future__ import annotations
 import uuid
 
 from service.app.caller import Caller
-from service.domain.audit import AuditReport, ChainCheck
+from service.domain.audit import AuditReport, ChainCheck, summary_differences
 from service.domain.errors import ConversationNotFound
 from service.store import history
 from service.store.events import Store
 
 
 async def audit(store: Store, caller: Caller, conversation_id: uuid.UUID) -> AuditReport:
-    """Verify every event in order, a batch at a time, in one snapshot (so a concurrent append
-    cannot make the summary's head and the chain disagree)."""
+    """Verify every event in order, a batch at a time, then the summary row against the log's
+    fold, all in one snapshot (so a concurrent append cannot make the summary and the log disagree)."""
     async with history.snapshot(store) as tx:
         found = await tx.get_conversation(caller.tenant, conversation_id)
         if found is None:
@@ -22,5 +22,7 @@ async def audit(store: Store, caller: Caller, conversation_id: uuid.UUID) -> Aud
         async for batch in history.audit_batches(tx, found[1], conversation_id):
             if not check.feed(batch):
                 break
-        summary_hash = await history.audit_summary(tx, caller.tenant, conversation_id)
-    return check.report(summary_hash)
+        stored, folded = await history.audit_summary(tx, caller.tenant, conversation_id)
+    if stored is None:  # gone since it was found: nothing left to compare
+        return check.report(None)
+    return check.report(stored["last_hash"], summary_differences(stored, folded))

@@ -146,6 +146,7 @@ def _chain(messages: list[Sent], parent_id: uuid.UUID | None) -> list[tree.Appen
             role=m.role,
             content=m.content,
             metadata={},
+            digest_key=writes.new_digest_key(),
         )
         for i, m in enumerate(messages)
     ]

@@ -44,6 +44,7 @@ async def create(tx: Tx, caller: Caller, new: NewConversation) -> Created:
         metadata=new.metadata,
         system=new.system,
         system_message_id=uuid.uuid4() if new.system is not None else None,
+        system_digest_key=writes.new_digest_key() if new.system is not None else None,
     )
     events = tree.create_conversation(cmd)
     now, seqs = await tx.begin_create(caller.tenant, conversation_id, len(events))
@@ -87,7 +88,7 @@ async def _check_same(tx: Tx, found: views.Conversation, family_id: uuid.UUID, n
     same_system = (
         root is None
         if new.system is None
-        else root is not None and root[1] == "system" and root[2] == body_digest(new.system)
+        else root is not None and root[1] == "system" and root[2] == body_digest(new.system, root[3])
     )
     if found.title != new.title or found.metadata != new.metadata or not same_system:
         raise ConversationIdConflict(conversation_id=str(found.id))

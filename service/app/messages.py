@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 
 from service.app.caller import Caller
-from service.app.writes import numbered, seal_on_known, write_events
+from service.app.writes import new_digest_key, numbered, seal_on_known, write_events
 from service.domain import tree, views
 from service.domain.errors import ConversationNotFound, ConvtreeError, MessageNotFound, ParentStillGenerating
 from service.domain.events import Role, Sealed
@@ -277,6 +277,7 @@ def _command(new: NewMessage) -> tree.AppendMessage:
         content=new.content,
         metadata=new.metadata,
         expected_head=new.expected_head,
+        digest_key=new_digest_key(),
     )
 
 

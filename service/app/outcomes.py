@@ -12,7 +12,7 @@ import msgspec
 from service.app.caller import Caller
 from service.app.opening import Plan
 from service.app.turns import message_view
-from service.app.writes import write_events
+from service.app.writes import new_digest_key, write_events
 from service.domain import tree, views
 from service.domain import turns as rules
 from service.domain.errors import ConvtreeError, ReplyAbandoned
@@ -53,7 +53,9 @@ async def record_outcome(
         if outcome.complete or outcome.text:
             user = (await tx.find_nodes(tree.scope(state), [user_id])).get(user_id)
             generation = _generation(plan, outcome)
-            decision = rules.decide_reply(state, user, user_id, plan.reply_id, outcome.text, generation)
+            decision = rules.decide_reply(
+                state, user, user_id, plan.reply_id, outcome.text, generation, new_digest_key()
+            )
             sealed = await write_events(tx, caller, state, decision, now, seqs, {plan.reply_id: outcome.text})
             event = decision.events[0]
             assert isinstance(event, MessageAppended)

@@ -40,6 +40,7 @@ from service.domain.errors import (
     MessageNotFound,
     ReplyInProgress,
 )
+from service.app.writes import new_digest_key
 from service.domain.events import MessageAppended
 from service.store import pending
 from service.store.events import Store, Tx
@@ -97,6 +98,7 @@ async def begin_turn(
             role="user",
             content=new.content,
             metadata=new.metadata,
+            digest_key=new_digest_key(),
         )
         existing = nodes.get(message_id) if retry else None
         if existing is not None:

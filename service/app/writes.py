@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from datetime import datetime
 
@@ -9,12 +10,18 @@ import msgspec
 
 from service.app.caller import Caller
 from service.domain import tree
-from service.domain.events import Envelope, Event, Sealed, seal
+from service.domain.events import DIGEST_KEY_BYTES, Envelope, Event, Sealed, seal
 from service.store.events import KnownStateWrite, Tx
 
 # The number an event is sealed with when the statement that stores it draws its number: the hash
 # does not cover it (service/domain/events.py, canonical_bytes), so the seal holds once it is known.
 UNNUMBERED = 0
+
+
+def new_digest_key() -> bytes:
+    """A message's own random key for its body's digest (events.body_digest), stored beside the
+    body and deleted with it on erasure."""
+    return secrets.token_bytes(DIGEST_KEY_BYTES)
 
 
 def envelopes(

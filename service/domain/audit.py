@@ -7,7 +7,8 @@ Fed in order, one batch at a time, so a conversation of any length is verified i
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import msgspec
 
@@ -28,6 +29,7 @@ class Reason:
     BODY_MISMATCH = "body-mismatch"  # the message's body does not match the digest its event recorded
     BODY_MISSING = "body-missing"  # the body is gone but no redaction accounts for it
     HEAD_MISMATCH = "head-mismatch"  # the conversation's summary names another chain head
+    SUMMARY_MISMATCH = "summary-mismatch"  # the summary differs from its log's fold (head, title, counts…)
     CONVERSATION_MISMATCH = "conversation-mismatch"  # an event of another conversation in the chain
 
 
@@ -40,6 +42,32 @@ class AuditReport(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True)
     first_invalid_seq: int | None = None
     reason: str | None = None
     detail: str | None = None
+    fields: list[str] | None = None  # with head-mismatch or summary-mismatch: the summary's columns that differ
+
+
+# The columns of a conversation's summary row, each of which its log determines (fold_conversations).
+SUMMARY_FIELDS = (
+    "family_id", "title", "metadata", "head_id", "message_count", "leaf_count", "created_seq",
+    "created_at", "updated_at", "last_seq", "last_hash",
+    "forked_from_conversation_id", "forked_from_message_id", "base_depth",
+)  # fmt: skip
+
+
+def summary_differences(stored: Mapping[str, Any], folded: Mapping[str, Any] | None) -> list[str]:
+    """The summary columns whose stored value is not the one folded from the log (None: the log
+    folds to no conversation at all). Metadata is compared as JSON values, not as text."""
+    if folded is None:
+        return list(SUMMARY_FIELDS)
+    return [f for f in SUMMARY_FIELDS if not _same(f, stored[f], folded[f])]
+
+
+def _same(field: str, stored: Any, folded: Any) -> bool:
+    if field == "metadata" and isinstance(stored, str) and isinstance(folded, str):
+        try:
+            return bool(msgspec.json.decode(stored) == msgspec.json.decode(folded))
+        except msgspec.DecodeError:
+            return stored == folded
+    return bool(stored == folded)
 
 
 class Checked(msgspec.Struct, frozen=True):
@@ -128,9 +156,11 @@ class ChainCheck:
     def erased(self) -> int:
         return sum(1 for m in self._missing if m in self._redacted)
 
-    def report(self, summary_hash: bytes | None) -> AuditReport:
-        """The verdict, given the chain head the conversation's summary row records (None: not checked)."""
+    def report(self, summary_hash: bytes | None, differences: list[str] | None = None) -> AuditReport:
+        """The verdict, given the chain head the conversation's summary row records (None: not
+        checked) and the summary's columns that differ from the log's fold (summary_differences)."""
         failure = self.first_failure()
+        fields = None
         if failure is None and summary_hash is not None and summary_hash != self.head:
             failure = Failure(
                 self.head_seq or 0,
@@ -139,6 +169,16 @@ class ChainCheck:
                 "The conversation's summary records another chain head: events after this one were "
                 "removed, or the summary was altered.",
             )
+            fields = differences or None
+        elif failure is None and differences:
+            failure = Failure(
+                self.head_seq or 0,
+                self.checked,
+                Reason.SUMMARY_MISMATCH,
+                f"The conversation's summary was changed without an event: {', '.join(differences)} "
+                "differ from what its log records.",
+            )
+            fields = differences
         return AuditReport(
             valid=failure is None,
             events_checked=self.checked,
@@ -148,6 +188,7 @@ class ChainCheck:
             first_invalid_seq=None if failure is None else failure.seq,
             reason=None if failure is None else failure.reason,
             detail=None if failure is None else failure.detail,
+            fields=fields,
         )
 
 

@@ -51,6 +51,10 @@ class MessageAppended(msgspec.Struct, frozen=True, tag="message_appended", kw_on
     body_sha256: bytes
     metadata: dict[str, Any] = {}
     generation: Generation | None = None  # set on a reply a model generated (service/app/turns.py)
+    # The key of a keyed body digest (body_digest): kept beside the body, never in the log (the
+    # payload does not carry it), and destroyed with the body when it is erased. None on messages
+    # written before digests were keyed, and on events read back from the log.
+    digest_key: bytes | None = None
 
 
 class HeadMoved(msgspec.Struct, frozen=True, tag="head_moved", kw_only=True):
@@ -230,11 +234,13 @@ def chain_hash(previous: bytes, envelope: Envelope, columns: Columns) -> bytes:
 
 
 class Sealed(msgspec.Struct, frozen=True):
-    """An event ready for the log: envelope, columns and its link in the conversation's chain."""
+    """An event ready for the log: envelope, columns and its link in the conversation's chain,
+    and for a message the key of its body's digest, which is stored with the body, not the event."""
 
     envelope: Envelope
     columns: Columns
     hash: bytes
+    digest_key: bytes | None = None
 
 
 def seal(previous_hash: bytes, envelopes: list[Envelope], events: list[Event]) -> list[Sealed]:
@@ -243,12 +249,25 @@ def seal(previous_hash: bytes, envelopes: list[Envelope], events: list[Event]) -
     for envelope, event in zip(envelopes, events, strict=True):
         columns = to_columns(event)
         previous_hash = chain_hash(previous_hash, envelope, columns)
-        sealed.append(Sealed(envelope, columns, previous_hash))
+        key = event.digest_key if isinstance(event, MessageAppended) else None
+        sealed.append(Sealed(envelope, columns, previous_hash, key))
     return sealed
 
 
-def body_digest(content: str) -> bytes:
-    return hashlib.sha256(content.encode()).digest()
+DIGEST_KEY_BYTES = 32
+
+
+def body_digest(content: str, key: bytes | None = None) -> bytes:
+    """The digest a message's event records of its body: SHA-256(key || UTF-8 content) with the
+    message's own random key, so that the digest left after an erasure (which deletes the key with
+    the body) confirms no guess of the content. Without a key: the plain SHA-256 that messages
+    written before digests were keyed recorded, kept so their events verify as they always did.
+    The key has a fixed length, so a key and a content never read as another pair's."""
+    if key is None:
+        return hashlib.sha256(content.encode()).digest()
+    if len(key) != DIGEST_KEY_BYTES:
+        raise ValueError(f"a digest key is {DIGEST_KEY_BYTES} bytes")
+    return hashlib.sha256(key + content.encode()).digest()
 
 
 def _str_or_none(value: uuid.UUID | None) -> str | None:

@@ -94,6 +94,7 @@ class ExportLine(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     created_at: datetime
     hash: str  # hex
     content: str | None = None
+    body_key: str | None = None  # hex: the key of a keyed body digest, with the content it proves
 
 
 def export_line(event: Sealed, content: str | None) -> ExportLine:
@@ -114,6 +115,7 @@ def export_line(event: Sealed, content: str | None) -> ExportLine:
         created_at=e.created_at,
         hash=event.hash.hex(),
         content=content,
+        body_key=None if content is None or event.digest_key is None else event.digest_key.hex(),
     )
 
 
@@ -134,7 +136,8 @@ def sealed_of(line: ExportLine, tenant: str, family_id: uuid.UUID) -> Sealed:
         request_id=line.request_id,
         created_at=line.created_at,
     )
-    return Sealed(envelope, columns_of(line), _hex32(line.hash, "hash"))
+    key = None if line.content is None or line.body_key is None else _hex32(line.body_key, "body_key")
+    return Sealed(envelope, columns_of(line), _hex32(line.hash, "hash"), key)
 
 
 def _hex32(text: str, name: str) -> bytes:
@@ -143,5 +146,5 @@ def _hex32(text: str, name: str) -> bytes:
     except ValueError:
         value = b""
     if len(value) != 32:
-        raise ValueError(f"{name} is not a hex SHA-256 digest")
+        raise ValueError(f"{name} is not 64 hex digits")
     return value

@@ -89,7 +89,7 @@ def plan_import(lines: list[ExportLine]) -> ImportPlan:
             event = sealed_of(line, "", conversation_id)  # tenant and family are not hashed
         except ValueError as exc:
             raise refuse(number, "malformed", str(exc), line.seq) from exc
-        digest = None if line.content is None else body_digest(line.content)
+        digest = None if line.content is None else body_digest(line.content, event.digest_key)
         check.feed([Checked(event, digest)])
         if check.failure is not None:
             break
@@ -197,5 +197,5 @@ def reseal(plan: ImportPlan, tenant: str, family_id: uuid.UUID, seqs: list[int])
         event = sealed_of(line, tenant, family_id)
         envelope = msgspec.structs.replace(event.envelope, seq=seq)
         previous = chain_hash(previous, envelope, event.columns)
-        sealed.append(Sealed(envelope, event.columns, previous))
+        sealed.append(Sealed(envelope, event.columns, previous, event.digest_key))
     return sealed

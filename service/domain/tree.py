@@ -95,6 +95,7 @@ class Node(msgspec.Struct, frozen=True, kw_only=True):
     # Visible in the conversation being decided on: its own, or on the path a fork inherited. The
     # store also finds messages that are not (to recognise a message id already used in the family).
     visible: bool = True
+    digest_key: bytes | None = None  # its body's digest key (None: erased, or an unkeyed digest)
 
 
 class CreateConversation(msgspec.Struct, frozen=True, kw_only=True):
@@ -104,6 +105,7 @@ class CreateConversation(msgspec.Struct, frozen=True, kw_only=True):
     metadata: dict[str, Any]
     system: str | None
     system_message_id: uuid.UUID | None
+    system_digest_key: bytes | None = None  # the key of the system prompt's body digest
 
 
 class AppendMessage(msgspec.Struct, frozen=True, kw_only=True):
@@ -113,6 +115,7 @@ class AppendMessage(msgspec.Struct, frozen=True, kw_only=True):
     content: str
     metadata: dict[str, Any]
     expected_head: uuid.UUID | None = None  # set: refuse unless the head is still this message
+    digest_key: bytes | None = None  # the key of the body's digest (events.body_digest), chosen by the caller
 
 
 class ForkConversation(msgspec.Struct, frozen=True, kw_only=True):
@@ -145,7 +148,8 @@ def create_conversation(cmd: CreateConversation) -> list[Event]:
                 parent_id=None,
                 role="system",
                 depth=0,
-                body_sha256=body_digest(cmd.system),
+                body_sha256=body_digest(cmd.system, cmd.system_digest_key),
+                digest_key=cmd.system_digest_key,
             )
         )
     return events
@@ -190,8 +194,9 @@ def decide_append(
         parent_id=parent_ref,
         role=cmd.role,
         depth=0 if parent is None else parent.depth + 1,
-        body_sha256=body_digest(cmd.content),
+        body_sha256=body_digest(cmd.content, cmd.digest_key),
         metadata=cmd.metadata,
+        digest_key=cmd.digest_key,
     )
     # A new child of a leaf replaces that leaf as a tip; a child of an inner message adds a tip.
     adds_leaf = parent is None or parent.has_children
@@ -208,7 +213,7 @@ def _retry(state: ConversationState, cmd: AppendMessage, existing: Node) -> Alre
     same = (
         existing.conversation_id == state.conversation_id
         and existing.role == cmd.role
-        and existing.body_sha256 == body_digest(cmd.content)
+        and existing.body_sha256 == body_digest(cmd.content, existing.digest_key)
         and existing.metadata == cmd.metadata
         and (cmd.parent_id is None or cmd.parent_id == existing.parent_id)
     )
@@ -275,6 +280,7 @@ def appended_node(event: MessageAppended, conversation_id: uuid.UUID) -> Node:
         body_sha256=event.body_sha256,
         metadata=event.metadata,
         has_children=False,
+        digest_key=event.digest_key,
     )
 
 

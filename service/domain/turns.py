@@ -66,9 +66,13 @@ def decide_reply(
     reply_id: uuid.UUID,
     content: str,
     generation: Generation,
+    digest_key: bytes | None,
 ) -> Decision:
     """The assistant's reply, as a child of the message it answers; the head moves to it."""
-    cmd = AppendMessage(message_id=reply_id, parent_id=user_message_id, role="assistant", content=content, metadata={})
+    cmd = AppendMessage(
+        message_id=reply_id, parent_id=user_message_id, role="assistant", content=content, metadata={},
+        digest_key=digest_key,
+    )  # fmt: skip
     decision = decide_append(state, cmd, user_message, None)
     assert isinstance(decision, Decision)
     [event] = decision.events

@@ -83,9 +83,10 @@ class Tx:
         row = await self.conn.fetchrow(Q["begin_create"], tenant, conversation_id, count)
         return row["now"], list(row["seqs"])
 
-    async def find_root(self, family_id: uuid.UUID) -> tuple[uuid.UUID, str, bytes] | None:
+    async def find_root(self, family_id: uuid.UUID) -> tuple[uuid.UUID, str, bytes, bytes | None] | None:
+        """The family's root message: id, role, body digest and the digest's key (if any)."""
         row = await self.conn.fetchrow(Q["find_root"], family_id)
-        return None if row is None else (row["message_id"], row["role"], row["body_sha256"])
+        return None if row is None else (row["message_id"], row["role"], row["body_sha256"], row["digest_key"])
 
     async def begin_write(
         self, tenant: str, conversation_id: uuid.UUID, count: int
@@ -136,7 +137,7 @@ class Tx:
                 first.request_id,
                 first.created_at,
                 *event_arrays(sealed),
-                *_body_arrays(bodies),
+                *body_arrays(bodies, sealed),
                 title,
                 msgspec.json.encode(metadata).decode(),
                 state.head_id,
@@ -172,13 +173,13 @@ class Tx:
         # Two messages for one conversation would both pass its check and leave one summary.
         if len({(w.tenant, w.state.conversation_id) for w in writes}) != len(writes):
             raise ValueError("one message per conversation in a statement")
-        columns: tuple[list[Any], ...] = tuple([] for _ in range(17))
+        columns: tuple[list[Any], ...] = tuple([] for _ in range(18))
         for w in writes:
             e, c = w.sealed.envelope, w.sealed.columns
             row = (
                 w.tenant, w.state.conversation_id, w.state.family_id, c.message_id, c.parent_id, c.role,
                 c.depth, c.body_sha256, c.payload, e.actor, e.request_id, e.created_at, w.sealed.hash,
-                w.content, w.state.message_count, w.state.leaf_count, w.known_seq,
+                w.content, w.state.message_count, w.state.leaf_count, w.known_seq, w.sealed.digest_key,
             )  # fmt: skip
             for column, value in zip(columns, row, strict=True):
                 column.append(value)
@@ -393,6 +394,7 @@ def _node(row: asyncpg.Record, prefix: str = "") -> Node:
         metadata=message_metadata(row[prefix + "payload"]),
         has_children=row[prefix + "has_children"],
         visible=row[prefix + "visible"],
+        digest_key=row[prefix + "digest_key"],
     )
 
 
@@ -414,7 +416,7 @@ def event_arrays(sealed: list[Sealed]) -> tuple[list[Any], ...]:
 def _append_arguments(
     tenant: str, state: ConversationState, sealed: list[Sealed], bodies: dict[uuid.UUID, str]
 ) -> tuple[Any, ...]:
-    """$1-$22 of append_events, which append_turn shares: the events, their bodies and the
+    """$1-$23 of append_events, which append_turn shares: the events, their bodies and the
     conversation's new summary."""
     first = sealed[0].envelope
     return (
@@ -425,7 +427,7 @@ def _append_arguments(
         first.request_id,
         first.created_at,
         *event_arrays(sealed),
-        *_body_arrays(bodies),
+        *body_arrays(bodies, sealed),
         state.head_id,
         state.message_count,
         state.leaf_count,
@@ -434,8 +436,13 @@ def _append_arguments(
     )
 
 
-def _body_arrays(bodies: dict[uuid.UUID, str]) -> tuple[list[uuid.UUID], list[str]]:
-    return list(bodies), list(bodies.values())
+def body_arrays(
+    bodies: dict[uuid.UUID, str], sealed: list[Sealed]
+) -> tuple[list[uuid.UUID], list[str], list[bytes | None]]:
+    """Bodies as the arrays the insert queries unnest: ids, contents and each one's digest key,
+    taken from its message's sealed event."""
+    keys = {s.columns.message_id: s.digest_key for s in sealed if s.columns.message_id is not None}
+    return list(bodies), list(bodies.values()), [keys.get(m) for m in bodies]
 
 
 def _scope(row: asyncpg.Record) -> Scope:

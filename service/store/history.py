@@ -16,7 +16,7 @@ from service.domain.errors import (
     MessageIdConflict,
 )
 from service.domain.events import Columns, Envelope, Sealed
-from service.store.events import Store, Tx, event_arrays
+from service.store.events import Store, Tx, body_arrays, event_arrays
 from service.store.queries import Q
 
 BATCH = 500  # rows per round trip when a cursor walks a whole conversation
@@ -29,7 +29,7 @@ async def snapshot(store: Store) -> AsyncIterator[Tx]:
         yield Tx(conn)
 
 
-def _sealed(row: asyncpg.Record) -> Sealed:
+def _sealed(row: asyncpg.Record, digest_key: bytes | None = None) -> Sealed:
     envelope = Envelope(
         seq=row["seq"],
         tenant=row["tenant"],
@@ -48,7 +48,7 @@ def _sealed(row: asyncpg.Record) -> Sealed:
         row["body_sha256"],
         row["payload"],
     )
-    return Sealed(envelope, columns, row["hash"])
+    return Sealed(envelope, columns, row["hash"], digest_key)
 
 
 # --- feeds ------------------------------------------------------------------------------------
@@ -86,9 +86,16 @@ async def audit_batches(
         yield [Checked(_sealed(r), r["body_digest"]) for r in rows]
 
 
-async def audit_summary(tx: Tx, tenant: str, conversation_id: uuid.UUID) -> bytes | None:
-    row = await tx.conn.fetchrow(Q["audit_summary"], tenant, conversation_id)
-    return None if row is None else row["last_hash"]
+async def audit_summary(
+    tx: Tx, tenant: str, conversation_id: uuid.UUID
+) -> tuple[asyncpg.Record | None, asyncpg.Record | None]:
+    """The conversation's summary row as stored, and as its whole log folds it (replay's fold)."""
+    stored = await tx.conn.fetchrow(Q["audit_summary"], tenant, conversation_id)
+    folded = await tx.conn.fetchrow(Q["conversation_as_of"], tenant, conversation_id, _LAST_SEQ, None)
+    return stored, folded
+
+
+_LAST_SEQ = 2**63 - 1  # "after every event"
 
 
 async def export_page(
@@ -96,7 +103,7 @@ async def export_page(
 ) -> list[tuple[Sealed, str | None]]:
     """The conversation's next events after `after`, each with its body where one may be served."""
     rows = await tx.conn.fetch(Q["export_events"], family_id, conversation_id, after, BATCH)
-    return [(_sealed(r), r["content"]) for r in rows]
+    return [(_sealed(r, r["digest_key"]), r["content"]) for r in rows]
 
 
 # --- redaction and erasure ----------------------------------------------------------------------
@@ -158,8 +165,7 @@ async def import_conversation(
             [s.envelope.actor for s in sealed],
             [s.envelope.request_id for s in sealed],
             [s.envelope.created_at for s in sealed],
-            list(bodies),
-            list(bodies.values()),
+            *body_arrays(bodies, sealed),
         )
         return await tx.conn.fetchval(
             Q["import_summary"], tenant, first.conversation_id, first.family_id, sealed[-1].envelope.seq

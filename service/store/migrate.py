@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+import asyncpg
 
 from alembic import command, op
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy.util import await_only
+
+from service.store.queries import Q
 
 ROOT = Path(__file__).resolve().parents[2]
 MIGRATION_LOCK = 0x636F6E7674726565  # "convtree": the advisory lock that one migrator holds at a time
@@ -35,9 +41,38 @@ def sqlalchemy_url(database_url: str | None) -> str:
     return f"postgresql+asyncpg://{rest}"
 
 
-def upgrade(database_url: str) -> None:
-    """Bring the database to the newest revision (safe to run from several processes at once)."""
+def upgrade(database_url: str, service_role: str | None = None) -> None:
+    """Bring the database to the newest revision (safe to run from several processes at once),
+    then, given a `service_role`, grant that role exactly the rights the service needs on it."""
     command.upgrade(alembic_config(database_url), "head")
+    if service_role is not None:
+        asyncio.run(grant_service_role(database_url, service_role))
+
+
+async def grant_service_role(owner_url: str, role: str) -> None:
+    """Create the service's role if needed and grant it its rights on this database (schema.sql's
+    grant_service_role); run as the role that owns the tables."""
+    conn = await asyncpg.connect(owner_url)
+    try:
+        async with conn.transaction():
+            await conn.execute(Q["migration_lock"], MIGRATION_LOCK)
+            await conn.execute(Q["grant_service_role"], role)
+    finally:
+        await conn.close()
+
+
+def url_user(database_url: str) -> str | None:
+    """The role a PostgreSQL URL logs in as (None: the client's default)."""
+    user = urlsplit(database_url).username
+    return None if not user else unquote(user)
+
+
+def as_role(database_url: str, role: str) -> str:
+    """The same server and database, logged in as `role` (with no password: for servers that trust
+    local connections, such as the embedded one)."""
+    parts = urlsplit(database_url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{quote(role, safe='')}@{host}"))
 
 
 def head_revision() -> str:

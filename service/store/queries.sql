@@ -26,18 +26,24 @@ SELECT family_id, head_id, message_count, leaf_count, last_seq, last_hash, now, 
 -- name: begin_append
 -- begin_write, and in the same round trip the messages $4 (and, with $5, the head) as find_nodes
 -- sees them: one row per message found, or one row with no message.
-SELECT family_id, head_id, message_count, leaf_count, last_seq, last_hash, now, seqs, base_id, base_depth,
-       node_id, node_conversation_id, node_parent_id, node_role, node_depth, node_body_sha256,
-       node_payload, node_visible, node_has_children
-  FROM begin_write($1, $2, $3, $4, $5);
+-- Each message's digest key comes with it (a retry compares its content with the digest).
+SELECT w.family_id, w.head_id, w.message_count, w.leaf_count, w.last_seq, w.last_hash, w.now, w.seqs,
+       w.base_id, w.base_depth,
+       w.node_id, w.node_conversation_id, w.node_parent_id, w.node_role, w.node_depth, w.node_body_sha256,
+       w.node_payload, w.node_visible, w.node_has_children, b.digest_key AS node_digest_key
+  FROM begin_write($1, $2, $3, $4, $5) w
+  LEFT JOIN bodies b ON b.family_id = w.family_id AND b.message_id = w.node_id;
 
 -- name: find_nodes
-SELECT message_id, conversation_id, parent_id, role, depth, body_sha256, payload, visible, has_children
-  FROM find_nodes($1, $2, $3, $4, $5);
+SELECT n.message_id, n.conversation_id, n.parent_id, n.role, n.depth, n.body_sha256, n.payload,
+       n.visible, n.has_children, b.digest_key
+  FROM find_nodes($1, $2, $3, $4, $5) n
+  LEFT JOIN bodies b ON b.family_id = $1 AND b.message_id = n.message_id;
 
 -- name: find_root
-SELECT e.message_id, e.role, e.body_sha256
+SELECT e.message_id, e.role, e.body_sha256, b.digest_key
   FROM events e
+  LEFT JOIN bodies b ON b.family_id = e.family_id AND b.message_id = e.message_id
  WHERE e.family_id = $1 AND e.type = 'message_appended' AND e.parent_id IS NULL;
 
 -- name: insert_conversation
@@ -48,14 +54,14 @@ WITH new_events AS (
       FROM unnest($7::bigint[], $8::text[], $9::uuid[], $10::uuid[], $11::text[], $12::int[],
                   $13::bytea[], $14::text[], $15::bytea[]) AS u(s, t, m, p, r, d, b, pl, h)
 ), new_bodies AS (
-    INSERT INTO bodies (family_id, message_id, content)
-    SELECT $3, m, c FROM unnest($16::uuid[], $17::text[]) AS u(m, c)
+    INSERT INTO bodies (family_id, message_id, content, digest_key)
+    SELECT $3, m, c, k FROM unnest($16::uuid[], $17::text[], $18::bytea[]) AS u(m, c, k)
 )
 INSERT INTO conversations (tenant, conversation_id, family_id, title, metadata, head_id,
                            message_count, leaf_count, created_seq, created_at, updated_at,
                            last_seq, last_hash,
                            forked_from_conversation_id, forked_from_message_id, base_depth)
-VALUES ($1, $2, $3, $18, $19::json, $20, $21, $22, $23, $6, $6, $24, $25, $26, $27, $28);
+VALUES ($1, $2, $3, $19, $20::json, $21, $22, $23, $24, $6, $6, $25, $26, $27, $28, $29);
 
 -- name: append_events
 WITH new_events AS (
@@ -65,12 +71,12 @@ WITH new_events AS (
       FROM unnest($7::bigint[], $8::text[], $9::uuid[], $10::uuid[], $11::text[], $12::int[],
                   $13::bytea[], $14::text[], $15::bytea[]) AS u(s, t, m, p, r, d, b, pl, h)
 ), new_bodies AS (
-    INSERT INTO bodies (family_id, message_id, content)
-    SELECT $3, m, c FROM unnest($16::uuid[], $17::text[]) AS u(m, c)
+    INSERT INTO bodies (family_id, message_id, content, digest_key)
+    SELECT $3, m, c, k FROM unnest($16::uuid[], $17::text[], $18::bytea[]) AS u(m, c, k)
 )
 UPDATE conversations
-   SET head_id = $18, message_count = $19, leaf_count = $20, updated_at = $6,
-       last_seq = $21, last_hash = $22
+   SET head_id = $19, message_count = $20, leaf_count = $21, updated_at = $6,
+       last_seq = $22, last_hash = $23
  WHERE tenant = $1 AND conversation_id = $2;
 
 -- name: append_messages_if_unchanged
@@ -85,13 +91,13 @@ UPDATE conversations
 -- once at most.
 WITH batch AS MATERIALIZED (
     SELECT tenant, conversation_id, family_id, message_id, parent_id, role, depth, body_sha256, payload,
-           actor, request_id, created_at, hash, content, message_count, leaf_count, known_seq
+           actor, request_id, created_at, hash, content, message_count, leaf_count, known_seq, digest_key
       FROM unnest($1::text[], $2::uuid[], $3::uuid[], $4::uuid[], $5::uuid[], $6::text[], $7::int[],
                   $8::bytea[], $9::text[], $10::text[], $11::text[], $12::timestamptz[], $13::bytea[],
-                  $14::text[], $15::int[], $16::int[], $17::bigint[])
+                  $14::text[], $15::int[], $16::int[], $17::bigint[], $18::bytea[])
            AS b(tenant, conversation_id, family_id, message_id, parent_id, role, depth, body_sha256,
                 payload, actor, request_id, created_at, hash, content, message_count, leaf_count,
-                known_seq)
+                known_seq, digest_key)
 ), feed AS MATERIALIZED (
     SELECT count(*) AS tenants
       FROM (SELECT pg_advisory_xact_lock_shared(hashtextextended(t.tenant, 0))
@@ -105,7 +111,7 @@ WITH batch AS MATERIALIZED (
 ), unchanged AS MATERIALIZED (
     SELECT b.tenant, b.conversation_id, b.family_id, b.message_id, b.parent_id, b.role, b.depth,
            b.body_sha256, b.payload, b.actor, b.request_id, b.created_at, b.hash, b.content,
-           b.message_count, b.leaf_count, nextval('events_seq') AS seq
+           b.message_count, b.leaf_count, b.digest_key, nextval('events_seq') AS seq
       FROM batch b
       JOIN locked l ON l.tenant = b.tenant AND l.conversation_id = b.conversation_id
      WHERE l.last_seq = b.known_seq AND l.updated_at <= b.created_at
@@ -117,8 +123,8 @@ WITH batch AS MATERIALIZED (
            u.created_at, u.hash
       FROM unchanged u
 ), new_bodies AS (
-    INSERT INTO bodies (family_id, message_id, content)
-    SELECT u.family_id, u.message_id, u.content FROM unchanged u
+    INSERT INTO bodies (family_id, message_id, content, digest_key)
+    SELECT u.family_id, u.message_id, u.content, u.digest_key FROM unchanged u
 )
 UPDATE conversations c
    SET head_id = u.message_id, message_count = u.message_count, leaf_count = u.leaf_count,
@@ -252,6 +258,15 @@ UPDATE idempotency_keys SET conversation_id = $3, user_message_id = $4, reply_id
 -- name: schema_version
 SELECT version_num FROM alembic_version;
 
+-- name: grant_service_role
+-- Run as the owner, after migrating (service/store/migrate.py), under migration_lock.
+SELECT grant_service_role($1);
+
+-- name: migration_lock
+-- One migrator at a time, as alembic/env.py holds it: two processes granting at once would both
+-- update the same catalog rows ("tuple concurrently updated").
+SELECT pg_advisory_xact_lock($1);
+
 -- --- Replay and rebuild (forks, as_of, `convtree rebuild`) --------------------------------------
 
 -- name: conversation_as_of
@@ -316,25 +331,32 @@ SELECT seq, tenant, conversation_id, family_id, type, message_id, parent_id, rol
  LIMIT $4;
 
 -- name: audit_events
--- Each event with the SHA-256 of its message's body as it is stored now (NULL: no body), computed
--- here as body_digest computes it (UTF-8 bytes), so the bodies themselves never leave the server.
+-- Each event with the digest of its message's body as it is stored now (NULL: no body), computed
+-- here as body_digest computes it (UTF-8 bytes, after the body's key if it has one), so the bodies
+-- themselves never leave the server.
 SELECT e.seq, e.tenant, e.conversation_id, e.family_id, e.type, e.message_id, e.parent_id, e.role,
        e.depth, e.body_sha256, e.payload, e.actor, e.request_id, e.created_at, e.hash,
-       sha256(convert_to(b.content, 'UTF8')) AS body_digest
+       sha256(coalesce(b.digest_key, '') || convert_to(b.content, 'UTF8')) AS body_digest
   FROM events e
   LEFT JOIN bodies b ON b.family_id = e.family_id AND b.message_id = e.message_id
  WHERE e.family_id = $1 AND e.conversation_id = $2
  ORDER BY e.seq;
 
 -- name: audit_summary
-SELECT last_seq, last_hash FROM conversations WHERE tenant = $1 AND conversation_id = $2;
+-- The conversation's summary row as stored; the audit compares it with conversation_as_of's fold.
+SELECT tenant, conversation_id, family_id, title, metadata, head_id, message_count, leaf_count,
+       created_seq, created_at, updated_at, last_seq, last_hash,
+       forked_from_conversation_id, forked_from_message_id, base_depth
+  FROM conversations
+ WHERE tenant = $1 AND conversation_id = $2;
 
 -- name: export_events
 -- A page of the export, after event $3. A redacted message's content is withheld from exports as
 -- from every other read.
 SELECT e.seq, e.tenant, e.conversation_id, e.family_id, e.type, e.message_id, e.parent_id, e.role,
        e.depth, e.body_sha256, e.payload, e.actor, e.request_id, e.created_at, e.hash,
-       CASE WHEN r.redacted_at IS NULL THEN b.content END AS content
+       CASE WHEN r.redacted_at IS NULL THEN b.content END AS content,
+       CASE WHEN r.redacted_at IS NULL THEN b.digest_key END AS digest_key
   FROM events e
   LEFT JOIN bodies b ON b.family_id = e.family_id AND b.message_id = e.message_id
   LEFT JOIN LATERAL message_redaction(e.family_id, e.message_id) r ON e.type = 'message_appended'
@@ -351,6 +373,21 @@ SELECT content FROM bodies WHERE family_id = $1 AND message_id = $2;
 -- name: erase_body
 -- Allowed by the bodies_erasable trigger only after the erasing event is written.
 DELETE FROM bodies WHERE family_id = $1 AND message_id = $2;
+
+-- name: vacuum_bodies
+-- The tables that hold message content (bodies, and stored responses that quoted it): an erased
+-- body's dead row is removed from the table's pages. Outside a transaction; the tables' owner only.
+VACUUM (ANALYZE) bodies, idempotency_keys;
+
+-- name: vacuum_full_bodies
+-- The same tables rewritten into new files and the old files deleted, so an erased body's bytes
+-- are in no data file of the database (they may stay in WAL and backups until those expire).
+-- Holds each table's ACCESS EXCLUSIVE lock while it is rewritten: every append waits.
+VACUUM (FULL, ANALYZE) bodies, idempotency_keys;
+
+-- name: body_tables_size
+SELECT coalesce(sum(pg_total_relation_size(c)), 0)::bigint
+  FROM unnest(ARRAY['bodies'::regclass, 'idempotency_keys'::regclass]) AS c;
 
 -- name: find_quoting_responses
 -- Stored responses of the tenant that may quote a message: they contain its id or its content
@@ -385,8 +422,8 @@ WITH new_events AS (
                   $10::bytea[], $11::text[], $12::bytea[], $13::text[], $14::text[], $15::timestamptz[])
            AS u(s, t, m, p, r, d, b, pl, h, a, q, c)
 )
-INSERT INTO bodies (family_id, message_id, content)
-SELECT $3, m, c FROM unnest($16::uuid[], $17::text[]) AS u(m, c);
+INSERT INTO bodies (family_id, message_id, content, digest_key)
+SELECT $3, m, c, k FROM unnest($16::uuid[], $17::text[], $18::bytea[]) AS u(m, c, k);
 
 -- name: import_summary
 -- The imported conversation's summary, folded from its events by the one definition rebuild and
@@ -451,8 +488,8 @@ SELECT family_id, reply_id, tenant, conversation_id, user_message_id, provider, 
 -- name: append_turn
 -- append_events and register_pending_reply in one round trip, for a turn whose reply was launched
 -- before it is registered (service/app/turns.py): the turn's messages with the conversation's new
--- summary ($1-$22 as append_events), and its reply $23, answering message $24, registered as
--- pending; returns the replies already pending that are message $29 or answer it.
+-- summary ($1-$23 as append_events), and its reply $24, answering message $25, registered as
+-- pending; returns the replies already pending that are message $30 or answer it.
 WITH new_events AS (
     INSERT INTO events (seq, tenant, conversation_id, family_id, type, message_id, parent_id, role,
                         depth, body_sha256, payload, actor, request_id, created_at, hash)
@@ -460,18 +497,18 @@ WITH new_events AS (
       FROM unnest($7::bigint[], $8::text[], $9::uuid[], $10::uuid[], $11::text[], $12::int[],
                   $13::bytea[], $14::text[], $15::bytea[]) AS u(s, t, m, p, r, d, b, pl, h)
 ), new_bodies AS (
-    INSERT INTO bodies (family_id, message_id, content)
-    SELECT $3, m, c FROM unnest($16::uuid[], $17::text[]) AS u(m, c)
+    INSERT INTO bodies (family_id, message_id, content, digest_key)
+    SELECT $3, m, c, k FROM unnest($16::uuid[], $17::text[], $18::bytea[]) AS u(m, c, k)
 ), new_summary AS (
     UPDATE conversations
-       SET head_id = $18, message_count = $19, leaf_count = $20, updated_at = $6,
-           last_seq = $21, last_hash = $22
+       SET head_id = $19, message_count = $20, leaf_count = $21, updated_at = $6,
+           last_seq = $22, last_hash = $23
      WHERE tenant = $1 AND conversation_id = $2
 ), registered AS (
     INSERT INTO pending_replies (family_id, reply_id, tenant, conversation_id, user_message_id, provider,
                                  model, actor, request_id, owner, expires_at)
-    VALUES ($3, $23, $1, $2, $24, $25, $26, $4, $5, $27, now() + make_interval(secs => $28))
+    VALUES ($3, $24, $1, $2, $25, $26, $27, $4, $5, $28, now() + make_interval(secs => $29))
 )
 SELECT reply_id, user_message_id
   FROM pending_replies
- WHERE $29::uuid IS NOT NULL AND family_id = $3 AND (reply_id = $29 OR user_message_id = $29);
+ WHERE $30::uuid IS NOT NULL AND family_id = $3 AND (reply_id = $30 OR user_message_id = $30);
