@@ -235,10 +235,6 @@ def _sent(index: int, message: InputMessage) -> completions.Sent:
         content = "".join(part.text or "" for part in content)
     if not content:
         raise errors.InvalidRequest(f"messages[{index}]: content is empty.", parameter=f"messages[{index}].content")
-    if "\x00" in content:
-        raise errors.InvalidRequest(
-            f"messages[{index}]: content may not contain U+0000.", parameter=f"messages[{index}].content"
-        )
     return completions.Sent(role, content)
 
 
