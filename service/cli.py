@@ -191,7 +191,9 @@ def rebuild(batch_events: int) -> None:
     """Rebuild every derived table (conversations, …) from the log, in one transaction.
 
     Writers wait until it commits; readers go on reading the previous rows meanwhile. API keys and
-    idempotency keys are not derived from the log and are kept.
+    idempotency keys are not derived from the log and are kept. A conversation that cannot be
+    folded keeps its previous row and is named on stderr, the others are rebuilt, and the command
+    exits with status 1.
     """
     from service.store.rebuild import Report
     from service.store.rebuild import rebuild as rebuild_from_log
@@ -224,3 +226,8 @@ def rebuild(batch_events: int) -> None:
     rows = ", ".join(f"{name}: {count} rows" for name, count in report.rows.items())
     rate = f"{report.events / seconds:,.0f}" if seconds > 0 else "-"
     click.echo(f"rebuilt from {report.events} events in {seconds:.2f} s ({rate} events/s); {rows}")
+    for failure in report.failures:
+        click.echo(f"not rebuilt: {failure.step} {failure.key} (its previous row is kept): {failure.error}", err=True)
+    if report.failures:
+        click.echo(f"{len(report.failures)} not rebuilt", err=True)
+        sys.exit(1)

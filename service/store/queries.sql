@@ -263,7 +263,12 @@ SELECT tenant, conversation_id, family_id, title, metadata, head_id, message_cou
 LOCK TABLE conversations IN EXCLUSIVE MODE;
 
 -- name: rebuild_conversations_clear
-DELETE FROM conversations;
+-- The rows of a batch of conversations, refilled right after in the same savepoint.
+DELETE FROM conversations WHERE conversation_id = ANY ($1::uuid[]);
+
+-- name: rebuild_conversations_prune
+-- Rows of conversations the log does not hold ($1: every conversation it holds).
+DELETE FROM conversations WHERE conversation_id <> ALL ($1::uuid[]);
 
 -- name: rebuild_conversations_plan
 -- Every conversation in the log, with its number of events (the rebuild's progress is in events).
