@@ -1,4 +1,4 @@
-"""The `convtree` command: serve, migrate, keys, openapi, rebuild."""
+"""The `convtree` command: serve, migrate, keys, openapi, rebuild, doctor."""
 
 from __future__ import annotations
 
@@ -231,3 +231,30 @@ def rebuild(batch_events: int) -> None:
     if report.failures:
         click.echo(f"{len(report.failures)} not rebuilt", err=True)
         sys.exit(1)
+
+
+@main.command()
+def doctor() -> None:
+    """Report what the log holds that convtree no longer accepts.
+
+    Lists the events (seq, tenant, conversation, type) whose payload holds U+0000 or a lone
+    surrogate, stored before such text was refused. They stay as they are and every read and write
+    works; exits 1 when there is any, 0 otherwise.
+    """
+    from service.app.doctor import unreadable_events
+
+    settings = Settings.from_env()
+
+    async def run(url: str) -> list[Any]:
+        async with one_off_store(url) as store:
+            return await unreadable_events(store)
+
+    with database(settings) as (url, _):
+        migrations.upgrade(url)
+        found = asyncio.run(run(url))
+    for event in found:
+        click.echo(f"{event.seq}\t{event.tenant}\t{event.conversation_id}\t{event.type}\tholds U+0000 or a lone surrogate")
+    if found:
+        click.echo(f"{len(found)} event(s) hold text that PostgreSQL text cannot; they are read with it spelled out", err=True)
+        sys.exit(1)
+    click.echo("no event holds text that convtree would refuse today")

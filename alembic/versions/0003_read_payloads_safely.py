@@ -5,6 +5,8 @@ surrogate escape anywhere: one such metadata value, which the API accepted until
 rebuild, replay of its conversation, and every append to a fork carrying it. Every read of a
 payload in SQL now goes through `readable_payload`, which spells such escapes out as text. The
 stored payloads (and their hashes) stay as they are; `convtree doctor` lists the events holding one.
+The summaries already derived from such events get the metadata a fold gives them now, so that the
+live summary, a replay and a rebuild agree.
 
 Revision ID: 0003
 Revises: 0002
@@ -30,6 +32,10 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
                     '(?<!\\)((?:\\\\)*)(\\u0000|\\ud[89ab][0-9a-f]{2}(?!\\ud[c-f][0-9a-f]{2})|(?<!\\ud[89ab][0-9a-f]{2})\\ud[c-f][0-9a-f]{2})',
                     '\1\\\2', 'gi')::json END
 $$;
+
+-- The escapes spelled out in the summaries derived from such events, as the fold below gives them.
+UPDATE conversations SET metadata = readable_payload(metadata)
+ WHERE strpos(metadata::text, '\u') > 0 AND readable_payload(metadata)::text <> metadata::text;
 
 DROP INDEX events_redactions;
 CREATE INDEX events_redactions ON events (family_id, ((readable_payload(payload)->>'message_id')::uuid), seq)

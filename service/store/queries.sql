@@ -472,3 +472,17 @@ WITH new_events AS (
 SELECT reply_id, user_message_id
   FROM pending_replies
  WHERE $29::uuid IS NOT NULL AND family_id = $3 AND (reply_id = $29 OR user_message_id = $29);
+
+-- ---------------------------------------------------------------------------------------------
+-- Doctor (service/app/doctor.py): what the database holds that convtree no longer accepts.
+-- ---------------------------------------------------------------------------------------------
+
+-- name: unreadable_payloads
+-- Events whose payload holds an escape PostgreSQL text cannot hold (\u0000, a lone surrogate),
+-- stored before the API refused them: the SQL reads them through readable_payload, which spells
+-- such an escape out, so these are the events whose text reads differently there. A whole scan
+-- of the log, once, by an operator.
+SELECT seq, tenant, conversation_id, type
+  FROM events
+ WHERE strpos(payload::text, '\u') > 0 AND readable_payload(payload)::text <> payload::text
+ ORDER BY seq;
