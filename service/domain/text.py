@@ -23,30 +23,32 @@ def why_unstorable(value: str) -> str:
     found = _UNSTORABLE.search(value)
     assert found is not None
     char = found.group()
-    return "U+0000, which PostgreSQL text cannot hold" if char == "\x00" else (
-        f"a lone surrogate (U+{ord(char):04X}), which UTF-8 cannot encode"
-    )
+    if char == "\x00":
+        return "U+0000, which PostgreSQL text cannot hold"
+    return f"a lone surrogate (U+{ord(char):04X}), which UTF-8 cannot encode"
 
 
 def first_unstorable(value: Any, path: str = "") -> tuple[str, str] | None:
     """The path (`metadata.a.b`, `messages[0].content`) of the first string in a decoded JSON value,
-    object keys included, that cannot be kept, and the character at fault; None if every one can."""
-    if isinstance(value, str):
-        return None if storable(value) else (path or "$", why_unstorable(value))
-    if isinstance(value, dict):
-        for key, item in value.items():
-            name = _UNSTORABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", key)  # a path that can be sent
-            where = f"{path}.{name}" if path else name
-            if not storable(key):
-                return where, f"its key holds {why_unstorable(key)}"
-            found = first_unstorable(item, where)
-            if found is not None:
-                return found
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            found = first_unstorable(item, f"{path}[{index}]")
-            if found is not None:
-                return found
+    object keys included, that cannot be kept, and the character at fault; None if every one can.
+    A walk with a stack of its own, so that no depth of nesting can exhaust Python's."""
+    pending: list[tuple[str, Any]] = [(path, value)]
+    while pending:
+        where, item = pending.pop()
+        if isinstance(item, str):
+            if not storable(item):
+                return where or "$", why_unstorable(item)
+        elif isinstance(item, dict):
+            children = []
+            for key, child in item.items():
+                name = _UNSTORABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", key)  # a path that can be sent
+                inner = f"{where}.{name}" if where else name
+                if not storable(key):
+                    return inner, f"its key holds {why_unstorable(key)}"
+                children.append((inner, child))
+            pending.extend(reversed(children))  # depth first, in document order
+        elif isinstance(item, list):
+            pending.extend((f"{where}[{i}]", child) for i, child in reversed(list(enumerate(item))))
     return None
 
 
@@ -61,6 +63,8 @@ def first_unstorable_in_json(raw: bytes | str) -> tuple[str, str] | None:
         # The standard library's decoder, unlike msgspec's, reads lone surrogates into the string, so
         # the field at fault can be named.
         value = json.loads(raw)
-    except (ValueError, RecursionError):
+    except ValueError:
         return None
+    except RecursionError:
+        return "$", "nesting too deep for its text to be checked"
     return first_unstorable(value)
