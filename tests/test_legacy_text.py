@@ -50,7 +50,7 @@ def test_a_log_holding_u0000_from_before_0003_is_reported_and_keeps_working(data
     command.upgrade(alembic_config(url), "0002")
     tenant = f"tenant-{uuid.uuid4().hex[:12]}"
     cid, mid, fid = run(_store_as_an_older_server_did(url, Caller(tenant, "legacy")))
-    legacy_seqs = [r["seq"] for r in fetch(url, "SELECT seq FROM events WHERE payload::text LIKE '%\\u0000%' ORDER BY seq")]
+    legacy_seqs = [r["seq"] for r in fetch(url, "SELECT seq FROM events WHERE strpos(payload::text, '\\u0000') > 0 ORDER BY seq")]
     assert len(legacy_seqs) == 3
 
     upgrade(url)

@@ -44,9 +44,15 @@ class Problem(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 
 OPENAI_DOOR = "/v1/chat/completions"
-_OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
-                 409: "conflict_error", 412: "invalid_request_error", 422: "invalid_request_error",
-                 429: "rate_limit_error"}
+_OPENAI_TYPES = {  # status -> OpenAI's error type; any other status is an api_error
+    400: "invalid_request_error",
+    401: "authentication_error",
+    404: "not_found_error",
+    409: "conflict_error",
+    412: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+}
 
 
 # error class -> (status, type slug, title). The first matching class in the MRO wins.
