@@ -194,11 +194,31 @@ CREATE TRIGGER bodies_immutable BEFORE UPDATE ON bodies
 CREATE TRIGGER bodies_no_truncate BEFORE TRUNCATE ON bodies
     FOR EACH STATEMENT EXECUTE FUNCTION reject_change();
 
+-- A payload as the SQL below reads it. `json` keeps any escape JSON allows, but PostgreSQL's text
+-- can hold neither U+0000 nor half a surrogate pair, and `->` / `->>` de-escape every string of a
+-- payload to read any one field: a single `\u0000` or lone `\ud800` anywhere in it (refused at the
+-- API since revision 0005, but a log may hold some from before) would fail every function, trigger
+-- and index that reads the payload. Read through this function, each such escape is plain text,
+-- the six characters it is written with, so no stored event can break a read; the stored payload,
+-- which the hash covers, is never changed. `convtree doctor` lists the events that hold one. Every
+-- field the database reads from a payload is read through here; a payload without `\u` is returned
+-- as it is.
+CREATE FUNCTION readable_payload(p_payload json) RETURNS json
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN strpos(p_payload::text, '\u') = 0 THEN p_payload
+                ELSE regexp_replace(
+                    p_payload::text,
+                    -- an escape not itself escaped (an even run of backslashes before it) that is
+                    -- \u0000, a high surrogate with no low one after it, or a low one with no high one before
+                    '(?<!\\)((?:\\\\)*)(\\u0000|\\ud[89ab][0-9a-f]{2}(?!\\ud[c-f][0-9a-f]{2})|(?<!\\ud[89ab][0-9a-f]{2})\\ud[c-f][0-9a-f]{2})',
+                    '\1\\\2', 'gi')::json END
+$$;
+
 -- Redaction and erasure. A `message_redacted` event names its target in its payload
 -- ({"message_id", "reason", "erase"}); this index finds a message's redactions with one probe.
 -- Every read that serves content joins `message_redaction` and withholds a redacted message's
 -- content; nothing is derived or copied, so there is nothing to rebuild.
-CREATE INDEX events_redactions ON events (family_id, ((payload->>'message_id')::uuid), seq)
+CREATE INDEX events_redactions ON events (family_id, ((readable_payload(payload)->>'message_id')::uuid), seq)
     WHERE type = 'message_redacted';
 
 -- A message's latest redaction (no row: not redacted). Erasure can only follow a redaction, never
@@ -206,10 +226,11 @@ CREATE INDEX events_redactions ON events (family_id, ((payload->>'message_id')::
 CREATE FUNCTION message_redaction(p_family uuid, p_message uuid)
 RETURNS TABLE (redacted_at timestamptz, redacted_by text, redaction_reason text, redaction_erased boolean)
 LANGUAGE sql STABLE AS $$
-    SELECT r.created_at, r.actor, r.payload->>'reason', coalesce((r.payload->>'erase')::boolean, false)
+    SELECT r.created_at, r.actor, readable_payload(r.payload)->>'reason',
+           coalesce((readable_payload(r.payload)->>'erase')::boolean, false)
       FROM events r
      WHERE r.family_id = p_family AND r.type = 'message_redacted'
-       AND (r.payload->>'message_id')::uuid = p_message
+       AND (readable_payload(r.payload)->>'message_id')::uuid = p_message
      ORDER BY r.seq DESC
      LIMIT 1
 $$;
@@ -331,7 +352,8 @@ BEGIN
     IF parent_conversation <> NEW.conversation_id THEN
         -- The base comes from the log (a fork's first event), not from `conversations`, so the
         -- rule holds for every writer of the log, an import included.
-        SELECT CASE WHEN f.type = 'conversation_forked' THEN (f.payload->>'source_message_id')::uuid END
+        SELECT CASE WHEN f.type = 'conversation_forked'
+                    THEN (readable_payload(f.payload)->>'source_message_id')::uuid END
           INTO base
           FROM events f
          WHERE f.family_id = NEW.family_id AND f.conversation_id = NEW.conversation_id
@@ -626,11 +648,11 @@ LANGUAGE sql STABLE AS $$
            CASE WHEN f.type = 'conversation_forked' THEN (f.payload->>'source_conversation_id')::uuid END,
            b.message_id, b.depth
       FROM spans s
-     CROSS JOIN LATERAL (SELECT e.tenant, e.type, e.payload, e.created_at FROM events e
+     CROSS JOIN LATERAL (SELECT e.tenant, e.type, readable_payload(e.payload) AS payload, e.created_at FROM events e
                           WHERE e.seq = s.first_seq AND e.family_id = s.family_id LIMIT 1) f
      CROSS JOIN LATERAL (SELECT e.created_at, e.hash FROM events e
                           WHERE e.seq = s.last_seq AND e.family_id = s.family_id LIMIT 1) z
-      LEFT JOIN LATERAL (SELECT e.type, e.message_id, e.payload FROM events e
+      LEFT JOIN LATERAL (SELECT e.type, e.message_id, readable_payload(e.payload) AS payload FROM events e
                           WHERE e.seq = s.head_seq AND e.family_id = s.family_id LIMIT 1) h ON true
       LEFT JOIN LATERAL (SELECT e.message_id, e.depth FROM events e
                           WHERE f.type = 'conversation_forked' AND e.family_id = s.family_id

@@ -1,4 +1,4 @@
-"""The `convtree` command: serve, migrate, keys, openapi, rebuild, vacuum."""
+"""The `convtree` command: serve, migrate, keys, openapi, rebuild, vacuum, doctor."""
 
 from __future__ import annotations
 
@@ -231,7 +231,9 @@ def rebuild(batch_events: int) -> None:
     """Rebuild every derived table (conversations, …) from the log, in one transaction.
 
     Writers wait until it commits; readers go on reading the previous rows meanwhile. API keys and
-    idempotency keys are not derived from the log and are kept.
+    idempotency keys are not derived from the log and are kept. A conversation that cannot be
+    folded keeps its previous row and is named on stderr, the others are rebuilt, and the command
+    exits with status 1.
     """
     from service.store.rebuild import Report
     from service.store.rebuild import rebuild as rebuild_from_log
@@ -264,6 +266,11 @@ def rebuild(batch_events: int) -> None:
     rows = ", ".join(f"{name}: {count} rows" for name, count in report.rows.items())
     rate = f"{report.events / seconds:,.0f}" if seconds > 0 else "-"
     click.echo(f"rebuilt from {report.events} events in {seconds:.2f} s ({rate} events/s); {rows}")
+    for failure in report.failures:
+        click.echo(f"not rebuilt: {failure.step} {failure.key} (its previous row is kept): {failure.error}", err=True)
+    if report.failures:
+        click.echo(f"{len(report.failures)} not rebuilt", err=True)
+        sys.exit(1)
 
 
 @main.command()
@@ -292,3 +299,30 @@ def vacuum(full: bool) -> None:
         done = asyncio.run(run(db.owner_url))
     kind = "VACUUM FULL" if full else "VACUUM"
     click.echo(f"{kind} of bodies, idempotency_keys: {done.bytes_before:,} bytes before, {done.bytes_after:,} after")
+
+
+@main.command()
+def doctor() -> None:
+    """Report what the log holds that convtree no longer accepts.
+
+    Lists the events (seq, tenant, conversation, type) whose payload holds U+0000 or a lone
+    surrogate, stored before such text was refused. They stay as they are and every read and write
+    works; exits 1 when there is any, 0 otherwise.
+    """
+    from service.app.doctor import unreadable_events
+
+    settings = Settings.from_env()
+
+    async def run(url: str) -> list[Any]:
+        async with one_off_store(url) as store:
+            return await unreadable_events(store)
+
+    with database(settings) as db:
+        db.migrate()
+        found = asyncio.run(run(db.owner_url))
+    for event in found:
+        click.echo(f"{event.seq}\t{event.tenant}\t{event.conversation_id}\t{event.type}\tholds U+0000 or a lone surrogate")
+    if found:
+        click.echo(f"{len(found)} event(s) hold text that PostgreSQL text cannot; they are read with it spelled out", err=True)
+        sys.exit(1)
+    click.echo("no event holds text that convtree would refuse today")

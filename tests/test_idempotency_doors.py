@@ -190,7 +190,7 @@ def test_a_chat_completion_retried_with_its_key_is_the_stored_one(client, model_
     # The same key with another request: 422, with OpenAI's error object.
     with pytest.raises(openai.UnprocessableEntityError) as refused:
         client.chat.completions.create(model="fake-large", messages=MESSAGES[1:], extra_headers=headers)
-    assert refused.value.code == "idempotency-key-reused" and refused.value.type == "idempotency-key-reused"
+    assert refused.value.code == "idempotency-key-reused" and refused.value.type == "invalid_request_error"
     assert "Idempotency-Key" in refused.value.message
     assert len(sent_messages(upstream)) == 1
 

@@ -241,3 +241,40 @@ def test_a_writer_waits_for_a_rebuild_and_loses_nothing(own_server):
     rows = table(url)
     rebuild_now(url)
     assert table(url) == rows
+
+
+def test_a_conversation_that_cannot_be_folded_keeps_its_row_and_the_others_are_rebuilt(own_server):
+    _, key = own_server.new_key()
+    with own_server.client(key) as client:
+        cids = [client.post("/v1/conversations", json={"title": f"c{i}"}).json()["id"] for i in range(5)]
+        for cid in cids:
+            client.post(f"/v1/conversations/{cid}/messages", json={"role": "user", "content": "hi"})
+    url = own_server.database_url
+    rows = table(url)
+    fetch(url, "UPDATE conversations SET message_count = 0")
+    broken = cids[2]
+    # A fold the database refuses, for one conversation only (as a bug or a damaged row would).
+    fetch(url, f"""
+        CREATE FUNCTION test_refuse_fold() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.conversation_id = '{broken}' THEN RAISE EXCEPTION 'cannot fold %', NEW.conversation_id; END IF;
+            RETURN NEW;
+        END $$""")
+    fetch(url, "CREATE TRIGGER test_refuse_fold BEFORE INSERT ON conversations FOR EACH ROW EXECUTE FUNCTION test_refuse_fold()")
+    try:
+        result = CliRunner().invoke(main, ["rebuild", "--batch-events", "4"], env={"DATABASE_URL": url})
+    finally:
+        fetch(url, "DROP TRIGGER test_refuse_fold ON conversations")
+        fetch(url, "DROP FUNCTION test_refuse_fold()")
+
+    assert result.exit_code == 1, result.output
+    assert f"not rebuilt: conversations {broken}" in result.stderr and "cannot fold" in result.stderr
+    counts = {
+        str(r["conversation_id"]): r["message_count"]
+        for r in fetch(url, "SELECT conversation_id, message_count FROM conversations WHERE conversation_id = ANY($1)",
+                       [uuid.UUID(c) for c in cids])
+    }
+    assert counts == {cid: (0 if cid == broken else 1) for cid in cids}  # the old row, kept
+    # Once the fault is gone, a rebuild restores everything.
+    assert rebuild_now(url).failures == []
+    assert table(url) == rows

@@ -18,6 +18,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 import service
+from service.api.bodies import CheckedRequest
 from service.api.conversations import ConversationController
 from service.api.forks import ForkController
 from service.api.deps import provide_caller
@@ -138,6 +139,7 @@ def create_app(database_url: str, settings: Settings, registry: Registry | None 
         lifespan=[lifespan, feed_lifespan(database_url), turns_lifespan(registry), freeze_startup_heap],
         exception_handlers=HANDLERS,
         middleware=[request_id_middleware],
+        request_class=CheckedRequest,
         openapi_config=openapi_config(),
         state=State({"schema_head": head_revision()}),
         request_max_body_size=settings.request_max_body_bytes,

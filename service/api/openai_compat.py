@@ -145,30 +145,9 @@ class ModelList(msgspec.Struct):
     object: str = "list"
 
 
-def _openai_errors(handler: Any) -> Any:
-    """A problem, as every route answers one, that also carries OpenAI's error object (`error`),
-    which OpenAI's clients read (and hand to their callers as the error's body): with the
-    problem's `context`, when it has one, so that they learn which turn failed too."""
-
-    def handle(request: Request[Any, Any, State], exc: Exception) -> Response[Any]:
-        response = handler(request, exc)
-        problem = msgspec.json.decode(response.content)
-        slug = problem["type"].removeprefix(problems.TYPE_BASE)
-        param = next((e.get("key") for e in problem.get("errors") or [] if e.get("key")), None)
-        error = {"message": problem.get("detail") or problem["title"], "type": slug, "param": param, "code": slug}
-        if "context" in problem:
-            error["context"] = problem["context"]
-        problem["error"] = error
-        response.content = msgspec.json.encode(problem)
-        return response
-
-    return handle
-
-
 class OpenAICompatController(Controller):
     path = "/v1"
     tags = ["openai-compatible"]
-    exception_handlers = {kind: _openai_errors(handler) for kind, handler in problems.HANDLERS.items()}
 
     @post(
         "/chat/completions",
@@ -265,10 +244,6 @@ def _sent(index: int, message: InputMessage) -> completions.Sent:
         content = "".join(part.text or "" for part in content)
     if not content:
         raise errors.InvalidRequest(f"messages[{index}]: content is empty.", parameter=f"messages[{index}].content")
-    if "\x00" in content:
-        raise errors.InvalidRequest(
-            f"messages[{index}]: content may not contain U+0000.", parameter=f"messages[{index}].content"
-        )
     return completions.Sent(role, content)
 
 

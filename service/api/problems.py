@@ -18,6 +18,16 @@ MEDIA_TYPE = "application/problem+json"
 TYPE_BASE = "urn:convtree:problem:"
 
 
+class OpenAIError(msgspec.Struct, kw_only=True):
+    """OpenAI's error object, which OpenAI's clients read from a failed request."""
+
+    message: str
+    type: str  # invalid_request_error, authentication_error, not_found_error, conflict_error, api_error
+    param: str | None = None
+    code: str | None = None  # the problem's `type` slug
+    context: dict[str, Any] | None = None  # the problem's: OpenAI's clients hand on only this object
+
+
 class Problem(msgspec.Struct, kw_only=True, omit_defaults=True):
     """An RFC 9457 problem. `type` is stable per kind of error; `detail` is for people."""
 
@@ -29,6 +39,20 @@ class Problem(msgspec.Struct, kw_only=True, omit_defaults=True):
     request_id: str | None = None
     errors: list[dict[str, Any]] | None = None  # for validation problems: which field, what is wrong
     context: dict[str, Any] | None = None
+    # On the OpenAI-compatible door only: the same error as OpenAI's error object, which its clients read.
+    error: OpenAIError | None = None
+
+
+OPENAI_DOORS = frozenset({"/v1/chat/completions", "/v1/models"})
+_OPENAI_TYPES = {  # status -> OpenAI's error type; any other status is an api_error
+    400: "invalid_request_error",
+    401: "authentication_error",
+    404: "not_found_error",
+    409: "conflict_error",
+    412: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+}
 
 
 # error class -> (status, type slug, title). The first matching class in the MRO wins.
@@ -92,11 +116,26 @@ def classify(exc: errors.ConvtreeError) -> tuple[int, str, str]:
 def _response(request: Request, problem: Problem, headers: dict[str, str] | None = None) -> Response:
     problem.instance = request.url.path
     problem.request_id = request.scope.get("state", {}).get("request_id")
+    if problem.instance in OPENAI_DOORS:
+        problem.error = openai_error(problem)
     return Response(
         content=msgspec.json.encode(problem),
         status_code=problem.status,
         media_type=MEDIA_TYPE,
         headers=headers,
+    )
+
+
+def openai_error(problem: Problem) -> OpenAIError:
+    param = (problem.context or {}).get("parameter")
+    if param is None and problem.errors:
+        param = problem.errors[0].get("key")
+    return OpenAIError(
+        message=problem.detail or problem.title,
+        type=_OPENAI_TYPES.get(problem.status, "api_error"),
+        param=None if param is None else str(param),
+        code=problem.type.removeprefix(TYPE_BASE),
+        context=problem.context,
     )
 
 

@@ -13,13 +13,19 @@ from service.domain.events import Role
 MAX_CONTENT_CHARS = 1_000_000
 MAX_TITLE_CHARS = 500
 
-# PostgreSQL's text cannot hold U+0000: a string that is stored is refused with it, as invalid input.
+# PostgreSQL's text cannot hold U+0000, nor UTF-8 a lone surrogate: every string of every JSON body,
+# metadata included, is refused with either (service/api/bodies.py). The pattern says so in the
+# OpenAPI document for the fields it can be attached to.
 NO_NUL = r"^[^\x00]*$"
 
 Content = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_CONTENT_CHARS, pattern=NO_NUL)]
 Title = Annotated[str, msgspec.Meta(max_length=MAX_TITLE_CHARS, pattern=NO_NUL)]
 Metadata = Annotated[
-    dict[str, Any], msgspec.Meta(description="Any JSON object; stored and returned as given.")
+    dict[str, Any],
+    msgspec.Meta(
+        description="Any JSON object; stored and returned as given. No string in it, keys included, may "
+        "hold U+0000 or a lone surrogate (422)."
+    ),
 ]
 
 

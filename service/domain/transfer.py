@@ -29,6 +29,7 @@ from service.domain.events import (
     from_columns,
 )
 from service.domain.history import EXPORT_VERSION, ExportLine, columns_of, sealed_of
+from service.domain.text import first_unstorable_in_json
 
 _ROLES = frozenset(get_args(Role))
 _FIRST_TYPES = ("conversation_created", "conversation_forked")
@@ -67,17 +68,28 @@ def parse_export(raw: bytes) -> list[ExportLine]:
         raise refuse(None, "empty", "The export is empty.")
     lines = []
     for number, text in enumerate(text_lines, start=1):
+        _refuse_unstorable(number, None, first_unstorable_in_json(text))
         try:
             line = _line_decoder.decode(text)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             raise refuse(number, "malformed", f"not an export line: {exc}") from exc
         if line.v != EXPORT_VERSION:
             raise refuse(number, "unsupported-version", f"export format v{line.v} is not v{EXPORT_VERSION}.")
+        inner = first_unstorable_in_json(line.payload)  # the payload is JSON text inside the line
+        _refuse_unstorable(number, line.seq, inner and (f"payload.{inner[0]}", inner[1]))
         if line.created_at.utcoffset() != timedelta(0):
             # The database gives every time back in UTC: another offset would change the hashed text.
             raise refuse(number, "malformed", "created_at must be a UTC time.", line.seq)
         lines.append(line)
     return lines
+
+
+def _refuse_unstorable(number: int, seq: int | None, found: tuple[str, str] | None) -> None:
+    """A line with text convtree cannot keep (in its content, actor, request id or payload) is
+    refused like any other bad line, even when its chain verifies."""
+    if found is not None:
+        path, why = found
+        raise refuse(number, "unstorable-text", f"{path}: the text holds {why}.", seq)
 
 
 def plan_import(lines: list[ExportLine]) -> ImportPlan:

@@ -180,3 +180,8 @@ async def import_conversation(
         # The checks before the write mirror the database's; this is the backstop for the rest
         # (a text PostgreSQL cannot store, say), refused as the file's fault, never a 500.
         raise InvalidExport(f"The database refused the export: {exc}", reason="refused-by-database") from exc
+
+
+async def unreadable_payloads(tx: Tx) -> list[asyncpg.Record]:
+    """Every event whose payload holds text PostgreSQL cannot (rows: seq, tenant, conversation_id, type)."""
+    return await tx.conn.fetch(Q["unreadable_payloads"])

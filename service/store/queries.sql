@@ -286,7 +286,12 @@ SELECT tenant, conversation_id, family_id, title, metadata, head_id, message_cou
 LOCK TABLE conversations IN EXCLUSIVE MODE;
 
 -- name: rebuild_conversations_clear
-DELETE FROM conversations;
+-- The rows of a batch of conversations, refilled right after in the same savepoint.
+DELETE FROM conversations WHERE conversation_id = ANY ($1::uuid[]);
+
+-- name: rebuild_conversations_prune
+-- Rows of conversations the log does not hold ($1: every conversation it holds).
+DELETE FROM conversations WHERE conversation_id <> ALL ($1::uuid[]);
 
 -- name: rebuild_conversations_plan
 -- Every conversation in the log, with its number of events (the rebuild's progress is in events).
@@ -512,3 +517,17 @@ WITH new_events AS (
 SELECT reply_id, user_message_id
   FROM pending_replies
  WHERE $30::uuid IS NOT NULL AND family_id = $3 AND (reply_id = $30 OR user_message_id = $30);
+
+-- ---------------------------------------------------------------------------------------------
+-- Doctor (service/app/doctor.py): what the database holds that convtree no longer accepts.
+-- ---------------------------------------------------------------------------------------------
+
+-- name: unreadable_payloads
+-- Events whose payload holds an escape PostgreSQL text cannot hold (\u0000, a lone surrogate),
+-- stored before the API refused them: the SQL reads them through readable_payload, which spells
+-- such an escape out, so these are the events whose text reads differently there. A whole scan
+-- of the log, once, by an operator.
+SELECT seq, tenant, conversation_id, type
+  FROM events
+ WHERE strpos(payload::text, '\u') > 0 AND readable_payload(payload)::text <> payload::text
+ ORDER BY seq;
