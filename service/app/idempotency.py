@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -36,16 +37,18 @@ async def run(
     operation: Callable[[Tx], Awaitable[T]],
     encode: Callable[[T], tuple[int, bytes]],
     without_key: Callable[[], Awaitable[T]] | None = None,
+    conversation: uuid.UUID | None = None,
 ) -> T | Replayed:
     """Run `operation` in one transaction, recording its response under `key` in that same
     transaction: a crash leaves either both or neither. A retry that arrives while the original
     is in flight waits for it (the key's row is locked), then replays its response. With no key,
-    `without_key`, if given, does the write its own way (nothing is recorded then)."""
+    `without_key`, if given, does the write its own way (nothing is recorded then). `conversation`:
+    the one `operation` locks, so that this process's writers queue for it without a connection."""
     if key is None and without_key is not None:
         return await without_key()
     if key is not None and not 0 < len(key) <= MAX_KEY_LENGTH:
         raise InvalidRequest(f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters.")
-    async with store.transaction() as tx:
+    async with store.transaction(None if conversation is None else (caller.tenant, conversation)) as tx:
         if key is not None and not await tx.claim_idempotency_key(caller.tenant, key, request_fingerprint):
             stored = await tx.find_idempotency_key(caller.tenant, key)
             assert stored is not None  # the key's row exists: that is why the claim did nothing
