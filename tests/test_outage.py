@@ -261,3 +261,47 @@ def test_a_statement_that_outlasts_the_statement_timeout_answers_503(databases):
             assert r.headers["Retry-After"]
     finally:
         srv.stop()
+
+
+def test_turns_waiting_for_a_held_conversation_leave_the_pool_to_others(databases):
+    url = databases.migrated()
+    srv = Server(url, lock_timeout=2.0, pool_max_size=4)
+    srv.start()
+    try:
+        _, key = srv.new_key()
+        with srv.client(key) as api:
+            held = create(api, title="held")["id"]
+            free = create(api, title="free")["id"]
+
+            async def scenario() -> tuple[list[httpx.Response], list[float]]:
+                admin = await asyncpg.connect(url)
+                headers = {"Authorization": f"Bearer {key}"}
+                async with httpx.AsyncClient(base_url=srv.base_url, headers=headers, timeout=30) as client:
+                    async with admin.transaction():
+                        await admin.execute(
+                            "SELECT 1 FROM conversations WHERE conversation_id = $1 FOR UPDATE", uuid.UUID(held)
+                        )
+                        turns = [
+                            asyncio.create_task(
+                                client.post(f"/v1/conversations/{held}/turns", json={"content": f"t{i}", "provider": "echo"})
+                            )
+                            for i in range(10)
+                        ]
+                        await asyncio.sleep(0.5)  # every turn is in flight
+                        probes = []
+                        for _ in range(3):
+                            t = time.monotonic()
+                            assert (await client.get("/readyz")).status_code == 200
+                            r = await client.post(f"/v1/conversations/{free}/messages", json={"role": "user", "content": "x"})
+                            assert r.status_code == 201, r.text
+                            probes.append(time.monotonic() - t)
+                        answered = await asyncio.gather(*turns)
+                await admin.close()
+                return answered, probes
+
+            answered, probes = run(scenario())
+            assert max(probes) < 1.0, probes
+            for r in answered:
+                problem(r, 503, "database-busy")
+    finally:
+        srv.stop()

@@ -215,6 +215,7 @@ async def opened(
     owner: uuid.UUID,
     launch: Callable[[Plan], L],
     work: Callable[[Opening[L]], Awaitable[Answered | None]],
+    conversation_id: uuid.UUID | None = None,  # the existing conversation `work` locks, if known
 ) -> L | Answered:
     """Run `work` in one transaction; the reply it launched is confirmed once that commits.
 
@@ -230,7 +231,8 @@ async def opened(
     async def transaction() -> None:
         o: Opening[L] | None = None
         try:
-            async with store.transaction() as tx:
+            gate = None if conversation_id is None else (caller.tenant, conversation_id)
+            async with store.transaction(gate) as tx:
                 o = Opening(tx, caller, owner, launch)
                 answered = await work(o)
                 if answered is None:

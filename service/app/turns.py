@@ -112,7 +112,7 @@ async def begin_turn(
         await o.write_under(state, decision, now, seqs, bodies, provider, model, parent_ref, explicit)
         return None
 
-    return await opened(store, caller, owner, launch, work)
+    return await opened(store, caller, owner, launch, work, conversation_id)
 
 
 async def begin_regenerate(
@@ -148,7 +148,7 @@ async def begin_regenerate(
         await o.reply(state.family_id, _plain(path[-1]), context_items(path), provider, model, spec)
         await o.register(state.family_id, conversation_id, node.parent_id, provider, model, None)
 
-    launched = await opened(store, caller, owner, launch, work)
+    launched = await opened(store, caller, owner, launch, work, conversation_id)
     assert not isinstance(launched, Answered)
     return launched
 
