@@ -16,7 +16,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     port: int = 8000
     pool_min_size: int = 2
     pool_max_size: int = 20
-    # Every wait on the database is bounded (seconds); one that runs out answers 503 with Retry-After.
+    # Every wait on the database is bounded (seconds; 0 lifts a bound, except the connect timeout's);
+    # one that runs out answers 503 with Retry-After.
     database_connect_timeout: float = 5.0  # to open a connection
     pool_acquire_timeout: float = 5.0  # for a free connection of the pool
     lock_timeout: float = 5.0  # for a conversation's (or an Idempotency-Key's) lock

@@ -69,4 +69,4 @@ def _unready(detail: str) -> Response[Any]:
     problem = Problem(
         type=problem_type("unavailable"), title="Service unavailable", status=503, detail=detail
     )
-    return Response(problem, status_code=503, media_type="application/problem+json")
+    return Response(problem, status_code=503, media_type="application/problem+json", headers={"Retry-After": "1"})

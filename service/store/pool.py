@@ -20,7 +20,8 @@ from service.domain.errors import ConvtreeError, DatabaseBusy, DatabaseUnavailab
 
 
 class Limits(msgspec.Struct, frozen=True, kw_only=True):
-    """How long (seconds) the service waits on the database before answering 503 instead."""
+    """How long (seconds) the service waits on the database before answering 503 instead (0: no
+    limit, except for connecting)."""
 
     connect_timeout: float = 5.0  # to open a connection
     acquire_timeout: float = 5.0  # for a free connection of the pool
@@ -38,7 +39,7 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def _ms(seconds: float) -> str:
-    return f"{max(1, round(seconds * 1000))}ms"
+    return f"{max(1, round(seconds * 1000))}ms" if seconds > 0 else "0"  # 0: no limit, as in PostgreSQL
 
 
 # A wait that ran out, or a conflict the database resolved by giving up one side: retrying helps.
@@ -78,7 +79,7 @@ async def connection(pool: asyncpg.Pool, limits: Limits) -> AsyncIterator[asyncp
     (or while it is taken) comes out as a domain error when the database is to blame."""
     conn = None
     try:
-        async with pool.acquire(timeout=limits.acquire_timeout) as conn:
+        async with pool.acquire(timeout=limits.acquire_timeout or None) as conn:
             yield conn
     except Exception as exc:
         error = database_error(exc, lost=conn is None or _closed(conn))
@@ -109,7 +110,7 @@ class Gates:
         users[0] += 1
         try:
             try:
-                async with asyncio.timeout(timeout):
+                async with asyncio.timeout(timeout or None):
                     await lock.acquire()
             except TimeoutError as exc:
                 raise DatabaseBusy(
