@@ -16,7 +16,7 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.conftest import Databases, Server, run
+from tests.conftest import Databases, Server, fetch, run
 from tests.helpers import create, problem, say
 from tests.pgproxy import PgProxy
 
@@ -139,6 +139,7 @@ def test_after_the_database_returns_the_service_is_whole_again_within_seconds(ou
             unavailable(api.get(f"/v1/conversations/{cid}"))
             # Another server writes while this one cannot reach the database.
             during = say(other, cid, "during the outage")
+            since = fetch(direct.database_url, "SELECT now() AS t")[0]["t"]
             proxy.restore()
             restored = time.monotonic()
             while True:
@@ -155,7 +156,15 @@ def test_after_the_database_returns_the_service_is_whole_again_within_seconds(ou
             # The follower went on from where it was: it gets what was written meanwhile, and after.
             assert follower.next_id(RECOVERY_SECONDS) == during["seq"]
             assert follower.next_id(RECOVERY_SECONDS) > during["seq"]
-            # And the feed's listener is back: a new event wakes a long-poll at once, not after a poll.
+            # The feed's listener is back on its own connection, and a new event wakes a long-poll.
+            while not fetch(
+                direct.database_url,
+                "SELECT 1 FROM pg_stat_activity WHERE datname = current_database()"
+                " AND application_name = 'convtree-listener' AND backend_start > $1 AND client_port IS NOT NULL",
+                since,
+            ):
+                assert time.monotonic() - restored < RECOVERY_SECONDS, "the feed's listener did not reconnect"
+                time.sleep(0.1)
             after = api.get("/v1/events", params={"after": 0, "limit": 1000}).json()["next_after"]
             got: dict[str, Any] = {}
             poll = threading.Thread(
