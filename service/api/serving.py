@@ -4,8 +4,9 @@ uvicorn's graceful shutdown waits for open responses, then cancels them, and tel
 afterwards (lifespan shutdown). A streamed reply can last minutes, so it would be cut off
 mid-event. This server tells the app as soon as shutdown begins: running replies get most of the
 grace period to finish, then are interrupted, each recorded as it stood and its stream ended
-with a final event, while the rest of the grace period is left for that. Followers of the event feed are told at once too: a long-poll
-answers with what it has, a stream ends with a final event, so an idle process exits at once.
+with a final event, while the rest of the grace period is left for that. Followers of the event
+feed are told at once too: a long-poll answers with what it has, a stream ends with a final event,
+so that they hold up no shutdown and an idle process exits at once.
 """
 
 from __future__ import annotations
