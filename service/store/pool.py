@@ -110,8 +110,9 @@ class Gates:
         users[0] += 1
         try:
             try:
-                async with asyncio.timeout(timeout or None):
-                    await lock.acquire()
+                # wait_for, not asyncio.timeout: a lock granted just as the time runs out is kept
+                # (and released below), never left taken by a waiter that gave up.
+                await asyncio.wait_for(lock.acquire(), timeout or None)
             except TimeoutError as exc:
                 raise DatabaseBusy(
                     "The conversation is locked by another writer for longer than the lock timeout; retry later."
