@@ -148,6 +148,7 @@ def test_after_the_database_returns_the_service_is_whole_again_within_seconds(ou
                     api.get(f"/v1/conversations/{cid}").status_code,
                     api.post(f"/v1/conversations/{cid}/messages", json={"role": "user", "content": "after"}).status_code,
                     api.get("/v1/events", params={"after": last}).status_code,
+                    api.post(f"/v1/conversations/{cid}/turns", json={"content": "t", "provider": "echo"}).status_code,
                 }
                 if statuses == {200, 201}:
                     break
