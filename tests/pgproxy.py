@@ -10,19 +10,24 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 
 class PgProxy:
     def __init__(self, database_url: str) -> None:
         parts = urlsplit(database_url)
-        self._target = (parts.hostname or "127.0.0.1", parts.port or 5432)
+        query = dict(parse_qsl(parts.query))
+        port = int(query.pop("port", 0)) or parts.port or 5432
+        host = query.pop("host", None) or parts.hostname or "127.0.0.1"
+        # A `host` that is a directory names a Unix socket's (the embedded server's URL).
+        self._socket = f"{host}/.s.PGSQL.{port}" if host.startswith("/") else None
+        self._target = (host, port)
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
-        netloc = parts.netloc.rsplit("@", 1)
-        host = f"127.0.0.1:{self.port}"
-        self.url = urlunsplit(parts._replace(netloc=f"{netloc[0]}@{host}" if len(netloc) == 2 else host))
+        userinfo = parts.netloc.rpartition("@")[0]
+        netloc = f"{userinfo}@127.0.0.1:{self.port}" if userinfo else f"127.0.0.1:{self.port}"
+        self.url = urlunsplit(parts._replace(netloc=netloc, query=urlencode(query)))
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.Server | None = None
@@ -60,7 +65,10 @@ class PgProxy:
 
     async def _serve(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
         try:
-            server_reader, server_writer = await asyncio.open_connection(*self._target)
+            if self._socket is not None:
+                server_reader, server_writer = await asyncio.open_unix_connection(self._socket)
+            else:
+                server_reader, server_writer = await asyncio.open_connection(*self._target)
         except OSError:
             client_writer.transport.abort()
             return
