@@ -21,6 +21,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     port: int = 8000
     pool_min_size: int = 2
     pool_max_size: int = 20
+    # Every wait on the database is bounded (seconds; 0 lifts a bound, except the connect timeout's);
+    # one that runs out answers 503 with Retry-After.
+    database_connect_timeout: float = 5.0  # to open a connection
+    pool_acquire_timeout: float = 5.0  # for a free connection of the pool
+    lock_timeout: float = 5.0  # for a conversation's (or an Idempotency-Key's) lock
+    statement_timeout: float = 30.0  # for any one statement
+    idle_in_transaction_timeout: float = 60.0  # before the database ends a transaction left idle
     key_cache_seconds: float = 10.0  # how long a revoked key may still be honoured by a running server
     request_max_body_bytes: int = 16 * 1024 * 1024
 

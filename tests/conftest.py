@@ -116,9 +116,12 @@ class Server:
     SERVICE_ROLE (granted its rights there first); `database_url` stays the owner's, for tests
     that look or tamper behind the service's back. Its model providers are `registry` (default:
     only the offline echo provider, whatever the environment says); `grace` > 0 serves it as
-    `convtree serve` does, with that graceful-shutdown period."""
+    `convtree serve` does, with that graceful-shutdown period;
+    `settings` override the test defaults."""
 
-    def __init__(self, database_url: str, registry: Registry | None = None, *, grace: float = 0) -> None:
+    def __init__(
+        self, database_url: str, registry: Registry | None = None, *, grace: float = 0, **settings: Any
+    ) -> None:
         self.database_url = database_url
         try:
             run(grant_service_role(database_url, SERVICE_ROLE))
@@ -130,8 +133,14 @@ class Server:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.base_url = f"http://127.0.0.1:{self.port}"
-        settings = Settings(database_url=self.service_url, pool_min_size=1, pool_max_size=20, key_cache_seconds=0.0)
-        app = create_app(self.service_url, settings, self.registry)
+        app = create_app(
+            self.service_url,
+            Settings(
+                database_url=self.service_url,
+                **{"pool_min_size": 1, "pool_max_size": 20, "key_cache_seconds": 0.0, **settings},
+            ),
+            self.registry,
+        )
         config = uvicorn.Config(
             app,
             host="127.0.0.1",

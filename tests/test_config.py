@@ -6,6 +6,7 @@ import msgspec
 import pytest
 
 from service.config import Settings
+from service.store.pool import Limits
 
 
 def test_environment_overrides_defaults():
@@ -23,3 +24,15 @@ def test_no_database_url_means_the_embedded_server():
 def test_a_malformed_value_is_a_clear_error():
     with pytest.raises(msgspec.ValidationError, match="port"):
         Settings.from_env({"CONVTREE_PORT": "eighty"})
+
+
+def test_database_waits_are_bounded_by_default_and_set_from_the_environment():
+    defaults = Settings.from_env({})
+    assert (defaults.pool_acquire_timeout, defaults.lock_timeout, defaults.statement_timeout) == (5.0, 5.0, 30.0)
+    settings = Settings.from_env({"CONVTREE_LOCK_TIMEOUT": "1.5", "CONVTREE_STATEMENT_TIMEOUT": "0"})
+    limits = Limits(lock_timeout=settings.lock_timeout, statement_timeout=settings.statement_timeout)
+    assert limits.session_settings() == {
+        "lock_timeout": "1500ms",
+        "statement_timeout": "0",  # no limit, as PostgreSQL reads it
+        "idle_in_transaction_session_timeout": "60000ms",
+    }

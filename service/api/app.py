@@ -31,6 +31,7 @@ from service.app.auth import Authenticator
 from service.app.messages import AppendGroup
 from service.config import Settings
 from service.store.events import Store
+from service.store.pool import Limits
 from service.store.migrate import head_revision
 from service.upstream import Registry
 
@@ -102,19 +103,27 @@ def create_app(database_url: str, settings: Settings, registry: Registry | None 
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        limits = Limits(
+            connect_timeout=settings.database_connect_timeout,
+            acquire_timeout=settings.pool_acquire_timeout,
+            lock_timeout=settings.lock_timeout,
+            statement_timeout=settings.statement_timeout,
+            idle_in_transaction_timeout=settings.idle_in_transaction_timeout,
+        )
         pool = await asyncpg.create_pool(
             database_url,
             min_size=settings.pool_min_size,
             max_size=settings.pool_max_size,
+            timeout=limits.connect_timeout,
             # Fixed planner settings are set per function where they matter. JIT is off: every
             # query here is short, and where the planner's estimates pass its thresholds compiling
             # costs hundreds of times what running takes. The application name lets the server
             # tell convtree's sessions apart.
-            server_settings={"application_name": "convtree", "jit": "off"},
+            server_settings={"application_name": "convtree", "jit": "off", **limits.session_settings()},
             reset=_keep_session,
         )
         assert pool is not None
-        store = Store(pool)
+        store = Store(pool, limits)
         app.state.store = store
         app.state.auth = Authenticator(settings.key_cache_seconds)
         app.state.appends = AppendGroup(store)
@@ -136,7 +145,12 @@ def create_app(database_url: str, settings: Settings, registry: Registry | None 
         ],
         dependencies={"caller": Provide(provide_caller), "store": Provide(provide_store, sync_to_thread=False)},
         # The feed's listener and the turns' generations need the store; they stop before it closes.
-        lifespan=[lifespan, feed_lifespan(database_url), turns_lifespan(registry), freeze_startup_heap],
+        lifespan=[
+            lifespan,
+            feed_lifespan(database_url, settings.database_connect_timeout),
+            turns_lifespan(registry),
+            freeze_startup_heap,
+        ],
         exception_handlers=HANDLERS,
         middleware=[request_id_middleware],
         request_class=CheckedRequest,

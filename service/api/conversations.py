@@ -165,6 +165,7 @@ class ConversationController(Controller):
             lambda tx: messages_app.append(tx, caller, conversation_id, new),
             respond,
             lambda: group.append(caller, conversation_id, new),
+            conversation=conversation_id,
         )
 
     @get(

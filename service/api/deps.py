@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -102,15 +103,17 @@ async def write_once(
     operation: Callable[[Any], Awaitable[T]],
     respond: Callable[[T], tuple[int, Any, dict[str, str] | None]],
     without_key: Callable[[], Awaitable[T]] | None = None,
+    conversation: uuid.UUID | None = None,
 ) -> Response[Any]:
     """Run a write once per Idempotency-Key: a retry gets the original status and body back.
-    Without a key, `without_key` (if given) runs instead of `operation` in a transaction."""
+    Without a key, `without_key` (if given) runs instead of `operation` in a transaction.
+    `conversation`: the existing conversation the write locks (see Store.transaction)."""
 
     def encode(result: T) -> tuple[int, bytes]:
         status, value, _ = respond(result)
         return status, msgspec.json.encode(value)
 
-    outcome = await idempotency.run(store, caller, keyed(request, data), operation, encode, without_key)
+    outcome = await idempotency.run(store, caller, keyed(request, data), operation, encode, without_key, conversation)
     if isinstance(outcome, idempotency.Replayed):
         return JSONResponse(outcome.body, outcome.status, REPLAYED)
     status, value, headers = respond(outcome)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from litestar import Response, get
@@ -9,9 +10,19 @@ from litestar.datastructures import State
 
 from service.api import schemas
 from service.api.problems import Problem, problem_type, responses
+from service.store.events import Store
+
+READY_TIMEOUT_SECONDS = 0.8  # a probe is answered within a second, whatever the database does
+_checks: set[asyncio.Future[str | None]] = set()  # checks still running (a task needs a reference)
 
 
-@get("/healthz", summary="Liveness: the process is serving", tags=["health"], security=[{}], responses=responses())
+@get(
+    "/healthz",
+    summary="Liveness: the process is serving",
+    tags=["health"],
+    security=[{}],
+    responses=responses(database=False),
+)
 async def healthz() -> schemas.Health:
     return schemas.Health(status="ok")
 
@@ -21,13 +32,21 @@ async def healthz() -> schemas.Health:
     summary="Readiness: the database is reachable and migrated",
     tags=["health"],
     security=[{}],
-    responses=responses(503),
+    responses=responses(503, database=False),
 )
 async def readyz(state: State) -> Response[Any]:
     expected: str = state.schema_head
+    # The check runs on its own and is waited for a bounded time, so that the probe answers in
+    # time however the pool is doing (a check given up on ends in the background).
+    check = asyncio.ensure_future(_schema_version(state.store))
+    _checks.add(check)
+    check.add_done_callback(_checked)
+    done, _ = await asyncio.wait({check}, timeout=READY_TIMEOUT_SECONDS)
+    if not done:
+        check.cancel()
+        return _unready(f"the database did not answer within {READY_TIMEOUT_SECONDS:g} s")
     try:
-        async with state.store.reader() as tx:
-            version = await tx.schema_version()
+        version = check.result()
     except Exception as exc:  # any failure to reach the database means "not ready", with the reason
         return _unready(f"database unreachable: {type(exc).__name__}")
     if version != expected:
@@ -35,8 +54,19 @@ async def readyz(state: State) -> Response[Any]:
     return Response(schemas.Health(status="ok", schema_version=version))
 
 
+async def _schema_version(store: Store) -> str | None:
+    async with store.reader() as tx:
+        return await tx.schema_version()
+
+
+def _checked(check: asyncio.Future[str | None]) -> None:
+    _checks.discard(check)
+    if not check.cancelled():
+        check.exception()  # retrieved: a check given up on fails unseen
+
+
 def _unready(detail: str) -> Response[Any]:
     problem = Problem(
         type=problem_type("unavailable"), title="Service unavailable", status=503, detail=detail
     )
-    return Response(problem, status_code=503, media_type="application/problem+json")
+    return Response(problem, status_code=503, media_type="application/problem+json", headers={"Retry-After": "1"})

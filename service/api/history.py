@@ -80,12 +80,14 @@ def provide_feed(state: State) -> feed_app.Feed:
     return state.feed
 
 
-def feed_lifespan(database_url: str) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
+def feed_lifespan(
+    database_url: str, connect_timeout: float = 5.0
+) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
     """The process's feed: one listening connection and the frontier cache (after the store exists)."""
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        listener = Listener(database_url)
+        listener = Listener(database_url, connect_timeout)
         await listener.start()
         app.state.feed = feed_app.Feed(app.state.store, listener)
         try:
@@ -125,7 +127,11 @@ class HistoryController(Controller):
         "an event is handed out only once no event before it can still appear. With `wait`, the call holds "
         "until there is at least one event or `wait` seconds passed. With `Accept: text/event-stream` the "
         "events stream as server-sent events (`id:` is the `seq`, `data:` the event as JSON); a reconnecting "
-        "client resumes after its `Last-Event-ID`.",
+        "client resumes after its `Last-Event-ID`. When the service shuts down, a long-poll answers at once with "
+        "the events it has (maybe none), and a stream ends with a `shutdown` event whose data is "
+        '`{"next_after": <seq>}`: reconnect (after the `retry:` delay) to resume. While the database is away, '
+        "a new request gets a 503 problem with a Retry-After header; an open stream keeps sending keep-alive "
+        "comments and resumes where it was once the database is back.",
         responses=responses(*AUTH),
     )
     async def tenant_events(
@@ -154,6 +160,8 @@ class HistoryController(Controller):
             request.accept.best_match(["application/json", EVENT_STREAM], default="application/json")
             == EVENT_STREAM
         ):
+            # A database that is away refuses the stream now (a 503), not after its headers are sent.
+            await feed.frontier(caller.tenant)
             return ServerSentEvent(_server_sent(feed, caller, after), retry_duration=SSE_RETRY_MS)  # type: ignore[return-value]
         return json_response(await feed.page(caller, after, limit, wait), 200)
 
@@ -215,6 +223,7 @@ class HistoryController(Controller):
             data,
             lambda tx: redact_app.redact(tx, caller, conversation_id, cmd),
             respond,
+            conversation=conversation_id,
         )
 
     @get(
@@ -285,6 +294,9 @@ async def _server_sent(
             yield ServerSentEventMessage(comment="keep-alive", data=None)
         for event in batch:
             yield ServerSentEventMessage(id=event.seq, data=msgspec.json.encode(event).decode())
+            after = event.seq
+    # The follow ends only when the service shuts down: say so, and where to resume.
+    yield ServerSentEventMessage(event="shutdown", data=msgspec.json.encode({"next_after": after}).decode())
 
 
 def _parse_last_event_id(value: str) -> int:

@@ -76,6 +76,9 @@ TABLE: dict[type[errors.ConvtreeError], tuple[int, str, str]] = {
     errors.ServiceShuttingDown: (503, "shutting-down", "Service shutting down"),
     errors.ReplyInterrupted: (503, "reply-interrupted", "Reply interrupted"),
     errors.ReplyAbandoned: (503, "reply-abandoned", "Reply abandoned"),
+    errors.DatabaseUnavailable: (503, "database-unavailable", "Database unavailable"),
+    errors.DatabaseBusy: (503, "database-busy", "Database busy"),
+    errors.Unavailable: (503, "unavailable", "Service unavailable"),
     errors.UnknownProvider: (422, "unknown-provider", "Unknown model provider"),
     errors.UpstreamTimeout: (504, "upstream-timeout", "Model provider timed out"),
     errors.UpstreamUnavailable: (502, "upstream-unavailable", "Model provider unavailable"),
@@ -142,9 +145,16 @@ def openai_error(problem: Problem) -> OpenAIError:
 def domain_error(request: Request, exc: errors.ConvtreeError) -> Response:
     status, slug, title = classify(exc)
     context = {k: v for k, v in exc.context.items() if v is not None} or None
-    headers = {"WWW-Authenticate": 'Bearer realm="convtree"'} if status == 401 else None
+    headers = retry_headers(exc)
+    if status == 401:
+        headers = {"WWW-Authenticate": 'Bearer realm="convtree"'}
     problem = Problem(type=problem_type(slug), title=title, status=status, detail=exc.detail, context=context)
     return _response(request, problem, headers)
+
+
+def retry_headers(exc: errors.ConvtreeError) -> dict[str, str] | None:
+    """A Retry-After header for errors that pass if the client waits (the database away or busy)."""
+    return {"Retry-After": str(exc.retry_after)} if isinstance(exc, errors.Unavailable) else None
 
 
 def validation_error(request: Request, exc: ValidationException) -> Response:
@@ -189,20 +199,26 @@ HANDLERS: dict[Any, Any] = {
 }
 
 
-def responses(*kinds: type[errors.ConvtreeError] | int) -> dict[int, ResponseSpec]:
-    """OpenAPI response entries for the errors a route can answer with (and the 500 any route can)."""
+RETRY_AFTER_NOTE = " (retry after the seconds of its Retry-After header)"
+
+
+def responses(*kinds: type[errors.ConvtreeError] | int, database: bool = True) -> dict[int, ResponseSpec]:
+    """OpenAPI response entries for the errors a route can answer with (and the 500 any route can,
+    and, where it uses the `database`, the 503s with a Retry-After header of a database away or busy)."""
     specs: dict[int, ResponseSpec] = {}
     descriptions: dict[int, list[str]] = {}
-    for kind in (*kinds, 500):
+    always = (errors.DatabaseUnavailable, errors.DatabaseBusy, 500) if database else (500,)
+    for kind in (*kinds, *always):
         if isinstance(kind, int):
             status, title = kind, _HTTP_TYPES[kind][1]
         else:
             status, _, title = TABLE[kind]
-        descriptions.setdefault(status, []).append(title)
+        if title not in descriptions.setdefault(status, []):
+            descriptions[status].append(title)
     for status, titles in descriptions.items():
         specs[status] = ResponseSpec(
             data_container=Problem,
-            description="; ".join(titles),
+            description="; ".join(titles) + (RETRY_AFTER_NOTE if status == 503 and database else ""),
             media_type=MEDIA_TYPE,
             generate_examples=False,
         )

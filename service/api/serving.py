@@ -4,7 +4,9 @@ uvicorn's graceful shutdown waits for open responses, then cancels them, and tel
 afterwards (lifespan shutdown). A streamed reply can last minutes, so it would be cut off
 mid-event. This server tells the app as soon as shutdown begins: running replies get most of the
 grace period to finish, then are interrupted, each recorded as it stood and its stream ended
-with a final event, while the rest of the grace period is left for that.
+with a final event, while the rest of the grace period is left for that. Followers of the event
+feed are told at once too: a long-poll answers with what it has, a stream ends with a final event,
+so that they hold up no shutdown and an idle process exits at once.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ class Server(uvicorn.Server):
         self._app = app
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        feed = getattr(self._app.state, "feed", None)
+        if feed is not None:
+            feed.close()  # long-polls answer now, streams end with a last event: nothing waits for them
         generations = getattr(self._app.state, "generations", None)
         if generations is not None:
             grace = float(self.config.timeout_graceful_shutdown or 0)

@@ -14,7 +14,7 @@ from service.store.events import Store
 async def audit(store: Store, caller: Caller, conversation_id: uuid.UUID) -> AuditReport:
     """Verify every event in order, a batch at a time, then the summary row against the log's
     fold, all in one snapshot (so a concurrent append cannot make the summary and the log disagree)."""
-    async with history.snapshot(store) as tx:
+    async with store.snapshot() as tx:
         found = await tx.get_conversation(caller.tenant, conversation_id)
         if found is None:
             raise ConversationNotFound(conversation_id=str(conversation_id))

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 import msgspec
 
 from service.app.caller import Caller
-from service.domain.errors import ConversationNotFound
+from service.domain.errors import ConversationNotFound, Unavailable
 from service.domain.history import EventView, view
 from service.store import history
 from service.store.events import Store
@@ -27,6 +27,7 @@ LOCK_TIMEOUT_MS = 500  # the longest a frontier read may hold up the tenant's wr
 COOLDOWN_SECONDS = 1.0  # after a frontier read gave up, the tenant's writers get this long in peace
 KEEPALIVE_SECONDS = 15.0  # an idle stream sends a comment this often (and learns if the client left)
 STREAM_BATCH = 200
+OUTAGE_RETRY_SECONDS = 1.0  # how often a stream tries again while the database is away
 
 
 class Page(msgspec.Struct, frozen=True, kw_only=True):
@@ -57,6 +58,12 @@ class Feed:
         self._next: dict[str, asyncio.Future[tuple[int, bool]]] = {}
         self._running: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self.closing = False
+
+    def close(self) -> None:
+        """Shutdown has begun: long-polls answer with what they have, streams end."""
+        self.closing = True
+        self._listener.wake_all()
 
     async def page(self, caller: Caller, after: int, limit: int, wait: float = 0) -> Page:
         """Events after `after`; with `wait`, hold until there is one or `wait` seconds passed."""
@@ -68,18 +75,25 @@ class Feed:
                 signal.clear()
                 page, settled = await self._read(caller.tenant, after, limit)
                 remaining = deadline - loop.time()
-                if page.items or remaining <= 0:
+                if page.items or remaining <= 0 or self.closing:
                     return page
                 # An unsettled frontier (a slow writer was in flight) is asked again soon, even if
                 # the commit that settles it was heard meanwhile.
                 await signal.wait(remaining if settled else min(remaining, COOLDOWN_SECONDS))
 
     async def follow(self, caller: Caller, after: int) -> AsyncIterator[list[EventView]]:
-        """Batches of events as they become final, forever; an empty batch after each idle spell."""
+        """Batches of events as they become final, until the service shuts down; an empty batch
+        after each idle spell. While the database is away it reads again every second, from
+        where it was: nothing is skipped across the outage."""
         with self._listener.subscribe(caller.tenant) as signal:
-            while True:
+            while not self.closing:
                 signal.clear()
-                page, settled = await self._read(caller.tenant, after, STREAM_BATCH)
+                try:
+                    page, settled = await self._read(caller.tenant, after, STREAM_BATCH)
+                except Unavailable:
+                    await signal.wait(OUTAGE_RETRY_SECONDS)
+                    yield []
+                    continue
                 after = page.next_after
                 if page.items:
                     yield page.items

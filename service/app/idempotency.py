@@ -96,14 +96,16 @@ async def run(
     operation: Callable[[Tx], Awaitable[T]],
     encode: Callable[[T], tuple[int, bytes]],
     without_key: Callable[[], Awaitable[T]] | None = None,
+    conversation: uuid.UUID | None = None,
 ) -> T | Replayed:
     """Run `operation` in one transaction, recording its response under the key in that same
     transaction: a crash leaves either both or neither. A retry that arrives while the original
     is in flight waits for it (the key's row is locked), then replays its response. With no key,
-    `without_key`, if given, does the write its own way (nothing is recorded then)."""
+    `without_key`, if given, does the write its own way (nothing is recorded then). `conversation`:
+    the one `operation` locks, so that this process's writers queue for it without a connection."""
     if keyed is None and without_key is not None:
         return await without_key()
-    async with store.transaction() as tx:
+    async with store.transaction(None if conversation is None else (caller.tenant, conversation)) as tx:
         if keyed is not None:
             found = await claim(tx, caller, keyed)
             if isinstance(found, Replayed):

@@ -211,7 +211,7 @@ class AppendGroup:
     async def _locked_append(self, waiting: _Waiting) -> None:
         outcome: Appended | BaseException
         try:
-            async with self._store.transaction() as tx:
+            async with self._store.transaction(waiting.key) as tx:
                 outcome, known = await _append_locked(tx, waiting.caller, waiting.conversation_id, waiting.new)
             if known is not None:
                 self.heads.remember(waiting.caller.tenant, known)  # committed: safe to build on
@@ -308,7 +308,7 @@ def _appended_view(cmd: tree.AppendMessage, decision: tree.Decision, sealed: Sea
 async def move_head(
     store: Store, caller: Caller, conversation_id: uuid.UUID, message_id: uuid.UUID
 ) -> views.Conversation:
-    async with store.transaction() as tx:
+    async with store.transaction((caller.tenant, conversation_id)) as tx:
         begun = await tx.begin_write(caller.tenant, conversation_id, 1)
         if begun is None:
             raise ConversationNotFound(conversation_id=str(conversation_id))

@@ -246,13 +246,14 @@ async def opened(
     launch: Callable[[Plan], L],
     work: Callable[[Opening[L]], Awaitable[Answered | None]],
     keyed: idempotency.Keyed | None = None,
+    conversation_id: uuid.UUID | None = None,  # the existing conversation `work` locks, if known
 ) -> L | Answered:
     """Run `work` in one transaction (see `_opened`). A retry by Idempotency-Key whose reply is
     still being generated (InFlight, by this process or another) waits until it is recorded and
     then looks again: the model is called once per key, however many retries arrive meanwhile."""
     while True:
         try:
-            return await _opened(store, caller, owner, launch, work, keyed)
+            return await _opened(store, caller, owner, launch, work, keyed, conversation_id)
         except InFlight as busy:
             await _recorded(store, busy.family_id, busy.reply_id)
 
@@ -277,6 +278,7 @@ async def _opened(
     launch: Callable[[Plan], L],
     work: Callable[[Opening[L]], Awaitable[Answered | None]],
     keyed: idempotency.Keyed | None,
+    conversation_id: uuid.UUID | None,
 ) -> L | Answered:
     """Run `work` in one transaction; the reply it launched is confirmed once that commits.
 
@@ -292,7 +294,8 @@ async def _opened(
     async def transaction() -> None:
         o: Opening[L] | None = None
         try:
-            async with store.transaction() as tx:
+            gate = None if conversation_id is None else (caller.tenant, conversation_id)
+            async with store.transaction(gate) as tx:
                 o = Opening(tx, caller, owner, launch, keyed)
                 answered = await work(o)
                 if answered is None:

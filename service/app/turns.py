@@ -115,7 +115,7 @@ async def begin_turn(
         await o.write_under(state, decision, now, seqs, bodies, provider, model, parent_ref, explicit)
         return None
 
-    return await opened(store, caller, owner, launch, work, new.keyed)
+    return await opened(store, caller, owner, launch, work, new.keyed, conversation_id)
 
 
 async def begin_regenerate(
@@ -157,7 +157,7 @@ async def begin_regenerate(
         await o.register(state.family_id, conversation_id, node.parent_id, provider, model, None)
         return None
 
-    return await opened(store, caller, owner, launch, work, keyed)
+    return await opened(store, caller, owner, launch, work, keyed, conversation_id)
 
 
 async def again(

@@ -20,6 +20,9 @@ ConvtreeError
 ├── ReplyInterrupted
 │   └── ServiceShuttingDown
 ├── ReplyAbandoned
+├── Unavailable
+│   ├── DatabaseUnavailable
+│   └── DatabaseBusy
 └── UpstreamError
     ├── UnknownProvider
     ├── UpstreamTimeout
@@ -119,6 +122,20 @@ class ServiceShuttingDown(ReplyInterrupted):
 
 class ReplyAbandoned(ConvtreeError):
     """The reply was given up on before it could be stored (its lease ran out): the turn failed."""
+
+
+class Unavailable(ConvtreeError):
+    """The service cannot complete the request now; retry after a moment."""
+
+    retry_after = 1  # seconds a client should wait before retrying (the Retry-After header)
+
+
+class DatabaseUnavailable(Unavailable):
+    """The database cannot be reached; retry later (with the same Idempotency-Key, a write is done once)."""
+
+
+class DatabaseBusy(Unavailable):
+    """The database did not answer in time (a lock held, no free connection, a slow statement); retry later."""
 
 
 class UpstreamError(ConvtreeError):

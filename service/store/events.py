@@ -15,6 +15,7 @@ from service.domain import views
 from service.domain.errors import ConversationIdConflict, MessageIdConflict
 from service.domain.events import Sealed, message_metadata, message_payload
 from service.domain.tree import ConversationState, Node, Scope, sibling_place
+from service.store.pool import Gates, Limits, connection
 from service.store.queries import Q
 
 _metadata = msgspec.json.Decoder(dict[str, Any])
@@ -32,20 +33,41 @@ class KnownStateWrite(msgspec.Struct, frozen=True):
 
 
 class Store:
-    """The pool, and the transactions taken from it."""
+    """The pool, and the transactions taken from it, each with bounded waits (store.pool): a
+    database that is away or too slow comes out of them as a DatabaseUnavailable or DatabaseBusy."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, limits: Limits | None = None) -> None:
         self.pool = pool
+        self.limits = limits or Limits()
+        self._gates = Gates()
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Tx]:
-        async with self.pool.acquire() as conn, conn.transaction():
+    async def transaction(self, conversation: tuple[str, uuid.UUID] | None = None) -> AsyncIterator[Tx]:
+        """A transaction; given the (tenant, id) of the `conversation` it will lock, it takes a
+        connection only once no other transaction of this process is waiting for that lock."""
+        if conversation is None:
+            async with connection(self.pool, self.limits) as conn, conn.transaction():
+                yield Tx(conn)
+            return
+        async with (
+            self._gates.hold(conversation, self.limits.lock_timeout),
+            connection(self.pool, self.limits) as conn,
+            conn.transaction(),
+        ):
             yield Tx(conn)
 
     @asynccontextmanager
     async def reader(self) -> AsyncIterator[Tx]:
         """A connection for reads that need no transaction of their own."""
-        async with self.pool.acquire() as conn:
+        async with connection(self.pool, self.limits) as conn:
+            yield Tx(conn)
+
+    @asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[Tx]:
+        """A read-only transaction that sees one consistent state throughout (for audit and export)."""
+        async with connection(self.pool, self.limits) as conn, conn.transaction(
+            isolation="repeatable_read", readonly=True
+        ):
             yield Tx(conn)
 
 

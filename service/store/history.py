@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import asyncpg
 
@@ -16,17 +15,10 @@ from service.domain.errors import (
     MessageIdConflict,
 )
 from service.domain.events import Columns, Envelope, Sealed
-from service.store.events import Store, Tx, body_arrays, event_arrays
+from service.store.events import Tx, body_arrays, event_arrays
 from service.store.queries import Q
 
 BATCH = 500  # rows per round trip when a cursor walks a whole conversation
-
-
-@asynccontextmanager
-async def snapshot(store: Store) -> AsyncIterator[Tx]:
-    """A read-only transaction that sees one consistent state throughout (for audit and export)."""
-    async with store.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-        yield Tx(conn)
 
 
 def _sealed(row: asyncpg.Record, digest_key: bytes | None = None) -> Sealed:

@@ -23,7 +23,7 @@ log = logging.getLogger("convtree.notify")
 CHANNEL = "convtree_events"
 HEALTH_CHECK_SECONDS = 30.0  # how often the idle listener proves its connection is alive
 DEGRADED_WAIT_SECONDS = 1.0  # the longest a waiter sleeps while the listener is reconnecting
-RECONNECT_MAX_SECONDS = 10.0
+RECONNECT_MAX_SECONDS = 2.0  # once the database is back, the listener is too within this long
 
 
 def tenant_key(tenant: str) -> str:
@@ -60,8 +60,9 @@ class Signal:
 class Listener:
     """The process's one listening connection, and the waiters it wakes."""
 
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, connect_timeout: float = 5.0) -> None:
         self._url = database_url
+        self._connect_timeout = connect_timeout
         self._conn: asyncpg.Connection | None = None
         self._waiters: dict[str, set[Signal]] = {}
         self._task: asyncio.Task[None] | None = None
@@ -83,7 +84,7 @@ class Listener:
             with suppress(asyncio.CancelledError):
                 await self._task
         await self._disconnect()
-        self._wake_all()
+        self.wake_all()
 
     @contextmanager
     def subscribe(self, tenant: str) -> Iterator[Signal]:
@@ -106,13 +107,16 @@ class Listener:
     def _on_terminated(self, _conn: object) -> None:
         self._lost.set()
 
-    def _wake_all(self) -> None:
+    def wake_all(self) -> None:
+        """Every waiter reads again (or sees that the service is shutting down)."""
         for waiters in self._waiters.values():
             for signal in waiters:
                 signal.set()
 
     async def _connect(self) -> None:
-        conn = await asyncpg.connect(self._url, server_settings={"application_name": "convtree-listener"})
+        conn = await asyncpg.connect(
+            self._url, timeout=self._connect_timeout, server_settings={"application_name": "convtree-listener"}
+        )
         conn.add_termination_listener(self._on_terminated)
         await conn.add_listener(CHANNEL, self._on_notify)
         self._conn = conn
@@ -140,12 +144,12 @@ class Listener:
                         log.warning("feed listener connection is not answering; reconnecting")
                 await self._disconnect()
                 # Commits may have gone unheard: every waiter reads again.
-                self._wake_all()
+                self.wake_all()
             try:
                 await self._connect()
                 delay = 0.1
-                self._wake_all()
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                self.wake_all()
+            except Exception as exc:  # noqa: BLE001 - whatever it is, the listener keeps trying
                 log.warning("feed listener cannot connect (%s); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RECONNECT_MAX_SECONDS)

@@ -1,0 +1,169 @@
+"""SIGTERM: `convtree serve` answers its open long-polls, ends its streams with a last event, and
+exits within a couple of seconds when nothing else is running."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from service.app.auth import key_hash, new_key
+from tests.conftest import Databases, fetch, run
+
+EXIT_SECONDS = 2.0
+
+
+class Served:
+    """`convtree serve` in a process of its own, on a database of its own."""
+
+    def __init__(self, database_url: str) -> None:
+        self.database_url = database_url
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.key = new_key()
+        fetch(database_url, "INSERT INTO api_keys (key_hash, tenant, name) VALUES ($1, 'shutdown', 't')", key_hash(self.key))
+        env = {**os.environ, "DATABASE_URL": database_url, "CONVTREE_PORT": str(self.port)}
+        cli = Path(sys.executable).with_name("convtree")
+        self.process = subprocess.Popen([str(cli), "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 30
+        while True:
+            assert self.process.poll() is None, self.process.stderr.read().decode()  # type: ignore[union-attr]
+            try:
+                if httpx.get(self.base_url + "/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "convtree serve did not start"
+            time.sleep(0.1)
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        return httpx.Client(base_url=self.base_url, headers={"Authorization": f"Bearer {self.key}"}, **kwargs)
+
+    def terminate(self) -> float:
+        """SIGTERM; the seconds until the process was gone."""
+        started = time.monotonic()
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout=30)
+        return time.monotonic() - started
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        if self.process.stderr is not None:
+            self.process.stderr.close()
+
+
+@pytest.fixture
+def served(databases: Databases) -> Iterator[Served]:
+    process = Served(databases.migrated())
+    try:
+        yield process
+    finally:
+        process.kill()
+
+
+def test_an_idle_process_exits_within_two_seconds_of_sigterm(served):
+    with served.client() as api:
+        assert api.post("/v1/conversations", json={"title": "t"}).status_code == 201
+    assert served.terminate() < EXIT_SECONDS
+
+
+def test_sigterm_answers_long_polls_and_ends_streams_cleanly_then_exits(served):
+    with served.client() as api:
+        cid = api.post("/v1/conversations", json={"title": "t"}).json()["id"]
+        after = api.get("/v1/events").json()["next_after"]
+    results: dict[str, Any] = {}
+    stream_open = threading.Event()
+
+    def long_poll() -> None:
+        with served.client(timeout=60) as api:
+            try:
+                results["poll"] = api.get("/v1/events", params={"after": after, "wait": 50})
+            except httpx.HTTPError as exc:
+                results["poll"] = exc
+
+    def follow() -> None:
+        lines: list[str] = []
+        results["stream"] = lines
+        with served.client(timeout=60) as api:
+            try:
+                with api.stream("GET", "/v1/events", params={"after": after}, headers={"Accept": "text/event-stream"}) as r:
+                    results["stream_status"] = r.status_code
+                    stream_open.set()
+                    lines.extend(r.iter_lines())
+                results["stream_closed"] = True
+            except httpx.HTTPError as exc:
+                results["stream_error"] = exc
+            finally:
+                stream_open.set()
+
+    threads = [threading.Thread(target=long_poll), threading.Thread(target=follow)]
+    for t in threads:
+        t.start()
+    assert stream_open.wait(10)
+    time.sleep(0.5)  # the long-poll is waiting by now
+    took = served.terminate()
+    for t in threads:
+        t.join(timeout=10)
+
+    poll = results["poll"]
+    assert isinstance(poll, httpx.Response) and poll.status_code == 200, poll
+    assert poll.json() == {"items": [], "next_after": after}
+    assert results["stream_status"] == 200 and "stream_error" not in results, results
+    assert results.get("stream_closed"), results
+    lines = results["stream"]
+    assert "event: shutdown" in lines, lines
+    assert any(line.startswith("data:") and f'"next_after":{after}' in line for line in lines), lines
+    assert took < EXIT_SECONDS, took
+    assert cid
+
+
+def test_an_append_in_flight_at_sigterm_finishes(served):
+    with served.client(timeout=30) as api:
+        cid = api.post("/v1/conversations", json={"title": "t"}).json()["id"]
+
+        async def scenario() -> tuple[httpx.Response, float]:
+            admin = await asyncpg.connect(served.database_url)
+            try:
+                async with admin.transaction():
+                    # The append waits for this lock: it is in flight when SIGTERM arrives.
+                    await admin.execute(
+                        "SELECT 1 FROM conversations WHERE conversation_id = $1 FOR UPDATE", uuid.UUID(cid)
+                    )
+                    append = asyncio.create_task(
+                        asyncio.to_thread(
+                            api.post,
+                            f"/v1/conversations/{cid}/messages",
+                            json={"role": "user", "content": "in flight"},
+                            headers={"Idempotency-Key": "in-flight"},
+                        )
+                    )
+                    await asyncio.sleep(0.5)
+                    terminated = asyncio.create_task(asyncio.to_thread(served.terminate))
+                    await asyncio.sleep(0.5)
+                return await append, await terminated
+            finally:
+                await admin.close()
+
+        response, took = run(scenario())
+    assert response.status_code == 201, response.text
+    assert took < EXIT_SECONDS + 1, took
+    assert response.json()["content"] == "in flight"
+    stored = fetch(served.database_url, "SELECT message_count FROM conversations WHERE conversation_id = $1", uuid.UUID(cid))
+    assert stored[0]["message_count"] == 1
