@@ -1,7 +1,7 @@
 // The viewer: a key, the tenant's conversations, one conversation's tree, and what can be done to it.
 
 import { api, getKey, Problem, setKey } from "./api.js";
-import { count, forkIcon, h, seconds, short, when } from "./dom.js";
+import { count, counted, forkIcon, h, seconds, short, when } from "./dom.js";
 import { generationLine, TAIL_SHOWN, TreeView } from "./tree.js";
 
 const $ = (id) => document.getElementById(id);
@@ -119,7 +119,7 @@ function renderList() {
           h(
             "span",
             { class: "sub" },
-            `${count(c.message_count)} messages · ${count(c.leaf_count)} tips · ${short(c.id)}`,
+            `${counted(c.message_count, "message", "messages")} · ${counted(c.leaf_count, "tip", "tips")} · ${short(c.id)}`,
           ),
         ),
       ),
@@ -222,7 +222,7 @@ function header(conversation, context) {
     h(
       "p",
       { class: "facts" },
-      `${count(conversation.message_count)} messages · ${count(conversation.leaf_count)} branch tips · `,
+      `${counted(conversation.message_count, "message", "messages")} · ${counted(conversation.leaf_count, "branch tip", "branch tips")} · `,
       `head at depth ${count(Math.max(0, context.depth - 1))} · updated ${when(conversation.updated_at)} · `,
       h("code", { title: "conversation id" }, conversation.id),
       Object.keys(conversation.metadata || {}).length

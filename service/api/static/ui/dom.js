@@ -25,6 +25,8 @@ export function when(iso) {
 
 export const count = (n) => Number(n).toLocaleString("en-US");
 
+export const counted = (n, one, many) => `${count(n)} ${n === 1 ? one : many}`;
+
 export function seconds(ms) {
   return ms >= 1000 ? `${(ms / 1000).toFixed(1)} s` : `${Math.round(ms)} ms`;
 }
