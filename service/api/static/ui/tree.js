@@ -63,7 +63,14 @@ export class TreeView {
       if (windowed) {
         // Load the whole path once, then draw it again folded, and unfold as asked.
         button.disabled = true;
-        const whole = await api.messageContext(this.conversation.id, this.leafId);
+        let whole;
+        try {
+          whole = await api.messageContext(this.conversation.id, this.leafId);
+        } catch (error) {
+          button.disabled = false;
+          button.textContent = `could not load the path (${error.message}); try again`;
+          return;
+        }
         this.path = whole.messages;
         for (const m of this.path) this.messages.set(m.id, m);
         this.render(this.opened);
@@ -118,9 +125,15 @@ export class TreeView {
       button.setAttribute("aria-expanded", "true");
       list = h("div", { class: "alternatives" }, h("span", { class: "loading" }, "loading…"));
       item.append(list);
-      const { children } = await api.children(this.conversation.id, parentId);
+      let children;
+      try {
+        ({ children } = await api.children(this.conversation.id, parentId));
+      } catch (error) {
+        list?.replaceChildren(h("span", { class: "failed" }, `could not load the branches: ${error.message}`));
+        return;
+      }
       const target = list;
-      if (!target) return;
+      if (!target) return; // closed again while loading
       target.replaceChildren(
         ...children.filter((c) => c.id !== shown.id).map((c) => this.branch(c)),
       );
@@ -149,7 +162,15 @@ export class TreeView {
   // Load the replies under `message`; an only child continues the branch, several make a branch point.
   async follow(list, control, message, steps) {
     control.replaceChildren(h("span", { class: "loading" }, "loading…"));
-    const { children } = await api.children(this.conversation.id, message.id);
+    let children;
+    try {
+      ({ children } = await api.children(this.conversation.id, message.id));
+    } catch (error) {
+      const retry = h("button", { class: "link more", type: "button" }, "▸ retry");
+      retry.addEventListener("click", () => this.follow(list, control, message, steps));
+      control.replaceChildren(h("span", { class: "failed" }, `could not load the replies: ${error.message} `), retry);
+      return;
+    }
     control.remove();
     if (children.length === 0) {
       list.append(h("li", { class: "tip" }, "branch tip"));
