@@ -178,3 +178,27 @@ def test_the_viewer_is_served_from_the_package_without_other_hosts(server):
             assert asset.status_code == 200, name
             text = asset.text.replace("http://www.w3.org/2000/svg", "")  # a namespace, never fetched
             assert "http://" not in text and "https://" not in text, name
+
+
+def test_titles_and_contents_are_shown_as_text_never_run(server, api):
+    hostile = '<img src="/x" onerror="window.pwned = 1">'
+    c = create(api, title=hostile, system="<script>window.pwned = 2</script>", metadata={"note": hostile})
+    key = api.headers["Authorization"].removeprefix("Bearer ")
+    with offline_browser() as (browser, traffic):
+        page = browser.new_page()
+        sign_in(page, server, key)
+        page.click(f'#conversations a[data-id="{c["id"]}"]')
+        page.wait_for_selector(".spine .card")
+        assert page.locator("h1").inner_text() == hostile
+        assert spine_texts(page) == ["<script>window.pwned = 2</script>"]
+        assert page.evaluate("window.pwned") is None
+        assert page.locator(".tree img, .conversation-head img, #conversations img").count() == 0
+        assert traffic.refused == []
+
+
+def test_a_path_outside_the_viewer_is_a_404_problem(server):
+    with server.client() as client:
+        for path in ("/ui/missing.js", "/ui/..%2f..%2fui.py", "/static/swagger-ui/..%2f..%2fapp.py"):
+            r = client.get(path)
+            assert r.status_code == 404, path
+            assert r.headers["content-type"].startswith("application/problem+json"), path
