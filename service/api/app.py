@@ -13,11 +13,11 @@ from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 import service
+from service.api import ui
 from service.api.bodies import CheckedRequest
 from service.api.conversations import ConversationController
 from service.api.forks import ForkController
@@ -68,7 +68,7 @@ def openapi_config() -> OpenAPIConfig:
         description=(service.__doc__ or "").strip()
         + " Every error is an RFC 9457 problem (application/problem+json) with a stable `type`.",
         path="/docs",
-        render_plugins=[ScalarRenderPlugin()],
+        render_plugins=[ui.docs_plugin()],
         components=Components(
             security_schemes={
                 "bearer": SecurityScheme(type="http", scheme="bearer", description="An API key.")
@@ -141,7 +141,7 @@ def create_app(database_url: str, settings: Settings, registry: Registry | None 
         # automatic OPTIONS handler would otherwise keep a stale `Allow` list for merged routes.
         route_handlers=[
             ConversationController, ForkController, HistoryController, TurnController, OpenAICompatController,
-            healthz, readyz,
+            healthz, readyz, *ui.routers(),
         ],
         dependencies={"caller": Provide(provide_caller), "store": Provide(provide_store, sync_to_thread=False)},
         # The feed's listener and the turns' generations need the store; they stop before it closes.
