@@ -25,6 +25,7 @@ from service.api.health import healthz, readyz
 from service.api.history import HistoryController, feed_lifespan
 from service.api.openai_compat import OpenAICompatController
 from service.api.problems import HANDLERS
+from service.api.requests import JSONCheckedRequest
 from service.api.turns import TurnController, turns_lifespan
 from service.app.auth import Authenticator
 from service.app.messages import AppendGroup
@@ -141,6 +142,7 @@ def create_app(database_url: str, settings: Settings, registry: Registry | None 
         openapi_config=openapi_config(),
         state=State({"schema_head": head_revision()}),
         request_max_body_size=settings.request_max_body_bytes,
+        request_class=JSONCheckedRequest,
         debug=False,
     )
     _document_validation_as_422(app)

@@ -18,6 +18,15 @@ MEDIA_TYPE = "application/problem+json"
 TYPE_BASE = "urn:convtree:problem:"
 
 
+class OpenAIError(msgspec.Struct):
+    """OpenAI's error object: `type` is its class of error, `code` the problem's `type` slug."""
+
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
 class Problem(msgspec.Struct, kw_only=True, omit_defaults=True):
     """An RFC 9457 problem. `type` is stable per kind of error; `detail` is for people."""
 
@@ -29,6 +38,13 @@ class Problem(msgspec.Struct, kw_only=True, omit_defaults=True):
     request_id: str | None = None
     errors: list[dict[str, Any]] | None = None  # for validation problems: which field, what is wrong
     context: dict[str, Any] | None = None
+    # On the OpenAI-compatible routes, the same error as OpenAI's clients read it.
+    error: OpenAIError | None = None
+
+
+# Routes that answer as OpenAI does: their problems carry OpenAI's error object too.
+OPENAI_PATHS = ("/v1/chat/completions", "/v1/models")
+_OPENAI_TYPES = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}
 
 
 # error class -> (status, type slug, title). The first matching class in the MRO wins.
@@ -47,6 +63,7 @@ TABLE: dict[type[errors.ConvtreeError], tuple[int, str, str]] = {
     errors.ForkSourceMissing: (422, "fork-source-missing", "Fork source not present"),
     errors.InvalidExport: (422, "invalid-export", "Export does not verify"),
     errors.InvalidRequest: (422, "invalid-request", "Invalid request"),
+    errors.JsonTooDeep: (400, "json-too-deep", "JSON nested too deep"),
     errors.Unauthorized: (401, "unauthorized", "Unauthorized"),
     errors.ServiceShuttingDown: (503, "shutting-down", "Service shutting down"),
     errors.ReplyInterrupted: (503, "reply-interrupted", "Reply interrupted"),
@@ -91,11 +108,29 @@ def classify(exc: errors.ConvtreeError) -> tuple[int, str, str]:
 def _response(request: Request, problem: Problem, headers: dict[str, str] | None = None) -> Response:
     problem.instance = request.url.path
     problem.request_id = request.scope.get("state", {}).get("request_id")
+    if problem.instance in OPENAI_PATHS:
+        problem.error = openai_error(problem)
     return Response(
         content=msgspec.json.encode(problem),
         status_code=problem.status,
         media_type=MEDIA_TYPE,
         headers=headers,
+    )
+
+
+def openai_error(problem: Problem) -> OpenAIError:
+    if problem.status >= 500:
+        kind = "server_error"
+    else:
+        kind = _OPENAI_TYPES.get(problem.status, "invalid_request_error")
+    param = (problem.context or {}).get("parameter")
+    if param is None and problem.errors:
+        param = problem.errors[0].get("key")
+    return OpenAIError(
+        message=problem.detail or problem.title,
+        type=kind,
+        param=None if param is None else str(param),
+        code=problem.type.removeprefix(TYPE_BASE),
     )
 
 
@@ -109,6 +144,9 @@ def domain_error(request: Request, exc: errors.ConvtreeError) -> Response:
 
 def validation_error(request: Request, exc: ValidationException) -> Response:
     extra = exc.extra if isinstance(exc.extra, list) else None
+    if extra and any(_missing_body(item) for item in extra):
+        extra = [_BODY_MISSING]
+        exc = ValidationException(detail=_BODY_MISSING["message"])
     problem = Problem(
         type=problem_type("invalid-request"),
         title="Invalid request",
@@ -167,6 +205,14 @@ def responses(*kinds: type[errors.ConvtreeError] | int) -> dict[int, ResponseSpe
             generate_examples=False,
         )
     return specs
+
+
+# litestar's report of a JSON body that was not sent at all: the handler's `data` argument is missing.
+_BODY_MISSING = {"message": "The request body is missing: this route takes a JSON object.", "key": "body", "source": "body"}
+
+
+def _missing_body(item: Any) -> bool:
+    return isinstance(item, dict) and item.get("key") == "data" and item.get("message") == "'data'"
 
 
 def _validation_detail(exc: ValidationException) -> str:

@@ -109,6 +109,7 @@ TURN_ERRORS = (
     errors.Unauthorized,
     422,
     400,
+    errors.JsonTooDeep,
     errors.ConversationNotFound,
     errors.ParentNotFound,
     errors.MessageIdConflict,

@@ -12,6 +12,7 @@ ConvtreeError
 │   └── ReplyInProgress
 ├── IdempotencyKeyReused
 ├── HeadMoved
+├── JsonTooDeep
 ├── InvalidRequest
 │   └── InvalidExport
 │       └── ForkSourceMissing
@@ -86,6 +87,10 @@ class IdempotencyKeyReused(ConvtreeError):
 
 class HeadMoved(ConvtreeError):
     """The conversation's head is no longer the expected message."""
+
+
+class JsonTooDeep(ConvtreeError):
+    """The JSON nests too deep."""
 
 
 class InvalidRequest(ConvtreeError):
