@@ -22,6 +22,7 @@ import pytest
 import uvicorn
 
 from service.api import serving
+from service.api.connections import uvicorn_limits
 from service.api.app import create_app
 from service.app.auth import key_hash, new_key
 from service.config import Settings
@@ -111,15 +112,19 @@ class Server:
     providers are `registry` (default: only the offline echo provider, whatever the environment
     says); `grace` > 0 serves it as `convtree serve` does, with that graceful-shutdown period."""
 
-    def __init__(self, database_url: str, registry: Registry | None = None, *, grace: float = 0) -> None:
+    def __init__(
+        self, database_url: str, registry: Registry | None = None, *, grace: float = 0, **settings: Any
+    ) -> None:
         self.database_url = database_url
         self.registry = registry or Registry.from_config(parse_config({}))
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.base_url = f"http://127.0.0.1:{self.port}"
-        settings = Settings(database_url=database_url, pool_min_size=1, pool_max_size=20, key_cache_seconds=0.0)
-        app = create_app(database_url, settings, self.registry)
+        self.settings = Settings(
+            **{"database_url": database_url, "pool_min_size": 1, "pool_max_size": 20, "key_cache_seconds": 0.0, **settings}
+        )
+        app = create_app(database_url, self.settings, self.registry)
         config = uvicorn.Config(
             app,
             host="127.0.0.1",
@@ -128,6 +133,7 @@ class Server:
             lifespan="on",
             loop="asyncio",
             timeout_graceful_shutdown=int(grace) or None,
+            **uvicorn_limits(self.settings),
         )
         self._server = serving.Server(config, app) if grace else uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)

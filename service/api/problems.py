@@ -85,8 +85,10 @@ _HTTP_TYPES = {
     404: ("not-found", "Not found"),
     405: ("method-not-allowed", "Method not allowed"),
     406: ("not-acceptable", "Not acceptable"),
+    408: ("request-timeout", "Request timeout"),
     413: ("content-too-large", "Request body too large"),
     415: ("unsupported-media-type", "Unsupported media type"),
+    431: ("header-fields-too-large", "Request header fields too large"),
     422: ("invalid-request", "Invalid request"),
     429: ("too-many-requests", "Too many requests"),
     500: ("internal-error", "Internal server error"),
@@ -188,10 +190,11 @@ HANDLERS: dict[Any, Any] = {
 
 
 def responses(*kinds: type[errors.ConvtreeError] | int) -> dict[int, ResponseSpec]:
-    """OpenAPI response entries for the errors a route can answer with (and the 500 any route can)."""
+    """OpenAPI response entries for the errors a route can answer with (and those any route can:
+    a request too slow to arrive, headers too large, and a bug)."""
     specs: dict[int, ResponseSpec] = {}
     descriptions: dict[int, list[str]] = {}
-    for kind in (*kinds, 500):
+    for kind in (*kinds, 408, 431, 500):
         if isinstance(kind, int):
             status, title = kind, _HTTP_TYPES[kind][1]
         else:
