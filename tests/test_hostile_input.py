@@ -3,11 +3,19 @@ sequence numbers, missing bodies."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import threading
+import uuid
 
+import asyncpg
 import pytest
 
+from service.app import messages
+from service.app.caller import Caller
+from service.store.events import Store
+from tests.conftest import fetch
 from tests.helpers import create, problem, say
 
 DEEP = 2000  # far beyond the limit, and beyond what a recursive decoder survives
@@ -146,3 +154,41 @@ def test_an_empty_body_is_a_problem_that_says_the_body_is_missing(api, conversat
 def test_an_empty_import_is_a_problem_that_says_the_body_is_missing(api):
     found = problem(api.post("/v1/conversations/import"), 422, "invalid-export")
     assert "body is missing" in found["detail"]
+
+
+def test_a_deep_value_stored_before_the_limit_is_still_served(server, api):
+    """A value deeper than the limit can only predate it (written here past the API, as the API
+    once took it); every read of it still answers."""
+    cid = create(api)["id"]
+    query = "SELECT tenant FROM conversations WHERE conversation_id = $1"
+    tenant = fetch(server.database_url, query, uuid.UUID(cid))[0]["tenant"]
+    depth = 976  # about as deep as the API took before the limit (its decoder failed from ~985)
+    legacy: list = []
+    for _ in range(depth - 1):
+        legacy = [legacy]
+
+    async def write() -> str:
+        pool = await asyncpg.create_pool(server.database_url, min_size=1, max_size=1)
+        try:
+            store = Store(pool)
+            async with store.transaction() as tx:
+                new = messages.NewMessage(role="user", content="old", metadata={"k": legacy})
+                done = await messages.append(tx, Caller(tenant, "test"), uuid.UUID(cid), new)
+                return str(done.message.id)
+        finally:
+            await pool.close()
+
+    # Written from a fresh thread, whose stack starts empty: as deep as the API once took.
+    written: list[str] = []
+    writer = threading.Thread(target=lambda: written.append(asyncio.run(write())))
+    writer.start()
+    writer.join()
+    mid = written[0]
+    say(api, cid, "after")
+    for path in (f"/messages/{mid}", f"/messages/{mid}/context", "/context", "/tree", "/events", "/export", "/audit"):
+        r = api.get(f"/v1/conversations/{cid}{path}")
+        assert r.status_code == 200, (path, r.text[:300])
+    assert api.get(f"/v1/conversations/{cid}/context", params={"as_of": 10**12}).status_code == 200
+    # Read back whole (as bytes: the test's own decoder would not survive this depth).
+    assert nested(depth).encode() in api.get(f"/v1/conversations/{cid}/messages/{mid}").content
+
