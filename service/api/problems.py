@@ -88,9 +88,9 @@ _HTTP_TYPES = {
     408: ("request-timeout", "Request timeout"),
     413: ("content-too-large", "Request body too large"),
     415: ("unsupported-media-type", "Unsupported media type"),
-    431: ("header-fields-too-large", "Request header fields too large"),
     422: ("invalid-request", "Invalid request"),
     429: ("too-many-requests", "Too many requests"),
+    431: ("header-fields-too-large", "Request header fields too large"),
     500: ("internal-error", "Internal server error"),
     503: ("unavailable", "Service unavailable"),
 }
@@ -211,7 +211,11 @@ def responses(*kinds: type[errors.ConvtreeError] | int) -> dict[int, ResponseSpe
 
 
 # litestar's report of a JSON body that was not sent at all: the handler's `data` argument is missing.
-_BODY_MISSING = {"message": "The request body is missing: this route takes a JSON object.", "key": "body", "source": "body"}
+_BODY_MISSING = {
+    "message": "The request body is missing: this route takes a JSON object.",
+    "key": "body",
+    "source": "body",
+}
 
 
 def _missing_body(item: Any) -> bool:
