@@ -40,6 +40,18 @@ def read_all(sock: socket.socket) -> bytes:
     return received
 
 
+def read_one(sock: socket.socket) -> bytes:
+    """One whole response with a Content-Length, leaving the connection open."""
+    received = b""
+    while b"\r\n\r\n" not in received:
+        received += sock.recv(65536)
+    head, _, body = received.partition(b"\r\n\r\n")
+    length = int(next(line for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")).split(b":")[1])
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head + b"\r\n\r\n" + body
+
+
 def healthy(srv: Server) -> bool:
     with httpx.Client(base_url=srv.base_url, timeout=5) as client:
         return client.get("/healthz").status_code == 200
@@ -113,6 +125,16 @@ def test_a_client_that_sends_half_its_body_is_dropped_after_the_timeout(strict):
     assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
     with strict.client(key) as client:
         assert client.get("/v1/conversations").json()["items"] == []  # nothing was created
+
+
+def test_a_kept_alive_connection_whose_next_request_stalls_is_dropped(strict):
+    with connect(strict) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        first = read_one(sock)
+        assert first.startswith(b"HTTP/1.1 200 "), first[:200]
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        answer = read_all(sock)
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
 
 
 def test_a_connection_that_never_sends_a_request_is_closed(strict):

@@ -118,7 +118,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self._awaiting_headers:
             waited_for = self._header_bytes > 0  # else an idle connection: closed without a word
         else:
-            waited_for = not self.cycle.response_complete  # else answered already, its body unread
+            # Else answered already, its body unread (or taken over by an upgrade: no cycle).
+            waited_for = self.cycle is not None and not self.cycle.response_complete
         if waited_for:
             detail = "The request did not arrive in time."
             self.transport.write(_refusal(408, "request-timeout", "Request timeout", detail))
