@@ -17,7 +17,7 @@ from litestar.params import JSONBody
 
 from service.api import schemas, sse
 from service.api.deps import json_response
-from service.api.problems import responses
+from service.api.problems import openai_error, responses
 from service.api.turns import TURN_ERRORS, stream_error, wait_settled
 from service.app import completions
 from service.app import turns as turns_app
@@ -290,8 +290,7 @@ async def _chunks(
             generation.interrupt(CLIENT_LEFT)
     if settled.error is not None or settled.reply is None or settled.reply.generation is None:
         problem = stream_error(request, settled.error or errors.ReplyAbandoned(), settled.reply)
-        error = {"message": problem.detail, "type": problem.type, "code": problem.status, "param": None}
-        yield sse.event(None, _encode({"error": error, "problem": problem}))
+        yield sse.event(None, _encode({"error": openai_error(problem), "problem": problem}))
         return
     g = settled.reply.generation
     yield chunk(ChunkDelta(), g.finish_reason or "stop", g.model)
