@@ -113,7 +113,7 @@ def serve(host: str | None, port: int | None) -> None:
         # handler in place; make that handler an exit, so the embedded server is stopped on the way out.
         signal.signal(signal.SIGTERM, _exit)
         # uvicorn, with a shutdown that lets streamed replies finish or end cleanly within 10 s.
-        serving.serve(app, host=host or settings.host, port=port or settings.port, grace=10)
+        serving.serve(app, settings, host=host or settings.host, port=port or settings.port, grace=10)
 
 
 def _exit(signum: int, frame: object) -> None:

@@ -30,6 +30,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     idle_in_transaction_timeout: float = 60.0  # before the database ends a transaction left idle
     key_cache_seconds: float = 10.0  # how long a revoked key may still be honoured by a running server
     request_max_body_bytes: int = 16 * 1024 * 1024
+    request_max_header_bytes: int = 32 * 1024  # the request line and all headers together
+    request_header_timeout_seconds: float = 10.0  # from connection (or a request's first byte) to its last header
+    request_body_timeout_seconds: float = 60.0  # from the last header to the body's last byte
+    keep_alive_timeout_seconds: int = 5  # how long an idle connection is kept between requests
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -22,6 +22,7 @@ import pytest
 import uvicorn
 
 from service.api import serving
+from service.api.connections import uvicorn_limits
 from service.api.app import create_app
 from service.app.auth import key_hash, new_key
 from service.config import Settings
@@ -133,14 +134,10 @@ class Server:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.base_url = f"http://127.0.0.1:{self.port}"
-        app = create_app(
-            self.service_url,
-            Settings(
-                database_url=self.service_url,
-                **{"pool_min_size": 1, "pool_max_size": 20, "key_cache_seconds": 0.0, **settings},
-            ),
-            self.registry,
+        self.settings = Settings(
+            **{"database_url": self.service_url, "pool_min_size": 1, "pool_max_size": 20, "key_cache_seconds": 0.0, **settings}
         )
+        app = create_app(self.service_url, self.settings, self.registry)
         config = uvicorn.Config(
             app,
             host="127.0.0.1",
@@ -149,6 +146,7 @@ class Server:
             lifespan="on",
             loop="asyncio",
             timeout_graceful_shutdown=int(grace) or None,
+            **uvicorn_limits(self.settings),
         )
         self._server = serving.Server(config, app) if grace else uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)

@@ -36,3 +36,20 @@ def test_database_waits_are_bounded_by_default_and_set_from_the_environment():
         "statement_timeout": "0",  # no limit, as PostgreSQL reads it
         "idle_in_transaction_session_timeout": "60000ms",
     }
+
+
+def test_request_limits_have_defaults_and_come_from_the_environment():
+    defaults = Settings.from_env({})
+    assert defaults.request_max_header_bytes == 32 * 1024
+    assert (defaults.request_header_timeout_seconds, defaults.request_body_timeout_seconds) == (10.0, 60.0)
+    assert defaults.keep_alive_timeout_seconds == 5
+    settings = Settings.from_env(
+        {
+            "CONVTREE_REQUEST_MAX_HEADER_BYTES": "8192",
+            "CONVTREE_REQUEST_HEADER_TIMEOUT_SECONDS": "2.5",
+            "CONVTREE_REQUEST_BODY_TIMEOUT_SECONDS": "30",
+            "CONVTREE_KEEP_ALIVE_TIMEOUT_SECONDS": "2",
+        }
+    )
+    assert settings.request_max_header_bytes == 8192 and settings.request_header_timeout_seconds == 2.5
+    assert settings.request_body_timeout_seconds == 30.0 and settings.keep_alive_timeout_seconds == 2

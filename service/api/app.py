@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -36,6 +37,11 @@ from service.store.migrate import head_revision
 from service.upstream import Registry
 
 VERSION = "0.1.0"
+# JSON stored before the nesting limit (service.domain.nesting) may be nearly 1,000 levels deep: as
+# deep as the decoder then took. Reading and serving it recurses once per level on top of the
+# request's own stack, which Python's default limit of 1,000 leaves no room for; this does, and
+# its C stack (a few hundred bytes a level) stays far below a thread's.
+RECURSION_LIMIT = 4000
 _REQUEST_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
 
 
@@ -100,6 +106,7 @@ async def freeze_startup_heap(app: Litestar) -> AsyncIterator[None]:
 def create_app(database_url: str, settings: Settings, registry: Registry | None = None) -> Litestar:
     """The app; `registry` (tests, benchmarks) replaces the model providers built from the
     environment at start-up, and stays its giver's to close."""
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), RECURSION_LIMIT))
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Annotated
 
 import msgspec
@@ -10,8 +10,8 @@ from litestar.params import QueryParameter
 
 from service.app.replay import AsOf
 from service.domain.errors import InvalidRequest
+from service.domain.events import MAX_SEQ
 
-MAX_SEQ = 2**63 - 1  # events.seq is a bigint
 
 AsOfParameter = Annotated[
     str | None,
@@ -39,8 +39,11 @@ def parse_as_of(value: str | None) -> AsOf | None:
             # An unencoded `+` in a query string arrives as a space: "…T12:00:00 02:00" means +02:00.
             value = value[:-6] + "+" + value[-5:]
         try:
-            return msgspec.convert(value, _Instant)
-        except msgspec.ValidationError:
+            instant = msgspec.convert(value, _Instant)
+            # Read in UTC, as the database compares it: an offset can push a valid local time out of
+            # the years a timestamp holds (0001-01-01T00:00:00+14:00 is in year 0).
+            return instant.astimezone(timezone.utc)
+        except (msgspec.ValidationError, OverflowError):
             pass
     raise InvalidRequest(
         "as_of must be an event sequence number or an RFC 3339 timestamp with an offset, such as 2025-01-31T12:00:00Z.",

@@ -1,4 +1,4 @@
-"""How a request's JSON body is read: a body with a string convtree cannot keep is refused first."""
+"""The one place a request's JSON body is decoded: it is looked over on the raw bytes first."""
 
 from __future__ import annotations
 
@@ -7,15 +7,18 @@ from typing import Any
 from litestar import Request
 
 from service.domain import errors, text
+from service.domain.nesting import check_json_depth
 
 
 class CheckedRequest(Request):  # type: ignore[type-arg]
-    """litestar's request, whose JSON body (what every JSON body parameter is decoded from) is
-    looked over for U+0000 and lone surrogates before it is decoded, in every field at any depth:
-    such a body is a 422 naming the field, and never reaches a handler."""
+    """litestar's request, whose JSON body (what every JSON body parameter is decoded from) never
+    reaches the (recursive) decoder nested too deep (400), and is looked over for U+0000 and lone
+    surrogates in every field at any depth (422 naming the field) before it is decoded."""
 
     async def json(self) -> Any:
-        found = text.first_unstorable_in_json(await self.body())
+        body = await self.body()
+        check_json_depth(body)
+        found = text.first_unstorable_in_json(body)
         if found is not None:
             path, why = found
             raise errors.InvalidRequest(f"{path}: the text holds {why}.", parameter=path)

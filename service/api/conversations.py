@@ -22,7 +22,7 @@ from service.domain import errors, views
 from service.store.events import Store
 
 AUTH = (errors.Unauthorized, 422)
-WRITE = (*AUTH, 400)  # 400: the body is not JSON at all; 422: it is JSON but not a valid request
+WRITE = (*AUTH, 400, errors.JsonTooDeep)  # 400: the body is not JSON, or nests too deep; 422: it is JSON but not a valid request
 IDEMPOTENCY_KEY = HeaderParameter(
     name="Idempotency-Key",
     required=False,

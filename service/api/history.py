@@ -34,6 +34,7 @@ from service.app import transfer as transfer_app
 from service.app.caller import Caller
 from service.domain import errors, views
 from service.domain.audit import AuditReport
+from service.domain.events import MAX_SEQ
 from service.domain.redaction import RedactMessage
 from service.store.events import Store
 from service.store.notify import Listener
@@ -46,7 +47,7 @@ SSE_RETRY_MS = 2000
 After = Annotated[
     int,
     QueryParameter(
-        ge=0, le=2**63 - 1, description="Events after this `seq` (`next_after` of the previous page)."
+        ge=0, le=MAX_SEQ, description="Events after this `seq` (`next_after` of the previous page)."
     ),
 ]
 Limit = Annotated[int, QueryParameter(ge=1, le=1000, description="Page size.")]
@@ -196,7 +197,8 @@ class HistoryController(Controller):
                 views.Message, description="Already redacted (and erased, if asked): nothing recorded."
             ),
             **responses(
-                *AUTH, 400, errors.ConversationNotFound, errors.MessageNotFound, errors.InheritedMessage,
+                *AUTH, 400, errors.JsonTooDeep, errors.ConversationNotFound, errors.MessageNotFound,
+                errors.InheritedMessage,
                 errors.IdempotencyKeyReused,
             ),
         },
@@ -257,6 +259,7 @@ class HistoryController(Controller):
         operation_class=_ImportOperation,
         responses=responses(
             *AUTH,
+            errors.JsonTooDeep,
             errors.InvalidExport,
             errors.ForkSourceMissing,
             errors.ConversationIdConflict,
@@ -304,6 +307,6 @@ def _parse_last_event_id(value: str) -> int:
         seq = int(value)
     except ValueError:
         seq = -1
-    if not 0 <= seq < 2**63:
+    if not 0 <= seq <= MAX_SEQ:
         raise errors.InvalidRequest("Last-Event-ID must be the `seq` of an event.", header="Last-Event-ID")
     return seq

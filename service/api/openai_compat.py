@@ -15,9 +15,9 @@ from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.params import JSONBody
 
-from service.api import problems, schemas, sse
+from service.api import schemas, sse
 from service.api.deps import REPLAYED, json_response, keyed
-from service.api.problems import responses
+from service.api.problems import openai_error, responses
 from service.api.turns import IDEMPOTENCY_KEY, TURN_ERRORS, stream_error, wait_settled
 from service.app import completions, opening
 from service.app import turns as turns_app
@@ -330,8 +330,7 @@ async def _chunks(
             generation.interrupt(CLIENT_LEFT)
     if settled.error is not None or settled.reply is None or settled.reply.generation is None:
         problem = stream_error(request, settled.error or errors.ReplyAbandoned(), settled.reply)
-        error = {"message": problem.detail, "type": problem.type, "code": problem.status, "param": None}
-        yield sse.event(None, _encode({"error": error, "problem": problem}))
+        yield sse.event(None, _encode({"error": openai_error(problem), "problem": problem}))
         return
     g = settled.reply.generation
     yield chunk(ChunkDelta(), g.finish_reason or "stop", g.model)

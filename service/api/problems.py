@@ -22,7 +22,7 @@ class OpenAIError(msgspec.Struct, kw_only=True):
     """OpenAI's error object, which OpenAI's clients read from a failed request."""
 
     message: str
-    type: str  # invalid_request_error, authentication_error, not_found_error, conflict_error, api_error
+    type: str  # invalid_request_error, authentication_error, not_found_error, conflict_error, server_error, rate_limit_error
     param: str | None = None
     code: str | None = None  # the problem's `type` slug
     context: dict[str, Any] | None = None  # the problem's: OpenAI's clients hand on only this object
@@ -44,13 +44,14 @@ class Problem(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 
 OPENAI_DOORS = frozenset({"/v1/chat/completions", "/v1/models"})
-_OPENAI_TYPES = {  # status -> OpenAI's error type; any other status is an api_error
+_OPENAI_TYPES = {  # status -> OpenAI's error type; 5xx: server_error; any other: invalid_request_error
     400: "invalid_request_error",
     401: "authentication_error",
     404: "not_found_error",
     409: "conflict_error",
     412: "invalid_request_error",
     422: "invalid_request_error",
+    403: "permission_error",
     429: "rate_limit_error",
 }
 
@@ -72,6 +73,7 @@ TABLE: dict[type[errors.ConvtreeError], tuple[int, str, str]] = {
     errors.ForkSourceMissing: (422, "fork-source-missing", "Fork source not present"),
     errors.InvalidExport: (422, "invalid-export", "Export does not verify"),
     errors.InvalidRequest: (422, "invalid-request", "Invalid request"),
+    errors.JsonTooDeep: (400, "json-too-deep", "JSON nested too deep"),
     errors.Unauthorized: (401, "unauthorized", "Unauthorized"),
     errors.ServiceShuttingDown: (503, "shutting-down", "Service shutting down"),
     errors.ReplyInterrupted: (503, "reply-interrupted", "Reply interrupted"),
@@ -96,10 +98,12 @@ _HTTP_TYPES = {
     404: ("not-found", "Not found"),
     405: ("method-not-allowed", "Method not allowed"),
     406: ("not-acceptable", "Not acceptable"),
+    408: ("request-timeout", "Request timeout"),
     413: ("content-too-large", "Request body too large"),
     415: ("unsupported-media-type", "Unsupported media type"),
     422: ("invalid-request", "Invalid request"),
     429: ("too-many-requests", "Too many requests"),
+    431: ("header-fields-too-large", "Request header fields too large"),
     500: ("internal-error", "Internal server error"),
     503: ("unavailable", "Service unavailable"),
 }
@@ -130,12 +134,16 @@ def _response(request: Request, problem: Problem, headers: dict[str, str] | None
 
 
 def openai_error(problem: Problem) -> OpenAIError:
+    if problem.status >= 500:
+        kind = "server_error"
+    else:
+        kind = _OPENAI_TYPES.get(problem.status, "invalid_request_error")
     param = (problem.context or {}).get("parameter")
     if param is None and problem.errors:
         param = problem.errors[0].get("key")
     return OpenAIError(
         message=problem.detail or problem.title,
-        type=_OPENAI_TYPES.get(problem.status, "api_error"),
+        type=kind,
         param=None if param is None else str(param),
         code=problem.type.removeprefix(TYPE_BASE),
         context=problem.context,
@@ -159,6 +167,9 @@ def retry_headers(exc: errors.ConvtreeError) -> dict[str, str] | None:
 
 def validation_error(request: Request, exc: ValidationException) -> Response:
     extra = exc.extra if isinstance(exc.extra, list) else None
+    if extra and any(_missing_body(item) for item in extra):
+        extra = [_BODY_MISSING]
+        exc = ValidationException(detail=_BODY_MISSING["message"])
     problem = Problem(
         type=problem_type("invalid-request"),
         title="Invalid request",
@@ -203,11 +214,12 @@ RETRY_AFTER_NOTE = " (retry after the seconds of its Retry-After header)"
 
 
 def responses(*kinds: type[errors.ConvtreeError] | int, database: bool = True) -> dict[int, ResponseSpec]:
-    """OpenAPI response entries for the errors a route can answer with (and the 500 any route can,
-    and, where it uses the `database`, the 503s with a Retry-After header of a database away or busy)."""
+    """OpenAPI response entries for the errors a route can answer with, and those any route can (a
+    request too slow to arrive, headers too large, a bug) and, where it uses the `database`, the
+    503s with a Retry-After header of a database away or busy."""
     specs: dict[int, ResponseSpec] = {}
     descriptions: dict[int, list[str]] = {}
-    always = (errors.DatabaseUnavailable, errors.DatabaseBusy, 500) if database else (500,)
+    always = (408, 431, errors.DatabaseUnavailable, errors.DatabaseBusy, 500) if database else (408, 431, 500)
     for kind in (*kinds, *always):
         if isinstance(kind, int):
             status, title = kind, _HTTP_TYPES[kind][1]
@@ -223,6 +235,18 @@ def responses(*kinds: type[errors.ConvtreeError] | int, database: bool = True) -
             generate_examples=False,
         )
     return specs
+
+
+# litestar's report of a JSON body that was not sent at all: the handler's `data` argument is missing.
+_BODY_MISSING = {
+    "message": "The request body is missing: this route takes a JSON object.",
+    "key": "body",
+    "source": "body",
+}
+
+
+def _missing_body(item: Any) -> bool:
+    return isinstance(item, dict) and item.get("key") == "data" and item.get("message") == "'data'"
 
 
 def _validation_detail(exc: ValidationException) -> str:

@@ -17,6 +17,9 @@ import sys
 import uvicorn
 from litestar import Litestar
 
+from service.api.connections import uvicorn_limits
+from service.config import Settings
+
 STARTUP_FAILURE = 3  # uvicorn's exit code when the server could not start
 
 
@@ -41,15 +44,15 @@ class Server(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def serve(app: Litestar, *, host: str, port: int, grace: float = 10.0) -> None:
+def serve(app: Litestar, settings: Settings, *, host: str, port: int, grace: float = 10.0) -> None:
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
         loop="uvloop",
-        http="httptools",
         access_log=False,
         timeout_graceful_shutdown=int(grace),
+        **uvicorn_limits(settings),
     )
     server = Server(config, app)
     try:

@@ -108,6 +108,7 @@ TURN_ERRORS = (
     errors.Unauthorized,
     422,
     400,
+    errors.JsonTooDeep,
     errors.ConversationNotFound,
     errors.ParentNotFound,
     errors.MessageIdConflict,

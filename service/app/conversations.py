@@ -14,7 +14,7 @@ from service.app import writes
 from service.app.caller import Caller
 from service.domain import tree, views
 from service.domain.errors import ConversationIdConflict, InvalidRequest
-from service.domain.events import body_digest, seal
+from service.domain.events import MAX_SEQ, body_digest, seal
 from service.store.events import Store, Tx
 
 
@@ -121,7 +121,7 @@ def _decode_cursor(cursor: str) -> int:
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         version, _, value = text.partition(":")
-        if version != "c1":
+        if version != "c1" or not value.isascii() or not value.isdigit() or int(value) > MAX_SEQ:
             raise ValueError(version)
         return int(value)
     except ValueError as exc:

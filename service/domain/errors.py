@@ -13,6 +13,7 @@ ConvtreeError
 │   └── InheritedMessage
 ├── IdempotencyKeyReused
 ├── HeadMoved
+├── JsonTooDeep
 ├── InvalidRequest
 │   └── InvalidExport
 │       └── ForkSourceMissing
@@ -94,6 +95,10 @@ class IdempotencyKeyReused(ConvtreeError):
 
 class HeadMoved(ConvtreeError):
     """The conversation's head is no longer the expected message."""
+
+
+class JsonTooDeep(ConvtreeError):
+    """The JSON nests too deep."""
 
 
 class InvalidRequest(ConvtreeError):

@@ -192,6 +192,9 @@ def from_columns(columns: Columns) -> Event:
     return msgspec.json.decode(columns.payload, type=_PAYLOAD_TYPES[columns.type])  # type: ignore[return-value]
 
 
+MAX_SEQ = 2**63 - 1  # events.seq is a bigint: no event, cursor or position lies beyond it
+
+
 class Envelope(msgspec.Struct, frozen=True, kw_only=True):
     """Where an event stands in the log and who caused it."""
 

@@ -29,6 +29,7 @@ from service.domain.events import (
     from_columns,
 )
 from service.domain.history import EXPORT_VERSION, ExportLine, columns_of, sealed_of
+from service.domain.nesting import check_json_depth
 from service.domain.text import first_unstorable_in_json
 
 _ROLES = frozenset(get_args(Role))
@@ -64,15 +65,20 @@ def parse_export(raw: bytes) -> list[ExportLine]:
     text_lines = raw.split(b"\n")
     while text_lines and not text_lines[-1].strip():
         text_lines.pop()
+    if not raw:
+        raise refuse(None, "empty", "The request body is missing: send an export, one JSON event per line.")
     if not text_lines:
         raise refuse(None, "empty", "The export is empty.")
     lines = []
     for number, text in enumerate(text_lines, start=1):
+        check_json_depth(text, line=number)
         _refuse_unstorable(number, None, first_unstorable_in_json(text))
         try:
             line = _line_decoder.decode(text)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             raise refuse(number, "malformed", f"not an export line: {exc}") from exc
+        # The payload is JSON text inside the line, decoded later: held to the same limit.
+        check_json_depth(line.payload.encode(), line=number, seq=line.seq)
         if line.v != EXPORT_VERSION:
             raise refuse(number, "unsupported-version", f"export format v{line.v} is not v{EXPORT_VERSION}.")
         inner = first_unstorable_in_json(line.payload)  # the payload is JSON text inside the line
