@@ -84,7 +84,7 @@ def test_deep_json_on_the_openai_door_is_an_openai_error(api):
     assert error["type"] == "invalid_request_error"
     assert error["code"] == "json-too-deep"
     assert "64" in error["message"]
-    assert set(error) == {"message", "type", "param", "code"}
+    assert {"message", "type", "param", "code"} <= set(error)
 
 
 def test_deep_json_in_an_import_line_is_refused_with_the_line(api):

@@ -18,13 +18,14 @@ MEDIA_TYPE = "application/problem+json"
 TYPE_BASE = "urn:convtree:problem:"
 
 
-class OpenAIError(msgspec.Struct, kw_only=True):
-    """OpenAI's error object, which OpenAI's clients read from a failed request."""
+class OpenAIError(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """OpenAI's error object, which OpenAI's clients read from a failed request: `type` is its class
+    of error, `code` the problem's `type` slug."""
 
     message: str
-    type: str  # invalid_request_error, authentication_error, not_found_error, conflict_error, server_error, rate_limit_error
-    param: str | None = None
-    code: str | None = None  # the problem's `type` slug
+    type: str  # invalid_request_error, authentication_error, not_found_error, server_error, …
+    param: str | None
+    code: str | None
     context: dict[str, Any] | None = None  # the problem's: OpenAI's clients hand on only this object
 
 
