@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 import uvicorn
 
-FaultKind = Literal["status", "delay", "drop", "endless", "garbage"]
+FaultKind = Literal["status", "delay", "drop", "endless", "garbage", "hold"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,11 @@ class Fault:
         return cls("endless")
 
     @classmethod
+    def hold(cls, *, after: int = 2) -> Fault:
+        """Stream `after` pieces, then wait until `release()`d, then finish the reply normally."""
+        return cls("hold", after=after)
+
+    @classmethod
     def garbage(cls) -> Fault:
         """A 200 stream whose first event is not JSON."""
         return cls("garbage")
@@ -88,6 +93,7 @@ class _State:
     requests: list[Recorded] = field(default_factory=list)
     disconnects: list[Disconnect] = field(default_factory=list)
     disconnected: threading.Event = field(default_factory=threading.Event)
+    released: threading.Event = field(default_factory=threading.Event)
 
 
 def reply_words(model: str, messages: list[dict[str, Any]]) -> list[str]:
@@ -147,6 +153,7 @@ class FakeUpstream:
             self._state.requests.clear()
             self._state.disconnects.clear()
             self._state.disconnected.clear()
+            self._state.released.clear()
 
     @property
     def requests(self) -> list[Recorded]:
@@ -157,6 +164,10 @@ class FakeUpstream:
     def disconnects(self) -> list[Disconnect]:
         with self._state.lock:
             return list(self._state.disconnects)
+
+    def release(self) -> None:
+        """Let held replies (Fault.hold) go on to their end."""
+        self._state.released.set()
 
     def wait_for_disconnect(self, timeout: float) -> Disconnect | None:
         if not self._state.disconnected.wait(timeout):
@@ -299,6 +310,11 @@ class FakeUpstream:
                 if fault is not None and fault.kind == "drop" and sent == fault.after:
                     # An exception after the response started makes uvicorn cut the connection.
                     raise ConnectionAbortedError("injected mid-stream drop")
+                if fault is not None and fault.kind == "hold" and sent == fault.after:
+                    while not self._state.released.is_set():
+                        if gone.is_set() or self._stopping.is_set():
+                            return
+                        await asyncio.sleep(0.01)
                 await send({"type": "http.response.body", "body": fmt.delta(piece), "more_body": True})
                 sent += 1
                 await asyncio.sleep(0.02 if fault is not None and fault.kind == "endless" else 0)
