@@ -18,6 +18,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     pool_max_size: int = 20
     key_cache_seconds: float = 10.0  # how long a revoked key may still be honoured by a running server
     request_max_body_bytes: int = 16 * 1024 * 1024
+    reply_lease_seconds: float = 60.0  # a reply whose server stops renewing it for this long is closed out
+    reply_record_seconds: float = 10.0  # how long recording a finished reply is retried while the database is away
+    sse_keepalive_seconds: float = 15.0  # a stream silent this long gets a `: keep-alive` comment
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -135,7 +135,7 @@ def create_app(database_url: str, settings: Settings, registry: Registry | None 
         ],
         dependencies={"caller": Provide(provide_caller), "store": Provide(provide_store, sync_to_thread=False)},
         # The feed's listener and the turns' generations need the store; they stop before it closes.
-        lifespan=[lifespan, feed_lifespan(database_url), turns_lifespan(registry), freeze_startup_heap],
+        lifespan=[lifespan, feed_lifespan(database_url), turns_lifespan(registry, settings), freeze_startup_heap],
         exception_handlers=HANDLERS,
         middleware=[request_id_middleware],
         openapi_config=openapi_config(),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import msgspec
@@ -51,6 +52,7 @@ TABLE: dict[type[errors.ConvtreeError], tuple[int, str, str]] = {
     errors.ServiceShuttingDown: (503, "shutting-down", "Service shutting down"),
     errors.ReplyInterrupted: (503, "reply-interrupted", "Reply interrupted"),
     errors.ReplyAbandoned: (503, "reply-abandoned", "Reply abandoned"),
+    errors.ReplyNotRecorded: (503, "reply-not-recorded", "Reply not recorded yet"),
     errors.UnknownProvider: (422, "unknown-provider", "Unknown model provider"),
     errors.UpstreamTimeout: (504, "upstream-timeout", "Model provider timed out"),
     errors.UpstreamUnavailable: (502, "upstream-unavailable", "Model provider unavailable"),
@@ -102,9 +104,20 @@ def _response(request: Request, problem: Problem, headers: dict[str, str] | None
 def domain_error(request: Request, exc: errors.ConvtreeError) -> Response:
     status, slug, title = classify(exc)
     context = {k: v for k, v in exc.context.items() if v is not None} or None
-    headers = {"WWW-Authenticate": 'Bearer realm="convtree"'} if status == 401 else None
+    headers = {"WWW-Authenticate": 'Bearer realm="convtree"'} if status == 401 else retry_after(exc)
     problem = Problem(type=problem_type(slug), title=title, status=status, detail=exc.detail, context=context)
     return _response(request, problem, headers)
+
+
+def retry_after(exc: errors.ConvtreeError) -> dict[str, str] | None:
+    """The Retry-After header of an error that passes if the client waits: the upstream's own
+    figure when it gave one (in the context), else the error's default."""
+    seconds = exc.context.get("retry_after")
+    if seconds is None:
+        seconds = getattr(exc, "retry_after", None)
+    if not isinstance(seconds, (int, float)):
+        return None
+    return {"Retry-After": str(max(1, math.ceil(seconds)))}
 
 
 def validation_error(request: Request, exc: ValidationException) -> Response:

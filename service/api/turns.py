@@ -24,6 +24,7 @@ from service.app import turns as turns_app
 from service.app import window as windows
 from service.app.caller import Caller
 from service.app.generation import CLIENT_LEFT, Generation, Generations, Settled
+from service.config import Settings
 from service.domain import errors, views
 from service.store.events import Store
 from service.upstream import Registry, load_config
@@ -85,14 +86,19 @@ class StreamError(problems.Problem, kw_only=True):
     message: views.Message | None = None
 
 
-def turns_lifespan(registry: Registry | None) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
+def turns_lifespan(
+    registry: Registry | None, settings: Settings
+) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
     """The providers (from the environment, unless given) and the process's generations."""
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         owned = registry is None
         app.state.registry = Registry.from_config(load_config()) if registry is None else registry
-        generations = Generations(app.state.store)
+        app.state.keepalive = settings.sse_keepalive_seconds
+        generations = Generations(
+            app.state.store, lease_seconds=settings.reply_lease_seconds, record_seconds=settings.reply_record_seconds
+        )
         generations.start_maintenance()
         app.state.generations = generations
         try:

@@ -3,6 +3,7 @@ and the close-out of replies whose server died before recording theirs."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import uuid
 from dataclasses import dataclass
@@ -37,17 +38,39 @@ class Outcome:
     def complete(self) -> bool:
         return self.finished is not None and self.error is None and self.interruption is None
 
+    def delayed(self) -> Outcome:
+        """This outcome, to be recorded after its client was told it could not be: a complete reply
+        becomes one interrupted by the delay (the client never saw it end), with all its text."""
+        if not self.complete:
+            return self
+        return dataclasses.replace(self, interruption=RECORD_DELAYED)
+
+
+RECORD_DELAYED = Interruption(
+    kind="record_delayed",
+    detail="The database could not be reached when the reply ended; it was stored once the database was back.",
+)
+
 
 async def record_outcome(
-    store: Store, caller: Caller, owner: uuid.UUID, plan: Plan, outcome: Outcome
+    store: Store, caller: Caller, owner: uuid.UUID, plan: Plan, outcome: Outcome, *, again: bool = False
 ) -> views.Message | None:
     """Store the reply (complete, or cut short with the text received) or, without any text, the
-    turn's failure; and close its pending row. Returns the stored reply, if there is one."""
+    turn's failure; and close its pending row. Returns the stored reply, if there is one.
+
+    `again`: an earlier attempt failed with the database unreachable, perhaps while its COMMIT was
+    on its way, so the pending row may be gone because that attempt was recorded after all."""
     async with store.transaction() as tx:
         begun = await tx.begin_write(caller.tenant, plan.conversation_id, 1)
         assert begun is not None, "conversations are never removed"
         state, now, seqs = begun
         if not await pending.finish(tx, plan.family_id, plan.reply_id, owner):
+            if again:
+                stored = await tx.get_message(tree.scope(state), plan.reply_id)
+                if stored is not None:
+                    return stored
+                if not outcome.text:
+                    return None  # a turn_failed closed it (the earlier attempt's, or the sweep's)
             raise ReplyAbandoned(reply_id=str(plan.reply_id))
         user_id = plan.user_message.id
         if outcome.complete or outcome.text:

@@ -19,6 +19,7 @@ ConvtreeError
 ├── ReplyInterrupted
 │   └── ServiceShuttingDown
 ├── ReplyAbandoned
+├── ReplyNotRecorded
 └── UpstreamError
     ├── UnknownProvider
     ├── UpstreamTimeout
@@ -114,6 +115,13 @@ class ServiceShuttingDown(ReplyInterrupted):
 
 class ReplyAbandoned(ConvtreeError):
     """The reply was given up on before it could be stored (its lease ran out): the turn failed."""
+
+
+class ReplyNotRecorded(ConvtreeError):
+    """The reply could not be recorded yet: the database cannot be reached. It is kept, and stored
+    as interrupted with the text shown once the database is back; a retry of the turn then finds it."""
+
+    retry_after = 5  # seconds: a retry sooner is unlikely to find the reply stored
 
 
 class UpstreamError(ConvtreeError):
