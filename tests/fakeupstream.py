@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 import uvicorn
 
-FaultKind = Literal["status", "delay", "drop", "endless", "garbage", "hold"]
+FaultKind = Literal["status", "delay", "drop", "endless", "garbage", "hold", "reply"]
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,7 @@ class Fault:
     delay: float = 0.0
     after: int = 2
     message: str = "injected failure"
+    pieces: tuple[str, ...] = ()
 
     @classmethod
     def status_code(
@@ -64,6 +65,11 @@ class Fault:
     def hold(cls, *, after: int = 2) -> Fault:
         """Stream `after` pieces, then wait until `release()`d, then finish the reply normally."""
         return cls("hold", after=after)
+
+    @classmethod
+    def reply(cls, *pieces: str) -> Fault:
+        """Stream exactly these pieces as the reply (each one chunk, however large), then end it."""
+        return cls("reply", pieces=pieces)
 
     @classmethod
     def garbage(cls) -> Fault:
@@ -277,6 +283,8 @@ class FakeUpstream:
             )
             return
         words = [" tok"] * self.floods[model] if model in self.floods else pieces(reply_words(model, messages))
+        if fault is not None and fault.kind == "reply":
+            words = list(fault.pieces)
         fmt = _OllamaFormat(model) if ollama else _OpenAIFormat(model)
         if not body.get("stream", ollama):  # Ollama streams unless told not to; OpenAI the reverse
             await _send_json(send, 200, fmt.whole("".join(words), prompt_tokens(messages), len(words)))

@@ -29,6 +29,7 @@ from service.domain.errors import (
     ReplyNotRecorded,
     ServiceShuttingDown,
     UpstreamError,
+    UpstreamTooLarge,
 )
 from service.domain.events import Interruption
 from service.store import pending
@@ -38,14 +39,15 @@ from service.upstream import Finished, TextDelta
 
 log = logging.getLogger("convtree.turns")
 
-MAX_REPLY_CHARS = 1_000_000  # a reply longer than this is cut short: no stream may grow without bound
+# A reply is cut here, as a plain append's content is capped (finish_reason "length", `truncated`):
+# no stream may grow without bound.
+MAX_REPLY_CHARS = 1_000_000
 CLIENT_LEFT = Interruption(kind="client_disconnected", detail="The client disconnected before the reply was complete.")
 SHUTDOWN = Interruption(kind="shutdown", detail="The service shut down before the reply was complete.")
 DISCARDED = Interruption(kind="discarded", detail="The turn was not recorded, so neither is its reply.")
 # Recording a finished reply while the database is away: retried with pauses growing to this.
 RECORD_PAUSE_MIN = 0.05
 RECORD_PAUSE_MAX = 2.0
-TOO_LONG = Interruption(kind="reply_too_long", detail=f"The reply exceeded {MAX_REPLY_CHARS} characters.")
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,7 @@ class Generation:
         pieces: list[str] = []
         size = 0
         finished: Finished | None = None
+        cut = False
         error: ConvtreeError | None = None
         interruption: Interruption | None = None
         first_token: float | None = None
@@ -141,28 +144,32 @@ class Generation:
             async with contextlib.aclosing(provider.stream(self.plan.request())) as stream:
                 async for item in stream:
                     if isinstance(item, TextDelta):
-                        if not item.text:
-                            continue
-                        if first_token is None:
-                            first_token = time.perf_counter()
-                        pieces.append(item.text)
-                        size += len(item.text)
-                        if self._pieces is not None:
-                            self._pieces.append(item.text)
-                            self._arrived.set()
-                        if size > MAX_REPLY_CHARS:
-                            interruption = TOO_LONG
-                            break
+                        text = storable(item.text)
+                        if len(text) > MAX_REPLY_CHARS - size:  # no piece, however large, passes the cap
+                            text = text[: MAX_REPLY_CHARS - size]
+                            cut = True
+                        if text:
+                            if first_token is None:
+                                first_token = time.perf_counter()
+                            pieces.append(text)
+                            size += len(text)
+                            if self._pieces is not None:
+                                self._pieces.append(text)
+                                self._arrived.set()
+                        if cut:
+                            break  # closing the stream stops the model
                     else:
                         finished = item
         except asyncio.CancelledError:
             # Our own interrupt(): closing the stream (above, on the way out) stopped the model. If
             # the reply had already ended, the interrupt came too late to cut anything short.
-            if finished is None:
+            if finished is None and not cut:
                 interruption = self._interruption or SHUTDOWN
             current = asyncio.current_task()
             if current is not None:
                 current.uncancel()
+        except UpstreamTooLarge:
+            cut = True  # a line too large to read: the reply ends before it, as cut
         except ConvtreeError as exc:
             error = exc
         except Exception as exc:  # a provider bug must still end the turn with a recorded failure
@@ -170,6 +177,8 @@ class Generation:
             error = UpstreamError(f"{provider.name} failed: {type(exc).__name__}", provider=provider.name)
         finally:
             self._end_relay()
+        if cut and interruption is None:
+            finished = Finished(finish_reason="length")
         ended = time.perf_counter()
         return outcomes.Outcome(
             text="".join(pieces),
@@ -178,7 +187,14 @@ class Generation:
             interruption=interruption,
             latency_ms=round((ended - started) * 1000, 3),
             first_token_ms=None if first_token is None else round((first_token - started) * 1000, 3),
+            truncated=cut and interruption is None,
         )
+
+
+def storable(text: str) -> str:
+    """Model text as a plain append would take it: PostgreSQL text cannot hold U+0000, so it
+    becomes U+FFFD, the replacement character."""
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
 
 
 class Generations:

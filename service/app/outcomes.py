@@ -33,6 +33,7 @@ class Outcome:
     interruption: Interruption | None  # the reply was cut short (by us, the client, or the error)
     latency_ms: float
     first_token_ms: float | None
+    truncated: bool = False  # the reply reached the cap (generation.MAX_REPLY_CHARS) and was cut there
 
     @property
     def complete(self) -> bool:
@@ -158,4 +159,5 @@ def _generation(plan: Plan, outcome: Outcome) -> Generation:
         context_ids=[c.id for c in plan.context],
         params=msgspec.to_builtins(plan.params),
         interruption=interruption,
+        truncated=True if outcome.truncated else msgspec.UNSET,
     )

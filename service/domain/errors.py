@@ -27,6 +27,7 @@ ConvtreeError
     ├── UpstreamRateLimited
     ├── UpstreamRejected
     └── UpstreamProtocolError
+        └── UpstreamTooLarge
 
 The docstring of each class is its default message. The api room maps each class to an HTTP
 status and a stable problem `type` in one table (service/api/problems.py).
@@ -150,3 +151,7 @@ class UpstreamRejected(UpstreamError):
 
 class UpstreamProtocolError(UpstreamError):
     """The model provider answered with something that is not a valid reply."""
+
+
+class UpstreamTooLarge(UpstreamProtocolError):
+    """The model provider sent a line larger than convtree reads; a reply ends there, as cut."""

@@ -1,0 +1,78 @@
+"""Turns with an upstream that misbehaves in ways no error covers: a reply larger than convtree
+stores, a rate limit passed on with its Retry-After, and a first byte slow in coming while a
+stream must stay open."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.conftest import Databases, Server, fake_registry
+from tests.fakeupstream import Fault, FakeUpstream
+from tests.helpers import create, problem
+from tests.turnkit import assert_settled, sse
+
+CAP = 1_000_000  # the reply cap, the same as a plain append's content limit
+FIVE_MB = 5 * 1024 * 1024
+
+
+@pytest.mark.parametrize("provider", ["fake", "fakeollama"])
+def test_a_single_huge_chunk_is_cut_at_the_reply_cap_and_the_reply_ends_normally_marked_as_cut(
+    model_api, model_server, upstream, provider
+):
+    cid = create(model_api)["id"]
+    upstream.fail_next(Fault.reply("Hello", "x" * FIVE_MB, "never read"))
+    r = model_api.post(f"/v1/conversations/{cid}/turns", json={"content": "hi", "provider": provider})
+    assert r.status_code == 201, r.text[:500]
+    reply = r.json()["assistant_message"]
+    assert len(reply["content"]) == CAP and reply["content"] == "Hello" + "x" * (CAP - 5)
+    g = reply["generation"]
+    assert g["finish_reason"] == "length" and g["truncated"] is True and g["interruption"] is None
+    stored = model_api.get(f"/v1/conversations/{cid}/messages/{reply['id']}").json()
+    assert len(stored["content"]) == CAP and stored["generation"]["truncated"] is True
+    assert_settled(model_server.database_url, cid)
+
+
+def test_a_streamed_reply_over_the_cap_relays_and_stores_exactly_the_cap_and_ends_with_done(
+    model_api, model_server, upstream
+):
+    cid = create(model_api)["id"]
+    upstream.fail_next(Fault.reply(*(["y" * 300_000] * 5)))
+    body = {"content": "hi", "stream": True}
+    with model_api.stream("POST", f"/v1/conversations/{cid}/turns", json=body) as r:
+        events = list(sse(r))
+    relayed = "".join(data["text"] for name, data in events if name == "delta")
+    name, done = events[-1]
+    assert name == "done" and done["generation"]["finish_reason"] == "length" and done["generation"]["truncated"]
+    assert relayed == done["content"] == "y" * CAP
+    assert_settled(model_server.database_url, cid)
+
+
+def test_a_line_too_large_to_read_ends_the_reply_there_marked_as_cut(model_api, model_server, upstream):
+    cid = create(model_api)["id"]
+    upstream.fail_next(Fault.reply("Hello", "z" * (12 * 1024 * 1024)))
+    r = model_api.post(f"/v1/conversations/{cid}/turns", json={"content": "hi"})
+    assert r.status_code == 201, r.text[:500]
+    reply = r.json()["assistant_message"]
+    assert reply["content"] == "Hello"
+    assert reply["generation"]["finish_reason"] == "length" and reply["generation"]["truncated"] is True
+    assert_settled(model_server.database_url, cid)
+
+
+def test_a_reply_cut_at_the_cap_ends_with_finish_reason_length_on_the_openai_door(model_api, upstream):
+    upstream.fail_next(Fault.reply("w" * FIVE_MB))
+    r = model_api.post("/v1/chat/completions", json={"model": "fake-large", "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 200, r.text[:500]
+    choice = r.json()["choices"][0]
+    assert choice["finish_reason"] == "length" and len(choice["message"]["content"]) == CAP
+
+
+def test_text_a_plain_append_would_refuse_is_stored_with_a_replacement_character(model_api, model_server, upstream):
+    cid = create(model_api)["id"]
+    upstream.fail_next(Fault.reply("a\x00b"))
+    reply = model_api.post(f"/v1/conversations/{cid}/turns", json={"content": "hi"}).json()["assistant_message"]
+    assert reply["content"] == "a\ufffdb" and reply["generation"]["finish_reason"] == "stop"
+    assert_settled(model_server.database_url, cid)
