@@ -150,7 +150,8 @@ def test_an_upstream_failure_is_an_error_and_the_turn_failure_is_recorded(client
     with pytest.raises(openai.InternalServerError) as raised:
         client.chat.completions.create(model="fake-large", messages=[{"role": "user", "content": "hi"}])
     assert raised.value.status_code == 502
-    cid = raised.value.body["context"]["conversation_id"]
+    assert raised.value.body["code"] == "upstream_unavailable"  # OpenAI's error object; the problem around it
+    cid = raised.value.response.json()["context"]["conversation_id"]
     assert [f["error"] for f in turn_failures(model_server.database_url, cid)] == ["upstream_unavailable"]
     assert_settled(model_server.database_url, cid)
 

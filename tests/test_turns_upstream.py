@@ -76,3 +76,30 @@ def test_text_a_plain_append_would_refuse_is_stored_with_a_replacement_character
     reply = model_api.post(f"/v1/conversations/{cid}/turns", json={"content": "hi"}).json()["assistant_message"]
     assert reply["content"] == "a\ufffdb" and reply["generation"]["finish_reason"] == "stop"
     assert_settled(model_server.database_url, cid)
+
+
+def test_an_upstream_rate_limit_is_a_429_with_the_upstreams_retry_after(model_api, model_server, upstream):
+    cid = create(model_api)["id"]
+    upstream.fail_next(Fault.status_code(429, retry_after="30"))  # longer than is waited out: passed on
+    r = model_api.post(f"/v1/conversations/{cid}/turns", json={"content": "hi"})
+    body = problem(r, 429, "upstream-rate-limited")
+    assert r.headers["retry-after"] == "30" and body["context"]["retry_after"] == 30
+    assert_settled(model_server.database_url, cid)
+
+
+def test_an_upstream_rate_limit_without_retry_after_still_gets_a_retry_after_header(model_api, upstream):
+    cid = create(model_api)["id"]
+    upstream.fail_next(*[Fault.status_code(429)] * 3)
+    r = model_api.post(f"/v1/conversations/{cid}/turns", json={"content": "hi"})
+    problem(r, 429, "upstream-rate-limited")
+    assert int(r.headers["retry-after"]) >= 1
+
+
+def test_an_upstream_rate_limit_on_the_openai_door_is_openais_error_object_with_retry_after(model_api, upstream):
+    upstream.fail_next(Fault.status_code(429, retry_after="20", message="slow down"))
+    chat = {"model": "fake-large", "messages": [{"role": "user", "content": "hi"}]}
+    r = model_api.post("/v1/chat/completions", json=chat)
+    assert r.status_code == 429 and r.headers["retry-after"] == "20"
+    error = r.json()["error"]
+    assert "slow down" in error["message"] and error["code"] == "upstream_rate_limited"
+    assert error["type"] == "rate_limit_error"

@@ -13,9 +13,10 @@ import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody
 
-from service.api import schemas, sse
+from service.api import problems, schemas, sse
 from service.api.deps import json_response
 from service.api.problems import responses
 from service.api.turns import TURN_ERRORS, stream_error, wait_settled
@@ -145,9 +146,57 @@ class ModelList(msgspec.Struct):
     object: str = "list"
 
 
+class OpenAIError(msgspec.Struct):
+    """OpenAI's error object, which its SDKs read."""
+
+    message: str
+    type: str  # invalid_request_error, authentication_error, rate_limit_error or server_error
+    param: str | None
+    code: str  # the problem's type, in snake_case: upstream_rate_limited, conversation_not_found…
+
+
+class ChatProblem(problems.Problem, kw_only=True):
+    """A problem that carries OpenAI's error object too, as `error`."""
+
+    error: OpenAIError
+
+
+_OPENAI_TYPES = {401: "authentication_error", 429: "rate_limit_error"}
+
+
+def openai_error(problem: problems.Problem) -> OpenAIError:
+    kind = _OPENAI_TYPES.get(problem.status, "invalid_request_error" if problem.status < 500 else "server_error")
+    code = problem.type.removeprefix(problems.TYPE_BASE).replace("-", "_")
+    return OpenAIError(message=problem.detail or problem.title, type=kind, param=None, code=code)
+
+
+def chat_error(request: Request[Any, Any, State], exc: errors.ConvtreeError) -> Response[Any]:
+    """An error on this door: the problem, with OpenAI's error object and the same headers."""
+    problem, headers = problems.domain_problem(exc)
+    problem.instance = request.url.path
+    problem.request_id = request.scope.get("state", {}).get("request_id")
+    body = ChatProblem(**msgspec.structs.asdict(problem), error=openai_error(problem))
+    return Response(
+        msgspec.json.encode(body), status_code=problem.status, media_type=problems.MEDIA_TYPE, headers=headers
+    )
+
+
+def chat_responses(*kinds: type[errors.ConvtreeError] | int) -> dict[int, ResponseSpec]:
+    return {
+        status: ResponseSpec(
+            data_container=ChatProblem,
+            description=spec.description,
+            media_type=spec.media_type,
+            generate_examples=False,
+        )
+        for status, spec in responses(*kinds).items()
+    }
+
+
 class OpenAICompatController(Controller):
     path = "/v1"
     tags = ["openai-compatible"]
+    exception_handlers = {errors.ConvtreeError: chat_error}
 
     @post(
         "/chat/completions",
@@ -159,8 +208,9 @@ class OpenAICompatController(Controller):
         "user message, is the turn). With `conversation_id`, send only the new message(s): the history is "
         "the path to the head or to `parent_message_id` (continue or branch from it). `model` is "
         '"provider/model" or a model name any configured provider offers. A stream that fails sends '
-        '`data: {"error": {...}}` instead of `[DONE]`.',
-        responses=responses(*TURN_ERRORS),
+        '`data: {"error": {...}}` instead of `[DONE]`. Errors carry OpenAI\'s error object as `error` '
+        "besides the problem's fields; a rate limit is a 429 with a `Retry-After` header.",
+        responses=chat_responses(*TURN_ERRORS),
     )
     async def chat_completions(
         self,
@@ -191,7 +241,7 @@ class OpenAICompatController(Controller):
         "/models",
         summary="The configured providers' models (OpenAI-compatible list)",
         description='Ids are "provider/model", as `model` accepts them.',
-        responses=responses(errors.Unauthorized, 422),
+        responses=chat_responses(errors.Unauthorized, 422),
     )
     async def models(self, request: Request[Any, Any, State], caller: NamedDependency[Caller]) -> ModelList:
         listed = await completions.list_models(request.app.state.registry)
@@ -290,8 +340,7 @@ async def _chunks(
             generation.interrupt(CLIENT_LEFT)
     if settled.error is not None or settled.reply is None or settled.reply.generation is None:
         problem = stream_error(request, settled.error or errors.ReplyAbandoned(), settled.reply)
-        error = {"message": problem.detail, "type": problem.type, "code": problem.status, "param": None}
-        yield sse.event(None, _encode({"error": error, "problem": problem}))
+        yield sse.event(None, _encode({"error": openai_error(problem), "problem": problem}))
         return
     g = settled.reply.generation
     yield chunk(ChunkDelta(), g.finish_reason or "stop", g.model)

@@ -56,7 +56,7 @@ TABLE: dict[type[errors.ConvtreeError], tuple[int, str, str]] = {
     errors.UnknownProvider: (422, "unknown-provider", "Unknown model provider"),
     errors.UpstreamTimeout: (504, "upstream-timeout", "Model provider timed out"),
     errors.UpstreamUnavailable: (502, "upstream-unavailable", "Model provider unavailable"),
-    errors.UpstreamRateLimited: (502, "upstream-rate-limited", "Model provider rate limited"),
+    errors.UpstreamRateLimited: (429, "upstream-rate-limited", "Model provider rate limited"),
     errors.UpstreamRejected: (502, "upstream-rejected", "Model provider rejected the request"),
     errors.UpstreamProtocolError: (502, "upstream-protocol-error", "Model provider answered badly"),
     errors.UpstreamError: (502, "upstream-error", "Model provider failed"),
@@ -102,11 +102,16 @@ def _response(request: Request, problem: Problem, headers: dict[str, str] | None
 
 
 def domain_error(request: Request, exc: errors.ConvtreeError) -> Response:
+    return _response(request, *domain_problem(exc))
+
+
+def domain_problem(exc: errors.ConvtreeError) -> tuple[Problem, dict[str, str] | None]:
+    """The problem an error is, and the headers that go with it."""
     status, slug, title = classify(exc)
     context = {k: v for k, v in exc.context.items() if v is not None} or None
     headers = {"WWW-Authenticate": 'Bearer realm="convtree"'} if status == 401 else retry_after(exc)
     problem = Problem(type=problem_type(slug), title=title, status=status, detail=exc.detail, context=context)
-    return _response(request, problem, headers)
+    return problem, headers
 
 
 def retry_after(exc: errors.ConvtreeError) -> dict[str, str] | None:

@@ -123,10 +123,12 @@ TURN_ERRORS = (
     errors.IdempotencyKeyReused,
     errors.UnknownProvider,
     errors.UpstreamError,
+    errors.UpstreamRateLimited,
     errors.UpstreamTimeout,
     errors.ReplyInterrupted,
     errors.ServiceShuttingDown,
     errors.ReplyAbandoned,
+    errors.ReplyNotRecorded,
 )
 STREAM_DOC = (
     " With `stream: true` the answer is `text/event-stream`: `turn` (the ids, before the first token), "

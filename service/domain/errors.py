@@ -144,6 +144,8 @@ class UpstreamUnavailable(UpstreamError):
 class UpstreamRateLimited(UpstreamError):
     """The model provider is rate limiting requests."""
 
+    retry_after = 5  # seconds, when the provider did not say (its own Retry-After is in the context)
+
 
 class UpstreamRejected(UpstreamError):
     """The model provider rejected the request."""
