@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
-import httpx
 import pytest
 
 from tests.conftest import Databases, Server, fake_registry
@@ -103,3 +102,56 @@ def test_an_upstream_rate_limit_on_the_openai_door_is_openais_error_object_with_
     error = r.json()["error"]
     assert "slow down" in error["message"] and error["code"] == "upstream_rate_limited"
     assert error["type"] == "rate_limit_error"
+
+
+@pytest.fixture(scope="module")
+def keepalive_server(databases: Databases, upstream_server: FakeUpstream) -> Iterator[Server]:
+    srv = Server(databases.migrated(), fake_registry(upstream_server), sse_keepalive_seconds=0.2)
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def _lines_before_first_data_after(lines: Iterator[str], opening: str) -> list[str]:
+    """The raw lines of a stream between its first `data:` line starting with `opening` and the next data line."""
+    seen, between = False, []
+    for line in lines:
+        if line.startswith("data:"):
+            if seen:
+                return between
+            seen = line.startswith(opening)
+        elif seen and line:
+            between.append(line)
+    return between
+
+
+def test_a_stream_waiting_for_the_first_byte_sends_keep_alive_comments(keepalive_server, upstream):
+    _, key = keepalive_server.new_key()
+    with keepalive_server.client(key) as api:
+        cid = create(api)["id"]
+        upstream.fail_next(Fault.slow_first_byte(1.2))
+        with api.stream("POST", f"/v1/conversations/{cid}/turns", json={"content": "hi", "stream": True}) as r:
+            lines = r.iter_lines()
+            between = _lines_before_first_data_after(lines, 'data: {"conversation_id"')  # the `turn` event
+            assert any(line.startswith("event: done") for line in lines)
+        assert between.count(": keep-alive") >= 3, between
+        assert set(between) <= {": keep-alive", "event: delta"}
+        assert_settled(keepalive_server.database_url, cid)
+
+
+def test_an_openai_stream_waiting_for_the_first_byte_sends_keep_alive_comments(keepalive_server, upstream):
+    _, key = keepalive_server.new_key()
+    with keepalive_server.client(key) as api:
+        upstream.fail_next(Fault.slow_first_byte(1.2))
+        chat = {"model": "fake-large", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+        with api.stream("POST", "/v1/chat/completions", json=chat) as r:
+            lines = r.iter_lines()
+            between = _lines_before_first_data_after(lines, "data: {")  # the role chunk
+            rest = [json.loads(line[5:]) for line in lines if line.startswith("data: {")]
+        assert between.count(": keep-alive") >= 3, between
+        assert set(between) == {": keep-alive"}
+        assert "".join(c["choices"][0]["delta"].get("content") or "" for c in rest if c["choices"]).endswith(
+            "You said: hi"
+        )

@@ -325,19 +325,23 @@ async def _chunks(
         return sse.event(None, _encode(value))
 
     settled: Settled | None = None
+    quiet: float = request.app.state.keepalive
     try:
         # Nothing before the turn is committed; then the first chunk with the ids, in one write with
-        # the text so far.
+        # the text so far; keep-alive comments while it is quiet (see service.api.turns).
         if await generation.committed():
             yield chunk(ChunkDelta(role="assistant", content="")) + b"".join(
                 chunk(ChunkDelta(content=piece)) for piece in generation.arrived()
             )
-            async for pieces in generation.deltas():
-                yield b"".join(chunk(ChunkDelta(content=piece)) for piece in pieces)
-        settled = await asyncio.shield(generation.settled)
+            async for pieces in generation.deltas(quiet):
+                yield b"".join(chunk(ChunkDelta(content=piece)) for piece in pieces) or sse.KEEPALIVE
+        async for settled in generation.outcome(quiet):
+            if settled is None:
+                yield sse.KEEPALIVE
     finally:
         if settled is None:  # the client left: stop the model now (see service.api.turns)
             generation.interrupt(CLIENT_LEFT)
+    assert settled is not None
     if settled.error is not None or settled.reply is None or settled.reply.generation is None:
         problem = stream_error(request, settled.error or errors.ReplyAbandoned(), settled.reply)
         yield sse.event(None, _encode({"error": openai_error(problem), "problem": problem}))

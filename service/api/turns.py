@@ -277,18 +277,24 @@ async def _events(
     request: Request[Any, Any, State], generation: Generation, started: TurnStarted
 ) -> AsyncIterator[bytes]:
     settled: Settled | None = None
+    quiet: float = request.app.state.keepalive
     try:
         # Nothing before the turn is committed; then its ids, in one write with the text so far.
+        # A stream quiet for `quiet` seconds (the model slow to start, the record waiting for the
+        # database) gets a keep-alive comment.
         if await generation.committed():
             yield _sse("turn", started) + b"".join(sse.event("delta", _encode(Delta(p))) for p in generation.arrived())
-            async for pieces in generation.deltas():
-                yield b"".join(sse.event("delta", _encode(Delta(piece))) for piece in pieces)
-        settled = await asyncio.shield(generation.settled)
+            async for pieces in generation.deltas(quiet):
+                yield b"".join(sse.event("delta", _encode(Delta(piece))) for piece in pieces) or sse.KEEPALIVE
+        async for settled in generation.outcome(quiet):
+            if settled is None:
+                yield sse.KEEPALIVE
     finally:
         # Reached without an outcome only when the client left (litestar cancels the stream as
         # soon as it sees the disconnect): stop the model now; the text so far is recorded.
         if settled is None:
             generation.interrupt(CLIENT_LEFT)
+    assert settled is not None
     if settled.error is None:
         yield _sse("done", settled.reply)
     else:

@@ -115,20 +115,34 @@ class Generation:
         pieces.clear()
         return batch
 
-    async def deltas(self) -> AsyncIterator[list[str]]:
+    async def deltas(self, quiet: float | None = None) -> AsyncIterator[list[str]]:
         """The rest of the text in order, in batches: whatever arrived since the last batch was
         taken, so a reader slower than the model takes several pieces per write, not one write per
-        piece."""
+        piece. After `quiet` seconds without any, an empty batch (a stream's cue for a keep-alive)."""
         pieces = self._pieces
         assert pieces is not None, "started without relay"
         while True:
             if not pieces and not self._relay_ended:
                 self._arrived.clear()
-                await self._arrived.wait()
+                try:
+                    async with asyncio.timeout(quiet):
+                        await self._arrived.wait()
+                except TimeoutError:
+                    yield []
+                    continue
             if pieces:
                 yield self.arrived()
             elif self._relay_ended:
                 return
+
+    async def outcome(self, quiet: float | None = None) -> AsyncIterator[Settled | None]:
+        """The outcome once it is recorded, preceded by a None every `quiet` seconds until then
+        (recording waits out a short database outage; a stream keeps alive meanwhile)."""
+        while not self.settled.done():
+            await asyncio.wait({self.settled}, timeout=quiet)
+            if not self.settled.done():
+                yield None
+        yield self.settled.result()
 
     async def _call(self) -> outcomes.Outcome:
         pieces: list[str] = []
