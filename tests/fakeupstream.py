@@ -38,6 +38,7 @@ class Fault:
     after: int = 2
     message: str = "injected failure"
     pieces: tuple[str, ...] = ()
+    model: str | None = None
 
     @classmethod
     def status_code(
@@ -67,9 +68,10 @@ class Fault:
         return cls("hold", after=after)
 
     @classmethod
-    def reply(cls, *pieces: str) -> Fault:
-        """Stream exactly these pieces as the reply (each one chunk, however large), then end it."""
-        return cls("reply", pieces=pieces)
+    def reply(cls, *pieces: str, model: str | None = None) -> Fault:
+        """Stream exactly these pieces as the reply (each one chunk, however large), then end it;
+        naming `model` as the model that answered, when given."""
+        return cls("reply", pieces=pieces, model=model)
 
     @classmethod
     def garbage(cls) -> Fault:
@@ -285,7 +287,8 @@ class FakeUpstream:
         words = [" tok"] * self.floods[model] if model in self.floods else pieces(reply_words(model, messages))
         if fault is not None and fault.kind == "reply":
             words = list(fault.pieces)
-        fmt = _OllamaFormat(model) if ollama else _OpenAIFormat(model)
+        named = fault.model if fault is not None and fault.model is not None else model
+        fmt = _OllamaFormat(named) if ollama else _OpenAIFormat(named)
         if not body.get("stream", ollama):  # Ollama streams unless told not to; OpenAI the reverse
             await _send_json(send, 200, fmt.whole("".join(words), prompt_tokens(messages), len(words)))
             return

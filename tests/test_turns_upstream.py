@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import Databases, Server, fake_registry
 from tests.fakeupstream import Fault, FakeUpstream
 from tests.helpers import create, problem
-from tests.turnkit import assert_settled, sse
+from tests.turnkit import assert_settled, sse, turn_failures
 
 CAP = 1_000_000  # the reply cap, the same as a plain append's content limit
 FIVE_MB = 5 * 1024 * 1024
@@ -155,3 +155,29 @@ def test_an_openai_stream_waiting_for_the_first_byte_sends_keep_alive_comments(k
         assert "".join(c["choices"][0]["delta"].get("content") or "" for c in rest if c["choices"]).endswith(
             "You said: hi"
         )
+
+
+@pytest.mark.parametrize("provider", ["fake", "fakeollama"])
+def test_what_the_upstream_says_about_its_reply_is_stored_only_as_a_plain_append_would_take_it(
+    model_api, model_server, upstream, provider
+):
+    cid = create(model_api)["id"]
+    upstream.fail_next(Fault.reply("fine", model="m\x00" + "o" * 100_000))
+    r = model_api.post(f"/v1/conversations/{cid}/turns", json={"content": "hi", "provider": provider})
+    assert r.status_code == 201, r.text[:500]
+    g = r.json()["assistant_message"]["generation"]
+    assert g["model"] == "m\ufffd" + "o" * 198
+    assert model_api.get(f"/v1/conversations/{cid}/export").status_code == 200
+    assert model_api.get(f"/v1/conversations/{cid}/audit").json()["valid"] is True
+    assert_settled(model_server.database_url, cid)
+
+
+def test_an_upstream_error_message_is_recorded_only_as_a_plain_append_would_take_it(model_api, model_server, upstream):
+    cid = create(model_api)["id"]
+    upstream.fail_next(Fault.status_code(400, message="bad\x00request"))
+    body = problem(model_api.post(f"/v1/conversations/{cid}/turns", json={"content": "hi"}), 502, "upstream-rejected")
+    assert "bad\x00request" in body["detail"]  # told as it came, but stored as text can hold it
+    [failure] = turn_failures(model_server.database_url, cid)
+    assert "bad\ufffdrequest" in failure["detail"]
+    assert model_api.get(f"/v1/conversations/{cid}/audit").json()["valid"] is True
+    assert_settled(model_server.database_url, cid)

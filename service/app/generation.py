@@ -158,7 +158,7 @@ class Generation:
             async with contextlib.aclosing(provider.stream(self.plan.request())) as stream:
                 async for item in stream:
                     if isinstance(item, TextDelta):
-                        text = storable(item.text)
+                        text = outcomes.storable(item.text)
                         if len(text) > MAX_REPLY_CHARS - size:  # no piece, however large, passes the cap
                             text = text[: MAX_REPLY_CHARS - size]
                             cut = True
@@ -203,12 +203,6 @@ class Generation:
             first_token_ms=None if first_token is None else round((first_token - started) * 1000, 3),
             truncated=cut and interruption is None,
         )
-
-
-def storable(text: str) -> str:
-    """Model text as a plain append would take it: PostgreSQL text cannot hold U+0000, so it
-    becomes U+FFFD, the replacement character."""
-    return text.replace("\x00", "\ufffd") if "\x00" in text else text
 
 
 class Generations:

@@ -130,7 +130,7 @@ async def _close_out(store: Store, row: pending.PendingReply) -> int:
 def failure_of(outcome: Outcome) -> tuple[str, str]:
     """(kind, detail) of a turn that ended without a complete reply."""
     if outcome.error is not None:
-        return error_kind(outcome.error), outcome.error.detail
+        return error_kind(outcome.error), _words(outcome.error.detail)
     assert outcome.interruption is not None
     return outcome.interruption.kind, outcome.interruption.detail
 
@@ -140,22 +140,43 @@ def error_kind(exc: BaseException) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", type(exc).__name__).lower()
 
 
+# What a provider says about its reply (the model that answered, the response id, the finish
+# reason; the words of its error) is kept to these lengths: an upstream cannot make the event
+# that records it any larger.
+MAX_SAID_CHARS = 200
+MAX_DETAIL_CHARS = 1000
+
+
+def storable(text: str) -> str:
+    """Upstream text as a plain append would take it: PostgreSQL text (and text extracted from a
+    stored payload) cannot hold U+0000, so it becomes U+FFFD, the replacement character."""
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
+
+
+def _said(value: str | None) -> str | None:
+    return None if value is None else storable(value[:MAX_SAID_CHARS])
+
+
+def _words(detail: str) -> str:
+    return storable(detail[:MAX_DETAIL_CHARS])
+
+
 def _generation(plan: Plan, outcome: Outcome) -> Generation:
     finished = outcome.finished or Finished()
     interruption = outcome.interruption
     if not outcome.complete and interruption is None:
         assert outcome.error is not None
-        interruption = Interruption(kind=error_kind(outcome.error), detail=outcome.error.detail)
+        interruption = Interruption(kind=error_kind(outcome.error), detail=_words(outcome.error.detail))
     return Generation(
         provider=plan.provider.name,
-        model=finished.model or plan.model,
+        model=_said(finished.model) or plan.model,
         requested_model=plan.model,
-        finish_reason=finished.finish_reason if outcome.complete else "interrupted",
+        finish_reason=_said(finished.finish_reason) if outcome.complete else "interrupted",
         prompt_tokens=finished.prompt_tokens,
         completion_tokens=finished.completion_tokens,
         latency_ms=outcome.latency_ms,
         first_token_ms=outcome.first_token_ms,
-        response_id=finished.response_id,
+        response_id=_said(finished.response_id),
         context_ids=[c.id for c in plan.context],
         params=msgspec.to_builtins(plan.params),
         interruption=interruption,
