@@ -317,7 +317,8 @@ class Generations:
     def start_maintenance(self, interval: float | None = None) -> None:
         """Close out what dead processes left, at once and then every `interval` seconds (default:
         a quarter of the lease), and keep the leases of this process's live replies fresh as often."""
-        self._maintenance = asyncio.create_task(self._maintain(interval or self._lease / 4))
+        # A reply is registered with opening.LEASE_SECONDS; renewals must come before that runs out too.
+        self._maintenance = asyncio.create_task(self._maintain(interval or min(self._lease, opening.LEASE_SECONDS) / 4))
 
     async def _maintain(self, interval: float) -> None:
         while True:
