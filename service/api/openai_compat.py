@@ -3,7 +3,6 @@ with the web ChatGPT protocol's `conversation_id` / `parent_message_id` to keep 
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -170,14 +169,15 @@ def openai_error(problem: problems.Problem) -> OpenAIError:
     return OpenAIError(message=problem.detail or problem.title, type=kind, param=None, code=code)
 
 
-def chat_error(request: Request[Any, Any, State], exc: errors.ConvtreeError) -> Response[Any]:
-    """An error on this door: the problem, with OpenAI's error object and the same headers."""
-    problem, headers = problems.domain_problem(exc)
-    problem.instance = request.url.path
-    problem.request_id = request.scope.get("state", {}).get("request_id")
+def chat_error(request: Request[Any, Any, State], exc: Exception) -> Response[Any]:
+    """Any error on this door: its problem (service.api.problems), with OpenAI's error object added
+    and the same status and headers."""
+    handler = next(problems.HANDLERS[c] for c in type(exc).__mro__ if c in problems.HANDLERS)
+    answer = handler(request, exc)
+    problem = msgspec.json.decode(answer.content, type=problems.Problem)
     body = ChatProblem(**msgspec.structs.asdict(problem), error=openai_error(problem))
     return Response(
-        msgspec.json.encode(body), status_code=problem.status, media_type=problems.MEDIA_TYPE, headers=headers
+        msgspec.json.encode(body), status_code=problem.status, media_type=problems.MEDIA_TYPE, headers=answer.headers
     )
 
 
@@ -196,7 +196,7 @@ def chat_responses(*kinds: type[errors.ConvtreeError] | int) -> dict[int, Respon
 class OpenAICompatController(Controller):
     path = "/v1"
     tags = ["openai-compatible"]
-    exception_handlers = {errors.ConvtreeError: chat_error}
+    exception_handlers = {kind: chat_error for kind in problems.HANDLERS}
 
     @post(
         "/chat/completions",
