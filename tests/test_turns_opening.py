@@ -196,6 +196,7 @@ def test_a_streamed_chat_completion_whose_commit_fails_ends_with_only_the_error(
     with committing_api.stream("POST", "/v1/chat/completions", json=body) as r:
         assert r.status_code == 200
         [(_, chunk)] = list(sse(r))  # no chunk with ids, no text: the conversation was never made
-    assert chunk["error"]["code"] == 500 and chunk["problem"]["type"].endswith(":internal-error")
+    assert chunk["error"]["code"] == "internal_error" and chunk["error"]["type"] == "server_error"
+    assert chunk["problem"]["type"].endswith(":internal-error")
     assert upstream.wait_for_disconnect(5) is not None
     assert committing_api.get("/v1/conversations").json()["items"] == []
