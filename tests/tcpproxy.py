@@ -13,11 +13,12 @@ from __future__ import annotations
 import asyncio
 import threading
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 
 class TcpProxy:
     def __init__(self, host: str, port: int) -> None:
+        """Forward to `host`:`port`, or to the Unix socket of a server whose `host` is a directory."""
         self.target = (host, port)
         self.port = 0
         self._cut = False
@@ -29,14 +30,17 @@ class TcpProxy:
     @classmethod
     def to(cls, database_url: str) -> TcpProxy:
         parts = urlsplit(database_url)
-        return cls(parts.hostname or "127.0.0.1", parts.port or 5432)
+        query = dict(parse_qsl(parts.query))  # the embedded server's URL names its socket directory as ?host=
+        port = int(query.get("port") or parts.port or 5432)
+        return cls(query.get("host") or parts.hostname or "127.0.0.1", port)
 
     def url(self, database_url: str) -> str:
         """`database_url`, pointed at the proxy."""
         parts = urlsplit(database_url)
         userinfo = parts.netloc.rpartition("@")[0]
         netloc = f"{userinfo}@127.0.0.1:{self.port}" if userinfo else f"127.0.0.1:{self.port}"
-        return urlunsplit(parts._replace(netloc=netloc))
+        query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k not in ("host", "port")])
+        return urlunsplit(parts._replace(netloc=netloc, query=query))
 
     def __enter__(self) -> TcpProxy:
         self._thread.start()
@@ -74,8 +78,12 @@ class TcpProxy:
         if self._cut:
             client_writer.transport.abort()
             return
+        host, port = self.target
         try:
-            server_reader, server_writer = await asyncio.open_connection(*self.target)
+            if host.startswith("/"):
+                server_reader, server_writer = await asyncio.open_unix_connection(f"{host}/.s.PGSQL.{port}")
+            else:
+                server_reader, server_writer = await asyncio.open_connection(host, port)
         except OSError:
             client_writer.transport.abort()
             return
