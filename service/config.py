@@ -34,6 +34,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     request_header_timeout_seconds: float = 10.0  # from connection (or a request's first byte) to its last header
     request_body_timeout_seconds: float = 60.0  # from the last header to the body's last byte
     keep_alive_timeout_seconds: int = 5  # how long an idle connection is kept between requests
+    reply_lease_seconds: float = 60.0  # a reply whose server stops renewing it for this long is closed out
+    reply_record_seconds: float = 10.0  # how long recording a finished reply is retried while the database is away
+    sse_keepalive_seconds: float = 15.0  # a stream silent this long gets a `: keep-alive` comment
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 import uvicorn
 
-FaultKind = Literal["status", "delay", "drop", "endless", "garbage"]
+FaultKind = Literal["status", "delay", "drop", "endless", "garbage", "hold", "reply"]
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,8 @@ class Fault:
     delay: float = 0.0
     after: int = 2
     message: str = "injected failure"
+    pieces: tuple[str, ...] = ()
+    model: str | None = None
 
     @classmethod
     def status_code(
@@ -59,6 +61,17 @@ class Fault:
     def endless(cls) -> Fault:
         """Stream pieces every 20 ms until the client leaves (or max_stream_seconds)."""
         return cls("endless")
+
+    @classmethod
+    def hold(cls, *, after: int = 2) -> Fault:
+        """Stream `after` pieces, then wait until `release()`d, then finish the reply normally."""
+        return cls("hold", after=after)
+
+    @classmethod
+    def reply(cls, *pieces: str, model: str | None = None) -> Fault:
+        """Stream exactly these pieces as the reply (each one chunk, however large), then end it;
+        naming `model` as the model that answered, when given."""
+        return cls("reply", pieces=pieces, model=model)
 
     @classmethod
     def garbage(cls) -> Fault:
@@ -88,6 +101,7 @@ class _State:
     requests: list[Recorded] = field(default_factory=list)
     disconnects: list[Disconnect] = field(default_factory=list)
     disconnected: threading.Event = field(default_factory=threading.Event)
+    released: threading.Event = field(default_factory=threading.Event)
 
 
 def reply_words(model: str, messages: list[dict[str, Any]]) -> list[str]:
@@ -147,6 +161,7 @@ class FakeUpstream:
             self._state.requests.clear()
             self._state.disconnects.clear()
             self._state.disconnected.clear()
+            self._state.released.clear()
 
     @property
     def requests(self) -> list[Recorded]:
@@ -157,6 +172,10 @@ class FakeUpstream:
     def disconnects(self) -> list[Disconnect]:
         with self._state.lock:
             return list(self._state.disconnects)
+
+    def release(self) -> None:
+        """Let held replies (Fault.hold) go on to their end."""
+        self._state.released.set()
 
     def wait_for_disconnect(self, timeout: float) -> Disconnect | None:
         if not self._state.disconnected.wait(timeout):
@@ -266,7 +285,10 @@ class FakeUpstream:
             )
             return
         words = [" tok"] * self.floods[model] if model in self.floods else pieces(reply_words(model, messages))
-        fmt = _OllamaFormat(model) if ollama else _OpenAIFormat(model)
+        if fault is not None and fault.kind == "reply":
+            words = list(fault.pieces)
+        named = fault.model if fault is not None and fault.model is not None else model
+        fmt = _OllamaFormat(named) if ollama else _OpenAIFormat(named)
         if not body.get("stream", ollama):  # Ollama streams unless told not to; OpenAI the reverse
             await _send_json(send, 200, fmt.whole("".join(words), prompt_tokens(messages), len(words)))
             return
@@ -299,6 +321,11 @@ class FakeUpstream:
                 if fault is not None and fault.kind == "drop" and sent == fault.after:
                     # An exception after the response started makes uvicorn cut the connection.
                     raise ConnectionAbortedError("injected mid-stream drop")
+                if fault is not None and fault.kind == "hold" and sent == fault.after:
+                    while not self._state.released.is_set():
+                        if gone.is_set() or self._stopping.is_set():
+                            return
+                        await asyncio.sleep(0.01)
                 await send({"type": "http.response.body", "body": fmt.delta(piece), "more_body": True})
                 sent += 1
                 await asyncio.sleep(0.02 if fault is not None and fault.kind == "endless" else 0)

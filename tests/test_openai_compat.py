@@ -193,3 +193,15 @@ def test_the_api_key_is_required(model_server):
             wrong.chat.completions.create(model="echo", messages=[{"role": "user", "content": "hi"}])
         with pytest.raises(openai.AuthenticationError):
             wrong.models.list()
+
+
+def test_every_error_on_the_door_carries_openais_error_object_beside_the_problem(api, model_server):
+    invalid = api.post("/v1/chat/completions", json={"model": "echo", "messages": []})
+    assert invalid.status_code == 422 and invalid.json()["type"] == "urn:convtree:problem:invalid-request"
+    assert invalid.json()["error"]["type"] == "invalid_request_error"
+    assert invalid.json()["error"]["code"] == "invalid_request"
+    refused = api.post("/v1/chat/completions", json={"model": "echo", "messages": [{"role": "assistant", "content": "x"}]})
+    assert refused.status_code == 422 and refused.json()["error"]["message"] == refused.json()["detail"]
+    with httpx.Client(base_url=model_server.base_url) as anonymous:
+        denied = anonymous.get("/v1/models")
+    assert denied.status_code == 401 and denied.json()["error"]["type"] == "authentication_error"

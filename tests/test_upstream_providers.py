@@ -15,6 +15,7 @@ from service.domain.errors import (
     UpstreamRateLimited,
     UpstreamRejected,
     UpstreamTimeout,
+    UpstreamTooLarge,
     UpstreamUnavailable,
 )
 from service.upstream import (
@@ -303,3 +304,34 @@ def test_list_models_retries_a_503(fake: FakeUpstream, kind: str) -> None:
 
     assert asyncio.run(go()) == ["fake-large", "fake-small"]
     assert [r.method for r in fake.requests] == ["GET", "GET"]
+
+
+def test_a_model_list_larger_than_is_read_is_refused_without_reading_it_whole(kind: str) -> None:
+    with FakeUpstream(models=("m" * (9 * 1024 * 1024),)) as huge:
+
+        async def go() -> None:
+            provider = make(kind, url_of(huge, kind))
+            try:
+                await provider.list_models()
+            finally:
+                await provider.aclose()
+
+        with pytest.raises(UpstreamTooLarge):
+            asyncio.run(go())
+
+
+def test_a_line_larger_than_is_read_ends_the_stream_without_reading_it_whole(fake: FakeUpstream, kind: str) -> None:
+    fake.fail_next(Fault.reply("fine", "x" * (9 * 1024 * 1024)))
+
+    async def go() -> list[object]:
+        provider = make(kind, url_of(fake, kind))
+        items: list[object] = []
+        try:
+            with pytest.raises(UpstreamTooLarge):
+                async for item in provider.stream(REQUEST):
+                    items.append(item)
+        finally:
+            await provider.aclose()
+        return items
+
+    assert asyncio.run(go()) == [TextDelta("fine")]

@@ -155,7 +155,7 @@ def create_app(database_url: str, settings: Settings, registry: Registry | None 
         lifespan=[
             lifespan,
             feed_lifespan(database_url, settings.database_connect_timeout),
-            turns_lifespan(registry),
+            turns_lifespan(registry, settings),
             freeze_startup_heap,
         ],
         exception_handlers=HANDLERS,

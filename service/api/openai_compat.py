@@ -3,7 +3,6 @@ with the web ChatGPT protocol's `conversation_id` / `parent_message_id` to keep 
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -159,9 +158,10 @@ class OpenAICompatController(Controller):
         "user message, is the turn). With `conversation_id`, send only the new message(s): the history is "
         "the path to the head or to `parent_message_id` (continue or branch from it). `model` is "
         '"provider/model" or a model name any configured provider offers. A stream that fails sends '
-        '`data: {"error": {...}}` instead of `[DONE]`. Errors are problems that also carry OpenAI\'s `error` '
-        "object. An `Idempotency-Key` makes a retry (OpenAI's clients retry by default) safe: the same key and "
-        "request get the stored completion (a stream of it when `stream` is set), without calling the model again.",
+        '`data: {"error": {...}}` instead of `[DONE]`. Errors carry OpenAI\'s error object as `error` '
+        "besides the problem's fields; a rate limit is a 429 with a `Retry-After` header. An `Idempotency-Key` "
+        "makes a retry (OpenAI's clients retry by default) safe: the same key and request get the stored "
+        "completion (a stream of it when `stream` is set), without calling the model again.",
         responses=responses(*TURN_ERRORS),
     )
     async def chat_completions(
@@ -315,19 +315,23 @@ async def _chunks(
         return sse.event(None, _encode(value))
 
     settled: Settled | None = None
+    quiet: float = request.app.state.keepalive
     try:
         # Nothing before the turn is committed; then the first chunk with the ids, in one write with
-        # the text so far.
+        # the text so far; keep-alive comments while it is quiet (see service.api.turns).
         if await generation.committed():
             yield chunk(ChunkDelta(role="assistant", content="")) + b"".join(
                 chunk(ChunkDelta(content=piece)) for piece in generation.arrived()
             )
-            async for pieces in generation.deltas():
-                yield b"".join(chunk(ChunkDelta(content=piece)) for piece in pieces)
-        settled = await asyncio.shield(generation.settled)
+            async for pieces in generation.deltas(quiet):
+                yield b"".join(chunk(ChunkDelta(content=piece)) for piece in pieces) or sse.KEEPALIVE
+        async for settled in generation.outcome(quiet):
+            if settled is None:
+                yield sse.KEEPALIVE
     finally:
         if settled is None:  # the client left: stop the model now (see service.api.turns)
             generation.interrupt(CLIENT_LEFT)
+    assert settled is not None
     if settled.error is not None or settled.reply is None or settled.reply.generation is None:
         problem = stream_error(request, settled.error or errors.ReplyAbandoned(), settled.reply)
         yield sse.event(None, _encode({"error": openai_error(problem), "problem": problem}))

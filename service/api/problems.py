@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import msgspec
@@ -82,10 +83,11 @@ TABLE: dict[type[errors.ConvtreeError], tuple[int, str, str]] = {
     errors.DatabaseUnavailable: (503, "database-unavailable", "Database unavailable"),
     errors.DatabaseBusy: (503, "database-busy", "Database busy"),
     errors.Unavailable: (503, "unavailable", "Service unavailable"),
+    errors.ReplyNotRecorded: (503, "reply-not-recorded", "Reply not recorded yet"),
     errors.UnknownProvider: (422, "unknown-provider", "Unknown model provider"),
     errors.UpstreamTimeout: (504, "upstream-timeout", "Model provider timed out"),
     errors.UpstreamUnavailable: (502, "upstream-unavailable", "Model provider unavailable"),
-    errors.UpstreamRateLimited: (502, "upstream-rate-limited", "Model provider rate limited"),
+    errors.UpstreamRateLimited: (429, "upstream-rate-limited", "Model provider rate limited"),
     errors.UpstreamRejected: (502, "upstream-rejected", "Model provider rejected the request"),
     errors.UpstreamProtocolError: (502, "upstream-protocol-error", "Model provider answered badly"),
     errors.UpstreamError: (502, "upstream-error", "Model provider failed"),
@@ -152,18 +154,27 @@ def openai_error(problem: Problem) -> OpenAIError:
 
 
 def domain_error(request: Request, exc: errors.ConvtreeError) -> Response:
+    return _response(request, *domain_problem(exc))
+
+
+def domain_problem(exc: errors.ConvtreeError) -> tuple[Problem, dict[str, str] | None]:
+    """The problem an error is, and the headers that go with it."""
     status, slug, title = classify(exc)
     context = {k: v for k, v in exc.context.items() if v is not None} or None
-    headers = retry_headers(exc)
-    if status == 401:
-        headers = {"WWW-Authenticate": 'Bearer realm="convtree"'}
+    headers = {"WWW-Authenticate": 'Bearer realm="convtree"'} if status == 401 else retry_after(exc)
     problem = Problem(type=problem_type(slug), title=title, status=status, detail=exc.detail, context=context)
-    return _response(request, problem, headers)
+    return problem, headers
 
 
-def retry_headers(exc: errors.ConvtreeError) -> dict[str, str] | None:
-    """A Retry-After header for errors that pass if the client waits (the database away or busy)."""
-    return {"Retry-After": str(exc.retry_after)} if isinstance(exc, errors.Unavailable) else None
+def retry_after(exc: errors.ConvtreeError) -> dict[str, str] | None:
+    """The Retry-After header of an error that passes if the client waits: the upstream's own
+    figure when it gave one (in the context), else the error's default."""
+    seconds = exc.context.get("retry_after")
+    if seconds is None:
+        seconds = getattr(exc, "retry_after", None)
+    if not isinstance(seconds, (int, float)):
+        return None
+    return {"Retry-After": str(max(1, math.ceil(seconds)))}
 
 
 def validation_error(request: Request, exc: ValidationException) -> Response:

@@ -16,6 +16,10 @@ MEDIA_TYPE = "text/event-stream"
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # no proxy may buffer a stream
 
 
+# A comment line: ignored by every SSE client, it keeps proxies from closing a quiet stream.
+KEEPALIVE = b": keep-alive\n\n"
+
+
 def event(name: str | None, data: bytes) -> bytes:
     head = b"event: " + name.encode() + b"\n" if name is not None else b""
     return head + b"data: " + data + b"\n\n"

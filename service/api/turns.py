@@ -23,6 +23,7 @@ from service.app import turns as turns_app
 from service.app import window as windows
 from service.app.caller import Caller
 from service.app.generation import CLIENT_LEFT, Generation, Generations, Settled
+from service.config import Settings
 from service.domain import errors, views
 from service.store.events import Store
 from service.upstream import Registry, load_config
@@ -84,14 +85,19 @@ class StreamError(problems.Problem, kw_only=True):
     message: views.Message | None = None
 
 
-def turns_lifespan(registry: Registry | None) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
+def turns_lifespan(
+    registry: Registry | None, settings: Settings
+) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
     """The providers (from the environment, unless given) and the process's generations."""
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         owned = registry is None
         app.state.registry = Registry.from_config(load_config()) if registry is None else registry
-        generations = Generations(app.state.store)
+        app.state.keepalive = settings.sse_keepalive_seconds
+        generations = Generations(
+            app.state.store, lease_seconds=settings.reply_lease_seconds, record_seconds=settings.reply_record_seconds
+        )
         generations.start_maintenance()
         app.state.generations = generations
         try:
@@ -117,10 +123,12 @@ TURN_ERRORS = (
     errors.IdempotencyKeyReused,
     errors.UnknownProvider,
     errors.UpstreamError,
+    errors.UpstreamRateLimited,
     errors.UpstreamTimeout,
     errors.ReplyInterrupted,
     errors.ServiceShuttingDown,
     errors.ReplyAbandoned,
+    errors.ReplyNotRecorded,
 )
 STREAM_DOC = (
     " With `stream: true` the answer is `text/event-stream`: `turn` (the ids, before the first token), "
@@ -275,18 +283,24 @@ async def _events(
     request: Request[Any, Any, State], generation: Generation, started: TurnStarted
 ) -> AsyncIterator[bytes]:
     settled: Settled | None = None
+    quiet: float = request.app.state.keepalive
     try:
         # Nothing before the turn is committed; then its ids, in one write with the text so far.
+        # A stream quiet for `quiet` seconds (the model slow to start, the record waiting for the
+        # database) gets a keep-alive comment.
         if await generation.committed():
             yield _sse("turn", started) + b"".join(sse.event("delta", _encode(Delta(p))) for p in generation.arrived())
-            async for pieces in generation.deltas():
-                yield b"".join(sse.event("delta", _encode(Delta(piece))) for piece in pieces)
-        settled = await asyncio.shield(generation.settled)
+            async for pieces in generation.deltas(quiet):
+                yield b"".join(sse.event("delta", _encode(Delta(piece))) for piece in pieces) or sse.KEEPALIVE
+        async for settled in generation.outcome(quiet):
+            if settled is None:
+                yield sse.KEEPALIVE
     finally:
         # Reached without an outcome only when the client left (litestar cancels the stream as
         # soon as it sees the disconnect): stop the model now; the text so far is recorded.
         if settled is None:
             generation.interrupt(CLIENT_LEFT)
+    assert settled is not None
     if settled.error is None:
         yield _sse("done", settled.reply)
     else:

@@ -26,21 +26,28 @@ from service.domain import views
 from service.domain.errors import (
     ConvtreeError,
     ReplyInterrupted,
+    ReplyNotRecorded,
     ServiceShuttingDown,
     UpstreamError,
+    UpstreamTooLarge,
 )
 from service.domain.events import Interruption
 from service.store import pending
 from service.store.events import Store
+from service.store.pool import is_outage
 from service.upstream import Finished, TextDelta
 
 log = logging.getLogger("convtree.turns")
 
-MAX_REPLY_CHARS = 1_000_000  # a reply longer than this is cut short: no stream may grow without bound
+# A reply is cut here, as a plain append's content is capped (finish_reason "length", `truncated`):
+# no stream may grow without bound.
+MAX_REPLY_CHARS = 1_000_000
 CLIENT_LEFT = Interruption(kind="client_disconnected", detail="The client disconnected before the reply was complete.")
 SHUTDOWN = Interruption(kind="shutdown", detail="The service shut down before the reply was complete.")
 DISCARDED = Interruption(kind="discarded", detail="The turn was not recorded, so neither is its reply.")
-TOO_LONG = Interruption(kind="reply_too_long", detail=f"The reply exceeded {MAX_REPLY_CHARS} characters.")
+# Recording a finished reply while the database is away: retried with pauses growing to this.
+RECORD_PAUSE_MIN = 0.05
+RECORD_PAUSE_MAX = 2.0
 
 
 @dataclass(frozen=True)
@@ -108,25 +115,40 @@ class Generation:
         pieces.clear()
         return batch
 
-    async def deltas(self) -> AsyncIterator[list[str]]:
+    async def deltas(self, quiet: float | None = None) -> AsyncIterator[list[str]]:
         """The rest of the text in order, in batches: whatever arrived since the last batch was
         taken, so a reader slower than the model takes several pieces per write, not one write per
-        piece."""
+        piece. After `quiet` seconds without any, an empty batch (a stream's cue for a keep-alive)."""
         pieces = self._pieces
         assert pieces is not None, "started without relay"
         while True:
             if not pieces and not self._relay_ended:
                 self._arrived.clear()
-                await self._arrived.wait()
+                try:
+                    async with asyncio.timeout(quiet):
+                        await self._arrived.wait()
+                except TimeoutError:
+                    yield []
+                    continue
             if pieces:
                 yield self.arrived()
             elif self._relay_ended:
                 return
 
+    async def outcome(self, quiet: float | None = None) -> AsyncIterator[Settled | None]:
+        """The outcome once it is recorded, preceded by a None every `quiet` seconds until then
+        (recording waits out a short database outage; a stream keeps alive meanwhile)."""
+        while not self.settled.done():
+            await asyncio.wait({self.settled}, timeout=quiet)
+            if not self.settled.done():
+                yield None
+        yield self.settled.result()
+
     async def _call(self) -> outcomes.Outcome:
         pieces: list[str] = []
         size = 0
         finished: Finished | None = None
+        cut = False
         error: ConvtreeError | None = None
         interruption: Interruption | None = None
         first_token: float | None = None
@@ -136,28 +158,32 @@ class Generation:
             async with contextlib.aclosing(provider.stream(self.plan.request())) as stream:
                 async for item in stream:
                     if isinstance(item, TextDelta):
-                        if not item.text:
-                            continue
-                        if first_token is None:
-                            first_token = time.perf_counter()
-                        pieces.append(item.text)
-                        size += len(item.text)
-                        if self._pieces is not None:
-                            self._pieces.append(item.text)
-                            self._arrived.set()
-                        if size > MAX_REPLY_CHARS:
-                            interruption = TOO_LONG
-                            break
+                        text = outcomes.storable(item.text)
+                        if len(text) > MAX_REPLY_CHARS - size:  # no piece, however large, passes the cap
+                            text = text[: MAX_REPLY_CHARS - size]
+                            cut = True
+                        if text:
+                            if first_token is None:
+                                first_token = time.perf_counter()
+                            pieces.append(text)
+                            size += len(text)
+                            if self._pieces is not None:
+                                self._pieces.append(text)
+                                self._arrived.set()
+                        if cut:
+                            break  # closing the stream stops the model
                     else:
                         finished = item
         except asyncio.CancelledError:
             # Our own interrupt(): closing the stream (above, on the way out) stopped the model. If
             # the reply had already ended, the interrupt came too late to cut anything short.
-            if finished is None:
+            if finished is None and not cut:
                 interruption = self._interruption or SHUTDOWN
             current = asyncio.current_task()
             if current is not None:
                 current.uncancel()
+        except UpstreamTooLarge:
+            cut = True  # a line too large to read: the reply ends before it, as cut
         except ConvtreeError as exc:
             error = exc
         except Exception as exc:  # a provider bug must still end the turn with a recorded failure
@@ -165,6 +191,8 @@ class Generation:
             error = UpstreamError(f"{provider.name} failed: {type(exc).__name__}", provider=provider.name)
         finally:
             self._end_relay()
+        if cut and interruption is None:
+            finished = Finished(finish_reason="length")
         ended = time.perf_counter()
         return outcomes.Outcome(
             text="".join(pieces),
@@ -173,17 +201,24 @@ class Generation:
             interruption=interruption,
             latency_ms=round((ended - started) * 1000, 3),
             first_token_ms=None if first_token is None else round((first_token - started) * 1000, 3),
+            truncated=cut and interruption is None,
         )
 
 
 class Generations:
     """Every generation of one server process (`owner`), with the leases that make them visible."""
 
-    def __init__(self, store: Store, *, lease_seconds: float = opening.LEASE_SECONDS) -> None:
+    def __init__(
+        self, store: Store, *, lease_seconds: float = opening.LEASE_SECONDS, record_seconds: float = 10.0
+    ) -> None:
         self.owner = uuid.uuid4()
         self._store = store
         self._lease = lease_seconds
+        self._record_seconds = record_seconds
         self._running: dict[Generation, asyncio.Task[None]] = {}
+        # Outcomes whose client was told they could not be recorded yet, by reply id: recorded
+        # once the database is back.
+        self._recording: dict[uuid.UUID, asyncio.Task[None]] = {}
         self._closing = False
         self._maintenance: asyncio.Task[None] | None = None
 
@@ -217,29 +252,80 @@ class Generations:
                 outcome = outcomes.Outcome("", None, None, generation._interruption or SHUTDOWN, 0.0, None)
             else:
                 outcome = upstream.result()
-            reply = await outcomes.record_outcome(self._store, caller, self.owner, generation.plan, outcome)
+            plan = generation.plan
+            try:
+                reply = await self._record(caller, plan, outcome, self._record_seconds)
+            except Exception as exc:
+                if not is_outage(exc):
+                    raise
+                # The database is still away: keep the outcome and record it once it is back.
+                log.warning("reply %s not recorded yet (%s); kept until the database is back", plan.reply_id, exc)
+                self._recording[plan.reply_id] = asyncio.create_task(self._record_later(caller, plan, outcome))
+                generation.settled.set_result(Settled(None, _not_recorded(plan)))
+                return
             error: BaseException | None = None
             if not outcome.complete:
-                error = _reported(outcome, generation.plan, reply)
+                error = _reported(outcome, plan, reply)
             generation.settled.set_result(Settled(reply, error))
-        except Exception as exc:  # the record failed: the lease runs out and the sweep closes the turn
+        except Exception as exc:  # a bug: the lease, no longer renewed, runs out and the sweep closes the turn
             log.exception("could not record the outcome of reply %s", generation.plan.reply_id)
             generation.settled.set_result(Settled(None, exc))
         finally:
             del self._running[generation]
 
+    async def _record(
+        self,
+        caller: Caller,
+        plan: opening.Plan,
+        outcome: outcomes.Outcome,
+        within: float | None,
+        *,
+        again: bool = False,
+    ) -> views.Message | None:
+        """Record the outcome, retrying while the database is unreachable, for up to `within`
+        seconds (None: for as long as it takes)."""
+        loop = asyncio.get_running_loop()
+        deadline = None if within is None else loop.time() + within
+        pause = RECORD_PAUSE_MIN
+        while True:
+            try:
+                return await outcomes.record_outcome(self._store, caller, self.owner, plan, outcome, again=again)
+            except Exception as exc:
+                if not is_outage(exc) or (deadline is not None and loop.time() + pause > deadline):
+                    raise
+            again = True
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, RECORD_PAUSE_MAX)
+
+    async def _record_later(self, caller: Caller, plan: opening.Plan, outcome: outcomes.Outcome) -> None:
+        """Record, once the database is back, an outcome whose client was told it could not be
+        recorded; its lease is renewed meanwhile (this task owns it)."""
+        try:
+            await self._record(caller, plan, outcome.delayed(), None, again=True)
+            log.warning("reply %s recorded after the database came back", plan.reply_id)
+        except Exception:  # the lease is no longer renewed: it runs out and the sweep closes the turn
+            log.exception("could not record the outcome of reply %s", plan.reply_id)
+        finally:
+            del self._recording[plan.reply_id]
+
     # --- leases and shutdown ------------------------------------------------------------------
+
+    def _live(self) -> list[uuid.UUID]:
+        """The replies a task of this process is working on: only their leases are renewed."""
+        return [g.plan.reply_id for g in self._running] + list(self._recording)
 
     def start_maintenance(self, interval: float | None = None) -> None:
         """Close out what dead processes left, at once and then every `interval` seconds (default:
-        a quarter of the lease), and keep this process's own leases fresh as often."""
-        self._maintenance = asyncio.create_task(self._maintain(interval or self._lease / 4))
+        a quarter of the lease), and keep the leases of this process's live replies fresh as often."""
+        # A reply is registered with opening.LEASE_SECONDS; renewals must come before that runs out too.
+        self._maintenance = asyncio.create_task(self._maintain(interval or min(self._lease, opening.LEASE_SECONDS) / 4))
 
     async def _maintain(self, interval: float) -> None:
         while True:
             try:
-                if self._running:
-                    await pending.renew(self._store, self.owner, self._lease)
+                live = self._live()
+                if live:
+                    await pending.renew(self._store, self.owner, self._lease, live)
                 closed = await outcomes.close_expired(self._store)
                 if closed:
                     log.warning("closed out %d pending replies whose server had stopped", closed)
@@ -260,15 +346,33 @@ class Generations:
             generation.interrupt(SHUTDOWN)
 
     async def close(self, timeout: float = 5.0) -> None:
-        """Interrupt what still runs and wait (up to `timeout`) until it is recorded."""
+        """Interrupt what still runs and wait (up to `timeout`) until it is recorded. A reply still
+        waiting for the database after that is given up: its lease runs out, and the sweep closes
+        its turn (turn_failed, `abandoned`)."""
         self._closing = True
         self._interrupt_all()
         if self._running:
             await asyncio.wait(list(self._running.values()), timeout=timeout)
+        later = list(self._recording.values())
+        if later:
+            _, waiting = await asyncio.wait(later, timeout=timeout)
+            for task in waiting:
+                task.cancel()
         if self._maintenance is not None:
             self._maintenance.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._maintenance
+
+
+def _not_recorded(plan: opening.Plan) -> ReplyNotRecorded:
+    return ReplyNotRecorded(
+        "The reply could not be recorded: the database cannot be reached. It is kept, and will be stored "
+        "(marked interrupted, with the text shown) once the database is back; a retry of the turn then finds it.",
+        provider=plan.provider.name,
+        conversation_id=str(plan.conversation_id),
+        user_message_id=str(plan.user_message.id),
+        assistant_message_id=str(plan.reply_id),
+    )
 
 
 def _reported(outcome: outcomes.Outcome, plan: opening.Plan, reply: views.Message | None) -> ConvtreeError:

@@ -3,6 +3,7 @@ and the close-out of replies whose server died before recording theirs."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import uuid
 from dataclasses import dataclass
@@ -32,22 +33,45 @@ class Outcome:
     interruption: Interruption | None  # the reply was cut short (by us, the client, or the error)
     latency_ms: float
     first_token_ms: float | None
+    truncated: bool = False  # the reply reached the cap (generation.MAX_REPLY_CHARS) and was cut there
 
     @property
     def complete(self) -> bool:
         return self.finished is not None and self.error is None and self.interruption is None
 
+    def delayed(self) -> Outcome:
+        """This outcome, to be recorded after its client was told it could not be: a complete reply
+        becomes one interrupted by the delay (the client never saw it end), with all its text."""
+        if not self.complete:
+            return self
+        return dataclasses.replace(self, interruption=RECORD_DELAYED)
+
+
+RECORD_DELAYED = Interruption(
+    kind="record_delayed",
+    detail="The database could not be reached when the reply ended; it was stored once the database was back.",
+)
+
 
 async def record_outcome(
-    store: Store, caller: Caller, owner: uuid.UUID, plan: Plan, outcome: Outcome
+    store: Store, caller: Caller, owner: uuid.UUID, plan: Plan, outcome: Outcome, *, again: bool = False
 ) -> views.Message | None:
     """Store the reply (complete, or cut short with the text received) or, without any text, the
-    turn's failure; and close its pending row. Returns the stored reply, if there is one."""
+    turn's failure; and close its pending row. Returns the stored reply, if there is one.
+
+    `again`: an earlier attempt failed with the database unreachable, perhaps while its COMMIT was
+    on its way, so the pending row may be gone because that attempt was recorded after all."""
     async with store.transaction() as tx:
         begun = await tx.begin_write(caller.tenant, plan.conversation_id, 1)
         assert begun is not None, "conversations are never removed"
         state, now, seqs = begun
         if not await pending.finish(tx, plan.family_id, plan.reply_id, owner):
+            if again:
+                stored = await tx.get_message(tree.scope(state), plan.reply_id)
+                if stored is not None:
+                    return stored
+                if not outcome.text:
+                    return None  # a turn_failed closed it (the earlier attempt's, or the sweep's)
             raise ReplyAbandoned(reply_id=str(plan.reply_id))
         user_id = plan.user_message.id
         if outcome.complete or outcome.text:
@@ -108,7 +132,7 @@ async def _close_out(store: Store, row: pending.PendingReply) -> int:
 def failure_of(outcome: Outcome) -> tuple[str, str]:
     """(kind, detail) of a turn that ended without a complete reply."""
     if outcome.error is not None:
-        return error_kind(outcome.error), outcome.error.detail
+        return error_kind(outcome.error), _words(outcome.error.detail)
     assert outcome.interruption is not None
     return outcome.interruption.kind, outcome.interruption.detail
 
@@ -118,23 +142,45 @@ def error_kind(exc: BaseException) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", type(exc).__name__).lower()
 
 
+# What a provider says about its reply (the model that answered, the response id, the finish
+# reason; the words of its error) is kept to these lengths: an upstream cannot make the event
+# that records it any larger.
+MAX_SAID_CHARS = 200
+MAX_DETAIL_CHARS = 1000
+
+
+def storable(text: str) -> str:
+    """Upstream text as a plain append would take it: PostgreSQL text (and text extracted from a
+    stored payload) cannot hold U+0000, so it becomes U+FFFD, the replacement character."""
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
+
+
+def _said(value: str | None) -> str | None:
+    return None if value is None else storable(value[:MAX_SAID_CHARS])
+
+
+def _words(detail: str) -> str:
+    return storable(detail[:MAX_DETAIL_CHARS])
+
+
 def _generation(plan: Plan, outcome: Outcome) -> Generation:
     finished = outcome.finished or Finished()
     interruption = outcome.interruption
     if not outcome.complete and interruption is None:
         assert outcome.error is not None
-        interruption = Interruption(kind=error_kind(outcome.error), detail=outcome.error.detail)
+        interruption = Interruption(kind=error_kind(outcome.error), detail=_words(outcome.error.detail))
     return Generation(
         provider=plan.provider.name,
-        model=finished.model or plan.model,
+        model=_said(finished.model) or plan.model,
         requested_model=plan.model,
-        finish_reason=finished.finish_reason if outcome.complete else "interrupted",
+        finish_reason=_said(finished.finish_reason) if outcome.complete else "interrupted",
         prompt_tokens=finished.prompt_tokens,
         completion_tokens=finished.completion_tokens,
         latency_ms=outcome.latency_ms,
         first_token_ms=outcome.first_token_ms,
-        response_id=finished.response_id,
+        response_id=_said(finished.response_id),
         context_ids=[c.id for c in plan.context],
         params=msgspec.to_builtins(plan.params),
         interruption=interruption,
+        truncated=True if outcome.truncated else msgspec.UNSET,
     )

@@ -24,6 +24,7 @@ ConvtreeError
 ├── Unavailable
 │   ├── DatabaseUnavailable
 │   └── DatabaseBusy
+├── ReplyNotRecorded
 └── UpstreamError
     ├── UnknownProvider
     ├── UpstreamTimeout
@@ -31,6 +32,7 @@ ConvtreeError
     ├── UpstreamRateLimited
     ├── UpstreamRejected
     └── UpstreamProtocolError
+        └── UpstreamTooLarge
 
 The docstring of each class is its default message. The api room maps each class to an HTTP
 status and a stable problem `type` in one table (service/api/problems.py).
@@ -143,6 +145,13 @@ class DatabaseBusy(Unavailable):
     """The database did not answer in time (a lock held, no free connection, a slow statement); retry later."""
 
 
+class ReplyNotRecorded(ConvtreeError):
+    """The reply could not be recorded yet: the database cannot be reached. It is kept, and stored
+    as interrupted with the text shown once the database is back; a retry of the turn then finds it."""
+
+    retry_after = 5  # seconds: a retry sooner is unlikely to find the reply stored
+
+
 class UpstreamError(ConvtreeError):
     """The model provider failed to produce a reply."""
 
@@ -162,6 +171,8 @@ class UpstreamUnavailable(UpstreamError):
 class UpstreamRateLimited(UpstreamError):
     """The model provider is rate limiting requests."""
 
+    retry_after = 5  # seconds, when the provider did not say (its own Retry-After is in the context)
+
 
 class UpstreamRejected(UpstreamError):
     """The model provider rejected the request."""
@@ -169,3 +180,7 @@ class UpstreamRejected(UpstreamError):
 
 class UpstreamProtocolError(UpstreamError):
     """The model provider answered with something that is not a valid reply."""
+
+
+class UpstreamTooLarge(UpstreamProtocolError):
+    """The model provider sent a line larger than convtree reads; a reply ends there, as cut."""

@@ -22,7 +22,7 @@ class ConversationCreated(msgspec.Struct, frozen=True, tag="conversation_created
 class Interruption(msgspec.Struct, frozen=True, kw_only=True):
     """Why a reply was cut short: a stable snake_case kind, and words for people."""
 
-    kind: str  # client_disconnected, shutdown, reply_too_long, or the upstream error (upstream_timeout…)
+    kind: str  # client_disconnected, shutdown, record_delayed, or the upstream error (upstream_timeout…)
     detail: str
 
 
@@ -41,6 +41,9 @@ class Generation(msgspec.Struct, frozen=True, kw_only=True):
     context_ids: list[uuid.UUID] = []  # the messages sent as context, root first
     params: dict[str, Any] = {}  # the sampling parameters that were set
     interruption: Interruption | None = None  # set when finish_reason is "interrupted"
+    # True when convtree cut the reply at its cap (finish_reason "length"). Written only then, so a
+    # reply that was not cut encodes exactly as it did before the field existed.
+    truncated: bool | msgspec.UnsetType = msgspec.UNSET
 
 
 class MessageAppended(msgspec.Struct, frozen=True, tag="message_appended", kw_only=True):

@@ -60,9 +60,10 @@ async def expire(tx: Tx, family_id: uuid.UUID, reply_id: uuid.UUID) -> bool:
     return await tx.conn.fetchval(Q["expire_pending_reply"], family_id, reply_id) is not None
 
 
-async def renew(store: Store, owner: uuid.UUID, lease_seconds: float) -> int:
+async def renew(store: Store, owner: uuid.UUID, lease_seconds: float, reply_ids: list[uuid.UUID]) -> int:
+    """Extend the leases of `reply_ids`, the replies `owner` is still working on."""
     async with store.reader() as tx:
-        status = await tx.conn.execute(Q["renew_pending_leases"], owner, lease_seconds)
+        status = await tx.conn.execute(Q["renew_pending_leases"], owner, lease_seconds, reply_ids)
     return int(status.split()[-1])
 
 

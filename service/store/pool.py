@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 import asyncpg
 import msgspec
 
-from service.domain.errors import ConvtreeError, DatabaseBusy, DatabaseUnavailable
+from service.domain.errors import ConvtreeError, DatabaseBusy, DatabaseUnavailable, Unavailable
 
 
 class Limits(msgspec.Struct, frozen=True, kw_only=True):
@@ -71,6 +71,20 @@ def database_error(exc: BaseException, lost: bool) -> ConvtreeError | None:
     if isinstance(exc, _GONE) or (lost and isinstance(exc, asyncpg.InterfaceError)):
         return DatabaseUnavailable()
     return None
+
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether `exc`, or an error it was raised from, is the database away or busy (the same work
+    may succeed once it is back, or less busy) rather than a refusal or a bug."""
+    cause: BaseException | None = exc
+    for _ in range(5):
+        if cause is None:
+            return False
+        if isinstance(cause, Unavailable) or database_error(cause, lost=True) is not None:
+            return True
+        cause = cause.__cause__
+    return False
 
 
 @asynccontextmanager

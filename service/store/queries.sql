@@ -481,7 +481,10 @@ DELETE FROM pending_replies
 RETURNING reply_id;
 
 -- name: renew_pending_leases
-UPDATE pending_replies SET expires_at = now() + make_interval(secs => $2) WHERE owner = $1;
+-- Only the replies a task of owner $1 is still working on ($3): a row its task left behind (it
+-- died, or gave up) runs out and is closed out by the sweep, however busy the process is.
+UPDATE pending_replies SET expires_at = now() + make_interval(secs => $2)
+ WHERE owner = $1 AND reply_id = ANY($3::uuid[]);
 
 -- name: expired_pending_replies
 SELECT family_id, reply_id, tenant, conversation_id, user_message_id, provider, model, actor, request_id

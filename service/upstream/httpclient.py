@@ -29,6 +29,7 @@ from service.domain.errors import (
     UpstreamRateLimited,
     UpstreamRejected,
     UpstreamTimeout,
+    UpstreamTooLarge,
     UpstreamUnavailable,
 )
 from service.upstream.base import HttpSettings, RetryPolicy
@@ -39,6 +40,11 @@ RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
 # Error bodies are read only to quote upstream's message; a cap keeps a hostile server from
 # making us buffer megabytes of HTML.
 MAX_ERROR_BODY = 16 * 1024
+# The longest line of a streamed body that is read (and the largest whole body, such as a model
+# list): room for a chunk of a whole reply's worth of text (service.app.generation caps replies
+# at 1,000,000 characters) in any JSON escaping but the most wasteful, and no more, whatever the
+# server sends.
+MAX_LINE_BYTES = 8 * 1024 * 1024
 
 
 class _RetryableStatus(Exception):
@@ -238,9 +244,38 @@ async def get_json(
     )
     try:
         with stream_errors(provider):
-            return await response.aread()
+            body = bytearray()
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) > MAX_LINE_BYTES:
+                    raise UpstreamTooLarge(
+                        f"{provider} sent a response larger than {MAX_LINE_BYTES} bytes", provider=provider
+                    )
+            return bytes(body)
     finally:
         await response.aclose()
+
+
+async def lines(response: httpx.Response, provider: str) -> AsyncIterator[bytes]:
+    """The lines of a streamed body, without their line ends (LF or CRLF). A line longer than
+    MAX_LINE_BYTES is not buffered whole: reading stops with UpstreamTooLarge as it passes the cap."""
+    partial = bytearray()
+    async for chunk in response.aiter_bytes():
+        start = 0
+        while (end := chunk.find(b"\n", start)) >= 0:
+            if partial:
+                partial += chunk[start:end]
+                line = bytes(partial)
+                partial.clear()
+            else:
+                line = chunk[start:end]
+            yield line[:-1] if line.endswith(b"\r") else line
+            start = end + 1
+        partial += chunk[start:]
+        if len(partial) > MAX_LINE_BYTES:
+            raise UpstreamTooLarge(f"{provider} sent a line longer than {MAX_LINE_BYTES} bytes", provider=provider)
+    if partial:
+        yield bytes(partial)
 
 
 @contextlib.contextmanager
@@ -268,7 +303,7 @@ DRAIN_SECONDS = 0.5
 DRAIN_LINES = 100
 
 
-async def drain(lines: AsyncIterator[str]) -> None:
+async def drain(lines: AsyncIterator[bytes]) -> None:
     """Read the rest of a response whose reply is complete, so its connection can be reused (a
     response closed unread closes its connection: every reply would pay a new TCP and TLS handshake).
     Best effort: a body that does not end soon is left to `aclose()`, which closes the connection."""

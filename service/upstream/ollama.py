@@ -82,7 +82,7 @@ class OllamaProvider(httpclient.HttpProvider):
         last: _Line | None = None
         try:
             with httpclient.stream_errors(self.name):
-                lines = response.aiter_lines()
+                lines = httpclient.lines(response, self.name)
                 async for line in lines:
                     deadline.check()
                     if not line.strip():

@@ -100,15 +100,15 @@ class OpenAIProvider(httpclient.HttpProvider):
         done = False
         try:
             with httpclient.stream_errors(self.name):
-                lines = response.aiter_lines()
+                lines = httpclient.lines(response, self.name)
                 async for line in lines:
                     deadline.check()
                     # SSE: only `data:` fields matter; comments (`:`), `event:`, `id:` and blank
                     # separators are skipped. OpenAI sends one JSON object per event.
-                    if not line.startswith("data:"):
+                    if not line.startswith(b"data:"):
                         continue
                     data = line[5:].strip()
-                    if data == "[DONE]":
+                    if data == b"[DONE]":
                         done = True
                         break
                     chunk = _chunk_decoder.decode(data)
