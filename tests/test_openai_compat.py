@@ -199,7 +199,7 @@ def test_every_error_on_the_door_carries_openais_error_object_beside_the_problem
     invalid = api.post("/v1/chat/completions", json={"model": "echo", "messages": []})
     assert invalid.status_code == 422 and invalid.json()["type"] == "urn:convtree:problem:invalid-request"
     assert invalid.json()["error"]["type"] == "invalid_request_error"
-    assert invalid.json()["error"]["code"] == "invalid_request"
+    assert invalid.json()["error"]["code"] == "invalid-request"
     refused = api.post("/v1/chat/completions", json={"model": "echo", "messages": [{"role": "assistant", "content": "x"}]})
     assert refused.status_code == 422 and refused.json()["error"]["message"] == refused.json()["detail"]
     with httpx.Client(base_url=model_server.base_url) as anonymous:

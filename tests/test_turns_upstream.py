@@ -100,7 +100,7 @@ def test_an_upstream_rate_limit_on_the_openai_door_is_openais_error_object_with_
     r = model_api.post("/v1/chat/completions", json=chat)
     assert r.status_code == 429 and r.headers["retry-after"] == "20"
     error = r.json()["error"]
-    assert "slow down" in error["message"] and error["code"] == "upstream_rate_limited"
+    assert "slow down" in error["message"] and error["code"] == "upstream-rate-limited"
     assert error["type"] == "rate_limit_error"
 
 
