@@ -109,17 +109,22 @@ def databases() -> Iterator[Databases]:
 class Server:
     """The API served by uvicorn in a background thread, against its own database. Its model
     providers are `registry` (default: only the offline echo provider, whatever the environment
-    says); `grace` > 0 serves it as `convtree serve` does, with that graceful-shutdown period."""
+    says); `grace` > 0 serves it as `convtree serve` does, with that graceful-shutdown period;
+    `settings` override the test settings (metrics_token=…, cors_origins=…)."""
 
-    def __init__(self, database_url: str, registry: Registry | None = None, *, grace: float = 0) -> None:
+    def __init__(
+        self, database_url: str, registry: Registry | None = None, *, grace: float = 0, **settings: Any
+    ) -> None:
         self.database_url = database_url
         self.registry = registry or Registry.from_config(parse_config({}))
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.base_url = f"http://127.0.0.1:{self.port}"
-        settings = Settings(database_url=database_url, pool_min_size=1, pool_max_size=20, key_cache_seconds=0.0)
-        app = create_app(database_url, settings, self.registry)
+        self.settings = Settings(
+            database_url=database_url, pool_min_size=1, pool_max_size=20, key_cache_seconds=0.0, **settings
+        )
+        app = create_app(database_url, self.settings, self.registry)
         config = uvicorn.Config(
             app,
             host="127.0.0.1",

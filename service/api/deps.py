@@ -23,9 +23,10 @@ async def provide_caller(request: Request, store: NamedDependency[Store]) -> Cal
     # resolves the two one after the other, not in a task group of their own on every request.
     # `Request` bare: litestar checks each argument with isinstance, which a parametrized generic
     # answers only by raising TypeError first, on every request.
-    return await request.app.state.auth.authenticate(
-        store, header(request, b"authorization"), request.scope["state"].get("request_id")
-    )
+    state = request.scope["state"]
+    caller = await request.app.state.auth.authenticate(store, header(request, b"authorization"), state.get("request_id"))
+    state["tenant"] = caller.tenant  # for the request's log line
+    return caller
 
 
 def header(request: Request[Any, Any, Any], name: bytes) -> str | None:

@@ -43,7 +43,8 @@ def serve(app: Litestar, *, host: str, port: int, grace: float = 10.0) -> None:
         port=port,
         loop="uvloop",
         http="httptools",
-        access_log=False,
+        access_log=False,  # convtree writes its own line per request (service.api.observe)
+        log_config=None,  # uvicorn's records go through the process's logging, rendered as convtree's
         timeout_graceful_shutdown=int(grace),
     )
     server = Server(config, app)

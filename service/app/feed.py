@@ -58,6 +58,11 @@ class Feed:
         self._running: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
+    @property
+    def followers(self) -> int:
+        """Readers waiting for the feed to move: streams and long-polled pages."""
+        return self._listener.subscribers
+
     async def page(self, caller: Caller, after: int, limit: int, wait: float = 0) -> Page:
         """Events after `after`; with `wait`, hold until there is one or `wait` seconds passed."""
         loop = asyncio.get_running_loop()
