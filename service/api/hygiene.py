@@ -95,8 +95,9 @@ def gzipped(app: ASGIApp, minimum: int) -> ASGIApp:
                     await send({**message, "body": body})
                     return
                 await send({**start, "headers": headers})
-            flushed = compressor.flush(zlib.Z_SYNC_FLUSH if more else zlib.Z_FINISH)
-            await send({**message, "body": compressor.compress(body) + flushed})
+            data = compressor.compress(body)
+            data += compressor.flush(zlib.Z_SYNC_FLUSH if more else zlib.Z_FINISH)
+            await send({**message, "body": data})
 
         await app(scope, receive, send_gzipped)
         if start is not None and compressor is None and not plain:
