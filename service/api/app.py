@@ -118,6 +118,7 @@ def create_app(database_url: str, settings: Settings, registry: Registry | None 
         ],
         exception_handlers=HANDLERS,
         cors_config=cors(settings.cors_origins),
+        logging_config=None,  # the process's logging is `convtree serve`'s to set (service.api.logs)
         openapi_config=openapi_config(),
         state=State({"schema_head": head_revision()}),
         request_max_body_size=settings.request_max_body_bytes,

@@ -48,6 +48,10 @@ def _encode(value: Any, **_: Any) -> bytes:
     return msgspec.json.encode(value, enc_hook=str)
 
 
+def _encode_text(value: Any, **_: Any) -> str:
+    return _encode(value).decode()
+
+
 def request_logger(level: str, log_format: str, stream: TextIO | None = None) -> FilteringBoundLogger:
     """The logger of request lines: JSON lines to `stream` (default stdout) unless it is a terminal."""
     stream = stream or sys.stdout
@@ -75,7 +79,7 @@ def configure_process(level: str, log_format: str, stream: TextIO | None = None)
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 structlog.processors.format_exc_info,
-                structlog.processors.JSONRenderer() if json else _renderer(False, stream),
+                structlog.processors.JSONRenderer(serializer=_encode_text) if json else _renderer(False, stream),
             ],
         )
     )

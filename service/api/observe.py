@@ -6,6 +6,7 @@ unknown path, a 405 or a refused body has its request id, its line and its count
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -17,7 +18,7 @@ from litestar import Litestar
 from litestar.types import ASGIApp, Receive, Scope, Send
 from structlog.typing import FilteringBoundLogger
 
-from service.api import logs
+from service.api import logs, tracing
 from service.api.metrics import Metrics, metered, metrics_endpoint
 from service.config import Settings
 
@@ -80,8 +81,12 @@ class Observer:
         return lifespan
 
     def install(self, app: Litestar) -> None:
-        """Wrap the app's request handling (after litestar has built it) in this observer."""
-        app.asgi_handler = self.wrap(app.asgi_handler)
+        """Wrap the app's request handling (after litestar has built it) in this observer, and in
+        OpenTelemetry's spans when its environment asks for them (read by its SDK in any case)."""
+        handler = app.asgi_handler
+        if tracing.wanted(os.environ):
+            handler = tracing.traced(handler, os.environ)
+        app.asgi_handler = self.wrap(handler)
 
     def wrap(self, handler: ASGIApp) -> ASGIApp:
         info = self.log.info
