@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from service.config import Settings
 from tests.conftest import Server
 
 ORIGIN = "https://app.example"
@@ -63,6 +64,12 @@ def test_other_origins_are_refused(open_to_app):
     reply = preflight(open_to_app.base_url, "https://elsewhere.example")
     assert reply.status_code == 400
     assert "access-control-allow-origin" not in reply.headers
+
+
+def test_allowed_origins_are_a_comma_separated_setting():
+    settings = Settings.from_env({"CONVTREE_CORS_ORIGINS": "https://app.example, http://localhost:5173"})
+    assert settings.cors_origins == ("https://app.example", "http://localhost:5173")
+    assert Settings.from_env({}).cors_origins == ()
 
 
 def test_by_default_no_origin_is_allowed(server):

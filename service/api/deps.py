@@ -24,7 +24,9 @@ async def provide_caller(request: Request, store: NamedDependency[Store]) -> Cal
     # `Request` bare: litestar checks each argument with isinstance, which a parametrized generic
     # answers only by raising TypeError first, on every request.
     state = request.scope["state"]
-    caller = await request.app.state.auth.authenticate(store, header(request, b"authorization"), state.get("request_id"))
+    caller = await request.app.state.auth.authenticate(
+        store, header(request, b"authorization"), state.get("request_id")
+    )
     state["tenant"] = caller.tenant  # for the request's log line
     return caller
 
