@@ -95,10 +95,11 @@ def main() -> None:
 @click.option("--port", type=int, default=None, help="Port [CONVTREE_PORT, default 8000].")
 def serve(host: str | None, port: int | None) -> None:
     """Migrate the database, then serve the API (embedded PostgreSQL unless DATABASE_URL is set)."""
-    from service.api import serving
+    from service.api import logs, serving
     from service.api.app import create_app
 
     settings = Settings.from_env()
+    logs.configure_process(settings.log_level, settings.log_format)
     with database(settings) as db:
         db.migrate()
         if db.service_role is None:

@@ -37,6 +37,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     reply_lease_seconds: float = 60.0  # a reply whose server stops renewing it for this long is closed out
     reply_record_seconds: float = 10.0  # how long recording a finished reply is retried while the database is away
     sse_keepalive_seconds: float = 15.0  # a stream silent this long gets a `: keep-alive` comment
+    log_level: str = "info"  # info: a line per request; warning: only failures
+    log_format: str = "auto"  # auto: readable on a terminal, JSON lines otherwise; or json, console
+    metrics: bool = True  # /metrics in Prometheus's format
+    metrics_port: int | None = None  # None: /metrics on the API's port; else on this one (same host)
+    metrics_token: str | None = None  # None: /metrics is open; else it needs `Authorization: Bearer <token>`
+    cors_origins: tuple[str, ...] = ()  # origins whose pages may call the API (comma-separated)
+    gzip_min_bytes: int = 1024  # responses at least this large are gzipped for clients that accept it; 0: never
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -48,9 +55,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         for field in cls.__struct_fields__:
             value = env.get(f"CONVTREE_{field.upper()}")
             if value:
-                raw[field] = value
+                raw[field] = [v.strip() for v in value.split(",") if v.strip()] if field in _LISTS else value
         # msgspec converts and validates ("8000" -> 8000, a bad number -> a clear error).
         return msgspec.convert(raw, cls, strict=False, dec_hook=_decode)
+
+
+_LISTS = {"cors_origins"}
 
 
 def _decode(kind: type, value: object) -> object:

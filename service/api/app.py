@@ -1,10 +1,9 @@
-"""The litestar application: routes, problem handlers, request ids, OpenAPI, and the pool's lifetime."""
+"""The litestar application: routes, problem handlers, OpenAPI, observation, and the pool's lifetime."""
 
 from __future__ import annotations
 
 import gc
 import sys
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -15,7 +14,6 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
-from litestar.types import ASGIApp, Receive, Scope, Send
 
 import service
 from service.api import ui
@@ -25,6 +23,8 @@ from service.api.forks import ForkController
 from service.api.deps import provide_caller
 from service.api.health import healthz, readyz
 from service.api.history import HistoryController, feed_lifespan
+from service.api.hygiene import cors, gzipped
+from service.api.observe import Observer
 from service.api.openai_compat import OpenAICompatController
 from service.api.problems import HANDLERS
 from service.api.turns import TurnController, turns_lifespan
@@ -42,29 +42,6 @@ VERSION = "0.1.0"
 # request's own stack, which Python's default limit of 1,000 leaves no room for; this does, and
 # its C stack (a few hundred bytes a level) stays far below a thread's.
 RECURSION_LIMIT = 4000
-_REQUEST_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
-
-
-def request_id_middleware(app: ASGIApp) -> ASGIApp:
-    """Adopt a sane X-Request-Id from the caller or make one; echo it, and keep it for events and logs."""
-
-    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await app(scope, receive, send)
-            return
-        given = next((v for k, v in scope["headers"] if k == b"x-request-id"), b"").decode("latin-1")
-        request_id = given if 0 < len(given) <= 128 and set(given) <= _REQUEST_ID_CHARS else uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
-        header = (b"x-request-id", request_id.encode())
-
-        async def send_with_id(message: Any) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), header]
-            await send(message)
-
-        await app(scope, receive, send_with_id)
-
-    return middleware
 
 
 def openapi_config() -> OpenAPIConfig:
@@ -143,12 +120,13 @@ def create_app(database_url: str, settings: Settings, registry: Registry | None 
         # No parameters, so litestar has nothing to parse or validate to call it on every request.
         return app.state.store
 
+    observer = Observer(settings)
     app = Litestar(
         # Controllers are registered on the app itself, not through a nested Router: litestar's
         # automatic OPTIONS handler would otherwise keep a stale `Allow` list for merged routes.
         route_handlers=[
             ConversationController, ForkController, HistoryController, TurnController, OpenAICompatController,
-            healthz, readyz, *ui.routers(),
+            healthz, readyz, *ui.routers(), *observer.routes,
         ],
         dependencies={"caller": Provide(provide_caller), "store": Provide(provide_store, sync_to_thread=False)},
         # The feed's listener and the turns' generations need the store; they stop before it closes.
@@ -156,17 +134,22 @@ def create_app(database_url: str, settings: Settings, registry: Registry | None 
             lifespan,
             feed_lifespan(database_url, settings.database_connect_timeout),
             turns_lifespan(registry, settings),
+            observer.lifespan(),
             freeze_startup_heap,
         ],
         exception_handlers=HANDLERS,
-        middleware=[request_id_middleware],
         request_class=CheckedRequest,
+        cors_config=cors(settings.cors_origins),
+        logging_config=None,  # the process's logging is `convtree serve`'s to set (service.api.logs)
         openapi_config=openapi_config(),
         state=State({"schema_head": head_revision()}),
         request_max_body_size=settings.request_max_body_bytes,
         debug=False,
     )
     _document_validation_as_422(app)
+    if settings.gzip_min_bytes > 0:
+        app.asgi_handler = gzipped(app.asgi_handler, settings.gzip_min_bytes)
+    observer.install(app)
     return app
 
 

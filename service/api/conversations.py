@@ -13,6 +13,7 @@ from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 from service.api import schemas
 from service.api.asof import AsOfParameter, parse_as_of
 from service.api.deps import json_response, write_once
+from service.api.hygiene import NOT_MODIFIED, cached
 from service.api.problems import responses
 from service.app import context as context_app
 from service.app import conversations as conversations_app
@@ -30,6 +31,11 @@ IDEMPOTENCY_KEY = HeaderParameter(
     description="Makes the request safe to retry: a retry with the same key returns the original "
     "response and records nothing new; the same key with a different request is a 422 problem.",
 )
+CACHED = (
+    "The answer has an `ETag` and `Cache-Control: private, no-cache`: send the tag back as `If-None-Match` to "
+    "get a 304 without a body while the answer is the same (only a redaction changes it)."
+)
+CACHED_PAST = "With `as_of`, the past does not move: " + CACHED[0].lower() + CACHED[1:]
 Limit = Annotated[int, QueryParameter(ge=1, le=200, description="Page size.")]
 Last = Annotated[
     int | None,
@@ -171,16 +177,18 @@ class ConversationController(Controller):
     @get(
         "/{conversation_id:str}/messages/{message_id:str}",
         summary="Get a message",
-        responses=responses(*AUTH, errors.ConversationNotFound, errors.MessageNotFound),
+        description=CACHED,
+        responses={304: NOT_MODIFIED, **responses(*AUTH, errors.ConversationNotFound, errors.MessageNotFound)},
     )
     async def get_message(
         self,
+        request: Request,  # type: ignore[type-arg]
         conversation_id: FromPath[uuid.UUID],
         message_id: FromPath[uuid.UUID],
         caller: NamedDependency[Caller],
         store: NamedDependency[Store],
-    ) -> views.Message:
-        return await messages_app.get(store, caller, conversation_id, message_id)
+    ) -> Response[views.Message]:
+        return cached(request, await messages_app.get(store, caller, conversation_id, message_id))
 
     @get(
         "/{conversation_id:str}/messages/{message_id:str}/children",
@@ -200,48 +208,59 @@ class ConversationController(Controller):
     @get(
         "/{conversation_id:str}/messages/{message_id:str}/context",
         summary="The root-first path to a message",
-        description="Each message says how many siblings it has and its position among them.",
-        responses=responses(*AUTH, errors.ConversationNotFound, errors.MessageNotFound),
+        description="Each message says how many siblings it has and its position among them. " + CACHED_PAST,
+        responses={304: NOT_MODIFIED, **responses(*AUTH, errors.ConversationNotFound, errors.MessageNotFound)},
     )
     async def message_context(
         self,
+        request: Request,  # type: ignore[type-arg]
         conversation_id: FromPath[uuid.UUID],
         message_id: FromPath[uuid.UUID],
         caller: NamedDependency[Caller],
         store: NamedDependency[Store],
         last: Last = None,
         as_of: AsOfParameter = None,
-    ) -> views.Context:
-        return await context_app.context(store, caller, conversation_id, message_id, last, parse_as_of(as_of))
+    ) -> Response[views.Context]:
+        past = parse_as_of(as_of)
+        context = await context_app.context(store, caller, conversation_id, message_id, last, past)
+        return json_response(context, 200) if past is None else cached(request, context)
 
     @get(
         "/{conversation_id:str}/context",
         summary="The root-first path to the head",
-        responses=responses(*AUTH, errors.ConversationNotFound),
+        description=CACHED_PAST,
+        responses={304: NOT_MODIFIED, **responses(*AUTH, errors.ConversationNotFound)},
     )
     async def head_context(
         self,
+        request: Request,  # type: ignore[type-arg]
         conversation_id: FromPath[uuid.UUID],
         caller: NamedDependency[Caller],
         store: NamedDependency[Store],
         last: Last = None,
         as_of: AsOfParameter = None,
-    ) -> views.Context:
-        return await context_app.context(store, caller, conversation_id, None, last, parse_as_of(as_of))
+    ) -> Response[views.Context]:
+        past = parse_as_of(as_of)
+        context = await context_app.context(store, caller, conversation_id, None, last, past)
+        return json_response(context, 200) if past is None else cached(request, context)
 
     @get(
         "/{conversation_id:str}/tree",
         summary="Every message with its parent, in the order written, and the head",
-        responses=responses(*AUTH, errors.ConversationNotFound),
+        description=CACHED_PAST,
+        responses={304: NOT_MODIFIED, **responses(*AUTH, errors.ConversationNotFound)},
     )
     async def tree(
         self,
+        request: Request,  # type: ignore[type-arg]
         conversation_id: FromPath[uuid.UUID],
         caller: NamedDependency[Caller],
         store: NamedDependency[Store],
         as_of: AsOfParameter = None,
-    ) -> context_app.Tree:
-        return await context_app.tree(store, caller, conversation_id, parse_as_of(as_of))
+    ) -> Response[context_app.Tree]:
+        past = parse_as_of(as_of)
+        tree = await context_app.tree(store, caller, conversation_id, past)
+        return json_response(tree, 200) if past is None else cached(request, tree)
 
     @get(
         "/{conversation_id:str}/leaves",

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 import msgspec
 from litestar import Request, Response
 from litestar.datastructures import State
+from litestar.di import NamedDependency
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from service.app import idempotency
@@ -18,14 +19,17 @@ from service.store.events import Store
 T = TypeVar("T")
 
 
-async def provide_caller(request: Request, store: Store) -> Caller:  # type: ignore[type-arg]
+async def provide_caller(request: Request, store: NamedDependency[Store]) -> Caller:  # type: ignore[type-arg]
     # Taking the store (which the key lookup reads) makes the caller depend on it: litestar then
     # resolves the two one after the other, not in a task group of their own on every request.
     # `Request` bare: litestar checks each argument with isinstance, which a parametrized generic
     # answers only by raising TypeError first, on every request.
-    return await request.app.state.auth.authenticate(
-        store, header(request, b"authorization"), request.scope["state"].get("request_id")
+    state = request.scope["state"]
+    caller = await request.app.state.auth.authenticate(
+        store, header(request, b"authorization"), state.get("request_id")
     )
+    state["tenant"] = caller.tenant  # for the request's log line
+    return caller
 
 
 def header(request: Request[Any, Any, Any], name: bytes) -> str | None:

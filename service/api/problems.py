@@ -203,8 +203,8 @@ def http_error(request: Request, exc: HTTPException) -> Response:
 
 
 def internal_error(request: Request, exc: Exception) -> Response:
-    request_id = request.scope.get("state", {}).get("request_id")
-    log.exception("unhandled error in %s %s (request %s)", request.method, request.url.path, request_id)
+    # Logged once, with its traceback, in the request's own line (service.api.observe).
+    request.scope["state"]["error"] = exc
     problem = Problem(
         type=problem_type("internal-error"),
         title="Internal server error",

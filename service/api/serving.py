@@ -50,7 +50,8 @@ def serve(app: Litestar, settings: Settings, *, host: str, port: int, grace: flo
         host=host,
         port=port,
         loop="uvloop",
-        access_log=False,
+        access_log=False,  # convtree writes its own line per request (service.api.observe)
+        log_config=None,  # uvicorn's records go through the process's logging, rendered as convtree's
         timeout_graceful_shutdown=int(grace),
         **uvicorn_limits(settings),
     )

@@ -65,6 +65,11 @@ class Feed:
         self.closing = True
         self._listener.wake_all()
 
+    @property
+    def followers(self) -> int:
+        """Readers waiting for the feed to move: streams and long-polled pages."""
+        return self._listener.subscribers
+
     async def page(self, caller: Caller, after: int, limit: int, wait: float = 0) -> Page:
         """Events after `after`; with `wait`, hold until there is one or `wait` seconds passed."""
         loop = asyncio.get_running_loop()

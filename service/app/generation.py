@@ -222,6 +222,11 @@ class Generations:
         self._closing = False
         self._maintenance: asyncio.Task[None] | None = None
 
+    @property
+    def running(self) -> int:
+        """How many replies are being generated now."""
+        return len(self._running)
+
     def ensure_open(self) -> None:
         if self._closing:
             raise ServiceShuttingDown("The service is shutting down: no new turns are taken.")

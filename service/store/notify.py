@@ -73,6 +73,10 @@ class Listener:
     def healthy(self) -> bool:
         return self._conn is not None and not self._conn.is_closed()
 
+    @property
+    def subscribers(self) -> int:
+        return sum(len(waiters) for waiters in self._waiters.values())
+
     async def start(self) -> None:
         await self._connect()
         self._task = asyncio.create_task(self._supervise(), name="convtree-listener")
