@@ -124,6 +124,10 @@ def test_with_the_database_away_every_kind_of_request_gets_503_with_retry_after(
         unavailable(api.get(f"/v1/conversations/{cid}/export"))
         r = api.post("/v1/chat/completions", json={"model": "echo/echo", "messages": [{"role": "user", "content": "hi"}]})
         unavailable(r)
+        # The outage shows in the metrics, which need no database.
+        metrics = api.get("/metrics").text
+        counted = [line for line in metrics.splitlines() if line.startswith('convtree_database_errors_total{error="DatabaseUnavailable"}')]
+        assert counted and float(counted[0].split()[-1]) >= 10, metrics
 
 
 def test_after_the_database_returns_the_service_is_whole_again_within_seconds(outage):

@@ -20,11 +20,14 @@ from structlog.typing import FilteringBoundLogger
 
 from service.api import logs, tracing
 from service.api.metrics import Metrics, metered, metrics_endpoint
+from service.domain import errors
 from service.config import Settings
 
 _REQUEST_ID_CHARS = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
 UNMATCHED = "unmatched"  # the route of a request no route took: paths are not metric labels
-DATABASE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+# A database away or busy is a 503 (errors.Unavailable) the problem handler notes for the count; a
+# raw driver error reaching the 500 handler is a bug in that translation, and counted too.
+DATABASE_ERRORS = (errors.Unavailable, asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
 
 
 def request_id(headers: list[tuple[bytes, bytes]]) -> str:
@@ -129,8 +132,9 @@ class Observer:
                 failure = failure or state.get("error")
                 if metrics is not None:
                     metrics.request(method, route, status, seconds, replayed)
-                    if failure is not None and isinstance(failure, DATABASE_ERRORS):
-                        metrics.database_errors.labels(type(failure).__name__).inc()
+                    database_error = state.get("database_error") or failure
+                    if database_error is not None and isinstance(database_error, DATABASE_ERRORS):
+                        metrics.database_errors.labels(type(database_error).__name__).inc()
                 fields = {
                     "method": method,
                     "route": route if route is not UNMATCHED else scope["path"],

@@ -154,6 +154,8 @@ def openai_error(problem: Problem) -> OpenAIError:
 
 
 def domain_error(request: Request, exc: errors.ConvtreeError) -> Response:
+    if isinstance(exc, errors.Unavailable):
+        request.scope["state"]["database_error"] = exc  # counted by the request's observer, not logged as a bug
     return _response(request, *domain_problem(exc))
 
 
