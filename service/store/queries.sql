@@ -209,19 +209,27 @@ SELECT e.seq, e.conversation_id, e.message_id, e.parent_id, e.role, e.depth, e.p
 -- Branch tips of conversation $2 up to event $4: its own messages with no child of its own by then,
 -- and a fork's base $3 until the fork writes under it (the inherited messages above the base never
 -- are: each has the next message on the path as a child).
-SELECT e.message_id, e.depth, e.seq, e.created_at
-  FROM events e
- WHERE e.family_id = $1 AND e.message_id = $3
-   AND NOT EXISTS (SELECT 1 FROM events c
-                    WHERE c.family_id = $1 AND c.conversation_id = $2 AND c.parent_id = e.message_id
-                      AND c.type = 'message_appended' AND c.seq <= $4)
-UNION ALL
-SELECT e.message_id, e.depth, e.seq, e.created_at
-  FROM events e
- WHERE e.family_id = $1 AND e.conversation_id = $2 AND e.type = 'message_appended' AND e.seq <= $4
-   AND NOT EXISTS (SELECT 1 FROM events c
-                    WHERE c.family_id = $1 AND c.conversation_id = $2 AND c.parent_id = e.message_id
-                      AND c.type = 'message_appended' AND c.seq <= $4)
+-- One pass, no join: every candidate tip comes with its place, every own message's parent comes
+-- as a bare id, and a tip is an id that no row names as a parent. A probe of events for each
+-- message's children can be planned as a scan of the family per message when the table was never
+-- analyzed (the estimate is then one row), which makes the listing quadratic in the tree's size;
+-- grouping is linear (or n log n sorted) whatever the statistics say.
+SELECT k.id AS message_id, max(k.depth) AS depth, max(k.seq) AS seq, max(k.created_at) AS created_at
+  FROM (SELECT e.message_id AS id, e.depth, e.seq, e.created_at
+          FROM events e
+         WHERE e.family_id = $1 AND e.message_id = $3
+        UNION ALL
+        SELECT e.message_id, e.depth, e.seq, e.created_at
+          FROM events e
+         WHERE e.family_id = $1 AND e.conversation_id = $2 AND e.type = 'message_appended' AND e.seq <= $4
+        UNION ALL
+        SELECT e.parent_id, NULL, NULL, NULL
+          FROM events e
+         WHERE e.family_id = $1 AND e.conversation_id = $2 AND e.type = 'message_appended' AND e.seq <= $4
+       ) k
+ GROUP BY k.id
+-- Only candidate rows (each has its seq): no own message is its child.
+HAVING count(k.seq) = count(*)
  ORDER BY seq;
 
 -- name: message_path
