@@ -7,11 +7,17 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import msgspec
+import platformdirs
+
+
+def default_data_dir() -> Path:
+    """The user's data directory, so that every command finds the same database from anywhere."""
+    return Path(platformdirs.user_data_dir("convtree", appauthor=False))
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     database_url: str | None = None  # None: run the embedded PostgreSQL in data_dir
-    data_dir: Path = Path("data")
+    data_dir: Path = msgspec.field(default_factory=default_data_dir)
     host: str = "127.0.0.1"
     port: int = 8000
     pool_min_size: int = 2
