@@ -1,4 +1,4 @@
-"""The `convtree` command: serve, migrate, info, keys, openapi, rebuild."""
+"""The `convtree` command: serve, migrate, info, keys, openapi, rebuild, verify."""
 
 from __future__ import annotations
 
@@ -289,3 +289,39 @@ def rebuild(batch_events: int) -> None:
     rows = ", ".join(f"{name}: {count} rows" for name, count in report.rows.items())
     rate = f"{report.events / seconds:,.0f}" if seconds > 0 else "-"
     click.echo(f"rebuilt from {report.events} events in {seconds:.2f} s ({rate} events/s); {rows}")
+
+
+@main.command()
+@click.option("--tenant", required=True, help="The tenant whose conversations are audited.")
+def verify(tenant: str) -> None:
+    """Audit every conversation of a tenant (hash chain and stored bodies); exit 1 if any fails."""
+    from service.app.caller import Caller
+    from service.app.schema import require_newest_schema
+    from service.app.verify import verify_tenant
+
+    settings = _settings()
+
+    async def run(url: str, stack: contextlib.ExitStack) -> list[Any]:
+        bars: list[Any] = []
+
+        def on_start(total: int) -> None:
+            if sys.stderr.isatty():  # on a terminal only, not in logs
+                bars.append(stack.enter_context(click.progressbar(length=total, label="verifying", file=sys.stderr)))
+
+        def on_progress() -> None:
+            if bars:
+                bars[0].update(1)
+
+        async with one_off_store(url) as store:
+            await require_newest_schema(store)
+            caller = Caller(tenant=tenant, actor="convtree verify")
+            return await verify_tenant(store, caller, on_start=on_start, on_progress=on_progress)
+
+    with database(settings) as (url, _), contextlib.ExitStack() as stack:
+        reports = asyncio.run(run(url, stack))
+    invalid = [(conversation_id, report) for conversation_id, report in reports if not report.valid]
+    for conversation_id, report in invalid:
+        click.echo(f"{conversation_id}\tinvalid at seq {report.first_invalid_seq}: {report.reason} {report.detail or ''}".rstrip())
+    click.echo(f"verified {len(reports)} conversation(s) of {tenant}: {len(reports) - len(invalid)} valid, {len(invalid)} invalid")
+    if invalid:
+        sys.exit(1)
