@@ -195,3 +195,48 @@ def test_503_is_retried_after_its_retry_after(server, key):
 def test_the_client_does_not_need_the_server_package():
     code = "import sys, convtree.client; assert not [m for m in sys.modules if m.split('.')[0] == 'service'], 'service'"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).returncode == 0
+
+
+class CutAfterFirstEvent(httpx.SyncByteStream):
+    def __init__(self, inner: httpx.SyncByteStream) -> None:
+        self.inner = inner
+
+    def __iter__(self):
+        for chunk in self.inner:
+            if b"\n\n" in chunk:
+                yield chunk[: chunk.index(b"\n\n") + 2]
+                raise httpx.ReadError("connection lost mid-stream")
+            yield chunk
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class CutsFirstStream(httpx.BaseTransport):
+    """Forwards requests; the first streamed answer breaks off after its first event."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.cut = False
+        self.keys: list[str] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self.inner.handle_request(request)
+        if request.headers.get("Accept") == "text/event-stream" and request.method == "POST":
+            self.keys.append(request.headers["Idempotency-Key"])
+            if not self.cut:
+                self.cut = True
+                response.stream = CutAfterFirstEvent(response.stream)
+        return response
+
+
+def test_a_streamed_turn_cut_off_mid_stream_is_resumed_by_its_key(server, key):
+    transport = CutsFirstStream()
+    with Client(server.base_url, key, retry=FAST, transport=transport) as ct:
+        conversation = ct.create_conversation(title="Cut")
+        events = list(ct.stream_turn(conversation.id, "cut me off", provider="echo"))
+        assert sum(isinstance(e, TurnStarted) for e in events) == 1
+        assert isinstance(events[-1], Done)
+        assert "".join(e.text for e in events if isinstance(e, Delta)) == events[-1].message.content
+        assert ct.conversation(conversation.id).message_count == 2
+    assert len(transport.keys) >= 2 and len(set(transport.keys)) == 1
