@@ -16,6 +16,7 @@ from convtree.client.models import Delta, Done, Event, Message, Problem, StreamP
 
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 STREAM_TIMEOUT = httpx.Timeout(30.0, connect=5.0, read=None)  # a stream may be quiet for long
+TURN_TIMEOUT = httpx.Timeout(30.0, connect=5.0, read=600.0)  # a whole reply before the first byte
 RETRIED_STATUSES = frozenset({429, 503})
 
 
@@ -58,6 +59,7 @@ class Call(msgspec.Struct, kw_only=True):
     headers: dict[str, str] = {}
     decode: Any = None  # the struct the answer decodes to; None: the raw bytes
     retry_safe: bool = True
+    slow: bool = False  # a model's whole reply: read for longer than the default
 
     def request(self, client: httpx.Client | httpx.AsyncClient, *, stream: bool = False) -> httpx.Request:
         headers = dict(self.headers)
@@ -65,7 +67,9 @@ class Call(msgspec.Struct, kw_only=True):
         if self.body is not None:
             content = msgspec.json.encode(self.body)
             headers.setdefault("Content-Type", "application/json")
-        extensions = {"timeout": STREAM_TIMEOUT.as_dict()} if stream else None
+        extensions = None
+        if stream or self.slow:
+            extensions = {"timeout": (STREAM_TIMEOUT if stream else TURN_TIMEOUT).as_dict()}
         return client.build_request(
             self.method, self.path, params=self.params, content=content, headers=headers, extensions=extensions
         )

@@ -262,23 +262,18 @@ class Endpoints:
         """-> TurnResult: a user message and the model's reply. Options: id, parent_message_id,
         metadata, provider, model, window (models.last_window(…), …), params ({temperature, …})."""
         body = turn_body(content, stream=False, **options)
-        return self._run(
-            writing("POST", path("conversations", conversation_id, "turns"), body, models.TurnResult, idempotency_key)
-        )
+        call = writing("POST", path("conversations", conversation_id, "turns"), body, models.TurnResult, idempotency_key)
+        call.slow = True
+        return self._run(call)
 
     def regenerate(self, conversation_id: Id, message_id: Id, *, idempotency_key: str | None = None, **options: Any) -> Any:
         """-> TurnResult: another reply to the user message `message_id`, as a sibling of the others.
         Options: provider, model, window, params."""
         body = turn_body(None, stream=False, **options)
-        return self._run(
-            writing(
-                "POST",
-                path("conversations", conversation_id, "messages", message_id, "regenerate"),
-                body,
-                models.TurnResult,
-                idempotency_key,
-            )
-        )
+        where = path("conversations", conversation_id, "messages", message_id, "regenerate")
+        call = writing("POST", where, body, models.TurnResult, idempotency_key)
+        call.slow = True
+        return self._run(call)
 
     def _turn_call(self, conversation_id: Id, content: str, idempotency_key: str | None, options: Any) -> Call:
         body = turn_body(content, stream=True, **options)
