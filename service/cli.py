@@ -100,7 +100,8 @@ def serve(host: str | None, port: int | None) -> None:
     from service.api.app import create_app
 
     settings = _settings()
-    host, port = host or settings.host, port or settings.port
+    host = host or settings.host
+    port = settings.port if port is None else port
     exits.check_port_free(host, port)
     with database(settings) as (url, embedded):
         migrations.upgrade(url)
