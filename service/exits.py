@@ -5,8 +5,8 @@
     12  the database's schema is older than this convtree: run `convtree migrate`
     13  the port to serve on is taken
 
-1 is a command's own "no" (`keys revoke` that revoked nothing), 2 a usage error, 3 a server that
-could not start for another reason.
+1 is a command's own "no" (`keys revoke` that revoked nothing, `verify` that found a fault), 2 a
+usage error, 3 a server that could not start for another reason.
 """
 
 from __future__ import annotations
