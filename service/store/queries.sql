@@ -16,6 +16,12 @@ SELECT count(*) FROM api_keys WHERE revoked_at IS NULL;
 -- name: list_api_keys
 SELECT tenant, name, created_at, revoked_at FROM api_keys ORDER BY created_at;
 
+-- name: has_schema_revision
+SELECT to_regclass('alembic_version') IS NOT NULL;
+
+-- name: schema_revision
+SELECT version_num FROM alembic_version;
+
 -- name: begin_create
 SELECT now, seqs FROM begin_create($1, $2, $3);
 

@@ -1,0 +1,1 @@
+"""convtree: the Python client of the convtree service (convtree.client)."""

@@ -1,0 +1,42 @@
+"""Managing API keys from the command line: listing, revoking, and the first key of a new database."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import msgspec
+
+from service.app.auth import create_key
+from service.store.events import Store
+
+
+class KeyInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """A key as an operator sees it: never the key itself, which only its holder has."""
+
+    tenant: str
+    name: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+async def list_keys(store: Store) -> list[KeyInfo]:
+    async with store.reader() as tx:
+        rows = await tx.list_api_keys()
+    return [
+        KeyInfo(tenant=row["tenant"], name=row["name"], created_at=row["created_at"], revoked_at=row["revoked_at"])
+        for row in rows
+    ]
+
+
+async def revoke_keys(store: Store, tenant: str, name: str) -> int:
+    """Revoke a tenant's keys of that name; how many were revoked."""
+    async with store.transaction() as tx:
+        return await tx.revoke_api_keys(tenant, name)
+
+
+async def ensure_first_key(store: Store, tenant: str, name: str) -> str | None:
+    """Create a key when none is valid (a new database), so that it can be used at all; else None."""
+    async with store.reader() as tx:
+        if await tx.count_api_keys() > 0:
+            return None
+    return await create_key(store, tenant, name)
