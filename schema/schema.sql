@@ -566,6 +566,10 @@ $$;
 -- Messages of a family by id: whether each is visible in a conversation (its own, or on the path a
 -- fork inherited: root to its base), and whether it has a child visible there (one of the
 -- conversation's own or, for an inherited message above the base, the next one on the path).
+-- The children probe is keyed on events_children alone: its family is checked outside the scan
+-- (OFFSET 0 keeps it there), so events_runs, which leads with the family too, cannot serve it. On a
+-- never-analyzed table the planner costs both alike and may otherwise read the whole family for
+-- each message, on every append.
 CREATE FUNCTION find_nodes(p_family uuid, p_conversation uuid, p_ids uuid[], p_base uuid, p_base_depth integer)
 RETURNS TABLE (
     message_id uuid, conversation_id uuid, parent_id uuid, role text, depth integer, body_sha256 bytea,
@@ -576,9 +580,12 @@ LANGUAGE sql STABLE AS $$
            -- CASE, not OR: the walk up the base path runs only for another conversation's message.
            CASE WHEN e.conversation_id = p_conversation THEN true
                 ELSE on_base_path(p_family, p_base, p_base_depth, e.message_id, e.depth) END,
-           (EXISTS (SELECT 1 FROM events c
-                     WHERE c.family_id = p_family AND c.conversation_id = p_conversation
-                       AND c.parent_id = e.message_id AND c.type = 'message_appended')
+           (EXISTS (SELECT 1
+                      FROM (SELECT c.family_id FROM events c
+                             WHERE c.conversation_id = p_conversation AND c.parent_id = e.message_id
+                               AND c.type = 'message_appended'
+                            OFFSET 0) c
+                     WHERE c.family_id = p_family)
             OR coalesce(e.conversation_id <> p_conversation AND e.depth < p_base_depth, false))
       FROM events e
      WHERE e.family_id = p_family AND e.message_id = ANY(p_ids)

@@ -36,9 +36,10 @@ class Tree:
     family_id: uuid.UUID
     last_seq: int
     tips: set[uuid.UUID]  # the branch tips the builder made
+    trunk: list[uuid.UUID]  # the trunk's messages, root first
 
 
-async def _build(url: str, tenant: str) -> tuple[uuid.UUID, uuid.UUID, int, set[uuid.UUID]]:
+async def _build(url: str, tenant: str) -> tuple[uuid.UUID, uuid.UUID, int, set[uuid.UUID], list[uuid.UUID]]:
     conn = await asyncpg.connect(url)
     pool = await asyncpg.create_pool(url, min_size=1, max_size=1)
     assert pool is not None
@@ -54,7 +55,7 @@ async def _build(url: str, tenant: str) -> tuple[uuid.UUID, uuid.UUID, int, set[
             "SELECT family_id, last_seq FROM conversations WHERE conversation_id = $1", built.conversation_id
         )
         tips = {p.tip for p in [trunk, *branches] if p.tip is not None}
-        return built.conversation_id, row["family_id"], row["last_seq"], tips
+        return built.conversation_id, row["family_id"], row["last_seq"], tips, list(trunk.made)
     finally:
         await pool.close()
         await conn.close()
@@ -68,8 +69,8 @@ def tree(databases: Any) -> Iterator[Tree]:
     server.start()
     try:
         tenant, key = server.new_key()
-        conversation_id, family_id, last_seq, tips = run(_build(server.database_url, tenant))
-        yield Tree(server, key, conversation_id, family_id, last_seq, tips)
+        conversation_id, family_id, last_seq, tips, trunk = run(_build(server.database_url, tenant))
+        yield Tree(server, key, conversation_id, family_id, last_seq, tips, trunk)
     finally:
         server.stop()
 
@@ -134,3 +135,70 @@ def test_leaves_of_a_never_analyzed_tree_over_http(tree: Tree) -> None:
         assert said.status_code == 201, said.text
         fork_leaves = api.get(f"/v1/conversations/{fork_id}/leaves").json()["leaves"]
         assert [leaf["message_id"] for leaf in fork_leaves] == [said.json()["id"]]
+
+
+# A probe of a message's children reads that message's children, never the family: a trunk message
+# with two children (the trunk's next and a branch's first), one with one, and the trunk's tip.
+# A few index and heap pages for each message read, whatever the tree's size; reading the family's
+# messages instead takes several hundred (a family of 5,000 messages fills about 450 pages of
+# events_runs and events).
+PROBE_BUFFERS = 64
+
+
+def _probed(tree: Tree) -> list[uuid.UUID]:
+    return [tree.trunk[500], tree.trunk[501], tree.trunk[-1]]
+
+
+def _probe_plan_is_bounded(plan: dict[str, Any]) -> None:
+    buffers = plan["Shared Hit Blocks"] + plan["Shared Read Blocks"]
+    assert buffers <= PROBE_BUFFERS, buffers
+    scans = [n for n in _nodes(plan) if n["Node Type"] in ("Seq Scan", "Bitmap Heap Scan")]
+    assert scans == [], scans
+
+
+@pytest.mark.parametrize("mode", ["force_custom_plan", "force_generic_plan"])
+def test_nodes_of_a_never_analyzed_tree_are_probed_by_key(tree: Tree, mode: str) -> None:
+    # find_nodes is what every append runs (begin_append, through begin_write) to learn whether
+    # the message it writes under already has children.
+    ids = _probed(tree)
+    args = (tree.family_id, tree.conversation_id, ids, None, None)
+    plan = run(_explain(tree.server.database_url, mode, Q["find_nodes"], *args))
+    _probe_plan_is_bounded(plan)
+    assert plan["Actual Rows"] == len(ids)
+
+
+@pytest.mark.parametrize("mode", ["force_custom_plan", "force_generic_plan"])
+def test_children_of_a_never_analyzed_tree_are_probed_by_key(tree: Tree, mode: str) -> None:
+    parent = tree.trunk[500]
+    args = (tree.family_id, parent, tree.conversation_id, None, 500, tree.last_seq)
+    plan = run(_explain(tree.server.database_url, mode, Q["list_children"], *args))
+    _probe_plan_is_bounded(plan)
+    assert plan["Actual Rows"] == 2
+
+
+async def _has_children(url: str, tree: Tree, ids: list[uuid.UUID]) -> dict[uuid.UUID, bool]:
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch(Q["find_nodes"], tree.family_id, tree.conversation_id, ids, None, None)
+    finally:
+        await conn.close()
+    return {r["message_id"]: r["has_children"] for r in rows}
+
+
+def test_children_of_a_never_analyzed_tree_over_http(tree: Tree) -> None:
+    ids = _probed(tree)
+    assert run(_has_children(tree.server.database_url, tree, ids)) == {ids[0]: True, ids[1]: True, ids[2]: False}
+    base = f"/v1/conversations/{tree.conversation_id}/messages"
+    with tree.server.client(tree.key) as api:
+        r = api.get(f"{base}/{tree.trunk[500]}/children")
+        assert r.status_code == 200, r.text
+        children = [c["id"] for c in r.json()["children"]]
+        assert children[0] == str(tree.trunk[501]) and len(children) == 2
+        # An append under it branches (the append's children probe said it has children).
+        said = api.post(base, json={"role": "user", "content": "again", "parent_message_id": str(tree.trunk[500])})
+        assert said.status_code == 201, said.text
+        r = api.get(f"{base}/{tree.trunk[500]}/children")
+        assert [c["id"] for c in r.json()["children"]] == [*children, said.json()["id"]]
+        r = api.get(f"{base}/{tree.trunk[-1]}/children")
+        assert r.status_code == 200, r.text
+        assert r.json()["children"] == []

@@ -182,14 +182,21 @@ SELECT w.seq, w.conversation_id, w.message_id, w.parent_id, w.role, w.depth, w.p
   LEFT JOIN LATERAL message_redaction($1, w.message_id) r ON true
  WHERE w.depth = $5 + 1 AND w.parent_id = $2
 UNION ALL
+-- The conversation's own children are read with events_children alone: their family is checked
+-- outside the scan (OFFSET 0 keeps it there), so events_runs, which leads with the family too,
+-- cannot serve it. On a never-analyzed table the planner costs both alike and may otherwise read
+-- the whole family.
 SELECT e.seq, e.conversation_id, e.message_id, e.parent_id, e.role, e.depth, e.payload,
        e.actor, e.request_id, e.created_at, CASE WHEN r.redacted_at IS NULL THEN b.content END AS content,
        r.redacted_at, r.redacted_by, r.redaction_reason, r.redaction_erased
-  FROM events e
+  FROM (SELECT e.seq, e.conversation_id, e.family_id, e.message_id, e.parent_id, e.role, e.depth,
+               e.payload, e.actor, e.request_id, e.created_at
+          FROM events e
+         WHERE e.conversation_id = $3 AND e.parent_id = $2 AND e.type = 'message_appended' AND e.seq <= $6
+        OFFSET 0) e
   LEFT JOIN bodies b ON b.family_id = e.family_id AND b.message_id = e.message_id
   LEFT JOIN LATERAL message_redaction(e.family_id, e.message_id) r ON true
- WHERE e.family_id = $1 AND e.conversation_id = $3 AND e.parent_id = $2
-   AND e.type = 'message_appended' AND e.seq <= $6
+ WHERE e.family_id = $1
  ORDER BY seq;
 
 -- name: list_messages
