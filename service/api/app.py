@@ -13,7 +13,7 @@ from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.spec import Components, SecurityScheme
+from litestar.openapi.spec import Components, OpenAPIMediaType, OpenAPIResponse, OpenAPIType, Schema, SecurityScheme
 
 import service
 from service.api import ui
@@ -147,6 +147,7 @@ def create_app(database_url: str, settings: Settings, registry: Registry | None 
         debug=False,
     )
     _document_validation_as_422(app)
+    _document_streams(app)
     if settings.gzip_min_bytes > 0:
         app.asgi_handler = gzipped(app.asgi_handler, settings.gzip_min_bytes)
     observer.install(app)
@@ -165,3 +166,19 @@ def _document_validation_as_422(app: Litestar) -> None:
             response = operation.responses.get("400")
             if response is not None and "application/problem+json" not in (getattr(response, "content", None) or {}):
                 del operation.responses["400"]
+
+
+def _document_streams(app: Litestar) -> None:
+    """A route that streams when asked (`stream: true`; its handler's `opt` says `streams`) answers
+    200 `text/event-stream` then, beside its JSON answers: the document says so on its 200."""
+    paths = app.openapi_schema.paths or {}
+    for route in app.routes:
+        for handler in getattr(route, "route_handlers", ()):
+            if not handler.opt.get("streams") or route.path_format not in paths:
+                continue
+            for method in handler.http_methods:
+                operation = getattr(paths[route.path_format], method.lower())
+                ok = operation.responses.setdefault(
+                    "200", OpenAPIResponse(description="With `stream: true`: the events.")
+                )
+                ok.content = {**(ok.content or {}), "text/event-stream": OpenAPIMediaType(schema=Schema(type=OpenAPIType.STRING))}

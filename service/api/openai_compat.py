@@ -151,6 +151,7 @@ class OpenAICompatController(Controller):
     @post(
         "/chat/completions",
         status_code=200,
+        opt={"streams": True},
         summary="Chat completion (OpenAI-compatible), stored as a turn",
         description="Standard request and response (and `chat.completion.chunk` events ending in "
         "`data: [DONE]` when streamed), plus `conversation_id`, `message_id` and `provider` in every "

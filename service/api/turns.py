@@ -155,6 +155,7 @@ class TurnController(Controller):
     @post(
         "/{conversation_id:str}/turns",
         status_code=201,
+        opt={"streams": True},
         summary="Take a turn: a user message and the model's reply",
         description="The user message is appended under `parent_message_id` (default: the head), its path "
         "is windowed and sent to the model, and the reply is appended under it; the head moves to the reply. "
@@ -204,6 +205,7 @@ class TurnController(Controller):
     @post(
         "/{conversation_id:str}/messages/{message_id:str}/regenerate",
         status_code=201,
+        opt={"streams": True},
         summary="Regenerate a reply: a new sibling reply to the same message (a branch)",
         description="The message must be an assistant reply; the new reply answers the message it answered, "
         "with the same path as context (windowed), and the head moves to it. Failures as for a turn." + STREAM_DOC,
