@@ -181,4 +181,16 @@ def _document_streams(app: Litestar) -> None:
                 ok = operation.responses.setdefault(
                     "200", OpenAPIResponse(description="With `stream: true`: the events.")
                 )
-                ok.content = {**(ok.content or {}), "text/event-stream": OpenAPIMediaType(schema=Schema(type=OpenAPIType.STRING))}
+                ok.content = {**(ok.content or {}), "text/event-stream": OpenAPIMediaType(schema=_SSE_EVENT)}
+
+
+# One server-sent event as a client reads it: its name and its data (JSON text), and for feeds its id.
+_SSE_EVENT = Schema(
+    type=OpenAPIType.OBJECT,
+    properties={
+        "event": Schema(type=OpenAPIType.STRING),
+        "data": Schema(type=OpenAPIType.STRING),
+        "id": Schema(type=OpenAPIType.STRING),
+        "retry": Schema(type=OpenAPIType.INTEGER),
+    },
+)
