@@ -16,9 +16,10 @@ import httpx
 import pytest
 
 from service.app import conversations as conversations_app
-from service.app import opening
+from service.app.turn import opening
+from service.app.turn.plan import ContextItem, Plan, ReplySpec
 from service.app.caller import Caller
-from service.app.generation import Generations
+from service.app.turn.relay import Replies
 from service.store.events import Store
 from service.upstream import EchoProvider
 from tests.conftest import Databases, Server, fake_registry, fetch, run
@@ -38,7 +39,7 @@ def test_a_reply_launched_by_a_turn_that_does_not_commit_is_stopped_and_never_re
         pool = await asyncpg.create_pool(url, min_size=1, max_size=4)
         assert pool is not None
         store = Store(pool)
-        generations = Generations(store)
+        generations = Replies(store)
         caller = Caller(tenant="t", actor="test")
         try:
             async with store.transaction() as tx:
@@ -49,13 +50,13 @@ def test_a_reply_launched_by_a_turn_that_does_not_commit_is_stopped_and_never_re
             async def work(o: opening.Opening) -> None:
                 conversation, scope = await o.tx.get_scoped(caller.tenant, cid)
                 root = await o.tx.get_message(scope, conversation.head_id)
-                items = [opening.ContextItem(root.id, root.role, root.content)]
+                items = [ContextItem(root.id, root.role, root.content)]
                 provider = EchoProvider(delay=0.2)  # slow enough to be still talking when the transaction fails
                 await o.register(scope.family_id, cid, root.id, provider, "echo", None)
-                await o.reply(cid, scope.family_id, root, items, provider, "echo", opening.ReplySpec())
+                await o.reply(cid, scope.family_id, root, items, provider, "echo", ReplySpec())
                 raise Refused()
 
-            def launch(plan: opening.Plan):
+            def launch(plan: Plan):
                 launched.append(generations.start(caller, plan, relay=True))
                 return launched[-1]
 

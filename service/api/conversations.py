@@ -12,7 +12,7 @@ from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 
 from service.api import schemas
 from service.api.asof import AsOfParameter, parse_as_of
-from service.api.deps import json_response, write_once
+from service.api.deps import answer_once, json_response, keyed
 from service.api.hygiene import NOT_MODIFIED, cached
 from service.api.problems import responses
 from service.app import context as context_app
@@ -76,9 +76,7 @@ class ConversationController(Controller):
             location = {"Location": f"/v1/conversations/{result.conversation.id}"}
             return (201 if result.created else 200), result.conversation, location
 
-        return await write_once(
-            request, caller, store, data, lambda tx: conversations_app.create(tx, caller, new), respond
-        )
+        return answer_once(await conversations_app.create_conversation(store, caller, new, keyed(request, data)), respond)
 
     @get(
         "/",
@@ -163,16 +161,8 @@ class ConversationController(Controller):
             return (201 if result.created else 200), m, location
 
         group: messages_app.AppendGroup = request.app.state.appends
-        return await write_once(
-            request,
-            caller,
-            store,
-            data,
-            lambda tx: messages_app.append(tx, caller, conversation_id, new),
-            respond,
-            lambda: group.append(caller, conversation_id, new),
-            conversation=conversation_id,
-        )
+        appended = await messages_app.append_message(store, group, caller, conversation_id, new, keyed(request, data))
+        return answer_once(appended, respond)
 
     @get(
         "/{conversation_id:str}/messages/{message_id:str}",

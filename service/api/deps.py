@@ -1,14 +1,12 @@
-"""What every handler may ask for: the caller, the store, and the idempotent-write wrapper."""
+"""What every handler may ask for: the caller, the store, and the answer to an idempotent write."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import msgspec
 from litestar import Request, Response
-from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.types import ASGIApp, Receive, Scope, Send
 
@@ -99,25 +97,11 @@ def keyed(request: Request[Any, Any, Any], data: msgspec.Struct | None) -> idemp
     return idempotency.Keyed(key, idempotency.fingerprint(request.method, request.url.path, body))
 
 
-async def write_once(
-    request: Request[Any, Any, State],
-    caller: Caller,
-    store: Store,
-    data: msgspec.Struct | None,
-    operation: Callable[[Any], Awaitable[T]],
-    respond: Callable[[T], tuple[int, Any, dict[str, str] | None]],
-    without_key: Callable[[], Awaitable[T]] | None = None,
-    conversation: uuid.UUID | None = None,
+def answer_once(
+    outcome: T | idempotency.Replayed, respond: Callable[[T], tuple[int, Any, dict[str, str] | None]]
 ) -> Response[Any]:
-    """Run a write once per Idempotency-Key: a retry gets the original status and body back.
-    Without a key, `without_key` (if given) runs instead of `operation` in a transaction.
-    `conversation`: the existing conversation the write locks (see Store.transaction)."""
-
-    def encode(result: T) -> tuple[int, bytes]:
-        status, value, _ = respond(result)
-        return status, msgspec.json.encode(value)
-
-    outcome = await idempotency.run(store, caller, keyed(request, data), operation, encode, without_key, conversation)
+    """The answer to a write done once per Idempotency-Key: a retry gets the original status and
+    body back."""
     if isinstance(outcome, idempotency.Replayed):
         return JSONResponse(outcome.body, outcome.status, REPLAYED)
     status, value, headers = respond(outcome)

@@ -13,7 +13,7 @@ from litestar.params import FromPath, JSONBody
 
 from service.api import schemas
 from service.api.conversations import IDEMPOTENCY_KEY, WRITE
-from service.api.deps import write_once
+from service.api.deps import answer_once, keyed
 from service.api.problems import responses
 from service.app import forks as forks_app
 from service.app.caller import Caller
@@ -62,11 +62,5 @@ class ForkController(Controller):
             location = {"Location": f"/v1/conversations/{result.conversation.id}"}
             return (201 if result.created else 200), result.conversation, location
 
-        return await write_once(
-            request,
-            caller,
-            store,
-            data,
-            lambda tx: forks_app.fork(tx, caller, conversation_id, message_id, new),
-            respond,
-        )
+        forked = await forks_app.fork_conversation(store, caller, conversation_id, message_id, new, keyed(request, data))
+        return answer_once(forked, respond)

@@ -25,7 +25,7 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage, Stream
 
 from service.api import schemas
 from service.api.conversations import IDEMPOTENCY_KEY
-from service.api.deps import json_response, write_once
+from service.api.deps import answer_once, json_response, keyed
 from service.api.problems import responses
 from service.app import audit as audit_app
 from service.app import feed as feed_app
@@ -218,15 +218,8 @@ class HistoryController(Controller):
         def respond(result: redact_app.Redacted) -> tuple[int, Any, dict[str, str] | None]:
             return (201 if result.created else 200), result.message, None
 
-        return await write_once(
-            request,
-            caller,
-            store,
-            data,
-            lambda tx: redact_app.redact(tx, caller, conversation_id, cmd),
-            respond,
-            conversation=conversation_id,
-        )
+        redacted = await redact_app.redact_message(store, caller, conversation_id, cmd, keyed(request, data))
+        return answer_once(redacted, respond)
 
     @get(
         "/conversations/{conversation_id:str}/export",
@@ -278,14 +271,8 @@ class HistoryController(Controller):
         def respond(conversation: views.Conversation) -> tuple[int, Any, dict[str, str] | None]:
             return 201, conversation, {"Location": f"/v1/conversations/{conversation.id}"}
 
-        return await write_once(
-            request,
-            caller,
-            store,
-            Import(body),
-            lambda tx: transfer_app.import_conversation(tx, caller, body),
-            respond,
-        )
+        imported = await transfer_app.import_conversation(store, caller, body, keyed(request, Import(body)))
+        return answer_once(imported, respond)
 
 
 async def _server_sent(

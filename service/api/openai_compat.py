@@ -18,11 +18,10 @@ from service.api import schemas, sse
 from service.api.deps import REPLAYED, json_response, keyed
 from service.api.problems import openai_error, responses
 from service.api.turns import IDEMPOTENCY_KEY, TURN_ERRORS, stream_error, wait_settled
-from service.app import completions, opening
-from service.app import turns as turns_app
+from service.app import turn as turn_app
 from service.app import window as windows
 from service.app.caller import Caller
-from service.app.generation import CLIENT_LEFT, Generation, Generations, Settled
+from service.app.turn import CLIENT_LEFT, Replies, ReplyInFlight, Settled
 from service.domain import errors, views
 from service.store.events import Store
 from service.upstream import Registry
@@ -173,16 +172,16 @@ class OpenAICompatController(Controller):
         store: NamedDependency[Store],
         idempotency_key: Annotated[str | None, IDEMPOTENCY_KEY] = None,
     ) -> Response[ChatCompletion]:
-        generations: Generations = request.app.state.generations
+        generations: Replies = request.app.state.generations
         generations.ensure_open()
         registry: Registry = request.app.state.registry
-        begun = await completions.begin_chat(
+        begun = await turn_app.begin_chat(
             store, registry, caller, generations.owner, _chat(data),
             lambda plan: generations.start(caller, plan, relay=data.stream),
             keyed(request, data),
         )  # fmt: skip
         include_usage = data.stream_options is not None and data.stream_options.include_usage
-        if isinstance(begun, opening.Answered):
+        if isinstance(begun, turn_app.Answered):
             return _replayed(begun, stream=data.stream, include_usage=include_usage)
         generation = begun
         plan = generation.plan
@@ -204,22 +203,22 @@ class OpenAICompatController(Controller):
         responses=responses(errors.Unauthorized, 422),
     )
     async def models(self, request: Request[Any, Any, State], caller: NamedDependency[Caller]) -> ModelList:
-        listed = await completions.list_models(request.app.state.registry)
+        listed = await turn_app.list_models(request.app.state.registry)
         return ModelList(data=[Model(id=f"{p}/{m}", owned_by=p) for p, m in listed])
 
 
-def _chat(data: ChatCompletionRequest) -> completions.Chat:
+def _chat(data: ChatCompletionRequest) -> turn_app.Chat:
     if data.tools:
         raise errors.InvalidRequest("Tools are not supported.", parameter="tools")
     stop = [data.stop] if isinstance(data.stop, str) else data.stop
-    params = turns_app.Params(
+    params = turn_app.Params(
         temperature=data.temperature,
         max_tokens=data.max_completion_tokens or data.max_tokens,
         top_p=data.top_p,
         stop=stop or None,
         seed=data.seed,
     )
-    return completions.Chat(
+    return turn_app.Chat(
         messages=[_sent(i, m) for i, m in enumerate(data.messages)],
         model=data.model,
         conversation_id=data.conversation_id,
@@ -229,7 +228,7 @@ def _chat(data: ChatCompletionRequest) -> completions.Chat:
     )
 
 
-def _sent(index: int, message: InputMessage) -> completions.Sent:
+def _sent(index: int, message: InputMessage) -> turn_app.Sent:
     role = ROLES.get(message.role)
     if role is None:
         raise errors.InvalidRequest(
@@ -245,7 +244,7 @@ def _sent(index: int, message: InputMessage) -> completions.Sent:
         content = "".join(part.text or "" for part in content)
     if not content:
         raise errors.InvalidRequest(f"messages[{index}]: content is empty.", parameter=f"messages[{index}].content")
-    return completions.Sent(role, content)
+    return turn_app.Sent(role, content)
 
 
 def _completion(conversation_id: uuid.UUID, reply: views.Message, created: int) -> ChatCompletion:
@@ -263,7 +262,7 @@ def _completion(conversation_id: uuid.UUID, reply: views.Message, created: int) 
     )
 
 
-def _replayed(answered: opening.Answered, *, stream: bool, include_usage: bool) -> Response[Any]:
+def _replayed(answered: turn_app.Answered, *, stream: bool, include_usage: bool) -> Response[Any]:
     """A retry's answer: the stored completion, as JSON or, for a streamed request, as a stream of
     its chunks (the whole text in one), never a second call to the model."""
     reply = answered.reply
@@ -299,7 +298,7 @@ def _replayed(answered: opening.Answered, *, stream: bool, include_usage: bool) 
 
 
 async def _chunks(
-    request: Request[Any, Any, State], generation: Generation, created: int, include_usage: bool
+    request: Request[Any, Any, State], generation: ReplyInFlight, created: int, include_usage: bool
 ) -> AsyncIterator[bytes]:
     plan = generation.plan
 
@@ -361,7 +360,7 @@ def _usage(reply: views.Message) -> Usage | None:
     return Usage(g.prompt_tokens, g.completion_tokens, g.prompt_tokens + g.completion_tokens)
 
 
-def _completion_id(plan: turns_app.Plan) -> str:
+def _completion_id(plan: turn_app.Plan) -> str:
     return f"chatcmpl-{plan.reply_id.hex}"
 
 

@@ -19,10 +19,10 @@ from litestar.types import Receive
 from service.api import problems, schemas, sse
 from service.api.deps import REPLAYED, json_response, keyed
 from service.api.problems import responses
-from service.app import turns as turns_app
+from service.app import turn as turn_app
 from service.app import window as windows
 from service.app.caller import Caller
-from service.app.generation import CLIENT_LEFT, Generation, Generations, Settled
+from service.app.turn import CLIENT_LEFT, Replies, ReplyInFlight, Settled
 from service.config import Settings
 from service.domain import errors, views
 from service.store.events import Store
@@ -37,7 +37,7 @@ WINDOW_DOC = (
 )
 
 WindowField = Annotated[windows.Window, msgspec.Meta(description=WINDOW_DOC)]
-ParamsField = Annotated[turns_app.Params, msgspec.Meta(description=PARAMS_DOC)]
+ParamsField = Annotated[turn_app.Params, msgspec.Meta(description=PARAMS_DOC)]
 
 
 class TurnBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -49,7 +49,7 @@ class TurnBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     model: Name | None = None
     stream: bool = False
     window: WindowField = msgspec.field(default_factory=windows.FullWindow)
-    params: ParamsField = msgspec.field(default_factory=turns_app.Params)
+    params: ParamsField = msgspec.field(default_factory=turn_app.Params)
 
 
 class RegenerateBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -57,7 +57,7 @@ class RegenerateBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     model: Name | None = None
     stream: bool = False
     window: WindowField = msgspec.field(default_factory=windows.FullWindow)
-    params: ParamsField = msgspec.field(default_factory=turns_app.Params)
+    params: ParamsField = msgspec.field(default_factory=turn_app.Params)
 
 
 class TurnStarted(msgspec.Struct, kw_only=True):
@@ -95,7 +95,7 @@ def turns_lifespan(
         owned = registry is None
         app.state.registry = Registry.from_config(load_config()) if registry is None else registry
         app.state.keepalive = settings.sse_keepalive_seconds
-        generations = Generations(
+        generations = Replies(
             app.state.store, lease_seconds=settings.reply_lease_seconds, record_seconds=settings.reply_record_seconds
         )
         generations.start_maintenance()
@@ -183,22 +183,22 @@ class TurnController(Controller):
         store: NamedDependency[Store],
         idempotency_key: Annotated[str | None, IDEMPOTENCY_KEY] = None,
     ) -> Response[TurnResult]:
-        generations: Generations = request.app.state.generations
+        generations: Replies = request.app.state.generations
         generations.ensure_open()
-        new = turns_app.NewTurn(
+        new = turn_app.NewTurn(
             content=data.content,
             id=data.id,
             parent_message_id=data.parent_message_id,
             metadata=data.metadata,
-            reply=turns_app.ReplySpec(provider=data.provider, model=data.model, window=data.window, params=data.params),
-            keyed=keyed(request, data),
+            reply=turn_app.ReplySpec(provider=data.provider, model=data.model, window=data.window, params=data.params),
         )
         registry: Registry = request.app.state.registry
-        begun = await turns_app.begin_turn(
+        begun = await turn_app.begin_turn(
             store, registry, caller, generations.owner, conversation_id, new,
             lambda plan: generations.start(caller, plan, relay=data.stream),
+            keyed(request, data),
         )  # fmt: skip
-        if isinstance(begun, turns_app.Answered):
+        if isinstance(begun, turn_app.Answered):
             return _answered(begun, stream=data.stream)
         return await _respond(request, begun, stream=data.stream)
 
@@ -226,21 +226,21 @@ class TurnController(Controller):
         store: NamedDependency[Store],
         idempotency_key: Annotated[str | None, IDEMPOTENCY_KEY] = None,
     ) -> Response[TurnResult]:
-        generations: Generations = request.app.state.generations
+        generations: Replies = request.app.state.generations
         generations.ensure_open()
-        spec = turns_app.ReplySpec(provider=data.provider, model=data.model, window=data.window, params=data.params)
+        spec = turn_app.ReplySpec(provider=data.provider, model=data.model, window=data.window, params=data.params)
         registry: Registry = request.app.state.registry
-        begun = await turns_app.begin_regenerate(
+        begun = await turn_app.begin_regenerate(
             store, registry, caller, generations.owner, conversation_id, message_id, spec,
             lambda plan: generations.start(caller, plan, relay=data.stream),
             keyed(request, data),
         )  # fmt: skip
-        if isinstance(begun, turns_app.Answered):
+        if isinstance(begun, turn_app.Answered):
             return _answered(begun, stream=data.stream)
         return await _respond(request, begun, stream=data.stream)
 
 
-async def _respond(request: Request[Any, Any, State], generation: Generation, *, stream: bool) -> Response[Any]:
+async def _respond(request: Request[Any, Any, State], generation: ReplyInFlight, *, stream: bool) -> Response[Any]:
     plan = generation.plan
     started = TurnStarted(
         conversation_id=plan.conversation_id,
@@ -261,7 +261,7 @@ async def _respond(request: Request[Any, Any, State], generation: Generation, *,
     return json_response(result, 201, {"Location": _location(settled.reply)})
 
 
-def _answered(answered: turns_app.Answered, *, stream: bool) -> Response[Any]:
+def _answered(answered: turn_app.Answered, *, stream: bool) -> Response[Any]:
     reply = answered.reply
     generation = reply.generation
     started = TurnStarted(
@@ -282,7 +282,7 @@ def _answered(answered: turns_app.Answered, *, stream: bool) -> Response[Any]:
 
 
 async def _events(
-    request: Request[Any, Any, State], generation: Generation, started: TurnStarted
+    request: Request[Any, Any, State], generation: ReplyInFlight, started: TurnStarted
 ) -> AsyncIterator[bytes]:
     settled: Settled | None = None
     quiet: float = request.app.state.keepalive
@@ -309,7 +309,7 @@ async def _events(
         yield _sse("error", stream_error(request, settled.error, settled.reply))
 
 
-async def wait_settled(receive: Receive, generation: Generation) -> Settled:
+async def wait_settled(receive: Receive, generation: ReplyInFlight) -> Settled:
     """The generation's outcome, interrupting it if the client disconnects while it waits."""
     disconnected = asyncio.ensure_future(_disconnect(receive))
     try:
@@ -332,7 +332,7 @@ def stream_error(request: Request[Any, Any, State], error: BaseException, reply:
         status, slug, title = problems.classify(error)
         detail = error.detail
         context = {k: v for k, v in error.context.items() if v is not None} or None
-    else:  # logged where it happened (service.app.generation)
+    else:  # logged where it happened (service.app.turn.relay)
         status, slug, title = 500, "internal-error", "Internal server error"
         detail, context = "The reply could not be recorded; it has been logged under this request id.", None
     return StreamError(

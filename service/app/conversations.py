@@ -9,12 +9,11 @@ from typing import Any
 
 import msgspec
 
-from service.app import replay
-from service.app import writes
+from service.app import idempotency, replay, writes
 from service.app.caller import Caller
 from service.domain import tree, views
 from service.domain.errors import ConversationIdConflict, InvalidRequest
-from service.domain.events import MAX_SEQ, body_digest, seal
+from service.domain.events import MAX_SEQ, body_digest
 from service.store.events import Store, Tx
 
 
@@ -35,6 +34,18 @@ class Page(msgspec.Struct, frozen=True):
     next_cursor: str | None
 
 
+async def create_conversation(
+    store: Store, caller: Caller, new: NewConversation, keyed: idempotency.Keyed | None = None
+) -> Created | idempotency.Replayed:
+    """Create a conversation, once per Idempotency-Key (a retry gets the stored answer)."""
+    return await idempotency.run(store, caller, keyed, lambda tx: create(tx, caller, new), answer)
+
+
+def answer(created: Created) -> tuple[int, views.Conversation]:
+    """The answer kept under an Idempotency-Key: the conversation made, or the one a retry found."""
+    return idempotency.creation(created.created, created.conversation)
+
+
 async def create(tx: Tx, caller: Caller, new: NewConversation) -> Created:
     conversation_id = new.id or uuid.uuid4()
     cmd = tree.CreateConversation(
@@ -47,18 +58,16 @@ async def create(tx: Tx, caller: Caller, new: NewConversation) -> Created:
         system_digest_key=writes.new_digest_key() if new.system is not None else None,
     )
     events = tree.create_conversation(cmd)
-    now, seqs = await tx.begin_create(caller.tenant, conversation_id, len(events))
+    w = await writes.lock_new(tx, caller, conversation_id, len(events))
     if new.id is not None:
         found = await tx.get_conversation(caller.tenant, conversation_id)
         if found is not None:
             await _check_same(tx, found[0], found[1], new)
             return Created(found[0], created=False)
-    envelopes = writes.envelopes(caller, conversation_id, cmd.family_id, now, seqs)
-    sealed = seal(tree.initial_state(cmd).last_hash, envelopes, events)
-    state = tree.chained(tree.created_state(cmd, events), sealed)
     bodies = {cmd.system_message_id: new.system} if new.system is not None else {}
-    await tx.insert_conversation(caller.tenant, state, sealed, bodies, new.title, new.metadata)  # type: ignore[arg-type]
-    return Created(new_summary(state, new.title, new.metadata, now), created=True)
+    decision = tree.Decision(events, tree.created_state(cmd, events))
+    state = await w.create(decision, bodies, new.title, new.metadata)  # type: ignore[arg-type]
+    return Created(new_summary(state, new.title, new.metadata, w.now), created=True)
 
 
 def new_summary(

@@ -7,19 +7,30 @@ from typing import Any
 
 import msgspec
 
-from service.app import writes
+from service.app import idempotency, writes
 from service.app.caller import Caller
-from service.app.conversations import Created, new_summary
+from service.app.conversations import Created, answer, new_summary
 from service.domain import tree, views
 from service.domain.errors import ConversationIdConflict, ConversationNotFound
-from service.domain.events import GENESIS_HASH, seal
-from service.store.events import Tx
+from service.store.events import Store, Tx
 
 
 class NewFork(msgspec.Struct, frozen=True, kw_only=True):
     id: uuid.UUID | None = None
     title: str | None = None
     metadata: dict[str, Any] = {}
+
+
+async def fork_conversation(
+    store: Store,
+    caller: Caller,
+    source_id: uuid.UUID,
+    message_id: uuid.UUID,
+    new: NewFork,
+    keyed: idempotency.Keyed | None = None,
+) -> Created | idempotency.Replayed:
+    """Fork, once per Idempotency-Key (a retry gets the stored answer)."""
+    return await idempotency.run(store, caller, keyed, lambda tx: fork(tx, caller, source_id, message_id, new), answer)
 
 
 async def fork(tx: Tx, caller: Caller, source_id: uuid.UUID, message_id: uuid.UUID, new: NewFork) -> Created:
@@ -31,7 +42,7 @@ async def fork(tx: Tx, caller: Caller, source_id: uuid.UUID, message_id: uuid.UU
     needs no lock on it.
     """
     fork_id = new.id or uuid.uuid4()
-    now, seqs = await tx.begin_create(caller.tenant, fork_id, 1)
+    w = await writes.lock_new(tx, caller, fork_id, 1)
     if new.id is not None:
         found = await tx.get_conversation(caller.tenant, fork_id)
         if found is not None:
@@ -51,11 +62,9 @@ async def fork(tx: Tx, caller: Caller, source_id: uuid.UUID, message_id: uuid.UU
         metadata=new.metadata,
     )
     decision = tree.decide_fork(cmd, nodes.get(message_id))
-    sealed = seal(GENESIS_HASH, writes.envelopes(caller, fork_id, cmd.family_id, now, seqs), decision.events)
-    state = tree.chained(decision.state, sealed)
     forked_from = views.ForkedFrom(conversation_id=source_id, message_id=message_id)
-    await tx.insert_conversation(caller.tenant, state, sealed, {}, new.title, new.metadata, forked_from)
-    return Created(new_summary(state, new.title, new.metadata, now, forked_from), created=True)
+    state = await w.create(decision, {}, new.title, new.metadata, forked_from)
+    return Created(new_summary(state, new.title, new.metadata, w.now, forked_from), created=True)
 
 
 def _check_same(found: views.Conversation, source_id: uuid.UUID, message_id: uuid.UUID, new: NewFork) -> None:

@@ -1,18 +1,19 @@
 """Idempotency-Key: a retried request gets the original outcome, and its work is done once.
 
-One claim serves every door. A write done in one transaction (create, append, fork, redact,
-import) stores its response with the key in that transaction (`run`). A turn (a turn, a
+One claim serves every door (`claimed`). A write done in one transaction (create, append, fork,
+redact, import) stores its response with the key in that transaction (`run`). A turn (a turn, a
 regeneration, a chat completion) cannot: its reply is written later, by another transaction; its
 key records instead the reply it launched (`Launched`), and a retry is answered from the log
-(service/app/turns.py, `again`).
+(service/app/turn/begin.py, `again`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -52,11 +53,43 @@ def fingerprint(method: str, path: str, body: bytes) -> bytes:
     return hashlib.sha256(b"\0".join([method.encode(), path.encode(), body])).digest()
 
 
-async def claim(tx: Tx, caller: Caller, keyed: Keyed) -> Replayed | Launched | None:
-    """Claim the key for this request in `tx`. None: the request is the key's to carry out; the
-    claim holds until `tx` ends, so a duplicate arriving meanwhile waits for it. Otherwise what
-    the request that first used the key came to (its row stays locked until `tx` ends, so that
-    concurrent retries act on it one at a time). The same key with another request: 422."""
+class Claim:
+    """A request's hold on its Idempotency-Key in the transaction it writes in (with no key, a
+    hold on nothing). `found`: None, the request is the key's to carry out, and the claim holds
+    until the transaction ends, so a duplicate arriving meanwhile waits for it; otherwise what the
+    request that first used the key came to (its row stays locked until the transaction ends, so
+    that concurrent retries act on it one at a time). The same key with another request: 422."""
+
+    def __init__(self, tx: Tx, caller: Caller, keyed: Keyed | None, found: Replayed | Launched | None) -> None:
+        self.tx = tx
+        self.found = found
+        self._caller = caller
+        self._keyed = keyed
+
+    async def answered(self, status: int, body: bytes) -> None:
+        """Record, in the claim's transaction, the response the request is answered with."""
+        if self._keyed is not None:
+            await self.tx.complete_idempotency_key(self._caller.tenant, self._keyed.key, status, body)
+
+    async def launched(self, turn: Launched) -> None:
+        """Record, with the turn (in its transaction), the reply the request launched."""
+        if self._keyed is not None:
+            await self.tx.launch_idempotency_key(
+                self._caller.tenant, self._keyed.key, turn.conversation_id, turn.user_message_id, turn.reply_id
+            )
+
+
+@asynccontextmanager
+async def claimed(
+    store: Store, caller: Caller, keyed: Keyed | None, conversation: uuid.UUID | None = None
+) -> AsyncIterator[Claim]:
+    """A transaction with the request's key claimed in it. `conversation`: the existing one the
+    request locks, so that this process's writers queue for it without holding a connection."""
+    async with store.transaction(None if conversation is None else (caller.tenant, conversation)) as tx:
+        yield Claim(tx, caller, keyed, None if keyed is None else await _claim(tx, caller, keyed))
+
+
+async def _claim(tx: Tx, caller: Caller, keyed: Keyed) -> Replayed | Launched | None:
     if not 0 < len(keyed.key) <= MAX_KEY_LENGTH:
         raise InvalidRequest(f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters.")
     if await tx.claim_idempotency_key(caller.tenant, keyed.key, keyed.fingerprint):
@@ -74,13 +107,6 @@ async def claim(tx: Tx, caller: Caller, keyed: Keyed) -> Replayed | Launched | N
     return None
 
 
-async def launched(tx: Tx, caller: Caller, keyed: Keyed, turn: Launched) -> None:
-    """Record, with the turn (in its transaction), the reply a claimed key launched."""
-    await tx.launch_idempotency_key(
-        caller.tenant, keyed.key, turn.conversation_id, turn.user_message_id, turn.reply_id
-    )
-
-
 def derived_id(caller: Caller, keyed: Keyed) -> uuid.UUID:
     """An id the same tenant and key always name: a keyed turn's user message."""
     return uuid.uuid5(_KEY_IDS, f"{caller.tenant}\n{keyed.key}")
@@ -94,25 +120,25 @@ async def run(
     caller: Caller,
     keyed: Keyed | None,
     operation: Callable[[Tx], Awaitable[T]],
-    encode: Callable[[T], tuple[int, bytes]],
-    without_key: Callable[[], Awaitable[T]] | None = None,
+    answer: Callable[[T], tuple[int, Any]],
     conversation: uuid.UUID | None = None,
 ) -> T | Replayed:
-    """Run `operation` in one transaction, recording its response under the key in that same
-    transaction: a crash leaves either both or neither. A retry that arrives while the original
-    is in flight waits for it (the key's row is locked), then replays its response. With no key,
-    `without_key`, if given, does the write its own way (nothing is recorded then). `conversation`:
-    the one `operation` locks, so that this process's writers queue for it without a connection."""
-    if keyed is None and without_key is not None:
-        return await without_key()
-    async with store.transaction(None if conversation is None else (caller.tenant, conversation)) as tx:
+    """Run `operation` in one transaction, recording the response it is answered with (`answer`:
+    its status and body) under the key in that same transaction: a crash leaves either both or
+    neither. A retry that arrives while the original is in flight waits for it (the key's row is
+    locked), then replays its response. `conversation`: the existing one `operation` locks."""
+    async with claimed(store, caller, keyed, conversation) as claim:
+        if isinstance(claim.found, Replayed):
+            return claim.found
+        assert claim.found is None, "a key's fingerprint names its route: only turns launch replies"
+        result = await operation(claim.tx)
         if keyed is not None:
-            found = await claim(tx, caller, keyed)
-            if isinstance(found, Replayed):
-                return found
-            assert found is None, "a key's fingerprint names its route: only turns launch replies"
-        result = await operation(tx)
-        if keyed is not None:
-            status, body = encode(result)
-            await tx.complete_idempotency_key(caller.tenant, keyed.key, status, body)
+            status, body = answer(result)
+            await claim.answered(status, msgspec.json.encode(body))
         return result
+
+
+def creation(created: bool, body: Any) -> tuple[int, Any]:
+    """The answer to a creating request: 201 with what it made, or 200 with what a retry naming
+    the same id found."""
+    return (201 if created else 200), body

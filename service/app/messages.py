@@ -9,8 +9,9 @@ from typing import Any
 
 import msgspec
 
+from service.app import idempotency, writes
 from service.app.caller import Caller
-from service.app.writes import new_digest_key, numbered, seal_on_known, write_events
+from service.app.writes import new_digest_key, numbered, seal_on_known
 from service.domain import tree, views
 from service.domain.errors import ConversationNotFound, ConvtreeError, MessageNotFound, ParentStillGenerating
 from service.domain.events import Role, Sealed
@@ -237,6 +238,28 @@ def _settle(future: asyncio.Future[Appended], outcome: Appended | BaseException)
         future.set_result(outcome)
 
 
+async def append_message(
+    store: Store,
+    group: AppendGroup,
+    caller: Caller,
+    conversation_id: uuid.UUID,
+    new: NewMessage,
+    keyed: idempotency.Keyed | None = None,
+) -> Appended | idempotency.Replayed:
+    """Append a message: without an Idempotency-Key, with the appends grouped into shared
+    statements where they can be (AppendGroup); with one, under the lock, once per key."""
+    if keyed is None:
+        return await group.append(caller, conversation_id, new)
+    return await idempotency.run(
+        store,
+        caller,
+        keyed,
+        lambda tx: append(tx, caller, conversation_id, new),
+        lambda a: idempotency.creation(a.created, a.message),
+        conversation_id,
+    )
+
+
 async def append(tx: Tx, caller: Caller, conversation_id: uuid.UUID, new: NewMessage) -> Appended:
     """Append under the conversation's lock, in the caller's transaction."""
     appended, _ = await _append_locked(tx, caller, conversation_id, new)
@@ -249,10 +272,8 @@ async def _append_locked(
     # One round trip: lock the conversation, draw a number, and read the parent (given, or the
     # head) and any message already carrying the client's id.
     given = [i for i in (new.parent_message_id, new.id) if i is not None]
-    begun = await tx.begin_append(caller.tenant, conversation_id, 1, given, new.parent_message_id is None)
-    if begun is None:
-        raise ConversationNotFound(conversation_id=str(conversation_id))
-    state, now, seqs, nodes = begun
+    w = await writes.lock(tx, caller, conversation_id, 1, given, with_head=new.parent_message_id is None)
+    state, nodes = w.state, w.nodes
     cmd = _command(new)
     parent_ref = cmd.parent_id if cmd.parent_id is not None else state.head_id
     parent = nodes.get(parent_ref) if parent_ref is not None else None
@@ -264,9 +285,9 @@ async def _append_locked(
         message = await tx.get_message(tree.scope(state), decision.node.message_id)
         assert message is not None
         return Appended(message, created=False), None
-    sealed = await write_events(tx, caller, state, decision, now, seqs, {cmd.message_id: cmd.content})
-    known = _known_after(tree.chained(decision.state, sealed), cmd, decision, now)
-    return Appended(_appended_view(cmd, decision, sealed[0], now), created=True), known
+    sealed = await w.write(decision, {cmd.message_id: cmd.content})
+    known = _known_after(w.after, cmd, decision, w.now)
+    return Appended(_appended_view(cmd, decision, sealed[0], w.now), created=True), known
 
 
 def _command(new: NewMessage) -> tree.AppendMessage:
@@ -309,14 +330,9 @@ async def move_head(
     store: Store, caller: Caller, conversation_id: uuid.UUID, message_id: uuid.UUID
 ) -> views.Conversation:
     async with store.transaction((caller.tenant, conversation_id)) as tx:
-        begun = await tx.begin_write(caller.tenant, conversation_id, 1)
-        if begun is None:
-            raise ConversationNotFound(conversation_id=str(conversation_id))
-        state, now, seqs = begun
-        nodes = await tx.find_nodes(tree.scope(state), [message_id])
-        decision = tree.decide_move_head(state, nodes.get(message_id), message_id)
-        if decision.events:
-            await write_events(tx, caller, state, decision, now, seqs, {})
+        w = await writes.lock(tx, caller, conversation_id)
+        nodes = await tx.find_nodes(w.scope, [message_id])
+        await w.write(tree.decide_move_head(w.state, nodes.get(message_id), message_id))
         found = await tx.get_conversation(caller.tenant, conversation_id)
     assert found is not None
     return found[0]

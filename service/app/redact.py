@@ -6,13 +6,13 @@ import uuid
 
 import msgspec
 
+from service.app import idempotency, writes
 from service.app.caller import Caller
-from service.app.writes import write_events
-from service.domain import tree, views
-from service.domain.errors import ConversationNotFound, InheritedMessage
+from service.domain import views
+from service.domain.errors import InheritedMessage
 from service.domain.redaction import RedactMessage, decide_redact, scrub
 from service.store import history
-from service.store.events import Tx
+from service.store.events import Store, Tx
 
 
 class Redacted(msgspec.Struct, frozen=True):
@@ -20,14 +20,25 @@ class Redacted(msgspec.Struct, frozen=True):
     created: bool  # False: the message was already redacted (and erased, if erasure was asked)
 
 
+async def redact_message(
+    store: Store, caller: Caller, conversation_id: uuid.UUID, cmd: RedactMessage, keyed: idempotency.Keyed | None = None
+) -> Redacted | idempotency.Replayed:
+    """Redact, once per Idempotency-Key (a retry gets the stored answer)."""
+    return await idempotency.run(
+        store,
+        caller,
+        keyed,
+        lambda tx: redact(tx, caller, conversation_id, cmd),
+        lambda r: idempotency.creation(r.created, r.message),
+        conversation_id,
+    )
+
+
 async def redact(tx: Tx, caller: Caller, conversation_id: uuid.UUID, cmd: RedactMessage) -> Redacted:
     """Append `message_redacted` through the normal write path; with `erase`, delete the body in the
     same transaction (the bodies trigger allows it only now that the event exists)."""
-    begun = await tx.begin_write(caller.tenant, conversation_id, 1)
-    if begun is None:
-        raise ConversationNotFound(conversation_id=str(conversation_id))
-    state, now, seqs = begun
-    scope = tree.scope(state)
+    w = await writes.lock(tx, caller, conversation_id)
+    state, now, scope = w.state, w.now, w.scope
     target = (await tx.find_nodes(scope, [cmd.message_id])).get(cmd.message_id)
     if target is not None and not target.visible:
         target = None  # another conversation's of the same family: not this one's to name
@@ -45,7 +56,7 @@ async def redact(tx: Tx, caller: Caller, conversation_id: uuid.UUID, cmd: Redact
     decision = decide_redact(state, target, current, cmd)
     if decision.events:
         content = await history.find_body(tx, state.family_id, cmd.message_id)
-        await write_events(tx, caller, state, decision, now, seqs, {})
+        await w.write(decision)
         if cmd.erase:
             await history.erase_body(tx, state.family_id, cmd.message_id)
         redaction = views.Redaction(at=now, by=caller.actor, reason=cmd.reason, erased=cmd.erase)

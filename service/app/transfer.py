@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 
 import msgspec
 
+from service.app import idempotency, writes
 from service.app.caller import Caller
 from service.domain import views
 from service.domain.errors import (
@@ -20,7 +21,7 @@ from service.domain.errors import (
     ForkSourceMissing,
 )
 from service.domain.history import export_line
-from service.domain.transfer import check_inherited, parse_export, plan_import, reseal
+from service.domain.transfer import check_inherited, parse_export, plan_import
 from service.store import history
 from service.store.events import Store, Tx
 
@@ -56,12 +57,21 @@ async def _lines(store: Store, family_id: uuid.UUID, conversation_id: uuid.UUID)
         after = page[-1][0].envelope.seq
 
 
-async def import_conversation(tx: Tx, caller: Caller, raw: bytes) -> views.Conversation:
+async def import_conversation(
+    store: Store, caller: Caller, raw: bytes, keyed: idempotency.Keyed | None = None
+) -> views.Conversation | idempotency.Replayed:
+    """Import, once per Idempotency-Key (a retry gets the stored answer)."""
+    return await idempotency.run(
+        store, caller, keyed, lambda tx: _import(tx, caller, raw), lambda c: idempotency.creation(True, c)
+    )
+
+
+async def _import(tx: Tx, caller: Caller, raw: bytes) -> views.Conversation:
     """Verify the whole file first; only then create the conversation, with its ids, under the
     caller's tenant. Its events are sealed again here and come out with the hashes they had."""
     plan = plan_import(parse_export(raw))
-    # The time begin_create reads is not used: imported events keep the times they were written at.
-    _, seqs = await tx.begin_create(caller.tenant, plan.conversation_id, len(plan.lines))
+    # The time the lock reads is not used: imported events keep the times they were written at.
+    w = await writes.lock_new(tx, caller, plan.conversation_id, len(plan.lines))
     if await tx.get_conversation(caller.tenant, plan.conversation_id) is not None:
         raise ConversationIdConflict(
             "A conversation with this id already exists.", conversation_id=str(plan.conversation_id)
@@ -82,9 +92,7 @@ async def import_conversation(tx: Tx, caller: Caller, raw: bytes) -> views.Conve
                 source_message_id=str(plan.fork.source_message_id),
             )
         check_inherited(plan, path)
-    sealed = reseal(plan, caller.tenant, family_id, seqs)
-    head = await history.import_conversation(tx, caller.tenant, sealed, plan.bodies)
-    assert sealed[-1].hash == plan.head_hash and head == plan.head_hash, "re-sealing changed the chain"
+    await w.imported(plan, family_id)
     found = await tx.get_conversation(caller.tenant, plan.conversation_id)
     assert found is not None
     return found[0]

@@ -1,16 +1,33 @@
-"""Writing decided events: each gets its envelope, takes its link in the chain, and is stored."""
+"""The write pipeline: lock a conversation, decide on the state the lock found, seal the decided
+events after its chain, and store them. Every use case that writes goes through here, so that
+envelopes, sealing and the state a write leaves are made in one place.
+
+    w = await writes.lock(tx, caller, conversation_id)       # an existing conversation
+    decision = tree.decide_...(w.state, ...)
+    await w.write(decision, bodies)
+
+    n = await writes.lock_new(tx, caller, conversation_id, count)   # a conversation being created
+    await n.create(decision, bodies, title, metadata)
+
+The grouped append (service/app/messages.py, AppendGroup) decides on a state remembered rather
+than locked; `seal_on_known` and `numbered` seal and number its writes the same way.
+"""
 
 from __future__ import annotations
 
 import secrets
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 import msgspec
 
 from service.app.caller import Caller
-from service.domain import tree
-from service.domain.events import DIGEST_KEY_BYTES, Envelope, Event, Sealed, seal
+from service.domain import transfer, tree, views
+from service.domain.errors import ConversationNotFound
+from service.domain.events import DIGEST_KEY_BYTES, GENESIS_HASH, Envelope, Event, Sealed, seal
+from service.store import history
 from service.store.events import KnownStateWrite, Tx
 
 # The number an event is sealed with when the statement that stores it draws its number: the hash
@@ -24,11 +41,167 @@ def new_digest_key() -> bytes:
     return secrets.token_bytes(DIGEST_KEY_BYTES)
 
 
-def envelopes(
-    caller: Caller, conversation_id: uuid.UUID, family_id: uuid.UUID, now: datetime, seqs: list[int]
-) -> list[Envelope]:
-    """Where each new event stands: its sequence number, who caused it and when."""
-    return [
+class Locked:
+    """A conversation locked for a write in the caller's transaction: its state as the lock found
+    it, the database's time, the numbers drawn for its new events, and the messages read with the
+    lock. `after` is the state the last write left (the state found, until one is made)."""
+
+    def __init__(
+        self,
+        tx: Tx,
+        caller: Caller,
+        state: tree.ConversationState,
+        now: datetime,
+        seqs: list[int],
+        nodes: dict[uuid.UUID, tree.Node],
+    ) -> None:
+        self.tx = tx
+        self.caller = caller
+        self.state = state
+        self.now = now
+        self.seqs = seqs
+        self.nodes = nodes
+        self.after = state
+
+    @property
+    def scope(self) -> tree.Scope:
+        return tree.scope(self.state)
+
+    async def write(self, decision: tree.Decision, bodies: dict[uuid.UUID, str] | None = None) -> list[Sealed]:
+        """Seal the decision's events after the conversation's chain and store them, their bodies
+        and the conversation's new summary. A decision without events writes nothing."""
+        if not decision.events:
+            return []
+        sealed = self._sealed(decision)
+        await self.tx.append_events(self.caller.tenant, self.after, sealed, bodies or {})
+        return sealed
+
+    async def write_turn(
+        self,
+        decision: tree.Decision,
+        bodies: dict[uuid.UUID, str],
+        reply: tuple[uuid.UUID, uuid.UUID, str, str],
+        owner: uuid.UUID,
+        lease_seconds: float,
+        around: uuid.UUID | None,
+    ) -> list[tuple[uuid.UUID, uuid.UUID]]:
+        """`write`, and the turn's reply registered as pending in the same round trip (see
+        Tx.append_turn); returns the replies already pending `around` the new message's parent."""
+        sealed = self._sealed(decision)
+        return await self.tx.append_turn(
+            self.caller.tenant, self.after, sealed, bodies, reply, owner, lease_seconds, around
+        )
+
+    def _sealed(self, decision: tree.Decision) -> list[Sealed]:
+        events: list[Event] = decision.events
+        state = self.after
+        ids = state.conversation_id, state.family_id
+        sealed = _seal(self.caller, state.last_hash, *ids, self.now, self.seqs[: len(events)], events)
+        self.after = tree.chained(_evolved(state, decision), sealed)
+        return sealed
+
+
+async def lock(
+    tx: Tx,
+    caller: Caller,
+    conversation_id: uuid.UUID,
+    count: int = 1,
+    ids: Sequence[uuid.UUID] = (),
+    *,
+    with_head: bool = False,
+) -> Locked:
+    """Lock the conversation for a write and draw `count` numbers for its new events; with `ids`
+    or `with_head`, read those messages (and the head) under the lock in the same round trip.
+    A conversation the caller's tenant does not have: ConversationNotFound."""
+    if ids or with_head:
+        begun = await tx.begin_append(caller.tenant, conversation_id, count, ids, with_head)
+        if begun is not None:
+            state, now, seqs, nodes = begun
+            return Locked(tx, caller, state, now, seqs, nodes)
+    else:
+        found = await tx.begin_write(caller.tenant, conversation_id, count)
+        if found is not None:
+            state, now, seqs = found
+            return Locked(tx, caller, state, now, seqs, {})
+    raise ConversationNotFound(conversation_id=str(conversation_id))
+
+
+class LockedNew:
+    """A new conversation's id locked for its creation, with the numbers drawn for its events."""
+
+    def __init__(self, tx: Tx, caller: Caller, conversation_id: uuid.UUID, now: datetime, seqs: list[int]) -> None:
+        self.tx = tx
+        self.caller = caller
+        self.conversation_id = conversation_id
+        self.now = now
+        self.seqs = seqs
+
+    async def create(
+        self,
+        decision: tree.Decision,
+        bodies: dict[uuid.UUID, str],
+        title: str | None,
+        metadata: dict[str, Any],
+        forked_from: views.ForkedFrom | None = None,
+    ) -> tree.ConversationState:
+        """Seal the decision's events as the new conversation's first and store them with its
+        summary; returns the state they leave."""
+        events: list[Event] = decision.events
+        formed = _evolved(None, decision)
+        ids = formed.conversation_id, formed.family_id
+        sealed = _seal(self.caller, GENESIS_HASH, *ids, self.now, self.seqs[: len(events)], events)
+        state = tree.chained(formed, sealed)
+        await self.tx.insert_conversation(self.caller.tenant, state, sealed, bodies, title, metadata, forked_from)
+        return state
+
+    async def imported(self, plan: transfer.ImportPlan, family_id: uuid.UUID) -> None:
+        """Store an exported conversation's events as they were written (their times, actors and
+        hashes: sealed again, they come out the same), as the new conversation's, in `family_id`."""
+        sealed = transfer.reseal(plan, self.caller.tenant, family_id, self.seqs)
+        head = await history.import_conversation(self.tx, self.caller.tenant, sealed, plan.bodies)
+        assert sealed[-1].hash == plan.head_hash and head == plan.head_hash, "re-sealing changed the chain"
+
+
+async def lock_new(tx: Tx, caller: Caller, conversation_id: uuid.UUID, count: int) -> LockedNew:
+    """Lock a new conversation's id for its creation and draw `count` numbers for its events."""
+    now, seqs = await tx.begin_create(caller.tenant, conversation_id, count)
+    return LockedNew(tx, caller, conversation_id, now, seqs)
+
+
+def seal_on_known(
+    caller: Caller, known: tree.ConversationState, decision: tree.Decision, now: datetime, content: str
+) -> KnownStateWrite:
+    """Seal a decision's one message event after the chain of `known` (a state remembered, not
+    read under a lock), ready for Tx.append_messages_if_unchanged, which numbers it."""
+    ids = known.conversation_id, known.family_id
+    (sealed,) = _seal(caller, known.last_hash, *ids, now, [UNNUMBERED], decision.events)
+    return KnownStateWrite(caller.tenant, known.last_seq, _evolved(known, decision), sealed, content)
+
+
+def numbered(write: KnownStateWrite, seq: int) -> tuple[Sealed, tree.ConversationState]:
+    """A written event with the number it was stored under, and the state it left."""
+    envelope = msgspec.structs.replace(write.sealed.envelope, seq=seq)
+    sealed = msgspec.structs.replace(write.sealed, envelope=envelope)
+    return sealed, tree.chained(write.state, [sealed])
+
+
+def _evolved(before: tree.ConversationState | None, decision: tree.Decision) -> tree.ConversationState:
+    """The state a decision's events leave `before` (None: a conversation they create), before
+    they take their place in the chain (tree.chained)."""
+    return decision.state
+
+
+def _seal(
+    caller: Caller,
+    previous_hash: bytes,
+    conversation_id: uuid.UUID,
+    family_id: uuid.UUID,
+    now: datetime,
+    seqs: list[int],
+    events: list[Event],
+) -> list[Sealed]:
+    """Each event in its envelope (its number, who caused it and when), hashed after the last."""
+    envelopes = [
         Envelope(
             seq=seq,
             tenant=caller.tenant,
@@ -40,40 +213,4 @@ def envelopes(
         )
         for seq in seqs
     ]
-
-
-async def write_events(
-    tx: Tx,
-    caller: Caller,
-    state: tree.ConversationState,
-    decision: tree.Decision,
-    now: datetime,
-    seqs: list[int],
-    bodies: dict[uuid.UUID, str],
-) -> list[Sealed]:
-    """Seal a decision's events after the conversation's chain and store them with its new state."""
-    events: list[Event] = decision.events
-    sealed = seal(
-        state.last_hash,
-        envelopes(caller, state.conversation_id, state.family_id, now, seqs[: len(events)]),
-        events,
-    )
-    await tx.append_events(caller.tenant, tree.chained(decision.state, sealed), sealed, bodies)
-    return sealed
-
-
-def seal_on_known(
-    caller: Caller, known: tree.ConversationState, decision: tree.Decision, now: datetime, content: str
-) -> KnownStateWrite:
-    """Seal a decision's one message event after the chain of `known` (a state remembered, not
-    read under a lock), ready for Tx.append_messages_if_unchanged, which numbers it."""
-    (envelope,) = envelopes(caller, known.conversation_id, known.family_id, now, [UNNUMBERED])
-    (sealed,) = seal(known.last_hash, [envelope], decision.events)
-    return KnownStateWrite(caller.tenant, known.last_seq, decision.state, sealed, content)
-
-
-def numbered(write: KnownStateWrite, seq: int) -> tuple[Sealed, tree.ConversationState]:
-    """A written event with the number it was stored under, and the state it left."""
-    envelope = msgspec.structs.replace(write.sealed.envelope, seq=seq)
-    sealed = msgspec.structs.replace(write.sealed, envelope=envelope)
-    return sealed, tree.chained(write.state, [sealed])
+    return seal(previous_hash, envelopes, events)

@@ -41,7 +41,7 @@ RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
 # making us buffer megabytes of HTML.
 MAX_ERROR_BODY = 16 * 1024
 # The longest line of a streamed body that is read (and the largest whole body, such as a model
-# list): room for a chunk of a whole reply's worth of text (service.app.generation caps replies
+# list): room for a chunk of a whole reply's worth of text (service.app.turn.relay caps replies
 # at 1,000,000 characters) in any JSON escaping but the most wasteful, and no more, whatever the
 # server sends.
 MAX_LINE_BYTES = 8 * 1024 * 1024

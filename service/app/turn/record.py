@@ -10,11 +10,10 @@ from dataclasses import dataclass
 
 import msgspec
 
+from service.app import writes
 from service.app.caller import Caller
-from service.app.opening import Plan
-from service.app.turns import message_view
-from service.app.writes import new_digest_key, write_events
-from service.domain import tree, views
+from service.app.turn.plan import Plan, message_view
+from service.domain import views
 from service.domain import turns as rules
 from service.domain.errors import ConvtreeError, ReplyAbandoned
 from service.domain.events import Generation, Interruption, MessageAppended, TurnFailed
@@ -33,7 +32,7 @@ class Outcome:
     interruption: Interruption | None  # the reply was cut short (by us, the client, or the error)
     latency_ms: float
     first_token_ms: float | None
-    truncated: bool = False  # the reply reached the cap (generation.MAX_REPLY_CHARS) and was cut there
+    truncated: bool = False  # the reply reached the cap (relay.MAX_REPLY_CHARS) and was cut there
 
     @property
     def complete(self) -> bool:
@@ -62,12 +61,10 @@ async def record_outcome(
     `again`: an earlier attempt failed with the database unreachable, perhaps while its COMMIT was
     on its way, so the pending row may be gone because that attempt was recorded after all."""
     async with store.transaction() as tx:
-        begun = await tx.begin_write(caller.tenant, plan.conversation_id, 1)
-        assert begun is not None, "conversations are never removed"
-        state, now, seqs = begun
+        w = await writes.lock(tx, caller, plan.conversation_id)  # conversations are never removed
         if not await pending.finish(tx, plan.family_id, plan.reply_id, owner):
             if again:
-                stored = await tx.get_message(tree.scope(state), plan.reply_id)
+                stored = await tx.get_message(w.scope, plan.reply_id)
                 if stored is not None:
                     return stored
                 if not outcome.text:
@@ -75,15 +72,15 @@ async def record_outcome(
             raise ReplyAbandoned(reply_id=str(plan.reply_id))
         user_id = plan.user_message.id
         if outcome.complete or outcome.text:
-            user = (await tx.find_nodes(tree.scope(state), [user_id])).get(user_id)
+            user = (await tx.find_nodes(w.scope, [user_id])).get(user_id)
             generation = _generation(plan, outcome)
             decision = rules.decide_reply(
-                state, user, user_id, plan.reply_id, outcome.text, generation, new_digest_key()
+                w.state, user, user_id, plan.reply_id, outcome.text, generation, writes.new_digest_key()
             )
-            sealed = await write_events(tx, caller, state, decision, now, seqs, {plan.reply_id: outcome.text})
+            sealed = await w.write(decision, {plan.reply_id: outcome.text})
             event = decision.events[0]
             assert isinstance(event, MessageAppended)
-            return message_view(event, outcome.text, plan.conversation_id, sealed[0].envelope.seq, now)
+            return message_view(event, outcome.text, plan.conversation_id, sealed[0].envelope.seq, w.now)
         kind, detail = failure_of(outcome)
         failure = TurnFailed(
             reply_id=plan.reply_id,
@@ -93,7 +90,7 @@ async def record_outcome(
             error=kind,
             detail=detail,
         )
-        await write_events(tx, caller, state, rules.decide_failure(state, failure), now, seqs, {})
+        await w.write(rules.decide_failure(w.state, failure))
         return None
 
 
@@ -109,13 +106,11 @@ async def close_expired(store: Store, batch: int = 100) -> int:
 
 
 async def _close_out(store: Store, row: pending.PendingReply) -> int:
+    sweeper = Caller(tenant=row.tenant, actor=row.actor, request_id=row.request_id)
     async with store.transaction() as tx:
-        begun = await tx.begin_write(row.tenant, row.conversation_id, 1)
+        w = await writes.lock(tx, sweeper, row.conversation_id)  # conversations are never removed
         if not await pending.expire(tx, row.family_id, row.reply_id):
             return 0  # its owner finished it after all, or another process closed it out
-        if begun is None:  # cannot happen (conversations are never removed): drop the row all the same
-            return 0
-        state, now, seqs = begun
         failure = TurnFailed(
             reply_id=row.reply_id,
             user_message_id=row.user_message_id,
@@ -124,8 +119,7 @@ async def _close_out(store: Store, row: pending.PendingReply) -> int:
             error="abandoned",
             detail="The server generating this reply stopped before it finished.",
         )
-        sweeper = Caller(tenant=row.tenant, actor=row.actor, request_id=row.request_id)
-        await write_events(tx, sweeper, state, rules.decide_failure(state, failure), now, seqs, {})
+        await w.write(rules.decide_failure(w.state, failure))
         return 1
 
 

@@ -1,6 +1,6 @@
-"""The transaction recording a turn, and the model call launched from inside it (service/app/turns.py
-has the use cases): the call starts as soon as the context is known and counts once the
-transaction commits; nothing of the turn reaches its client before (generation.Generation).
+"""The transaction recording a turn, and the model call launched from inside it (begin.py has the
+use cases): the call starts as soon as the context is known and counts once the transaction
+commits; nothing of the turn reaches its client before (relay.ReplyInFlight).
 """
 
 from __future__ import annotations
@@ -9,105 +9,22 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Annotated, Any, Generic, Protocol, TypeVar
-
-import msgspec
+from typing import Any, Generic
 
 from service.app import idempotency
 from service.app import window as windows
 from service.app import writes
 from service.app.caller import Caller
+from service.app.turn.plan import LEASE_SECONDS, Answered, ContextItem, InFlight, L, Plan, ReplySpec
 from service.domain import tree, views
 from service.domain import turns as rules
 from service.domain.errors import ConvtreeError
-from service.domain.events import Event, MessageAppended, seal
+from service.domain.events import MessageAppended
 from service.store import pending
 from service.store.events import Store, Tx
-from service.upstream import ChatMessage, ChatParams, ChatRequest, Provider
+from service.upstream import Provider
 
 log = logging.getLogger("convtree.turns")
-
-LEASE_SECONDS = 60.0  # a pending reply whose owner has not renewed it for this long is closed out
-
-
-class Params(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, forbid_unknown_fields=True):
-    """Sampling parameters; those not given are the provider's defaults."""
-
-    temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] | None = None
-    max_tokens: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
-    top_p: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
-    stop: Annotated[list[Annotated[str, msgspec.Meta(min_length=1)]], msgspec.Meta(max_length=4)] | None = (
-        None
-    )
-    seed: int | None = None
-
-
-class ReplySpec(msgspec.Struct, frozen=True, kw_only=True):
-    """Who replies and what they are shown: provider and model (defaults: the registry's), window, params."""
-
-    provider: str | None = None
-    model: str | None = None
-    window: windows.Window = msgspec.field(default_factory=windows.FullWindow)
-    params: Params = msgspec.field(default_factory=Params)
-
-
-class ContextItem(msgspec.Struct, frozen=True):
-    id: uuid.UUID
-    role: str
-    content: str
-
-
-@dataclass(frozen=True)
-class Plan:
-    """A turn whose user message is recorded and whose reply is pending: what the model call needs."""
-
-    conversation_id: uuid.UUID
-    family_id: uuid.UUID
-    user_message: views.Message
-    reply_id: uuid.UUID
-    provider: Provider
-    model: str
-    context: list[ContextItem]
-    params: Params
-
-    def request(self) -> ChatRequest:
-        return ChatRequest(
-            model=self.model,
-            messages=[ChatMessage(c.role, c.content) for c in self.context],
-            params=msgspec.convert(msgspec.to_builtins(self.params), ChatParams),
-        )
-
-
-@dataclass(frozen=True)
-class Answered:
-    """A retried turn that already has its reply: answered from the log, without calling the model."""
-
-    conversation_id: uuid.UUID
-    user_message: views.Message
-    reply: views.Message
-    by_key: bool = False  # a retry by Idempotency-Key (which replays the original status), not by id
-
-
-class InFlight(Exception):
-    """The reply a key launched is still being generated: wait until it is recorded, then look again."""
-
-    def __init__(self, family_id: uuid.UUID, reply_id: uuid.UUID) -> None:
-        super().__init__(f"reply {reply_id} is being generated")
-        self.family_id = family_id
-        self.reply_id = reply_id
-
-
-class Launched(Protocol):
-    """A reply whose model call was started while its turn was being recorded."""
-
-    def confirm(self) -> None: ...  # the turn is committed: the reply counts
-
-    def discard(self, error: BaseException) -> None: ...  # it is not: stop the model, record nothing
-
-
-L = TypeVar("L", bound=Launched)
 
 
 class Opening(Generic[L]):
@@ -126,25 +43,16 @@ class Opening(Generic[L]):
         caller: Caller,
         owner: uuid.UUID,
         launch: Callable[[Plan], L],
-        keyed: idempotency.Keyed | None = None,
+        began: idempotency.Launched | None = None,
     ) -> None:
         self.tx = tx
         self.caller = caller
-        self.keyed = keyed
+        self.began = began  # the turn the request's Idempotency-Key began, if a retry's
         self._owner = owner
         self._launch = launch
         self.reply_id = uuid.uuid4()  # the reply's id, chosen up front: registered and launched under it
         self.launched: L | None = None
         self.plan: Plan | None = None
-
-    async def claim(self) -> idempotency.Launched | None:
-        """Claim the request's Idempotency-Key (if it has one): None, the turn is this request's to
-        take; else the turn the key began (`turns.again` answers it)."""
-        if self.keyed is None:
-            return None
-        found = await idempotency.claim(self.tx, self.caller, self.keyed)
-        assert not isinstance(found, idempotency.Replayed), "a key's fingerprint names its route"
-        return found
 
     async def register(
         self,
@@ -188,10 +96,8 @@ class Opening(Generic[L]):
 
     async def write_under(
         self,
-        state: tree.ConversationState,
+        w: writes.Locked,
         decision: tree.Decision,
-        now: datetime,
-        seqs: list[int],
         bodies: dict[uuid.UUID, str],
         provider: Provider,
         model: str,
@@ -200,21 +106,10 @@ class Opening(Generic[L]):
     ) -> None:
         """Write a turn's new messages (the last, the user's, answered by the reply) and register
         the reply, in one round trip; then refuse the turn as `register_under` does."""
-        events: list[Event] = decision.events
-        envelopes = writes.envelopes(self.caller, state.conversation_id, state.family_id, now, seqs[: len(events)])
-        sealed = seal(state.last_hash, envelopes, events)
-        user = events[-1]
+        user = decision.events[-1]
         assert isinstance(user, MessageAppended)
-        around = await self.tx.append_turn(
-            self.caller.tenant,
-            tree.chained(decision.state, sealed),
-            sealed,
-            bodies,
-            (self.reply_id, user.message_id, provider.name, model),
-            self._owner,
-            LEASE_SECONDS,
-            parent_ref,
-        )
+        reply = (self.reply_id, user.message_id, provider.name, model)
+        around = await w.write_turn(decision, bodies, reply, self._owner, LEASE_SECONDS, parent_ref)
         rules.check_parent_settled(parent_ref, explicit, around)
 
     async def reply(
@@ -260,7 +155,7 @@ async def opened(
 
 async def _recorded(store: Store, family_id: uuid.UUID, reply_id: uuid.UUID) -> None:
     # Polled: the reply may be another process's. Every pending reply ends, recorded by its owner
-    # or, if that died, closed out when its lease runs out (outcomes.close_expired).
+    # or, if that died, closed out when its lease runs out (record.close_expired).
     while True:
         async with store.reader() as tx:
             if not await pending.is_pending(tx, family_id, reply_id):
@@ -294,16 +189,14 @@ async def _opened(
     async def transaction() -> None:
         o: Opening[L] | None = None
         try:
-            gate = None if conversation_id is None else (caller.tenant, conversation_id)
-            async with store.transaction(gate) as tx:
-                o = Opening(tx, caller, owner, launch, keyed)
+            async with idempotency.claimed(store, caller, keyed, conversation_id) as claim:
+                assert not isinstance(claim.found, idempotency.Replayed), "a key's fingerprint names its route"
+                o = Opening(claim.tx, caller, owner, launch, claim.found)
                 answered = await work(o)
                 if answered is None:
                     assert o.launched is not None and o.plan is not None, "a turn launches its reply or is answered"
-                    if keyed is not None:  # the key names the reply it launched, from the same commit
-                        plan = o.plan
-                        turn = idempotency.Launched(plan.conversation_id, plan.user_message.id, plan.reply_id)
-                        await idempotency.launched(tx, caller, keyed, turn)
+                    plan = o.plan  # the key names the reply it launched, from the same commit
+                    await claim.launched(idempotency.Launched(plan.conversation_id, plan.user_message.id, plan.reply_id))
                     written.set_result(o.launched)
         except BaseException as exc:
             if o is not None and o.launched is not None:

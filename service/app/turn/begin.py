@@ -1,49 +1,44 @@
-"""Turns: record the user's message and launch the model call (its outcome: service/app/outcomes.py).
+"""Beginning a turn: record the user's message and launch the model call (its outcome: record.py).
 
 A turn takes two transactions, never one held open while the model talks. The first records the
 user message, reads its context (in one round trip, under the conversation's lock), and registers
 the reply as pending (`pending_replies`) under an id chosen up front; the model call is launched
-from inside it as soon as the context is known, and counts once it commits (service/app/opening.py).
-The second, when the model is done, records the reply (head moves to it) or a `turn_failed` event,
+from inside it as soon as the context is known, and counts once it commits (opening.py). The
+second, when the model is done, records the reply (head moves to it) or a `turn_failed` event,
 and removes the pending row. Every turn ends in exactly one of the two, even if its process dies
-(outcomes.close_expired).
+(record.close_expired).
+
+Three doors begin one: a turn (`begin_turn`), a regeneration (`begin_regenerate`) and a chat
+completion (chat.py, `begin_chat`); a turn and a chat completion share `begin_user_turn`.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
-from datetime import datetime
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
 
-from service.app import idempotency
+from service.app import idempotency, writes
 from service.app.caller import Caller
-from service.app.opening import (
+from service.app.turn.opening import Opening, opened, visible
+from service.app.turn.plan import (
     Answered,
     ContextItem,
     InFlight,
     L,
-    Opening,
-    Params as Params,  # re-exported: the API's turn bodies take it from here
     Plan,
     ReplySpec,
-    opened,
-    visible,
+    context_items,
+    message_view,
+    path_context,
 )
 from service.domain import tree, views
 from service.domain import turns as rules
-from service.domain.errors import (
-    ConversationNotFound,
-    InvalidRequest,
-    MessageNotFound,
-    ReplyInProgress,
-)
-from service.app.writes import new_digest_key
-from service.domain.events import MessageAppended
+from service.domain.errors import InvalidRequest, MessageNotFound, ReplyInProgress
 from service.store import pending
-from service.store.events import Store, Tx
+from service.store.events import Store
 from service.upstream import Provider, Registry
 
 
@@ -53,7 +48,6 @@ class NewTurn(msgspec.Struct, frozen=True, kw_only=True):
     parent_message_id: uuid.UUID | None = None  # None: under the head
     metadata: dict[str, Any] = {}
     reply: ReplySpec = msgspec.field(default_factory=ReplySpec)
-    keyed: idempotency.Keyed | None = None
 
 
 async def begin_turn(
@@ -64,6 +58,7 @@ async def begin_turn(
     conversation_id: uuid.UUID,
     new: NewTurn,
     launch: Callable[[Plan], L],
+    keyed: idempotency.Keyed | None = None,
 ) -> L | Answered:
     """Record the user message under its parent (default: the head) and launch the reply to it.
 
@@ -73,49 +68,60 @@ async def begin_turn(
     still being generated instead of the 409.
     """
     provider, model = registry.resolve(new.reply.provider, new.reply.model)
+    message_id = new.id or (None if keyed is None else idempotency.derived_id(caller, keyed))
+    cmd = tree.AppendMessage(
+        message_id=message_id or uuid.uuid4(),
+        parent_id=new.parent_message_id,
+        role="user",
+        content=new.content,
+        metadata=new.metadata,
+        digest_key=writes.new_digest_key(),
+    )
 
     async def work(o: Opening[L]) -> Answered | None:
-        tx = o.tx
-        began = await o.claim()
-        if began is not None:
-            return await again(o, began, provider, model, new.reply)
-        message_id = new.id
-        if new.keyed is not None:
-            message_id = message_id or idempotency.derived_id(caller, new.keyed)
         retry = message_id is not None
-        message_id = message_id or uuid.uuid4()
-        # One round trip: the lock, a number, the parent (given, or the head) and a retry's message.
-        given = [i for i in (new.parent_message_id, message_id if retry else None) if i is not None]
-        begun = await tx.begin_append(caller.tenant, conversation_id, 1, given, new.parent_message_id is None)
-        if begun is None:
-            raise ConversationNotFound(conversation_id=str(conversation_id))
-        state, now, seqs, nodes = begun
-        scope = tree.scope(state)
-        parent_ref = new.parent_message_id or state.head_id
-        cmd = tree.AppendMessage(
-            message_id=message_id,
-            parent_id=new.parent_message_id,
-            role="user",
-            content=new.content,
-            metadata=new.metadata,
-            digest_key=new_digest_key(),
-        )
-        existing = nodes.get(message_id) if retry else None
-        if existing is not None:
-            return await _resume(o, state, cmd, existing, provider, model, new.reply)
-        parent = nodes.get(parent_ref) if parent_ref is not None else None
-        explicit = new.parent_message_id is not None
-        if not visible(parent_ref, parent):  # a reply still being generated: 409 (else decide_chain's 404)
-            await o.register_under(state, message_id, provider, model, parent_ref, explicit)
-        decision, appended = rules.decide_chain(state, parent, [cmd])
-        user = message_view(appended[0], new.content, conversation_id, seqs[0], now)
-        items = [*await path_context(tx, scope, parent), ContextItem(message_id, "user", new.content)]
-        await o.reply(conversation_id, state.family_id, user, items, provider, model, new.reply)
-        bodies = {message_id: new.content}
-        await o.write_under(state, decision, now, seqs, bodies, provider, model, parent_ref, explicit)
-        return None
+        return await begin_user_turn(o, conversation_id, new.parent_message_id, [cmd], provider, model, new.reply, retry)
 
-    return await opened(store, caller, owner, launch, work, new.keyed, conversation_id)
+    return await begin(store, caller, owner, launch, keyed, conversation_id, provider, model, new.reply, work)
+
+
+async def begin_user_turn(
+    o: Opening[L],
+    conversation_id: uuid.UUID,
+    parent_message_id: uuid.UUID | None,
+    chain: list[tree.AppendMessage],
+    provider: Provider,
+    model: str,
+    spec: ReplySpec,
+    retry: bool = False,
+) -> Answered | None:
+    """Append `chain` (messages one under the other, the last the user's) under `parent_message_id`
+    (None: the head) and launch the reply to its last message, in one round trip for the lock,
+    the numbers and the parent, and one for the write and the reply's registration.
+
+    `retry`: the last message's id is the client's (or its key's), so it may be recorded already:
+    then the retry gets its reply, or 409 while that is being generated, or a new attempt at it."""
+    user_cmd = chain[-1]
+    given = [i for i in (parent_message_id, user_cmd.message_id if retry else None) if i is not None]
+    w = await writes.lock(o.tx, o.caller, conversation_id, len(chain), given, with_head=parent_message_id is None)
+    state = w.state
+    existing = w.nodes.get(user_cmd.message_id) if retry else None
+    if existing is not None:
+        return await _resume(o, state, user_cmd, existing, provider, model, spec)
+    parent_ref = parent_message_id or state.head_id
+    parent = w.nodes.get(parent_ref) if parent_ref is not None else None
+    explicit = parent_message_id is not None
+    if not visible(parent_ref, parent):  # a reply still being generated: 409 (else decide_chain's 404)
+        await o.register_under(state, user_cmd.message_id, provider, model, parent_ref, explicit)
+    decision, appended = rules.decide_chain(state, parent, chain)
+    bodies = {e.message_id: c.content for e, c in zip(appended, chain, strict=True)}
+    user = message_view(appended[-1], user_cmd.content, state.conversation_id, w.seqs[len(appended) - 1], w.now)
+    items = await path_context(o.tx, w.scope, parent) + [
+        ContextItem(e.message_id, e.role, bodies[e.message_id]) for e in appended
+    ]
+    await o.reply(state.conversation_id, state.family_id, user, items, provider, model, spec)
+    await o.write_under(w, decision, bodies, provider, model, parent_ref, explicit)
+    return None
 
 
 async def begin_regenerate(
@@ -133,15 +139,8 @@ async def begin_regenerate(
     provider, model = registry.resolve(spec.provider, spec.model)
 
     async def work(o: Opening[L]) -> Answered | None:
-        began = await o.claim()
-        if began is not None:
-            return await again(o, began, provider, model, spec)
-        begun = await o.tx.begin_write(caller.tenant, conversation_id, 0)
-        if begun is None:
-            raise ConversationNotFound(conversation_id=str(conversation_id))
-        state, _, _ = begun
-        scope = tree.scope(state)
-        node = (await o.tx.find_nodes(scope, [message_id])).get(message_id)
+        w = await writes.lock(o.tx, caller, conversation_id, 0)
+        node = (await o.tx.find_nodes(w.scope, [message_id])).get(message_id)
         if node is None or not node.visible:
             raise MessageNotFound(message_id=str(message_id))
         if node.role != "assistant" or node.parent_id is None:
@@ -151,13 +150,38 @@ async def begin_regenerate(
                 message_id=str(message_id),
                 role=node.role,
             )
-        path = await o.tx.message_path(scope, node.parent_id)
+        path = await o.tx.message_path(w.scope, node.parent_id)
         user = _plain(path[-1])
-        await o.reply(conversation_id, state.family_id, user, context_items(path), provider, model, spec)
-        await o.register(state.family_id, conversation_id, node.parent_id, provider, model, None)
+        family_id = w.state.family_id
+        await o.reply(conversation_id, family_id, user, context_items(path), provider, model, spec)
+        await o.register(family_id, conversation_id, node.parent_id, provider, model, None)
         return None
 
-    return await opened(store, caller, owner, launch, work, keyed, conversation_id)
+    return await begin(store, caller, owner, launch, keyed, conversation_id, provider, model, spec, work)
+
+
+async def begin(
+    store: Store,
+    caller: Caller,
+    owner: uuid.UUID,
+    launch: Callable[[Plan], L],
+    keyed: idempotency.Keyed | None,
+    conversation_id: uuid.UUID | None,
+    provider: Provider,
+    model: str,
+    spec: ReplySpec,
+    work: Callable[[Opening[L]], Awaitable[Answered | None]],
+) -> L | Answered:
+    """Run `work` in the turn's transaction (opening.opened); a retry by Idempotency-Key of a turn
+    the key already began goes on from that turn instead (`again`). `conversation_id`: the one the
+    transaction locks, if known before it starts."""
+
+    async def first(o: Opening[L]) -> Answered | None:
+        if o.began is not None:
+            return await again(o, o.began, provider, model, spec)
+        return await work(o)
+
+    return await opened(store, caller, owner, launch, first, keyed, conversation_id)
 
 
 async def again(
@@ -167,10 +191,8 @@ async def again(
     that is being generated, InFlight (opening.opened waits, then asks again); if it failed (or its
     server died), a new attempt at it, which the key names from then on. Never a second user
     message, never a second model call while one runs."""
-    begun = await o.tx.begin_write(o.caller.tenant, began.conversation_id, 0)
-    assert begun is not None, "conversations are never removed"
-    state, _, _ = begun
-    scope = tree.scope(state)
+    w = await writes.lock(o.tx, o.caller, began.conversation_id, 0)  # conversations are never removed
+    state, scope = w.state, w.scope
     user = await o.tx.get_message(scope, began.user_message_id)
     assert user is not None, "the message a turn answers stays visible where the turn was taken"
     reply = await o.tx.get_message(scope, began.reply_id)
@@ -208,36 +230,6 @@ async def _resume(
     path = await o.tx.message_path(scope, existing.message_id)
     await o.reply(state.conversation_id, state.family_id, user, context_items(path), provider, model, spec)
     return None
-
-
-def message_view(
-    event: MessageAppended, content: str, conversation_id: uuid.UUID, seq: int, created_at: datetime
-) -> views.Message:
-    return views.Message(
-        id=event.message_id,
-        conversation_id=conversation_id,
-        parent_message_id=event.parent_id,
-        role=event.role,
-        content=content,
-        metadata=event.metadata,
-        depth=event.depth,
-        seq=seq,
-        created_at=created_at,
-        generation=event.generation,
-    )
-
-
-async def path_context(tx: Tx, scope: tree.Scope, parent: tree.Node | None) -> list[ContextItem]:
-    """The context a new message under `parent` (one the conversation sees; None: the first
-    message) is sent with, up to the parent, in one round trip."""
-    if parent is None:
-        return []
-    return context_items(await tx.message_path(scope, parent.message_id))
-
-
-def context_items(path: list[views.PathMessage]) -> list[ContextItem]:
-    # A redacted message's text is withheld from every read, and so from the model too.
-    return [ContextItem(m.id, m.role, m.content) for m in path]
 
 
 def _plain(message: views.PathMessage) -> views.Message:

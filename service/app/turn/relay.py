@@ -1,10 +1,10 @@
 """Replies being generated: each in a task of its own, relayed as it arrives, recorded exactly once.
 
-A generation runs apart from the request that started it, so that whatever happens to the
+A reply in flight runs apart from the request that started it, so that whatever happens to the
 request (the client leaves, the server cancels it at shutdown) the reply is still recorded: the
 text received so far as an `interrupted` reply, or the turn's failure. Its upstream call runs in
 an inner task that `interrupt()` cancels; cancelling it closes the upstream response at once, so
-the model stops generating. `Generations` owns them all, renews their leases, closes out the
+the model stops generating. `Replies` owns them all, renews their leases, closes out the
 leases dead processes left, and at shutdown interrupts what is still running and waits for it
 to be recorded.
 """
@@ -20,7 +20,8 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from service.app import opening, outcomes
+from service.app.turn import record
+from service.app.turn.plan import LEASE_SECONDS, Plan
 from service.app.caller import Caller
 from service.domain import views
 from service.domain.errors import (
@@ -52,17 +53,17 @@ RECORD_PAUSE_MAX = 2.0
 
 @dataclass(frozen=True)
 class Settled:
-    """How a generation ended: the stored reply (if any) and, unless it is complete, why not."""
+    """How a reply in flight ended: the stored reply (if any) and, unless it is complete, why not."""
 
     reply: views.Message | None
     error: BaseException | None
 
 
-class Generation:
+class ReplyInFlight:
     """One reply in flight. Once its turn is `committed()`, `arrived()` and `deltas()` relay its
     text (when started with `relay`); `settled` resolves once the outcome is recorded."""
 
-    def __init__(self, plan: opening.Plan, *, relay: bool) -> None:
+    def __init__(self, plan: Plan, *, relay: bool) -> None:
         self.plan = plan
         self.settled: asyncio.Future[Settled] = asyncio.get_running_loop().create_future()
         # The text received and not yet relayed; `_arrived` is set whenever there is more of it, or
@@ -70,7 +71,7 @@ class Generation:
         self._pieces: collections.deque[str] | None = collections.deque() if relay else None
         self._arrived = asyncio.Event()
         self._relay_ended = False
-        self._upstream: asyncio.Task[outcomes.Outcome] | None = None
+        self._upstream: asyncio.Task[record.Outcome] | None = None
         self._interruption: Interruption | None = None
         # Whether the turn was committed (see opening.opened): until then the reply may not be
         # recorded, nor anything of the turn relayed. `_decided` is set first, so that a stream
@@ -144,7 +145,7 @@ class Generation:
                 yield None
         yield self.settled.result()
 
-    async def _call(self) -> outcomes.Outcome:
+    async def _call(self) -> record.Outcome:
         pieces: list[str] = []
         size = 0
         finished: Finished | None = None
@@ -158,7 +159,7 @@ class Generation:
             async with contextlib.aclosing(provider.stream(self.plan.request())) as stream:
                 async for item in stream:
                     if isinstance(item, TextDelta):
-                        text = outcomes.storable(item.text)
+                        text = record.storable(item.text)
                         if len(text) > MAX_REPLY_CHARS - size:  # no piece, however large, passes the cap
                             text = text[: MAX_REPLY_CHARS - size]
                             cut = True
@@ -194,7 +195,7 @@ class Generation:
         if cut and interruption is None:
             finished = Finished(finish_reason="length")
         ended = time.perf_counter()
-        return outcomes.Outcome(
+        return record.Outcome(
             text="".join(pieces),
             finished=finished,
             error=error,
@@ -205,17 +206,17 @@ class Generation:
         )
 
 
-class Generations:
-    """Every generation of one server process (`owner`), with the leases that make them visible."""
+class Replies:
+    """Every reply in flight of one server process (`owner`), with the leases that make them visible."""
 
     def __init__(
-        self, store: Store, *, lease_seconds: float = opening.LEASE_SECONDS, record_seconds: float = 10.0
+        self, store: Store, *, lease_seconds: float = LEASE_SECONDS, record_seconds: float = 10.0
     ) -> None:
         self.owner = uuid.uuid4()
         self._store = store
         self._lease = lease_seconds
         self._record_seconds = record_seconds
-        self._running: dict[Generation, asyncio.Task[None]] = {}
+        self._running: dict[ReplyInFlight, asyncio.Task[None]] = {}
         # Outcomes whose client was told they could not be recorded yet, by reply id: recorded
         # once the database is back.
         self._recording: dict[uuid.UUID, asyncio.Task[None]] = {}
@@ -231,33 +232,33 @@ class Generations:
         if self._closing:
             raise ServiceShuttingDown("The service is shutting down: no new turns are taken.")
 
-    def start(self, caller: Caller, plan: opening.Plan, *, relay: bool) -> Generation:
+    def start(self, caller: Caller, plan: Plan, *, relay: bool) -> ReplyInFlight:
         """Call the model now; the reply is recorded once the turn is confirmed (opening.opened)."""
-        generation = Generation(plan, relay=relay)
-        generation._upstream = asyncio.create_task(generation._call())
-        self._running[generation] = asyncio.create_task(self._settle(caller, generation))
+        flight = ReplyInFlight(plan, relay=relay)
+        flight._upstream = asyncio.create_task(flight._call())
+        self._running[flight] = asyncio.create_task(self._settle(caller, flight))
         if self._closing:
-            generation.interrupt(SHUTDOWN)
-        return generation
+            flight.interrupt(SHUTDOWN)
+        return flight
 
-    async def _settle(self, caller: Caller, generation: Generation) -> None:
-        upstream = generation._upstream
+    async def _settle(self, caller: Caller, flight: ReplyInFlight) -> None:
+        upstream = flight._upstream
         assert upstream is not None
         try:
             await asyncio.wait({upstream})
-            refused = await generation._committed
+            refused = await flight._committed
             if refused is not None:  # the turn's transaction failed: this settles with its error
-                if generation._pieces is not None:
-                    generation._pieces.clear()  # never relayed: the turn does not exist
-                generation._end_relay()
-                generation.settled.set_result(Settled(None, refused))
+                if flight._pieces is not None:
+                    flight._pieces.clear()  # never relayed: the turn does not exist
+                flight._end_relay()
+                flight.settled.set_result(Settled(None, refused))
                 return
             if upstream.cancelled():  # cancelled before it ever ran: nothing was received or relayed
-                generation._end_relay()
-                outcome = outcomes.Outcome("", None, None, generation._interruption or SHUTDOWN, 0.0, None)
+                flight._end_relay()
+                outcome = record.Outcome("", None, None, flight._interruption or SHUTDOWN, 0.0, None)
             else:
                 outcome = upstream.result()
-            plan = generation.plan
+            plan = flight.plan
             try:
                 reply = await self._record(caller, plan, outcome, self._record_seconds)
             except Exception as exc:
@@ -266,23 +267,23 @@ class Generations:
                 # The database is still away: keep the outcome and record it once it is back.
                 log.warning("reply %s not recorded yet (%s); kept until the database is back", plan.reply_id, exc)
                 self._recording[plan.reply_id] = asyncio.create_task(self._record_later(caller, plan, outcome))
-                generation.settled.set_result(Settled(None, _not_recorded(plan)))
+                flight.settled.set_result(Settled(None, _not_recorded(plan)))
                 return
             error: BaseException | None = None
             if not outcome.complete:
                 error = _reported(outcome, plan, reply)
-            generation.settled.set_result(Settled(reply, error))
+            flight.settled.set_result(Settled(reply, error))
         except Exception as exc:  # a bug: the lease, no longer renewed, runs out and the sweep closes the turn
-            log.exception("could not record the outcome of reply %s", generation.plan.reply_id)
-            generation.settled.set_result(Settled(None, exc))
+            log.exception("could not record the outcome of reply %s", flight.plan.reply_id)
+            flight.settled.set_result(Settled(None, exc))
         finally:
-            del self._running[generation]
+            del self._running[flight]
 
     async def _record(
         self,
         caller: Caller,
-        plan: opening.Plan,
-        outcome: outcomes.Outcome,
+        plan: Plan,
+        outcome: record.Outcome,
         within: float | None,
         *,
         again: bool = False,
@@ -294,7 +295,7 @@ class Generations:
         pause = RECORD_PAUSE_MIN
         while True:
             try:
-                return await outcomes.record_outcome(self._store, caller, self.owner, plan, outcome, again=again)
+                return await record.record_outcome(self._store, caller, self.owner, plan, outcome, again=again)
             except Exception as exc:
                 if not is_outage(exc) or (deadline is not None and loop.time() + pause > deadline):
                     raise
@@ -302,7 +303,7 @@ class Generations:
             await asyncio.sleep(pause)
             pause = min(pause * 2, RECORD_PAUSE_MAX)
 
-    async def _record_later(self, caller: Caller, plan: opening.Plan, outcome: outcomes.Outcome) -> None:
+    async def _record_later(self, caller: Caller, plan: Plan, outcome: record.Outcome) -> None:
         """Record, once the database is back, an outcome whose client was told it could not be
         recorded; its lease is renewed meanwhile (this task owns it)."""
         try:
@@ -322,8 +323,8 @@ class Generations:
     def start_maintenance(self, interval: float | None = None) -> None:
         """Close out what dead processes left, at once and then every `interval` seconds (default:
         a quarter of the lease), and keep the leases of this process's live replies fresh as often."""
-        # A reply is registered with opening.LEASE_SECONDS; renewals must come before that runs out too.
-        self._maintenance = asyncio.create_task(self._maintain(interval or min(self._lease, opening.LEASE_SECONDS) / 4))
+        # A reply is registered with LEASE_SECONDS; renewals must come before that runs out too.
+        self._maintenance = asyncio.create_task(self._maintain(interval or min(self._lease, LEASE_SECONDS) / 4))
 
     async def _maintain(self, interval: float) -> None:
         while True:
@@ -331,7 +332,7 @@ class Generations:
                 live = self._live()
                 if live:
                     await pending.renew(self._store, self.owner, self._lease, live)
-                closed = await outcomes.close_expired(self._store)
+                closed = await record.close_expired(self._store)
                 if closed:
                     log.warning("closed out %d pending replies whose server had stopped", closed)
             except Exception as exc:  # noqa: BLE001 - the database may be away (or not migrated yet): next round
@@ -347,8 +348,8 @@ class Generations:
         asyncio.get_running_loop().call_later(after, self._interrupt_all)
 
     def _interrupt_all(self) -> None:
-        for generation in list(self._running):
-            generation.interrupt(SHUTDOWN)
+        for flight in list(self._running):
+            flight.interrupt(SHUTDOWN)
 
     async def close(self, timeout: float = 5.0) -> None:
         """Interrupt what still runs and wait (up to `timeout`) until it is recorded. A reply still
@@ -369,7 +370,7 @@ class Generations:
                 await self._maintenance
 
 
-def _not_recorded(plan: opening.Plan) -> ReplyNotRecorded:
+def _not_recorded(plan: Plan) -> ReplyNotRecorded:
     return ReplyNotRecorded(
         "The reply could not be recorded: the database cannot be reached. It is kept, and will be stored "
         "(marked interrupted, with the text shown) once the database is back; a retry of the turn then finds it.",
@@ -380,7 +381,7 @@ def _not_recorded(plan: opening.Plan) -> ReplyNotRecorded:
     )
 
 
-def _reported(outcome: outcomes.Outcome, plan: opening.Plan, reply: views.Message | None) -> ConvtreeError:
+def _reported(outcome: record.Outcome, plan: Plan, reply: views.Message | None) -> ConvtreeError:
     """The error a caller sees for an incomplete reply, naming the turn and what was kept of it."""
     if outcome.error is not None:
         error = outcome.error

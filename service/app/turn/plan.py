@@ -1,0 +1,127 @@
+"""What a turn carries from its beginning to its record: who replies to what, shown which context."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Protocol, TypeVar
+
+import msgspec
+
+from service.app import window as windows
+from service.domain import tree, views
+from service.domain.events import MessageAppended
+from service.store.events import Tx
+from service.upstream import ChatMessage, ChatParams, ChatRequest, Provider
+
+LEASE_SECONDS = 60.0  # a pending reply whose owner has not renewed it for this long is closed out
+
+
+class Params(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, forbid_unknown_fields=True):
+    """Sampling parameters; those not given are the provider's defaults."""
+
+    temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] | None = None
+    max_tokens: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
+    top_p: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
+    stop: Annotated[list[Annotated[str, msgspec.Meta(min_length=1)]], msgspec.Meta(max_length=4)] | None = (
+        None
+    )
+    seed: int | None = None
+
+
+class ReplySpec(msgspec.Struct, frozen=True, kw_only=True):
+    """Who replies and what they are shown: provider and model (defaults: the registry's), window, params."""
+
+    provider: str | None = None
+    model: str | None = None
+    window: windows.Window = msgspec.field(default_factory=windows.FullWindow)
+    params: Params = msgspec.field(default_factory=Params)
+
+
+class ContextItem(msgspec.Struct, frozen=True):
+    id: uuid.UUID
+    role: str
+    content: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A turn whose user message is recorded and whose reply is pending: what the model call needs."""
+
+    conversation_id: uuid.UUID
+    family_id: uuid.UUID
+    user_message: views.Message
+    reply_id: uuid.UUID
+    provider: Provider
+    model: str
+    context: list[ContextItem]
+    params: Params
+
+    def request(self) -> ChatRequest:
+        return ChatRequest(
+            model=self.model,
+            messages=[ChatMessage(c.role, c.content) for c in self.context],
+            params=msgspec.convert(msgspec.to_builtins(self.params), ChatParams),
+        )
+
+
+@dataclass(frozen=True)
+class Answered:
+    """A retried turn that already has its reply: answered from the log, without calling the model."""
+
+    conversation_id: uuid.UUID
+    user_message: views.Message
+    reply: views.Message
+    by_key: bool = False  # a retry by Idempotency-Key (which replays the original status), not by id
+
+
+class InFlight(Exception):
+    """The reply a key launched is still being generated: wait until it is recorded, then look again."""
+
+    def __init__(self, family_id: uuid.UUID, reply_id: uuid.UUID) -> None:
+        super().__init__(f"reply {reply_id} is being generated")
+        self.family_id = family_id
+        self.reply_id = reply_id
+
+
+class Launched(Protocol):
+    """A reply whose model call was started while its turn was being recorded."""
+
+    def confirm(self) -> None: ...  # the turn is committed: the reply counts
+
+    def discard(self, error: BaseException) -> None: ...  # it is not: stop the model, record nothing
+
+
+L = TypeVar("L", bound=Launched)
+
+
+def message_view(
+    event: MessageAppended, content: str, conversation_id: uuid.UUID, seq: int, created_at: datetime
+) -> views.Message:
+    """A message a turn has just written, as a read would show it."""
+    return views.Message(
+        id=event.message_id,
+        conversation_id=conversation_id,
+        parent_message_id=event.parent_id,
+        role=event.role,
+        content=content,
+        metadata=event.metadata,
+        depth=event.depth,
+        seq=seq,
+        created_at=created_at,
+        generation=event.generation,
+    )
+
+
+async def path_context(tx: Tx, scope: tree.Scope, parent: tree.Node | None) -> list[ContextItem]:
+    """The context a new message under `parent` (one the conversation sees; None: the first
+    message) is sent with, up to the parent, in one round trip."""
+    if parent is None:
+        return []
+    return context_items(await tx.message_path(scope, parent.message_id))
+
+
+def context_items(path: list[views.PathMessage]) -> list[ContextItem]:
+    # A redacted message's text is withheld from every read, and so from the model too.
+    return [ContextItem(m.id, m.role, m.content) for m in path]
