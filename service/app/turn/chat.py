@@ -31,7 +31,7 @@ class Sent(msgspec.Struct, frozen=True):
 class Chat(msgspec.Struct, frozen=True, kw_only=True):
     """A chat completion request, as a turn.
 
-    Without `conversation_id`, `messages` is the whole history: a new conversation is made of it
+    Without `conversation_id`, `messages` is the whole conversation so far: a new one is made of it
     (a chain, root first). With it, `messages` are the new messages only, appended under
     `parent_message_id` or, without it, the head. Either way the last message is the user's turn.
     """
