@@ -248,15 +248,20 @@ def test_forks_of_forks_read_their_whole_path_in_one_round_trip(api, server):
         base_depth=row["base_depth"],
         upto=row["last_seq"],
     )
+    path_query = Q["message_path"]
     rows = fetch(
         server.database_url,
-        Q["message_path"],
-        scope.family_id,
-        scope.conversation_id,
-        uuid.UUID(d1["id"]),
-        scope.base_id,
-        scope.base_depth,
-        scope.upto,
+        path_query.sql,
+        *path_query.args(
+            {
+                "family_id": scope.family_id,
+                "conversation_id": scope.conversation_id,
+                "message_id": uuid.UUID(d1["id"]),
+                "base_id": scope.base_id,
+                "base_depth": scope.base_depth,
+                "upto": scope.upto,
+            }
+        ),
     )
     path = sorted((r for r in rows if r["on_path"]), key=lambda r: r["depth"])
     assert [str(r["message_id"]) for r in path] == expected

@@ -3,7 +3,9 @@ is reported by `convtree doctor`, and keeps working in every read and write."""
 
 from __future__ import annotations
 
+import importlib.util
 import uuid
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -21,12 +23,24 @@ from tests.conftest import Server, fetch, run
 from tests.helpers import problem
 
 
+def _functions_of_today() -> str:
+    """The functions today's writers call that revision 0004 did not have (revision 0007's)."""
+    path = Path(__file__).resolve().parents[1] / "alembic" / "versions" / "0007_write_events_once.py"
+    spec = importlib.util.spec_from_file_location("revision_0007", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.FUNCTIONS
+
+
 async def _store_as_an_older_server_did(url: str, caller: Caller) -> tuple[uuid.UUID, uuid.UUID, uuid.UUID]:
     """Through the app's own use cases, below the API that refuses such text today."""
     pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
     assert pool is not None
     store = Store(pool)
     try:
+        async with pool.acquire() as conn:
+            await conn.execute(_functions_of_today())
         async with store.transaction() as tx:
             new = conversations_app.NewConversation(title="legacy", metadata={"k\x00": "v\x00", "ok": "fine"})
             cid = (await conversations_app.create(tx, caller, new)).conversation.id

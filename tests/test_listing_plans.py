@@ -98,8 +98,8 @@ async def _explain(url: str, mode: str, query: str, *args: Any) -> dict[str, Any
 
 @pytest.mark.parametrize("mode", ["force_custom_plan", "force_generic_plan"])
 def test_leaves_of_a_never_analyzed_tree_are_read_in_one_pass(tree: Tree, mode: str) -> None:
-    args = (tree.family_id, tree.conversation_id, None, tree.last_seq)
-    plan = run(_explain(tree.server.database_url, mode, Q["list_leaves"], *args))
+    args = {"family_id": tree.family_id, "conversation_id": tree.conversation_id, "base_id": None, "upto": tree.last_seq}
+    plan = run(_explain(tree.server.database_url, mode, Q["list_leaves"].sql, *Q["list_leaves"].args(args)))
     nodes = list(_nodes(plan))
     # No join at all (every join node, nested loop, hash or merge, has a join type), so no scan of
     # the family repeated per message.
@@ -161,8 +161,8 @@ def test_nodes_of_a_never_analyzed_tree_are_probed_by_key(tree: Tree, mode: str)
     # find_nodes is what every append runs (begin_append, through begin_write) to learn whether
     # the message it writes under already has children.
     ids = _probed(tree)
-    args = (tree.family_id, tree.conversation_id, ids, None, None)
-    plan = run(_explain(tree.server.database_url, mode, Q["find_nodes"], *args))
+    args = _nodes_args(tree, ids)
+    plan = run(_explain(tree.server.database_url, mode, Q["find_nodes"].sql, *Q["find_nodes"].args(args)))
     _probe_plan_is_bounded(plan)
     assert plan["Actual Rows"] == len(ids)
 
@@ -170,16 +170,27 @@ def test_nodes_of_a_never_analyzed_tree_are_probed_by_key(tree: Tree, mode: str)
 @pytest.mark.parametrize("mode", ["force_custom_plan", "force_generic_plan"])
 def test_children_of_a_never_analyzed_tree_are_probed_by_key(tree: Tree, mode: str) -> None:
     parent = tree.trunk[500]
-    args = (tree.family_id, parent, tree.conversation_id, None, 500, tree.last_seq)
-    plan = run(_explain(tree.server.database_url, mode, Q["list_children"], *args))
+    args = {
+        "family_id": tree.family_id,
+        "parent_id": parent,
+        "conversation_id": tree.conversation_id,
+        "base_id": None,
+        "depth": 500,
+        "upto": tree.last_seq,
+    }
+    plan = run(_explain(tree.server.database_url, mode, Q["list_children"].sql, *Q["list_children"].args(args)))
     _probe_plan_is_bounded(plan)
     assert plan["Actual Rows"] == 2
+
+
+def _nodes_args(tree: Tree, ids: list[uuid.UUID]) -> dict[str, object]:
+    return {"family_id": tree.family_id, "conversation_id": tree.conversation_id, "ids": ids, "base_id": None, "base_depth": None}
 
 
 async def _has_children(url: str, tree: Tree, ids: list[uuid.UUID]) -> dict[uuid.UUID, bool]:
     conn = await asyncpg.connect(url)
     try:
-        rows = await conn.fetch(Q["find_nodes"], tree.family_id, tree.conversation_id, ids, None, None)
+        rows = await conn.fetch(Q["find_nodes"].sql, *Q["find_nodes"].args(_nodes_args(tree, ids)))
     finally:
         await conn.close()
     return {r["message_id"]: r["has_children"] for r in rows}

@@ -13,7 +13,7 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy.util import await_only
 
-from service.store.queries import Q
+from service.store.session import Session
 
 ROOT = Path(__file__).resolve().parents[2]
 MIGRATION_LOCK = 0x636F6E7674726565  # "convtree": the advisory lock that one migrator holds at a time
@@ -55,8 +55,9 @@ async def grant_service_role(owner_url: str, role: str) -> None:
     conn = await asyncpg.connect(owner_url)
     try:
         async with conn.transaction():
-            await conn.execute(Q["migration_lock"], MIGRATION_LOCK)
-            await conn.execute(Q["grant_service_role"], role)
+            session = Session(conn)
+            await session.run("migration_lock", key=MIGRATION_LOCK)
+            await session.run("grant_service_role", role=role)
     finally:
         await conn.close()
 

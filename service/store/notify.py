@@ -142,7 +142,7 @@ class Listener:
                 except TimeoutError:
                     try:
                         assert self._conn is not None
-                        await self._conn.execute(Q["ping"], timeout=5)
+                        await self._conn.execute(Q["ping"].sql, timeout=5)
                         continue
                     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
                         log.warning("feed listener connection is not answering; reconnecting")

@@ -7,7 +7,7 @@ import uuid
 import msgspec
 
 from service.store.events import Store, Tx
-from service.store.queries import Q
+from service.store.session import affected
 
 
 class PendingReply(msgspec.Struct, frozen=True, kw_only=True):
@@ -27,60 +27,35 @@ async def register(
 ) -> list[tuple[uuid.UUID, uuid.UUID]]:
     """Register `reply` as pending; return (reply id, user message id) of the replies that were
     already pending and are `around` or answer it."""
-    rows = await tx.conn.fetch(
-        Q["register_pending_reply"],
-        reply.family_id,
-        reply.reply_id,
-        reply.tenant,
-        reply.conversation_id,
-        reply.user_message_id,
-        reply.provider,
-        reply.model,
-        reply.actor,
-        reply.request_id,
-        owner,
-        lease_seconds,
-        around,
+    found = await tx.rows(
+        "register_pending_reply", **msgspec.structs.asdict(reply), owner=owner, lease_seconds=lease_seconds, around=around
     )
-    return [(r["reply_id"], r["user_message_id"]) for r in rows]
+    return [(row["reply_id"], row["user_message_id"]) for row in found]
 
 
 async def is_pending(tx: Tx, family_id: uuid.UUID, reply_id: uuid.UUID) -> bool:
     """Whether `reply_id` names a reply that is still being generated."""
-    return bool(await tx.conn.fetchval(Q["is_pending_reply"], family_id, reply_id))
+    return bool(await tx.value("is_pending_reply", family_id=family_id, reply_id=reply_id))
 
 
 async def finish(tx: Tx, family_id: uuid.UUID, reply_id: uuid.UUID, owner: uuid.UUID) -> bool:
     """Remove the owner's row; False if it was already closed out by a sweep."""
-    return await tx.conn.fetchval(Q["finish_pending_reply"], family_id, reply_id, owner) is not None
+    return await tx.value("finish_pending_reply", family_id=family_id, reply_id=reply_id, owner=owner) is not None
 
 
 async def expire(tx: Tx, family_id: uuid.UUID, reply_id: uuid.UUID) -> bool:
     """Remove a row whose lease ran out; False if its owner finished it (or another sweep took it)."""
-    return await tx.conn.fetchval(Q["expire_pending_reply"], family_id, reply_id) is not None
+    return await tx.value("expire_pending_reply", family_id=family_id, reply_id=reply_id) is not None
 
 
 async def renew(store: Store, owner: uuid.UUID, lease_seconds: float, reply_ids: list[uuid.UUID]) -> int:
     """Extend the leases of `reply_ids`, the replies `owner` is still working on."""
     async with store.reader() as tx:
-        status = await tx.conn.execute(Q["renew_pending_leases"], owner, lease_seconds, reply_ids)
-    return int(status.split()[-1])
+        status = await tx.run("renew_pending_leases", owner=owner, lease_seconds=lease_seconds, reply_ids=reply_ids)
+    return affected(status)
 
 
 async def expired(store: Store, limit: int) -> list[PendingReply]:
     async with store.reader() as tx:
-        rows = await tx.conn.fetch(Q["expired_pending_replies"], limit)
-    return [
-        PendingReply(
-            family_id=r["family_id"],
-            reply_id=r["reply_id"],
-            tenant=r["tenant"],
-            conversation_id=r["conversation_id"],
-            user_message_id=r["user_message_id"],
-            provider=r["provider"],
-            model=r["model"],
-            actor=r["actor"],
-            request_id=r["request_id"],
-        )
-        for r in rows
-    ]
+        found = await tx.rows("expired_pending_replies", limit=limit)
+    return [PendingReply(**row) for row in found]  # by column name: the rows are pending_replies' own

@@ -1,24 +1,93 @@
-"""Loads queries.sql into a mapping of name to SQL text, once."""
+"""Loads queries.sql once: each named query, its description, and its `:name` parameters compiled
+to PostgreSQL's `$n`, so that callers pass keyword arguments and no list of positions is kept by hand."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from importlib import resources
 from types import MappingProxyType
-from typing import Mapping
+from typing import Any
+
+import msgspec
 
 _HEADER = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 
+# What may hold a colon that is not a parameter: string literals, quoted identifiers, dollar-quoted
+# bodies, comments, and `::type` casts. Matched first, and kept as they are.
+_TOKENS = re.compile(
+    r"""
+      (?P<skip> '(?:[^']|'')*'            # 'string literal'
+              | "(?:[^"]|"")*"            # "quoted identifier"
+              | \$\$.*?\$\$               # $$ dollar-quoted body $$
+              | --[^\n]*                  # -- comment
+              | ::                        # a cast, never a parameter
+      )
+    | :(?P<param>[A-Za-z_][A-Za-z0-9_]*)  # :parameter
+    | (?P<positional>\$[0-9]+)            # $1: not written by hand here
+    """,
+    re.VERBOSE | re.DOTALL,
+)
 
-def parse(text: str) -> Mapping[str, str]:
-    """Split a file of `-- name: x` sections into {x: sql}."""
+
+class Query(msgspec.Struct, frozen=True):
+    """One named statement: its SQL as sent (`$n`), and the names its positions stand for."""
+
+    name: str
+    sql: str
+    params: tuple[str, ...]  # params[i] is $i+1
+    description: str  # the comment lines that open the query's section
+
+    def args(self, values: Mapping[str, Any]) -> tuple[Any, ...]:
+        """The statement's arguments in position order, from their names; every parameter is
+        required and no other name is accepted (a misspelt argument fails, never binds NULL)."""
+        if len(values) != len(self.params) or any(p not in values for p in self.params):
+            missing = sorted(set(self.params) - set(values))
+            unknown = sorted(set(values) - set(self.params))
+            raise TypeError(f"query {self.name}: missing {missing}, unknown {unknown}")
+        return tuple([values[p] for p in self.params])
+
+
+def compile_named(name: str, text: str) -> tuple[str, tuple[str, ...]]:
+    """`text` with each `:param` replaced by `$n` (the same name, the same n), and the names in order."""
+    params: list[str] = []
+
+    def replace(match: re.Match[str]) -> str:
+        if match["positional"] is not None:
+            raise ValueError(f"query {name!r}: write parameters by name, not {match['positional']}")
+        param = match["param"]
+        if param is None:
+            return match[0]
+        if param not in params:
+            params.append(param)
+        return f"${params.index(param) + 1}"
+
+    return _TOKENS.sub(replace, text), tuple(params)
+
+
+def _description(body: str) -> str:
+    lines = []
+    for line in body.strip().splitlines():
+        if not line.startswith("--"):
+            break
+        lines.append(line.removeprefix("--").strip())
+    return " ".join(lines)
+
+
+def parse(text: str) -> Mapping[str, Query]:
+    """Split a file of `-- name: x` sections into {x: Query}."""
     parts = _HEADER.split(text)
-    queries: dict[str, str] = {}
+    queries: dict[str, Query] = {}
     for name, body in zip(parts[1::2], parts[2::2], strict=True):
         if name in queries:
             raise ValueError(f"query {name!r} is defined twice")
-        queries[name] = body.strip()
+        # A section ends where the next begins: comment lines that close it introduce what follows.
+        lines = body.strip().splitlines()
+        while lines and lines[-1].startswith("--"):
+            lines.pop()
+        sql, params = compile_named(name, "\n".join(lines).strip())
+        queries[name] = Query(name=name, sql=sql, params=params, description=_description(body))
     return MappingProxyType(queries)
 
 
-Q: Mapping[str, str] = parse(resources.files(__package__).joinpath("queries.sql").read_text())
+Q: Mapping[str, Query] = parse(resources.files(__package__).joinpath("queries.sql").read_text())

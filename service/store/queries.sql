@@ -1,106 +1,118 @@
--- Every query convtree runs, named. Loaded once by service/store/queries.py.
--- Parameters only ($1…$n); callers choose between fixed queries, never build SQL.
+-- Every query convtree runs, named, each opened by a line saying what it is for. Loaded once by
+-- service/store/queries.py, which compiles the `:name` parameters to PostgreSQL's $1…$n (a `::type`
+-- is a cast, never a parameter): callers pass them by name. Parameters only; callers choose between
+-- fixed queries, never build SQL.
 
 -- name: find_api_key
-SELECT tenant, name FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL;
+-- The tenant and name of a key that is not revoked, by the key's digest.
+SELECT tenant, name FROM api_keys WHERE key_hash = :key_hash AND revoked_at IS NULL;
 
 -- name: insert_api_key
-INSERT INTO api_keys (key_hash, tenant, name) VALUES ($1, $2, $3);
+-- A new key, stored by its digest only.
+INSERT INTO api_keys (key_hash, tenant, name) VALUES (:key_hash, :tenant, :name);
 
 -- name: revoke_api_keys
-UPDATE api_keys SET revoked_at = now() WHERE tenant = $1 AND name = $2 AND revoked_at IS NULL;
+-- Revokes every key of the tenant with that name (its status counts them).
+UPDATE api_keys SET revoked_at = now() WHERE tenant = :tenant AND name = :name AND revoked_at IS NULL;
 
 -- name: count_api_keys
+-- How many keys are not revoked (a fresh service has none).
 SELECT count(*) FROM api_keys WHERE revoked_at IS NULL;
 
 -- name: list_api_keys
+-- Every key, revoked or not, oldest first (never the key itself).
 SELECT tenant, name, created_at, revoked_at FROM api_keys ORDER BY created_at;
 
 -- name: has_schema_revision
+-- Whether the database was migrated at all (alembic's table exists).
 SELECT to_regclass('alembic_version') IS NOT NULL;
 
 -- name: schema_revision
+-- The migration the database is at.
 SELECT version_num FROM alembic_version;
 
 -- name: begin_create
-SELECT now, seqs FROM begin_create($1, $2, $3);
+-- The first step of a creation (begin_create in schema.sql): locks, and the event numbers drawn.
+SELECT now, seqs FROM begin_create(:tenant, :conversation_id, :count);
 
 -- name: begin_write
+-- The first step of a write (begin_write in schema.sql): the locked summary and the event numbers drawn.
 SELECT family_id, head_id, message_count, leaf_count, last_seq, last_hash, now, seqs, base_id, base_depth
-  FROM begin_write($1, $2, $3);
+  FROM begin_write(:tenant, :conversation_id, :count);
 
 -- name: begin_append
--- begin_write, and in the same round trip the messages $4 (and, with $5, the head) as find_nodes
--- sees them: one row per message found, or one row with no message.
+-- begin_write, and in the same round trip the messages :ids (and, :with_head, the head) as
+-- find_nodes sees them: one row per message found, or one row with no message.
 -- Each message's digest key comes with it (a retry compares its content with the digest).
 SELECT w.family_id, w.head_id, w.message_count, w.leaf_count, w.last_seq, w.last_hash, w.now, w.seqs,
        w.base_id, w.base_depth,
        w.node_id, w.node_conversation_id, w.node_parent_id, w.node_role, w.node_depth, w.node_body_sha256,
        w.node_payload, w.node_visible, w.node_has_children, b.digest_key AS node_digest_key
-  FROM begin_write($1, $2, $3, $4, $5) w
+  FROM begin_write(:tenant, :conversation_id, :count, :ids, :with_head) w
   LEFT JOIN bodies b ON b.family_id = w.family_id AND b.message_id = w.node_id;
 
 -- name: find_nodes
+-- Messages of a family by id as a decision sees them (find_nodes in schema.sql), with their digest keys.
 SELECT n.message_id, n.conversation_id, n.parent_id, n.role, n.depth, n.body_sha256, n.payload,
        n.visible, n.has_children, b.digest_key
-  FROM find_nodes($1, $2, $3, $4, $5) n
-  LEFT JOIN bodies b ON b.family_id = $1 AND b.message_id = n.message_id;
+  FROM find_nodes(:family_id, :conversation_id, :ids, :base_id, :base_depth) n
+  LEFT JOIN bodies b ON b.family_id = :family_id AND b.message_id = n.message_id;
 
 -- name: find_root
+-- The family's root message: its role and body digest (a retried creation compares its system message).
 SELECT e.message_id, e.role, e.body_sha256, b.digest_key
   FROM events e
   LEFT JOIN bodies b ON b.family_id = e.family_id AND b.message_id = e.message_id
- WHERE e.family_id = $1 AND e.type = 'message_appended' AND e.parent_id IS NULL;
+ WHERE e.family_id = :family_id AND e.type = 'message_appended' AND e.parent_id IS NULL;
 
 -- name: insert_conversation
-WITH new_events AS (
-    INSERT INTO events (seq, tenant, conversation_id, family_id, type, message_id, parent_id, role,
-                        depth, body_sha256, payload, actor, request_id, created_at, hash)
-    SELECT s, $1, $2, $3, t, m, p, r, d, b, pl::json, $4, $5, $6, h
-      FROM unnest($7::bigint[], $8::text[], $9::uuid[], $10::uuid[], $11::text[], $12::int[],
-                  $13::bytea[], $14::text[], $15::bytea[]) AS u(s, t, m, p, r, d, b, pl, h)
-), new_bodies AS (
-    INSERT INTO bodies (family_id, message_id, content, digest_key)
-    SELECT $3, m, c, k FROM unnest($16::uuid[], $17::text[], $18::bytea[]) AS u(m, c, k)
+-- A new conversation (or fork): its events and bodies (write_events in schema.sql), then its summary.
+WITH written AS MATERIALIZED (
+    SELECT write_events(:seqs, :tenants, :conversation_ids, :family_ids, :types, :message_ids, :parent_ids,
+                        :roles, :depths, :body_sha256s, :payloads, :actors, :request_ids, :created_ats,
+                        :hashes, :body_family_ids, :body_ids, :contents, :digest_keys) AS events
 )
 INSERT INTO conversations (tenant, conversation_id, family_id, title, metadata, head_id,
                            message_count, leaf_count, created_seq, created_at, updated_at,
                            last_seq, last_hash,
                            forked_from_conversation_id, forked_from_message_id, base_depth)
-VALUES ($1, $2, $3, $19, $20::json, $21, $22, $23, $24, $6, $6, $25, $26, $27, $28, $29);
+SELECT :tenant::text, :conversation_id::uuid, :family_id::uuid, :title::text, :metadata::json,
+       :head_id::uuid, :message_count::int, :leaf_count::int, :created_seq::bigint,
+       :created_at::timestamptz, :created_at::timestamptz, :last_seq::bigint, :last_hash::bytea,
+       :forked_from_conversation_id::uuid, :forked_from_message_id::uuid, :base_depth::int
+  FROM written;
 
 -- name: append_events
-WITH new_events AS (
-    INSERT INTO events (seq, tenant, conversation_id, family_id, type, message_id, parent_id, role,
-                        depth, body_sha256, payload, actor, request_id, created_at, hash)
-    SELECT s, $1, $2, $3, t, m, p, r, d, b, pl::json, $4, $5, $6, h
-      FROM unnest($7::bigint[], $8::text[], $9::uuid[], $10::uuid[], $11::text[], $12::int[],
-                  $13::bytea[], $14::text[], $15::bytea[]) AS u(s, t, m, p, r, d, b, pl, h)
-), new_bodies AS (
-    INSERT INTO bodies (family_id, message_id, content, digest_key)
-    SELECT $3, m, c, k FROM unnest($16::uuid[], $17::text[], $18::bytea[]) AS u(m, c, k)
+-- Events of one locked conversation and their bodies (write_events), and the conversation's new summary.
+WITH written AS MATERIALIZED (
+    SELECT write_events(:seqs, :tenants, :conversation_ids, :family_ids, :types, :message_ids, :parent_ids,
+                        :roles, :depths, :body_sha256s, :payloads, :actors, :request_ids, :created_ats,
+                        :hashes, :body_family_ids, :body_ids, :contents, :digest_keys) AS events
 )
 UPDATE conversations
-   SET head_id = $19, message_count = $20, leaf_count = $21, updated_at = $6,
-       last_seq = $22, last_hash = $23
- WHERE tenant = $1 AND conversation_id = $2;
+   SET head_id = :head_id, message_count = :message_count, leaf_count = :leaf_count,
+       updated_at = :updated_at, last_seq = :last_seq, last_hash = :last_hash
+  FROM written
+ WHERE tenant = :tenant AND conversation_id = :conversation_id;
 
 -- name: append_messages_if_unchanged
 -- Whole appends, one message each to several conversations (of any tenants), in one statement,
 -- for writers that already know those conversations' states (service/app/messages.py): the
 -- feed lock of every tenant involved (shared), then each conversation's row, as begin_write takes
--- them; then each message (its event, body and the conversation's new summary, the message as
--- head) is written only if its conversation's last event is still `known_seq` and none is stamped
--- later than it. A row locked by another writer is about to move on: SKIP LOCKED passes it over
--- instead of waiting. Event numbers are drawn under both locks, as begin_write draws them.
--- Returns (tenant, conversation, event number) of each message written; a conversation may appear
--- once at most.
+-- them; then each message (its event and body through write_events, and the conversation's new
+-- summary, the message as head) is written only if its conversation's last event is still
+-- `known_seq` and none is stamped later than it. A row locked by another writer is about to move
+-- on: SKIP LOCKED passes it over instead of waiting. Event numbers are drawn under both locks, as
+-- begin_write draws them. Returns (tenant, conversation, event number) of each message written; a
+-- conversation may appear once at most. One array per column, a message at the same index in each.
 WITH batch AS MATERIALIZED (
     SELECT tenant, conversation_id, family_id, message_id, parent_id, role, depth, body_sha256, payload,
            actor, request_id, created_at, hash, content, message_count, leaf_count, known_seq, digest_key
-      FROM unnest($1::text[], $2::uuid[], $3::uuid[], $4::uuid[], $5::uuid[], $6::text[], $7::int[],
-                  $8::bytea[], $9::text[], $10::text[], $11::text[], $12::timestamptz[], $13::bytea[],
-                  $14::text[], $15::int[], $16::int[], $17::bigint[], $18::bytea[])
+      FROM unnest(:tenants::text[], :conversation_ids::uuid[], :family_ids::uuid[], :message_ids::uuid[],
+                  :parent_ids::uuid[], :roles::text[], :depths::int[], :body_sha256s::bytea[],
+                  :payloads::text[], :actors::text[], :request_ids::text[], :created_ats::timestamptz[],
+                  :hashes::bytea[], :contents::text[], :message_counts::int[], :leaf_counts::int[],
+                  :known_seqs::bigint[], :digest_keys::bytea[])
            AS b(tenant, conversation_id, family_id, message_id, parent_id, role, depth, body_sha256,
                 payload, actor, request_id, created_at, hash, content, message_count, leaf_count,
                 known_seq, digest_key)
@@ -121,106 +133,107 @@ WITH batch AS MATERIALIZED (
       FROM batch b
       JOIN locked l ON l.tenant = b.tenant AND l.conversation_id = b.conversation_id
      WHERE l.last_seq = b.known_seq AND l.updated_at <= b.created_at
-), new_events AS (
-    INSERT INTO events (seq, tenant, conversation_id, family_id, type, message_id, parent_id, role,
-                        depth, body_sha256, payload, actor, request_id, created_at, hash)
-    SELECT u.seq, u.tenant, u.conversation_id, u.family_id, 'message_appended', u.message_id,
-           u.parent_id, u.role, u.depth, u.body_sha256, u.payload::json, u.actor, u.request_id,
-           u.created_at, u.hash
+), written AS MATERIALIZED (
+    SELECT write_events(array_agg(u.seq), array_agg(u.tenant), array_agg(u.conversation_id),
+                        array_agg(u.family_id), array_agg('message_appended'::text), array_agg(u.message_id),
+                        array_agg(u.parent_id), array_agg(u.role), array_agg(u.depth),
+                        array_agg(u.body_sha256), array_agg(u.payload), array_agg(u.actor),
+                        array_agg(u.request_id), array_agg(u.created_at), array_agg(u.hash),
+                        array_agg(u.family_id), array_agg(u.message_id), array_agg(u.content),
+                        array_agg(u.digest_key)) AS events
       FROM unchanged u
-), new_bodies AS (
-    INSERT INTO bodies (family_id, message_id, content, digest_key)
-    SELECT u.family_id, u.message_id, u.content, u.digest_key FROM unchanged u
 )
 UPDATE conversations c
    SET head_id = u.message_id, message_count = u.message_count, leaf_count = u.leaf_count,
        updated_at = u.created_at, last_seq = u.seq, last_hash = u.hash
-  FROM unchanged u
+  FROM unchanged u, written
  WHERE c.tenant = u.tenant AND c.conversation_id = u.conversation_id
 -- Delivered at commit, and only then, as begin_write's: wakes the tenants' feed followers.
 RETURNING c.tenant, c.conversation_id, u.seq,
           pg_notify('convtree_events', encode(sha256(convert_to(c.tenant, 'UTF8')), 'hex'));
 
 -- name: get_conversation
-SELECT conversation_id, family_id, title, metadata, head_id, message_count, leaf_count,
-       created_at, updated_at, last_seq,
-       forked_from_conversation_id, forked_from_message_id, base_depth
-  FROM conversations
- WHERE tenant = $1 AND conversation_id = $2;
-
--- name: list_conversations
--- Newest first; $2 is the created_seq of the last conversation of the previous page, or NULL.
+-- A conversation's summary row (and the family and fork base its messages are read with).
 SELECT conversation_id, family_id, title, metadata, head_id, message_count, leaf_count,
        created_at, updated_at, last_seq, created_seq,
        forked_from_conversation_id, forked_from_message_id, base_depth
   FROM conversations
- WHERE tenant = $1 AND ($2::bigint IS NULL OR created_seq < $2)
+ WHERE tenant = :tenant AND conversation_id = :conversation_id;
+
+-- name: list_conversations
+-- A page of the tenant's conversations, newest first; :before_seq is the created_seq of the last
+-- conversation of the previous page, or NULL.
+SELECT conversation_id, family_id, title, metadata, head_id, message_count, leaf_count,
+       created_at, updated_at, last_seq, created_seq,
+       forked_from_conversation_id, forked_from_message_id, base_depth
+  FROM conversations
+ WHERE tenant = :tenant AND (:before_seq::bigint IS NULL OR created_seq < :before_seq)
  ORDER BY created_seq DESC
- LIMIT $3;
+ LIMIT :limit;
 
 -- name: get_message
--- A message visible in conversation $3: its own, written by event $6, or on the path a fork
--- inherited (root to its base $4, $5 deep).
-SELECT e.seq, e.conversation_id, e.message_id, e.parent_id, e.role, e.depth, e.payload,
-       e.actor, e.request_id, e.created_at, CASE WHEN r.redacted_at IS NULL THEN b.content END AS content,
-       r.redacted_at, r.redacted_by, r.redaction_reason, r.redaction_erased
-  FROM events e
-  LEFT JOIN bodies b ON b.family_id = e.family_id AND b.message_id = e.message_id
-  LEFT JOIN LATERAL message_redaction(e.family_id, e.message_id) r ON true
- WHERE e.family_id = $1 AND e.message_id = $2
-   AND ((e.conversation_id = $3 AND e.seq <= $6) OR on_base_path($1, $4, $5, e.message_id, e.depth));
+-- A message visible in conversation :conversation_id: its own, written by event :upto, or on the
+-- path a fork inherited (root to its base :base_id, :base_depth deep); its body as served_body serves it.
+SELECT m.seq, m.conversation_id, m.message_id, m.parent_id, m.role, m.depth, m.payload,
+       m.actor, m.request_id, m.created_at,
+       s.content, s.redacted_at, s.redacted_by, s.redaction_reason, s.redaction_erased
+  FROM events m
+  LEFT JOIN LATERAL served_body(m.family_id, m.message_id) s ON true
+ WHERE m.family_id = :family_id AND m.message_id = :message_id
+   AND ((m.conversation_id = :conversation_id AND m.seq <= :upto)
+        OR on_base_path(:family_id, :base_id, :base_depth, m.message_id, m.depth));
 
 -- name: list_children
--- The children of message $2 (depth $5) visible in conversation $3 up to event $6: its own and,
--- when $2 is inherited ($4: the fork's base, passed only then), the next message on the inherited
--- path, found by a walk up from the base (it is older than any of the fork's, so first).
-SELECT w.seq, w.conversation_id, w.message_id, w.parent_id, w.role, w.depth, w.payload,
-       w.actor, w.request_id, w.created_at, CASE WHEN r.redacted_at IS NULL THEN b.content END AS content,
-       r.redacted_at, r.redacted_by, r.redaction_reason, r.redaction_erased
-  FROM walk_up($1, $4, $5 + 1) w
-  LEFT JOIN bodies b ON b.family_id = $1 AND b.message_id = w.message_id
-  LEFT JOIN LATERAL message_redaction($1, w.message_id) r ON true
- WHERE w.depth = $5 + 1 AND w.parent_id = $2
-UNION ALL
--- The conversation's own children are read with events_children alone: their family is checked
--- outside the scan (OFFSET 0 keeps it there), so events_runs, which leads with the family too,
--- cannot serve it. On a never-analyzed table the planner costs both alike and may otherwise read
--- the whole family.
-SELECT e.seq, e.conversation_id, e.message_id, e.parent_id, e.role, e.depth, e.payload,
-       e.actor, e.request_id, e.created_at, CASE WHEN r.redacted_at IS NULL THEN b.content END AS content,
-       r.redacted_at, r.redacted_by, r.redaction_reason, r.redaction_erased
-  FROM (SELECT e.seq, e.conversation_id, e.family_id, e.message_id, e.parent_id, e.role, e.depth,
-               e.payload, e.actor, e.request_id, e.created_at
-          FROM events e
-         WHERE e.conversation_id = $3 AND e.parent_id = $2 AND e.type = 'message_appended' AND e.seq <= $6
-        OFFSET 0) e
-  LEFT JOIN bodies b ON b.family_id = e.family_id AND b.message_id = e.message_id
-  LEFT JOIN LATERAL message_redaction(e.family_id, e.message_id) r ON true
- WHERE e.family_id = $1
- ORDER BY seq;
+-- The children of message :parent_id (:depth deep) visible in conversation :conversation_id up to
+-- event :upto: its own and, when the parent is inherited (:base_id: the fork's base, passed only
+-- then), the next message on the inherited path, found by a walk up from the base (it is older than
+-- any of the fork's, so first).
+SELECT m.seq, m.conversation_id, m.message_id, m.parent_id, m.role, m.depth, m.payload,
+       m.actor, m.request_id, m.created_at,
+       s.content, s.redacted_at, s.redacted_by, s.redaction_reason, s.redaction_erased
+  FROM (SELECT w.seq, w.conversation_id, w.message_id, w.parent_id, w.role, w.depth, w.payload,
+               w.actor, w.request_id, w.created_at
+          FROM walk_up(:family_id, :base_id, :depth + 1) w
+         WHERE w.depth = :depth + 1 AND w.parent_id = :parent_id
+        UNION ALL
+        -- The conversation's own children are read with events_children alone: their family is
+        -- checked outside the scan (OFFSET 0 keeps it there), so events_runs, which leads with the
+        -- family too, cannot serve it. On a never-analyzed table the planner costs both alike and
+        -- may otherwise read the whole family.
+        SELECT e.seq, e.conversation_id, e.message_id, e.parent_id, e.role, e.depth, e.payload,
+               e.actor, e.request_id, e.created_at
+          FROM (SELECT e.seq, e.conversation_id, e.family_id, e.message_id, e.parent_id, e.role, e.depth,
+                       e.payload, e.actor, e.request_id, e.created_at
+                  FROM events e
+                 WHERE e.conversation_id = :conversation_id AND e.parent_id = :parent_id
+                   AND e.type = 'message_appended' AND e.seq <= :upto
+                OFFSET 0) e
+         WHERE e.family_id = :family_id) m
+  LEFT JOIN LATERAL served_body(:family_id, m.message_id) s ON true
+ ORDER BY m.seq;
 
 -- name: list_messages
--- Every message visible in conversation $2 in the order written: a fork's inherited path (root to
--- its base $3; all of it older than the fork), then the conversation's own up to event $4.
-SELECT w.seq, w.conversation_id, w.message_id, w.parent_id, w.role, w.depth, w.payload,
-       w.actor, w.request_id, w.created_at, CASE WHEN r.redacted_at IS NULL THEN b.content END AS content,
-       r.redacted_at, r.redacted_by, r.redaction_reason, r.redaction_erased
-  FROM walk_up($1, $3, 0) w
-  LEFT JOIN bodies b ON b.family_id = $1 AND b.message_id = w.message_id
-  LEFT JOIN LATERAL message_redaction($1, w.message_id) r ON true
-UNION ALL
-SELECT e.seq, e.conversation_id, e.message_id, e.parent_id, e.role, e.depth, e.payload,
-       e.actor, e.request_id, e.created_at, CASE WHEN r.redacted_at IS NULL THEN b.content END AS content,
-       r.redacted_at, r.redacted_by, r.redaction_reason, r.redaction_erased
-  FROM events e
-  LEFT JOIN bodies b ON b.family_id = e.family_id AND b.message_id = e.message_id
-  LEFT JOIN LATERAL message_redaction(e.family_id, e.message_id) r ON true
- WHERE e.family_id = $1 AND e.conversation_id = $2 AND e.type = 'message_appended' AND e.seq <= $4
- ORDER BY seq;
+-- Every message visible in conversation :conversation_id in the order written: a fork's inherited
+-- path (root to its base :base_id; all of it older than the fork), then the conversation's own up
+-- to event :upto.
+SELECT m.seq, m.conversation_id, m.message_id, m.parent_id, m.role, m.depth, m.payload,
+       m.actor, m.request_id, m.created_at,
+       s.content, s.redacted_at, s.redacted_by, s.redaction_reason, s.redaction_erased
+  FROM (SELECT w.seq, w.conversation_id, w.message_id, w.parent_id, w.role, w.depth, w.payload,
+               w.actor, w.request_id, w.created_at
+          FROM walk_up(:family_id, :base_id, 0) w
+        UNION ALL
+        SELECT e.seq, e.conversation_id, e.message_id, e.parent_id, e.role, e.depth, e.payload,
+               e.actor, e.request_id, e.created_at
+          FROM events e
+         WHERE e.family_id = :family_id AND e.conversation_id = :conversation_id
+           AND e.type = 'message_appended' AND e.seq <= :upto) m
+  LEFT JOIN LATERAL served_body(:family_id, m.message_id) s ON true
+ ORDER BY m.seq;
 
 -- name: list_leaves
--- Branch tips of conversation $2 up to event $4: its own messages with no child of its own by then,
--- and a fork's base $3 until the fork writes under it (the inherited messages above the base never
+-- Branch tips of conversation :conversation_id up to event :upto: its own messages with no child of its own by then,
+-- and a fork's base :base_id until the fork writes under it (the inherited messages above the base never
 -- are: each has the next message on the path as a child).
 -- One pass, no join: every candidate tip comes with its place, every own message's parent comes
 -- as a bare id, and a tip is an id that no row names as a parent. A probe of events for each
@@ -230,15 +243,15 @@ SELECT e.seq, e.conversation_id, e.message_id, e.parent_id, e.role, e.depth, e.p
 SELECT k.id AS message_id, max(k.depth) AS depth, max(k.seq) AS seq, max(k.created_at) AS created_at
   FROM (SELECT e.message_id AS id, e.depth, e.seq, e.created_at
           FROM events e
-         WHERE e.family_id = $1 AND e.message_id = $3
+         WHERE e.family_id = :family_id AND e.message_id = :base_id
         UNION ALL
         SELECT e.message_id, e.depth, e.seq, e.created_at
           FROM events e
-         WHERE e.family_id = $1 AND e.conversation_id = $2 AND e.type = 'message_appended' AND e.seq <= $4
+         WHERE e.family_id = :family_id AND e.conversation_id = :conversation_id AND e.type = 'message_appended' AND e.seq <= :upto
         UNION ALL
         SELECT e.parent_id, NULL, NULL, NULL
           FROM events e
-         WHERE e.family_id = $1 AND e.conversation_id = $2 AND e.type = 'message_appended' AND e.seq <= $4
+         WHERE e.family_id = :family_id AND e.conversation_id = :conversation_id AND e.type = 'message_appended' AND e.seq <= :upto
        ) k
  GROUP BY k.id
 -- Only candidate rows (each has its seq): no own message is its child.
@@ -254,11 +267,11 @@ SELECT p.seq, p.conversation_id, p.message_id, p.parent_id, p.role, p.depth, p.p
        CASE WHEN p.redacted_at IS NULL THEN p.content END AS content,
        p.redacted_at, p.redacted_by, p.redaction_reason, p.redaction_erased,
        p.sibling_count, p.sibling_position, p.on_path
-  FROM message_path($1, $2, $3, $4, $5, $6) p;
+  FROM message_path(:family_id, :conversation_id, :message_id, :base_id, :base_depth, :upto) p;
 
 -- name: claim_idempotency_key
 -- Waits while another transaction holds the same key; returns a row only if this one claimed it.
-INSERT INTO idempotency_keys (tenant, key, fingerprint) VALUES ($1, $2, $3)
+INSERT INTO idempotency_keys (tenant, key, fingerprint) VALUES (:tenant, :key, :fingerprint)
 ON CONFLICT (tenant, key) DO NOTHING
 RETURNING true;
 
@@ -266,41 +279,44 @@ RETURNING true;
 -- Locked: retries of one key act on what it came to one at a time (a turn's retry may launch its
 -- reply again, and records that in this row).
 SELECT fingerprint, status, response, conversation_id, user_message_id, reply_id
-  FROM idempotency_keys WHERE tenant = $1 AND key = $2
+  FROM idempotency_keys WHERE tenant = :tenant AND key = :key
    FOR UPDATE;
 
 -- name: complete_idempotency_key
-UPDATE idempotency_keys SET status = $3, response = $4 WHERE tenant = $1 AND key = $2;
+-- Stores the response a keyed request came to, for its retries to replay.
+UPDATE idempotency_keys SET status = :status, response = :response WHERE tenant = :tenant AND key = :key;
 
 -- name: launch_idempotency_key
-UPDATE idempotency_keys SET conversation_id = $3, user_message_id = $4, reply_id = $5
- WHERE tenant = $1 AND key = $2;
+-- Records, in a keyed turn's row, the reply it launched (a retry reads the outcome from the log).
+UPDATE idempotency_keys SET conversation_id = :conversation_id, user_message_id = :user_message_id, reply_id = :reply_id
+ WHERE tenant = :tenant AND key = :key;
 
 -- name: schema_version
+-- The migration the database is at (/readyz reports it).
 SELECT version_num FROM alembic_version;
 
 -- name: grant_service_role
 -- Run as the owner, after migrating (service/store/migrate.py), under migration_lock.
-SELECT grant_service_role($1);
+SELECT grant_service_role(:role);
 
 -- name: migration_lock
 -- One migrator at a time, as alembic/env.py holds it: two processes granting at once would both
 -- update the same catalog rows ("tuple concurrently updated").
-SELECT pg_advisory_xact_lock($1);
+SELECT pg_advisory_xact_lock(:key);
 
 -- --- Replay and rebuild (forks, as_of, `convtree rebuild`) --------------------------------------
 
 -- name: conversation_as_of
--- A conversation's summary as it stood after event $3 or, when $3 is NULL, after its newest event
--- stamped at or before $4, folded from the log. No row: it did not exist yet (or is not the tenant's).
-SELECT tenant, conversation_id, family_id, title, metadata, head_id, message_count, leaf_count,
-       created_seq, created_at, updated_at, last_seq, last_hash,
-       forked_from_conversation_id, forked_from_message_id, base_depth
+-- A conversation's summary as it stood after event :upto or, when :upto is NULL, after its newest event
+-- stamped at or before :at, folded from the log. No row: it did not exist yet (or is not the tenant's).
+SELECT conversation_id, family_id, title, metadata, head_id, message_count, leaf_count,
+       created_at, updated_at, last_seq, created_seq,
+       forked_from_conversation_id, forked_from_message_id, base_depth, tenant, last_hash
   FROM fold_conversations(
-           ARRAY[$2::uuid],
-           coalesce($3::bigint, (SELECT max(e.seq) FROM events e
-                                  WHERE e.conversation_id = $2 AND e.tenant = $1 AND e.created_at <= $4)))
- WHERE tenant = $1;
+           ARRAY[:conversation_id::uuid],
+           coalesce(:upto::bigint, (SELECT max(e.seq) FROM events e
+                                  WHERE e.conversation_id = :conversation_id AND e.tenant = :tenant AND e.created_at <= :at)))
+ WHERE tenant = :tenant;
 
 -- name: rebuild_conversations_lock
 -- Writers wait (and see the rebuilt rows once they may go on); readers keep reading the old rows.
@@ -308,17 +324,18 @@ LOCK TABLE conversations IN EXCLUSIVE MODE;
 
 -- name: rebuild_conversations_clear
 -- The rows of a batch of conversations, refilled right after in the same savepoint.
-DELETE FROM conversations WHERE conversation_id = ANY ($1::uuid[]);
+DELETE FROM conversations WHERE conversation_id = ANY (:keys::uuid[]);
 
 -- name: rebuild_conversations_prune
--- Rows of conversations the log does not hold ($1: every conversation it holds).
-DELETE FROM conversations WHERE conversation_id <> ALL ($1::uuid[]);
+-- Rows of conversations the log does not hold (:keys: every conversation it holds).
+DELETE FROM conversations WHERE conversation_id <> ALL (:keys::uuid[]);
 
 -- name: rebuild_conversations_plan
 -- Every conversation in the log, with its number of events (the rebuild's progress is in events).
 SELECT conversation_id AS key, count(*) AS events FROM events GROUP BY conversation_id ORDER BY conversation_id;
 
 -- name: rebuild_conversations_fill
+-- The rows of a batch of conversations, folded from the log by fold_conversations (schema.sql).
 INSERT INTO conversations (tenant, conversation_id, family_id, title, metadata, head_id,
                            message_count, leaf_count, created_seq, created_at, updated_at,
                            last_seq, last_hash,
@@ -327,7 +344,7 @@ SELECT tenant, conversation_id, family_id, title, metadata, head_id,
        message_count, leaf_count, created_seq, created_at, updated_at,
        last_seq, last_hash,
        forked_from_conversation_id, forked_from_message_id, base_depth
-  FROM fold_conversations($1::uuid[], 9223372036854775807);
+  FROM fold_conversations(:keys::uuid[], 9223372036854775807);
 
 -- ---------------------------------------------------------------------------------------------
 -- History: the event feeds, audit, redaction and erasure, export and import (service/store/history.py).
@@ -336,25 +353,26 @@ SELECT tenant, conversation_id, family_id, title, metadata, head_id,
 -- ---------------------------------------------------------------------------------------------
 
 -- name: conversation_events
+-- A page of one conversation's events after event :after, in order (its feed).
 SELECT seq, tenant, conversation_id, family_id, type, message_id, parent_id, role, depth,
        body_sha256, payload, actor, request_id, created_at, hash
   FROM events
- WHERE family_id = $1 AND conversation_id = $2 AND seq > $3
+ WHERE family_id = :family_id AND conversation_id = :conversation_id AND seq > :after
  ORDER BY seq
- LIMIT $4;
+ LIMIT :limit;
 
 -- name: feed_frontier
 -- A statement of its own: the tenant lock it takes ends with it (see feed_frontier in schema.sql).
-SELECT feed_frontier($1, $2);
+SELECT feed_frontier(:tenant, :lock_timeout);
 
 -- name: tenant_events
--- Only up to the frontier $3: past it, an earlier number may still be in flight.
+-- Only up to the frontier :frontier: past it, an earlier number may still be in flight.
 SELECT seq, tenant, conversation_id, family_id, type, message_id, parent_id, role, depth,
        body_sha256, payload, actor, request_id, created_at, hash
   FROM events
- WHERE tenant = $1 AND seq > $2 AND seq <= $3
+ WHERE tenant = :tenant AND seq > :after AND seq <= :frontier
  ORDER BY seq
- LIMIT $4;
+ LIMIT :limit;
 
 -- name: audit_events
 -- Each event with the digest of its message's body as it is stored now (NULL: no body), computed
@@ -365,7 +383,7 @@ SELECT e.seq, e.tenant, e.conversation_id, e.family_id, e.type, e.message_id, e.
        sha256(coalesce(b.digest_key, '') || convert_to(b.content, 'UTF8')) AS body_digest
   FROM events e
   LEFT JOIN bodies b ON b.family_id = e.family_id AND b.message_id = e.message_id
- WHERE e.family_id = $1 AND e.conversation_id = $2
+ WHERE e.family_id = :family_id AND e.conversation_id = :conversation_id
  ORDER BY e.seq;
 
 -- name: audit_summary
@@ -374,31 +392,31 @@ SELECT tenant, conversation_id, family_id, title, metadata, head_id, message_cou
        created_seq, created_at, updated_at, last_seq, last_hash,
        forked_from_conversation_id, forked_from_message_id, base_depth
   FROM conversations
- WHERE tenant = $1 AND conversation_id = $2;
+ WHERE tenant = :tenant AND conversation_id = :conversation_id;
 
 -- name: export_events
--- A page of the export, after event $3. A redacted message's content is withheld from exports as
--- from every other read.
+-- A page of the export, after event :after. A redacted message's content (and its digest key) is
+-- withheld from exports as from every other read (served_body).
 SELECT e.seq, e.tenant, e.conversation_id, e.family_id, e.type, e.message_id, e.parent_id, e.role,
        e.depth, e.body_sha256, e.payload, e.actor, e.request_id, e.created_at, e.hash,
-       CASE WHEN r.redacted_at IS NULL THEN b.content END AS content,
-       CASE WHEN r.redacted_at IS NULL THEN b.digest_key END AS digest_key
+       s.content, s.digest_key
   FROM events e
-  LEFT JOIN bodies b ON b.family_id = e.family_id AND b.message_id = e.message_id
-  LEFT JOIN LATERAL message_redaction(e.family_id, e.message_id) r ON e.type = 'message_appended'
- WHERE e.family_id = $1 AND e.conversation_id = $2 AND e.seq > $3
+  LEFT JOIN LATERAL served_body(e.family_id, e.message_id) s ON e.type = 'message_appended'
+ WHERE e.family_id = :family_id AND e.conversation_id = :conversation_id AND e.seq > :after
  ORDER BY e.seq
- LIMIT $4;
+ LIMIT :limit;
 
 -- name: find_redaction
-SELECT redacted_at, redacted_by, redaction_reason, redaction_erased FROM message_redaction($1, $2);
+-- A message's latest redaction (no row: not redacted).
+SELECT redacted_at, redacted_by, redaction_reason, redaction_erased FROM message_redaction(:family_id, :message_id);
 
 -- name: find_body
-SELECT content FROM bodies WHERE family_id = $1 AND message_id = $2;
+-- A message's stored body, redacted or not (redaction and erasure read it).
+SELECT content FROM bodies WHERE family_id = :family_id AND message_id = :message_id;
 
 -- name: erase_body
 -- Allowed by the bodies_erasable trigger only after the erasing event is written.
-DELETE FROM bodies WHERE family_id = $1 AND message_id = $2;
+DELETE FROM bodies WHERE family_id = :family_id AND message_id = :message_id;
 
 -- name: vacuum_bodies
 -- The tables that hold message content (bodies, and stored responses that quoted it): an erased
@@ -412,44 +430,39 @@ VACUUM (ANALYZE) bodies, idempotency_keys;
 VACUUM (FULL, ANALYZE) bodies, idempotency_keys;
 
 -- name: body_tables_size
+-- Bytes on disk of the tables that hold message content, with their TOAST tables and indexes.
 SELECT coalesce(sum(pg_total_relation_size(c)), 0)::bigint
   FROM unnest(ARRAY['bodies'::regclass, 'idempotency_keys'::regclass]) AS c;
 
 -- name: find_quoting_responses
 -- Stored responses of the tenant that may quote a message: they contain its id or its content
--- ($2, $3: both as they appear inside a JSON string, which is how responses are stored).
+-- (:id_text, :content_text: both as they appear inside a JSON string, which is how responses are stored).
 SELECT key, response
   FROM idempotency_keys
- WHERE tenant = $1 AND response IS NOT NULL
-   AND (position($2::bytea IN response) > 0 OR ($3::bytea IS NOT NULL AND position($3::bytea IN response) > 0));
+ WHERE tenant = :tenant AND response IS NOT NULL
+   AND (position(:id_text::bytea IN response) > 0 OR (:content_text::bytea IS NOT NULL AND position(:content_text::bytea IN response) > 0));
 
 -- name: replace_response
-UPDATE idempotency_keys SET response = $3 WHERE tenant = $1 AND key = $2;
+-- A stored response rewritten without the content it quoted (erasure).
+UPDATE idempotency_keys SET response = :response WHERE tenant = :tenant AND key = :key;
 
 -- name: fork_base
--- The message a fork was taken at, if conversation $3 of tenant $4 (in family $1) shows it, and the
+-- The message a fork was taken at, if conversation :source_id of tenant :tenant (in family :family_id) shows it, and the
 -- path root→base (message id, depth) it would inherit.
 SELECT w.message_id, w.depth
-  FROM walk_up($1, $2, 0) w
+  FROM walk_up(:family_id, :base_id, 0) w
  WHERE EXISTS (SELECT 1 FROM events e
-                 JOIN conversations c ON c.tenant = $4 AND c.conversation_id = $3
-                WHERE e.family_id = $1 AND e.message_id = $2 AND e.type = 'message_appended'
-                  AND (e.conversation_id = $3
-                       OR on_base_path($1, c.forked_from_message_id, c.base_depth, e.message_id, e.depth)));
+                 JOIN conversations c ON c.tenant = :tenant AND c.conversation_id = :source_id
+                WHERE e.family_id = :family_id AND e.message_id = :base_id AND e.type = 'message_appended'
+                  AND (e.conversation_id = :source_id
+                       OR on_base_path(:family_id, c.forked_from_message_id, c.base_depth, e.message_id, e.depth)));
 
 -- name: import_events
--- Events keep what their hashes cover (actor, request id, time, payload text) and get this
--- database's numbers, tenant and family.
-WITH new_events AS (
-    INSERT INTO events (seq, tenant, conversation_id, family_id, type, message_id, parent_id, role,
-                        depth, body_sha256, payload, actor, request_id, created_at, hash)
-    SELECT s, $1, $2, $3, t, m, p, r, d, b, pl::json, a, q, c, h
-      FROM unnest($4::bigint[], $5::text[], $6::uuid[], $7::uuid[], $8::text[], $9::int[],
-                  $10::bytea[], $11::text[], $12::bytea[], $13::text[], $14::text[], $15::timestamptz[])
-           AS u(s, t, m, p, r, d, b, pl, h, a, q, c)
-)
-INSERT INTO bodies (family_id, message_id, content, digest_key)
-SELECT $3, m, c, k FROM unnest($16::uuid[], $17::text[], $18::bytea[]) AS u(m, c, k);
+-- Imported events and their bodies (write_events in schema.sql): events keep what their hashes
+-- cover (actor, request id, time, payload text) and get this database's numbers, tenant and family.
+SELECT write_events(:seqs, :tenants, :conversation_ids, :family_ids, :types, :message_ids, :parent_ids,
+                    :roles, :depths, :body_sha256s, :payloads, :actors, :request_ids, :created_ats,
+                    :hashes, :body_family_ids, :body_ids, :contents, :digest_keys);
 
 -- name: import_summary
 -- The imported conversation's summary, folded from its events by the one definition rebuild and
@@ -462,8 +475,8 @@ SELECT f.tenant, f.conversation_id, f.family_id, f.title, coalesce(f.metadata, '
        f.message_count, f.leaf_count, f.created_seq, f.created_at, f.updated_at,
        f.last_seq, f.last_hash,
        f.forked_from_conversation_id, f.forked_from_message_id, f.base_depth
-  FROM fold_conversations(ARRAY[$2]::uuid[], $4) f
- WHERE f.family_id = $3 AND f.tenant = $1
+  FROM fold_conversations(ARRAY[:conversation_id]::uuid[], :upto) f
+ WHERE f.family_id = :family_id AND f.tenant = :tenant
 RETURNING last_hash;
 
 -- name: ping
@@ -475,72 +488,72 @@ SELECT 1;
 -- ---------------------------------------------------------------------------------------------
 
 -- name: register_pending_reply
--- Registers reply $2 as pending and, in the same round trip, returns the replies already pending
--- that are message $12 or answer it (the new row is not among them: one statement, one snapshot).
+-- Registers reply :reply_id as pending and, in the same round trip, returns the replies already pending
+-- that are message :around or answer it (the new row is not among them: one statement, one snapshot).
 WITH registered AS (
     INSERT INTO pending_replies (family_id, reply_id, tenant, conversation_id, user_message_id, provider,
                                  model, actor, request_id, owner, expires_at)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, now() + make_interval(secs => $11))
+    VALUES (:family_id, :reply_id, :tenant, :conversation_id, :user_message_id, :provider, :model, :actor, :request_id, :owner, now() + make_interval(secs => :lease_seconds))
 )
 SELECT reply_id, user_message_id
   FROM pending_replies
- WHERE $12::uuid IS NOT NULL AND family_id = $1 AND (reply_id = $12 OR user_message_id = $12);
+ WHERE :around::uuid IS NOT NULL AND family_id = :family_id AND (reply_id = :around OR user_message_id = :around);
 
 -- name: is_pending_reply
-SELECT EXISTS (SELECT 1 FROM pending_replies WHERE family_id = $1 AND reply_id = $2);
+-- Whether a reply is still being generated.
+SELECT EXISTS (SELECT 1 FROM pending_replies WHERE family_id = :family_id AND reply_id = :reply_id);
 
 -- name: finish_pending_reply
 -- Only the owner closes its reply, and only while the row is there: a swept row means the reply
 -- was already closed out with turn_failed and must not appear after all.
 DELETE FROM pending_replies
- WHERE family_id = $1 AND reply_id = $2 AND owner = $3
+ WHERE family_id = :family_id AND reply_id = :reply_id AND owner = :owner
 RETURNING reply_id;
 
 -- name: expire_pending_reply
+-- Removes a pending reply whose lease ran out (its owner died); no row: its owner finished it.
 DELETE FROM pending_replies
- WHERE family_id = $1 AND reply_id = $2 AND expires_at < now()
+ WHERE family_id = :family_id AND reply_id = :reply_id AND expires_at < now()
 RETURNING reply_id;
 
 -- name: renew_pending_leases
--- Only the replies a task of owner $1 is still working on ($3): a row its task left behind (it
+-- Only the replies a task of owner :owner is still working on (:reply_ids): a row its task left behind (it
 -- died, or gave up) runs out and is closed out by the sweep, however busy the process is.
-UPDATE pending_replies SET expires_at = now() + make_interval(secs => $2)
- WHERE owner = $1 AND reply_id = ANY($3::uuid[]);
+UPDATE pending_replies SET expires_at = now() + make_interval(secs => :lease_seconds)
+ WHERE owner = :owner AND reply_id = ANY(:reply_ids::uuid[]);
 
 -- name: expired_pending_replies
+-- The pending replies whose lease ran out, oldest first: the sweep closes them out with turn_failed.
 SELECT family_id, reply_id, tenant, conversation_id, user_message_id, provider, model, actor, request_id
   FROM pending_replies
  WHERE expires_at < now()
  ORDER BY expires_at
- LIMIT $1;
+ LIMIT :limit;
 
 -- name: append_turn
 -- append_events and register_pending_reply in one round trip, for a turn whose reply was launched
 -- before it is registered (service/app/turns.py): the turn's messages with the conversation's new
--- summary ($1-$23 as append_events), and its reply $24, answering message $25, registered as
--- pending; returns the replies already pending that are message $30 or answer it.
-WITH new_events AS (
-    INSERT INTO events (seq, tenant, conversation_id, family_id, type, message_id, parent_id, role,
-                        depth, body_sha256, payload, actor, request_id, created_at, hash)
-    SELECT s, $1, $2, $3, t, m, p, r, d, b, pl::json, $4, $5, $6, h
-      FROM unnest($7::bigint[], $8::text[], $9::uuid[], $10::uuid[], $11::text[], $12::int[],
-                  $13::bytea[], $14::text[], $15::bytea[]) AS u(s, t, m, p, r, d, b, pl, h)
-), new_bodies AS (
-    INSERT INTO bodies (family_id, message_id, content, digest_key)
-    SELECT $3, m, c, k FROM unnest($16::uuid[], $17::text[], $18::bytea[]) AS u(m, c, k)
+-- summary, and its reply :reply_id, answering :user_message_id, registered as pending; returns the
+-- replies already pending that are message :around or answer it.
+WITH written AS MATERIALIZED (
+    SELECT write_events(:seqs, :tenants, :conversation_ids, :family_ids, :types, :message_ids, :parent_ids,
+                        :roles, :depths, :body_sha256s, :payloads, :actors, :request_ids, :created_ats,
+                        :hashes, :body_family_ids, :body_ids, :contents, :digest_keys) AS events
 ), new_summary AS (
     UPDATE conversations
-       SET head_id = $19, message_count = $20, leaf_count = $21, updated_at = $6,
-           last_seq = $22, last_hash = $23
-     WHERE tenant = $1 AND conversation_id = $2
+       SET head_id = :head_id, message_count = :message_count, leaf_count = :leaf_count,
+           updated_at = :updated_at, last_seq = :last_seq, last_hash = :last_hash
+      FROM written
+     WHERE tenant = :tenant AND conversation_id = :conversation_id
 ), registered AS (
     INSERT INTO pending_replies (family_id, reply_id, tenant, conversation_id, user_message_id, provider,
                                  model, actor, request_id, owner, expires_at)
-    VALUES ($3, $24, $1, $2, $25, $26, $27, $4, $5, $28, now() + make_interval(secs => $29))
+    VALUES (:family_id, :reply_id, :tenant, :conversation_id, :user_message_id, :provider, :model,
+            :actor, :request_id, :owner, now() + make_interval(secs => :lease_seconds))
 )
 SELECT reply_id, user_message_id
   FROM pending_replies
- WHERE $30::uuid IS NOT NULL AND family_id = $3 AND (reply_id = $30 OR user_message_id = $30);
+ WHERE :around::uuid IS NOT NULL AND family_id = :family_id AND (reply_id = :around OR user_message_id = :around);
 
 -- ---------------------------------------------------------------------------------------------
 -- Doctor (service/app/doctor.py): what the database holds that convtree no longer accepts.

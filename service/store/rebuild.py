@@ -24,16 +24,16 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from service.store.queries import Q
+from service.store.session import Session, affected
 
 
 class Step(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     lock: str  # each a query name in queries.sql
     plan: str  # rows (key, events), in a stable order
-    clear: str  # $1: an array of keys; deletes their rows
-    fill: str  # $1: an array of keys; returns the INSERT's status
-    prune: str  # $1: every key planned; deletes the rows of any other
+    clear: str  # :keys, an array of keys; deletes their rows
+    fill: str  # :keys, an array of keys; returns the INSERT's status
+    prune: str  # :keys, every key planned; deletes the rows of any other
 
 
 STEPS: tuple[Step, ...] = (
@@ -91,22 +91,23 @@ async def rebuild(
     name and the events each batch just covered.
     """
     failures: list[Failure] = []
+    session = Session(conn)
     async with conn.transaction(isolation="repeatable_read"):
         for step in steps:
-            await conn.execute(Q[step.lock])
-        plans = [(step, await conn.fetch(Q[step.plan])) for step in steps]
+            await session.run(step.lock)
+        plans = [(step, await session.rows(step.plan)) for step in steps]
         on_start(sum(unit["events"] for _, units in plans for unit in units))
         rows: dict[str, int] = {}
         for step, units in plans:
-            await conn.execute(Q[step.prune], [unit["key"] for unit in units])
+            await session.run(step.prune, keys=[unit["key"] for unit in units])
             written = 0
             for keys, events in batches(units, batch_events):
                 try:
-                    written += await _replace(conn, step, keys)
+                    written += await _replace(session, step, keys)
                 except asyncpg.PostgresError:
                     for key in keys:
                         try:
-                            written += await _replace(conn, step, [key])
+                            written += await _replace(session, step, [key])
                         except asyncpg.PostgresError as exc:
                             failures.append(Failure(step=step.name, key=str(key), error=_describe(exc)))
                 on_progress(step.name, events)
@@ -115,12 +116,11 @@ async def rebuild(
     return Report(events=events, rows=rows, failures=failures)
 
 
-async def _replace(conn: asyncpg.Connection, step: Step, keys: list[Any]) -> int:
+async def _replace(session: Session, step: Step, keys: list[Any]) -> int:
     """Replace the rows of `keys` in a savepoint: all of them, or (on an error) none."""
-    async with conn.transaction():
-        await conn.execute(Q[step.clear], keys)
-        status = await conn.execute(Q[step.fill], keys)
-    return int(status.split()[-1])
+    async with session.conn.transaction():
+        await session.run(step.clear, keys=keys)
+        return affected(await session.run(step.fill, keys=keys))
 
 
 def _describe(exc: asyncpg.PostgresError) -> str:

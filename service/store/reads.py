@@ -1,0 +1,133 @@
+"""Reading conversations back: summaries, messages, children, leaves and the path to a message."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from service.domain import views
+from service.domain.tree import Scope, sibling_place
+from service.store import rows as r
+from service.store.session import Session
+
+
+class Reads(Session):
+    async def get_conversation(
+        self, tenant: str, conversation_id: uuid.UUID
+    ) -> tuple[views.Conversation, uuid.UUID] | None:
+        """The conversation's summary and its family id."""
+        row = r.record(r.ConversationRow, await self.row("get_conversation", tenant=tenant, conversation_id=conversation_id))
+        return None if row is None else (r.conversation(row), row.family_id)
+
+    async def get_scoped(self, tenant: str, conversation_id: uuid.UUID) -> tuple[views.Conversation, Scope] | None:
+        """The conversation's summary, and which messages it shows now (consistently with that summary)."""
+        row = r.record(r.ConversationRow, await self.row("get_conversation", tenant=tenant, conversation_id=conversation_id))
+        return None if row is None else (r.conversation(row), r.scope(row))
+
+    async def conversation_as_of(
+        self, tenant: str, conversation_id: uuid.UUID, as_of: int | datetime
+    ) -> tuple[views.Conversation, Scope] | None:
+        """The summary as it stood after event `as_of` (or its newest event stamped at or before that
+        instant), folded from the log; None if the conversation did not exist then."""
+        upto, at = (None, as_of) if isinstance(as_of, datetime) else (as_of, None)
+        found = await self.row("conversation_as_of", tenant=tenant, conversation_id=conversation_id, upto=upto, at=at)
+        row = r.record(r.SummaryRow, found)
+        return None if row is None else (r.conversation(row), r.scope(row))
+
+    async def list_conversations(
+        self, tenant: str, before_seq: int | None, limit: int
+    ) -> list[tuple[views.Conversation, int]]:
+        """A page of the tenant's conversations, newest first, each with its creation's event number."""
+        found = await self.rows("list_conversations", tenant=tenant, before_seq=before_seq, limit=limit)
+        return [(r.conversation(row), row.created_seq) for row in r.records(r.ConversationRow, found)]
+
+    async def get_message(self, scope: Scope, message_id: uuid.UUID) -> views.Message | None:
+        """A message, if the scope's conversation sees it."""
+        found = await self.row(
+            "get_message",
+            family_id=scope.family_id,
+            message_id=message_id,
+            conversation_id=scope.conversation_id,
+            base_id=scope.base_id,
+            base_depth=scope.base_depth,
+            upto=scope.upto,
+        )
+        row = r.record(r.MessageRow, found)
+        return None if row is None else r.message(row)
+
+    async def list_children(self, scope: Scope, parent: views.Message) -> list[views.Message]:
+        """The children of a visible message that the scope's conversation sees, oldest first."""
+        inherited = parent.conversation_id != scope.conversation_id
+        found = await self.rows(
+            "list_children",
+            family_id=scope.family_id,
+            parent_id=parent.id,
+            conversation_id=scope.conversation_id,
+            base_id=scope.base_id if inherited else None,
+            depth=parent.depth,
+            upto=scope.upto,
+        )
+        return [r.message(row) for row in r.records(r.MessageRow, found)]
+
+    async def list_messages(self, scope: Scope) -> list[views.Message]:
+        """Every message the scope's conversation sees, in the order written."""
+        found = await self.rows(
+            "list_messages",
+            family_id=scope.family_id,
+            conversation_id=scope.conversation_id,
+            base_id=scope.base_id,
+            upto=scope.upto,
+        )
+        return [r.message(row) for row in r.records(r.MessageRow, found)]
+
+    async def list_leaves(self, scope: Scope) -> list[views.Leaf]:
+        """The branch tips the scope's conversation sees, oldest first."""
+        found = await self.rows(
+            "list_leaves",
+            family_id=scope.family_id,
+            conversation_id=scope.conversation_id,
+            base_id=scope.base_id,
+            upto=scope.upto,
+        )
+        return [r.leaf(row) for row in r.records(r.LeafRow, found)]
+
+    async def message_path(self, scope: Scope, message_id: uuid.UUID) -> list[views.PathMessage]:
+        """The root-first path to a message, in one round trip; empty if the scope does not see it."""
+        found = await self.rows(
+            "message_path",
+            family_id=scope.family_id,
+            conversation_id=scope.conversation_id,
+            message_id=message_id,
+            base_id=scope.base_id,
+            base_depth=scope.base_depth,
+            upto=scope.upto,
+        )
+        rows = r.records(r.PathRow, found)
+        path = [row for row in rows if row.on_path]
+        path.sort(key=_depth)  # root first
+        if len(path) == len(rows):  # no parent on the path has a child of the conversation's own off it
+            return [r.path_message(row, (row.sibling_count, row.sibling_position)) for row in path]  # type: ignore[arg-type]
+        others: dict[uuid.UUID, dict[uuid.UUID, int]] = {}
+        for row in rows:
+            if not row.on_path:
+                others.setdefault(row.parent_id, {})[row.message_id] = row.seq  # type: ignore[index]
+        own = scope.conversation_id
+        return [
+            r.path_message(
+                row,
+                (row.sibling_count, row.sibling_position)  # type: ignore[arg-type]
+                if row.parent_id not in others
+                else sibling_place(
+                    (row.sibling_count, row.sibling_position),  # type: ignore[arg-type]
+                    row.conversation_id == own,
+                    row.message_id,
+                    row.seq,
+                    others[row.parent_id],
+                ),
+            )
+            for row in path
+        ]
+
+
+def _depth(row: r.PathRow) -> int:
+    return row.depth

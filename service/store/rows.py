@@ -1,0 +1,360 @@
+"""Rows as typed records, one struct per row shape of queries.sql, and one converter from each
+shape to the domain's own type. Nothing here reads a row by position."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+
+import asyncpg
+import msgspec
+
+from service.domain import views
+from service.domain.events import Columns, Envelope, Sealed, message_metadata, message_payload
+from service.domain.tree import ConversationState, Node, Scope
+
+R = TypeVar("R", bound=msgspec.Struct)
+
+
+def records(shape: type[R], rows: Sequence[asyncpg.Record]) -> list[R]:
+    """`rows` as `shape`s. The query's columns must be the struct's fields, by name and in order:
+    checked on the first row, so each row is then built without a lookup per column (a deep
+    context is thousands of rows)."""
+    if rows:
+        _check(shape, rows[0])
+    return [shape(*r) for r in rows]
+
+
+def record(shape: type[R], row: asyncpg.Record | None) -> R | None:
+    if row is None:
+        return None
+    _check(shape, row)
+    return shape(*row)
+
+
+def _check(shape: type[msgspec.Struct], row: asyncpg.Record) -> None:
+    if tuple(row.keys()) != shape.__struct_fields__:
+        raise TypeError(f"{shape.__name__} has fields {shape.__struct_fields__}, the row {tuple(row.keys())}")
+
+
+# --- conversations ------------------------------------------------------------------------------
+
+
+class ConversationRow(msgspec.Struct, frozen=True):
+    """get_conversation, list_conversations: a summary row of `conversations`."""
+
+    conversation_id: uuid.UUID
+    family_id: uuid.UUID
+    title: str | None
+    metadata: str  # json text
+    head_id: uuid.UUID | None
+    message_count: int
+    leaf_count: int
+    created_at: datetime
+    updated_at: datetime
+    last_seq: int
+    created_seq: int
+    forked_from_conversation_id: uuid.UUID | None
+    forked_from_message_id: uuid.UUID | None
+    base_depth: int | None
+
+
+class SummaryRow(ConversationRow, frozen=True):
+    """conversation_as_of: a summary folded from the log, with what the audit compares too."""
+
+    tenant: str
+    last_hash: bytes
+
+
+_metadata = msgspec.json.Decoder(dict[str, Any])
+
+
+def conversation(row: ConversationRow) -> views.Conversation:
+    forked_from = (
+        None
+        if row.forked_from_conversation_id is None or row.forked_from_message_id is None
+        else views.ForkedFrom(conversation_id=row.forked_from_conversation_id, message_id=row.forked_from_message_id)
+    )
+    return views.Conversation(
+        id=row.conversation_id,
+        title=row.title,
+        metadata=_metadata.decode(row.metadata),
+        head_id=row.head_id,
+        message_count=row.message_count,
+        leaf_count=row.leaf_count,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        last_seq=row.last_seq,
+        forked_from=forked_from,
+    )
+
+
+def scope(row: ConversationRow) -> Scope:
+    """Which messages the conversation shows now, consistently with its summary."""
+    return Scope(
+        family_id=row.family_id,
+        conversation_id=row.conversation_id,
+        base_id=row.forked_from_message_id,
+        base_depth=row.base_depth,
+        upto=row.last_seq,
+    )
+
+
+# --- the first step of a write ------------------------------------------------------------------
+
+
+class StateRow(msgspec.Struct, frozen=True):
+    """begin_write: the locked summary, the transaction's time and the event numbers drawn."""
+
+    family_id: uuid.UUID
+    head_id: uuid.UUID | None
+    message_count: int
+    leaf_count: int
+    last_seq: int
+    last_hash: bytes
+    now: datetime
+    seqs: list[int]
+    base_id: uuid.UUID | None
+    base_depth: int | None
+
+
+class AppendRow(StateRow, frozen=True):
+    """begin_append: begin_write's row, and one message as find_nodes sees it (all None: none)."""
+
+    node_id: uuid.UUID | None
+    node_conversation_id: uuid.UUID | None
+    node_parent_id: uuid.UUID | None
+    node_role: str | None
+    node_depth: int | None
+    node_body_sha256: bytes | None
+    node_payload: str | None
+    node_visible: bool | None
+    node_has_children: bool | None
+    node_digest_key: bytes | None
+
+
+def state(conversation_id: uuid.UUID, row: StateRow) -> ConversationState:
+    return ConversationState(
+        conversation_id=conversation_id,
+        family_id=row.family_id,
+        head_id=row.head_id,
+        message_count=row.message_count,
+        leaf_count=row.leaf_count,
+        last_seq=row.last_seq,
+        last_hash=row.last_hash,
+        base_id=row.base_id,
+        base_depth=row.base_depth,
+    )
+
+
+class NodeRow(msgspec.Struct, frozen=True):
+    """find_nodes (and begin_append's node_ columns): a message as a decision sees it."""
+
+    message_id: uuid.UUID
+    conversation_id: uuid.UUID
+    parent_id: uuid.UUID | None
+    role: str
+    depth: int
+    body_sha256: bytes
+    payload: str
+    visible: bool
+    has_children: bool
+    digest_key: bytes | None
+
+
+def appended_node(row: AppendRow) -> NodeRow | None:
+    """begin_append's message, if the row has one."""
+    if row.node_id is None:
+        return None
+    return NodeRow(
+        row.node_id, row.node_conversation_id, row.node_parent_id, row.node_role, row.node_depth,  # type: ignore[arg-type]
+        row.node_body_sha256, row.node_payload, row.node_visible, row.node_has_children,  # type: ignore[arg-type]
+        row.node_digest_key,
+    )  # fmt: skip
+
+
+def node(row: NodeRow) -> Node:
+    return Node(
+        message_id=row.message_id,
+        conversation_id=row.conversation_id,
+        parent_id=row.parent_id,
+        role=row.role,
+        depth=row.depth,
+        body_sha256=row.body_sha256,
+        metadata=message_metadata(row.payload),
+        has_children=row.has_children,
+        visible=row.visible,
+        digest_key=row.digest_key,
+    )
+
+
+class RootRow(msgspec.Struct, frozen=True):
+    """find_root: the family's root message, enough to compare a retried creation's system message."""
+
+    message_id: uuid.UUID
+    role: str
+    body_sha256: bytes
+    digest_key: bytes | None
+
+
+# --- messages -----------------------------------------------------------------------------------
+
+
+class MessageRow(msgspec.Struct, frozen=True):
+    """get_message, list_children, list_messages: a message, its body as served_body serves it."""
+
+    seq: int
+    conversation_id: uuid.UUID
+    message_id: uuid.UUID
+    parent_id: uuid.UUID | None
+    role: str
+    depth: int
+    payload: str
+    actor: str
+    request_id: str | None
+    created_at: datetime
+    content: str | None  # withheld (None) once redacted
+    redacted_at: datetime | None
+    redacted_by: str | None
+    redaction_reason: str | None
+    redaction_erased: bool | None
+
+
+def redaction(at: datetime | None, by: str | None, reason: str | None, erased: bool | None) -> views.Redaction | None:
+    if at is None:
+        return None
+    return views.Redaction(at=at, by=by, reason=reason, erased=erased)  # type: ignore[arg-type]
+
+
+def message(row: MessageRow) -> views.Message:
+    redacted = redaction(row.redacted_at, row.redacted_by, row.redaction_reason, row.redaction_erased)
+    metadata, generation = message_payload(row.payload)
+    return views.Message(
+        id=row.message_id,
+        conversation_id=row.conversation_id,
+        parent_message_id=row.parent_id,
+        role=row.role,  # type: ignore[arg-type]
+        content=views.REDACTED_CONTENT if redacted is not None else row.content,  # type: ignore[arg-type]
+        metadata=metadata,
+        generation=generation,
+        depth=row.depth,
+        seq=row.seq,
+        created_at=row.created_at,
+        redacted=redacted,
+    )
+
+
+class PathRow(msgspec.Struct, frozen=True, gc=False):
+    """message_path: a message on the path (on_path), or a child off it (ids, seq and depth only)."""
+
+    seq: int
+    conversation_id: uuid.UUID
+    message_id: uuid.UUID
+    parent_id: uuid.UUID | None
+    role: str | None
+    depth: int
+    payload: str | None
+    created_at: datetime | None
+    content: str | None
+    redacted_at: datetime | None
+    redacted_by: str | None
+    redaction_reason: str | None
+    redaction_erased: bool | None
+    sibling_count: int | None
+    sibling_position: int | None
+    on_path: bool
+
+
+def path_message(row: PathRow, place: tuple[int, int]) -> views.PathMessage:
+    """A path row as the message it is, at `place` (sibling count, position) among its siblings."""
+    redacted = redaction(row.redacted_at, row.redacted_by, row.redaction_reason, row.redaction_erased)
+    metadata, generation = message_payload(row.payload)  # type: ignore[arg-type]
+    return views.PathMessage(
+        id=row.message_id,
+        conversation_id=row.conversation_id,
+        parent_message_id=row.parent_id,
+        role=row.role,  # type: ignore[arg-type]
+        content=row.content if redacted is None else views.REDACTED_CONTENT,  # type: ignore[arg-type]
+        metadata=metadata,
+        generation=generation,
+        depth=row.depth,
+        seq=row.seq,
+        created_at=row.created_at,  # type: ignore[arg-type]
+        redacted=redacted,
+        sibling_count=place[0],
+        sibling_position=place[1],
+    )
+
+
+class LeafRow(msgspec.Struct, frozen=True):
+    """list_leaves: a branch tip."""
+
+    message_id: uuid.UUID
+    depth: int
+    seq: int
+    created_at: datetime
+
+
+def leaf(row: LeafRow) -> views.Leaf:
+    return views.Leaf(message_id=row.message_id, depth=row.depth, seq=row.seq, created_at=row.created_at)
+
+
+class RedactionRow(msgspec.Struct, frozen=True):
+    """find_redaction: a message's latest redaction."""
+
+    redacted_at: datetime
+    redacted_by: str
+    redaction_reason: str
+    redaction_erased: bool
+
+
+# --- the log ------------------------------------------------------------------------------------
+
+
+class EventRow(msgspec.Struct, frozen=True):
+    """conversation_events, tenant_events: an `events` row as it was sealed."""
+
+    seq: int
+    tenant: str
+    conversation_id: uuid.UUID
+    family_id: uuid.UUID
+    type: str
+    message_id: uuid.UUID | None
+    parent_id: uuid.UUID | None
+    role: str | None
+    depth: int | None
+    body_sha256: bytes | None
+    payload: str
+    actor: str
+    request_id: str | None
+    created_at: datetime
+    hash: bytes
+
+
+class AuditRow(EventRow, frozen=True):
+    """audit_events: an event, and the digest of its message's body as stored now (None: no body)."""
+
+    body_digest: bytes | None
+
+
+class ExportRow(EventRow, frozen=True):
+    """export_events: an event, and its body and digest key where one may be served."""
+
+    content: str | None
+    digest_key: bytes | None
+
+
+def sealed(row: EventRow, digest_key: bytes | None = None) -> Sealed:
+    envelope = Envelope(
+        seq=row.seq,
+        tenant=row.tenant,
+        conversation_id=row.conversation_id,
+        family_id=row.family_id,
+        actor=row.actor,
+        request_id=row.request_id,
+        created_at=row.created_at,
+    )
+    columns = Columns(row.type, row.message_id, row.parent_id, row.role, row.depth, row.body_sha256, row.payload)
+    return Sealed(envelope, columns, row.hash, digest_key)
