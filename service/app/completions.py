@@ -13,19 +13,19 @@ from service.app import idempotency, opening, turns
 from service.app import window as windows
 from service.app import writes
 from service.app.caller import Caller
-from service.domain import tree
+from service.domain import tree, views
 from service.domain import turns as rules
 from service.domain.errors import ConversationNotFound, InvalidRequest, UpstreamError
-from service.domain.events import Event, Role, seal
+from service.domain.events import Event, seal
+from service.domain.message import Utterance, context_item, said
 from service.store.events import Store
 from service.upstream import Provider, Registry
 
 MODELS_TIMEOUT = 5.0  # a provider that cannot list its models this fast is listed by its configuration
 
 
-class Sent(msgspec.Struct, frozen=True):
-    role: Role
-    content: str
+# A message the OpenAI door sends, as convtree stores it (service/api/openai_compat.py converts it).
+Sent = Utterance
 
 
 class Chat(msgspec.Struct, frozen=True, kw_only=True):
@@ -93,16 +93,13 @@ async def begin_chat(
         chain = _chain(chat.messages, chat.parent_message_id)
         if not opening.visible(parent_ref, parent):  # as in turns.begin_turn: 409, else 404
             await o.register_under(state, chain[-1].message_id, provider, model, parent_ref, explicit)
-        decision, appended = rules.decide_chain(state, parent, chain)
-        bodies = {e.message_id: m.content for e, m in zip(appended, chat.messages, strict=True)}
-        user = turns.message_view(
-            appended[-1], chat.messages[-1].content, state.conversation_id, seqs[len(appended) - 1], now
-        )
-        items = await turns.path_context(o.tx, scope, parent) + [
-            opening.ContextItem(e.message_id, e.role, bodies[e.message_id]) for e in appended
-        ]
+        state = tree.seen(state, parent)
+        appended = rules.decide_chain(state, parent, chain)
+        bodies = {e.message_id: e.content for e in appended}
+        user = views.message_of(appended[-1], state.conversation_id, seqs[len(appended) - 1], now)
+        items = await turns.path_context(o.tx, scope, parent) + [context_item(e.message_id, e) for e in appended]
         await o.reply(state.conversation_id, state.family_id, user, items, provider, model, spec)
-        await o.write_under(state, decision, now, seqs, bodies, provider, model, parent_ref, explicit)
+        await o.write_under(state, [*appended], now, seqs, bodies, provider, model, parent_ref, explicit)
         return None
 
     return await opening.opened(store, caller, owner, launch, work, keyed)
@@ -112,7 +109,7 @@ async def _new_conversation(
     o: opening.Opening[opening.L], chat: Chat, provider: Provider, model: str, spec: opening.ReplySpec
 ) -> None:
     caller = o.caller
-    cmd = tree.CreateConversation(
+    cmd = tree.Create(
         conversation_id=uuid.uuid4(),
         family_id=uuid.uuid4(),
         title=None,
@@ -123,29 +120,28 @@ async def _new_conversation(
     created = tree.create_conversation(cmd)
     now, seqs = await o.tx.begin_create(caller.tenant, cmd.conversation_id, len(created) + len(chat.messages))
     chain = _chain(chat.messages, None)
-    decision, appended = rules.decide_chain(tree.created_state(cmd, created), None, chain)
-    bodies = {e.message_id: m.content for e, m in zip(appended, chat.messages, strict=True)}
-    user = turns.message_view(appended[-1], chat.messages[-1].content, cmd.conversation_id, seqs[-1], now)
-    items = [opening.ContextItem(e.message_id, e.role, bodies[e.message_id]) for e in appended]
+    start = tree.fold(tree.initial_state(cmd), created)
+    appended = rules.decide_chain(start, None, chain)
+    bodies = {e.message_id: e.content for e in appended}
+    user = views.message_of(appended[-1], cmd.conversation_id, seqs[-1], now)
+    items = [context_item(e.message_id, e) for e in appended]
     await o.reply(cmd.conversation_id, cmd.family_id, user, items, provider, model, spec)
     await o.register(cmd.family_id, cmd.conversation_id, chain[-1].message_id, provider, model, None)
-    events: list[Event] = [*created, *decision.events]
+    events: list[Event] = [*created, *appended]
     envelopes = writes.envelopes(caller, cmd.conversation_id, cmd.family_id, now, seqs)
     sealed = seal(tree.initial_state(cmd).last_hash, envelopes, events)
-    state = tree.chained(decision.state, sealed)
+    state = tree.chained(tree.fold(start, appended), sealed)
     await o.tx.insert_conversation(caller.tenant, state, sealed, bodies, None, {})
 
 
-def _chain(messages: list[Sent], parent_id: uuid.UUID | None) -> list[tree.AppendMessage]:
+def _chain(messages: list[Sent], parent_id: uuid.UUID | None) -> list[tree.Append]:
     """Messages one under the other; the first under `parent_id` (None: under the head)."""
     ids = [uuid.uuid4() for _ in messages]
     return [
-        tree.AppendMessage(
+        tree.Append(
+            **said(m),
             message_id=ids[i],
             parent_id=parent_id if i == 0 else ids[i - 1],
-            role=m.role,
-            content=m.content,
-            metadata={},
             digest_key=writes.new_digest_key(),
         )
         for i, m in enumerate(messages)

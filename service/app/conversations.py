@@ -37,7 +37,7 @@ class Page(msgspec.Struct, frozen=True):
 
 async def create(tx: Tx, caller: Caller, new: NewConversation) -> Created:
     conversation_id = new.id or uuid.uuid4()
-    cmd = tree.CreateConversation(
+    cmd = tree.Create(
         conversation_id=conversation_id,
         family_id=uuid.uuid4(),
         title=new.title,
@@ -55,7 +55,7 @@ async def create(tx: Tx, caller: Caller, new: NewConversation) -> Created:
             return Created(found[0], created=False)
     envelopes = writes.envelopes(caller, conversation_id, cmd.family_id, now, seqs)
     sealed = seal(tree.initial_state(cmd).last_hash, envelopes, events)
-    state = tree.chained(tree.created_state(cmd, events), sealed)
+    state = tree.chained(tree.fold(tree.initial_state(cmd), events), sealed)
     bodies = {cmd.system_message_id: new.system} if new.system is not None else {}
     await tx.insert_conversation(caller.tenant, state, sealed, bodies, new.title, new.metadata)  # type: ignore[arg-type]
     return Created(new_summary(state, new.title, new.metadata, now), created=True)

@@ -23,9 +23,10 @@ from service.domain import tree, views
 from service.domain import turns as rules
 from service.domain.errors import ConvtreeError
 from service.domain.events import Event, MessageAppended, seal
+from service.domain.message import ContextItem
 from service.store import pending
 from service.store.events import Store, Tx
-from service.upstream import ChatMessage, ChatParams, ChatRequest, Provider
+from service.upstream import ChatParams, ChatRequest, Provider
 
 log = logging.getLogger("convtree.turns")
 
@@ -53,12 +54,6 @@ class ReplySpec(msgspec.Struct, frozen=True, kw_only=True):
     params: Params = msgspec.field(default_factory=Params)
 
 
-class ContextItem(msgspec.Struct, frozen=True):
-    id: uuid.UUID
-    role: str
-    content: str
-
-
 @dataclass(frozen=True)
 class Plan:
     """A turn whose user message is recorded and whose reply is pending: what the model call needs."""
@@ -75,7 +70,7 @@ class Plan:
     def request(self) -> ChatRequest:
         return ChatRequest(
             model=self.model,
-            messages=[ChatMessage(c.role, c.content) for c in self.context],
+            messages=list(self.context),
             params=msgspec.convert(msgspec.to_builtins(self.params), ChatParams),
         )
 
@@ -189,7 +184,7 @@ class Opening(Generic[L]):
     async def write_under(
         self,
         state: tree.ConversationState,
-        decision: tree.Decision,
+        events: list[Event],
         now: datetime,
         seqs: list[int],
         bodies: dict[uuid.UUID, str],
@@ -200,14 +195,13 @@ class Opening(Generic[L]):
     ) -> None:
         """Write a turn's new messages (the last, the user's, answered by the reply) and register
         the reply, in one round trip; then refuse the turn as `register_under` does."""
-        events: list[Event] = decision.events
         envelopes = writes.envelopes(self.caller, state.conversation_id, state.family_id, now, seqs[: len(events)])
         sealed = seal(state.last_hash, envelopes, events)
         user = events[-1]
         assert isinstance(user, MessageAppended)
         around = await self.tx.append_turn(
             self.caller.tenant,
-            tree.chained(decision.state, sealed),
+            tree.chained(tree.fold(state, events), sealed),
             sealed,
             bodies,
             (self.reply_id, user.message_id, provider.name, model),

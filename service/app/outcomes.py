@@ -12,7 +12,6 @@ import msgspec
 
 from service.app.caller import Caller
 from service.app.opening import Plan
-from service.app.turns import message_view
 from service.app.writes import new_digest_key, write_events
 from service.domain import tree, views
 from service.domain import turns as rules
@@ -77,13 +76,14 @@ async def record_outcome(
         if outcome.complete or outcome.text:
             user = (await tx.find_nodes(tree.scope(state), [user_id])).get(user_id)
             generation = _generation(plan, outcome)
-            decision = rules.decide_reply(
+            state = tree.seen(state, user)
+            events = rules.decide_reply(
                 state, user, user_id, plan.reply_id, outcome.text, generation, new_digest_key()
             )
-            sealed = await write_events(tx, caller, state, decision, now, seqs, {plan.reply_id: outcome.text})
-            event = decision.events[0]
+            sealed = await write_events(tx, caller, state, events, now, seqs, {plan.reply_id: outcome.text})
+            event = events[0]
             assert isinstance(event, MessageAppended)
-            return message_view(event, outcome.text, plan.conversation_id, sealed[0].envelope.seq, now)
+            return views.message_of(event, plan.conversation_id, sealed[0].envelope.seq, now)
         kind, detail = failure_of(outcome)
         failure = TurnFailed(
             reply_id=plan.reply_id,

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -22,7 +21,6 @@ from service.app import idempotency
 from service.app.caller import Caller
 from service.app.opening import (
     Answered,
-    ContextItem,
     InFlight,
     L,
     Opening,
@@ -41,7 +39,7 @@ from service.domain.errors import (
     ReplyInProgress,
 )
 from service.app.writes import new_digest_key
-from service.domain.events import MessageAppended
+from service.domain.message import ContextItem, context_item
 from service.store import pending
 from service.store.events import Store, Tx
 from service.upstream import Provider, Registry
@@ -92,7 +90,7 @@ async def begin_turn(
         state, now, seqs, nodes = begun
         scope = tree.scope(state)
         parent_ref = new.parent_message_id or state.head_id
-        cmd = tree.AppendMessage(
+        cmd = tree.Append(
             message_id=message_id,
             parent_id=new.parent_message_id,
             role="user",
@@ -107,12 +105,13 @@ async def begin_turn(
         explicit = new.parent_message_id is not None
         if not visible(parent_ref, parent):  # a reply still being generated: 409 (else decide_chain's 404)
             await o.register_under(state, message_id, provider, model, parent_ref, explicit)
-        decision, appended = rules.decide_chain(state, parent, [cmd])
-        user = message_view(appended[0], new.content, conversation_id, seqs[0], now)
-        items = [*await path_context(tx, scope, parent), ContextItem(message_id, "user", new.content)]
+        state = tree.seen(state, parent)
+        appended = rules.decide_chain(state, parent, [cmd])
+        user = views.message_of(appended[0], conversation_id, seqs[0], now)
+        items = [*await path_context(tx, scope, parent), context_item(message_id, appended[0])]
         await o.reply(conversation_id, state.family_id, user, items, provider, model, new.reply)
         bodies = {message_id: new.content}
-        await o.write_under(state, decision, now, seqs, bodies, provider, model, parent_ref, explicit)
+        await o.write_under(state, [*appended], now, seqs, bodies, provider, model, parent_ref, explicit)
         return None
 
     return await opened(store, caller, owner, launch, work, new.keyed, conversation_id)
@@ -187,7 +186,7 @@ async def again(
 async def _resume(
     o: Opening[L],
     state: tree.ConversationState,
-    cmd: tree.AppendMessage,
+    cmd: tree.Append,
     existing: tree.Node,
     provider: Provider,
     model: str,
@@ -210,23 +209,6 @@ async def _resume(
     return None
 
 
-def message_view(
-    event: MessageAppended, content: str, conversation_id: uuid.UUID, seq: int, created_at: datetime
-) -> views.Message:
-    return views.Message(
-        id=event.message_id,
-        conversation_id=conversation_id,
-        parent_message_id=event.parent_id,
-        role=event.role,
-        content=content,
-        metadata=event.metadata,
-        depth=event.depth,
-        seq=seq,
-        created_at=created_at,
-        generation=event.generation,
-    )
-
-
 async def path_context(tx: Tx, scope: tree.Scope, parent: tree.Node | None) -> list[ContextItem]:
     """The context a new message under `parent` (one the conversation sees; None: the first
     message) is sent with, up to the parent, in one round trip."""
@@ -237,7 +219,7 @@ async def path_context(tx: Tx, scope: tree.Scope, parent: tree.Node | None) -> l
 
 def context_items(path: list[views.PathMessage]) -> list[ContextItem]:
     # A redacted message's text is withheld from every read, and so from the model too.
-    return [ContextItem(m.id, m.role, m.content) for m in path]
+    return [context_item(m.id, m) for m in path]
 
 
 def _plain(message: views.PathMessage) -> views.Message:

@@ -46,30 +46,29 @@ async def write_events(
     tx: Tx,
     caller: Caller,
     state: tree.ConversationState,
-    decision: tree.Decision,
+    events: list[Event],
     now: datetime,
     seqs: list[int],
     bodies: dict[uuid.UUID, str],
 ) -> list[Sealed]:
     """Seal a decision's events after the conversation's chain and store them with its new state."""
-    events: list[Event] = decision.events
     sealed = seal(
         state.last_hash,
         envelopes(caller, state.conversation_id, state.family_id, now, seqs[: len(events)]),
         events,
     )
-    await tx.append_events(caller.tenant, tree.chained(decision.state, sealed), sealed, bodies)
+    await tx.append_events(caller.tenant, tree.chained(tree.fold(state, events), sealed), sealed, bodies)
     return sealed
 
 
 def seal_on_known(
-    caller: Caller, known: tree.ConversationState, decision: tree.Decision, now: datetime, content: str
+    caller: Caller, known: tree.ConversationState, events: list[Event], now: datetime, content: str
 ) -> KnownStateWrite:
     """Seal a decision's one message event after the chain of `known` (a state remembered, not
     read under a lock), ready for Tx.append_messages_if_unchanged, which numbers it."""
     (envelope,) = envelopes(caller, known.conversation_id, known.family_id, now, [UNNUMBERED])
-    (sealed,) = seal(known.last_hash, [envelope], decision.events)
-    return KnownStateWrite(caller.tenant, known.last_seq, decision.state, sealed, content)
+    (sealed,) = seal(known.last_hash, [envelope], events)
+    return KnownStateWrite(caller.tenant, known.last_seq, tree.fold(known, events), sealed, content)
 
 
 def numbered(write: KnownStateWrite, seq: int) -> tuple[Sealed, tree.ConversationState]:
