@@ -134,18 +134,19 @@ def _payload_fields(required_metadata: bool) -> list[tuple[str, Any, Any]]:
         if f.name == "metadata" and required_metadata:
             fields.append((f.name, f.type))  # type: ignore[arg-type]  # always written, even empty
         else:
-            fields.append((f.name, f.type, f.default))
+            fields.append((f.name, f.type, msgspec.field(default=f.default, default_factory=f.default_factory)))
     return [*fields, ("generation", Generation | None, None)]
 
 
 # Written with omit_defaults: `metadata` is always there (every message event ever written has it),
 # every later field only when set, so a field added to Utterance changes no stored event's bytes or
 # hash. A message without a generation keeps the payload it always had: `{"metadata":…}`.
-_PayloadOut = msgspec.defstruct(
+# (Typed Any: their fields are Utterance's, known only once it is defined.)
+_PayloadOut: Any = msgspec.defstruct(
     "MessagePayload", _payload_fields(True), frozen=True, kw_only=True, omit_defaults=True
 )
-_PayloadIn = msgspec.defstruct("MessagePayloadIn", _payload_fields(False), frozen=True, kw_only=True)
-_message_payload = msgspec.json.Decoder(_PayloadIn)
+_PayloadIn: Any = msgspec.defstruct("MessagePayloadIn", _payload_fields(False), frozen=True, kw_only=True)
+_message_payload: msgspec.json.Decoder[Any] = msgspec.json.Decoder(_PayloadIn)
 _payload_encoder = msgspec.json.Encoder()
 
 
