@@ -90,20 +90,21 @@ class Builder:
             parent = nodes[plan.tip] if plan.tip is not None else None
             for _ in range(n):
                 depth = 0 if parent is None else parent.depth + 1
-                cmd = tree.AppendMessage(
+                cmd = tree.Append(
                     message_id=uuid.uuid4(),
                     parent_id=None if parent is None else parent.message_id,
                     role="user" if depth % 2 == 0 else "assistant",
                     content=message_text(self.rng, self.chars),
                     metadata={},
                 )
-                decision = tree.decide_append(state, cmd, parent, None)
-                assert isinstance(decision, tree.Decision)
-                event = decision.events[0]
+                state = tree.seen(state, parent)
+                decided = tree.decide_append(state, cmd, parent, None)
+                assert isinstance(decided, list)
+                event = decided[0]
                 assert isinstance(event, tree.MessageAppended)
                 events.append(event)
                 bodies[cmd.message_id] = cmd.content
-                state = decision.state
+                state = tree.evolve(state, event)
                 if parent is not None and not parent.has_children:
                     parent = msgspec.structs.replace(parent, has_children=True)
                     made.append((parent.message_id, parent))

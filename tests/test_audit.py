@@ -185,7 +185,7 @@ def _long_conversation(n: int):
         mid = uuid.uuid4()
         bodies[mid] = f"message {depth}"
         events.append(
-            MessageAppended(message_id=mid, parent_id=parent, role="user", depth=depth, body_sha256=body_digest(bodies[mid]))
+            MessageAppended(message_id=mid, parent_id=parent, role="user", content=bodies[mid], depth=depth, body_sha256=body_digest(bodies[mid]))
         )
         parent = mid
     envelopes = [

@@ -31,7 +31,7 @@ def sealed_log(*events):
 
 
 def message(mid, parent=None, depth=0, text="hi"):
-    return MessageAppended(message_id=mid, parent_id=parent, role="user", depth=depth, body_sha256=body_digest(text))
+    return MessageAppended(message_id=mid, parent_id=parent, role="user", content=text, depth=depth, body_sha256=body_digest(text))
 
 
 def verdict(log, digests, summary=None, batch=1000):

@@ -9,7 +9,7 @@ from service.domain import views
 from service.domain.errors import MessageNotFound
 from service.domain.events import GENESIS_HASH, MessageRedacted
 from service.domain.redaction import RedactMessage, decide_redact, scrub
-from service.domain.tree import ConversationState, Node
+from service.domain.tree import ConversationState, Node, fold
 
 MID = uuid.uuid4()
 STATE = ConversationState(
@@ -28,9 +28,9 @@ def cmd(erase=False):
 
 
 def test_a_first_redaction_records_who_asked_why_and_whether_to_erase():
-    decision = decide_redact(STATE, TARGET, None, cmd(erase=True))
-    assert decision.events == [MessageRedacted(message_id=MID, reason="why", erase=True)]
-    assert decision.state == STATE  # the tree and its head are untouched
+    events = decide_redact(STATE, TARGET, None, cmd(erase=True))
+    assert events == [MessageRedacted(message_id=MID, reason="why", erase=True)]
+    assert fold(STATE, events) == STATE  # the tree and its head are untouched
 
 
 @pytest.mark.parametrize(("current", "erase", "records"), [
@@ -40,7 +40,7 @@ def test_a_first_redaction_records_who_asked_why_and_whether_to_erase():
     (ERASED, True, False),
 ])
 def test_redacting_again_records_only_an_erasure_not_yet_done(current, erase, records):
-    assert bool(decide_redact(STATE, TARGET, current, cmd(erase)).events) is records
+    assert bool(decide_redact(STATE, TARGET, current, cmd(erase))) is records
 
 
 def test_an_unknown_message_cannot_be_redacted():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from service.domain.tokens import MESSAGE_OVERHEAD, REPLY_OVERHEAD, context_tokens, fit_window
+from service.domain.window import MESSAGE_OVERHEAD, REPLY_OVERHEAD, context_tokens, fit_window
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ def failed_turn(user_message_id):
 
 def msg(mid, parent=None, depth=0, text=None):
     text = text or {A: "a", B: "b", C: "c"}[mid]
-    return MessageAppended(message_id=mid, parent_id=parent, role="user", depth=depth, body_sha256=body_digest(text))
+    return MessageAppended(message_id=mid, parent_id=parent, role="user", content=text, depth=depth, body_sha256=body_digest(text))
 
 
 def refusal(raw):

@@ -104,7 +104,7 @@ def test_messages_with_unkeyed_digests_still_verify_erased_or_not(api):
     bodies = {uuid.uuid4(): "hello", uuid.uuid4(): "1234"}
     events, parent = [ConversationCreated(title="old")], None
     for depth, (mid, text) in enumerate(bodies.items()):
-        events.append(MessageAppended(message_id=mid, parent_id=parent, role="user", depth=depth, body_sha256=body_digest(text)))
+        events.append(MessageAppended(message_id=mid, parent_id=parent, role="user", content=text, depth=depth, body_sha256=body_digest(text)))
         parent = mid
     now = datetime.now(UTC)
     envelopes = [Envelope(seq=i + 1, tenant="t", conversation_id=cid, family_id=family, actor="old", request_id=None,

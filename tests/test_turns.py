@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 
-from service.domain.tokens import MESSAGE_OVERHEAD, REPLY_OVERHEAD
+from service.domain.window import MESSAGE_OVERHEAD, REPLY_OVERHEAD
 from service.upstream.tokens import counter_for
 from tests.fakeupstream import Fault
 from tests.helpers import create, problem

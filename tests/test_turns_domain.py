@@ -18,7 +18,7 @@ from service.domain.events import (
     from_columns,
     to_columns,
 )
-from service.domain.tree import AppendMessage, ConversationState, Node
+from service.domain.tree import Append, ConversationState, Node, fold, seen
 from service.domain.turns import check_parent_settled, decide_chain, decide_failure, decide_reply
 
 CID, FAMILY = uuid.uuid4(), uuid.uuid4()
@@ -66,44 +66,46 @@ def test_a_chain_hangs_each_message_under_the_previous_and_moves_the_head_to_the
     head = uuid.uuid4()
     ids = [uuid.uuid4() for _ in range(3)]
     messages = [
-        AppendMessage(message_id=ids[0], parent_id=None, role="system", content="rules", metadata={}),
-        AppendMessage(message_id=ids[1], parent_id=ids[0], role="user", content="hi", metadata={}),
-        AppendMessage(message_id=ids[2], parent_id=ids[1], role="user", content="again", metadata={}),
+        Append(message_id=ids[0], parent_id=None, role="system", content="rules", metadata={}),
+        Append(message_id=ids[1], parent_id=ids[0], role="user", content="hi", metadata={}),
+        Append(message_id=ids[2], parent_id=ids[1], role="user", content="again", metadata={}),
     ]
-    decision, appended = decide_chain(state(head, 4, 1), node(head, 3), messages)
-    assert [(e.message_id, e.parent_id, e.depth) for e in appended] == [
-        (ids[0], head, 4),
-        (ids[1], ids[0], 5),
-        (ids[2], ids[1], 6),
+    given = seen(state(head, 4, 1), node(head, 3))
+    appended = decide_chain(given, node(head, 3), messages)
+    assert [(e.message_id, e.parent_id, e.depth, e.content) for e in appended] == [
+        (ids[0], head, 4, "rules"),
+        (ids[1], ids[0], 5, "hi"),
+        (ids[2], ids[1], 6, "again"),
     ]
-    assert decision.events == appended
-    assert (decision.state.head_id, decision.state.message_count, decision.state.leaf_count) == (ids[2], 7, 1)
+    after = fold(given, appended)
+    assert (after.head_id, after.message_count, after.leaf_count) == (ids[2], 7, 1)
 
 
 def test_a_chain_in_an_empty_conversation_starts_at_the_root():
     first = uuid.uuid4()
-    _, [event] = decide_chain(
-        state(None), None, [AppendMessage(message_id=first, parent_id=None, role="user", content="hi", metadata={})]
+    [event] = decide_chain(
+        state(None), None, [Append(message_id=first, parent_id=None, role="user", content="hi", metadata={})]
     )
     assert (event.parent_id, event.depth) == (None, 0)
 
 
 def test_the_reply_is_a_child_of_its_user_message_with_its_generation_and_takes_the_head():
     user, reply = uuid.uuid4(), uuid.uuid4()
-    decision = decide_reply(state(uuid.uuid4(), 5, 1), node(user, 4), user, reply, "four", GENERATION, None)
-    [event] = decision.events
+    given = seen(state(uuid.uuid4(), 5, 1), node(user, 4))
+    events = decide_reply(given, node(user, 4), user, reply, "four", GENERATION, None)
+    [event] = events
     assert isinstance(event, MessageAppended)
     assert (event.message_id, event.parent_id, event.role, event.depth) == (reply, user, "assistant", 5)
     assert event.body_sha256 == body_digest("four") and event.generation == GENERATION
-    assert (decision.state.head_id, decision.state.message_count, decision.state.leaf_count) == (reply, 6, 1)
+    after = fold(given, events)
+    assert (after.head_id, after.message_count, after.leaf_count) == (reply, 6, 1)
 
 
 def test_a_regenerated_reply_beside_another_adds_a_branch_tip():
     user = uuid.uuid4()
-    decision = decide_reply(
-        state(uuid.uuid4(), 6, 1), node(user, 4, has_children=True), user, uuid.uuid4(), "", GENERATION, None
-    )
-    assert decision.state.leaf_count == 2
+    given = seen(state(uuid.uuid4(), 6, 1), node(user, 4, has_children=True))
+    events = decide_reply(given, node(user, 4, has_children=True), user, uuid.uuid4(), "", GENERATION, None)
+    assert fold(given, events).leaf_count == 2
 
 
 def test_a_reply_whose_user_message_is_not_there_is_refused():
@@ -122,8 +124,8 @@ def test_a_failed_turn_records_only_the_failure():
         detail="slow",
     )
     before = state(uuid.uuid4(), 3, 1)
-    decision = decide_failure(before, failure)
-    assert decision.events == [failure] and decision.state == before
+    events = decide_failure(before, failure)
+    assert events == [failure] and fold(before, events) == before
 
 
 def test_a_turn_under_a_pending_reply_or_under_a_head_awaiting_its_reply_is_refused():
@@ -145,11 +147,12 @@ def test_a_generated_message_and_a_failed_turn_round_trip_through_their_columns(
         message_id=uuid.uuid4(),
         parent_id=uuid.uuid4(),
         role="assistant",
+        content="partial",
         depth=3,
         body_sha256=body_digest("partial"),
         generation=interrupted,
     )
-    assert from_columns(to_columns(message)) == message
+    assert from_columns(to_columns(message), "partial") == message  # the text is the body's, not the row's
     failure = TurnFailed(
         reply_id=uuid.uuid4(), user_message_id=uuid.uuid4(), provider="p", model="m", error="e", detail="d"
     )
@@ -160,6 +163,6 @@ def test_a_generated_message_and_a_failed_turn_round_trip_through_their_columns(
 
 def test_a_message_without_a_generation_keeps_its_payload_as_it_always_was():
     plain = MessageAppended(
-        message_id=uuid.uuid4(), parent_id=None, role="user", depth=0, body_sha256=body_digest("hi"), metadata={"k": 1}
+        message_id=uuid.uuid4(), parent_id=None, role="user", content="hi", depth=0, body_sha256=body_digest("hi"), metadata={"k": 1}
     )
     assert to_columns(plain).payload == '{"metadata":{"k":1}}'  # so existing events' hashes stand

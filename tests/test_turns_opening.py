@@ -50,7 +50,7 @@ def test_a_reply_launched_by_a_turn_that_does_not_commit_is_stopped_and_never_re
             async def work(o: opening.Opening) -> None:
                 conversation, scope = await o.tx.get_scoped(caller.tenant, cid)
                 root = await o.tx.get_message(scope, conversation.head_id)
-                items = [ContextItem(root.id, root.role, root.content)]
+                items = [ContextItem(id=root.id, role=root.role, content=root.content)]
                 provider = EchoProvider(delay=0.2)  # slow enough to be still talking when the transaction fails
                 await o.register(scope.family_id, cid, root.id, provider, "echo", None)
                 await o.reply(cid, scope.family_id, root, items, provider, "echo", ReplySpec())

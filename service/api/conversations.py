@@ -127,7 +127,7 @@ class ConversationController(Controller):
             200: ResponseSpec(views.Message, description="A retry: the message this id already names."),
             **responses(
                 *WRITE, errors.ConversationNotFound, errors.ParentNotFound, errors.MessageIdConflict,
-                errors.ParentStillGenerating, errors.HeadMoved, errors.IdempotencyKeyReused,
+                errors.ParentStillGenerating, errors.StaleHead, errors.IdempotencyKeyReused,
             ),
         },    )
     async def append(

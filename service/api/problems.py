@@ -71,7 +71,7 @@ TABLE: dict[type[errors.ConvtreeError], tuple[int, str, str]] = {
     errors.InheritedMessage: (409, "message-inherited", "Message inherited from another conversation"),
     errors.Conflict: (409, "conflict", "Conflict"),
     errors.IdempotencyKeyReused: (422, "idempotency-key-reused", "Idempotency-Key reused"),
-    errors.HeadMoved: (412, "head-moved", "Head has moved"),
+    errors.StaleHead: (412, "head-moved", "Head has moved"),
     errors.ForkSourceMissing: (422, "fork-source-missing", "Fork source not present"),
     errors.InvalidExport: (422, "invalid-export", "Export does not verify"),
     errors.InvalidRequest: (422, "invalid-request", "Invalid request"),

@@ -48,7 +48,7 @@ def answer(created: Created) -> tuple[int, views.Conversation]:
 
 async def create(tx: Tx, caller: Caller, new: NewConversation) -> Created:
     conversation_id = new.id or uuid.uuid4()
-    cmd = tree.CreateConversation(
+    cmd = tree.Create(
         conversation_id=conversation_id,
         family_id=uuid.uuid4(),
         title=new.title,
@@ -65,8 +65,7 @@ async def create(tx: Tx, caller: Caller, new: NewConversation) -> Created:
             await _check_same(tx, found[0], found[1], new)
             return Created(found[0], created=False)
     bodies = {cmd.system_message_id: new.system} if new.system is not None else {}
-    decision = tree.Decision(events, tree.created_state(cmd, events))
-    state = await w.create(decision, bodies, new.title, new.metadata)  # type: ignore[arg-type]
+    state = await w.create(tree.initial_state(cmd), events, bodies, new.title, new.metadata)  # type: ignore[arg-type]
     return Created(new_summary(state, new.title, new.metadata, w.now), created=True)
 
 

@@ -53,7 +53,7 @@ async def fork(tx: Tx, caller: Caller, source_id: uuid.UUID, message_id: uuid.UU
         raise ConversationNotFound(conversation_id=str(source_id))
     _, source_scope = source
     nodes = await tx.find_nodes(source_scope, [message_id])
-    cmd = tree.ForkConversation(
+    cmd = tree.Fork(
         conversation_id=fork_id,
         family_id=source_scope.family_id,
         source_conversation_id=source_id,
@@ -61,9 +61,11 @@ async def fork(tx: Tx, caller: Caller, source_id: uuid.UUID, message_id: uuid.UU
         title=new.title,
         metadata=new.metadata,
     )
-    decision = tree.decide_fork(cmd, nodes.get(message_id))
+    base = nodes.get(message_id)
+    events = tree.decide_fork(cmd, base)
+    assert base is not None  # decide_fork refuses a fork without one
     forked_from = views.ForkedFrom(conversation_id=source_id, message_id=message_id)
-    state = await w.create(decision, {}, new.title, new.metadata, forked_from)
+    state = await w.create(tree.fork_origin(cmd, base), events, {}, new.title, new.metadata, forked_from)
     return Created(new_summary(state, new.title, new.metadata, w.now, forked_from), created=True)
 
 

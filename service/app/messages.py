@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import UTC, datetime
-from typing import Any
 
 import msgspec
 
@@ -14,17 +13,17 @@ from service.app.caller import Caller
 from service.app.writes import new_digest_key, numbered, seal_on_known
 from service.domain import tree, views
 from service.domain.errors import ConversationNotFound, ConvtreeError, MessageNotFound, ParentStillGenerating
-from service.domain.events import Role, Sealed
+from service.domain.events import Event, Sealed
+from service.domain.message import Utterance, said
 from service.store import pending
 from service.store.events import KnownStateWrite, Store, Tx
 
 
-class NewMessage(msgspec.Struct, frozen=True, kw_only=True):
+class NewMessage(Utterance, frozen=True, kw_only=True):
+    """A message to append: what it says, and where (its parent, or the head; a head it expects)."""
+
     id: uuid.UUID | None = None
     parent_message_id: uuid.UUID | None = None
-    role: Role
-    content: str
-    metadata: dict[str, Any] = {}
     expected_head: uuid.UUID | None = None
 
 
@@ -88,8 +87,8 @@ class _Waiting:
 
 class _Plan(msgspec.Struct, frozen=True):
     waiting: _Waiting
-    cmd: tree.AppendMessage
-    decision: tree.Decision
+    cmd: tree.Append
+    events: list[Event]
     write: KnownStateWrite
 
 
@@ -174,14 +173,15 @@ class AppendGroup:
         cmd = _command(new)
         try:
             # A client's id may be taken elsewhere in the family: the statement then fails on it.
-            decision = tree.decide_append(known.state, cmd, known.head, None)
+            state = tree.seen(known.state, known.head)
+            events = tree.decide_append(state, cmd, known.head, None)
         except ConvtreeError:
             return None  # decided on a state that may be stale: the locked append decides for real
-        assert isinstance(decision, tree.Decision)
+        assert isinstance(events, list)
         # Stamped by this process's clock, never before the head: where the database's clock (which
         # stamps locked appends) runs ahead, a conversation's times still never go back.
         at = max(now, known.at)
-        return _Plan(waiting, cmd, decision, seal_on_known(waiting.caller, known.state, decision, at, cmd.content))
+        return _Plan(waiting, cmd, events, seal_on_known(waiting.caller, state, events, at, cmd.content))
 
     async def _write(self, plans: list[_Plan]) -> None:
         try:
@@ -201,8 +201,8 @@ class AppendGroup:
                 continue
             sealed, state = numbered(p.write, seq)
             at = sealed.envelope.created_at
-            self.heads.remember(p.waiting.caller.tenant, _known_after(state, p.cmd, p.decision, at))
-            self._done(p.waiting, Appended(_appended_view(p.cmd, p.decision, sealed, at), created=True))
+            self.heads.remember(p.waiting.caller.tenant, _known_after(state, p.events, at))
+            self._done(p.waiting, Appended(_appended_view(p.events, sealed, at), created=True))
 
     def _append_locked(self, waiting: _Waiting) -> None:
         task = asyncio.create_task(self._locked_append(waiting))
@@ -280,50 +280,37 @@ async def _append_locked(
     if parent is None and cmd.parent_id is not None and await pending.is_pending(tx, state.family_id, cmd.parent_id):
         # Checked only when the parent is missing: the hot path pays nothing for it.
         raise ParentStillGenerating(parent_message_id=str(cmd.parent_id))
-    decision = tree.decide_append(state, cmd, parent, nodes.get(cmd.message_id) if new.id else None)
-    if isinstance(decision, tree.AlreadyAppended):
-        message = await tx.get_message(tree.scope(state), decision.node.message_id)
+    state = w.see(parent)
+    decided = tree.decide_append(state, cmd, parent, nodes.get(cmd.message_id) if new.id else None)
+    if isinstance(decided, tree.AlreadyAppended):
+        message = await tx.get_message(tree.scope(state), decided.node.message_id)
         assert message is not None
         return Appended(message, created=False), None
-    sealed = await w.write(decision, {cmd.message_id: cmd.content})
-    known = _known_after(w.after, cmd, decision, w.now)
-    return Appended(_appended_view(cmd, decision, sealed[0], w.now), created=True), known
+    sealed = await w.write(decided, {cmd.message_id: cmd.content})
+    known = _known_after(w.after, decided, w.now)
+    return Appended(_appended_view(decided, sealed[0], w.now), created=True), known
 
 
-def _command(new: NewMessage) -> tree.AppendMessage:
-    return tree.AppendMessage(
+def _command(new: NewMessage) -> tree.Append:
+    return tree.Append(
+        **said(new),
         message_id=new.id or uuid.uuid4(),
         parent_id=new.parent_message_id,
-        role=new.role,
-        content=new.content,
-        metadata=new.metadata,
         expected_head=new.expected_head,
         digest_key=new_digest_key(),
     )
 
 
-def _known_after(
-    state: tree.ConversationState, cmd: tree.AppendMessage, decision: tree.Decision, at: datetime
-) -> KnownHead:
-    event = decision.events[0]
+def _known_after(state: tree.ConversationState, events: list[Event], at: datetime) -> KnownHead:
+    event = events[0]
     assert isinstance(event, tree.MessageAppended)
     return KnownHead(state, tree.appended_node(event, state.conversation_id), at)
 
 
-def _appended_view(cmd: tree.AppendMessage, decision: tree.Decision, sealed: Sealed, now: datetime) -> views.Message:
-    event = decision.events[0]
+def _appended_view(events: list[Event], sealed: Sealed, now: datetime) -> views.Message:
+    event = events[0]
     assert isinstance(event, tree.MessageAppended)
-    return views.Message(
-        id=cmd.message_id,
-        conversation_id=sealed.envelope.conversation_id,
-        parent_message_id=event.parent_id,
-        role=cmd.role,
-        content=cmd.content,
-        metadata=cmd.metadata,
-        depth=event.depth,
-        seq=sealed.envelope.seq,
-        created_at=now,
-    )
+    return views.message_of(event, sealed.envelope.conversation_id, sealed.envelope.seq, now)
 
 
 async def move_head(

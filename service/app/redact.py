@@ -53,17 +53,17 @@ async def redact(tx: Tx, caller: Caller, conversation_id: uuid.UUID, cmd: Redact
             conversation_id=str(target.conversation_id),
         )
     current = await history.find_redaction(tx, state.family_id, cmd.message_id)
-    decision = decide_redact(state, target, current, cmd)
-    if decision.events:
+    events = decide_redact(state, target, current, cmd)
+    if events:
         content = await history.find_body(tx, state.family_id, cmd.message_id)
-        await w.write(decision)
+        await w.write(events)
         if cmd.erase:
             await history.erase_body(tx, state.family_id, cmd.message_id)
         redaction = views.Redaction(at=now, by=caller.actor, reason=cmd.reason, erased=cmd.erase)
         await _scrub_stored_responses(tx, caller.tenant, cmd.message_id, content, redaction)
     message = await tx.get_message(scope, cmd.message_id)
     assert message is not None  # found visible above, under the same lock
-    return Redacted(message, created=bool(decision.events))
+    return Redacted(message, created=bool(events))
 
 
 async def _scrub_stored_responses(

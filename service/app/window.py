@@ -1,40 +1,19 @@
-"""Context windows: which messages of a turn's path are sent to the model, chosen by the caller."""
+"""Context windows for a turn: the domain's rules (service/domain/window.py), counted with the model's
+vocabulary (service/upstream/tokens.py), off the event loop."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Annotated, TypeVar
+from typing import TypeVar
 
-import msgspec
-
-from service.domain.errors import InvalidRequest
-from service.domain.tokens import Message as Windowed
-from service.domain.tokens import context_tokens, fit_window
-from service.domain.window import last_messages
+from service.domain.message import Utterance
+from service.domain.window import FullWindow, LastWindow, TokensWindow, Window, fit_turn, last_messages
 from service.upstream.tokens import counter_for
 
-M = TypeVar("M", bound=Windowed)
+__all__ = ["FullWindow", "LastWindow", "TokensWindow", "Window", "apply"]
 
-
-class FullWindow(msgspec.Struct, frozen=True, tag="full", tag_field="strategy", forbid_unknown_fields=True):
-    """The whole path from the root."""
-
-
-class LastWindow(msgspec.Struct, frozen=True, tag="last", tag_field="strategy", forbid_unknown_fields=True):
-    """The final `messages` messages, and every system message before them."""
-
-    messages: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)]
-
-
-class TokensWindow(msgspec.Struct, frozen=True, tag="tokens", tag_field="strategy", forbid_unknown_fields=True):
-    """The newest messages that fit `max_tokens` prompt tokens (counted with the model's vocabulary),
-    and every system message; the turn is refused if its own message does not fit."""
-
-    max_tokens: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)]
-
-
-Window = FullWindow | LastWindow | TokensWindow
+M = TypeVar("M", bound=Utterance)
 
 
 async def apply(window: Window, path: Sequence[M], model: str) -> list[M]:
@@ -52,12 +31,4 @@ async def apply(window: Window, path: Sequence[M], model: str) -> list[M]:
 
 
 def _fit(path: Sequence[M], budget: int, model: str) -> list[M]:
-    count = counter_for(model)
-    kept = fit_window(path, budget, count)
-    if path and (not kept or kept[-1] is not path[-1]):
-        raise InvalidRequest(
-            "The turn's message does not fit the token window.",
-            max_tokens=budget,
-            tokens=context_tokens([m for m in path if m.role == "system"] + [path[-1]], count),
-        )
-    return kept
+    return fit_turn(path, budget, counter_for(model))

@@ -3,11 +3,11 @@ events after its chain, and store them. Every use case that writes goes through 
 envelopes, sealing and the state a write leaves are made in one place.
 
     w = await writes.lock(tx, caller, conversation_id)       # an existing conversation
-    decision = tree.decide_...(w.state, ...)
-    await w.write(decision, bodies)
+    events = tree.decide_...(w.see(parent), ...)
+    await w.write(events, bodies)
 
     n = await writes.lock_new(tx, caller, conversation_id, count)   # a conversation being created
-    await n.create(decision, bodies, title, metadata)
+    await n.create(tree.initial_state(cmd), events, bodies, title, metadata)
 
 The grouped append (service/app/messages.py, AppendGroup) decides on a state remembered rather
 than locked; `seal_on_known` and `numbered` seal and number its writes the same way.
@@ -67,18 +67,25 @@ class Locked:
     def scope(self) -> tree.Scope:
         return tree.scope(self.state)
 
-    async def write(self, decision: tree.Decision, bodies: dict[uuid.UUID, str] | None = None) -> list[Sealed]:
-        """Seal the decision's events after the conversation's chain and store them, their bodies
-        and the conversation's new summary. A decision without events writes nothing."""
-        if not decision.events:
+    def see(self, *nodes: tree.Node | None) -> tree.ConversationState:
+        """The state, knowing which of `nodes` (messages a decision is shown) are leaves, so that
+        the state the write leaves counts a child of theirs right (tree.seen)."""
+        self.state = tree.seen(self.state, *nodes)
+        self.after = tree.seen(self.after, *nodes)
+        return self.state
+
+    async def write(self, events: Sequence[Event], bodies: dict[uuid.UUID, str] | None = None) -> list[Sealed]:
+        """Seal decided events after the conversation's chain and store them, their bodies and the
+        conversation's new summary. No events: nothing is written."""
+        if not events:
             return []
-        sealed = self._sealed(decision)
+        sealed = self._sealed(events)
         await self.tx.append_events(self.caller.tenant, self.after, sealed, bodies or {})
         return sealed
 
     async def write_turn(
         self,
-        decision: tree.Decision,
+        events: Sequence[Event],
         bodies: dict[uuid.UUID, str],
         reply: tuple[uuid.UUID, uuid.UUID, str, str],
         owner: uuid.UUID,
@@ -87,17 +94,16 @@ class Locked:
     ) -> list[tuple[uuid.UUID, uuid.UUID]]:
         """`write`, and the turn's reply registered as pending in the same round trip (see
         Tx.append_turn); returns the replies already pending `around` the new message's parent."""
-        sealed = self._sealed(decision)
+        sealed = self._sealed(events)
         return await self.tx.append_turn(
             self.caller.tenant, self.after, sealed, bodies, reply, owner, lease_seconds, around
         )
 
-    def _sealed(self, decision: tree.Decision) -> list[Sealed]:
-        events: list[Event] = decision.events
+    def _sealed(self, events: Sequence[Event]) -> list[Sealed]:
         state = self.after
         ids = state.conversation_id, state.family_id
         sealed = _seal(self.caller, state.last_hash, *ids, self.now, self.seqs[: len(events)], events)
-        self.after = tree.chained(_evolved(state, decision), sealed)
+        self.after = tree.chained(_evolved(state, events), sealed)
         return sealed
 
 
@@ -138,16 +144,16 @@ class LockedNew:
 
     async def create(
         self,
-        decision: tree.Decision,
+        start: tree.ConversationState,
+        events: Sequence[Event],
         bodies: dict[uuid.UUID, str],
         title: str | None,
         metadata: dict[str, Any],
         forked_from: views.ForkedFrom | None = None,
     ) -> tree.ConversationState:
-        """Seal the decision's events as the new conversation's first and store them with its
-        summary; returns the state they leave."""
-        events: list[Event] = decision.events
-        formed = _evolved(None, decision)
+        """Seal decided events as the new conversation's first and store them with its summary;
+        returns the state they leave `start` (tree.initial_state, or tree.fork_origin for a fork)."""
+        formed = _evolved(start, events)
         ids = formed.conversation_id, formed.family_id
         sealed = _seal(self.caller, GENESIS_HASH, *ids, self.now, self.seqs[: len(events)], events)
         state = tree.chained(formed, sealed)
@@ -169,13 +175,13 @@ async def lock_new(tx: Tx, caller: Caller, conversation_id: uuid.UUID, count: in
 
 
 def seal_on_known(
-    caller: Caller, known: tree.ConversationState, decision: tree.Decision, now: datetime, content: str
+    caller: Caller, known: tree.ConversationState, events: Sequence[Event], now: datetime, content: str
 ) -> KnownStateWrite:
     """Seal a decision's one message event after the chain of `known` (a state remembered, not
     read under a lock), ready for Tx.append_messages_if_unchanged, which numbers it."""
     ids = known.conversation_id, known.family_id
-    (sealed,) = _seal(caller, known.last_hash, *ids, now, [UNNUMBERED], decision.events)
-    return KnownStateWrite(caller.tenant, known.last_seq, _evolved(known, decision), sealed, content)
+    (sealed,) = _seal(caller, known.last_hash, *ids, now, [UNNUMBERED], events)
+    return KnownStateWrite(caller.tenant, known.last_seq, _evolved(known, events), sealed, content)
 
 
 def numbered(write: KnownStateWrite, seq: int) -> tuple[Sealed, tree.ConversationState]:
@@ -185,10 +191,10 @@ def numbered(write: KnownStateWrite, seq: int) -> tuple[Sealed, tree.Conversatio
     return sealed, tree.chained(write.state, [sealed])
 
 
-def _evolved(before: tree.ConversationState | None, decision: tree.Decision) -> tree.ConversationState:
-    """The state a decision's events leave `before` (None: a conversation they create), before
-    they take their place in the chain (tree.chained)."""
-    return decision.state
+def _evolved(before: tree.ConversationState, events: Sequence[Event]) -> tree.ConversationState:
+    """The state decided events leave `before`, before they take their place in the chain
+    (tree.chained). The one place a write's new state is made."""
+    return tree.fold(before, list(events))
 
 
 def _seal(
@@ -198,7 +204,7 @@ def _seal(
     family_id: uuid.UUID,
     now: datetime,
     seqs: list[int],
-    events: list[Event],
+    events: Sequence[Event],
 ) -> list[Sealed]:
     """Each event in its envelope (its number, who caused it and when), hashed after the last."""
     envelopes = [
@@ -213,4 +219,4 @@ def _seal(
         )
         for seq in seqs
     ]
-    return seal(previous_hash, envelopes, events)
+    return seal(previous_hash, envelopes, list(events))

@@ -12,7 +12,7 @@ ConvtreeError
 │   ├── ReplyInProgress
 │   └── InheritedMessage
 ├── IdempotencyKeyReused
-├── HeadMoved
+├── StaleHead
 ├── JsonTooDeep
 ├── InvalidRequest
 │   └── InvalidExport
@@ -95,7 +95,7 @@ class IdempotencyKeyReused(ConvtreeError):
     """This Idempotency-Key was already used with a different request."""
 
 
-class HeadMoved(ConvtreeError):
+class StaleHead(ConvtreeError):
     """The conversation's head is no longer the expected message."""
 
 

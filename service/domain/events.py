@@ -5,11 +5,12 @@ from __future__ import annotations
 import hashlib
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 
-Role = Literal["system", "user", "assistant", "tool"]
+from service.domain.message import OWN_COLUMNS, Utterance
+from service.domain.message import Role as Role  # re-exported: the log's columns name roles too
 
 GENESIS_HASH = bytes(32)
 
@@ -46,13 +47,16 @@ class Generation(msgspec.Struct, frozen=True, kw_only=True):
     truncated: bool | msgspec.UnsetType = msgspec.UNSET
 
 
-class MessageAppended(msgspec.Struct, frozen=True, tag="message_appended", kw_only=True):
+class MessageAppended(Utterance, frozen=True, tag="message_appended", kw_only=True):
+    """A message took its place in the tree: what it says (its Utterance), where, and its body's digest.
+
+    Its `content` is the body, stored apart (bodies), not in the event's columns: an event decoded
+    from a log row alone (from_columns) has the content its reader passes, "" by default."""
+
     message_id: uuid.UUID
     parent_id: uuid.UUID | None
-    role: Role
     depth: int
     body_sha256: bytes
-    metadata: dict[str, Any] = {}
     generation: Generation | None = None  # set on a reply a model generated (service/app/turns.py)
     # The key of a keyed body digest (body_digest): kept beside the body, never in the log (the
     # payload does not carry it), and destroyed with the body when it is erased. None on messages
@@ -120,23 +124,36 @@ _PAYLOAD_TYPES: dict[str, type[msgspec.Struct]] = {
 }
 
 
-class _MessagePayload(msgspec.Struct, frozen=True):
-    metadata: dict[str, Any] = {}
-    generation: Generation | None = None
+def _payload_fields(required_metadata: bool) -> list[tuple[str, Any, Any]]:
+    """A message payload's fields: the Utterance's own (all but role and content, which have a column
+    and a body), then the generation record."""
+    fields: list[tuple[str, Any, Any]] = []
+    for f in msgspec.structs.fields(Utterance):
+        if f.name in OWN_COLUMNS:
+            continue
+        if f.name == "metadata" and required_metadata:
+            fields.append((f.name, f.type))  # type: ignore[arg-type]  # always written, even empty
+        else:
+            fields.append((f.name, f.type, msgspec.field(default=f.default, default_factory=f.default_factory)))
+    return [*fields, ("generation", Generation | None, None)]
 
 
-# A message without a generation keeps the payload it always had (`{"metadata":…}`): the field is
-# written only when set, so adding it changed no existing event's bytes or hash.
-class _PlainMessagePayload(msgspec.Struct, frozen=True):
-    metadata: dict[str, Any] = {}
-
-
-_message_payload = msgspec.json.Decoder(_MessagePayload)
+# Written with omit_defaults: `metadata` is always there (every message event ever written has it),
+# every later field only when set, so a field added to Utterance changes no stored event's bytes or
+# hash. A message without a generation keeps the payload it always had: `{"metadata":…}`.
+# (Typed Any: their fields are Utterance's, known only once it is defined.)
+_PayloadOut: Any = msgspec.defstruct(
+    "MessagePayload", _payload_fields(True), frozen=True, kw_only=True, omit_defaults=True
+)
+_PayloadIn: Any = msgspec.defstruct("MessagePayloadIn", _payload_fields(False), frozen=True, kw_only=True)
+_message_payload: msgspec.json.Decoder[Any] = msgspec.json.Decoder(_PayloadIn)
+_payload_encoder = msgspec.json.Encoder()
 
 
 def message_metadata(payload: str) -> dict[str, Any]:
     """The metadata of a message, from its event's payload column."""
-    return _message_payload.decode(payload).metadata
+    metadata: dict[str, Any] = _message_payload.decode(payload).metadata
+    return metadata
 
 
 # The payload of most messages (no metadata, no generation): read without decoding, since a deep
@@ -152,10 +169,27 @@ def message_payload(payload: str) -> tuple[dict[str, Any], Generation | None]:
     return decoded.metadata, decoded.generation
 
 
-def _encode_message_payload(event: MessageAppended) -> str:
-    if event.generation is None:
-        return msgspec.json.encode(_PlainMessagePayload(metadata=event.metadata)).decode()
-    return msgspec.json.encode(_MessagePayload(metadata=event.metadata, generation=event.generation)).decode()
+def _payload(event: MessageAppended) -> Any:
+    return _PayloadOut(**{name: getattr(event, name) for name in _PayloadOut.__struct_fields__})
+
+
+def encode_message_payload(event: MessageAppended) -> str:
+    """The payload column of a message's event: its fields besides role, content and tree position."""
+    return _payload_encoder.encode(_payload(event)).decode()
+
+
+def message_payload_fields(event: MessageAppended) -> dict[str, Any]:
+    """The payload of a message's event as JSON values: what encode_message_payload writes."""
+    fields: dict[str, Any] = msgspec.to_builtins(_payload(event))
+    return fields
+
+
+def decode_message_payload(payload: str) -> dict[str, Any]:
+    """A message payload's fields by name (every payload field, defaults filled in)."""
+    if payload == _EMPTY_MESSAGE_PAYLOAD:
+        return {"metadata": {}}
+    decoded = _message_payload.decode(payload)
+    return {name: getattr(decoded, name) for name in _PayloadIn.__struct_fields__}
 
 
 def event_type(event: Event) -> str:
@@ -166,7 +200,7 @@ def to_columns(event: Event) -> Columns:
     """A message's tree position gets columns of its own (the walk and the indexes need them);
     every other field of every event goes into the payload."""
     if isinstance(event, MessageAppended):
-        payload = _encode_message_payload(event)
+        payload = encode_message_payload(event)
         return Columns(
             "message_appended",
             event.message_id,
@@ -180,17 +214,17 @@ def to_columns(event: Event) -> Columns:
     return Columns(event_type(event), None, None, None, None, None, msgspec.json.encode(fields).decode())
 
 
-def from_columns(columns: Columns) -> Event:
+def from_columns(columns: Columns, content: str = "") -> Event:
+    """The event a log row records; a message's `content` is its body, which the row does not hold."""
     if columns.type == "message_appended":
-        metadata, generation = message_payload(columns.payload)
         return MessageAppended(
             message_id=columns.message_id,  # type: ignore[arg-type]
             parent_id=columns.parent_id,
             role=columns.role,  # type: ignore[arg-type]
+            content=content,
             depth=columns.depth,  # type: ignore[arg-type]
             body_sha256=columns.body_sha256,  # type: ignore[arg-type]
-            metadata=metadata,
-            generation=generation,
+            **decode_message_payload(columns.payload),
         )
     return msgspec.json.decode(columns.payload, type=_PAYLOAD_TYPES[columns.type])  # type: ignore[return-value]
 

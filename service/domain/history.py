@@ -14,6 +14,7 @@ from service.domain.events import (
     MessageAppended,
     Sealed,
     from_columns,
+    message_payload_fields,
 )
 
 EXPORT_VERSION = 1
@@ -61,11 +62,10 @@ def payload_view(columns: Columns) -> dict[str, Any]:
             "role": event.role,
             "depth": event.depth,
             "body_sha256": event.body_sha256.hex(),
-            "metadata": event.metadata,
+            # metadata, and the generation record (which provider and model produced a reply, and
+            # what it saw): every field the payload holds.
+            **message_payload_fields(event),
         }
-        if event.generation is not None:
-            # Which provider and model produced a reply, and what it saw, is part of the record.
-            view["generation"] = msgspec.to_builtins(event.generation)
         return view
     fields: dict[str, Any] = msgspec.to_builtins(event)
     fields.pop("type", None)  # the tag repeats the event's type

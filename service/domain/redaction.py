@@ -10,8 +10,8 @@ import msgspec
 
 from service.domain import views
 from service.domain.errors import MessageNotFound
-from service.domain.events import MessageRedacted
-from service.domain.tree import ConversationState, Decision, Node
+from service.domain.events import Event, MessageRedacted
+from service.domain.tree import ConversationState, Node
 
 
 class RedactMessage(msgspec.Struct, frozen=True, kw_only=True):
@@ -22,7 +22,7 @@ class RedactMessage(msgspec.Struct, frozen=True, kw_only=True):
 
 def decide_redact(
     state: ConversationState, target: Node | None, current: views.Redaction | None, cmd: RedactMessage
-) -> Decision:
+) -> list[Event]:
     """Redact a message of this conversation.
 
     Redacting is idempotent: a message already redacted records nothing more, unless this request
@@ -31,8 +31,8 @@ def decide_redact(
     if target is None:
         raise MessageNotFound(message_id=str(cmd.message_id))
     if current is not None and (current.erased or not cmd.erase):
-        return Decision([], state)
-    return Decision([MessageRedacted(message_id=cmd.message_id, reason=cmd.reason, erase=cmd.erase)], state)
+        return []
+    return [MessageRedacted(message_id=cmd.message_id, reason=cmd.reason, erase=cmd.erase)]
 
 
 def scrub(document: Any, message_id: uuid.UUID, content: str | None, redacted: views.Redaction) -> Any:

@@ -37,7 +37,7 @@ _FIRST_TYPES = ("conversation_created", "conversation_forked")
 _line_decoder = msgspec.json.Decoder(ExportLine)
 
 
-class Fork(msgspec.Struct, frozen=True):
+class ForkPoint(msgspec.Struct, frozen=True):
     """Where an exported fork came from: the importer must already hold that conversation."""
 
     source_conversation_id: uuid.UUID
@@ -49,7 +49,7 @@ class ImportPlan(msgspec.Struct, frozen=True, kw_only=True):
     lines: list[ExportLine]
     bodies: dict[uuid.UUID, str]  # message -> content, for every body that still exists
     head_hash: bytes
-    fork: Fork | None
+    fork: ForkPoint | None
     # A fork's references to the path it inherited, in line order: (message, the depth it must have
     # there or None for any, line).
     inherited_refs: list[tuple[uuid.UUID, int | None, int]]
@@ -124,7 +124,7 @@ def _check_tree(lines: list[ExportLine], head_hash: bytes) -> ImportPlan:
     depths: dict[uuid.UUID, int] = {}  # the conversation's own messages
     inherited: list[tuple[uuid.UUID, int | None, int]] = []
     erased: set[uuid.UUID] = set()
-    fork: Fork | None = None
+    fork: ForkPoint | None = None
     for number, line in enumerate(lines, start=1):
         try:
             event = from_columns(columns_of(line))
@@ -137,7 +137,7 @@ def _check_tree(lines: list[ExportLine], head_hash: bytes) -> ImportPlan:
         ) != (None, None, None, None, None):
             raise refuse(number, "malformed", "Only a message event has message columns.", line.seq)
         if isinstance(event, ConversationForked):
-            fork = Fork(event.source_conversation_id, event.source_message_id)
+            fork = ForkPoint(event.source_conversation_id, event.source_message_id)
             inherited.append((event.source_message_id, None, number))
         elif isinstance(event, ConversationCreated):
             pass
@@ -177,7 +177,7 @@ def _check_message(
     line: ExportLine,
     depths: dict[uuid.UUID, int],
     inherited: list[tuple[uuid.UUID, int | None, int]],
-    fork: Fork | None,
+    fork: ForkPoint | None,
 ) -> None:
     assert line.message_id is not None and line.depth is not None
     if line.role not in _ROLES:

@@ -7,8 +7,7 @@ from typing import Any
 
 import msgspec
 
-from service.domain.errors import HeadMoved as HeadMovedError
-from service.domain.errors import MessageIdConflict, MessageNotFound, ParentNotFound
+from service.domain.errors import MessageIdConflict, MessageNotFound, ParentNotFound, StaleHead
 from service.domain.events import (
     GENESIS_HASH,
     ConversationCreated,
@@ -16,10 +15,10 @@ from service.domain.events import (
     Event,
     HeadMoved,
     MessageAppended,
-    Role,
     Sealed,
     body_digest,
 )
+from service.domain.message import Utterance, said
 
 
 class ConversationState(msgspec.Struct, frozen=True, kw_only=True):
@@ -35,6 +34,10 @@ class ConversationState(msgspec.Struct, frozen=True, kw_only=True):
     # A fork's base: the message it was forked at (its inherited path is root→base), and its depth.
     base_id: uuid.UUID | None = None
     base_depth: int | None = None
+    # Messages known to be leaves of the conversation: every one, in a fold of the whole log; in a
+    # state read from the summary row, those a decision was shown (seen). evolve needs them to count
+    # leaves: a child of a known leaf replaces it as a tip, a child of any other message adds one.
+    tips: frozenset[uuid.UUID] = frozenset()
 
 
 class Scope(msgspec.Struct, frozen=True, kw_only=True):
@@ -82,7 +85,7 @@ def sibling_place(
 
 
 class Node(msgspec.Struct, frozen=True, kw_only=True):
-    """A message as a decision sees it: its place in the tree, not its content."""
+    """A message as a decision sees it: its place in the tree and what its event records, not its text."""
 
     message_id: uuid.UUID
     conversation_id: uuid.UUID
@@ -98,7 +101,7 @@ class Node(msgspec.Struct, frozen=True, kw_only=True):
     digest_key: bytes | None = None  # its body's digest key (None: erased, or an unkeyed digest)
 
 
-class CreateConversation(msgspec.Struct, frozen=True, kw_only=True):
+class Create(msgspec.Struct, frozen=True, kw_only=True):
     conversation_id: uuid.UUID
     family_id: uuid.UUID
     title: str | None
@@ -108,17 +111,16 @@ class CreateConversation(msgspec.Struct, frozen=True, kw_only=True):
     system_digest_key: bytes | None = None  # the key of the system prompt's body digest
 
 
-class AppendMessage(msgspec.Struct, frozen=True, kw_only=True):
+class Append(Utterance, frozen=True, kw_only=True):
+    """Append a message (what it says, and under which parent) to a conversation."""
+
     message_id: uuid.UUID
     parent_id: uuid.UUID | None  # None: attach to the head
-    role: Role
-    content: str
-    metadata: dict[str, Any]
     expected_head: uuid.UUID | None = None  # set: refuse unless the head is still this message
     digest_key: bytes | None = None  # the key of the body's digest (events.body_digest), chosen by the caller
 
 
-class ForkConversation(msgspec.Struct, frozen=True, kw_only=True):
+class Fork(msgspec.Struct, frozen=True, kw_only=True):
     conversation_id: uuid.UUID
     family_id: uuid.UUID  # the source's: a fork references the source's path, in the same family
     source_conversation_id: uuid.UUID
@@ -127,35 +129,62 @@ class ForkConversation(msgspec.Struct, frozen=True, kw_only=True):
     metadata: dict[str, Any]
 
 
-class Decision(msgspec.Struct, frozen=True):
-    events: list[Event]
-    state: ConversationState
-
-
 class AlreadyAppended(msgspec.Struct, frozen=True):
     """A retry of an append that already happened: answer with the original, record nothing."""
 
     node: Node
 
 
-def create_conversation(cmd: CreateConversation) -> list[Event]:
-    events: list[Event] = [ConversationCreated(title=cmd.title, metadata=cmd.metadata)]
-    if cmd.system is not None:
-        assert cmd.system_message_id is not None
-        events.append(
-            MessageAppended(
-                message_id=cmd.system_message_id,
-                parent_id=None,
-                role="system",
-                depth=0,
-                body_sha256=body_digest(cmd.system, cmd.system_digest_key),
-                digest_key=cmd.system_digest_key,
+# --- evolve: the one owner of a conversation's summary ---------------------------------------------
+
+
+def evolve(state: ConversationState, event: Event) -> ConversationState:
+    """The conversation after `event`. The same rules, over a whole log, are SQL's fold_conversations
+    (schema/schema.sql), which rebuilds and replays summaries; tests/test_domain_fold.py checks the
+    two agree. The chain (last_seq, last_hash) is not the event's: see `chained`."""
+    match event:
+        case MessageAppended(message_id=message_id, parent_id=parent_id):
+            # A new child of a leaf replaces that leaf as a tip; a child of an inner message adds a tip.
+            adds_leaf = parent_id is None or parent_id not in state.tips
+            return msgspec.structs.replace(
+                state,
+                head_id=message_id,
+                message_count=state.message_count + 1,
+                leaf_count=state.leaf_count + (1 if adds_leaf else 0),
+                tips=(state.tips - {parent_id}) | {message_id},
             )
-        )
-    return events
+        case HeadMoved(message_id=message_id):
+            return msgspec.structs.replace(state, head_id=message_id)
+        case ConversationForked(source_message_id=base_id):
+            # A fork sees the path root→base, whose messages it counts, with the base as its head
+            # and only leaf (every message above the base has a visible child, the next on the path).
+            assert state.base_id == base_id and state.base_depth is not None, "a fork starts from fork_origin"
+            return msgspec.structs.replace(
+                state, head_id=base_id, message_count=state.base_depth + 1, leaf_count=1, tips=frozenset({base_id})
+            )
+    return state  # created, redacted, failed: the tree is as it was
 
 
-def initial_state(cmd: CreateConversation) -> ConversationState:
+def fold(state: ConversationState, events: list[Event] | list[MessageAppended]) -> ConversationState:
+    """The conversation after `events`, in order."""
+    for event in events:
+        state = evolve(state, event)
+    return state
+
+
+def seen(state: ConversationState, *nodes: Node | None) -> ConversationState:
+    """`state` knowing which of `nodes` (messages a decision is shown, as the store found them) are
+    leaves of the conversation, so that evolve counts a child of theirs right."""
+    tips = state.tips
+    for node in nodes:
+        if node is None or not node.visible:
+            continue
+        tips = tips - {node.message_id} if node.has_children else tips | {node.message_id}
+    return state if tips == state.tips else msgspec.structs.replace(state, tips=tips)
+
+
+def initial_state(cmd: Create) -> ConversationState:
+    """A conversation before its first event."""
     return ConversationState(
         conversation_id=cmd.conversation_id,
         family_id=cmd.family_id,
@@ -167,9 +196,45 @@ def initial_state(cmd: CreateConversation) -> ConversationState:
     )
 
 
+def fork_origin(cmd: Fork, base: Node) -> ConversationState:
+    """A fork before its first event: it knows the message it branches from, and how deep that is."""
+    return ConversationState(
+        conversation_id=cmd.conversation_id,
+        family_id=cmd.family_id,
+        head_id=None,
+        message_count=0,
+        leaf_count=0,
+        last_seq=0,
+        last_hash=GENESIS_HASH,
+        base_id=base.message_id,
+        base_depth=base.depth,
+    )
+
+
+# --- decisions: a command and what the store found, to events --------------------------------------
+
+
+def create_conversation(cmd: Create) -> list[Event]:
+    events: list[Event] = [ConversationCreated(title=cmd.title, metadata=cmd.metadata)]
+    if cmd.system is not None:
+        assert cmd.system_message_id is not None
+        events.append(
+            MessageAppended(
+                message_id=cmd.system_message_id,
+                parent_id=None,
+                role="system",
+                content=cmd.system,
+                depth=0,
+                body_sha256=body_digest(cmd.system, cmd.system_digest_key),
+                digest_key=cmd.system_digest_key,
+            )
+        )
+    return events
+
+
 def decide_append(
-    state: ConversationState, cmd: AppendMessage, parent: Node | None, existing: Node | None
-) -> Decision | AlreadyAppended:
+    state: ConversationState, cmd: Append, parent: Node | None, existing: Node | None
+) -> list[Event] | AlreadyAppended:
     """Append `cmd` under `parent` (the message `cmd.parent_id` or, without it, the head names).
 
     `parent` is None (or not `visible`) when that message is not visible in the conversation;
@@ -181,7 +246,7 @@ def decide_append(
     if parent is not None and not parent.visible:
         parent = None
     if cmd.expected_head is not None and cmd.expected_head != state.head_id:
-        raise HeadMovedError(
+        raise StaleHead(
             "The conversation's head is no longer the expected message.",
             expected=str(cmd.expected_head),
             head=None if state.head_id is None else str(state.head_id),
@@ -189,27 +254,22 @@ def decide_append(
     parent_ref = cmd.parent_id if cmd.parent_id is not None else state.head_id
     if parent_ref is not None and parent is None:
         raise ParentNotFound(parent_message_id=str(parent_ref))
-    event = MessageAppended(
+    return [appended(cmd, parent_ref, 0 if parent is None else parent.depth + 1)]
+
+
+def appended(cmd: Append, parent_id: uuid.UUID | None, depth: int) -> MessageAppended:
+    """The event of `cmd`, placed under `parent_id` at `depth`: the command's Utterance, as it was given."""
+    return MessageAppended(
+        **said(cmd),
         message_id=cmd.message_id,
-        parent_id=parent_ref,
-        role=cmd.role,
-        depth=0 if parent is None else parent.depth + 1,
+        parent_id=parent_id,
+        depth=depth,
         body_sha256=body_digest(cmd.content, cmd.digest_key),
-        metadata=cmd.metadata,
         digest_key=cmd.digest_key,
     )
-    # A new child of a leaf replaces that leaf as a tip; a child of an inner message adds a tip.
-    adds_leaf = parent is None or parent.has_children
-    new_state = msgspec.structs.replace(
-        state,
-        head_id=cmd.message_id,
-        message_count=state.message_count + 1,
-        leaf_count=state.leaf_count + (1 if adds_leaf else 0),
-    )
-    return Decision([event], new_state)
 
 
-def _retry(state: ConversationState, cmd: AppendMessage, existing: Node) -> AlreadyAppended:
+def _retry(state: ConversationState, cmd: Append, existing: Node) -> AlreadyAppended:
     same = (
         existing.conversation_id == state.conversation_id
         and existing.role == cmd.role
@@ -222,51 +282,28 @@ def _retry(state: ConversationState, cmd: AppendMessage, existing: Node) -> Alre
     return AlreadyAppended(existing)
 
 
-def decide_fork(cmd: ForkConversation, base: Node | None) -> Decision:
-    """Fork at `base`, the message `cmd.source_message_id` as the source sees it.
-
-    The fork records one event and copies nothing: it sees the path root→base, whose messages it
-    counts, with the base as its head and only leaf (every message above the base has a visible
-    child, the next one on the path).
-    """
+def decide_fork(cmd: Fork, base: Node | None) -> list[Event]:
+    """Fork at `base`, the message `cmd.source_message_id` as the source sees it: one event, nothing
+    copied (its state: fold(fork_origin(cmd, base), events))."""
     if base is None or not base.visible:
         raise MessageNotFound(message_id=str(cmd.source_message_id))
-    event = ConversationForked(
-        source_conversation_id=cmd.source_conversation_id,
-        source_message_id=base.message_id,
-        title=cmd.title,
-        metadata=cmd.metadata,
-    )
-    state = ConversationState(
-        conversation_id=cmd.conversation_id,
-        family_id=cmd.family_id,
-        head_id=base.message_id,
-        message_count=base.depth + 1,
-        leaf_count=1,
-        last_seq=0,
-        last_hash=GENESIS_HASH,
-        base_id=base.message_id,
-        base_depth=base.depth,
-    )
-    return Decision([event], state)
+    return [
+        ConversationForked(
+            source_conversation_id=cmd.source_conversation_id,
+            source_message_id=base.message_id,
+            title=cmd.title,
+            metadata=cmd.metadata,
+        )
+    ]
 
 
-def decide_move_head(state: ConversationState, target: Node | None, target_id: uuid.UUID) -> Decision:
+def decide_move_head(state: ConversationState, target: Node | None, target_id: uuid.UUID) -> list[Event]:
     """Move the head to a visible message; moving it where it already is records nothing."""
     if target is None or not target.visible:
         raise MessageNotFound(message_id=str(target_id))
     if state.head_id == target.message_id:
-        return Decision([], state)
-    event = HeadMoved(message_id=target.message_id, previous_id=state.head_id)
-    return Decision([event], msgspec.structs.replace(state, head_id=target.message_id))
-
-
-def created_state(cmd: CreateConversation, events: list[Event]) -> ConversationState:
-    """The summary of a conversation right after its creation events."""
-    state = initial_state(cmd)
-    if cmd.system is not None:
-        state = msgspec.structs.replace(state, head_id=cmd.system_message_id, message_count=1, leaf_count=1)
-    return state
+        return []
+    return [HeadMoved(message_id=target.message_id, previous_id=state.head_id)]
 
 
 def appended_node(event: MessageAppended, conversation_id: uuid.UUID) -> Node:

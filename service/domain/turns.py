@@ -8,14 +8,7 @@ import msgspec
 
 from service.domain.errors import ParentStillGenerating
 from service.domain.events import Event, Generation, MessageAppended, TurnFailed
-from service.domain.tree import (
-    AppendMessage,
-    ConversationState,
-    Decision,
-    Node,
-    appended_node,
-    decide_append,
-)
+from service.domain.tree import Append, ConversationState, Node, appended_node, decide_append, evolve
 
 
 def check_parent_settled(
@@ -40,23 +33,19 @@ def check_parent_settled(
             )
 
 
-def decide_chain(
-    state: ConversationState, parent: Node | None, messages: list[AppendMessage]
-) -> tuple[Decision, list[MessageAppended]]:
+def decide_chain(state: ConversationState, parent: Node | None, messages: list[Append]) -> list[MessageAppended]:
     """Append `messages` one under the other, the first under `parent` (the message the first one's
     `parent_id` names, None if that is not visible or the conversation is empty)."""
-    events: list[Event] = []
     appended: list[MessageAppended] = []
     for cmd in messages:
-        decision = decide_append(state, cmd, parent, None)
-        assert isinstance(decision, Decision)  # no `existing`: never a retry
-        [event] = decision.events
+        decided = decide_append(state, cmd, parent, None)
+        assert isinstance(decided, list)  # no `existing`: never a retry
+        [event] = decided
         assert isinstance(event, MessageAppended)
-        events.append(event)
         appended.append(event)
-        state = decision.state
+        state = evolve(state, event)
         parent = appended_node(event, state.conversation_id)
-    return Decision(events, state), appended
+    return appended
 
 
 def decide_reply(
@@ -67,19 +56,19 @@ def decide_reply(
     content: str,
     generation: Generation,
     digest_key: bytes | None,
-) -> Decision:
+) -> list[Event]:
     """The assistant's reply, as a child of the message it answers; the head moves to it."""
-    cmd = AppendMessage(
+    cmd = Append(
         message_id=reply_id, parent_id=user_message_id, role="assistant", content=content, metadata={},
         digest_key=digest_key,
     )  # fmt: skip
-    decision = decide_append(state, cmd, user_message, None)
-    assert isinstance(decision, Decision)
-    [event] = decision.events
+    decided = decide_append(state, cmd, user_message, None)
+    assert isinstance(decided, list)
+    [event] = decided
     assert isinstance(event, MessageAppended)
-    return Decision([msgspec.structs.replace(event, generation=generation)], decision.state)
+    return [msgspec.structs.replace(event, generation=generation)]
 
 
-def decide_failure(state: ConversationState, failure: TurnFailed) -> Decision:
+def decide_failure(state: ConversationState, failure: TurnFailed) -> list[Event]:
     """A turn without a reply: recorded, and nothing else about the conversation changes."""
-    return Decision([failure], state)
+    return [failure]

@@ -8,7 +8,8 @@ from typing import Any
 
 import msgspec
 
-from service.domain.events import Generation, Role
+from service.domain.events import Generation, MessageAppended
+from service.domain.message import Utterance, said
 
 
 REDACTED_CONTENT = "[redacted]"  # what a redacted message's content reads as, wherever it is served
@@ -23,15 +24,16 @@ class Redaction(msgspec.Struct, frozen=True, kw_only=True):
     erased: bool  # the body itself was deleted (right to erasure), not only hidden
 
 
-# omit_defaults: `redacted` appears only on redacted messages, so every other message reads as before.
+# omit_defaults: `redacted` appears only on redacted messages, so every other message reads as before
+# (and a field added to Utterance later appears only on messages that have it).
 # gc=False: a message holds only values, never itself, and a deep context makes ten thousand of them.
-class Message(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=False):
+class Message(Utterance, frozen=True, kw_only=True, omit_defaults=True, gc=False):
+    """A stored message as a reader sees it: what it says, where it stands, and when it was written."""
+
+    metadata: dict[str, Any]  # no default here: always served, even empty
     id: uuid.UUID
     conversation_id: uuid.UUID
     parent_message_id: uuid.UUID | None
-    role: Role
-    content: str
-    metadata: dict[str, Any]
     depth: int
     seq: int
     created_at: datetime
@@ -44,6 +46,20 @@ class PathMessage(Message, frozen=True, kw_only=True):
 
     sibling_count: int
     sibling_position: int
+
+
+def message_of(event: MessageAppended, conversation_id: uuid.UUID, seq: int, created_at: datetime) -> Message:
+    """A message just appended (its event, which holds its text), as a reader will see it."""
+    return Message(
+        **said(event),
+        id=event.message_id,
+        conversation_id=conversation_id,
+        parent_message_id=event.parent_id,
+        depth=event.depth,
+        seq=seq,
+        created_at=created_at,
+        generation=event.generation,
+    )
 
 
 class Context(msgspec.Struct, frozen=True, kw_only=True):

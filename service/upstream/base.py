@@ -7,10 +7,11 @@ from typing import Protocol, TypeAlias
 
 import msgspec
 
+from service.domain.message import Utterance
 
-class ChatMessage(msgspec.Struct, frozen=True):
-    role: str
-    content: str
+# A message of a chat request is the domain's Utterance (a ContextItem, the context a turn sends, is
+# one already): each provider turns it into its own wire format, in one function of its module.
+ChatMessage: TypeAlias = Utterance
 
 
 class ChatParams(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -25,7 +26,7 @@ class ChatParams(msgspec.Struct, frozen=True, omit_defaults=True):
 
 class ChatRequest(msgspec.Struct, frozen=True):
     model: str
-    messages: list[ChatMessage]
+    messages: list[Utterance]
     params: ChatParams = msgspec.field(default_factory=ChatParams)
 
 

@@ -25,17 +25,16 @@ from service.app.caller import Caller
 from service.app.turn.opening import Opening, opened, visible
 from service.app.turn.plan import (
     Answered,
-    ContextItem,
     InFlight,
     L,
     Plan,
     ReplySpec,
     context_items,
-    message_view,
     path_context,
 )
 from service.domain import tree, views
 from service.domain import turns as rules
+from service.domain.message import context_item
 from service.domain.errors import InvalidRequest, MessageNotFound, ReplyInProgress
 from service.store import pending
 from service.store.events import Store
@@ -69,7 +68,7 @@ async def begin_turn(
     """
     provider, model = registry.resolve(new.reply.provider, new.reply.model)
     message_id = new.id or (None if keyed is None else idempotency.derived_id(caller, keyed))
-    cmd = tree.AppendMessage(
+    cmd = tree.Append(
         message_id=message_id or uuid.uuid4(),
         parent_id=new.parent_message_id,
         role="user",
@@ -89,7 +88,7 @@ async def begin_user_turn(
     o: Opening[L],
     conversation_id: uuid.UUID,
     parent_message_id: uuid.UUID | None,
-    chain: list[tree.AppendMessage],
+    chain: list[tree.Append],
     provider: Provider,
     model: str,
     spec: ReplySpec,
@@ -113,14 +112,12 @@ async def begin_user_turn(
     explicit = parent_message_id is not None
     if not visible(parent_ref, parent):  # a reply still being generated: 409 (else decide_chain's 404)
         await o.register_under(state, user_cmd.message_id, provider, model, parent_ref, explicit)
-    decision, appended = rules.decide_chain(state, parent, chain)
-    bodies = {e.message_id: c.content for e, c in zip(appended, chain, strict=True)}
-    user = message_view(appended[-1], user_cmd.content, state.conversation_id, w.seqs[len(appended) - 1], w.now)
-    items = await path_context(o.tx, w.scope, parent) + [
-        ContextItem(e.message_id, e.role, bodies[e.message_id]) for e in appended
-    ]
+    appended = rules.decide_chain(w.see(parent), parent, chain)
+    bodies = {e.message_id: e.content for e in appended}
+    user = views.message_of(appended[-1], state.conversation_id, w.seqs[len(appended) - 1], w.now)
+    items = await path_context(o.tx, w.scope, parent) + [context_item(e.message_id, e) for e in appended]
     await o.reply(state.conversation_id, state.family_id, user, items, provider, model, spec)
-    await o.write_under(w, decision, bodies, provider, model, parent_ref, explicit)
+    await o.write_under(w, [*appended], bodies, provider, model, parent_ref, explicit)
     return None
 
 
@@ -209,7 +206,7 @@ async def again(
 async def _resume(
     o: Opening[L],
     state: tree.ConversationState,
-    cmd: tree.AppendMessage,
+    cmd: tree.Append,
     existing: tree.Node,
     provider: Provider,
     model: str,

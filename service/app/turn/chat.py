@@ -14,18 +14,17 @@ from service.app.caller import Caller
 from service.app.turn.begin import begin, begin_user_turn
 from service.app.turn.models import resolve_model
 from service.app.turn.opening import Opening
-from service.app.turn.plan import Answered, ContextItem, L, Params, Plan, ReplySpec, message_view
-from service.domain import tree
+from service.app.turn.plan import Answered, L, Params, Plan, ReplySpec
+from service.domain import tree, views
 from service.domain import turns as rules
 from service.domain.errors import InvalidRequest
-from service.domain.events import Role
+from service.domain.message import Utterance, context_item, said
 from service.store.events import Store
 from service.upstream import Provider, Registry
 
 
-class Sent(msgspec.Struct, frozen=True):
-    role: Role
-    content: str
+# A message the OpenAI door sends, as convtree stores it (service/api/openai_compat.py converts it).
+Sent = Utterance
 
 
 class Chat(msgspec.Struct, frozen=True, kw_only=True):
@@ -71,7 +70,7 @@ async def begin_chat(
 
 
 async def _new_conversation(o: Opening[L], chat: Chat, provider: Provider, model: str, spec: ReplySpec) -> None:
-    cmd = tree.CreateConversation(
+    cmd = tree.Create(
         conversation_id=uuid.uuid4(),
         family_id=uuid.uuid4(),
         title=None,
@@ -82,25 +81,24 @@ async def _new_conversation(o: Opening[L], chat: Chat, provider: Provider, model
     created = tree.create_conversation(cmd)
     w = await writes.lock_new(o.tx, o.caller, cmd.conversation_id, len(created) + len(chat.messages))
     chain = _chain(chat.messages, None)
-    decision, appended = rules.decide_chain(tree.created_state(cmd, created), None, chain)
-    bodies = {e.message_id: m.content for e, m in zip(appended, chat.messages, strict=True)}
-    user = message_view(appended[-1], chat.messages[-1].content, cmd.conversation_id, w.seqs[-1], w.now)
-    items = [ContextItem(e.message_id, e.role, bodies[e.message_id]) for e in appended]
+    start = tree.initial_state(cmd)
+    appended = rules.decide_chain(tree.fold(start, created), None, chain)
+    bodies = {e.message_id: e.content for e in appended}
+    user = views.message_of(appended[-1], cmd.conversation_id, w.seqs[-1], w.now)
+    items = [context_item(e.message_id, e) for e in appended]
     await o.reply(cmd.conversation_id, cmd.family_id, user, items, provider, model, spec)
     await o.register(cmd.family_id, cmd.conversation_id, chain[-1].message_id, provider, model, None)
-    await w.create(tree.Decision([*created, *decision.events], decision.state), bodies, None, {})
+    await w.create(start, [*created, *appended], bodies, None, {})
 
 
-def _chain(messages: list[Sent], parent_id: uuid.UUID | None) -> list[tree.AppendMessage]:
+def _chain(messages: list[Sent], parent_id: uuid.UUID | None) -> list[tree.Append]:
     """Messages one under the other; the first under `parent_id` (None: under the head)."""
     ids = [uuid.uuid4() for _ in messages]
     return [
-        tree.AppendMessage(
+        tree.Append(
+            **said(m),
             message_id=ids[i],
             parent_id=parent_id if i == 0 else ids[i - 1],
-            role=m.role,
-            content=m.content,
-            metadata={},
             digest_key=writes.new_digest_key(),
         )
         for i, m in enumerate(messages)

@@ -19,7 +19,7 @@ from service.app.turn.plan import LEASE_SECONDS, Answered, ContextItem, InFlight
 from service.domain import tree, views
 from service.domain import turns as rules
 from service.domain.errors import ConvtreeError
-from service.domain.events import MessageAppended
+from service.domain.events import Event, MessageAppended
 from service.store import pending
 from service.store.events import Store, Tx
 from service.upstream import Provider
@@ -97,7 +97,7 @@ class Opening(Generic[L]):
     async def write_under(
         self,
         w: writes.Locked,
-        decision: tree.Decision,
+        events: list[Event],
         bodies: dict[uuid.UUID, str],
         provider: Provider,
         model: str,
@@ -106,10 +106,10 @@ class Opening(Generic[L]):
     ) -> None:
         """Write a turn's new messages (the last, the user's, answered by the reply) and register
         the reply, in one round trip; then refuse the turn as `register_under` does."""
-        user = decision.events[-1]
+        user = events[-1]
         assert isinstance(user, MessageAppended)
         reply = (self.reply_id, user.message_id, provider.name, model)
-        around = await w.write_turn(decision, bodies, reply, self._owner, LEASE_SECONDS, parent_ref)
+        around = await w.write_turn(events, bodies, reply, self._owner, LEASE_SECONDS, parent_ref)
         rules.check_parent_settled(parent_ref, explicit, around)
 
     async def reply(

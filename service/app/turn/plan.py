@@ -11,9 +11,9 @@ import msgspec
 
 from service.app import window as windows
 from service.domain import tree, views
-from service.domain.events import MessageAppended
+from service.domain.message import ContextItem, context_item
 from service.store.events import Tx
-from service.upstream import ChatMessage, ChatParams, ChatRequest, Provider
+from service.upstream import ChatParams, ChatRequest, Provider
 
 LEASE_SECONDS = 60.0  # a pending reply whose owner has not renewed it for this long is closed out
 
@@ -39,12 +39,6 @@ class ReplySpec(msgspec.Struct, frozen=True, kw_only=True):
     params: Params = msgspec.field(default_factory=Params)
 
 
-class ContextItem(msgspec.Struct, frozen=True):
-    id: uuid.UUID
-    role: str
-    content: str
-
-
 @dataclass(frozen=True)
 class Plan:
     """A turn whose user message is recorded and whose reply is pending: what the model call needs."""
@@ -61,7 +55,7 @@ class Plan:
     def request(self) -> ChatRequest:
         return ChatRequest(
             model=self.model,
-            messages=[ChatMessage(c.role, c.content) for c in self.context],
+            messages=list(self.context),
             params=msgspec.convert(msgspec.to_builtins(self.params), ChatParams),
         )
 
@@ -96,24 +90,6 @@ class Launched(Protocol):
 L = TypeVar("L", bound=Launched)
 
 
-def message_view(
-    event: MessageAppended, content: str, conversation_id: uuid.UUID, seq: int, created_at: datetime
-) -> views.Message:
-    """A message a turn has just written, as a read would show it."""
-    return views.Message(
-        id=event.message_id,
-        conversation_id=conversation_id,
-        parent_message_id=event.parent_id,
-        role=event.role,
-        content=content,
-        metadata=event.metadata,
-        depth=event.depth,
-        seq=seq,
-        created_at=created_at,
-        generation=event.generation,
-    )
-
-
 async def path_context(tx: Tx, scope: tree.Scope, parent: tree.Node | None) -> list[ContextItem]:
     """The context a new message under `parent` (one the conversation sees; None: the first
     message) is sent with, up to the parent, in one round trip."""
@@ -124,4 +100,4 @@ async def path_context(tx: Tx, scope: tree.Scope, parent: tree.Node | None) -> l
 
 def context_items(path: list[views.PathMessage]) -> list[ContextItem]:
     # A redacted message's text is withheld from every read, and so from the model too.
-    return [ContextItem(m.id, m.role, m.content) for m in path]
+    return [context_item(m.id, m) for m in path]

@@ -12,7 +12,7 @@ import msgspec
 
 from service.app import writes
 from service.app.caller import Caller
-from service.app.turn.plan import Plan, message_view
+from service.app.turn.plan import Plan
 from service.domain import views
 from service.domain import turns as rules
 from service.domain.errors import ConvtreeError, ReplyAbandoned
@@ -74,13 +74,13 @@ async def record_outcome(
         if outcome.complete or outcome.text:
             user = (await tx.find_nodes(w.scope, [user_id])).get(user_id)
             generation = _generation(plan, outcome)
-            decision = rules.decide_reply(
-                w.state, user, user_id, plan.reply_id, outcome.text, generation, writes.new_digest_key()
+            events = rules.decide_reply(
+                w.see(user), user, user_id, plan.reply_id, outcome.text, generation, writes.new_digest_key()
             )
-            sealed = await w.write(decision, {plan.reply_id: outcome.text})
-            event = decision.events[0]
+            sealed = await w.write(events, {plan.reply_id: outcome.text})
+            event = events[0]
             assert isinstance(event, MessageAppended)
-            return message_view(event, outcome.text, plan.conversation_id, sealed[0].envelope.seq, w.now)
+            return views.message_of(event, plan.conversation_id, sealed[0].envelope.seq, w.now)
         kind, detail = failure_of(outcome)
         failure = TurnFailed(
             reply_id=plan.reply_id,
