@@ -1,33 +1,30 @@
-"""What every handler may ask for: the caller, the store, and the idempotent-write wrapper."""
+"""What every handler may ask for: the caller; and the answers it gives: JSON already encoded, a
+write's outcome or its replay."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import msgspec
 from litestar import Request, Response
-from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from service.app import idempotency
 from service.app.caller import Caller
-from service.store.events import Store
+from service.app.services import Keys
 
 T = TypeVar("T")
 
 
-async def provide_caller(request: Request, store: NamedDependency[Store]) -> Caller:  # type: ignore[type-arg]
-    # Taking the store (which the key lookup reads) makes the caller depend on it: litestar then
-    # resolves the two one after the other, not in a task group of their own on every request.
-    # `Request` bare: litestar checks each argument with isinstance, which a parametrized generic
-    # answers only by raising TypeError first, on every request.
+async def provide_caller(request: Request, keys_service: NamedDependency[Keys]) -> Caller:  # type: ignore[type-arg]
+    # Taking the keys service as a dependency of its own makes the caller depend on it: litestar
+    # then resolves the handler's dependencies one after the other, not in a task group of their
+    # own on every request. `Request` bare: litestar checks each argument with isinstance, which a
+    # parametrized generic answers only by raising TypeError first, on every request.
     state = request.scope["state"]
-    caller = await request.app.state.auth.authenticate(
-        store, header(request, b"authorization"), state.get("request_id")
-    )
+    caller = await keys_service.authenticate(header(request, b"authorization"), state.get("request_id"))
     state["tenant"] = caller.tenant  # for the request's log line
     return caller
 
@@ -99,25 +96,11 @@ def keyed(request: Request[Any, Any, Any], data: msgspec.Struct | None) -> idemp
     return idempotency.Keyed(key, idempotency.fingerprint(request.method, request.url.path, body))
 
 
-async def write_once(
-    request: Request[Any, Any, State],
-    caller: Caller,
-    store: Store,
-    data: msgspec.Struct | None,
-    operation: Callable[[Any], Awaitable[T]],
-    respond: Callable[[T], tuple[int, Any, dict[str, str] | None]],
-    without_key: Callable[[], Awaitable[T]] | None = None,
-    conversation: uuid.UUID | None = None,
+def written(
+    outcome: T | idempotency.Replayed, respond: Callable[[T], tuple[int, Any, dict[str, str] | None]]
 ) -> Response[Any]:
-    """Run a write once per Idempotency-Key: a retry gets the original status and body back.
-    Without a key, `without_key` (if given) runs instead of `operation` in a transaction.
-    `conversation`: the existing conversation the write locks (see Store.transaction)."""
-
-    def encode(result: T) -> tuple[int, bytes]:
-        status, value, _ = respond(result)
-        return status, msgspec.json.encode(value)
-
-    outcome = await idempotency.run(store, caller, keyed(request, data), operation, encode, without_key, conversation)
+    """A creating write's answer: `respond`'s status, body and headers for what it did, or the
+    original status and body again for a retry of its Idempotency-Key."""
     if isinstance(outcome, idempotency.Replayed):
         return JSONResponse(outcome.body, outcome.status, REPLAYED)
     status, value, headers = respond(outcome)

@@ -22,10 +22,9 @@ from service.app import completions, opening
 from service.app import turns as turns_app
 from service.app import window as windows
 from service.app.caller import Caller
-from service.app.generation import CLIENT_LEFT, Generation, Generations, Settled
+from service.app.generation import CLIENT_LEFT, Generation, Settled
+from service.app.services import Turns
 from service.domain import errors, views
-from service.store.events import Store
-from service.upstream import Registry
 
 # OpenAI's roles, and the ones convtree stores them as ("developer" is o1's name for "system").
 ROLES: dict[str, Literal["system", "user", "assistant"]] = {
@@ -170,17 +169,10 @@ class OpenAICompatController(Controller):
         request: Request[Any, Any, State],
         data: JSONBody[ChatCompletionRequest],
         caller: NamedDependency[Caller],
-        store: NamedDependency[Store],
+        turns_service: NamedDependency[Turns],
         idempotency_key: Annotated[str | None, IDEMPOTENCY_KEY] = None,
     ) -> Response[ChatCompletion]:
-        generations: Generations = request.app.state.generations
-        generations.ensure_open()
-        registry: Registry = request.app.state.registry
-        begun = await completions.begin_chat(
-            store, registry, caller, generations.owner, _chat(data),
-            lambda plan: generations.start(caller, plan, relay=data.stream),
-            keyed(request, data),
-        )  # fmt: skip
+        begun = await turns_service.chat(caller, _chat(data), keyed(request, data), relay=data.stream)
         include_usage = data.stream_options is not None and data.stream_options.include_usage
         if isinstance(begun, opening.Answered):
             return _replayed(begun, stream=data.stream, include_usage=include_usage)
@@ -188,7 +180,7 @@ class OpenAICompatController(Controller):
         plan = generation.plan
         created = int(time.time())
         if data.stream:
-            return sse.response(_chunks(request, generation, created, include_usage))
+            return sse.response(_chunks(request, generation, created, include_usage, turns_service.keepalive))
         settled = await wait_settled(request.receive, generation)
         if settled.error is not None:
             raise settled.error
@@ -203,8 +195,8 @@ class OpenAICompatController(Controller):
         description='Ids are "provider/model", as `model` accepts them.',
         responses=responses(errors.Unauthorized, 422),
     )
-    async def models(self, request: Request[Any, Any, State], caller: NamedDependency[Caller]) -> ModelList:
-        listed = await completions.list_models(request.app.state.registry)
+    async def models(self, caller: NamedDependency[Caller], turns_service: NamedDependency[Turns]) -> ModelList:
+        listed = await turns_service.models()
         return ModelList(data=[Model(id=f"{p}/{m}", owned_by=p) for p, m in listed])
 
 
@@ -299,7 +291,7 @@ def _replayed(answered: opening.Answered, *, stream: bool, include_usage: bool) 
 
 
 async def _chunks(
-    request: Request[Any, Any, State], generation: Generation, created: int, include_usage: bool
+    request: Request[Any, Any, State], generation: Generation, created: int, include_usage: bool, quiet: float
 ) -> AsyncIterator[bytes]:
     plan = generation.plan
 
@@ -316,7 +308,6 @@ async def _chunks(
         return sse.event(None, _encode(value))
 
     settled: Settled | None = None
-    quiet: float = request.app.state.keepalive
     try:
         # Nothing before the turn is committed; then the first chunk with the ids, in one write with
         # the text so far; keep-alive comments while it is quiet (see service.api.turns).
