@@ -32,8 +32,9 @@ from service.domain import views
 from service.domain.audit import AuditReport
 from service.domain.history import EventView
 from service.domain.redaction import RedactMessage
+from service.store import migrate
+from service.store.embedded import EmbeddedPostgres
 from service.store.events import Store
-from service.store.migrate import head_revision
 from service.store.notify import Listener
 from service.store.pool import Limits
 from service.upstream import Registry, load_config
@@ -307,7 +308,7 @@ class Health:
 
     def __init__(self, store: Store) -> None:
         self._store = store
-        self.expected = head_revision()
+        self.expected = migrate.head_revision()
 
     async def schema_version(self) -> str | None:
         async with self._store.reader() as tx:
@@ -463,3 +464,19 @@ async def run_admin(database_url: str, work: Callable[[Admin], Awaitable[T]]) ->
     """`work` with the services of a command line run, started and stopped around it."""
     async with open_admin(database_url) as admin:
         return await work(admin)
+
+
+# The database itself, before any service runs: where it is, and bringing its schema up to date.
+Embedded = EmbeddedPostgres
+url_user = migrate.url_user
+as_role = migrate.as_role
+
+
+def upgrade(owner_url: str, service_role: str | None = None) -> None:
+    """Bring the database to the newest schema; given a `service_role`, grant it the service's rights."""
+    migrate.upgrade(owner_url, service_role)
+
+
+def newest_schema() -> str:
+    """The schema revision this version of convtree needs."""
+    return migrate.head_revision()
