@@ -69,3 +69,19 @@ def test_an_import_against_the_rooms_breaks_its_contract(
     assert result.returncode != 0, result.stdout
     broken = [row for row in result.stdout.splitlines() if row.endswith("BROKEN")]
     assert any(row.startswith(contract) for row in broken), result.stdout
+
+
+def test_every_handler_resolves_its_dependencies_one_after_another() -> None:
+    """litestar runs dependencies that do not depend on each other in an anyio task group of their
+    own, on every request; convtree's form one chain (the caller, then the service) instead."""
+    from service.api.app import create_app
+    from service.config import Settings
+
+    app = create_app("postgresql://unused", Settings())
+    batches = {
+        (route.path, method): [len(batch) for batch in kwargs_model.dependency_batches]
+        for route in app.routes
+        for method, (_, kwargs_model) in getattr(route, "route_handler_map", {}).items()
+    }
+    assert batches[("/v1/conversations/{conversation_id:str}/messages", "POST")] == [1, 1]  # the caller, the service
+    assert {where: sizes for where, sizes in batches.items() if any(size > 1 for size in sizes)} == {}

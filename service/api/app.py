@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from litestar import Litestar
-from litestar.di import Provide
+from litestar import Litestar, Request
+from litestar.di import NamedDependency, Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, OpenAPIMediaType, OpenAPIResponse, OpenAPIType, Schema, SecurityScheme
 
@@ -19,7 +19,7 @@ from service.api import ui
 from service.api.bodies import CheckedRequest
 from service.api.conversations import ConversationController
 from service.api.forks import ForkController
-from service.api.deps import provide_caller
+from service.api.deps import authenticated
 from service.api.health import healthz, readyz
 from service.api.history import HistoryController
 from service.api.hygiene import cors, gzipped
@@ -28,7 +28,8 @@ from service.api.observe import Observer
 from service.api.openai_compat import OpenAICompatController
 from service.api.problems import HANDLERS
 from service.api.turns import TurnController
-from service.app.services import Audit, Conversations, Events, Health, Keys, Messages, Services, Transfer, Turns
+from service.app.caller import Caller
+from service.app.services import Audit, Conversations, Events, Health, Messages, Services, Transfer, Turns
 from service.app.services import open_services
 from service.config import Settings
 from service.upstream import Registry
@@ -99,7 +100,7 @@ def create_app(database_url: str, settings: Settings, registry: Registry | None 
             ConversationController, ForkController, HistoryController, TurnController, OpenAICompatController,
             healthz, readyz, *ui.routers(), *observer.routes,
         ],
-        dependencies={"caller": Provide(provide_caller), **root.providers()},
+        dependencies=root.providers(),
         # The services exist before the observer starts (its gauges read them) and stop after it.
         lifespan=[compose, observer.lifespan(), freeze_startup_heap],
         exception_handlers=HANDLERS,
@@ -119,43 +120,50 @@ def create_app(database_url: str, settings: Settings, registry: Registry | None 
 
 
 class _Root:
-    """The services of the running app, handed to the handlers that name them: each provider takes
-    no parameters, so litestar has nothing to parse or validate to call it on every request."""
+    """The services of the running app, handed to the handlers that name them.
+
+    A handler's dependencies form one chain (the caller, then its service): litestar resolves
+    dependencies that do not depend on each other in an anyio task group of their own, on every
+    request, which costs a hot request like an append more than the rest of its dependencies. So
+    each service's provider takes the caller, and the caller's provider reads the key service here.
+    """
 
     services: Services  # from the app's start-up to its shutdown
 
-    def keys(self) -> Keys:
-        return self.services.keys
+    async def caller(self, request: Request) -> Caller:  # type: ignore[type-arg]
+        # `Request` bare: litestar checks each argument with isinstance, which a parametrized
+        # generic answers only by raising TypeError first, on every request.
+        return await authenticated(request, self.services.keys)
 
-    def conversations(self) -> Conversations:
+    def conversations(self, caller: NamedDependency[Caller]) -> Conversations:
         return self.services.conversations
 
-    def messages(self) -> Messages:
+    def messages(self, caller: NamedDependency[Caller]) -> Messages:
         return self.services.messages
 
-    def events(self) -> Events:
+    def events(self, caller: NamedDependency[Caller]) -> Events:
         return self.services.events
 
-    def audit(self) -> Audit:
+    def audit(self, caller: NamedDependency[Caller]) -> Audit:
         return self.services.audit
 
-    def transfer(self) -> Transfer:
+    def transfer(self, caller: NamedDependency[Caller]) -> Transfer:
         return self.services.transfer
 
-    def turns(self) -> Turns:
+    def turns(self, caller: NamedDependency[Caller]) -> Turns:
         return self.services.turns
 
-    def health(self) -> Health:
+    def health(self) -> Health:  # for the readiness probe, which has no caller
         return self.services.health
 
     def providers(self) -> dict[str, Provide]:
-        areas = (
-            self.keys, self.conversations, self.messages, self.events,
-            self.audit, self.transfer, self.turns, self.health,
-        )  # fmt: skip
+        areas = (self.conversations, self.messages, self.events, self.audit, self.transfer, self.turns, self.health)
         # Named `<area>_service`: litestar takes a request field of a dependency's name for the
         # dependency's (a 500, not a 422), and a body may well have `messages` or `events`.
-        return {f"{area.__name__}_service": Provide(area, sync_to_thread=False) for area in areas}
+        return {
+            "caller": Provide(self.caller),
+            **{f"{area.__name__}_service": Provide(area, sync_to_thread=False) for area in areas},
+        }
 
 
 def _document_validation_as_422(app: Litestar) -> None:

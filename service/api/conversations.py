@@ -62,7 +62,7 @@ class ConversationController(Controller):
     )
     async def create(
         self,
-        request: Request,  # type: ignore[type-arg]  # bare: see provide_caller
+        request: Request,  # type: ignore[type-arg]  # bare: see _Root.caller in service.api.app
         data: JSONBody[schemas.CreateConversation],
         caller: NamedDependency[Caller],
         conversations_service: NamedDependency[Conversations],
@@ -132,7 +132,7 @@ class ConversationController(Controller):
         },    )
     async def append(
         self,
-        request: Request,  # type: ignore[type-arg]  # bare: see provide_caller
+        request: Request,  # type: ignore[type-arg]  # bare: see _Root.caller in service.api.app
         conversation_id: FromPath[uuid.UUID],
         data: JSONBody[schemas.AppendMessage],
         caller: NamedDependency[Caller],

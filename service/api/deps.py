@@ -8,7 +8,6 @@ from typing import Any, TypeVar
 
 import msgspec
 from litestar import Request, Response
-from litestar.di import NamedDependency
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from service.app import idempotency
@@ -18,14 +17,11 @@ from service.app.services import Keys
 T = TypeVar("T")
 
 
-async def provide_caller(request: Request, keys_service: NamedDependency[Keys]) -> Caller:  # type: ignore[type-arg]
-    # Taking the keys service as a dependency of its own makes the caller depend on it: litestar
-    # then resolves the handler's dependencies one after the other, not in a task group of their
-    # own on every request. `Request` bare: litestar checks each argument with isinstance, which a
-    # parametrized generic answers only by raising TypeError first, on every request.
+async def authenticated(request: Request[Any, Any, Any], keys: Keys) -> Caller:
+    """The caller the request's API key names (else Unauthorized), noted for the request's log line."""
     state = request.scope["state"]
-    caller = await keys_service.authenticate(header(request, b"authorization"), state.get("request_id"))
-    state["tenant"] = caller.tenant  # for the request's log line
+    caller = await keys.authenticate(header(request, b"authorization"), state.get("request_id"))
+    state["tenant"] = caller.tenant
     return caller
 
 
