@@ -18,8 +18,8 @@ import click
 import msgspec
 
 from service import exits
-from service.app import services
-from service.app.services import Admin, run_admin
+from service.app import admin as admin_app
+from service.app.admin import Admin, run_admin
 from service.config import Settings
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ class Database(msgspec.Struct, frozen=True, kw_only=True):
 
     def migrate(self) -> None:
         try:
-            services.upgrade(self.owner_url, self.service_role)
+            admin_app.upgrade(self.owner_url, self.service_role)
         except asyncpg.InsufficientPrivilegeError as exc:  # e.g. the service's URL names the owner
             raise click.ClickException(f"cannot grant the service role its rights: {exc}") from exc
 
@@ -52,17 +52,17 @@ def database(settings: Settings) -> Iterator[Database]:
             yield Database(owner_url=settings.database_url, service_url=settings.database_url,
                            service_role=None, embedded=False)  # fmt: skip
         else:
-            role = services.url_user(settings.database_url)
+            role = admin_app.url_user(settings.database_url)
             if role is None:
                 raise click.UsageError("DATABASE_URL must name the service's role (postgresql://ROLE@host/db)")
             yield Database(owner_url=owner, service_url=settings.database_url, service_role=role, embedded=False)
         return
-    embedded = services.Embedded(settings.data_dir)
+    embedded = admin_app.Embedded(settings.data_dir)
     try:
         owner = embedded.start()
         yield Database(
             owner_url=owner,
-            service_url=services.as_role(owner, settings.service_role),
+            service_url=admin_app.as_role(owner, settings.service_role),
             service_role=settings.service_role,
             embedded=True,
         )
@@ -165,7 +165,7 @@ def migrate() -> None:
     """Bring the database (DATABASE_URL, or the embedded one) to the newest schema."""
     with database(_settings()) as db:
         db.migrate()
-    click.echo(f"migrated to {services.newest_schema()}")
+    click.echo(f"migrated to {admin_app.newest_schema()}")
 
 
 @main.command()
@@ -284,7 +284,7 @@ def rebuild(batch_events: int) -> None:
                 bars[0].label = f"rebuilding {step}"
                 bars[0].update(events)
 
-        async with services.open_admin(url) as admin:
+        async with admin_app.open_admin(url) as admin:
             started = time.perf_counter()
             report = await admin.maintenance.rebuild(
                 batch_events=batch_events, on_start=on_start, on_progress=on_progress
@@ -365,7 +365,7 @@ def verify(tenant: str) -> None:
             if bars:
                 bars[0].update(1)
 
-        async with services.open_admin(url) as admin:
+        async with admin_app.open_admin(url) as admin:
             await admin.health.require_newest()
             caller = Caller(tenant=tenant, actor="convtree verify")
             return await admin.audit.verify_tenant(caller, on_start=on_start, on_progress=on_progress)

@@ -1,5 +1,5 @@
 """The app's services, one per area, built once per process by `open_services` (the API's lifespan)
-or `open_admin` (a command line run), so that their callers hand over a caller and plain values
+or `service.app.admin.open_admin` (a command line run), so that their callers hand over a caller and plain values
 and never see the store, a pool or a connection.
 
 Each method is a thin door to a use case of its module. What only the app can decide is decided
@@ -10,19 +10,18 @@ creating write records under its Idempotency-Key (`stored`) for a retry to repla
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from typing import TypeVar
 
 import asyncpg
 import msgspec
 
 from service.app import audit as audit_app
-from service.app import completions, context, conversations, doctor, forks, idempotency, keys, maintenance
-from service.app import messages, opening, replay, schema, transfer, turns, verify
+from service.app import completions, conversations, forks, idempotency, keys, messages, opening, replay, schema
+from service.app import transfer, turns, verify
+from service.app import context as context_app
 from service.app import feed as feed_app
-from service.app import rebuild as rebuild_app
 from service.app import redact as redact_app
 from service.app.auth import Authenticator, create_key
 from service.app.caller import Caller
@@ -33,13 +32,11 @@ from service.domain.audit import AuditReport
 from service.domain.history import EventView
 from service.domain.redaction import RedactMessage
 from service.store import migrate
-from service.store.embedded import EmbeddedPostgres
 from service.store.events import Store
 from service.store.notify import Listener
 from service.store.pool import Limits
 from service.upstream import Registry, load_config
 
-T = TypeVar("T")
 Replayed = idempotency.Replayed
 
 
@@ -99,17 +96,17 @@ class Conversations:
         last: int | None,
         as_of: replay.AsOf | None = None,
     ) -> views.Context:
-        return await context.context(self._store, caller, conversation_id, message_id, last, as_of)
+        return await context_app.context(self._store, caller, conversation_id, message_id, last, as_of)
 
     async def tree(
         self, caller: Caller, conversation_id: uuid.UUID, as_of: replay.AsOf | None = None
-    ) -> context.Tree:
-        return await context.tree(self._store, caller, conversation_id, as_of)
+    ) -> context_app.Tree:
+        return await context_app.tree(self._store, caller, conversation_id, as_of)
 
     async def leaves(
         self, caller: Caller, conversation_id: uuid.UUID, as_of: replay.AsOf | None = None
     ) -> tuple[views.Conversation, list[views.Leaf]]:
-        return await context.leaves(self._store, caller, conversation_id, as_of)
+        return await context_app.leaves(self._store, caller, conversation_id, as_of)
 
 
 class Messages:
@@ -236,7 +233,7 @@ class Turns:
 
     async def turn(
         self, caller: Caller, conversation_id: uuid.UUID, new: turns.NewTurn, *, relay: bool
-    ) -> Generation | turns.Answered:
+    ) -> Generation | opening.Answered:
         generations = self.generations
         generations.ensure_open()
         return await turns.begin_turn(
@@ -249,11 +246,11 @@ class Turns:
         caller: Caller,
         conversation_id: uuid.UUID,
         message_id: uuid.UUID,
-        spec: turns.ReplySpec,
+        spec: opening.ReplySpec,
         keyed: idempotency.Keyed | None,
         *,
         relay: bool,
-    ) -> Generation | turns.Answered:
+    ) -> Generation | opening.Answered:
         generations = self.generations
         generations.ensure_open()
         return await turns.begin_regenerate(
@@ -321,30 +318,6 @@ class Health:
         await schema.require_newest_schema(self._store)
 
 
-class Maintenance:
-    """An operator's work on the whole database: rebuilding derived tables, vacuuming, checking."""
-
-    def __init__(self, store: Store) -> None:
-        self._store = store
-
-    async def rebuild(
-        self,
-        *,
-        batch_events: int,
-        on_start: Callable[[int], None] = lambda total: None,
-        on_progress: Callable[[str, int], None] = lambda step, events: None,
-    ) -> rebuild_app.Report:
-        return await rebuild_app.rebuild(
-            self._store, batch_events=batch_events, on_start=on_start, on_progress=on_progress
-        )
-
-    async def vacuum(self, *, full: bool) -> maintenance.Vacuumed:
-        return await maintenance.vacuum(self._store, full=full)
-
-    async def unreadable_events(self) -> list[doctor.UnreadableEvent]:
-        return await doctor.unreadable_events(self._store)
-
-
 @dataclass(frozen=True)
 class Services:
     """What a serving process's controllers are given: one service per area, sharing one store."""
@@ -366,16 +339,6 @@ class Services:
     @property
     def feed(self) -> feed_app.Feed:
         return self.events.feed
-
-
-@dataclass(frozen=True)
-class Admin:
-    """What a command line run is given: the services an operator's commands use."""
-
-    keys: Keys
-    audit: Audit
-    health: Health
-    maintenance: Maintenance
 
 
 async def _keep_session(connection: asyncpg.Connection) -> None:
@@ -446,37 +409,3 @@ async def open_services(
             turns=Turns(store, providers, generations, settings.sse_keepalive_seconds),
             health=Health(store),
         )
-
-
-@asynccontextmanager
-async def open_admin(database_url: str) -> AsyncIterator[Admin]:
-    """The services of one command line run, on a small pool of its own."""
-    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
-    assert pool is not None
-    try:
-        store = Store(pool)
-        yield Admin(keys=Keys(store), audit=Audit(store), health=Health(store), maintenance=Maintenance(store))
-    finally:
-        await pool.close()
-
-
-async def run_admin(database_url: str, work: Callable[[Admin], Awaitable[T]]) -> T:
-    """`work` with the services of a command line run, started and stopped around it."""
-    async with open_admin(database_url) as admin:
-        return await work(admin)
-
-
-# The database itself, before any service runs: where it is, and bringing its schema up to date.
-Embedded = EmbeddedPostgres
-url_user = migrate.url_user
-as_role = migrate.as_role
-
-
-def upgrade(owner_url: str, service_role: str | None = None) -> None:
-    """Bring the database to the newest schema; given a `service_role`, grant it the service's rights."""
-    migrate.upgrade(owner_url, service_role)
-
-
-def newest_schema() -> str:
-    """The schema revision this version of convtree needs."""
-    return migrate.head_revision()
