@@ -9,7 +9,7 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +18,9 @@ import click
 import msgspec
 
 from service import exits
+from service.app import admin as admin_app
+from service.app.admin import Admin, run_admin
 from service.config import Settings
-from service.store import migrate as migrations
-from service.store.embedded import EmbeddedPostgres
-from service.store.events import Store
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +37,7 @@ class Database(msgspec.Struct, frozen=True, kw_only=True):
 
     def migrate(self) -> None:
         try:
-            migrations.upgrade(self.owner_url, self.service_role)
+            admin_app.upgrade(self.owner_url, self.service_role)
         except asyncpg.InsufficientPrivilegeError as exc:  # e.g. the service's URL names the owner
             raise click.ClickException(f"cannot grant the service role its rights: {exc}") from exc
 
@@ -53,32 +52,22 @@ def database(settings: Settings) -> Iterator[Database]:
             yield Database(owner_url=settings.database_url, service_url=settings.database_url,
                            service_role=None, embedded=False)  # fmt: skip
         else:
-            role = migrations.url_user(settings.database_url)
+            role = admin_app.url_user(settings.database_url)
             if role is None:
                 raise click.UsageError("DATABASE_URL must name the service's role (postgresql://ROLE@host/db)")
             yield Database(owner_url=owner, service_url=settings.database_url, service_role=role, embedded=False)
         return
-    embedded = EmbeddedPostgres(settings.data_dir)
+    embedded = admin_app.Embedded(settings.data_dir)
     try:
         owner = embedded.start()
         yield Database(
             owner_url=owner,
-            service_url=migrations.as_role(owner, settings.service_role),
+            service_url=admin_app.as_role(owner, settings.service_role),
             service_role=settings.service_role,
             embedded=True,
         )
     finally:
         embedded.stop()
-
-
-@contextlib.asynccontextmanager
-async def one_off_store(url: str) -> AsyncIterator[Store]:
-    pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
-    assert pool is not None
-    try:
-        yield Store(pool)
-    finally:
-        await pool.close()
 
 
 class Commands(click.Group):
@@ -161,10 +150,7 @@ def _exit(signum: int, frame: object) -> None:
 
 
 async def _ensure_development_key(url: str) -> None:
-    from service.app.keys import ensure_first_key
-
-    async with one_off_store(url) as store:
-        key = await ensure_first_key(store, "dev", "development")
+    key = await run_admin(url, lambda admin: admin.keys.ensure_first("dev", "development"))
     if key is None:
         return
     click.echo(
@@ -179,22 +165,15 @@ def migrate() -> None:
     """Bring the database (DATABASE_URL, or the embedded one) to the newest schema."""
     with database(_settings()) as db:
         db.migrate()
-    click.echo(f"migrated to {migrations.head_revision()}")
+    click.echo(f"migrated to {admin_app.newest_schema()}")
 
 
 @main.command()
 def info() -> None:
     """Print the database and data directory in use, and whether the schema needs migrating."""
-    from service.app.schema import schema_status
-
     settings = _settings()
-
-    async def run(url: str) -> Any:
-        async with one_off_store(url) as store:
-            return await schema_status(store)
-
     with database(settings) as db:
-        status = asyncio.run(run(db.owner_url))
+        status = asyncio.run(run_admin(db.owner_url, lambda admin: admin.health.status()))
         where = f"embedded, in {settings.data_dir / 'pgdata'}" if db.embedded else "DATABASE_URL"
         click.echo(f"database:       {exits.public_url(db.owner_url)} ({where})")
     click.echo(f"data directory: {settings.data_dir}")
@@ -217,17 +196,10 @@ def keys() -> None:
 )
 def keys_create(tenant: str, name: str) -> None:
     """Create a key and print it (only its hash is stored)."""
-    from service.app.auth import create_key
-
     settings = _settings()
-
-    async def run(url: str) -> str:
-        async with one_off_store(url) as store:
-            return await create_key(store, tenant, name)
-
     with database(settings) as db:
         db.migrate()
-        click.echo(asyncio.run(run(db.owner_url)))
+        click.echo(asyncio.run(run_admin(db.owner_url, lambda admin: admin.keys.create(tenant, name))))
 
 
 @keys.command("revoke")
@@ -235,18 +207,14 @@ def keys_create(tenant: str, name: str) -> None:
 @click.option("--name", required=True)
 def keys_revoke(tenant: str, name: str) -> None:
     """Revoke a tenant's keys of that name (running servers stop honouring them within seconds)."""
-    from service.app.keys import revoke_keys
-    from service.app.schema import require_newest_schema
-
     settings = _settings()
 
-    async def run(url: str) -> int:
-        async with one_off_store(url) as store:
-            await require_newest_schema(store)
-            return await revoke_keys(store, tenant, name)
+    async def run(admin: Admin) -> int:
+        await admin.health.require_newest()
+        return await admin.keys.revoke(tenant, name)
 
     with database(settings) as db:
-        count = asyncio.run(run(db.owner_url))
+        count = asyncio.run(run_admin(db.owner_url, run))
     click.echo(f"revoked {count} key(s)")
     if count == 0:
         sys.exit(1)
@@ -255,18 +223,16 @@ def keys_revoke(tenant: str, name: str) -> None:
 @keys.command("list")
 def keys_list() -> None:
     """List keys: tenant, name, created, revoked (never the keys themselves)."""
-    from service.app.keys import KeyInfo, list_keys
-    from service.app.schema import require_newest_schema
+    from service.app.keys import KeyInfo
 
     settings = _settings()
 
-    async def run(url: str) -> list[KeyInfo]:
-        async with one_off_store(url) as store:
-            await require_newest_schema(store)
-            return await list_keys(store)
+    async def run(admin: Admin) -> list[KeyInfo]:
+        await admin.health.require_newest()
+        return await admin.keys.list_keys()
 
     with database(settings) as db:
-        for key in asyncio.run(run(db.owner_url)):
+        for key in asyncio.run(run_admin(db.owner_url, run)):
             revoked = key.revoked_at.isoformat() if key.revoked_at else "-"
             click.echo(f"{key.tenant}\t{key.name}\t{key.created_at.isoformat()}\t{revoked}")
 
@@ -302,7 +268,6 @@ def rebuild(batch_events: int) -> None:
     exits with status 1.
     """
     from service.app.rebuild import Report
-    from service.app.rebuild import rebuild as rebuild_from_log
 
     settings = _settings()
 
@@ -319,10 +284,10 @@ def rebuild(batch_events: int) -> None:
                 bars[0].label = f"rebuilding {step}"
                 bars[0].update(events)
 
-        async with one_off_store(url) as store:
+        async with admin_app.open_admin(url) as admin:
             started = time.perf_counter()
-            report = await rebuild_from_log(
-                store, batch_events=batch_events, on_start=on_start, on_progress=on_progress
+            report = await admin.maintenance.rebuild(
+                batch_events=batch_events, on_start=on_start, on_progress=on_progress
             )
             return report, time.perf_counter() - started
 
@@ -353,17 +318,10 @@ def vacuum(full: bool) -> None:
     until VACUUM removes the row; autovacuum does so eventually. With --full the tables are
     rewritten and their old files deleted. Runs as the tables' owner.
     """
-    from service.app.maintenance import vacuum as vacuum_bodies
-
     settings = _settings()
-
-    async def run(url: str) -> Any:
-        async with one_off_store(url) as store:
-            return await vacuum_bodies(store, full=full)
-
     with database(settings) as db:
         db.migrate()
-        done = asyncio.run(run(db.owner_url))
+        done = asyncio.run(run_admin(db.owner_url, lambda admin: admin.maintenance.vacuum(full=full)))
     kind = "VACUUM FULL" if full else "VACUUM"
     click.echo(f"{kind} of bodies, idempotency_keys: {done.bytes_before:,} bytes before, {done.bytes_after:,} after")
 
@@ -376,17 +334,10 @@ def doctor() -> None:
     surrogate, stored before such text was refused. They stay as they are and every read and write
     works; exits 1 when there is any, 0 otherwise.
     """
-    from service.app.doctor import unreadable_events
-
     settings = _settings()
-
-    async def run(url: str) -> list[Any]:
-        async with one_off_store(url) as store:
-            return await unreadable_events(store)
-
     with database(settings) as db:
         db.migrate()
-        found = asyncio.run(run(db.owner_url))
+        found = asyncio.run(run_admin(db.owner_url, lambda admin: admin.maintenance.unreadable_events()))
     for event in found:
         click.echo(f"{event.seq}\t{event.tenant}\t{event.conversation_id}\t{event.type}\tholds U+0000 or a lone surrogate")
     if found:
@@ -400,8 +351,6 @@ def doctor() -> None:
 def verify(tenant: str) -> None:
     """Audit every conversation of a tenant (hash chain and stored bodies); exit 1 if any fails."""
     from service.app.caller import Caller
-    from service.app.schema import require_newest_schema
-    from service.app.verify import verify_tenant
 
     settings = _settings()
 
@@ -416,10 +365,10 @@ def verify(tenant: str) -> None:
             if bars:
                 bars[0].update(1)
 
-        async with one_off_store(url) as store:
-            await require_newest_schema(store)
+        async with admin_app.open_admin(url) as admin:
+            await admin.health.require_newest()
             caller = Caller(tenant=tenant, actor="convtree verify")
-            return await verify_tenant(store, caller, on_start=on_start, on_progress=on_progress)
+            return await admin.audit.verify_tenant(caller, on_start=on_start, on_progress=on_progress)
 
     with database(settings) as db, contextlib.ExitStack() as stack:
         reports = asyncio.run(run(db.owner_url, stack))

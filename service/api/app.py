@@ -1,4 +1,5 @@
-"""The litestar application: routes, problem handlers, OpenAPI, observation, and the pool's lifetime."""
+"""The litestar application and convtree's composition root: routes, problem handlers, OpenAPI,
+observation, and the app's services (built once per start, handed to controllers by name)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import asyncpg
-from litestar import Litestar
-from litestar.datastructures import State
-from litestar.di import Provide
+from litestar import Litestar, Request
+from litestar.di import NamedDependency, Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, OpenAPIMediaType, OpenAPIResponse, OpenAPIType, Schema, SecurityScheme
 
@@ -20,20 +19,19 @@ from service.api import ui
 from service.api.bodies import CheckedRequest
 from service.api.conversations import ConversationController
 from service.api.forks import ForkController
-from service.api.deps import provide_caller
+from service.api.deps import authenticated
 from service.api.health import healthz, readyz
-from service.api.history import HistoryController, feed_lifespan
+from service.api.history import HistoryController
 from service.api.hygiene import cors, gzipped
+from service.api.metrics import metered
 from service.api.observe import Observer
 from service.api.openai_compat import OpenAICompatController
 from service.api.problems import HANDLERS
-from service.api.turns import TurnController, turns_lifespan
-from service.app.auth import Authenticator
-from service.app.messages import AppendGroup
+from service.api.turns import TurnController
+from service.app.caller import Caller
+from service.app.services import Audit, Conversations, Events, Health, Messages, Services, Transfer, Turns
+from service.app.services import open_services
 from service.config import Settings
-from service.store.events import Store
-from service.store.pool import Limits
-from service.store.migrate import head_revision
 from service.upstream import Registry
 
 VERSION = "0.1.0"
@@ -62,13 +60,6 @@ def openapi_config() -> OpenAPIConfig:
     )
 
 
-async def _keep_session(connection: asyncpg.Connection) -> None:
-    """What a pooled connection needs between requests: nothing beyond asyncpg's own rollback of an
-    unfinished transaction. convtree leaves no session state behind (its locks are transaction
-    locks, planner settings are scoped to functions, LISTEN has a connection of its own), so the
-    default reset (UNLISTEN, RESET ALL, … in one more round trip per request) is skipped."""
-
-
 @asynccontextmanager
 async def freeze_startup_heap(app: Litestar) -> AsyncIterator[None]:
     """Once everything has started, keep what start-up made (modules, the app, its routes: the
@@ -85,42 +76,23 @@ def create_app(database_url: str, settings: Settings, registry: Registry | None 
     environment at start-up, and stays its giver's to close."""
     sys.setrecursionlimit(max(sys.getrecursionlimit(), RECURSION_LIMIT))
 
-    @asynccontextmanager
-    async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        limits = Limits(
-            connect_timeout=settings.database_connect_timeout,
-            acquire_timeout=settings.pool_acquire_timeout,
-            lock_timeout=settings.lock_timeout,
-            statement_timeout=settings.statement_timeout,
-            idle_in_transaction_timeout=settings.idle_in_transaction_timeout,
-        )
-        pool = await asyncpg.create_pool(
-            database_url,
-            min_size=settings.pool_min_size,
-            max_size=settings.pool_max_size,
-            timeout=limits.connect_timeout,
-            # Fixed planner settings are set per function where they matter. JIT is off: every
-            # query here is short, and where the planner's estimates pass its thresholds compiling
-            # costs hundreds of times what running takes. The application name lets the server
-            # tell convtree's sessions apart.
-            server_settings={"application_name": "convtree", "jit": "off", **limits.session_settings()},
-            reset=_keep_session,
-        )
-        assert pool is not None
-        store = Store(pool, limits)
-        app.state.store = store
-        app.state.auth = Authenticator(settings.key_cache_seconds)
-        app.state.appends = AppendGroup(store)
-        try:
-            yield
-        finally:
-            await pool.close()
-
-    def provide_store() -> Store:
-        # No parameters, so litestar has nothing to parse or validate to call it on every request.
-        return app.state.store
-
     observer = Observer(settings)
+    metrics = observer.metrics
+    root = _Root()
+
+    @asynccontextmanager
+    async def compose(app: Litestar) -> AsyncIterator[None]:
+        # The providers are metered (when metrics are on) before any service holds them.
+        meter = None if metrics is None else (lambda providers: metered(providers, metrics))
+        async with open_services(database_url, settings, registry, meter) as services:
+            # The controllers get the services through `root`; the server's shutdown and the
+            # metrics' gauges read them from the app's state.
+            root.services = app.state.services = services
+            try:
+                yield
+            finally:
+                del root.services
+
     app = Litestar(
         # Controllers are registered on the app itself, not through a nested Router: litestar's
         # automatic OPTIONS handler would otherwise keep a stale `Allow` list for merged routes.
@@ -128,21 +100,14 @@ def create_app(database_url: str, settings: Settings, registry: Registry | None 
             ConversationController, ForkController, HistoryController, TurnController, OpenAICompatController,
             healthz, readyz, *ui.routers(), *observer.routes,
         ],
-        dependencies={"caller": Provide(provide_caller), "store": Provide(provide_store, sync_to_thread=False)},
-        # The feed's listener and the turns' generations need the store; they stop before it closes.
-        lifespan=[
-            lifespan,
-            feed_lifespan(database_url, settings.database_connect_timeout),
-            turns_lifespan(registry, settings),
-            observer.lifespan(),
-            freeze_startup_heap,
-        ],
+        dependencies=root.providers(),
+        # The services exist before the observer starts (its gauges read them) and stop after it.
+        lifespan=[compose, observer.lifespan(), freeze_startup_heap],
         exception_handlers=HANDLERS,
         request_class=CheckedRequest,
         cors_config=cors(settings.cors_origins),
         logging_config=None,  # the process's logging is `convtree serve`'s to set (service.api.logs)
         openapi_config=openapi_config(),
-        state=State({"schema_head": head_revision()}),
         request_max_body_size=settings.request_max_body_bytes,
         debug=False,
     )
@@ -152,6 +117,53 @@ def create_app(database_url: str, settings: Settings, registry: Registry | None 
         app.asgi_handler = gzipped(app.asgi_handler, settings.gzip_min_bytes)
     observer.install(app)
     return app
+
+
+class _Root:
+    """The services of the running app, handed to the handlers that name them.
+
+    A handler's dependencies form one chain (the caller, then its service): litestar resolves
+    dependencies that do not depend on each other in an anyio task group of their own, on every
+    request, which costs a hot request like an append more than the rest of its dependencies. So
+    each service's provider takes the caller, and the caller's provider reads the key service here.
+    """
+
+    services: Services  # from the app's start-up to its shutdown
+
+    async def caller(self, request: Request) -> Caller:  # type: ignore[type-arg]
+        # `Request` bare: litestar checks each argument with isinstance, which a parametrized
+        # generic answers only by raising TypeError first, on every request.
+        return await authenticated(request, self.services.keys)
+
+    def conversations(self, caller: NamedDependency[Caller]) -> Conversations:
+        return self.services.conversations
+
+    def messages(self, caller: NamedDependency[Caller]) -> Messages:
+        return self.services.messages
+
+    def events(self, caller: NamedDependency[Caller]) -> Events:
+        return self.services.events
+
+    def audit(self, caller: NamedDependency[Caller]) -> Audit:
+        return self.services.audit
+
+    def transfer(self, caller: NamedDependency[Caller]) -> Transfer:
+        return self.services.transfer
+
+    def turns(self, caller: NamedDependency[Caller]) -> Turns:
+        return self.services.turns
+
+    def health(self) -> Health:  # for the readiness probe, which has no caller
+        return self.services.health
+
+    def providers(self) -> dict[str, Provide]:
+        areas = (self.conversations, self.messages, self.events, self.audit, self.transfer, self.turns, self.health)
+        # Named `<area>_service`: litestar takes a request field of a dependency's name for the
+        # dependency's (a 500, not a 422), and a body may well have `messages` or `events`.
+        return {
+            "caller": Provide(self.caller),
+            **{f"{area.__name__}_service": Provide(area, sync_to_thread=False) for area in areas},
+        }
 
 
 def _document_validation_as_422(app: Litestar) -> None:

@@ -12,15 +12,15 @@ from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 
 from service.api import schemas
 from service.api.asof import AsOfParameter, parse_as_of
-from service.api.deps import answer_once, json_response, keyed
+from service.api.deps import json_response, keyed, written
 from service.api.hygiene import NOT_MODIFIED, cached
 from service.api.problems import responses
 from service.app import context as context_app
 from service.app import conversations as conversations_app
 from service.app import messages as messages_app
 from service.app.caller import Caller
+from service.app.services import Conversations, Messages, answered
 from service.domain import errors, views
-from service.store.events import Store
 
 AUTH = (errors.Unauthorized, 422)
 WRITE = (*AUTH, 400, errors.JsonTooDeep)  # 400: the body is not JSON, or nests too deep; 422: it is JSON but not a valid request
@@ -62,10 +62,10 @@ class ConversationController(Controller):
     )
     async def create(
         self,
-        request: Request,  # type: ignore[type-arg]  # bare: see provide_caller
+        request: Request,  # type: ignore[type-arg]  # bare: see _Root.caller in service.api.app
         data: JSONBody[schemas.CreateConversation],
         caller: NamedDependency[Caller],
-        store: NamedDependency[Store],
+        conversations_service: NamedDependency[Conversations],
         idempotency_key: Annotated[str | None, IDEMPOTENCY_KEY] = None,
     ) -> Response[views.Conversation]:
         new = conversations_app.NewConversation(
@@ -74,9 +74,9 @@ class ConversationController(Controller):
 
         def respond(result: conversations_app.Created) -> tuple[int, Any, dict[str, str]]:
             location = {"Location": f"/v1/conversations/{result.conversation.id}"}
-            return (201 if result.created else 200), result.conversation, location
+            return answered(result.created), result.conversation, location
 
-        return answer_once(await conversations_app.create_conversation(store, caller, new, keyed(request, data)), respond)
+        return written(await conversations_service.create(caller, new, keyed(request, data)), respond)
 
     @get(
         "/",
@@ -86,13 +86,13 @@ class ConversationController(Controller):
     async def list_conversations(
         self,
         caller: NamedDependency[Caller],
-        store: NamedDependency[Store],
+        conversations_service: NamedDependency[Conversations],
         limit: Limit = 50,
         cursor: Annotated[
             str | None, QueryParameter(max_length=200, description="`next_cursor` of the previous page.")
         ] = None,
     ) -> schemas.ConversationPage:
-        page = await conversations_app.list_page(store, caller, limit, cursor)
+        page = await conversations_service.list_page(caller, limit, cursor)
         return schemas.ConversationPage(items=page.items, next_cursor=page.next_cursor)
 
     @get(
@@ -107,11 +107,11 @@ class ConversationController(Controller):
         self,
         conversation_id: FromPath[uuid.UUID],
         caller: NamedDependency[Caller],
-        store: NamedDependency[Store],
+        conversations_service: NamedDependency[Conversations],
         as_of: AsOfParameter = None,
     ) -> Response[views.Conversation]:
         past = parse_as_of(as_of)
-        conversation = await conversations_app.get(store, caller, conversation_id, past)
+        conversation = await conversations_service.get(caller, conversation_id, past)
         headers = {"ETag": _etag(conversation.head_id)} if past is None else None
         return json_response(conversation, 200, headers)
 
@@ -132,11 +132,11 @@ class ConversationController(Controller):
         },    )
     async def append(
         self,
-        request: Request,  # type: ignore[type-arg]  # bare: see provide_caller
+        request: Request,  # type: ignore[type-arg]  # bare: see _Root.caller in service.api.app
         conversation_id: FromPath[uuid.UUID],
         data: JSONBody[schemas.AppendMessage],
         caller: NamedDependency[Caller],
-        store: NamedDependency[Store],
+        messages_service: NamedDependency[Messages],
         idempotency_key: Annotated[str | None, IDEMPOTENCY_KEY] = None,
         if_match: Annotated[
             str | None,
@@ -158,11 +158,10 @@ class ConversationController(Controller):
         def respond(result: messages_app.Appended) -> tuple[int, Any, dict[str, str]]:
             m = result.message
             location = {"Location": f"/v1/conversations/{conversation_id}/messages/{m.id}"}
-            return (201 if result.created else 200), m, location
+            return answered(result.created), m, location
 
-        group: messages_app.AppendGroup = request.app.state.appends
-        appended = await messages_app.append_message(store, group, caller, conversation_id, new, keyed(request, data))
-        return answer_once(appended, respond)
+        appended = await messages_service.append(caller, conversation_id, new, keyed(request, data))
+        return written(appended, respond)
 
     @get(
         "/{conversation_id:str}/messages/{message_id:str}",
@@ -176,9 +175,9 @@ class ConversationController(Controller):
         conversation_id: FromPath[uuid.UUID],
         message_id: FromPath[uuid.UUID],
         caller: NamedDependency[Caller],
-        store: NamedDependency[Store],
+        messages_service: NamedDependency[Messages],
     ) -> Response[views.Message]:
-        return cached(request, await messages_app.get(store, caller, conversation_id, message_id))
+        return cached(request, await messages_service.get(caller, conversation_id, message_id))
 
     @get(
         "/{conversation_id:str}/messages/{message_id:str}/children",
@@ -190,9 +189,9 @@ class ConversationController(Controller):
         conversation_id: FromPath[uuid.UUID],
         message_id: FromPath[uuid.UUID],
         caller: NamedDependency[Caller],
-        store: NamedDependency[Store],
+        messages_service: NamedDependency[Messages],
     ) -> schemas.Children:
-        kids = await messages_app.children(store, caller, conversation_id, message_id)
+        kids = await messages_service.children(caller, conversation_id, message_id)
         return schemas.Children(message_id=message_id, children=kids)
 
     @get(
@@ -207,12 +206,12 @@ class ConversationController(Controller):
         conversation_id: FromPath[uuid.UUID],
         message_id: FromPath[uuid.UUID],
         caller: NamedDependency[Caller],
-        store: NamedDependency[Store],
+        conversations_service: NamedDependency[Conversations],
         last: Last = None,
         as_of: AsOfParameter = None,
     ) -> Response[views.Context]:
         past = parse_as_of(as_of)
-        context = await context_app.context(store, caller, conversation_id, message_id, last, past)
+        context = await conversations_service.context(caller, conversation_id, message_id, last, past)
         return json_response(context, 200) if past is None else cached(request, context)
 
     @get(
@@ -226,12 +225,12 @@ class ConversationController(Controller):
         request: Request,  # type: ignore[type-arg]
         conversation_id: FromPath[uuid.UUID],
         caller: NamedDependency[Caller],
-        store: NamedDependency[Store],
+        conversations_service: NamedDependency[Conversations],
         last: Last = None,
         as_of: AsOfParameter = None,
     ) -> Response[views.Context]:
         past = parse_as_of(as_of)
-        context = await context_app.context(store, caller, conversation_id, None, last, past)
+        context = await conversations_service.context(caller, conversation_id, None, last, past)
         return json_response(context, 200) if past is None else cached(request, context)
 
     @get(
@@ -245,11 +244,11 @@ class ConversationController(Controller):
         request: Request,  # type: ignore[type-arg]
         conversation_id: FromPath[uuid.UUID],
         caller: NamedDependency[Caller],
-        store: NamedDependency[Store],
+        conversations_service: NamedDependency[Conversations],
         as_of: AsOfParameter = None,
     ) -> Response[context_app.Tree]:
         past = parse_as_of(as_of)
-        tree = await context_app.tree(store, caller, conversation_id, past)
+        tree = await conversations_service.tree(caller, conversation_id, past)
         return json_response(tree, 200) if past is None else cached(request, tree)
 
     @get(
@@ -261,10 +260,10 @@ class ConversationController(Controller):
         self,
         conversation_id: FromPath[uuid.UUID],
         caller: NamedDependency[Caller],
-        store: NamedDependency[Store],
+        conversations_service: NamedDependency[Conversations],
         as_of: AsOfParameter = None,
     ) -> schemas.Leaves:
-        conversation, tips = await context_app.leaves(store, caller, conversation_id, parse_as_of(as_of))
+        conversation, tips = await conversations_service.leaves(caller, conversation_id, parse_as_of(as_of))
         return schemas.Leaves(conversation_id=conversation_id, head_id=conversation.head_id, leaves=tips)
 
     @put(
@@ -278,9 +277,9 @@ class ConversationController(Controller):
         conversation_id: FromPath[uuid.UUID],
         data: JSONBody[schemas.MoveHead],
         caller: NamedDependency[Caller],
-        store: NamedDependency[Store],
+        messages_service: NamedDependency[Messages],
     ) -> Response[views.Conversation]:
-        conversation = await messages_app.move_head(store, caller, conversation_id, data.message_id)
+        conversation = await messages_service.move_head(caller, conversation_id, data.message_id)
         return json_response(conversation, 200, {"ETag": _etag(conversation.head_id)})
 
 

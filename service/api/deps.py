@@ -1,4 +1,5 @@
-"""What every handler may ask for: the caller, the store, and the answer to an idempotent write."""
+"""What every handler may ask for: the caller; and the answers it gives: JSON already encoded, a
+write's outcome or its replay."""
 
 from __future__ import annotations
 
@@ -7,26 +8,20 @@ from typing import Any, TypeVar
 
 import msgspec
 from litestar import Request, Response
-from litestar.di import NamedDependency
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from service.app import idempotency
 from service.app.caller import Caller
-from service.store.events import Store
+from service.app.services import Keys
 
 T = TypeVar("T")
 
 
-async def provide_caller(request: Request, store: NamedDependency[Store]) -> Caller:  # type: ignore[type-arg]
-    # Taking the store (which the key lookup reads) makes the caller depend on it: litestar then
-    # resolves the two one after the other, not in a task group of their own on every request.
-    # `Request` bare: litestar checks each argument with isinstance, which a parametrized generic
-    # answers only by raising TypeError first, on every request.
+async def authenticated(request: Request[Any, Any, Any], keys: Keys) -> Caller:
+    """The caller the request's API key names (else Unauthorized), noted for the request's log line."""
     state = request.scope["state"]
-    caller = await request.app.state.auth.authenticate(
-        store, header(request, b"authorization"), state.get("request_id")
-    )
-    state["tenant"] = caller.tenant  # for the request's log line
+    caller = await keys.authenticate(header(request, b"authorization"), state.get("request_id"))
+    state["tenant"] = caller.tenant
     return caller
 
 
@@ -97,11 +92,11 @@ def keyed(request: Request[Any, Any, Any], data: msgspec.Struct | None) -> idemp
     return idempotency.Keyed(key, idempotency.fingerprint(request.method, request.url.path, body))
 
 
-def answer_once(
+def written(
     outcome: T | idempotency.Replayed, respond: Callable[[T], tuple[int, Any, dict[str, str] | None]]
 ) -> Response[Any]:
-    """The answer to a write done once per Idempotency-Key: a retry gets the original status and
-    body back."""
+    """A creating write's answer: `respond`'s status, body and headers for what it did, or the
+    original status and body again for a retry of its Idempotency-Key."""
     if isinstance(outcome, idempotency.Replayed):
         return JSONResponse(outcome.body, outcome.status, REPLAYED)
     status, value, headers = respond(outcome)

@@ -13,13 +13,13 @@ from litestar.params import FromPath, JSONBody
 
 from service.api import schemas
 from service.api.conversations import IDEMPOTENCY_KEY, WRITE
-from service.api.deps import answer_once, keyed
+from service.api.deps import keyed, written
 from service.api.problems import responses
 from service.app import forks as forks_app
 from service.app.caller import Caller
 from service.app.conversations import Created
+from service.app.services import Conversations, answered
 from service.domain import errors, views
-from service.store.events import Store
 
 
 class ForkController(Controller):
@@ -53,14 +53,14 @@ class ForkController(Controller):
         message_id: FromPath[uuid.UUID],
         data: JSONBody[schemas.ForkConversation],
         caller: NamedDependency[Caller],
-        store: NamedDependency[Store],
+        conversations_service: NamedDependency[Conversations],
         idempotency_key: Annotated[str | None, IDEMPOTENCY_KEY] = None,
     ) -> Response[views.Conversation]:
         new = forks_app.NewFork(id=data.id, title=data.title, metadata=data.metadata)
 
         def respond(result: Created) -> tuple[int, Any, dict[str, str]]:
             location = {"Location": f"/v1/conversations/{result.conversation.id}"}
-            return (201 if result.created else 200), result.conversation, location
+            return answered(result.created), result.conversation, location
 
-        forked = await forks_app.fork_conversation(store, caller, conversation_id, message_id, new, keyed(request, data))
-        return answer_once(forked, respond)
+        forked = await conversations_service.fork(caller, conversation_id, message_id, new, keyed(request, data))
+        return written(forked, respond)

@@ -6,11 +6,11 @@ import asyncio
 from typing import Any
 
 from litestar import Response, get
-from litestar.datastructures import State
+from litestar.di import NamedDependency
 
 from service.api import schemas
 from service.api.problems import Problem, problem_type, responses
-from service.store.events import Store
+from service.app.services import Health
 
 READY_TIMEOUT_SECONDS = 0.8  # a probe is answered within a second, whatever the database does
 _checks: set[asyncio.Future[str | None]] = set()  # checks still running (a task needs a reference)
@@ -34,11 +34,11 @@ async def healthz() -> schemas.Health:
     security=[{}],
     responses=responses(503, database=False),
 )
-async def readyz(state: State) -> Response[Any]:
-    expected: str = state.schema_head
+async def readyz(health_service: NamedDependency[Health]) -> Response[Any]:
+    expected = health_service.expected
     # The check runs on its own and is waited for a bounded time, so that the probe answers in
     # time however the pool is doing (a check given up on ends in the background).
-    check = asyncio.ensure_future(_schema_version(state.store))
+    check = asyncio.ensure_future(health_service.schema_version())
     _checks.add(check)
     check.add_done_callback(_checked)
     done, _ = await asyncio.wait({check}, timeout=READY_TIMEOUT_SECONDS)
@@ -52,11 +52,6 @@ async def readyz(state: State) -> Response[Any]:
     if version != expected:
         return _unready(f"database schema is at {version}, this service needs {expected}")
     return Response(schemas.Health(status="ok", schema_version=version))
-
-
-async def _schema_version(store: Store) -> str | None:
-    async with store.reader() as tx:
-        return await tx.schema_version()
 
 
 def _checked(check: asyncio.Future[str | None]) -> None:

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, Litestar, Request, Response, get, post
+from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
-from litestar.di import NamedDependency, Provide
+from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import (
     OpenAPIMediaType,
@@ -25,19 +24,16 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage, Stream
 
 from service.api import schemas
 from service.api.conversations import IDEMPOTENCY_KEY
-from service.api.deps import answer_once, json_response, keyed
+from service.api.deps import json_response, keyed, written
 from service.api.problems import responses
-from service.app import audit as audit_app
 from service.app import feed as feed_app
 from service.app import redact as redact_app
-from service.app import transfer as transfer_app
 from service.app.caller import Caller
+from service.app.services import Audit, Events, Messages, Transfer, answered
 from service.domain import errors, views
 from service.domain.audit import AuditReport
 from service.domain.events import MAX_SEQ
 from service.domain.redaction import RedactMessage
-from service.store.events import Store
-from service.store.notify import Listener
 
 AUTH = (errors.Unauthorized, 422)  # 400 too where the body is JSON: it may not be JSON at all
 NDJSON = "application/x-ndjson"
@@ -77,32 +73,9 @@ class _ImportOperation(Operation):
         )
 
 
-def provide_feed(state: State) -> feed_app.Feed:
-    return state.feed
-
-
-def feed_lifespan(
-    database_url: str, connect_timeout: float = 5.0
-) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
-    """The process's feed: one listening connection and the frontier cache (after the store exists)."""
-
-    @asynccontextmanager
-    async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        listener = Listener(database_url, connect_timeout)
-        await listener.start()
-        app.state.feed = feed_app.Feed(app.state.store, listener)
-        try:
-            yield
-        finally:
-            await listener.stop()
-
-    return lifespan
-
-
 class HistoryController(Controller):
     path = "/v1"
     tags = ["history"]
-    dependencies = {"feed": Provide(provide_feed, sync_to_thread=False)}
 
     @get(
         "/conversations/{conversation_id:str}/events",
@@ -115,11 +88,11 @@ class HistoryController(Controller):
         self,
         conversation_id: FromPath[uuid.UUID],
         caller: NamedDependency[Caller],
-        store: NamedDependency[Store],
+        events_service: NamedDependency[Events],
         after: After = 0,
         limit: Limit = 100,
     ) -> feed_app.Page:
-        return await feed_app.conversation_page(store, caller, conversation_id, after, limit)
+        return await events_service.conversation_page(caller, conversation_id, after, limit)
 
     @get(
         "/events",
@@ -139,7 +112,7 @@ class HistoryController(Controller):
         self,
         request: Request[Any, Any, State],
         caller: NamedDependency[Caller],
-        feed: NamedDependency[feed_app.Feed],
+        events_service: NamedDependency[Events],
         after: After = 0,
         limit: Limit = 100,
         wait: Annotated[
@@ -162,9 +135,9 @@ class HistoryController(Controller):
             == EVENT_STREAM
         ):
             # A database that is away refuses the stream now (a 503), not after its headers are sent.
-            await feed.frontier(caller.tenant)
-            return ServerSentEvent(_server_sent(feed, caller, after), retry_duration=SSE_RETRY_MS)  # type: ignore[return-value]
-        return json_response(await feed.page(caller, after, limit, wait), 200)
+            await events_service.check(caller)
+            return ServerSentEvent(_server_sent(events_service, caller, after), retry_duration=SSE_RETRY_MS)  # type: ignore[return-value]
+        return json_response(await events_service.page(caller, after, limit, wait), 200)
 
     @get(
         "/conversations/{conversation_id:str}/audit",
@@ -178,9 +151,9 @@ class HistoryController(Controller):
         self,
         conversation_id: FromPath[uuid.UUID],
         caller: NamedDependency[Caller],
-        store: NamedDependency[Store],
+        audit_service: NamedDependency[Audit],
     ) -> AuditReport:
-        return await audit_app.audit(store, caller, conversation_id)
+        return await audit_service.audit(caller, conversation_id)
 
     @post(
         "/conversations/{conversation_id:str}/messages/{message_id:str}/redact",
@@ -210,16 +183,16 @@ class HistoryController(Controller):
         message_id: FromPath[uuid.UUID],
         data: JSONBody[Redact],
         caller: NamedDependency[Caller],
-        store: NamedDependency[Store],
+        messages_service: NamedDependency[Messages],
         idempotency_key: Annotated[str | None, IDEMPOTENCY_KEY] = None,
     ) -> Response[views.Message]:
         cmd = RedactMessage(message_id=message_id, reason=data.reason, erase=data.erase)
 
         def respond(result: redact_app.Redacted) -> tuple[int, Any, dict[str, str] | None]:
-            return (201 if result.created else 200), result.message, None
+            return answered(result.created), result.message, None
 
-        redacted = await redact_app.redact_message(store, caller, conversation_id, cmd, keyed(request, data))
-        return answer_once(redacted, respond)
+        redacted = await messages_service.redact(caller, conversation_id, cmd, keyed(request, data))
+        return written(redacted, respond)
 
     @get(
         "/conversations/{conversation_id:str}/export",
@@ -234,9 +207,9 @@ class HistoryController(Controller):
         self,
         conversation_id: FromPath[uuid.UUID],
         caller: NamedDependency[Caller],
-        store: NamedDependency[Store],
+        transfer_service: NamedDependency[Transfer],
     ) -> Stream:
-        lines = await transfer_app.export(store, caller, conversation_id)
+        lines = await transfer_service.export(caller, conversation_id)
         disposition = f'attachment; filename="conversation-{conversation_id}.ndjson"'
         return Stream(lines, media_type=NDJSON, headers={"Content-Disposition": disposition})
 
@@ -265,20 +238,18 @@ class HistoryController(Controller):
         request: Request[Any, Any, State],
         body: RawBody,
         caller: NamedDependency[Caller],
-        store: NamedDependency[Store],
+        transfer_service: NamedDependency[Transfer],
         idempotency_key: Annotated[str | None, IDEMPOTENCY_KEY] = None,
     ) -> Response[views.Conversation]:
         def respond(conversation: views.Conversation) -> tuple[int, Any, dict[str, str] | None]:
-            return 201, conversation, {"Location": f"/v1/conversations/{conversation.id}"}
+            return answered(True), conversation, {"Location": f"/v1/conversations/{conversation.id}"}
 
-        imported = await transfer_app.import_conversation(store, caller, body, keyed(request, Import(body)))
-        return answer_once(imported, respond)
+        imported = await transfer_service.import_conversation(caller, body, keyed(request, Import(body)))
+        return written(imported, respond)
 
 
-async def _server_sent(
-    feed: feed_app.Feed, caller: Caller, after: int
-) -> AsyncIterator[ServerSentEventMessage]:
-    async for batch in feed.follow(caller, after):
+async def _server_sent(events: Events, caller: Caller, after: int) -> AsyncIterator[ServerSentEventMessage]:
+    async for batch in events.follow(caller, after):
         if not batch:
             # A comment: keeps proxies from closing an idle stream, and finds clients that left.
             yield ServerSentEventMessage(comment="keep-alive", data=None)

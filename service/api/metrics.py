@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from litestar import Request, Response, get
-from litestar.datastructures import State
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -71,7 +70,7 @@ class Metrics:
             "convtree_upstream_errors", "Model provider calls that failed, by provider and error",
             ("provider", "error"), registry=r,
         )  # fmt: skip
-        self.state: State | None = None
+        self.state: Any = None  # the app's services (service.app.services), once they exist
         r.register(_StateCollector(self))
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)

@@ -19,7 +19,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from structlog.typing import FilteringBoundLogger
 
 from service.api import logs, tracing
-from service.api.metrics import Metrics, metered, metrics_endpoint
+from service.api.metrics import Metrics, metrics_endpoint
 from service.domain import errors
 from service.config import Settings
 
@@ -54,8 +54,7 @@ class Observer:
         return [metrics_endpoint] if self.metrics is not None and self.settings.metrics_port is None else []
 
     def lifespan(self) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
-        """Once the store, the feed and the providers exist: meter the providers, and serve
-        /metrics on its own port when asked to."""
+        """Once the services exist: read their gauges, and serve /metrics on its own port when asked to."""
 
         @asynccontextmanager
         async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -65,8 +64,7 @@ class Observer:
             if metrics is None:
                 yield
                 return
-            metrics.state = app.state
-            app.state.registry = metered(app.state.registry, metrics)
+            metrics.state = app.state.services  # the providers are metered as the services are built
             port = self.settings.metrics_port
             if port is None:
                 yield

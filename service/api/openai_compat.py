@@ -18,13 +18,12 @@ from service.api import schemas, sse
 from service.api.deps import REPLAYED, json_response, keyed
 from service.api.problems import openai_error, responses
 from service.api.turns import IDEMPOTENCY_KEY, TURN_ERRORS, stream_error, wait_settled
-from service.app import turn as turn_app
+from service.app import turn as turns_app
 from service.app import window as windows
 from service.app.caller import Caller
-from service.app.turn import CLIENT_LEFT, Replies, ReplyInFlight, Settled
+from service.app.turn import CLIENT_LEFT, ReplyInFlight, Settled
+from service.app.services import Turns
 from service.domain import errors, views
-from service.store.events import Store
-from service.upstream import Registry
 
 # OpenAI's roles, and the ones convtree stores them as ("developer" is o1's name for "system").
 ROLES: dict[str, Literal["system", "user", "assistant"]] = {
@@ -169,25 +168,18 @@ class OpenAICompatController(Controller):
         request: Request[Any, Any, State],
         data: JSONBody[ChatCompletionRequest],
         caller: NamedDependency[Caller],
-        store: NamedDependency[Store],
+        turns_service: NamedDependency[Turns],
         idempotency_key: Annotated[str | None, IDEMPOTENCY_KEY] = None,
     ) -> Response[ChatCompletion]:
-        generations: Replies = request.app.state.generations
-        generations.ensure_open()
-        registry: Registry = request.app.state.registry
-        begun = await turn_app.begin_chat(
-            store, registry, caller, generations.owner, _chat(data),
-            lambda plan: generations.start(caller, plan, relay=data.stream),
-            keyed(request, data),
-        )  # fmt: skip
+        begun = await turns_service.chat(caller, _chat(data), keyed(request, data), relay=data.stream)
         include_usage = data.stream_options is not None and data.stream_options.include_usage
-        if isinstance(begun, turn_app.Answered):
+        if isinstance(begun, turns_app.Answered):
             return _replayed(begun, stream=data.stream, include_usage=include_usage)
         generation = begun
         plan = generation.plan
         created = int(time.time())
         if data.stream:
-            return sse.response(_chunks(request, generation, created, include_usage))
+            return sse.response(_chunks(request, generation, created, include_usage, turns_service.keepalive))
         settled = await wait_settled(request.receive, generation)
         if settled.error is not None:
             raise settled.error
@@ -202,23 +194,23 @@ class OpenAICompatController(Controller):
         description='Ids are "provider/model", as `model` accepts them.',
         responses=responses(errors.Unauthorized, 422),
     )
-    async def models(self, request: Request[Any, Any, State], caller: NamedDependency[Caller]) -> ModelList:
-        listed = await turn_app.list_models(request.app.state.registry)
+    async def models(self, caller: NamedDependency[Caller], turns_service: NamedDependency[Turns]) -> ModelList:
+        listed = await turns_service.models()
         return ModelList(data=[Model(id=f"{p}/{m}", owned_by=p) for p, m in listed])
 
 
-def _chat(data: ChatCompletionRequest) -> turn_app.Chat:
+def _chat(data: ChatCompletionRequest) -> turns_app.Chat:
     if data.tools:
         raise errors.InvalidRequest("Tools are not supported.", parameter="tools")
     stop = [data.stop] if isinstance(data.stop, str) else data.stop
-    params = turn_app.Params(
+    params = turns_app.Params(
         temperature=data.temperature,
         max_tokens=data.max_completion_tokens or data.max_tokens,
         top_p=data.top_p,
         stop=stop or None,
         seed=data.seed,
     )
-    return turn_app.Chat(
+    return turns_app.Chat(
         messages=[_sent(i, m) for i, m in enumerate(data.messages)],
         model=data.model,
         conversation_id=data.conversation_id,
@@ -228,7 +220,7 @@ def _chat(data: ChatCompletionRequest) -> turn_app.Chat:
     )
 
 
-def _sent(index: int, message: InputMessage) -> turn_app.Sent:
+def _sent(index: int, message: InputMessage) -> turns_app.Sent:
     role = ROLES.get(message.role)
     if role is None:
         raise errors.InvalidRequest(
@@ -244,7 +236,7 @@ def _sent(index: int, message: InputMessage) -> turn_app.Sent:
         content = "".join(part.text or "" for part in content)
     if not content:
         raise errors.InvalidRequest(f"messages[{index}]: content is empty.", parameter=f"messages[{index}].content")
-    return turn_app.Sent(role, content)
+    return turns_app.Sent(role, content)
 
 
 def _completion(conversation_id: uuid.UUID, reply: views.Message, created: int) -> ChatCompletion:
@@ -262,7 +254,7 @@ def _completion(conversation_id: uuid.UUID, reply: views.Message, created: int) 
     )
 
 
-def _replayed(answered: turn_app.Answered, *, stream: bool, include_usage: bool) -> Response[Any]:
+def _replayed(answered: turns_app.Answered, *, stream: bool, include_usage: bool) -> Response[Any]:
     """A retry's answer: the stored completion, as JSON or, for a streamed request, as a stream of
     its chunks (the whole text in one), never a second call to the model."""
     reply = answered.reply
@@ -298,7 +290,7 @@ def _replayed(answered: turn_app.Answered, *, stream: bool, include_usage: bool)
 
 
 async def _chunks(
-    request: Request[Any, Any, State], generation: ReplyInFlight, created: int, include_usage: bool
+    request: Request[Any, Any, State], generation: ReplyInFlight, created: int, include_usage: bool, quiet: float
 ) -> AsyncIterator[bytes]:
     plan = generation.plan
 
@@ -315,7 +307,6 @@ async def _chunks(
         return sse.event(None, _encode(value))
 
     settled: Settled | None = None
-    quiet: float = request.app.state.keepalive
     try:
         # Nothing before the turn is committed; then the first chunk with the ids, in one write with
         # the text so far; keep-alive comments while it is quiet (see service.api.turns).
@@ -360,7 +351,7 @@ def _usage(reply: views.Message) -> Usage | None:
     return Usage(g.prompt_tokens, g.completion_tokens, g.prompt_tokens + g.completion_tokens)
 
 
-def _completion_id(plan: turn_app.Plan) -> str:
+def _completion_id(plan: turns_app.Plan) -> str:
     return f"chatcmpl-{plan.reply_id.hex}"
 
 

@@ -34,13 +34,11 @@ class Server(uvicorn.Server):
         self._app = app
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        feed = getattr(self._app.state, "feed", None)
-        if feed is not None:
-            feed.close()  # long-polls answer now, streams end with a last event: nothing waits for them
-        generations = getattr(self._app.state, "generations", None)
-        if generations is not None:
+        services = getattr(self._app.state, "services", None)
+        if services is not None:
+            services.events.close()  # long-polls answer now, streams end with a last event: nothing waits for them
             grace = float(self.config.timeout_graceful_shutdown or 0)
-            generations.drain(after=grace - finish_reserve(grace))
+            services.turns.drain(after=grace - finish_reserve(grace))
         await super().shutdown(sockets)
 
 

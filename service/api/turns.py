@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, Litestar, Request, Response, post
+from litestar import Controller, Request, Response, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
@@ -19,14 +18,12 @@ from litestar.types import Receive
 from service.api import problems, schemas, sse
 from service.api.deps import REPLAYED, json_response, keyed
 from service.api.problems import responses
-from service.app import turn as turn_app
+from service.app import turn as turns_app
 from service.app import window as windows
 from service.app.caller import Caller
-from service.app.turn import CLIENT_LEFT, Replies, ReplyInFlight, Settled
-from service.config import Settings
+from service.app.turn import CLIENT_LEFT, ReplyInFlight, Settled
+from service.app.services import Turns
 from service.domain import errors, views
-from service.store.events import Store
-from service.upstream import Registry, load_config
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=schemas.NO_NUL)]
 PARAMS_DOC = "Sampling parameters (temperature, max_tokens, top_p, stop, seed); unset ones are the provider's defaults."
@@ -37,7 +34,7 @@ WINDOW_DOC = (
 )
 
 WindowField = Annotated[windows.Window, msgspec.Meta(description=WINDOW_DOC)]
-ParamsField = Annotated[turn_app.Params, msgspec.Meta(description=PARAMS_DOC)]
+ParamsField = Annotated[turns_app.Params, msgspec.Meta(description=PARAMS_DOC)]
 
 
 class TurnBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -49,7 +46,7 @@ class TurnBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     model: Name | None = None
     stream: bool = False
     window: WindowField = msgspec.field(default_factory=windows.FullWindow)
-    params: ParamsField = msgspec.field(default_factory=turn_app.Params)
+    params: ParamsField = msgspec.field(default_factory=turns_app.Params)
 
 
 class RegenerateBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -57,7 +54,7 @@ class RegenerateBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     model: Name | None = None
     stream: bool = False
     window: WindowField = msgspec.field(default_factory=windows.FullWindow)
-    params: ParamsField = msgspec.field(default_factory=turn_app.Params)
+    params: ParamsField = msgspec.field(default_factory=turns_app.Params)
 
 
 class TurnStarted(msgspec.Struct, kw_only=True):
@@ -83,31 +80,6 @@ class StreamError(problems.Problem, kw_only=True):
     """The `error` event: a problem naming the provider and cause, and the reply as stored, if any."""
 
     message: views.Message | None = None
-
-
-def turns_lifespan(
-    registry: Registry | None, settings: Settings
-) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
-    """The providers (from the environment, unless given) and the process's generations."""
-
-    @asynccontextmanager
-    async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        owned = registry is None
-        app.state.registry = Registry.from_config(load_config()) if registry is None else registry
-        app.state.keepalive = settings.sse_keepalive_seconds
-        generations = Replies(
-            app.state.store, lease_seconds=settings.reply_lease_seconds, record_seconds=settings.reply_record_seconds
-        )
-        generations.start_maintenance()
-        app.state.generations = generations
-        try:
-            yield
-        finally:
-            await generations.close()
-            if owned:
-                await app.state.registry.aclose()
-
-    return lifespan
 
 
 TURN_ERRORS = (
@@ -180,27 +152,20 @@ class TurnController(Controller):
         conversation_id: FromPath[uuid.UUID],
         data: JSONBody[TurnBody],
         caller: NamedDependency[Caller],
-        store: NamedDependency[Store],
+        turns_service: NamedDependency[Turns],
         idempotency_key: Annotated[str | None, IDEMPOTENCY_KEY] = None,
     ) -> Response[TurnResult]:
-        generations: Replies = request.app.state.generations
-        generations.ensure_open()
-        new = turn_app.NewTurn(
+        new = turns_app.NewTurn(
             content=data.content,
             id=data.id,
             parent_message_id=data.parent_message_id,
             metadata=data.metadata,
-            reply=turn_app.ReplySpec(provider=data.provider, model=data.model, window=data.window, params=data.params),
+            reply=turns_app.ReplySpec(provider=data.provider, model=data.model, window=data.window, params=data.params),
         )
-        registry: Registry = request.app.state.registry
-        begun = await turn_app.begin_turn(
-            store, registry, caller, generations.owner, conversation_id, new,
-            lambda plan: generations.start(caller, plan, relay=data.stream),
-            keyed(request, data),
-        )  # fmt: skip
-        if isinstance(begun, turn_app.Answered):
+        begun = await turns_service.turn(caller, conversation_id, new, keyed(request, data), relay=data.stream)
+        if isinstance(begun, turns_app.Answered):
             return _answered(begun, stream=data.stream)
-        return await _respond(request, begun, stream=data.stream)
+        return await _respond(request, begun, turns_service.keepalive, stream=data.stream)
 
     @post(
         "/{conversation_id:str}/messages/{message_id:str}/regenerate",
@@ -223,24 +188,21 @@ class TurnController(Controller):
         message_id: FromPath[uuid.UUID],
         data: JSONBody[RegenerateBody],
         caller: NamedDependency[Caller],
-        store: NamedDependency[Store],
+        turns_service: NamedDependency[Turns],
         idempotency_key: Annotated[str | None, IDEMPOTENCY_KEY] = None,
     ) -> Response[TurnResult]:
-        generations: Replies = request.app.state.generations
-        generations.ensure_open()
-        spec = turn_app.ReplySpec(provider=data.provider, model=data.model, window=data.window, params=data.params)
-        registry: Registry = request.app.state.registry
-        begun = await turn_app.begin_regenerate(
-            store, registry, caller, generations.owner, conversation_id, message_id, spec,
-            lambda plan: generations.start(caller, plan, relay=data.stream),
-            keyed(request, data),
-        )  # fmt: skip
-        if isinstance(begun, turn_app.Answered):
+        spec = turns_app.ReplySpec(provider=data.provider, model=data.model, window=data.window, params=data.params)
+        begun = await turns_service.regenerate(
+            caller, conversation_id, message_id, spec, keyed(request, data), relay=data.stream
+        )
+        if isinstance(begun, turns_app.Answered):
             return _answered(begun, stream=data.stream)
-        return await _respond(request, begun, stream=data.stream)
+        return await _respond(request, begun, turns_service.keepalive, stream=data.stream)
 
 
-async def _respond(request: Request[Any, Any, State], generation: ReplyInFlight, *, stream: bool) -> Response[Any]:
+async def _respond(
+    request: Request[Any, Any, State], generation: ReplyInFlight, quiet: float, *, stream: bool
+) -> Response[Any]:
     plan = generation.plan
     started = TurnStarted(
         conversation_id=plan.conversation_id,
@@ -250,7 +212,7 @@ async def _respond(request: Request[Any, Any, State], generation: ReplyInFlight,
         model=plan.model,
     )
     if stream:
-        return sse.response(_events(request, generation, started))
+        return sse.response(_events(request, generation, started, quiet))
     settled = await wait_settled(request.receive, generation)
     if settled.error is not None:
         raise settled.error
@@ -261,7 +223,7 @@ async def _respond(request: Request[Any, Any, State], generation: ReplyInFlight,
     return json_response(result, 201, {"Location": _location(settled.reply)})
 
 
-def _answered(answered: turn_app.Answered, *, stream: bool) -> Response[Any]:
+def _answered(answered: turns_app.Answered, *, stream: bool) -> Response[Any]:
     reply = answered.reply
     generation = reply.generation
     started = TurnStarted(
@@ -282,10 +244,9 @@ def _answered(answered: turn_app.Answered, *, stream: bool) -> Response[Any]:
 
 
 async def _events(
-    request: Request[Any, Any, State], generation: ReplyInFlight, started: TurnStarted
+    request: Request[Any, Any, State], generation: ReplyInFlight, started: TurnStarted, quiet: float
 ) -> AsyncIterator[bytes]:
     settled: Settled | None = None
-    quiet: float = request.app.state.keepalive
     try:
         # Nothing before the turn is committed; then its ids, in one write with the text so far.
         # A stream quiet for `quiet` seconds (the model slow to start, the record waiting for the
@@ -332,7 +293,7 @@ def stream_error(request: Request[Any, Any, State], error: BaseException, reply:
         status, slug, title = problems.classify(error)
         detail = error.detail
         context = {k: v for k, v in error.context.items() if v is not None} or None
-    else:  # logged where it happened (service.app.turn.relay)
+    else:  # logged where it happened (service.app.generation)
         status, slug, title = 500, "internal-error", "Internal server error"
         detail, context = "The reply could not be recorded; it has been logged under this request id.", None
     return StreamError(

@@ -1,0 +1,388 @@
+"""The app's services, one per area, built once per process by `open_services` (the API's lifespan)
+or `service.app.admin.open_admin` (a command line run), so that their callers hand over a caller and plain values
+and never see the store, a pool or a connection.
+
+Each method is a thin door to a use case of its module. What only the app can decide is decided
+here: whether an append goes through the grouped writer or the locked transaction, and what a
+creating write records under its Idempotency-Key (`stored`) for a retry to replay.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+
+import asyncpg
+import msgspec
+
+from service.app import audit as audit_app
+from service.app import conversations, forks, idempotency, keys, messages, replay, schema, turn
+from service.app import transfer, verify
+from service.app import context as context_app
+from service.app import feed as feed_app
+from service.app import redact as redact_app
+from service.app.auth import Authenticator, create_key
+from service.app.caller import Caller
+from service.app.turn import Replies, ReplyInFlight
+from service.config import Settings
+from service.domain import views
+from service.domain.audit import AuditReport
+from service.domain.history import EventView
+from service.domain.redaction import RedactMessage
+from service.store import migrate
+from service.store.events import Store
+from service.store.notify import Listener
+from service.store.pool import Limits
+from service.upstream import Registry, load_config
+
+Replayed = idempotency.Replayed
+
+
+def answered(created: bool) -> int:
+    """The status a creating write answers with: 201 when it created, 200 when a retry found what
+    it had created. A retry by Idempotency-Key replays the same."""
+    return 201 if created else 200
+
+
+class Conversations:
+    """Creating, forking and reading conversations: summaries, pages, paths, trees and tips."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def create(
+        self, caller: Caller, new: conversations.NewConversation, keyed: idempotency.Keyed | None
+    ) -> conversations.Created | Replayed:
+        return await conversations.create_conversation(self._store, caller, new, keyed)
+
+    async def fork(
+        self,
+        caller: Caller,
+        conversation_id: uuid.UUID,
+        message_id: uuid.UUID,
+        new: forks.NewFork,
+        keyed: idempotency.Keyed | None,
+    ) -> conversations.Created | Replayed:
+        return await forks.fork_conversation(self._store, caller, conversation_id, message_id, new, keyed)
+
+    async def list_page(self, caller: Caller, limit: int, cursor: str | None) -> conversations.Page:
+        return await conversations.list_page(self._store, caller, limit, cursor)
+
+    async def get(
+        self, caller: Caller, conversation_id: uuid.UUID, as_of: replay.AsOf | None = None
+    ) -> views.Conversation:
+        return await conversations.get(self._store, caller, conversation_id, as_of)
+
+    async def context(
+        self,
+        caller: Caller,
+        conversation_id: uuid.UUID,
+        message_id: uuid.UUID | None,
+        last: int | None,
+        as_of: replay.AsOf | None = None,
+    ) -> views.Context:
+        return await context_app.context(self._store, caller, conversation_id, message_id, last, as_of)
+
+    async def tree(
+        self, caller: Caller, conversation_id: uuid.UUID, as_of: replay.AsOf | None = None
+    ) -> context_app.Tree:
+        return await context_app.tree(self._store, caller, conversation_id, as_of)
+
+    async def leaves(
+        self, caller: Caller, conversation_id: uuid.UUID, as_of: replay.AsOf | None = None
+    ) -> tuple[views.Conversation, list[views.Leaf]]:
+        return await context_app.leaves(self._store, caller, conversation_id, as_of)
+
+
+class Messages:
+    """Appending, reading, redacting messages and moving the head."""
+
+    def __init__(self, store: Store, appends: messages.AppendGroup) -> None:
+        self._store = store
+        self._appends = appends
+
+    async def append(
+        self,
+        caller: Caller,
+        conversation_id: uuid.UUID,
+        new: messages.NewMessage,
+        keyed: idempotency.Keyed | None,
+    ) -> messages.Appended | Replayed:
+        """The app chooses how: see messages.append_message."""
+        return await messages.append_message(self._store, self._appends, caller, conversation_id, new, keyed)
+
+    async def get(self, caller: Caller, conversation_id: uuid.UUID, message_id: uuid.UUID) -> views.Message:
+        return await messages.get(self._store, caller, conversation_id, message_id)
+
+    async def children(
+        self, caller: Caller, conversation_id: uuid.UUID, message_id: uuid.UUID
+    ) -> list[views.Message]:
+        return await messages.children(self._store, caller, conversation_id, message_id)
+
+    async def move_head(
+        self, caller: Caller, conversation_id: uuid.UUID, message_id: uuid.UUID
+    ) -> views.Conversation:
+        return await messages.move_head(self._store, caller, conversation_id, message_id)
+
+    async def redact(
+        self, caller: Caller, conversation_id: uuid.UUID, cmd: RedactMessage, keyed: idempotency.Keyed | None
+    ) -> redact_app.Redacted | Replayed:
+        return await redact_app.redact_message(self._store, caller, conversation_id, cmd, keyed)
+
+
+class Events:
+    """The log as it is followed: a conversation's events, and the tenant's feed (see app.feed)."""
+
+    def __init__(self, store: Store, following: feed_app.Feed) -> None:
+        self._store = store
+        self.feed = following
+
+    async def conversation_page(
+        self, caller: Caller, conversation_id: uuid.UUID, after: int, limit: int
+    ) -> feed_app.Page:
+        return await feed_app.conversation_page(self._store, caller, conversation_id, after, limit)
+
+    async def page(self, caller: Caller, after: int, limit: int, wait: float = 0) -> feed_app.Page:
+        return await self.feed.page(caller, after, limit, wait)
+
+    def follow(self, caller: Caller, after: int) -> AsyncIterator[list[EventView]]:
+        return self.feed.follow(caller, after)
+
+    async def check(self, caller: Caller) -> None:
+        """Raise now (Unavailable) if the tenant's feed cannot be read: before a stream begins."""
+        await self.feed.frontier(caller.tenant)
+
+    def close(self) -> None:
+        self.feed.close()
+
+
+class Audit:
+    """Proving logs unaltered: one conversation, or every conversation of a tenant."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def audit(self, caller: Caller, conversation_id: uuid.UUID) -> AuditReport:
+        return await audit_app.audit(self._store, caller, conversation_id)
+
+    async def verify_tenant(
+        self,
+        caller: Caller,
+        *,
+        on_start: Callable[[int], None] = lambda total: None,
+        on_progress: Callable[[], None] = lambda: None,
+    ) -> list[tuple[uuid.UUID, AuditReport]]:
+        return await verify.verify_tenant(self._store, caller, on_start=on_start, on_progress=on_progress)
+
+
+class Transfer:
+    """Exporting a conversation's log, and importing one."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def export(self, caller: Caller, conversation_id: uuid.UUID) -> AsyncIterator[bytes]:
+        return await transfer.export(self._store, caller, conversation_id)
+
+    async def import_conversation(
+        self, caller: Caller, raw: bytes, keyed: idempotency.Keyed | None
+    ) -> views.Conversation | Replayed:
+        return await transfer.import_conversation(self._store, caller, raw, keyed)
+
+
+class Turns:
+    """Turns, regenerations and chat completions: the model's replies, generated by this process."""
+
+    def __init__(self, store: Store, registry: Registry, generations: Replies, keepalive: float) -> None:
+        self._store = store
+        self.registry = registry
+        self.generations = generations
+        self.keepalive = keepalive  # seconds a stream may stay quiet before a keep-alive
+
+    async def turn(
+        self,
+        caller: Caller,
+        conversation_id: uuid.UUID,
+        new: turn.NewTurn,
+        keyed: idempotency.Keyed | None,
+        *,
+        relay: bool,
+    ) -> ReplyInFlight | turn.Answered:
+        generations = self.generations
+        generations.ensure_open()
+        return await turn.begin_turn(
+            self._store, self.registry, caller, generations.owner, conversation_id, new,
+            lambda plan: generations.start(caller, plan, relay=relay),
+            keyed,
+        )  # fmt: skip
+
+    async def regenerate(
+        self,
+        caller: Caller,
+        conversation_id: uuid.UUID,
+        message_id: uuid.UUID,
+        spec: turn.ReplySpec,
+        keyed: idempotency.Keyed | None,
+        *,
+        relay: bool,
+    ) -> ReplyInFlight | turn.Answered:
+        generations = self.generations
+        generations.ensure_open()
+        return await turn.begin_regenerate(
+            self._store, self.registry, caller, generations.owner, conversation_id, message_id, spec,
+            lambda plan: generations.start(caller, plan, relay=relay),
+            keyed,
+        )  # fmt: skip
+
+    async def chat(
+        self, caller: Caller, chat: turn.Chat, keyed: idempotency.Keyed | None, *, relay: bool
+    ) -> ReplyInFlight | turn.Answered:
+        generations = self.generations
+        generations.ensure_open()
+        return await turn.begin_chat(
+            self._store, self.registry, caller, generations.owner, chat,
+            lambda plan: generations.start(caller, plan, relay=relay),
+            keyed,
+        )  # fmt: skip
+
+    async def models(self) -> list[tuple[str, str]]:
+        return await turn.list_models(self.registry)
+
+    def drain(self, after: float) -> None:
+        self.generations.drain(after)
+
+
+class Keys:
+    """API keys: resolving a presented key to its caller, and issuing, listing and revoking keys."""
+
+    def __init__(self, store: Store, authenticator: Authenticator | None = None) -> None:
+        self._store = store
+        self._authenticator = authenticator or Authenticator(0)
+
+    async def authenticate(self, authorization: str | None, request_id: str | None) -> Caller:
+        return await self._authenticator.authenticate(self._store, authorization, request_id)
+
+    async def create(self, tenant: str, name: str) -> str:
+        return await create_key(self._store, tenant, name)
+
+    async def list_keys(self) -> list[keys.KeyInfo]:
+        return await keys.list_keys(self._store)
+
+    async def revoke(self, tenant: str, name: str) -> int:
+        return await keys.revoke_keys(self._store, tenant, name)
+
+    async def ensure_first(self, tenant: str, name: str) -> str | None:
+        return await keys.ensure_first_key(self._store, tenant, name)
+
+
+class Health:
+    """Whether the database answers, and at the schema this version of convtree needs."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.expected = migrate.head_revision()
+
+    async def schema_version(self) -> str | None:
+        async with self._store.reader() as tx:
+            return await tx.schema_version()
+
+    async def status(self) -> schema.SchemaStatus:
+        return await schema.schema_status(self._store)
+
+    async def require_newest(self) -> None:
+        await schema.require_newest_schema(self._store)
+
+
+@dataclass(frozen=True)
+class Services:
+    """What a serving process's controllers are given: one service per area, sharing one store."""
+
+    store: Store
+    keys: Keys
+    conversations: Conversations
+    messages: Messages
+    events: Events
+    audit: Audit
+    transfer: Transfer
+    turns: Turns
+    health: Health
+
+    @property
+    def generations(self) -> Replies:
+        return self.turns.generations
+
+    @property
+    def feed(self) -> feed_app.Feed:
+        return self.events.feed
+
+
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """What a pooled connection needs between requests: nothing beyond asyncpg's own rollback of an
+    unfinished transaction. convtree leaves no session state behind (its locks are transaction
+    locks, planner settings are scoped to functions, LISTEN has a connection of its own), so the
+    default reset (UNLISTEN, RESET ALL, … in one more round trip per request) is skipped."""
+
+
+@asynccontextmanager
+async def open_services(
+    database_url: str,
+    settings: Settings,
+    registry: Registry | None = None,
+    meter: Callable[[Registry], Registry] | None = None,
+) -> AsyncIterator[Services]:
+    """The serving process's services, for as long as the block runs: the pool, the feed's
+    listening connection, the model providers (from the environment unless `registry` is given,
+    which stays its giver's to close; `meter` wraps them) and the process's generations. They
+    stop in the reverse order: generations first, the pool last."""
+    limits = Limits(
+        connect_timeout=settings.database_connect_timeout,
+        acquire_timeout=settings.pool_acquire_timeout,
+        lock_timeout=settings.lock_timeout,
+        statement_timeout=settings.statement_timeout,
+        idle_in_transaction_timeout=settings.idle_in_transaction_timeout,
+    )
+    async with AsyncExitStack() as stack:
+        pool = await asyncpg.create_pool(
+            database_url,
+            min_size=settings.pool_min_size,
+            max_size=settings.pool_max_size,
+            timeout=limits.connect_timeout,
+            # Fixed planner settings are set per function where they matter. JIT is off: every
+            # query here is short, and where the planner's estimates pass its thresholds compiling
+            # costs hundreds of times what running takes. The application name lets the server
+            # tell convtree's sessions apart.
+            server_settings={"application_name": "convtree", "jit": "off", **limits.session_settings()},
+            reset=_keep_session,
+        )
+        assert pool is not None
+        stack.push_async_callback(pool.close)
+        store = Store(pool, limits)
+
+        listener = Listener(database_url, settings.database_connect_timeout)
+        await listener.start()
+        stack.push_async_callback(listener.stop)
+
+        providers = Registry.from_config(load_config()) if registry is None else registry
+        if registry is None:
+            stack.push_async_callback(providers.aclose)
+        if meter is not None:
+            providers = meter(providers)
+        generations = Replies(
+            store, lease_seconds=settings.reply_lease_seconds, record_seconds=settings.reply_record_seconds
+        )
+        generations.start_maintenance()
+        stack.push_async_callback(generations.close)
+
+        yield Services(
+            store=store,
+            keys=Keys(store, Authenticator(settings.key_cache_seconds)),
+            conversations=Conversations(store),
+            messages=Messages(store, messages.AppendGroup(store)),
+            events=Events(store, feed_app.Feed(store, listener)),
+            audit=Audit(store),
+            transfer=Transfer(store),
+            turns=Turns(store, providers, generations, settings.sse_keepalive_seconds),
+            health=Health(store),
+        )
