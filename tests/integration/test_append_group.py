@@ -16,8 +16,10 @@ from service.app.caller import Caller
 from service.domain import tree
 from service.domain.events import GENESIS_HASH
 from service.store.events import Store
-from tests.conftest import Server, fetch, run
 from tests.helpers import create, problem, say
+from tests.postgres import fetch, run
+from tests.servers import Server
+
 
 
 def audit(api, cid):
@@ -34,12 +36,8 @@ def chain(api, cid):
 @pytest.fixture
 def other_server(server):
     """A second server process's worth of state (its own remembered heads) on the same database."""
-    srv = Server(server.database_url)
-    srv.start()
-    try:
+    with Server(server.database_url) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 def test_consecutive_appends_form_one_chain_whose_hashes_verify(api):

@@ -17,8 +17,9 @@ from service.domain.events import (
     seal,
 )
 from service.domain.history import export_line
-from tests.conftest import run
 from tests.helpers import create, problem, say
+from tests.postgres import run
+
 
 
 def behind_the_back(url, statement, *args):

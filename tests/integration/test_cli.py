@@ -7,7 +7,7 @@ import subprocess
 import sys
 import uuid
 
-from tests.conftest import fetch
+from tests.postgres import fetch
 
 
 def convtree(*args: str, database_url: str | None = None) -> subprocess.CompletedProcess:

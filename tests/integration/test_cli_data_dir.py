@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_cli import convtree
+from tests.integration.test_cli import convtree
 
 
 def run_in(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess:

@@ -6,7 +6,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from service import exits
-from tests.test_cli import convtree
+from tests.integration.test_cli import convtree
 
 
 def free_port() -> int:

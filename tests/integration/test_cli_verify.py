@@ -1,8 +1,9 @@
 """`convtree verify --tenant`: every conversation of a tenant audited, through the app layer."""
 
-from tests.conftest import fetch
-from tests.test_audit import behind_the_back
-from tests.test_cli import convtree
+from tests.integration.test_audit import behind_the_back
+from tests.integration.test_cli import convtree
+from tests.postgres import fetch
+
 
 
 def test_verify_audits_every_conversation_of_a_tenant_and_names_the_broken_one(server):

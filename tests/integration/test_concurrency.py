@@ -5,8 +5,9 @@ import uuid
 
 import httpx
 
-from tests.conftest import fetch
 from tests.helpers import create, say
+from tests.postgres import fetch
+
 
 
 def test_fifty_concurrent_appends_to_one_parent_become_fifty_siblings(server, api):

@@ -10,18 +10,15 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.conftest import Databases, Server
+from tests.postgres import Databases
+from tests.servers import Server
 
 
 @pytest.fixture(scope="module")
 def strict(databases: Databases) -> Iterator[Server]:
     """A server whose requests must arrive within a second: headers, then body."""
-    srv = Server(databases.migrated(), request_header_timeout_seconds=1.0, request_body_timeout_seconds=1.0)
-    srv.start()
-    try:
+    with Server(databases.migrated(), request_header_timeout_seconds=1.0, request_body_timeout_seconds=1.0) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 def connect(srv: Server) -> socket.socket:

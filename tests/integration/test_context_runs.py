@@ -9,9 +9,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from service.store.migrate import alembic_config, upgrade
-from tests.conftest import fetch, run
 from tests.helpers import create, say
-from tests.test_rebuild import Workload
+from tests.integration.test_rebuild import Workload
+from tests.postgres import fetch, run
+
 
 # Branches and forks often: forks of forks, and messages written under inherited ones, are where
 # counting siblings has the most cases. Which conversation and message each operation picks comes

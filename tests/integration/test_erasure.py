@@ -11,8 +11,9 @@ import msgspec
 
 from service.domain.events import GENESIS_HASH, ConversationCreated, Envelope, MessageAppended, body_digest, seal
 from service.domain.history import export_line
-from tests.conftest import fetch
 from tests.helpers import create, say
+from tests.postgres import fetch
+
 
 
 def _erase(api, cid, mid):

@@ -7,8 +7,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import Server
 from tests.helpers import create, problem, say
+from tests.servers import Server
+
 
 NDJSON = {"Content-Type": "application/x-ndjson"}
 
@@ -16,12 +17,8 @@ NDJSON = {"Content-Type": "application/x-ndjson"}
 @pytest.fixture(scope="module")
 def elsewhere(databases) -> Iterator[Server]:
     """A second convtree instance with a database of its own."""
-    srv = Server(databases.migrated())
-    srv.start()
-    try:
+    with Server(databases.migrated()) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 def export(api, cid) -> bytes:

@@ -14,8 +14,9 @@ import httpx
 from service.app import messages as messages_app
 from service.app.caller import Caller
 from service.store.events import Tx
-from tests.conftest import fetch
 from tests.helpers import create, problem, say
+from tests.postgres import fetch
+
 
 
 def events(client, after=0, **params):

@@ -11,8 +11,9 @@ import pytest
 from service.domain import events as ev
 from service.domain.tree import Scope
 from service.store.queries import Q
-from tests.conftest import fetch, run
 from tests.helpers import create, problem, say
+from tests.postgres import fetch, run
+
 
 
 def fork(api, cid, mid, status=201, headers=None, **body):

@@ -9,9 +9,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import fetch
 from tests.helpers import create, problem, say
+from tests.postgres import fetch
 from tests.turnkit import assert_settled, turn
+
 
 
 def fork(api: httpx.Client, cid: str, mid: str) -> str:

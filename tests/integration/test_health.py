@@ -5,7 +5,7 @@ import uuid
 from service.api.app import create_app
 from service.config import Settings
 from service.store.migrate import head_revision
-from tests.conftest import Server
+from tests.servers import Server
 
 
 def test_healthz_needs_no_key(server):

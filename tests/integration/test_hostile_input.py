@@ -15,8 +15,9 @@ import pytest
 from service.app import messages
 from service.app.caller import Caller
 from service.store.events import Store
-from tests.conftest import fetch
 from tests.helpers import create, problem, say
+from tests.postgres import fetch
+
 
 DEEP = 2000  # far beyond the limit, and beyond what a recursive decoder survives
 

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from service.cli import main
 from service.domain.text import storable
-from tests.conftest import Server
+from tests.servers import Server
 
 SPECIALS = ["\x00", "\ud800", "\udbff", "\udc00", "\udfff", "\x7f", "\x80", "\x85", "\x9f", "\uffff", "\ufffe",
             "\U0001f600", "\U0010ffff", "\\", '"', "\u2028", "\n"]
@@ -29,12 +29,8 @@ TEXT = st.text(
 @pytest.fixture(scope="module")
 def own_server(databases):
     """A database of its own: the checks at the end cover all of it."""
-    srv = Server(databases.migrated())
-    srv.start()
-    try:
+    with Server(databases.migrated()) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 def _send(api: httpx.Client, method: str, path: str, body: Any, ascii_only: bool) -> httpx.Response:

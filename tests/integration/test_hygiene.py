@@ -12,19 +12,15 @@ import httpx
 import pytest
 
 from service.config import Settings
-from tests.conftest import Server
+from tests.servers import Server
 
 ORIGIN = "https://app.example"
 
 
 @pytest.fixture(scope="module")
 def open_to_app(databases) -> Iterator[Server]:
-    srv = Server(databases.migrated(), cors_origins=(ORIGIN,))
-    srv.start()
-    try:
+    with Server(databases.migrated(), cors_origins=(ORIGIN,)) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 def preflight(base_url: str, origin: str) -> httpx.Response:

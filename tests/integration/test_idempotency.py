@@ -5,8 +5,9 @@ import uuid
 
 import httpx
 
-from tests.conftest import fetch
 from tests.helpers import create, problem, say
+from tests.postgres import fetch
+
 
 
 def test_retrying_an_append_with_the_same_id_returns_the_original(api):

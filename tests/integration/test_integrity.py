@@ -6,8 +6,9 @@ import uuid
 import asyncpg
 import pytest
 
-from tests.conftest import run
 from tests.helpers import create, say
+from tests.postgres import run
+
 
 
 async def _execute(url, sql, *args):

@@ -20,7 +20,8 @@ from bench.build import Builder, Plan
 from bench.plans import freshness, never_analyze
 from service.store.events import Store
 from service.store.queries import Q
-from tests.conftest import Server, run
+from tests.postgres import run
+from tests.servers import Server
 
 TRUNK = 1000
 BRANCHES = 200  # one off every fifth message of the trunk

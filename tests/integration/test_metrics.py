@@ -12,9 +12,11 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import Server, fetch
 from tests.fakeupstream import Fault
+from tests.postgres import fetch
+from tests.servers import Server
 from tests.turnkit import sse, wait_for
+
 
 APPEND = "/v1/conversations/{conversation_id}/messages"
 
@@ -115,12 +117,8 @@ def test_a_turn_is_in_flight_while_its_reply_is_generated(model_server, model_ap
 
 @pytest.fixture(scope="module")
 def guarded(databases) -> Iterator[Server]:
-    srv = Server(databases.migrated(), metrics_token="scrape-secret")
-    srv.start()
-    try:
+    with Server(databases.migrated(), metrics_token="scrape-secret") as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 def test_with_a_token_metrics_need_it(guarded):

@@ -6,7 +6,7 @@ from pathlib import Path
 from service.api.app import create_app
 from service.config import Settings
 
-COMMITTED = Path(__file__).resolve().parents[1] / "openapi" / "openapi.json"
+COMMITTED = Path(__file__).resolve().parents[2] / "openapi" / "openapi.json"
 
 
 def generated() -> dict:

@@ -16,9 +16,11 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.conftest import Databases, Server, fetch, run
 from tests.helpers import create, problem, say
 from tests.pgproxy import PgProxy
+from tests.postgres import Databases, fetch, run
+from tests.servers import Server
+
 
 RECOVERY_SECONDS = 5.0
 

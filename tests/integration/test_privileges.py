@@ -11,8 +11,9 @@ import asyncpg
 import pytest
 
 from service.store.migrate import as_role
-from tests.conftest import SERVICE_ROLE, fetch, run
 from tests.helpers import create, say
+from tests.postgres import SERVICE_ROLE, fetch, run
+
 
 # Each is refused by PostgreSQL's privileges (not by a trigger): the role may not even try.
 SWITCHING_THE_GUARDS_OFF = [

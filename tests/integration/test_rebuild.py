@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from service.cli import main
 from service.store.rebuild import rebuild
-from tests.conftest import Server, fetch, run
+from tests.postgres import fetch, run
+from tests.servers import Server
 
 READS = ("", "/tree", "/leaves", "/context")
 
@@ -21,12 +22,8 @@ READS = ("", "/tree", "/leaves", "/context")
 def own_server(databases):
     """A server on a database of its own: a rebuild covers the whole database, and these tests
     compare all of it."""
-    srv = Server(databases.migrated())
-    srv.start()
-    try:
+    with Server(databases.migrated()) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 def table(url):

@@ -6,8 +6,9 @@ import uuid
 import asyncpg
 import pytest
 
-from tests.conftest import fetch, run
 from tests.helpers import create, problem, say
+from tests.postgres import fetch, run
+
 
 PLACEHOLDER = "[redacted]"
 

@@ -14,23 +14,16 @@ import httpx
 import pytest
 
 from service.api.logs import request_logger
-from service.app.auth import key_hash, new_key
-from tests.conftest import fetch
-from tests.served import Served
+from tests.postgres import fetch
+from tests.servers import ServeProcess
 
 
 @pytest.fixture(scope="module")
-def served(databases: Any) -> Iterator[tuple[Served, str, str]]:
-    url = databases.migrated()
-    tenant, key = f"tenant-{uuid.uuid4().hex[:12]}", new_key()
-    fetch(url, "INSERT INTO api_keys (key_hash, tenant, name) VALUES ($1, $2, 'log')", key_hash(key), tenant)
-    srv = Served(url)
-    try:
-        srv.wait_ready()
+def served(databases: Any) -> Iterator[tuple[ServeProcess, str, str]]:
+    with ServeProcess(databases.migrated()) as srv:
+        tenant, key = srv.new_key(name="log")
         srv.drain()
         yield srv, tenant, key
-    finally:
-        srv.stop()
 
 
 def test_a_request_writes_one_json_line_with_its_route_status_tenant_conversation_and_request_id(served):

@@ -22,7 +22,7 @@ from schemathesis.specs.openapi.checks import (
 
 from tests.helpers import create, say
 
-DOCUMENT = json.loads((Path(__file__).resolve().parents[1] / "openapi" / "openapi.json").read_text())
+DOCUMENT = json.loads((Path(__file__).resolve().parents[2] / "openapi" / "openapi.json").read_text())
 schema = schemathesis.openapi.from_dict(DOCUMENT)
 
 # The import takes an export as it was served (application/x-ndjson): fuzzed as text.
@@ -41,7 +41,7 @@ EXCLUDED = [positive_data_acceptance, negative_data_rejection, allow_header_conf
 # `GET /v1/events?wait=` may hold a request for up to 60 s until an event arrives; a fuzzed call on a
 # quiet tenant would sit out the whole wait (and outlast the client's timeout). Valid waits are cut
 # to half a second, which still takes the waiting path; invalid ones (negative, > 60) pass through
-# untouched to be refused. tests/test_feed.py covers waiting itself.
+# untouched to be refused. tests/integration/test_feed.py covers waiting itself.
 
 
 @schemathesis.hook

@@ -4,78 +4,27 @@ exits within a couple of seconds when nothing else is running."""
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
 
-from service.app.auth import key_hash, new_key
-from tests.conftest import Databases, fetch, run
+from tests.postgres import Databases, fetch, run
+from tests.servers import ServeProcess
 
 EXIT_SECONDS = 2.0
 
 
-class Served:
-    """`convtree serve` in a process of its own, on a database of its own."""
-
-    def __init__(self, database_url: str) -> None:
-        self.database_url = database_url
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self.key = new_key()
-        fetch(database_url, "INSERT INTO api_keys (key_hash, tenant, name) VALUES ($1, 'shutdown', 't')", key_hash(self.key))
-        env = {**os.environ, "DATABASE_URL": database_url, "CONVTREE_PORT": str(self.port)}
-        cli = Path(sys.executable).with_name("convtree")
-        self.process = subprocess.Popen([str(cli), "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 30
-        while True:
-            assert self.process.poll() is None, self.process.stderr.read().decode()  # type: ignore[union-attr]
-            try:
-                if httpx.get(self.base_url + "/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "convtree serve did not start"
-            time.sleep(0.1)
-
-    def client(self, **kwargs: Any) -> httpx.Client:
-        return httpx.Client(base_url=self.base_url, headers={"Authorization": f"Bearer {self.key}"}, **kwargs)
-
-    def terminate(self) -> float:
-        """SIGTERM; the seconds until the process was gone."""
-        started = time.monotonic()
-        self.process.send_signal(signal.SIGTERM)
-        self.process.wait(timeout=30)
-        return time.monotonic() - started
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        if self.process.stderr is not None:
-            self.process.stderr.close()
-
-
 @pytest.fixture
-def served(databases: Databases) -> Iterator[Served]:
-    process = Served(databases.migrated())
-    try:
+def served(databases: Databases) -> Iterator[ServeProcess]:
+    with ServeProcess(databases.migrated()) as process:
+        _, process.key = process.new_key("shutdown", "t")
         yield process
-    finally:
-        process.kill()
 
 
 def test_an_idle_process_exits_within_two_seconds_of_sigterm(served):

@@ -12,7 +12,7 @@ import pytest
 from service.domain.errors import DatabaseBusy, DatabaseUnavailable
 from service.store.events import Store
 from service.store.pool import Limits
-from tests.conftest import Databases, run
+from tests.postgres import Databases, run
 
 
 async def _store(url: str, size: int, limits: Limits) -> Store:

@@ -48,7 +48,7 @@ def test_a_key_of_the_same_tenant_sees_the_same_data_and_is_recorded_as_actor(se
         cid = create(a)["id"]
         say(b, cid, "from b")
         assert b.get(f"/v1/conversations/{cid}").json()["message_count"] == 1
-    from tests.conftest import fetch
+    from tests.postgres import fetch
 
     actors = fetch(server.database_url, "SELECT actor FROM events WHERE conversation_id = $1 ORDER BY seq", uuid.UUID(cid))
     assert [r["actor"] for r in actors] == ["svc-a", "svc-b"]

@@ -13,9 +13,7 @@ from typing import Any
 import httpx
 
 from service.api import tracing
-from service.app.auth import key_hash, new_key
-from tests.conftest import fetch
-from tests.served import Served
+from tests.servers import ServeProcess, issue_key
 
 WITHOUT_OTEL = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
 
@@ -45,11 +43,10 @@ def test_which_environment_asks_for_traces():
 
 def test_with_the_environment_a_request_and_its_queries_are_spans(databases: Any):
     url = databases.migrated()
-    key = new_key()
-    fetch(url, "INSERT INTO api_keys (key_hash, tenant, name) VALUES ($1, 'traced', 'trace')", key_hash(key))
-    srv = Served(url, OTEL_TRACES_EXPORTER="console", OTEL_BSP_SCHEDULE_DELAY="100", OTEL_SERVICE_NAME="convtree-test")
+    key = issue_key(url, "traced", "trace")
+    srv = ServeProcess(url, OTEL_TRACES_EXPORTER="console", OTEL_BSP_SCHEDULE_DELAY="100", OTEL_SERVICE_NAME="convtree-test")
     try:
-        srv.wait_ready()
+        srv.start()
         reply = httpx.post(f"{srv.url}/v1/conversations", json={}, headers={"Authorization": f"Bearer {key}"})
         assert reply.status_code == 201
         out = ""

@@ -9,9 +9,10 @@ import uuid
 import httpx
 import pytest
 
-from tests.conftest import Server, fake_registry, fetch
 from tests.fakeupstream import Fault
 from tests.helpers import create, problem, say
+from tests.postgres import fetch
+from tests.servers import Server, fake_registry
 from tests.turnkit import (
     assert_settled,
     sent_messages,

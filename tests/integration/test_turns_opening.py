@@ -21,10 +21,12 @@ from service.app.caller import Caller
 from service.app.generation import Generations
 from service.store.events import Store
 from service.upstream import EchoProvider
-from tests.conftest import Databases, Server, fake_registry, fetch, run
 from tests.fakeupstream import Fault, FakeUpstream
 from tests.helpers import create, problem
+from tests.postgres import Databases, fetch, run
+from tests.servers import Server, fake_registry
 from tests.turnkit import assert_settled, sse, turn_failures
+
 
 
 class Refused(Exception):
@@ -113,12 +115,8 @@ def committing(databases: Databases, upstream_server: FakeUpstream) -> Iterator[
             await conn.close()
 
     run(install())
-    srv = Server(url, fake_registry(upstream_server))
-    srv.start()
-    try:
+    with Server(url, fake_registry(upstream_server)) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture

@@ -10,11 +10,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import Databases, Server, fake_registry, fetch
 from tests.fakeupstream import Fault, FakeUpstream
 from tests.helpers import create, problem, say
 from tests.pgproxy import PgProxy
+from tests.postgres import Databases, fetch
+from tests.servers import Server, fake_registry
 from tests.turnkit import assert_settled, sse, turn, turn_failures, wait_for
+
 
 
 @pytest.fixture

@@ -9,10 +9,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import Databases, Server, fake_registry
 from tests.fakeupstream import Fault, FakeUpstream
 from tests.helpers import create, problem
+from tests.postgres import Databases
+from tests.servers import Server, fake_registry
 from tests.turnkit import assert_settled, sse, turn_failures
+
 
 CAP = 1_000_000  # the reply cap, the same as a plain append's content limit
 FIVE_MB = 5 * 1024 * 1024
@@ -106,12 +108,8 @@ def test_an_upstream_rate_limit_on_the_openai_door_is_openais_error_object_with_
 
 @pytest.fixture(scope="module")
 def keepalive_server(databases: Databases, upstream_server: FakeUpstream) -> Iterator[Server]:
-    srv = Server(databases.migrated(), fake_registry(upstream_server), sse_keepalive_seconds=0.2)
-    srv.start()
-    try:
+    with Server(databases.migrated(), fake_registry(upstream_server), sse_keepalive_seconds=0.2) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 def _lines_before_first_data_after(lines: Iterator[str], opening: str) -> list[str]:

@@ -70,6 +70,6 @@ def test_text_holding_u0000_is_refused_as_invalid_and_nothing_is_written(api):
     ]:
         problem(api.post(path, json=body), 422, "invalid-request")
     assert api.get(f"/v1/conversations/{cid}").json()["message_count"] == 0
-    # Metadata too, though JSON could carry it: the log's SQL reads payloads as text (tests/test_hostile_text.py).
+    # Metadata too, though JSON could carry it: the log's SQL reads payloads as text (tests/integration/test_hostile_text.py).
     r = api.post("/v1/conversations", json={"metadata": {"k": "v\u0000"}})
     assert problem(r, 422, "invalid-request")["context"]["parameter"] == "metadata.k"

@@ -17,8 +17,10 @@ from service.app.caller import Caller
 from service.cli import main
 from service.store.events import Store
 from service.store.migrate import alembic_config, upgrade
-from tests.conftest import Server, fetch, run
 from tests.helpers import problem
+from tests.postgres import fetch, run
+from tests.servers import Server
+
 
 
 async def _store_as_an_older_server_did(url: str, caller: Caller) -> tuple[uuid.UUID, uuid.UUID, uuid.UUID]:

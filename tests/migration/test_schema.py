@@ -5,9 +5,9 @@ from pathlib import Path
 import asyncpg
 
 from service.store.migrate import upgrade
-from tests.conftest import run
+from tests.postgres import run
 
-SCHEMA = Path(__file__).resolve().parents[1] / "schema" / "schema.sql"
+SCHEMA = Path(__file__).resolve().parents[2] / "schema" / "schema.sql"
 
 CATALOG = {
     "columns": """
