@@ -160,6 +160,7 @@ def test_tenants_with_the_same_conversation_id_stay_apart(server):
         assert audit(a, cid)["valid"] and audit(b, cid)["valid"]
 
 
+@pytest.mark.slow
 def test_concurrent_appends_to_many_conversations_lose_nothing(server, api):
     conversations = [create(api)["id"] for _ in range(12)]
     for cid in conversations:
@@ -187,6 +188,7 @@ def test_concurrent_appends_to_many_conversations_lose_nothing(server, api):
     assert len(rows) == len({r["seq"] for r in rows}) == 12 * 10
 
 
+@pytest.mark.slow
 def test_concurrent_appends_to_one_head_form_one_chain(server, api):
     cid = create(api)["id"]
     say(api, cid, "start")

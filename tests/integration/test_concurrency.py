@@ -4,12 +4,14 @@ import asyncio
 import uuid
 
 import httpx
+import pytest
 
 from tests.helpers import create, say
 from tests.postgres import fetch
 
 
 
+@pytest.mark.slow
 def test_fifty_concurrent_appends_to_one_parent_become_fifty_siblings(server, api):
     cid = create(api)["id"]
     parent = say(api, cid, "question")
@@ -39,6 +41,7 @@ def test_fifty_concurrent_appends_to_one_parent_become_fifty_siblings(server, ap
     assert conv["head_id"] == max(made, key=lambda m: m["seq"])["id"]
 
 
+@pytest.mark.slow
 def test_concurrent_appends_to_the_head_form_siblings_or_a_chain_but_lose_nothing(server, api):
     cid = create(api)["id"]
     auth = api.headers["authorization"]

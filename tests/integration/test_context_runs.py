@@ -4,6 +4,7 @@ import asyncio
 import uuid
 
 import asyncpg
+import pytest
 from alembic import command
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -42,6 +43,7 @@ def expected_context(tree):
     return expected
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(kinds=KINDS, rnd=st.randoms(use_true_random=False))
 def test_every_context_agrees_with_the_tree(api, kinds, rnd):

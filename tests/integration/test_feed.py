@@ -10,6 +10,7 @@ import uuid
 
 import asyncpg
 import httpx
+import pytest
 
 from service.app import messages as messages_app
 from service.app.caller import Caller
@@ -226,6 +227,7 @@ def test_the_feed_holds_back_later_events_until_an_earlier_transaction_commits(s
         assert [e["seq"] for e in result["items"]] == [held.seq, fast["seq"]]
 
 
+@pytest.mark.slow
 def test_a_follower_sees_every_event_exactly_once_while_writers_race(server):
     tenant, key = server.new_key()
     with server.client(key) as api:

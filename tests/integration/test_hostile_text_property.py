@@ -169,6 +169,7 @@ def _without_seq(export: bytes) -> list[dict[str, Any]]:
     return [{k: v for k, v in json.loads(line).items() if k != "seq"} for line in export.splitlines()]
 
 
+@pytest.mark.slow
 def test_every_string_field_reads_back_exactly_or_is_a_422(own_server):
     _, key = own_server.new_key()
     seen: dict[str, int] = {}

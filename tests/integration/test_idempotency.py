@@ -4,6 +4,7 @@ import asyncio
 import uuid
 
 import httpx
+import pytest
 
 from tests.helpers import create, problem, say
 from tests.postgres import fetch
@@ -72,6 +73,7 @@ def test_creating_a_conversation_with_a_client_id_is_idempotent(api):
     problem(api.post("/v1/conversations", json=body | {"system": "other"}), 409, "conversation-id-conflict")
 
 
+@pytest.mark.slow
 def test_concurrent_retries_with_one_key_create_one_message(server, api):
     cid = create(api)["id"]
     key = "race-" + uuid.uuid4().hex
@@ -93,6 +95,7 @@ def test_concurrent_retries_with_one_key_create_one_message(server, api):
     assert rows[0][0] == 1
 
 
+@pytest.mark.slow
 def test_concurrent_retries_with_one_client_id_create_one_message(server, api):
     cid = create(api)["id"]
     mid = str(uuid.uuid4())

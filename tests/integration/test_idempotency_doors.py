@@ -140,6 +140,7 @@ async def _concurrently(base_url: str, auth: str, url: str, body: dict[str, Any]
         return await asyncio.gather(*[client.post(url, json=body, headers=headers) for _ in range(n)])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("door", ["turns", "regenerate", "chat"])
 def test_concurrent_duplicates_of_a_keyed_turn_call_the_model_once(door, model_api, model_server, upstream):
     cid = create(model_api)["id"]

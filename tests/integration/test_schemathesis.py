@@ -131,6 +131,7 @@ def seeded(server) -> Seeded:
     return target
 
 
+@pytest.mark.slow
 @schema.parametrize()
 @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
 def test_api_conforms_to_its_document(case, seeded):
@@ -138,6 +139,7 @@ def test_api_conforms_to_its_document(case, seeded):
     case.call_and_validate(base_url=seeded.base_url, headers=seeded.headers, excluded_checks=EXCLUDED)
 
 
+@pytest.mark.slow
 def test_sequences_of_calls_conform_to_the_document(seeded):
     """Stateful: each step may use an id an earlier response gave (a created conversation, its
     messages, a fork), on top of the seeded history."""
