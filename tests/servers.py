@@ -1,8 +1,8 @@
-"""The servers tests talk to over HTTP, all started and stopped one way (`with ... as srv`, or
-start() / stop()): convtree in a thread of the test process (`Server`), convtree as an operator
-runs it, in a process of its own (`ServeProcess`); the first in a uvicorn thread the fake model
-server uses too (tests/inthread.py). A convtree server issues keys through the app, as `convtree keys
-create` does."""
+"""The servers tests talk to over HTTP, all with one interface (`Instance`: start/stop or `with`,
+new_key, client): convtree in a uvicorn thread of the test process (`Server`; the fake model server
+runs in the same kind of thread, tests/inthread.py), and convtree as an operator runs it, `convtree
+serve` in a process of its own (`ServeProcess`). Keys are issued through the app, as `convtree keys
+create` does. The fixtures at the end are registered by the conftest of each lane that serves."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 import uuid
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from typing import Any, Literal, Self
 
@@ -58,7 +59,7 @@ def issue_key(database_url: str, tenant: str, name: str) -> str:
     return run(issue())
 
 
-class Instance:
+class Instance(ABC):
     """One convtree serving one database over HTTP; `database_url` is the owner's, for tests that
     look or tamper behind the service's back. `key` is the key `client()` sends when given none."""
 
@@ -74,11 +75,12 @@ class Instance:
     def url(self) -> str:
         return self.base_url
 
+    @abstractmethod
     def start(self) -> None:
-        raise NotImplementedError
+        """Returns once the server answers."""
 
-    def stop(self) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def stop(self) -> None: ...
 
     def __enter__(self) -> Self:
         self.start()
@@ -129,7 +131,8 @@ class Server(Instance):
             timeout_graceful_shutdown=int(grace) or None,
             **uvicorn_limits(self.settings),
         )
-        self._running = InThread(serving.Server(config, app) if grace else uvicorn.Server(config))
+        self._server = serving.Server(config, app) if grace else uvicorn.Server(config)
+        self._running = InThread(self._server)
 
     def start(self) -> None:
         self._running.start()
@@ -251,7 +254,7 @@ def fake_registry(fake: FakeUpstream) -> Registry:
     return Registry.from_config(RegistryConfig(providers=providers, default_provider="fake"))
 
 
-# --- Fixtures, registered by the conftest of each lane that serves ---------------------------------
+# --- Fixtures, registered by the conftest of each lane that serves -------------------------------
 
 
 @pytest.fixture(scope="session")
