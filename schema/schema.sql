@@ -1,6 +1,6 @@
 -- convtree schema: the current, complete DDL in one place.
 --
--- The migrations in alembic/ produce exactly this; tests/test_schema.py builds one database from
+-- The migrations in alembic/ produce exactly this; tests/migration/test_schema.py builds one database from
 -- this file and one by migrating, and compares their catalogs.
 --
 -- Source of truth: `events`, an append-only log guarded by triggers, and `bodies`, the message

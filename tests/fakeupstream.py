@@ -26,6 +26,8 @@ from typing import Any, Literal
 
 import uvicorn
 
+from tests.inthread import InThread
+
 FaultKind = Literal["status", "delay", "drop", "endless", "garbage", "hold", "reply"]
 
 
@@ -134,8 +136,7 @@ class FakeUpstream:
         self.floods = dict(floods or {})
         self._state = _State()
         self._stopping = threading.Event()
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        self._running: InThread | None = None
         self.port = 0
 
     # -- control, from the test thread ---------------------------------------------------------
@@ -200,22 +201,15 @@ class FakeUpstream:
             access_log=False,
             timeout_graceful_shutdown=1,
         )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("fake upstream did not start")
-            time.sleep(0.01)
+        self._running = InThread(uvicorn.Server(config), [sock])
+        self._running.start("fake upstream", timeout=10)
         self._sock = sock
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stopping.set()
-        assert self._server is not None and self._thread is not None
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
+        assert self._running is not None
+        self._running.stop()
         self._sock.close()
 
     # -- the ASGI app, on the server thread ----------------------------------------------------

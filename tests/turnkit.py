@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import fetch
+from tests.postgres import fetch
 
 
 def turn(api: httpx.Client, cid: str, content: str, status: int = 201, **body: Any) -> dict[str, Any]:
