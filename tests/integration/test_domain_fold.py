@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from service.domain import tree
 from service.domain.events import Columns, ConversationCreated, ConversationForked, from_columns
-from tests.conftest import fetch
+from tests.postgres import fetch
 from tests.fakeupstream import Fault
 
 OPERATIONS = st.lists(
