@@ -14,7 +14,7 @@ from service.app.caller import Caller
 from service.app.writes import new_digest_key, numbered, seal_on_known
 from service.domain import tree, views
 from service.domain.errors import ConversationNotFound, ConvtreeError, MessageNotFound, ParentStillGenerating
-from service.domain.events import Role, Sealed
+from service.domain.events import MessageAppended, Role, Sealed
 from service.store import pending
 from service.store.events import KnownStateWrite, Store, Tx
 
@@ -306,13 +306,13 @@ def _known_after(
     state: tree.ConversationState, cmd: tree.AppendMessage, decision: tree.Decision, at: datetime
 ) -> KnownHead:
     event = decision.events[0]
-    assert isinstance(event, tree.MessageAppended)
+    assert isinstance(event, MessageAppended)
     return KnownHead(state, tree.appended_node(event, state.conversation_id), at)
 
 
 def _appended_view(cmd: tree.AppendMessage, decision: tree.Decision, sealed: Sealed, now: datetime) -> views.Message:
     event = decision.events[0]
-    assert isinstance(event, tree.MessageAppended)
+    assert isinstance(event, MessageAppended)
     return views.Message(
         id=cmd.message_id,
         conversation_id=sealed.envelope.conversation_id,

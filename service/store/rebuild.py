@@ -77,7 +77,7 @@ def batches(units: Sequence[asyncpg.Record], batch_events: int) -> Iterator[tupl
 
 
 async def rebuild(
-    conn: asyncpg.Connection,
+    conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy,
     *,
     steps: Sequence[Step] = STEPS,
     batch_events: int = 200_000,
@@ -115,7 +115,7 @@ async def rebuild(
     return Report(events=events, rows=rows, failures=failures)
 
 
-async def _replace(conn: asyncpg.Connection, step: Step, keys: list[Any]) -> int:
+async def _replace(conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy, step: Step, keys: list[Any]) -> int:
     """Replace the rows of `keys` in a savepoint: all of them, or (on an error) none."""
     async with conn.transaction():
         await conn.execute(Q[step.clear], keys)
