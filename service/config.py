@@ -55,7 +55,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """CONVTREE_* variables (and DATABASE_URL) override the defaults."""
         env = os.environ if env is None else env
-        raw: dict[str, str] = {}
+        raw: dict[str, str | list[str]] = {}
         if env.get("DATABASE_URL"):
             raw["database_url"] = env["DATABASE_URL"]
         for field in cls.__struct_fields__:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import hmac
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from typing import Any
 
 from litestar import Request, Response, get
@@ -140,7 +140,7 @@ class MeteredProvider:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamItem]:
+    async def stream(self, request: ChatRequest) -> AsyncGenerator[StreamItem, None]:
         started = time.perf_counter()
         first = True
         try:

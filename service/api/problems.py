@@ -119,11 +119,11 @@ def problem_type(slug: str) -> str:
 def classify(exc: errors.ConvtreeError) -> tuple[int, str, str]:
     for cls in type(exc).__mro__:
         if cls in TABLE:
-            return TABLE[cls]  # type: ignore[index]
+            return TABLE[cls]
     raise AssertionError("ConvtreeError is in the table")
 
 
-def _response(request: Request, problem: Problem, headers: dict[str, str] | None = None) -> Response:
+def _response(request: Request[Any, Any, Any], problem: Problem, headers: dict[str, str] | None = None) -> Response[Any]:
     problem.instance = request.url.path
     problem.request_id = request.scope.get("state", {}).get("request_id")
     if problem.instance in OPENAI_DOORS:
@@ -153,7 +153,7 @@ def openai_error(problem: Problem) -> OpenAIError:
     )
 
 
-def domain_error(request: Request, exc: errors.ConvtreeError) -> Response:
+def domain_error(request: Request[Any, Any, Any], exc: errors.ConvtreeError) -> Response[Any]:
     if isinstance(exc, errors.Unavailable):
         request.scope["state"]["database_error"] = exc  # counted by the request's observer, not logged as a bug
     return _response(request, *domain_problem(exc))
@@ -179,7 +179,7 @@ def retry_after(exc: errors.ConvtreeError) -> dict[str, str] | None:
     return {"Retry-After": str(max(1, math.ceil(seconds)))}
 
 
-def validation_error(request: Request, exc: ValidationException) -> Response:
+def validation_error(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
     extra = exc.extra if isinstance(exc.extra, list) else None
     if extra and any(_missing_body(item) for item in extra):
         extra = [_BODY_MISSING]
@@ -194,7 +194,7 @@ def validation_error(request: Request, exc: ValidationException) -> Response:
     return _response(request, problem)
 
 
-def http_error(request: Request, exc: HTTPException) -> Response:
+def http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     status = exc.status_code
     if isinstance(exc, NotAuthorizedException):
         status = 401
@@ -204,7 +204,7 @@ def http_error(request: Request, exc: HTTPException) -> Response:
     return _response(request, problem, headers or None)
 
 
-def internal_error(request: Request, exc: Exception) -> Response:
+def internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     # Logged once, with its traceback, in the request's own line (service.api.observe).
     request.scope["state"]["error"] = exc
     problem = Problem(

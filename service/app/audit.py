@@ -25,4 +25,6 @@ async def audit(store: Store, caller: Caller, conversation_id: uuid.UUID) -> Aud
         stored, folded = await history.audit_summary(tx, caller.tenant, conversation_id)
     if stored is None:  # gone since it was found: nothing left to compare
         return check.report(None)
-    return check.report(stored["last_hash"], summary_differences(stored, folded))
+    # A Record reads like a mapping without being one: the domain compares plain dicts.
+    differences = summary_differences(dict(stored.items()), None if folded is None else dict(folded.items()))
+    return check.report(stored["last_hash"], differences)

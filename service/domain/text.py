@@ -57,7 +57,7 @@ def first_unstorable_in_json(raw: bytes | str) -> tuple[str, str] | None:
     surrogate only as a `\\u` escape (the raw characters are not valid JSON or not valid UTF-8), so a
     document without one is answered at once. A document that is not JSON is not looked into: its
     reader refuses it for that."""
-    if (b"\\u" if isinstance(raw, bytes) else "\\u") not in raw:
+    if (b"\\u" not in raw) if isinstance(raw, bytes) else ("\\u" not in raw):
         return None
     try:
         # The standard library's decoder, unlike msgspec's, reads lone surrogates into the string, so

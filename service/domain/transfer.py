@@ -165,7 +165,7 @@ def _check_tree(lines: list[ExportLine], head_hash: bytes) -> ImportPlan:
     return ImportPlan(
         conversation_id=first.conversation_id,
         lines=lines,
-        bodies=bodies,  # type: ignore[arg-type]
+        bodies=bodies,
         head_hash=head_hash,
         fork=fork,
         inherited_refs=inherited,

@@ -77,7 +77,7 @@ def batches(units: Sequence[asyncpg.Record], batch_events: int) -> Iterator[tupl
 
 
 async def rebuild(
-    conn: asyncpg.Connection,
+    conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy,
     *,
     steps: Sequence[Step] = STEPS,
     batch_events: int = 200_000,

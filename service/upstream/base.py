@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Protocol, TypeAlias
 
 import msgspec
@@ -93,7 +93,7 @@ class Provider(Protocol):
 
     name: str
 
-    def stream(self, request: ChatRequest) -> AsyncIterator[StreamItem]: ...
+    def stream(self, request: ChatRequest) -> AsyncGenerator[StreamItem, None]: ...
 
     async def list_models(self) -> list[str]: ...
 

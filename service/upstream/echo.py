@@ -8,7 +8,7 @@ deterministic. `max_tokens` cuts the reply after that many words with finish_rea
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from service.upstream.base import ChatRequest, Finished, StreamItem, TextDelta
 
@@ -30,7 +30,7 @@ class EchoProvider:
     def __repr__(self) -> str:
         return f"EchoProvider(name={self.name!r})"
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamItem]:
+    async def stream(self, request: ChatRequest) -> AsyncGenerator[StreamItem, None]:
         words = reply_words(request)
         limit = request.params.max_tokens
         finish_reason = "stop"

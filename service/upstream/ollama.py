@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 import msgspec
 
@@ -71,7 +71,7 @@ class OllamaProvider(httpclient.HttpProvider):
     """A client for an Ollama server; base_url is the server root (e.g. http://127.0.0.1:11434).
     Ollama itself has no auth: an `api_key` is for a reverse proxy in front of it."""
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamItem]:
+    async def stream(self, request: ChatRequest) -> AsyncGenerator[StreamItem, None]:
         http_request = self._client.build_request(
             "POST", "api/chat", content=request_body(request), headers={"Content-Type": "application/json"}
         )

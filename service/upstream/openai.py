@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 import msgspec
 
@@ -84,7 +84,7 @@ def request_body(request: ChatRequest) -> bytes:
 class OpenAIProvider(httpclient.HttpProvider):
     """A client for `{base_url}/chat/completions` and `{base_url}/models`; base_url ends in `/v1`."""
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamItem]:
+    async def stream(self, request: ChatRequest) -> AsyncGenerator[StreamItem, None]:
         http_request = self._client.build_request(
             "POST",
             "chat/completions",

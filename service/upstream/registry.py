@@ -169,7 +169,7 @@ def _apply_env(
     if not any(fields.values()) and models is None:
         return entry
     merged = entry or _Entry(kind=kind)
-    changes = {k: v for k, v in fields.items() if v}
+    changes: dict[str, str | list[str] | None] = {k: v for k, v in fields.items() if v}
     if changes.get("api_key"):
         changes["api_key_env"] = None  # the env var replaces whatever key the file named
     if models is not None:

