@@ -12,7 +12,15 @@ from typing import Any
 from litestar import Litestar, Request
 from litestar.di import NamedDependency, Provide
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.spec import Components, OpenAPIMediaType, OpenAPIResponse, OpenAPIType, Schema, SecurityScheme
+from litestar.openapi.spec import (
+    Components,
+    OpenAPIMediaType,
+    OpenAPIResponse,
+    OpenAPIType,
+    Reference,
+    Schema,
+    SecurityScheme,
+)
 
 import service
 from service.api import ui
@@ -26,7 +34,7 @@ from service.api.hygiene import cors, gzipped
 from service.api.metrics import metered
 from service.api.observe import Observer
 from service.api.openai_compat import OpenAICompatController
-from service.api.problems import HANDLERS
+from service.api.problems import HANDLERS, MEDIA_TYPE, title_of
 from service.api.turns import TurnController
 from service.app.caller import Caller
 from service.app.services import Audit, Conversations, Events, Health, Messages, Services, Transfer, Turns
@@ -113,6 +121,7 @@ def create_app(database_url: str, settings: Settings, registry: Registry | None 
     )
     _document_validation_as_422(app)
     _document_streams(app)
+    _document_body_limit(app)
     if settings.gzip_min_bytes > 0:
         app.asgi_handler = gzipped(app.asgi_handler, settings.gzip_min_bytes)
     observer.install(app)
@@ -194,6 +203,24 @@ def _document_streams(app: Litestar) -> None:
                     "200", OpenAPIResponse(description="With `stream: true`: the events.")
                 )
                 ok.content = {**(ok.content or {}), "text/event-stream": OpenAPIMediaType(schema=_SSE_EVENT)}
+
+
+def _document_body_limit(app: Litestar) -> None:
+    """Any route that takes a body refuses one over `request_max_body_bytes` with 413, before its
+    handler runs: the document says so on each of them."""
+    for item in (app.openapi_schema.paths or {}).values():
+        for method in ("post", "put", "patch"):
+            operation = getattr(item, method)
+            if operation is None or operation.request_body is None:
+                continue
+            operation.responses = operation.responses or {}
+            operation.responses.setdefault(
+                "413",
+                OpenAPIResponse(
+                    description=title_of(413),
+                    content={MEDIA_TYPE: OpenAPIMediaType(schema=Reference(ref="#/components/schemas/Problem"))},
+                ),
+            )
 
 
 # One server-sent event as a client reads it: its name and its data (JSON text), and for feeds its id.

@@ -224,6 +224,11 @@ HANDLERS: dict[Any, Any] = {
 }
 
 
+def title_of(status: int) -> str:
+    """The title of a problem answered with an HTTP status of its own (not one of convtree's errors)."""
+    return _HTTP_TYPES[status][1]
+
+
 RETRY_AFTER_NOTE = " (retry after the seconds of its Retry-After header)"
 
 

@@ -58,3 +58,23 @@ def test_every_streamed_answer_is_documented_with_its_status_and_media_type(api)
     for path, status, media_type in answered:
         documented = document["paths"][path]["post"]["responses"][str(status)]["content"]
         assert media_type.split(";")[0] in documented, (path, status, media_type, list(documented))
+
+
+def test_every_route_that_takes_a_body_documents_the_answer_to_one_too_large(server):
+    """A body over `request_max_body_bytes` is refused with 413 on every route that takes one, and
+    the document says so, for each of them."""
+    document = generated()
+    with_bodies = [
+        (path, method)
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+        if "requestBody" in operation
+    ]
+    assert with_bodies
+    for path, method in with_bodies:
+        assert "413" in document["paths"][path][method]["responses"], f"{method.upper()} {path}"
+    too_large = b"{" + b" " * (Settings().request_max_body_bytes + 1) + b"}"
+    with server.client() as client:
+        for path in ("/v1/conversations", "/v1/chat/completions"):
+            answer = client.post(path, content=too_large, headers={"content-type": "application/json"})
+            assert answer.status_code == 413, (path, answer.status_code)
