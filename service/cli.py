@@ -115,7 +115,7 @@ def main(ctx: click.Context, data_dir: Path | None) -> None:
     \b
     Exit codes: 0 done, 1 a "no" (keys revoke found nothing, verify found a fault), 2 usage,
     3 the server could not start, 10 database unreachable, 11 wrong database credentials,
-    12 migration needed, 13 port taken.
+    12 migration needed, 13 port taken, 14 an invalid CONVTREE_* value.
     """
     settings = Settings.from_env()
     ctx.obj = settings if data_dir is None else msgspec.structs.replace(settings, data_dir=data_dir)
