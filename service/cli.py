@@ -448,8 +448,9 @@ def _bar(stack: contextlib.ExitStack, total: int, label: str, *, data_on_stdout:
     "--output",
     type=click.Path(path_type=Path),
     default=None,
-    help="A conversation: the file to write (default stdout). A whole tenant: the directory to write "
-    "one CONVERSATION_ID.ndjson per conversation into (created if missing).",
+    help="A conversation: the file to write (default stdout), or a directory to write "
+    "CONVERSATION_ID.ndjson into. A whole tenant: the directory to write one CONVERSATION_ID.ndjson "
+    "per conversation into (created if missing).",
 )
 @click.argument("conversation_id", type=click.UUID, required=False)
 def export_command(tenant: str, output: Path | None, conversation_id: Any) -> None:
@@ -471,20 +472,22 @@ def export_command(tenant: str, output: Path | None, conversation_id: Any) -> No
     if conversation_id is None and output is not None and output.exists() and not output.is_dir():
         raise click.UsageError(f"--output {output}: not a directory")
 
-    async def write(store: Store, conversation: Any, sink: Any) -> int:
+    async def write(store: Store, conversation: Any, path: Path | None) -> int:
+        lines = await transfer.export(store, caller, conversation)  # a missing one: before any file is made
         events = 0
-        async for chunk in await transfer.export(store, caller, conversation):
-            sink.write(chunk)
-            events += chunk.count(b"\n")
+        with contextlib.ExitStack() as files:
+            sink = sys.stdout.buffer if path is None else files.enter_context(path.open("wb"))
+            async for chunk in lines:
+                sink.write(chunk)
+                events += chunk.count(b"\n")
         return events
 
     async def run(url: str, stack: contextlib.ExitStack) -> tuple[int, int]:
         async with one_off_store(url) as store:
             await require_newest_schema(store)
             if conversation_id is not None:
-                with contextlib.ExitStack() as files:
-                    sink = sys.stdout.buffer if output is None else files.enter_context(output.open("wb"))
-                    return 1, await write(store, conversation_id, sink)
+                path = output / f"{conversation_id}.ndjson" if output is not None and output.is_dir() else output
+                return 1, await write(store, conversation_id, path)
             assert output is not None
             output.mkdir(parents=True, exist_ok=True)
             ids = await tenant_conversations(store, caller)
@@ -493,10 +496,8 @@ def export_command(tenant: str, output: Path | None, conversation_id: Any) -> No
             for found in ids:
                 part = output / f"{found}.ndjson.part"
                 try:
-                    with part.open("wb") as sink:
-                        events += await write(store, found, sink)
+                    events += await write(store, found, part)
                 except ConversationNotFound:  # gone since it was listed
-                    part.unlink(missing_ok=True)
                     continue
                 part.replace(output / f"{found}.ndjson")  # never a half-written file under the final name
                 if bar is not None:

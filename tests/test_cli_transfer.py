@@ -121,12 +121,14 @@ def test_a_refused_file_is_named_and_the_others_are_imported(server, tmp_path):
     assert again.returncode == 1 and "ConversationIdConflict" in again.stderr
 
 
-def test_exporting_a_conversation_the_tenant_lacks_is_one_line_and_status_1(server):
+def test_exporting_a_conversation_the_tenant_lacks_is_one_line_and_status_1(server, tmp_path):
     tenant, _ = server.new_key()
     missing = "0191b1a2-0000-7000-8000-000000000000"
-    result = convtree("export", "--tenant", tenant, missing, database_url=server.database_url)
+    result = convtree("export", "--tenant", tenant, missing, "--output", str(tmp_path / "x.ndjson"),
+                      database_url=server.database_url)  # fmt: skip
     assert result.returncode == 1
     assert result.stderr.strip() == f"convtree: conversation {missing} not found in tenant {tenant}"
+    assert list(tmp_path.iterdir()) == []  # no empty file left behind
     usage = convtree("export", "--tenant", tenant, database_url=server.database_url)
     assert usage.returncode == 2 and "--output" in usage.stderr
 
@@ -168,6 +170,15 @@ def on_terminal(*args: str, database_url: str) -> str:
         os.close(leader)
         if follower != -1:
             os.close(follower)
+
+
+def test_one_conversation_exported_into_a_directory_is_named_by_its_id(server, tmp_path):
+    tenant, key = server.new_key()
+    with server.client(key) as api:
+        cid = create(api, title="one")["id"]
+    result = convtree("export", "--tenant", tenant, cid, "--output", str(tmp_path), database_url=server.database_url)
+    assert result.returncode == 0, result.stderr
+    assert [p.name for p in tmp_path.iterdir()] == [f"{cid}.ndjson"]
 
 
 def test_export_output_that_is_a_file_is_refused_for_a_tenant(server, tmp_path):
