@@ -421,7 +421,9 @@ class AppendFigure:
     one: list[Throughput]  # the first server, every client on one conversation
     wrk: dict[str, list[Throughput]] = field(default_factory=dict)  # as `own`, load from wrk
     wrk_skipped: str | None = None  # why there is no wrk line
-    against: str | None = None  # the server serving another source tree (`bench.run --against`)
+    # Servers of figure 1 next to the first: another source tree (`bench.run --against`), this one
+    # without the request log and metrics (`--observe-cost`).
+    against: tuple[str, ...] = ()
 
     def ratio(self, server: str) -> float:
         return pooled(self.own[server]).rate / pooled(self.raw).rate
@@ -454,26 +456,27 @@ async def figure_append(
     seconds: float,
     rounds: int,
     wrk_specs: list[ServerSpec] | None = None,
-    against: ServerSpec | None = None,
+    against: list[ServerSpec] | None = None,
 ) -> AppendFigure:
     """Every server on a fresh database of its own; each round, the baselines and then every server
     in turn, so that a slow spell of the machine falls on all of them. One server runs at a time
     (started afresh each round), so the run never holds more connections than one server's pools.
-    Servers in `wrk_specs` (default: the first) also take the load from wrk, after httpx's; `against`
-    joins the servers as one more, serving another source tree, with both loads."""
+    Servers in `wrk_specs` (default: the first) also take the load from wrk, after httpx's; those in
+    `against` join the servers with both loads (another source tree, on a database its own code
+    migrated; or this one with other settings)."""
     bodies = append_bodies(rng)
     wrk_specs = list(specs[:1] if wrk_specs is None else wrk_specs)
     specs = list(specs)
-    if against is not None:
-        specs.append(against)
-        wrk_specs.append(against)
+    against = list(against or [])
+    specs += against
+    wrk_specs += against
     wrk_skipped = WRK_MISSING if wrk_binary() is None else None
     if wrk_skipped is not None:
         wrk_specs = []
     targets: list[_Target] = []
     for i, spec in enumerate(specs):
-        url = await databases.fresh(f"append_{i}")
-        key = await issue_key(url, "bench-append")
+        url = await databases.fresh(f"append_{i}", spec.root)
+        key = await issue_key(url, "bench-append", spec.root)
         async with ServerProcess(spec, url) as server, http_client(server.base_url, key) as session:
             own = await create_conversations(session, clients)
             (one,) = await create_conversations(session, 1)
@@ -514,5 +517,5 @@ async def figure_append(
         one_conversation,
         by_wrk,
         wrk_skipped,
-        None if against is None else against.name,
+        tuple(spec.name for spec in against),
     )

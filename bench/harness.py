@@ -130,6 +130,7 @@ class Databases:
         self.prefix = f"convtree_bench_{os.getpid()}"
         self.template = f"{self.prefix}_template"
         self._created: list[str] = []
+        self._trees: dict[Path, str] = {}
 
     async def _admin(self, *statements: str) -> None:
         conn = await asyncpg.connect(self.admin_url)
@@ -145,12 +146,24 @@ class Databases:
         self._created.append(self.template)
         await asyncio.to_thread(upgrade, with_database(self.admin_url, self.template))
 
-    async def fresh(self, purpose: str) -> str:
-        """A new migrated database that nothing has written to, read from or analyzed."""
+    async def prepare_tree(self, root: Path) -> str:
+        """A template migrated by the convtree of another source tree (`bench.run --against`), so
+        that tree's server finds the schema its own code expects, whatever migrations this one
+        has that it has not (its /readyz refuses a revision it does not know)."""
+        template = f"{self.template}_{len(self._trees) + 1}"
+        await self._admin(f'DROP DATABASE IF EXISTS "{template}"', f'CREATE DATABASE "{template}"')
+        self._created.append(template)
+        await tree_python(root, "from service.store.migrate import upgrade; upgrade(sys.argv[1])",
+                          with_database(self.admin_url, template))  # fmt: skip
+        self._trees[root] = template
+        return template
+
+    async def fresh(self, purpose: str, root: Path = ROOT) -> str:
+        """A new migrated database that nothing has written to, read from or analyzed; migrated
+        by the code of `root` (prepared with `prepare_tree`) when that is another source tree."""
         name = f"{self.prefix}_{purpose}"
-        await self._admin(
-            f'DROP DATABASE IF EXISTS "{name}"', f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"'
-        )
+        template = self.template if root == ROOT else self._trees[root]
+        await self._admin(f'DROP DATABASE IF EXISTS "{name}"', f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
         self._created.append(name)
         return with_database(self.admin_url, name)
 
@@ -159,8 +172,26 @@ class Databases:
         self._created.clear()
 
 
-async def issue_key(database_url: str, tenant: str) -> str:
-    """A key for `tenant`, issued the way `convtree keys create` issues one."""
+async def tree_python(root: Path, code: str, *args: str) -> str:
+    """Run `code` (with `sys` imported) in a Python that imports convtree from the source tree
+    `root`, and return what it printed."""
+    proc = await asyncio.create_subprocess_exec(
+        str(BIN / "python"), "-c", f"import sys\n{code}", *args,
+        cwd=root, env={**os.environ, "PYTHONPATH": str(root)},
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 300)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{root}: {code!r} failed:\n{err.decode(errors='replace')[-2000:]}")
+    return out.decode()
+
+
+async def issue_key(database_url: str, tenant: str, root: Path = ROOT) -> str:
+    """A key for `tenant`, issued the way `convtree keys create` issues one (by the code of the
+    source tree `root`, which wrote that database's schema)."""
+    if root != ROOT:
+        code = "import asyncio; from bench.harness import issue_key; print(asyncio.run(issue_key(*sys.argv[1:3])))"
+        return (await tree_python(root, code, database_url, tenant)).strip()
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=1)
     assert pool is not None
     try:
@@ -180,6 +211,9 @@ class ServerSpec:
     # The source tree the server imports convtree from: this checkout, or another one (`bench.run
     # --against`, e.g. a `git worktree` of an earlier commit) whose migrations are the same.
     root: Path = ROOT
+    # CONVTREE_* settings of this server alone (`bench.run --observe-cost`: the request log and
+    # metrics off), on top of the run's environment.
+    env: tuple[tuple[str, str], ...] = ()
 
     def command(self, port: int) -> list[str]:
         if self.kind == "uvicorn":
@@ -229,6 +263,7 @@ class ServerProcess:
             # Ahead of the editable install's finder, so `--against` trees import their own code.
             "PYTHONPATH": str(self.spec.root),
             "CONVTREE_POOL_MAX_SIZE": "20",
+            **dict(self.spec.env),
         }
         self._proc = subprocess.Popen(  # noqa: ASYNC220 (starting a process does not wait for it)
             self.spec.command(self.port),

@@ -100,7 +100,7 @@ def _append_rows(a: AppendFigure) -> list[Row]:
         ),
     ]
     for name in list(a.own)[1:]:
-        figure = "1" if name == a.against else "5"
+        figure = "1" if name in a.against else "5"
         loads = [("httpx", a.own[name], a.ratio(name))]
         if name in a.wrk:
             loads.append(("wrk", a.wrk[name], a.wrk_ratio(name)))

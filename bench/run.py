@@ -18,11 +18,15 @@ from pathlib import Path
 
 import uvloop
 
-from bench import append, context, disk, profile
+from bench import append, context, disk, observe, profile
 from bench.harness import GRANIAN, ROOT, UVICORN, UVICORN_2, Databases, Postgres
 from bench.report import Results, render, write_section
 
 FIGURES = (1, 2, 3, 4, 5)
+# What the request log and metrics cost: the same server with them off.
+LOUD_NAME = "with request log and metrics"
+QUIET_NAME = "without request log and metrics"
+QUIET_ENV = (("CONVTREE_LOG_LEVEL", "warning"), ("CONVTREE_METRICS", "false"))
 _started = time.monotonic()
 
 
@@ -71,7 +75,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         metavar="TREE",
         help="figure 1 also serves the convtree source tree TREE (e.g. a `git worktree` of an earlier "
-        "commit, with the same migrations) under both loads, in the same rounds: a before/after",
+        "commit), on a database migrated by TREE's own code, under both loads, in the same rounds: a before/after",
+    )
+    p.add_argument(
+        "--observe-cost",
+        action="store_true",
+        help="figure 1 also serves this tree with the request log and metrics off "
+        "(CONVTREE_LOG_LEVEL=warning, CONVTREE_METRICS=false), in the same rounds: what they cost",
     )
     p.add_argument("--max-minutes", type=float, default=30.0, help="give up (and clean up) after this long")
     p.add_argument("--seed", type=int, default=2)
@@ -136,14 +146,18 @@ async def run(args: argparse.Namespace) -> Results:
         try:
             if args.figures & {1, 5}:
                 specs = [UVICORN, GRANIAN, UVICORN_2] if 5 in args.figures else [UVICORN]
-                against = (
-                    None
-                    if args.against is None
-                    else replace(UVICORN, name=f"{UVICORN.name}, serving {args.against}", root=args.against)
-                )
+                against = []
+                if args.against is not None:
+                    await dbs.prepare_tree(args.against)
+                    against.append(replace(UVICORN, name=f"{UVICORN.name}, serving {args.against}", root=args.against))
+                if args.observe_cost:
+                    # Both as servers after the first: the first's database also takes the raw and
+                    # in-process lines, so neither of the two compared here is the first.
+                    against.append(replace(UVICORN, name=f"{UVICORN.name}, {LOUD_NAME}"))
+                    against.append(replace(UVICORN, name=f"{UVICORN.name}, {QUIET_NAME}", env=QUIET_ENV))
                 if append.wrk_binary() is None:
                     say(f"{append.WRK_MISSING}: figure 1's wrk line is skipped, the rest is measured")
-                say(f"figures 1/5: {len(specs) + (against is not None)} servers × {args.rounds} rounds × {args.seconds:g} s")
+                say(f"figures 1/5: {len(specs) + len(against)} servers × {args.rounds} rounds × {args.seconds:g} s")
                 # Every server also takes wrk's load: with httpx as the client, the client's CPU
                 # decides as much as the server's which server looks faster.
                 results.append = await append.figure_append(
@@ -171,6 +185,14 @@ async def run(args: argparse.Namespace) -> Results:
                 say(f"figure 4: {args.disk_messages:,} messages over HTTP")
                 results.disk = await disk.figure_disk(dbs, rng, args.disk_messages, 100, args.clients)
                 say(f"figure 4 done: {results.disk.per_message:,.0f} B/message")
+            if args.observe_cost:
+                on, off = await observe.observe_cost()
+                results.notes.append(
+                    f"The request log and metrics in-process (bench/observe.py): {on:.1f} µs of CPU per request "
+                    f"with both on, {off:.1f} µs with both off (request id and status only): "
+                    f"{on - off:.1f} µs for the line and the metrics."
+                )
+                say(f"observe cost in-process: {on:.1f} vs {off:.1f} µs per request")
             if args.profile:
                 say("profile: py-spy on uvicorn under the append load")
                 results.profile = await profile.profile_append(

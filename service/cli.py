@@ -104,7 +104,7 @@ def main(ctx: click.Context, data_dir: Path | None) -> None:
     \b
     Exit codes: 0 done, 1 a "no" (keys revoke found nothing, verify found a fault), 2 usage,
     3 the server could not start, 10 database unreachable, 11 wrong database credentials,
-    12 migration needed, 13 port taken.
+    12 migration needed, 13 port taken, 14 an invalid CONVTREE_* value.
     """
     settings = Settings.from_env()
     ctx.obj = settings if data_dir is None else msgspec.structs.replace(settings, data_dir=data_dir)
@@ -377,4 +377,144 @@ def verify(tenant: str) -> None:
         click.echo(f"{conversation_id}\tinvalid at seq {report.first_invalid_seq}: {report.reason} {report.detail or ''}".rstrip())
     click.echo(f"verified {len(reports)} conversation(s) of {tenant}: {len(reports) - len(invalid)} valid, {len(invalid)} invalid")
     if invalid:
+        sys.exit(1)
+
+
+# --- export and import -------------------------------------------------------------------
+
+
+def _bar(stack: contextlib.ExitStack, total: int, label: str, *, data_on_stdout: bool = False) -> Any | None:
+    """A progress bar on stderr when it is a terminal (and stdout, if it carries the data, is not
+    the same terminal); None otherwise: logs and pipes get the result lines only."""
+    if not sys.stderr.isatty() or (data_on_stdout and sys.stdout.isatty()):
+        return None
+    return stack.enter_context(click.progressbar(length=total, label=label, file=sys.stderr))
+
+
+@main.command("export")
+@click.option("--tenant", required=True, help="The tenant whose conversations are exported.")
+@click.option(
+    "--output",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="A conversation: the file to write (default stdout), or a directory to write "
+    "CONVERSATION_ID.ndjson into. A whole tenant: the directory to write one CONVERSATION_ID.ndjson "
+    "per conversation into (created if missing).",
+)
+@click.argument("conversation_id", type=click.UUID, required=False)
+def export_command(tenant: str, output: Path | None, conversation_id: Any) -> None:
+    """Export a conversation's log as JSON Lines, or every conversation of a tenant to a directory.
+
+    The files are what `GET /v1/conversations/{id}/export` serves, and what `convtree import` and
+    `POST /v1/conversations/import` take. A fork's file holds its own events only.
+    """
+    from service.app import transfer
+    from service.app.caller import Caller
+    from service.app.schema import require_newest_schema
+    from service.app.verify import tenant_conversations
+    from service.domain.errors import ConversationNotFound
+
+    settings = _settings()
+    caller = Caller(tenant=tenant, actor="convtree export")
+    if conversation_id is None and output is None:
+        raise click.UsageError("exporting a whole tenant needs --output DIRECTORY")
+    if conversation_id is None and output is not None and output.exists() and not output.is_dir():
+        raise click.UsageError(f"--output {output}: not a directory")
+
+    async def write(store: Store, conversation: Any, path: Path | None) -> int:
+        lines = await transfer.export(store, caller, conversation)  # a missing one: before any file is made
+        events = 0
+        with contextlib.ExitStack() as files:
+            sink = sys.stdout.buffer if path is None else files.enter_context(path.open("wb"))
+            async for chunk in lines:
+                sink.write(chunk)
+                events += chunk.count(b"\n")
+        return events
+
+    async def run(url: str, stack: contextlib.ExitStack) -> tuple[int, int]:
+        async with one_off_store(url) as store:
+            await require_newest_schema(store)
+            if conversation_id is not None:
+                path = output / f"{conversation_id}.ndjson" if output is not None and output.is_dir() else output
+                return 1, await write(store, conversation_id, path)
+            assert output is not None
+            output.mkdir(parents=True, exist_ok=True)
+            ids = await tenant_conversations(store, caller)
+            bar = _bar(stack, len(ids), "exporting")
+            events = 0
+            for found in ids:
+                part = output / f"{found}.ndjson.part"
+                try:
+                    events += await write(store, found, part)
+                except ConversationNotFound:  # gone since it was listed
+                    continue
+                part.replace(output / f"{found}.ndjson")  # never a half-written file under the final name
+                if bar is not None:
+                    bar.update(1)
+            return len(ids), events
+
+    with database(settings) as db, contextlib.ExitStack() as stack:
+        try:
+            conversations, events = asyncio.run(run(db.owner_url, stack))
+        except ConversationNotFound:
+            click.echo(f"convtree: conversation {conversation_id} not found in tenant {tenant}", err=True)
+            sys.exit(1)
+    where = "stdout" if output is None else str(output)
+    click.echo(f"exported {conversations} conversation(s) of {tenant} ({events} events) to {where}",
+               err=output is None)  # fmt: skip
+
+
+@main.command("import")
+@click.option("--tenant", required=True, help="The tenant the conversations are imported into.")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, allow_dash=True, path_type=Path))
+def import_command(tenant: str, paths: tuple[Path, ...]) -> None:
+    """Import exported conversations: files, directories of *.ndjson files, or - for stdin.
+
+    Each file is verified whole before anything of it is written, and imported in a transaction
+    of its own, with its ids and hashes. Forks are imported after their sources when both are
+    given. A file that is refused is named on stderr, the others are imported, and the command
+    exits with status 1.
+    """
+    from service.app import transfer
+    from service.app.caller import Caller
+    from service.app.schema import require_newest_schema
+    from service.domain.errors import ConvtreeError
+
+    settings = _settings()
+    caller = Caller(tenant=tenant, actor="convtree import")
+    exports: list[tuple[str, bytes]] = []
+    for path in paths:
+        if str(path) == "-":
+            exports.append(("stdin", sys.stdin.buffer.read()))
+        elif path.is_dir():
+            exports += [(str(p), p.read_bytes()) for p in sorted(path.glob("*.ndjson"))]
+        else:
+            exports.append((str(path), path.read_bytes()))
+    raws = dict(exports)
+    order = transfer.import_order(exports)
+
+    async def run(url: str, stack: contextlib.ExitStack) -> tuple[list[tuple[str, Any]], list[tuple[str, str]]]:
+        done: list[tuple[str, Any]] = []
+        refused: list[tuple[str, str]] = []
+        async with one_off_store(url) as store:
+            await require_newest_schema(store)
+            bar = _bar(stack, len(order), "importing")
+            for name in order:
+                try:
+                    done.append((name, await transfer.import_one(store, caller, raws[name])))
+                except ConvtreeError as exc:
+                    context = "".join(f", {k} {v}" for k, v in exc.context.items() if k in ("line", "seq", "reason"))
+                    refused.append((name, f"{type(exc).__name__}{context}: {exc.detail}"))
+                if bar is not None:
+                    bar.update(1)
+        return done, refused
+
+    with database(settings) as db, contextlib.ExitStack() as stack:
+        done, refused = asyncio.run(run(db.owner_url, stack))
+    for name, conversation in done:
+        click.echo(f"{conversation.id}\timported from {name}")
+    for name, why in refused:
+        click.echo(f"not imported: {name}: {why}", err=True)
+    click.echo(f"imported {len(done)} conversation(s) into {tenant}" + (f", {len(refused)} refused" if refused else ""))
+    if refused:
         sys.exit(1)

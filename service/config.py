@@ -51,22 +51,58 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     cors_origins: tuple[str, ...] = ()  # origins whose pages may call the API (comma-separated)
     gzip_min_bytes: int = 1024  # responses at least this large are gzipped for clients that accept it; 0: never
 
+    def __post_init__(self) -> None:
+        if self.log_level.upper() not in _LOG_LEVELS:
+            raise ValueError(f"log_level: expected one of {', '.join(n.lower() for n in _LOG_LEVELS)}")
+        if self.log_format not in _LOG_FORMATS:
+            raise ValueError(f"log_format: expected one of {', '.join(_LOG_FORMATS)}")
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """CONVTREE_* variables (and DATABASE_URL) override the defaults."""
+        """CONVTREE_* variables (and DATABASE_URL) override the defaults; a value that does not
+        convert is an InvalidSetting naming its variable."""
         env = os.environ if env is None else env
         raw: dict[str, str | list[str]] = {}
+        names: dict[str, str] = {}
         if env.get("DATABASE_URL"):
             raw["database_url"] = env["DATABASE_URL"]
+            names["database_url"] = "DATABASE_URL"
         for field in cls.__struct_fields__:
-            value = env.get(f"CONVTREE_{field.upper()}")
+            name = f"CONVTREE_{field.upper()}"
+            value = env.get(name)
             if value:
                 raw[field] = [v.strip() for v in value.split(",") if v.strip()] if field in _LISTS else value
-        # msgspec converts and validates ("8000" -> 8000, a bad number -> a clear error).
-        return msgspec.convert(raw, cls, strict=False, dec_hook=_decode)
+                names[field] = name
+        # msgspec converts and validates ("8000" -> 8000, "abc" -> an error naming `$.port`).
+        try:
+            return msgspec.convert(raw, cls, strict=False, dec_hook=_decode)
+        except msgspec.ValidationError as exc:
+            raise InvalidSetting.of(exc, raw, names) from exc
+
+
+class InvalidSetting(msgspec.ValidationError):
+    """A CONVTREE_* variable holds a value convtree cannot use."""
+
+    @classmethod
+    def of(cls, exc: msgspec.ValidationError, raw: Mapping[str, object], names: Mapping[str, str]) -> InvalidSetting:
+        reason, _, where = str(exc).partition(" - at `$.")
+        if where:  # a conversion: "Expected `int`, got `str` - at `$.port`"
+            field = where.split("`")[0].split(".")[0].split("[")[0]
+        else:  # a check of __post_init__: "log_level: expected one of …"
+            field, _, reason = reason.partition(": ")
+        reason = reason[:1].lower() + reason[1:]
+        if field not in names:
+            return cls(f"invalid settings: {reason}")
+        value = raw[field]
+        shown = repr(",".join(value) if isinstance(value, list) else value)
+        if "url" in field or "token" in field:  # may hold a password: never printed
+            shown = "…"
+        return cls(f"{names[field]}={shown} is not valid for {field.replace('_', ' ')}: {reason}")
 
 
 _LISTS = {"cors_origins"}
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_LOG_FORMATS = ("auto", "json", "console")
 
 
 def _decode(kind: type, value: object) -> object:

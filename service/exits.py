@@ -4,6 +4,7 @@
     11  the database refused the credentials (unknown user, wrong password)
     12  the database's schema is older than this convtree: run `convtree migrate`
     13  the port to serve on is taken
+    14  a CONVTREE_* variable holds a value convtree cannot use (CONVTREE_PORT=abc)
 
 1 is a command's own "no" (`keys revoke` that revoked nothing, `verify` that found a fault), 2 a
 usage error, 3 a server that could not start for another reason.
@@ -18,11 +19,13 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 
 from service.app.schema import MigrationNeeded
+from service.config import InvalidSetting
 
 DATABASE_UNREACHABLE = 10
 WRONG_CREDENTIALS = 11
 MIGRATION_NEEDED = 12
 PORT_TAKEN = 13
+INVALID_SETTING = 14
 
 
 class PortTaken(Exception):
@@ -77,6 +80,8 @@ def failure(exc: BaseException, database_url: str | None) -> Failure | None:
     for cause in _chain(exc):
         if isinstance(cause, PortTaken):
             return Failure(PORT_TAKEN, str(cause))
+        if isinstance(cause, InvalidSetting):
+            return Failure(INVALID_SETTING, str(cause))
         if isinstance(cause, MigrationNeeded):
             return Failure(MIGRATION_NEEDED, str(cause))
         if isinstance(cause, asyncpg.InvalidAuthorizationSpecificationError | asyncpg.InvalidPasswordError):

@@ -6,6 +6,7 @@ unknown path, a 405 or a refused body has its request id, its line and its count
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 import uuid
@@ -16,9 +17,8 @@ from typing import Any
 import asyncpg
 from litestar import Litestar
 from litestar.types import ASGIApp, Receive, Scope, Send
-from structlog.typing import FilteringBoundLogger
-
 from service.api import logs, tracing
+from service.api.logs import RequestLine, RequestLog
 from service.api.metrics import Metrics, metrics_endpoint
 from service.domain import errors
 from service.config import Settings
@@ -30,22 +30,34 @@ UNMATCHED = "unmatched"  # the route of a request no route took: paths are not m
 DATABASE_ERRORS = (errors.Unavailable, asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
 
 
-def request_id(headers: list[tuple[bytes, bytes]]) -> str:
-    """The caller's X-Request-Id when it is sane (1–128 characters of [A-Za-z0-9-_.:]), else a new one."""
+def request_id(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """The caller's X-Request-Id when it is sane (1–128 characters of [A-Za-z0-9-_.:]), else None."""
     for key, value in headers:
         if key == b"x-request-id":
             if 0 < len(value) <= 128 and _REQUEST_ID_CHARS.issuperset(value):
                 return value.decode("ascii")
             break
-    return uuid.uuid4().hex
+    return None
+
+
+class RequestIds:
+    """New request ids: 32 hex digits, a random half drawn once per process and a count (a
+    uuid4 per request costs a system call for its randomness; ids need to be unique, not secret)."""
+
+    def __init__(self) -> None:
+        self._prefix = uuid.uuid4().hex[:16]
+        self._count = itertools.count(1)
+
+    def new(self) -> str:
+        return f"{self._prefix}{next(self._count):016x}"
 
 
 class Observer:
     """Request ids, request lines and metrics, as the settings ask."""
 
-    def __init__(self, settings: Settings, log: FilteringBoundLogger | None = None) -> None:
+    def __init__(self, settings: Settings, log: RequestLog | None = None) -> None:
         self.settings = settings
-        self.log = log or logs.request_logger(settings.log_level, settings.log_format)
+        self.log = log or RequestLog(settings.log_level, settings.log_format)
         self.metrics = Metrics() if settings.metrics else None
 
     @property
@@ -93,13 +105,15 @@ class Observer:
         info = self.log.info
         error = self.log.error
         metrics = self.metrics
+        lines = self.log.enabled  # a line for every request (info), or for failures only
+        new_id = RequestIds().new
 
         async def observed(scope: Scope, receive: Receive, send: Send) -> None:
             if scope["type"] != "http":
                 await handler(scope, receive, send)
                 return
             started = time.perf_counter()
-            rid = request_id(scope["headers"])
+            rid = request_id(scope["headers"]) or new_id()
             state = scope["state"]
             state["request_id"] = rid
             id_header = (b"x-request-id", rid.encode())
@@ -133,18 +147,20 @@ class Observer:
                     database_error = state.get("database_error") or failure
                     if database_error is not None and isinstance(database_error, DATABASE_ERRORS):
                         metrics.database_errors.labels(type(database_error).__name__).inc()
-                fields = {
-                    "method": method,
-                    "route": route if route is not UNMATCHED else scope["path"],
-                    "status": status,
-                    "duration_ms": round(seconds * 1000, 3),
-                    "tenant": state.get("tenant"),
-                    "conversation_id": (scope.get("path_params") or {}).get("conversation_id"),
-                    "request_id": rid,
-                }
-                if status >= 500 or failure is not None:
-                    error("request", exc_info=failure, **fields)
-                else:
-                    info("request", **fields)
+                failed = status >= 500 or failure is not None
+                if failed or lines:
+                    line = RequestLine(
+                        method=method,
+                        route=route if route is not UNMATCHED else scope["path"],
+                        status=status,
+                        duration_ms=round(seconds * 1000, 3),
+                        tenant=state.get("tenant"),
+                        conversation_id=(scope.get("path_params") or {}).get("conversation_id"),
+                        request_id=rid,
+                    )
+                    if failed:
+                        error("request", exc_info=failure, **{f: getattr(line, f) for f in logs.REQUEST_FIELDS})
+                    else:
+                        info(line)
 
         return observed

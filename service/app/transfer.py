@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from typing import TypeVar
 
 import msgspec
 
@@ -26,6 +27,7 @@ from service.store import history
 from service.store.events import Store, Tx
 
 _encoder = msgspec.json.Encoder()
+K = TypeVar("K")
 
 
 async def export(store: Store, caller: Caller, conversation_id: uuid.UUID) -> AsyncIterator[bytes]:
@@ -96,3 +98,55 @@ async def _import(tx: Tx, caller: Caller, raw: bytes) -> views.Conversation:
     found = await tx.get_conversation(caller.tenant, plan.conversation_id)
     assert found is not None
     return found[0]
+
+
+# --- a whole tenant, for the command line -------------------------------------------------
+
+
+async def import_one(store: Store, caller: Caller, raw: bytes) -> views.Conversation:
+    """Import one export in a transaction of its own (the command line's import; the API's goes
+    through its Idempotency-Key pipeline)."""
+    async with store.transaction() as tx:
+        return await import_conversation(tx, caller, raw)
+
+
+class _Opening(msgspec.Struct):
+    conversation_id: uuid.UUID
+    type: str
+    payload: str
+
+
+class _ForkedFrom(msgspec.Struct):
+    source_conversation_id: uuid.UUID
+
+
+def import_order(exports: list[tuple[K, bytes]]) -> list[K]:
+    """The exports' keys in an order that imports every fork after its source (when the source is
+    among them), otherwise as given. Reads each export's first line only: a file that does not
+    parse keeps its place, and its import says what is wrong with it."""
+    source_of: dict[K, uuid.UUID | None] = {}
+    key_of: dict[uuid.UUID, K] = {}
+    for key, raw in exports:
+        source_of[key] = None
+        try:
+            opening = msgspec.json.decode(raw.split(b"\n", 1)[0], type=_Opening)
+            if opening.type == "conversation_forked":
+                source_of[key] = msgspec.json.decode(opening.payload, type=_ForkedFrom).source_conversation_id
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            continue
+        key_of.setdefault(opening.conversation_id, key)
+    ordered: list[K] = []
+    placed: set[K] = set()
+
+    def place(key: K, seen: frozenset[K]) -> None:
+        if key in placed or key in seen:  # a cycle cannot verify anyway: keep the given order
+            return
+        source = source_of[key]
+        if source is not None and source in key_of:
+            place(key_of[source], seen | {key})
+        placed.add(key)
+        ordered.append(key)
+
+    for key, _ in exports:
+        place(key, frozenset())
+    return ordered
