@@ -408,10 +408,7 @@ def export_command(tenant: str, output: Path | None, conversation_id: Any) -> No
     The files are what `GET /v1/conversations/{id}/export` serves, and what `convtree import` and
     `POST /v1/conversations/import` take. A fork's file holds its own events only.
     """
-    from service.app import transfer
     from service.app.caller import Caller
-    from service.app.schema import require_newest_schema
-    from service.app.verify import tenant_conversations
     from service.domain.errors import ConversationNotFound
 
     settings = _settings()
@@ -421,8 +418,8 @@ def export_command(tenant: str, output: Path | None, conversation_id: Any) -> No
     if conversation_id is None and output is not None and output.exists() and not output.is_dir():
         raise click.UsageError(f"--output {output}: not a directory")
 
-    async def write(store: Store, conversation: Any, path: Path | None) -> int:
-        lines = await transfer.export(store, caller, conversation)  # a missing one: before any file is made
+    async def write(admin: Admin, conversation: Any, path: Path | None) -> int:
+        lines = await admin.transfer.export(caller, conversation)  # a missing one: before any file is made
         events = 0
         with contextlib.ExitStack() as files:
             sink = sys.stdout.buffer if path is None else files.enter_context(path.open("wb"))
@@ -432,20 +429,20 @@ def export_command(tenant: str, output: Path | None, conversation_id: Any) -> No
         return events
 
     async def run(url: str, stack: contextlib.ExitStack) -> tuple[int, int]:
-        async with one_off_store(url) as store:
-            await require_newest_schema(store)
+        async with admin_app.open_admin(url) as admin:
+            await admin.health.require_newest()
             if conversation_id is not None:
                 path = output / f"{conversation_id}.ndjson" if output is not None and output.is_dir() else output
-                return 1, await write(store, conversation_id, path)
+                return 1, await write(admin, conversation_id, path)
             assert output is not None
             output.mkdir(parents=True, exist_ok=True)
-            ids = await tenant_conversations(store, caller)
+            ids = await admin.transfer.conversations(caller)
             bar = _bar(stack, len(ids), "exporting")
             events = 0
             for found in ids:
                 part = output / f"{found}.ndjson.part"
                 try:
-                    events += await write(store, found, part)
+                    events += await write(admin, found, part)
                 except ConversationNotFound:  # gone since it was listed
                     continue
                 part.replace(output / f"{found}.ndjson")  # never a half-written file under the final name
@@ -475,10 +472,10 @@ def import_command(tenant: str, paths: tuple[Path, ...]) -> None:
     given. A file that is refused is named on stderr, the others are imported, and the command
     exits with status 1.
     """
-    from service.app import transfer
     from service.app.caller import Caller
-    from service.app.schema import require_newest_schema
+    from service.app.transfer import import_order
     from service.domain.errors import ConvtreeError
+    from service.domain.views import Conversation
 
     settings = _settings()
     caller = Caller(tenant=tenant, actor="convtree import")
@@ -491,17 +488,19 @@ def import_command(tenant: str, paths: tuple[Path, ...]) -> None:
         else:
             exports.append((str(path), path.read_bytes()))
     raws = dict(exports)
-    order = transfer.import_order(exports)
+    order = import_order(exports)
 
     async def run(url: str, stack: contextlib.ExitStack) -> tuple[list[tuple[str, Any]], list[tuple[str, str]]]:
         done: list[tuple[str, Any]] = []
         refused: list[tuple[str, str]] = []
-        async with one_off_store(url) as store:
-            await require_newest_schema(store)
+        async with admin_app.open_admin(url) as admin:
+            await admin.health.require_newest()
             bar = _bar(stack, len(order), "importing")
             for name in order:
                 try:
-                    done.append((name, await transfer.import_one(store, caller, raws[name])))
+                    imported = await admin.transfer.import_conversation(caller, raws[name], None)
+                    assert isinstance(imported, Conversation)  # without a key there is nothing to replay
+                    done.append((name, imported))
                 except ConvtreeError as exc:
                     context = "".join(f", {k} {v}" for k, v in exc.context.items() if k in ("line", "seq", "reason"))
                     refused.append((name, f"{type(exc).__name__}{context}: {exc.detail}"))

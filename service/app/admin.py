@@ -12,7 +12,7 @@ import asyncpg
 
 from service.app import doctor, maintenance
 from service.app import rebuild as rebuild_app
-from service.app.services import Audit, Health, Keys
+from service.app.services import Audit, Health, Keys, Transfer
 from service.store import migrate
 from service.store.embedded import EmbeddedPostgres
 from service.store.events import Store
@@ -52,6 +52,7 @@ class Admin:
     audit: Audit
     health: Health
     maintenance: Maintenance
+    transfer: Transfer
 
 
 @asynccontextmanager
@@ -61,7 +62,13 @@ async def open_admin(database_url: str) -> AsyncIterator[Admin]:
     assert pool is not None
     try:
         store = Store(pool)
-        yield Admin(keys=Keys(store), audit=Audit(store), health=Health(store), maintenance=Maintenance(store))
+        yield Admin(
+            keys=Keys(store),
+            audit=Audit(store),
+            health=Health(store),
+            maintenance=Maintenance(store),
+            transfer=Transfer(store),
+        )
     finally:
         await pool.close()
 

@@ -103,13 +103,6 @@ async def _import(tx: Tx, caller: Caller, raw: bytes) -> views.Conversation:
 # --- a whole tenant, for the command line -------------------------------------------------
 
 
-async def import_one(store: Store, caller: Caller, raw: bytes) -> views.Conversation:
-    """Import one export in a transaction of its own (the command line's import; the API's goes
-    through its Idempotency-Key pipeline)."""
-    async with store.transaction() as tx:
-        return await import_conversation(tx, caller, raw)
-
-
 class _Opening(msgspec.Struct):
     conversation_id: uuid.UUID
     type: str

@@ -8,10 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import fetch
+from tests.postgres import fetch
 from tests.helpers import create, say
-from tests.test_cli import convtree
-from tests.test_export import rich_conversation
+from tests.integration.test_cli import convtree
+from tests.integration.test_export import rich_conversation
 
 HASHED = ("conversation_id", "type", "message_id", "parent_id", "role", "depth", "body_sha256", "payload",
           "actor", "request_id", "created_at", "hash", "content")  # fmt: skip
