@@ -109,8 +109,8 @@ class Reads(Session):
             return [r.path_message(row, (row.sibling_count, row.sibling_position)) for row in path]  # type: ignore[arg-type]
         others: dict[uuid.UUID, dict[uuid.UUID, int]] = {}
         for row in rows:
-            if not row.on_path:
-                others.setdefault(row.parent_id, {})[row.message_id] = row.seq  # type: ignore[index]
+            if not row.on_path and row.parent_id is not None:  # off the path: a child of a path message
+                others.setdefault(row.parent_id, {})[row.message_id] = row.seq
         own = scope.conversation_id
         return [
             r.path_message(
