@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import hashlib
 import zlib
+from collections.abc import Iterable
 from typing import Any
 
 import msgspec
 from litestar import Request, Response
 from litestar.config.cors import CORSConfig
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.enums import ScopeType
+from litestar.types import ASGIApp, HTTPResponseStartEvent, Message, Receive, Scope, Send
 
 from service.api.deps import JSONResponse, header
 
@@ -62,11 +64,11 @@ def gzipped(app: ASGIApp, minimum: int) -> ASGIApp:
     since a compressor holds back what it has not yet filled a block with."""
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not _accepts_gzip(scope["headers"]):
+        if scope["type"] != ScopeType.HTTP or not _accepts_gzip(scope["headers"]):
             await app(scope, receive, send)
             return
-        start: Any = None
-        compressor: Any = None
+        start: HTTPResponseStartEvent | None = None
+        compressor: zlib._Compress | None = None
         plain = False
 
         async def send_gzipped(message: Message) -> None:
@@ -79,6 +81,7 @@ def gzipped(app: ASGIApp, minimum: int) -> ASGIApp:
                 return
             body: bytes = message.get("body", b"")
             more = message.get("more_body", False)
+            assert start is not None, "ASGI sends a response's start before its body"
             if compressor is None:
                 if not more and len(body) < minimum or not _compressible(start):
                     plain = True
@@ -106,14 +109,14 @@ def gzipped(app: ASGIApp, minimum: int) -> ASGIApp:
     return middleware
 
 
-def _accepts_gzip(headers: list[tuple[bytes, bytes]]) -> bool:
+def _accepts_gzip(headers: Iterable[tuple[bytes, bytes]]) -> bool:
     for key, value in headers:
         if key == b"accept-encoding":
             return b"gzip" in value
     return False
 
 
-def _compressible(start: Any) -> bool:
+def _compressible(start: HTTPResponseStartEvent) -> bool:
     if start["status"] < 200 or start["status"] in (204, 304):
         return False
     for key, value in start.get("headers", []):
