@@ -71,24 +71,12 @@ class Reads(Session):
 
     async def list_messages(self, scope: Scope) -> list[views.Message]:
         """Every message the scope's conversation sees, in the order written."""
-        found = await self.rows(
-            "list_messages",
-            family_id=scope.family_id,
-            conversation_id=scope.conversation_id,
-            base_id=scope.base_id,
-            upto=scope.upto,
-        )
+        found = await self.rows("list_messages", **_seen_by(scope))
         return [r.message(row) for row in r.records(r.MessageRow, found)]
 
     async def list_leaves(self, scope: Scope) -> list[views.Leaf]:
         """The branch tips the scope's conversation sees, oldest first."""
-        found = await self.rows(
-            "list_leaves",
-            family_id=scope.family_id,
-            conversation_id=scope.conversation_id,
-            base_id=scope.base_id,
-            upto=scope.upto,
-        )
+        found = await self.rows("list_leaves", **_seen_by(scope))
         return [r.leaf(row) for row in r.records(r.LeafRow, found)]
 
     async def message_path(self, scope: Scope, message_id: uuid.UUID) -> list[views.PathMessage]:
@@ -127,6 +115,16 @@ class Reads(Session):
             )
             for row in path
         ]
+
+
+def _seen_by(scope: Scope) -> dict[str, object]:
+    """The parameters of a query over all a conversation sees: its own messages, and a fork's base's up to the base."""
+    return {
+        "family_id": scope.family_id,
+        "conversation_id": scope.conversation_id,
+        "base_id": scope.base_id,
+        "upto": scope.upto,
+    }
 
 
 def _depth(row: r.PathRow) -> int:
