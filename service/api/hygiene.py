@@ -15,7 +15,8 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, HTTPResponseStartEvent, Message, Receive, Scope, Send
 
-from service.api.deps import JSONResponse, header
+from service.api.deps import JSONResponse, header, json_response
+from service.app.replay import AsOf
 
 GZIP_LEVEL = 6  # zlib's default: most of level 9's saving on JSON for a third of its time
 # Revalidate every time: a redaction changes how a message and its past are shown, and then the tag.
@@ -50,6 +51,12 @@ def cached(request: Request[Any, Any, Any], value: Any) -> Response[Any]:
     if held is not None and _matches(held, tag):
         return Response(b"", status_code=304, headers=headers)
     return JSONResponse(body, 200, headers)
+
+
+def read_answer(request: Request[Any, Any, Any], value: Any, past: AsOf | None) -> Response[Any]:
+    """A read's answer: as of now it may move, so it is sent as is; as of a `past` event it never
+    moves, so it is `cached`."""
+    return json_response(value, 200) if past is None else cached(request, value)
 
 
 def _matches(held: str, tag: str) -> bool:
