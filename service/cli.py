@@ -86,7 +86,9 @@ class Commands(click.Group):
 
 
 def _settings() -> Settings:
-    return click.get_current_context().find_root().obj
+    settings = click.get_current_context().find_root().obj
+    assert isinstance(settings, Settings), "the group's callback puts the settings on the root context"
+    return settings
 
 
 @click.group(cls=Commands)

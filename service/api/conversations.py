@@ -13,7 +13,7 @@ from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 from service.api import schemas
 from service.api.asof import AsOfParameter, parse_as_of
 from service.api.deps import json_response, keyed, written
-from service.api.hygiene import NOT_MODIFIED, cached
+from service.api.hygiene import NOT_MODIFIED, cached, read_answer
 from service.api.problems import responses
 from service.app import context as context_app
 from service.app import conversations as conversations_app
@@ -212,7 +212,7 @@ class ConversationController(Controller):
     ) -> Response[views.Context]:
         past = parse_as_of(as_of)
         context = await conversations_service.context(caller, conversation_id, message_id, last, past)
-        return json_response(context, 200) if past is None else cached(request, context)
+        return read_answer(request, context, past)
 
     @get(
         "/{conversation_id:str}/context",
@@ -231,7 +231,7 @@ class ConversationController(Controller):
     ) -> Response[views.Context]:
         past = parse_as_of(as_of)
         context = await conversations_service.context(caller, conversation_id, None, last, past)
-        return json_response(context, 200) if past is None else cached(request, context)
+        return read_answer(request, context, past)
 
     @get(
         "/{conversation_id:str}/tree",
@@ -249,7 +249,7 @@ class ConversationController(Controller):
     ) -> Response[context_app.Tree]:
         past = parse_as_of(as_of)
         tree = await conversations_service.tree(caller, conversation_id, past)
-        return json_response(tree, 200) if past is None else cached(request, tree)
+        return read_answer(request, tree, past)
 
     @get(
         "/{conversation_id:str}/leaves",

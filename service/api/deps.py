@@ -40,6 +40,8 @@ class JSONResponse(Response[bytes]):
     messages, sparing a hot request like an append litestar's generic assembly (header objects,
     media type lookups, typing checks), measured at a tenth of such a request's framework time."""
 
+    status_code: int  # always given here (litestar's may be None, meaning 200)
+
     def __init__(self, content: bytes, status_code: int, headers: dict[str, str] | None = None) -> None:
         # Response.__init__'s generality (cookie and header mappings, checked with typing's
         # isinstance) is not needed here: the same attributes, set directly.

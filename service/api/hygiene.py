@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import hashlib
 import zlib
+from collections.abc import Iterable
 from typing import Any
 
 import msgspec
 from litestar import Request, Response
 from litestar.config.cors import CORSConfig
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.enums import ScopeType
+from litestar.types import ASGIApp, HTTPResponseStartEvent, Message, Receive, Scope, Send
 
-from service.api.deps import JSONResponse, header
+from service.api.deps import JSONResponse, header, json_response
+from service.app.replay import AsOf
 
 GZIP_LEVEL = 6  # zlib's default: most of level 9's saving on JSON for a third of its time
 # Revalidate every time: a redaction changes how a message and its past are shown, and then the tag.
@@ -50,6 +53,12 @@ def cached(request: Request[Any, Any, Any], value: Any) -> Response[Any]:
     return JSONResponse(body, 200, headers)
 
 
+def read_answer(request: Request[Any, Any, Any], value: Any, past: AsOf | None) -> Response[Any]:
+    """A read's answer: as of now it may move, so it is sent as is; as of a `past` event it never
+    moves, so it is `cached`."""
+    return json_response(value, 200) if past is None else cached(request, value)
+
+
 def _matches(held: str, tag: str) -> bool:
     # Weak comparison (RFC 9110 13.1.2): W/"x" and "x" name the same answer.
     opaque = tag[2:]
@@ -62,11 +71,11 @@ def gzipped(app: ASGIApp, minimum: int) -> ASGIApp:
     since a compressor holds back what it has not yet filled a block with."""
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not _accepts_gzip(scope["headers"]):
+        if scope["type"] != ScopeType.HTTP or not _accepts_gzip(scope["headers"]):
             await app(scope, receive, send)
             return
-        start: Any = None
-        compressor: Any = None
+        start: HTTPResponseStartEvent | None = None
+        compressor: zlib._Compress | None = None
         plain = False
 
         async def send_gzipped(message: Message) -> None:
@@ -79,6 +88,7 @@ def gzipped(app: ASGIApp, minimum: int) -> ASGIApp:
                 return
             body: bytes = message.get("body", b"")
             more = message.get("more_body", False)
+            assert start is not None, "ASGI sends a response's start before its body"
             if compressor is None:
                 if not more and len(body) < minimum or not _compressible(start):
                     plain = True
@@ -106,14 +116,14 @@ def gzipped(app: ASGIApp, minimum: int) -> ASGIApp:
     return middleware
 
 
-def _accepts_gzip(headers: list[tuple[bytes, bytes]]) -> bool:
+def _accepts_gzip(headers: Iterable[tuple[bytes, bytes]]) -> bool:
     for key, value in headers:
         if key == b"accept-encoding":
             return b"gzip" in value
     return False
 
 
-def _compressible(start: Any) -> bool:
+def _compressible(start: HTTPResponseStartEvent) -> bool:
     if start["status"] < 200 or start["status"] in (204, 304):
         return False
     for key, value in start.get("headers", []):

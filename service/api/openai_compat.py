@@ -179,7 +179,10 @@ class OpenAICompatController(Controller):
         plan = generation.plan
         created = int(time.time())
         if data.stream:
-            return sse.response(_chunks(request, generation, created, include_usage, turns_service.keepalive))
+            # The return annotation is the JSON answer's OpenAPI schema (litestar reads it); a streamed
+            # request is answered with a Stream, documented by the route's `streams` option.
+            stream = sse.response(_chunks(request, generation, created, include_usage, turns_service.keepalive))
+            return stream  # type: ignore[return-value]
         settled = await wait_settled(request.receive, generation)
         if settled.error is not None:
             raise settled.error

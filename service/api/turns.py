@@ -274,7 +274,8 @@ async def wait_settled(receive: Receive, generation: ReplyInFlight) -> Settled:
     """The generation's outcome, interrupting it if the client disconnects while it waits."""
     disconnected = asyncio.ensure_future(_disconnect(receive))
     try:
-        await asyncio.wait({generation.settled, disconnected}, return_when=asyncio.FIRST_COMPLETED)
+        watched: set[asyncio.Future[Settled] | asyncio.Task[None]] = {generation.settled, disconnected}
+        await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
         if not generation.settled.done():
             generation.interrupt(CLIENT_LEFT)
         return await asyncio.shield(generation.settled)

@@ -13,7 +13,7 @@ from service.app.caller import Caller
 from service.app.writes import new_digest_key, numbered, seal_on_known
 from service.domain import tree, views
 from service.domain.errors import ConversationNotFound, ConvtreeError, MessageNotFound, ParentStillGenerating
-from service.domain.events import Event, Sealed
+from service.domain.events import Event, MessageAppended, Sealed
 from service.domain.message import Utterance, said
 from service.store import pending
 from service.store.events import KnownStateWrite, Store, Tx
@@ -303,13 +303,13 @@ def _command(new: NewMessage) -> tree.Append:
 
 def _known_after(state: tree.ConversationState, events: list[Event], at: datetime) -> KnownHead:
     event = events[0]
-    assert isinstance(event, tree.MessageAppended)
+    assert isinstance(event, MessageAppended)
     return KnownHead(state, tree.appended_node(event, state.conversation_id), at)
 
 
 def _appended_view(events: list[Event], sealed: Sealed, now: datetime) -> views.Message:
     event = events[0]
-    assert isinstance(event, tree.MessageAppended)
+    assert isinstance(event, MessageAppended)
     return views.message_of(event, sealed.envelope.conversation_id, sealed.envelope.seq, now)
 
 

@@ -25,7 +25,7 @@ from service.app import feed as feed_app
 from service.app import redact as redact_app
 from service.app.auth import Authenticator, create_key
 from service.app.caller import Caller
-from service.app.turn import Replies, ReplyInFlight
+from service.app.turn import Answered, Chat, Replies, ReplyInFlight, ReplySpec
 from service.config import Settings
 from service.domain import views
 from service.domain.audit import AuditReport
@@ -213,7 +213,7 @@ class Turns:
         keyed: idempotency.Keyed | None,
         *,
         relay: bool,
-    ) -> ReplyInFlight | turn.Answered:
+    ) -> ReplyInFlight | Answered:
         generations = self.generations
         generations.ensure_open()
         return await turn.begin_turn(
@@ -227,11 +227,11 @@ class Turns:
         caller: Caller,
         conversation_id: uuid.UUID,
         message_id: uuid.UUID,
-        spec: turn.ReplySpec,
+        spec: ReplySpec,
         keyed: idempotency.Keyed | None,
         *,
         relay: bool,
-    ) -> ReplyInFlight | turn.Answered:
+    ) -> ReplyInFlight | Answered:
         generations = self.generations
         generations.ensure_open()
         return await turn.begin_regenerate(
@@ -241,8 +241,8 @@ class Turns:
         )  # fmt: skip
 
     async def chat(
-        self, caller: Caller, chat: turn.Chat, keyed: idempotency.Keyed | None, *, relay: bool
-    ) -> ReplyInFlight | turn.Answered:
+        self, caller: Caller, chat: Chat, keyed: idempotency.Keyed | None, *, relay: bool
+    ) -> ReplyInFlight | Answered:
         generations = self.generations
         generations.ensure_open()
         return await turn.begin_chat(

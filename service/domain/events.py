@@ -124,17 +124,19 @@ _PAYLOAD_TYPES: dict[str, type[msgspec.Struct]] = {
 }
 
 
-def _payload_fields(required_metadata: bool) -> list[tuple[str, Any, Any]]:
+def _payload_fields(required_metadata: bool) -> list[tuple[str, Any] | tuple[str, Any, Any]]:
     """A message payload's fields: the Utterance's own (all but role and content, which have a column
     and a body), then the generation record."""
-    fields: list[tuple[str, Any, Any]] = []
+    fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
     for f in msgspec.structs.fields(Utterance):
         if f.name in OWN_COLUMNS:
             continue
         if f.name == "metadata" and required_metadata:
-            fields.append((f.name, f.type))  # type: ignore[arg-type]  # always written, even empty
+            fields.append((f.name, f.type))  # always written, even empty
+        elif f.default_factory is not msgspec.NODEFAULT:
+            fields.append((f.name, f.type, msgspec.field(default_factory=f.default_factory)))
         else:
-            fields.append((f.name, f.type, msgspec.field(default=f.default, default_factory=f.default_factory)))
+            fields.append((f.name, f.type, msgspec.field(default=f.default)))
     return [*fields, ("generation", Generation | None, None)]
 
 

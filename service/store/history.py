@@ -35,7 +35,7 @@ async def conversation_events(
 async def feed_frontier(tx: Tx, tenant: str, lock_timeout_ms: int) -> int | None:
     """The tenant's greatest final sequence number; None when in-flight writers outlast the timeout."""
     try:
-        return await tx.value("feed_frontier", tenant=tenant, lock_timeout=f"{lock_timeout_ms}ms")
+        return await tx.value_or_none("feed_frontier", int, tenant=tenant, lock_timeout=f"{lock_timeout_ms}ms")
     except asyncpg.LockNotAvailableError:
         return None
 
@@ -89,7 +89,7 @@ async def find_redaction(tx: Tx, family_id: uuid.UUID, message_id: uuid.UUID) ->
 
 
 async def find_body(tx: Tx, family_id: uuid.UUID, message_id: uuid.UUID) -> str | None:
-    return await tx.value("find_body", family_id=family_id, message_id=message_id)
+    return await tx.value_or_none("find_body", str, family_id=family_id, message_id=message_id)
 
 
 async def erase_body(tx: Tx, family_id: uuid.UUID, message_id: uuid.UUID) -> None:
@@ -134,6 +134,7 @@ async def import_conversation(
             await tx.run("import_events", **log_arrays(tenant, first.conversation_id, first.family_id, sealed, bodies))
             return await tx.value(
                 "import_summary",
+                bytes,
                 tenant=tenant,
                 conversation_id=first.conversation_id,
                 family_id=first.family_id,

@@ -12,7 +12,7 @@ from service.store.session import Session
 class IdempotencyKeys(Session):
     async def claim_idempotency_key(self, tenant: str, key: str, fingerprint: bytes) -> bool:
         """Claim the key; False if it was claimed before (its row is then the first request's)."""
-        return bool(await self.value("claim_idempotency_key", tenant=tenant, key=key, fingerprint=fingerprint))
+        return bool(await self.value_or_none("claim_idempotency_key", bool, tenant=tenant, key=key, fingerprint=fingerprint))
 
     async def find_idempotency_key(self, tenant: str, key: str) -> asyncpg.Record | None:
         """The key's row, locked: fingerprint, status, response, conversation_id, user_message_id, reply_id."""

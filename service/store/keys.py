@@ -20,7 +20,7 @@ class Keys(Session):
         return affected(await self.run("revoke_api_keys", tenant=tenant, name=name))
 
     async def count_api_keys(self) -> int:
-        return await self.value("count_api_keys")
+        return await self.value("count_api_keys", int)
 
     async def list_api_keys(self) -> list[asyncpg.Record]:
         """Rows (tenant, name, created_at, revoked_at), oldest first."""
@@ -28,13 +28,13 @@ class Keys(Session):
 
     async def schema_revision(self) -> str | None:
         """The migration the database is at; None before the first one."""
-        if not await self.value("has_schema_revision"):
+        if not await self.value("has_schema_revision", bool):
             return None
-        return await self.value("schema_revision")
+        return await self.value_or_none("schema_revision", str)
 
     async def schema_version(self) -> str | None:
         """The migration the database is at; None when it cannot be read (not migrated)."""
         try:
-            return await self.value("schema_version")
+            return await self.value_or_none("schema_version", str)
         except asyncpg.UndefinedTableError:
             return None

@@ -86,4 +86,5 @@ def execute_script(sql: str) -> None:
     """Run a multi-statement SQL script on the migration's connection, as asyncpg sends it:
     one simple-protocol round trip, so function bodies and DO blocks need no splitting."""
     driver_connection = op.get_bind().connection.driver_connection
+    assert driver_connection is not None, "a migration runs on an open connection"
     await_only(driver_connection.execute(sql))

@@ -17,6 +17,7 @@ from contextlib import contextmanager, suppress
 import asyncpg
 
 from service.store.queries import Q
+from service.store.session import Connection
 
 log = logging.getLogger("convtree.notify")
 
@@ -104,8 +105,8 @@ class Listener:
                 if not waiters:
                     del self._waiters[key]
 
-    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
-        for signal in self._waiters.get(payload, ()):
+    def _on_notify(self, _conn: Connection, _pid: int, _channel: str, payload: object) -> None:
+        for signal in self._waiters.get(str(payload), ()):
             signal.set()
 
     def _on_terminated(self, _conn: object) -> None:

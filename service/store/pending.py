@@ -35,17 +35,17 @@ async def register(
 
 async def is_pending(tx: Tx, family_id: uuid.UUID, reply_id: uuid.UUID) -> bool:
     """Whether `reply_id` names a reply that is still being generated."""
-    return bool(await tx.value("is_pending_reply", family_id=family_id, reply_id=reply_id))
+    return bool(await tx.value("is_pending_reply", bool, family_id=family_id, reply_id=reply_id))
 
 
 async def finish(tx: Tx, family_id: uuid.UUID, reply_id: uuid.UUID, owner: uuid.UUID) -> bool:
     """Remove the owner's row; False if it was already closed out by a sweep."""
-    return await tx.value("finish_pending_reply", family_id=family_id, reply_id=reply_id, owner=owner) is not None
+    return await tx.value_or_none("finish_pending_reply", uuid.UUID, family_id=family_id, reply_id=reply_id, owner=owner) is not None
 
 
 async def expire(tx: Tx, family_id: uuid.UUID, reply_id: uuid.UUID) -> bool:
     """Remove a row whose lease ran out; False if its owner finished it (or another sweep took it)."""
-    return await tx.value("expire_pending_reply", family_id=family_id, reply_id=reply_id) is not None
+    return await tx.value_or_none("expire_pending_reply", uuid.UUID, family_id=family_id, reply_id=reply_id) is not None
 
 
 async def renew(store: Store, owner: uuid.UUID, lease_seconds: float, reply_ids: list[uuid.UUID]) -> int:

@@ -17,6 +17,7 @@ import asyncpg
 import msgspec
 
 from service.domain.errors import ConvtreeError, DatabaseBusy, DatabaseUnavailable, Unavailable
+from service.store.session import Connection
 
 
 class Limits(msgspec.Struct, frozen=True, kw_only=True):
@@ -88,7 +89,7 @@ def is_outage(exc: BaseException) -> bool:
 
 
 @asynccontextmanager
-async def connection(pool: asyncpg.Pool, limits: Limits) -> AsyncIterator[asyncpg.Connection]:
+async def connection(pool: asyncpg.Pool, limits: Limits) -> AsyncIterator[Connection]:
     """A connection of the pool, waited for at most `acquire_timeout`; what fails while it is held
     (or while it is taken) comes out as a domain error when the database is to blame."""
     conn = None
@@ -102,7 +103,7 @@ async def connection(pool: asyncpg.Pool, limits: Limits) -> AsyncIterator[asyncp
         raise error from exc
 
 
-def _closed(conn: asyncpg.Connection) -> bool:
+def _closed(conn: Connection) -> bool:
     try:
         return conn.is_closed()
     except asyncpg.InterfaceError:  # released to the pool already (it was broken, or it is fine)

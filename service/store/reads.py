@@ -71,24 +71,12 @@ class Reads(Session):
 
     async def list_messages(self, scope: Scope) -> list[views.Message]:
         """Every message the scope's conversation sees, in the order written."""
-        found = await self.rows(
-            "list_messages",
-            family_id=scope.family_id,
-            conversation_id=scope.conversation_id,
-            base_id=scope.base_id,
-            upto=scope.upto,
-        )
+        found = await self.rows("list_messages", **_seen_by(scope))
         return [r.message(row) for row in r.records(r.MessageRow, found)]
 
     async def list_leaves(self, scope: Scope) -> list[views.Leaf]:
         """The branch tips the scope's conversation sees, oldest first."""
-        found = await self.rows(
-            "list_leaves",
-            family_id=scope.family_id,
-            conversation_id=scope.conversation_id,
-            base_id=scope.base_id,
-            upto=scope.upto,
-        )
+        found = await self.rows("list_leaves", **_seen_by(scope))
         return [r.leaf(row) for row in r.records(r.LeafRow, found)]
 
     async def message_path(self, scope: Scope, message_id: uuid.UUID) -> list[views.PathMessage]:
@@ -109,8 +97,8 @@ class Reads(Session):
             return [r.path_message(row, (row.sibling_count, row.sibling_position)) for row in path]  # type: ignore[arg-type]
         others: dict[uuid.UUID, dict[uuid.UUID, int]] = {}
         for row in rows:
-            if not row.on_path:
-                others.setdefault(row.parent_id, {})[row.message_id] = row.seq  # type: ignore[index]
+            if not row.on_path and row.parent_id is not None:  # off the path: a child of a path message
+                others.setdefault(row.parent_id, {})[row.message_id] = row.seq
         own = scope.conversation_id
         return [
             r.path_message(
@@ -127,6 +115,16 @@ class Reads(Session):
             )
             for row in path
         ]
+
+
+def _seen_by(scope: Scope) -> dict[str, object]:
+    """The parameters of a query over all a conversation sees: its own messages, and a fork's base's up to the base."""
+    return {
+        "family_id": scope.family_id,
+        "conversation_id": scope.conversation_id,
+        "base_id": scope.base_id,
+        "upto": scope.upto,
+    }
 
 
 def _depth(row: r.PathRow) -> int:

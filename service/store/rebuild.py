@@ -24,7 +24,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from service.store.session import Session, affected
+from service.store.session import Connection, Session, affected
 
 
 class Step(msgspec.Struct, frozen=True, kw_only=True):
@@ -77,7 +77,7 @@ def batches(units: Sequence[asyncpg.Record], batch_events: int) -> Iterator[tupl
 
 
 async def rebuild(
-    conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy,
+    conn: Connection,
     *,
     steps: Sequence[Step] = STEPS,
     batch_events: int = 200_000,

@@ -15,11 +15,12 @@ from service.app import idempotency
 from service.app import window as windows
 from service.app import writes
 from service.app.caller import Caller
-from service.app.turn.plan import LEASE_SECONDS, Answered, ContextItem, InFlight, L, Plan, ReplySpec
+from service.app.turn.plan import LEASE_SECONDS, Answered, InFlight, L, Plan, ReplySpec
 from service.domain import tree, views
 from service.domain import turns as rules
 from service.domain.errors import ConvtreeError
 from service.domain.events import Event, MessageAppended
+from service.domain.message import ContextItem
 from service.store import pending
 from service.store.events import Store, Tx
 from service.upstream import Provider
