@@ -62,16 +62,17 @@ def request_logger(level: str, log_format: str, stream: TextIO | None = None) ->
     """The logger of request lines: JSON lines to `stream` (default stdout) unless it is a terminal."""
     stream = stream or sys.stdout
     json = is_json(log_format, stream)
-    processors = [*_shared(), structlog.processors.format_exc_info, _renderer(json, stream)]
+    processors: list[Processor] = [*_shared(), structlog.processors.format_exc_info, _renderer(json, stream)]
     if json:
-        buffer: BinaryIO = stream.buffer  # type: ignore[attr-defined]
+        buffer: BinaryIO = stream.buffer
         logger: Any = structlog.BytesLogger(buffer)
     else:
         logger = structlog.WriteLogger(stream)
     # bind(): wrap_logger gives a lazy proxy that would build the logger again on every call.
-    return structlog.wrap_logger(
+    bound: FilteringBoundLogger = structlog.wrap_logger(
         logger, processors=processors, wrapper_class=structlog.make_filtering_bound_logger(level_number(level))
     ).bind()
+    return bound
 
 
 def configure_process(level: str, log_format: str, stream: TextIO | None = None) -> None:
@@ -128,7 +129,7 @@ class RequestLog:
             try:
                 self._fd = stream.fileno()
             except (AttributeError, OSError, io.UnsupportedOperation):
-                self._buffer = stream.buffer  # type: ignore[attr-defined]
+                self._buffer = stream.buffer
         self._encoder = msgspec.json.Encoder()
         self._second = -1
         self._second_text = ""

@@ -10,12 +10,13 @@ import itertools
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import asyncpg
 from litestar import Litestar
+from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Receive, Scope, Send
 from service.api import logs, tracing
 from service.api.logs import RequestLine, RequestLog
@@ -30,7 +31,7 @@ UNMATCHED = "unmatched"  # the route of a request no route took: paths are not m
 DATABASE_ERRORS = (errors.Unavailable, asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
 
 
-def request_id(headers: list[tuple[bytes, bytes]]) -> str | None:
+def request_id(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
     """The caller's X-Request-Id when it is sane (1–128 characters of [A-Za-z0-9-_.:]), else None."""
     for key, value in headers:
         if key == b"x-request-id":
@@ -109,7 +110,7 @@ class Observer:
         new_id = RequestIds().new
 
         async def observed(scope: Scope, receive: Receive, send: Send) -> None:
-            if scope["type"] != "http":
+            if scope["type"] != ScopeType.HTTP:
                 await handler(scope, receive, send)
                 return
             started = time.perf_counter()
