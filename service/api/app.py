@@ -27,6 +27,7 @@ from service.api.hygiene import cors, gzipped
 from service.api.observe import Observer
 from service.api.openai_compat import OpenAICompatController
 from service.api.problems import HANDLERS
+from service.api.replays import ReplayController, replays_lifespan
 from service.api.turns import TurnController, turns_lifespan
 from service.app.auth import Authenticator
 from service.app.messages import AppendGroup
@@ -126,6 +127,7 @@ def create_app(database_url: str, settings: Settings, registry: Registry | None 
         # automatic OPTIONS handler would otherwise keep a stale `Allow` list for merged routes.
         route_handlers=[
             ConversationController, ForkController, HistoryController, TurnController, OpenAICompatController,
+            ReplayController,
             healthz, readyz, *ui.routers(), *observer.routes,
         ],
         dependencies={"caller": Provide(provide_caller), "store": Provide(provide_store, sync_to_thread=False)},
@@ -134,6 +136,7 @@ def create_app(database_url: str, settings: Settings, registry: Registry | None 
             lifespan,
             feed_lifespan(database_url, settings.database_connect_timeout),
             turns_lifespan(registry, settings),
+            replays_lifespan(settings),
             observer.lifespan(),
             freeze_startup_heap,
         ],

@@ -555,3 +555,95 @@ SELECT seq, tenant, conversation_id, type
   FROM events
  WHERE strpos(payload::text, '\u') > 0 AND readable_payload(payload)::text <> payload::text
  ORDER BY seq;
+
+-- ---------------------------------------------------------------------------------------------
+-- Replay runs (replay_runs, schema.sql), for service/store/replays.py.
+-- ---------------------------------------------------------------------------------------------
+
+-- name: insert_replay_run
+-- A new run, queued for whichever process claims it first.
+INSERT INTO replay_runs (tenant, run_id, batch_id, source_conversation_id, target_conversation_id, anchor_id,
+                         destination, plan, status, turns_total, actor, request_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', $9, $10, $11)
+RETURNING created_at, updated_at;
+
+-- name: get_replay_run
+-- A run of tenant $1, as its caller and its worker read it.
+SELECT tenant, run_id, batch_id, source_conversation_id, target_conversation_id, anchor_id, destination, plan, status,
+       turns_total, turns_done, prompt_tokens, completion_tokens, error, detail, actor, request_id,
+       created_at, updated_at
+  FROM replay_runs
+ WHERE tenant = $1 AND run_id = $2;
+
+-- name: list_batch_replay_runs
+-- The runs of batch $2, in the order they were started.
+SELECT tenant, run_id, batch_id, source_conversation_id, target_conversation_id, anchor_id, destination, plan, status,
+       turns_total, turns_done, prompt_tokens, completion_tokens, error, detail, actor, request_id,
+       created_at, updated_at
+  FROM replay_runs
+ WHERE tenant = $1 AND batch_id = $2
+ ORDER BY created_at, run_id;
+
+-- name: claim_replay_run
+-- The oldest run no live process holds (queued, or running under a lease that ran out), claimed by
+-- owner $1 for $2 seconds, unless its tenant already has $3 runs under a live lease. One run per
+-- statement, so the bound holds within a process; two processes claiming for one tenant at the
+-- same instant may each take one.
+WITH candidate AS (
+    SELECT r.tenant, r.run_id
+      FROM replay_runs r
+     WHERE r.status IN ('queued', 'running')
+       AND (r.lease_until IS NULL OR r.lease_until < now())
+       AND (SELECT count(*) FROM replay_runs o
+             WHERE o.tenant = r.tenant AND o.status = 'running' AND o.lease_until >= now()) < $3
+     ORDER BY r.created_at
+     LIMIT 1
+       FOR UPDATE SKIP LOCKED
+)
+UPDATE replay_runs r
+   SET status = 'running', owner = $1, lease_until = now() + make_interval(secs => $2), updated_at = now()
+  FROM candidate c
+ WHERE r.tenant = c.tenant AND r.run_id = c.run_id
+RETURNING r.tenant, r.run_id;
+
+-- name: renew_replay_leases
+-- Only the runs a task of owner $1 is still working on ($3).
+UPDATE replay_runs SET lease_until = now() + make_interval(secs => $2)
+ WHERE owner = $1 AND status = 'running' AND run_id = ANY($3::uuid[]);
+
+-- name: advance_replay_run
+-- Turn $4 of run $2 is being written, in this transaction, by owner $3: counted, with its tokens,
+-- only if the owner still holds the run and turn $4 - 1 was the last one written. No row: the run
+-- was cancelled or claimed by another process, and the turn must not be written.
+UPDATE replay_runs
+   SET turns_done = $4, prompt_tokens = prompt_tokens + $5, completion_tokens = completion_tokens + $6,
+       status = CASE WHEN $4 = turns_total THEN 'finished' ELSE status END,
+       lease_until = now() + make_interval(secs => $7), updated_at = now()
+ WHERE tenant = $1 AND run_id = $2 AND owner = $3 AND status = 'running' AND turns_done = $4 - 1
+RETURNING status;
+
+-- name: end_replay_run
+-- Run $2 ends early with status $4 (failed, stopped) and why, if owner $3 still holds it.
+UPDATE replay_runs SET status = $4, error = $5, detail = $6, updated_at = now()
+ WHERE tenant = $1 AND run_id = $2 AND owner = $3 AND status = 'running';
+
+-- name: release_replay_run
+-- Owner $3 stops working on run $2 without ending it (the server is shutting down): any process
+-- may claim it at once and go on from its last written turn.
+UPDATE replay_runs SET owner = NULL, lease_until = NULL, updated_at = now()
+ WHERE tenant = $1 AND run_id = $2 AND owner = $3 AND status = 'running';
+
+-- name: cancel_replay_run
+-- Waits for the turn being written (its transaction holds the row): the run ends after it.
+UPDATE replay_runs SET status = 'cancelled', updated_at = now()
+ WHERE tenant = $1 AND run_id = $2 AND status IN ('queued', 'running')
+RETURNING run_id;
+
+-- name: conversations_by_metadata
+-- Conversations of tenant $1 whose metadata holds the JSON object $2, oldest first, at most $3.
+-- Read through readable_payload: no stored metadata can fail the cast.
+SELECT conversation_id
+  FROM conversations
+ WHERE tenant = $1 AND readable_payload(metadata)::jsonb @> $2::jsonb
+ ORDER BY created_seq
+ LIMIT $3;
