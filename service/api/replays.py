@@ -28,7 +28,7 @@ from service.domain import errors
 MAX_BATCH_IDS = 10_000  # what a body may list at all; the configured bound (replay_batch_max) is checked after
 
 
-class TargetBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class ReplayTarget(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     provider: Name | None = None
     model: Name | None = None
     params: ParamsField = msgspec.field(default_factory=Params)
@@ -49,22 +49,22 @@ class ReplayBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     start_message_id: Annotated[
         uuid.UUID | None, msgspec.Meta(description="Replay the user turns at or below this message of the path (default: the root).")
     ] = None
-    target: TargetBody = msgspec.field(default_factory=TargetBody)
+    target: ReplayTarget = msgspec.field(default_factory=ReplayTarget)
     into: Into = "fork"
     title: schemas.Title | None = None
     metadata: schemas.Metadata = {}
 
 
-class BatchBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class ReplayBatchBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     conversation_ids: Annotated[list[uuid.UUID], msgspec.Meta(max_length=MAX_BATCH_IDS)] | None = None
     metadata: Annotated[
         schemas.Metadata | None, msgspec.Meta(description="Replay every conversation whose metadata holds this object.")
     ] = None
-    target: TargetBody = msgspec.field(default_factory=TargetBody)
+    target: ReplayTarget = msgspec.field(default_factory=ReplayTarget)
     into: Into = "fork"
 
 
-def _target(body: TargetBody) -> app.Target:
+def _target(body: ReplayTarget) -> app.Target:
     return app.Target(provider=body.provider, model=body.model, params=body.params, window=body.window, system=body.system)
 
 
@@ -132,7 +132,7 @@ class ReplayController(Controller):
         caller: NamedDependency[Caller],
         replays: NamedDependency[app.ReplayRuns],
         idempotency_key: Annotated[str | None, IDEMPOTENCY_KEY] = None,
-    ) -> Response[app.Run]:
+    ) -> Response[app.ReplayRun]:
         new = app.NewReplay(
             leaf_id=data.leaf_message_id,
             start_message_id=data.start_message_id,
@@ -157,7 +157,7 @@ class ReplayController(Controller):
         run_id: FromPath[uuid.UUID],
         caller: NamedDependency[Caller],
         replays: NamedDependency[app.ReplayRuns],
-    ) -> app.Run:
+    ) -> app.ReplayRun:
         return await replays.get(caller, conversation_id, run_id)
 
     @post(
@@ -174,7 +174,7 @@ class ReplayController(Controller):
         run_id: FromPath[uuid.UUID],
         caller: NamedDependency[Caller],
         replays: NamedDependency[app.ReplayRuns],
-    ) -> app.Run:
+    ) -> app.ReplayRun:
         return await replays.cancel(caller, conversation_id, run_id)
 
     @get(
@@ -191,7 +191,7 @@ class ReplayController(Controller):
         run_id: FromPath[uuid.UUID],
         caller: NamedDependency[Caller],
         replays: NamedDependency[app.ReplayRuns],
-    ) -> app.Diff:
+    ) -> app.ReplayDiff:
         return await replays.diff(caller, conversation_id, run_id)
 
     @post(
@@ -206,11 +206,11 @@ class ReplayController(Controller):
     async def start_batch(
         self,
         request: Request[Any, Any, State],
-        data: JSONBody[BatchBody],
+        data: JSONBody[ReplayBatchBody],
         caller: NamedDependency[Caller],
         replays: NamedDependency[app.ReplayRuns],
         idempotency_key: Annotated[str | None, IDEMPOTENCY_KEY] = None,
-    ) -> Response[app.Batch]:
+    ) -> Response[app.ReplayBatch]:
         new = app.NewBatch(
             conversation_ids=data.conversation_ids, metadata=data.metadata, target=_target(data.target), into=data.into
         )
@@ -224,5 +224,5 @@ class ReplayController(Controller):
     )
     async def get_batch(
         self, batch_id: FromPath[uuid.UUID], caller: NamedDependency[Caller], replays: NamedDependency[app.ReplayRuns]
-    ) -> app.Batch:
+    ) -> app.ReplayBatch:
         return await replays.batch(caller, batch_id)

@@ -10,13 +10,13 @@ from service.app import idempotency
 from service.app.caller import Caller
 from service.app.replay_runs import runs, start
 from service.app.replay_runs.plan import Target, TurnRef
-from service.app.replay_runs.report import Batch, Diff, Run
+from service.app.replay_runs.report import ReplayBatch, ReplayDiff, ReplayRun
 from service.app.replay_runs.runner import Runner
 from service.app.replay_runs.start import Limits, NewBatch, NewReplay
 from service.store.events import Store
 from service.upstream import Registry
 
-__all__ = ["Batch", "Diff", "Limits", "NewBatch", "NewReplay", "ReplayRuns", "Run", "Target", "TurnRef"]
+__all__ = ["Limits", "NewBatch", "NewReplay", "ReplayBatch", "ReplayDiff", "ReplayRun", "ReplayRuns", "Target", "TurnRef"]
 
 
 class ReplayRuns:
@@ -37,26 +37,26 @@ class ReplayRuns:
 
     async def start(
         self, caller: Caller, conversation_id: uuid.UUID, new: NewReplay, keyed: idempotency.Keyed | None
-    ) -> Run | idempotency.Replayed:
+    ) -> ReplayRun | idempotency.Replayed:
         started = await start.start(self._store, self._registry, self.limits, caller, conversation_id, new, keyed)
         self._runner.wake()
         return started
 
-    async def start_batch(self, caller: Caller, new: NewBatch, keyed: idempotency.Keyed | None) -> Batch | idempotency.Replayed:
+    async def start_batch(self, caller: Caller, new: NewBatch, keyed: idempotency.Keyed | None) -> ReplayBatch | idempotency.Replayed:
         started = await start.start_batch(self._store, self._registry, self.limits, caller, new, keyed)
         self._runner.wake()
         return started
 
-    async def get(self, caller: Caller, conversation_id: uuid.UUID, run_id: uuid.UUID) -> Run:
+    async def get(self, caller: Caller, conversation_id: uuid.UUID, run_id: uuid.UUID) -> ReplayRun:
         return await runs.get(self._store, caller, conversation_id, run_id)
 
-    async def cancel(self, caller: Caller, conversation_id: uuid.UUID, run_id: uuid.UUID) -> Run:
+    async def cancel(self, caller: Caller, conversation_id: uuid.UUID, run_id: uuid.UUID) -> ReplayRun:
         return await runs.cancel(self._store, caller, conversation_id, run_id)
 
-    async def diff(self, caller: Caller, conversation_id: uuid.UUID, run_id: uuid.UUID) -> Diff:
+    async def diff(self, caller: Caller, conversation_id: uuid.UUID, run_id: uuid.UUID) -> ReplayDiff:
         return await runs.diff(self._store, caller, conversation_id, run_id)
 
-    async def batch(self, caller: Caller, batch_id: uuid.UUID) -> Batch:
+    async def batch(self, caller: Caller, batch_id: uuid.UUID) -> ReplayBatch:
         return await runs.batch(self._store, caller, batch_id)
 
 

@@ -15,7 +15,7 @@ from service.store.replays import RunRow
 plans = msgspec.json.Decoder(RunPlan)
 
 
-class Run(msgspec.Struct, frozen=True, kw_only=True):
+class ReplayRun(msgspec.Struct, frozen=True, kw_only=True):
     """A replay run and how far it got. `status`: queued, running, finished, failed (a turn got no
     reply: `error` and `detail` say why), stopped (the new model asked for a tool call the path never
     recorded), or cancelled. The new turns are in `target_conversation_id`."""
@@ -38,9 +38,9 @@ class Run(msgspec.Struct, frozen=True, kw_only=True):
     updated_at: datetime
 
 
-def run_view(row: RunRow) -> Run:
+def run_view(row: RunRow) -> ReplayRun:
     plan = plans.decode(row.plan)
-    return Run(
+    return ReplayRun(
         id=row.run_id,
         conversation_id=row.source_conversation_id,
         target_conversation_id=row.target_conversation_id,
@@ -60,7 +60,7 @@ def run_view(row: RunRow) -> Run:
     )
 
 
-class Reply(msgspec.Struct, frozen=True, kw_only=True):
+class ReplySide(msgspec.Struct, frozen=True, kw_only=True):
     """One side of a turn's comparison."""
 
     id: uuid.UUID
@@ -73,28 +73,28 @@ class Reply(msgspec.Struct, frozen=True, kw_only=True):
     finish_reason: str | None
 
 
-class TurnDiff(msgspec.Struct, frozen=True, kw_only=True):
+class ReplayTurnDiff(msgspec.Struct, frozen=True, kw_only=True):
     """Turn `index` (0-based): the user message, the original reply and the new one side by side,
     and how alike their texts are (difflib's ratio, 0 to 1; None until both exist)."""
 
     index: int
     user_message_id: uuid.UUID
     user_content: str
-    original: Reply | None
-    replayed: Reply | None
+    original: ReplySide | None
+    replayed: ReplySide | None
     similarity: float | None
 
 
-class Diff(msgspec.Struct, frozen=True, kw_only=True):
-    run: Run
-    turns: list[TurnDiff]
+class ReplayDiff(msgspec.Struct, frozen=True, kw_only=True):
+    run: ReplayRun
+    turns: list[ReplayTurnDiff]
 
 
-def reply_side(message: views.Message | None) -> Reply | None:
+def reply_side(message: views.Message | None) -> ReplySide | None:
     if message is None:
         return None
     g = message.generation
-    return Reply(
+    return ReplySide(
         id=message.id,
         content=message.content,
         provider=None if g is None else g.provider,
@@ -111,14 +111,14 @@ def similarity(a: str, b: str) -> float:
     return round(difflib.SequenceMatcher(None, a.split(), b.split(), autojunk=False).ratio(), 3)
 
 
-class BatchItem(msgspec.Struct, frozen=True, kw_only=True):
+class ReplayBatchItem(msgspec.Struct, frozen=True, kw_only=True):
     """One conversation of a batch, and its run."""
 
     conversation_id: uuid.UUID
-    run: Run
+    run: ReplayRun
 
 
-class Batch(msgspec.Struct, frozen=True, kw_only=True):
+class ReplayBatch(msgspec.Struct, frozen=True, kw_only=True):
     """A batch of replay runs, one per conversation, and their totals."""
 
     id: uuid.UUID
@@ -128,15 +128,15 @@ class Batch(msgspec.Struct, frozen=True, kw_only=True):
     turns_done: int
     prompt_tokens: int
     completion_tokens: int
-    items: list[BatchItem]
+    items: list[ReplayBatchItem]
 
 
 OPEN = ("queued", "running")
 
 
-def batch_view(batch_id: uuid.UUID, rows: list[RunRow]) -> Batch:
+def batch_view(batch_id: uuid.UUID, rows: list[RunRow]) -> ReplayBatch:
     runs = [run_view(r) for r in rows]
-    return Batch(
+    return ReplayBatch(
         id=batch_id,
         status="running" if any(r.status in OPEN for r in runs) else "finished",
         conversations=len(runs),
@@ -144,5 +144,5 @@ def batch_view(batch_id: uuid.UUID, rows: list[RunRow]) -> Batch:
         turns_done=sum(r.turns_done for r in runs),
         prompt_tokens=sum(r.prompt_tokens for r in runs),
         completion_tokens=sum(r.completion_tokens for r in runs),
-        items=[BatchItem(conversation_id=r.conversation_id, run=r) for r in runs],
+        items=[ReplayBatchItem(conversation_id=r.conversation_id, run=r) for r in runs],
     )

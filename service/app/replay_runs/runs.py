@@ -20,12 +20,12 @@ async def _found(tx: Tx, caller: Caller, conversation_id: uuid.UUID, run_id: uui
     return row
 
 
-async def get(store: Store, caller: Caller, conversation_id: uuid.UUID, run_id: uuid.UUID) -> report.Run:
+async def get(store: Store, caller: Caller, conversation_id: uuid.UUID, run_id: uuid.UUID) -> report.ReplayRun:
     async with store.reader() as tx:
         return report.run_view(await _found(tx, caller, conversation_id, run_id))
 
 
-async def cancel(store: Store, caller: Caller, conversation_id: uuid.UUID, run_id: uuid.UUID) -> report.Run:
+async def cancel(store: Store, caller: Caller, conversation_id: uuid.UUID, run_id: uuid.UUID) -> report.ReplayRun:
     """Cancel a run: it stops at its next turn boundary (a turn being written is written first).
     A run that has ended: ReplayRunFinished."""
     async with store.transaction() as tx:
@@ -37,7 +37,7 @@ async def cancel(store: Store, caller: Caller, conversation_id: uuid.UUID, run_i
         return report.run_view(found)
 
 
-async def diff(store: Store, caller: Caller, conversation_id: uuid.UUID, run_id: uuid.UUID) -> report.Diff:
+async def diff(store: Store, caller: Caller, conversation_id: uuid.UUID, run_id: uuid.UUID) -> report.ReplayDiff:
     """Every turn of the run, the original reply beside the new one (None until it is written)."""
     async with store.snapshot() as tx:
         row = await _found(tx, caller, conversation_id, run_id)
@@ -57,7 +57,7 @@ async def diff(store: Store, caller: Caller, conversation_id: uuid.UUID, run_id:
         new = replayed.get(new_ids(run_id, index)[1])
         both = original is not None and new is not None
         turns.append(
-            report.TurnDiff(
+            report.ReplayTurnDiff(
                 index=index,
                 user_message_id=ref.user_id,
                 user_content="" if user is None else user.content,
@@ -66,10 +66,10 @@ async def diff(store: Store, caller: Caller, conversation_id: uuid.UUID, run_id:
                 similarity=report.similarity(original.content, new.content) if both else None,  # type: ignore[union-attr]
             )
         )
-    return report.Diff(run=report.run_view(row), turns=turns)
+    return report.ReplayDiff(run=report.run_view(row), turns=turns)
 
 
-async def batch(store: Store, caller: Caller, batch_id: uuid.UUID) -> report.Batch:
+async def batch(store: Store, caller: Caller, batch_id: uuid.UUID) -> report.ReplayBatch:
     async with store.reader() as tx:
         rows = await replays.of_batch(tx, caller.tenant, batch_id)
     if not rows:

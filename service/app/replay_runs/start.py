@@ -56,10 +56,10 @@ async def start(
     conversation_id: uuid.UUID,
     new: NewReplay,
     keyed: idempotency.Keyed | None,
-) -> report.Run | idempotency.Replayed:
+) -> report.ReplayRun | idempotency.Replayed:
     """Queue a run, once per Idempotency-Key (a retry gets the run it started)."""
 
-    async def operation(tx: Tx) -> report.Run:
+    async def operation(tx: Tx) -> report.ReplayRun:
         provider, model = registry.resolve(new.target.provider, new.target.model)
         row = await _queue(tx, caller, limits, conversation_id, new, provider.name, model, None)
         return report.run_view(row)
@@ -69,7 +69,7 @@ async def start(
 
 async def start_batch(
     store: Store, registry: Registry, limits: Limits, caller: Caller, new: NewBatch, keyed: idempotency.Keyed | None
-) -> report.Batch | idempotency.Replayed:
+) -> report.ReplayBatch | idempotency.Replayed:
     """Queue one run per conversation, all or none: a conversation that cannot be replayed fails
     the batch, and the problem names it."""
     if (new.conversation_ids is None) == (new.metadata is None):
@@ -79,7 +79,7 @@ async def start_batch(
     if new.conversation_ids is not None and len(set(new.conversation_ids)) != len(new.conversation_ids):
         raise InvalidRequest("conversation_ids lists a conversation twice.")
 
-    async def operation(tx: Tx) -> report.Batch:
+    async def operation(tx: Tx) -> report.ReplayBatch:
         provider, model = registry.resolve(new.target.provider, new.target.model)
         ids = new.conversation_ids
         if ids is None:
