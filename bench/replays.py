@@ -68,7 +68,7 @@ async def overheads(database_url: str, run_ids: list[str]) -> list[float]:
 
 async def finished(client: httpx.AsyncClient, url: str) -> None:
     while (await client.get(url)).json()["status"] not in ("finished", "failed", "stopped", "cancelled"):
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.1)
 
 
 async def measure(runs: int, conversations: int, turns: int) -> str:
@@ -96,6 +96,7 @@ async def measure(runs: int, conversations: int, turns: int) -> str:
                                     single.append(r.json()["id"])
                                 alone = summarize(await overheads(url, single))
                                 lines.append(f"overhead per replayed turn, one run at a time: {fmt(alone)}")
+                                print(lines[-1], flush=True)
                             ids = list(await asyncio.gather(*(conversation(client, turns) for _ in range(conversations))))
                             started = time.perf_counter()
                             batch = (await client.post("/v1/replays", json={"conversation_ids": ids, "target": TARGET})).json()
@@ -108,9 +109,10 @@ async def measure(runs: int, conversations: int, turns: int) -> str:
                                 f"process: {done['turns_done']} turns in {elapsed:.2f} s = "
                                 f"{done['turns_done'] / elapsed:.0f} turns/s; overhead per turn meanwhile {fmt(loaded)}"
                             )
+                            print(lines[-1], flush=True)
         finally:
             await databases.drop_all()
-        lines.insert(0, f"{pg.label()}, nproc {os.cpu_count()}")
+        lines.insert(0, f"{pg.label}, nproc {os.cpu_count()}")
     return "\n".join(lines)
 
 

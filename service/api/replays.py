@@ -33,7 +33,9 @@ class ReplayTarget(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     model: Name | None = None
     params: ParamsField = msgspec.field(default_factory=Params)
     window: WindowField = msgspec.field(default_factory=windows.FullWindow)
-    system: Annotated[schemas.Content | None, msgspec.Meta(description="Replaces the path's system message.")] = None
+    system: Annotated[
+        schemas.Content | None, msgspec.Meta(description="Replaces the path's system message.")
+    ] = None
 
 
 Into = Annotated[
@@ -47,7 +49,8 @@ class ReplayBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         uuid.UUID | None, msgspec.Meta(description="The path to replay is root→this message (default: the head).")
     ] = None
     start_message_id: Annotated[
-        uuid.UUID | None, msgspec.Meta(description="Replay the user turns at or below this message of the path (default: the root).")
+        uuid.UUID | None,
+        msgspec.Meta(description="Replay the user turns at or below this message of the path (default: the root)."),
     ] = None
     target: ReplayTarget = msgspec.field(default_factory=ReplayTarget)
     into: Into = "fork"
@@ -65,7 +68,9 @@ class ReplayBatchBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 def _target(body: ReplayTarget) -> app.Target:
-    return app.Target(provider=body.provider, model=body.model, params=body.params, window=body.window, system=body.system)
+    return app.Target(
+        provider=body.provider, model=body.model, params=body.params, window=body.window, system=body.system
+    )
 
 
 def provide_replays(state: State) -> app.ReplayRuns:

@@ -94,7 +94,9 @@ async def of_batch(tx: Tx, tenant: str, batch_id: uuid.UUID) -> list[RunRow]:
     return [_row(r) for r in await tx.conn.fetch(Q["list_batch_replay_runs"], tenant, batch_id)]
 
 
-async def claim(store: Store, owner: uuid.UUID, lease_seconds: float, per_tenant: int) -> tuple[str, uuid.UUID] | None:
+async def claim(
+    store: Store, owner: uuid.UUID, lease_seconds: float, per_tenant: int
+) -> tuple[str, uuid.UUID] | None:
     """Claim the oldest run no live process holds, unless its tenant is at its bound; None: none."""
     async with store.transaction() as tx:
         r = await tx.conn.fetchrow(Q["claim_replay_run"], owner, lease_seconds, per_tenant)
@@ -123,7 +125,9 @@ async def advance(
     )
 
 
-async def end(store: Store, tenant: str, run_id: uuid.UUID, owner: uuid.UUID, status: str, error: str, detail: str) -> None:
+async def end(
+    store: Store, tenant: str, run_id: uuid.UUID, owner: uuid.UUID, status: str, error: str, detail: str
+) -> None:
     async with store.transaction() as tx:
         await tx.conn.execute(Q["end_replay_run"], tenant, run_id, owner, status, error, detail)
 
@@ -140,4 +144,5 @@ async def cancel(tx: Tx, tenant: str, run_id: uuid.UUID) -> bool:
 
 async def conversations_by_metadata(tx: Tx, tenant: str, metadata_json: str, limit: int) -> list[uuid.UUID]:
     """Conversations whose metadata holds `metadata_json` (a JSON object), oldest first."""
-    return [r["conversation_id"] for r in await tx.conn.fetch(Q["conversations_by_metadata"], tenant, metadata_json, limit)]
+    rows = await tx.conn.fetch(Q["conversations_by_metadata"], tenant, metadata_json, limit)
+    return [r["conversation_id"] for r in rows]

@@ -16,7 +16,9 @@ from service.app.replay_runs.start import Limits, NewBatch, NewReplay
 from service.store.events import Store
 from service.upstream import Registry
 
-__all__ = ["Limits", "NewBatch", "NewReplay", "ReplayBatch", "ReplayDiff", "ReplayRun", "ReplayRuns", "Target", "TurnRef"]
+__all__ = [
+    "Limits", "NewBatch", "NewReplay", "ReplayBatch", "ReplayDiff", "ReplayRun", "ReplayRuns", "Target", "TurnRef",
+]  # fmt: skip
 
 
 class ReplayRuns:
@@ -42,7 +44,9 @@ class ReplayRuns:
         self._runner.wake()
         return started
 
-    async def start_batch(self, caller: Caller, new: NewBatch, keyed: idempotency.Keyed | None) -> ReplayBatch | idempotency.Replayed:
+    async def start_batch(
+        self, caller: Caller, new: NewBatch, keyed: idempotency.Keyed | None
+    ) -> ReplayBatch | idempotency.Replayed:
         started = await start.start_batch(self._store, self._registry, self.limits, caller, new, keyed)
         self._runner.wake()
         return started

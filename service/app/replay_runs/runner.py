@@ -202,18 +202,25 @@ class Turn:
         self.plan = plan
         self.provider = provider
         self.lease_seconds = lease_seconds
+        # The new path up to the next turn, as the model is shown it: read from the log once, then
+        # grown by each turn this process writes, which saves a read per turn (what others write
+        # into the conversation meanwhile goes beside the run's path, not on it).
+        self._before: list[ContextItem] | None = None
+        self._family_id: uuid.UUID | None = None
 
     async def ask(
         self, index: int, user: views.PathMessage, parent: uuid.UUID | None
     ) -> tuple[Plan, record.Outcome] | Ended:
         """The new model's reply to turn `index`, shown the new turns before it (through the window)."""
-        async with self.store.reader() as tx:
-            scoped = await tx.get_scoped(self.caller.tenant, self.target_id)
-            assert scoped is not None, "conversations are never removed"
-            target, scope = scoped
-            before = [] if parent is None else await tx.message_path(scope, parent)
+        if self._before is None:  # the first turn this process asks: the path so far, from the log
+            async with self.store.reader() as tx:
+                scoped = await tx.get_scoped(self.caller.tenant, self.target_id)
+                assert scoped is not None, "conversations are never removed"
+                self._family_id = scoped[1].family_id
+                self._before = [] if parent is None else context_items(await tx.message_path(scoped[1], parent))
+        before = self._before
         user_id, reply_id = new_ids(self.run_id, index)
-        items = [*context_items(before), ContextItem(user_id, "user", user.content)]
+        items = [*before, ContextItem(user_id, "user", user.content)]
         try:
             context = await windows.apply(self.plan.window, items, self.plan.model)
         except ConvtreeError as exc:
@@ -229,7 +236,10 @@ class Turn:
             seq=0,  # not written yet
             created_at=dt.datetime.now(dt.UTC),
         )
-        turn_plan = Plan(target.id, scope.family_id, asked, reply_id, self.provider, self.plan.model, context, self.plan.params)
+        assert self._family_id is not None
+        turn_plan = Plan(
+            self.target_id, self._family_id, asked, reply_id, self.provider, self.plan.model, context, self.plan.params
+        )
         outcome = await relay.generate(turn_plan)
         # The tool rule's seam (tools.py): a reply's tool calls are answered from the path's recorded
         # results, or stop the path. Replies hold text only until tool calls become messages.
@@ -278,4 +288,6 @@ class Turn:
             )  # fmt: skip
             both = tree.Decision([*asked.events, *replied.events], replied.state)
             await w.write(both, {user_id: user.content, reply_id: outcome.text})
+        assert self._before is not None
+        self._before += [ContextItem(user_id, "user", user.content), ContextItem(reply_id, "assistant", outcome.text)]
         return True

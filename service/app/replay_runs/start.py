@@ -73,9 +73,13 @@ async def start_batch(
     """Queue one run per conversation, all or none: a conversation that cannot be replayed fails
     the batch, and the problem names it."""
     if (new.conversation_ids is None) == (new.metadata is None):
-        raise InvalidRequest("Give either conversation_ids or metadata, the filter the conversations' metadata must hold.")
+        raise InvalidRequest(
+            "Give either conversation_ids or metadata, the filter the conversations' metadata must hold."
+        )
     if new.conversation_ids is not None and not 0 < len(new.conversation_ids) <= limits.batch_max:
-        raise InvalidRequest(f"A batch replays 1 to {limits.batch_max} conversations.", max_conversations=limits.batch_max)
+        raise InvalidRequest(
+            f"A batch replays 1 to {limits.batch_max} conversations.", max_conversations=limits.batch_max
+        )
     if new.conversation_ids is not None and len(set(new.conversation_ids)) != len(new.conversation_ids):
         raise InvalidRequest("conversation_ids lists a conversation twice.")
 
@@ -127,6 +131,7 @@ async def _queue(
     chosen = choose_turns(path, new.start_message_id, new.into, new.target.system, limits.max_turns)
     run_id = uuid.uuid4()
     metadata = {**new.metadata, "replay_run_id": str(run_id)} if new.into == "fork" else {}
+    anchor_id: uuid.UUID | None
     if new.into == "branches":
         assert chosen.base is not None  # choose_turns refuses branches from the root
         target_id, anchor_id = conversation_id, chosen.base.id

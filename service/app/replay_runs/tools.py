@@ -46,7 +46,10 @@ class Unrecorded(msgspec.Struct, frozen=True):
 
     @property
     def detail(self) -> str:
-        return f"The model called {self.call.name!r} with arguments the replayed path never recorded; tools are not run again."
+        return (
+            f"The model called {self.call.name!r} with arguments the replayed path never recorded; "
+            "tools are not run again."
+        )
 
 
 def _key(call: ToolCall) -> tuple[str, bytes]:
