@@ -205,11 +205,13 @@ CREATE TABLE replay_runs (
     lease_until      timestamptz,
     created_at       timestamptz NOT NULL DEFAULT now(),
     updated_at       timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (tenant, run_id)
+    PRIMARY KEY (run_id)                          -- chosen by convtree (uuid4), never by a caller
 );
 
 -- The runs waiting for a process (queued, or running under a lease that may have run out).
 CREATE INDEX replay_runs_open ON replay_runs (created_at) WHERE status IN ('queued', 'running');
+-- A tenant's runs under a lease (the bound on runs per tenant counts them at each claim).
+CREATE INDEX replay_runs_running ON replay_runs (tenant) WHERE status = 'running';
 -- A batch's runs.
 CREATE INDEX replay_runs_batch ON replay_runs (tenant, batch_id) WHERE batch_id IS NOT NULL;
 
