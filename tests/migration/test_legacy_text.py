@@ -27,7 +27,7 @@ from tests.servers import Server
 
 def _functions_of_today() -> str:
     """The functions today's writers call that revision 0004 did not have (revision 0007's)."""
-    path = Path(__file__).resolve().parents[1] / "alembic" / "versions" / "0007_write_events_once.py"
+    path = Path(__file__).resolve().parents[2] / "alembic" / "versions" / "0007_write_events_once.py"
     spec = importlib.util.spec_from_file_location("revision_0007", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
