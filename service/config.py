@@ -42,6 +42,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     keep_alive_timeout_seconds: int = 5  # how long an idle connection is kept between requests
     reply_lease_seconds: float = 60.0  # a reply whose server stops renewing it for this long is closed out
     reply_record_seconds: float = 10.0  # how long recording a finished reply is retried while the database is away
+    # Replay runs (service/app/replay_runs): a run replays at most replay_max_turns user turns (a
+    # longer path is a 422: start further down it); a tenant has at most replay_runs_per_tenant
+    # runs running at once across all processes (the others wait, queued); each process runs at
+    # most replay_workers at once; a run whose process stops renewing its lease for
+    # replay_lease_seconds is resumed by another; idle processes look for runs every
+    # replay_poll_seconds; a batch replays at most replay_batch_max conversations.
+    replay_max_turns: int = 200
+    replay_runs_per_tenant: int = 2
+    replay_workers: int = 4
+    replay_lease_seconds: float = 30.0
+    replay_poll_seconds: float = 1.0
+    replay_batch_max: int = 1000
     sse_keepalive_seconds: float = 15.0  # a stream silent this long gets a `: keep-alive` comment
     log_level: str = "info"  # info: a line per request; warning: only failures
     log_format: str = "auto"  # auto: readable on a terminal, JSON lines otherwise; or json, console

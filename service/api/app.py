@@ -35,10 +35,11 @@ from service.api.metrics import metered
 from service.api.observe import Observer
 from service.api.openai_compat import OpenAICompatController
 from service.api.problems import HANDLERS, MEDIA_TYPE, title_of
+from service.api.replays import ReplayController
 from service.api.turns import TurnController
 from service.app.caller import Caller
-from service.app.services import Audit, Conversations, Events, Health, Messages, Services, Transfer, Turns
-from service.app.services import open_services
+from service.app.services import Audit, Conversations, Events, Health, Messages, Replays, Services, Transfer
+from service.app.services import Turns, open_services
 from service.config import Settings
 from service.upstream import Registry
 
@@ -106,6 +107,7 @@ def create_app(database_url: str, settings: Settings, registry: Registry | None 
         # automatic OPTIONS handler would otherwise keep a stale `Allow` list for merged routes.
         route_handlers=[
             ConversationController, ForkController, HistoryController, TurnController, OpenAICompatController,
+            ReplayController,
             healthz, readyz, *ui.routers(), *observer.routes,
         ],
         dependencies=root.providers(),
@@ -162,11 +164,17 @@ class _Root:
     def turns(self, caller: NamedDependency[Caller]) -> Turns:
         return self.services.turns
 
+    def replays(self, caller: NamedDependency[Caller]) -> Replays:
+        return self.services.replays
+
     def health(self) -> Health:  # for the readiness probe, which has no caller
         return self.services.health
 
     def providers(self) -> dict[str, Provide]:
-        areas = (self.conversations, self.messages, self.events, self.audit, self.transfer, self.turns, self.health)
+        areas = (
+            self.conversations, self.messages, self.events, self.audit, self.transfer, self.turns, self.replays,
+            self.health,
+        )  # fmt: skip
         # Named `<area>_service`: litestar takes a request field of a dependency's name for the
         # dependency's (a 500, not a 422), and a body may well have `messages` or `events`.
         return {

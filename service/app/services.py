@@ -23,6 +23,7 @@ from service.app import transfer, verify
 from service.app import context as context_app
 from service.app import feed as feed_app
 from service.app import redact as redact_app
+from service.app import replay_runs
 from service.app.auth import Authenticator, create_key
 from service.app.caller import Caller
 from service.app.turn import Answered, Chat, Replies, ReplyInFlight, ReplySpec
@@ -258,6 +259,51 @@ class Turns:
         self.generations.drain(after)
 
 
+class Replays:
+    """Replay runs: a recorded path sent again to another model, run by this process's Runner (and
+    every other process's) as durable work; starting one wakes the Runner."""
+
+    def __init__(
+        self, store: Store, registry: Registry, runner: replay_runs.Runner, limits: replay_runs.Limits
+    ) -> None:
+        self._store = store
+        self._registry = registry
+        self._runner = runner
+        self.limits = limits
+
+    async def start(
+        self,
+        caller: Caller,
+        conversation_id: uuid.UUID,
+        new: replay_runs.NewReplay,
+        keyed: idempotency.Keyed | None,
+    ) -> replay_runs.ReplayRun | Replayed:
+        started = await replay_runs.start(
+            self._store, self._registry, self.limits, caller, conversation_id, new, keyed
+        )
+        self._runner.wake()
+        return started
+
+    async def start_batch(
+        self, caller: Caller, new: replay_runs.NewBatch, keyed: idempotency.Keyed | None
+    ) -> replay_runs.ReplayBatch | Replayed:
+        started = await replay_runs.start_batch(self._store, self._registry, self.limits, caller, new, keyed)
+        self._runner.wake()
+        return started
+
+    async def get(self, caller: Caller, conversation_id: uuid.UUID, run_id: uuid.UUID) -> replay_runs.ReplayRun:
+        return await replay_runs.get(self._store, caller, conversation_id, run_id)
+
+    async def cancel(self, caller: Caller, conversation_id: uuid.UUID, run_id: uuid.UUID) -> replay_runs.ReplayRun:
+        return await replay_runs.cancel(self._store, caller, conversation_id, run_id)
+
+    async def diff(self, caller: Caller, conversation_id: uuid.UUID, run_id: uuid.UUID) -> replay_runs.ReplayDiff:
+        return await replay_runs.diff(self._store, caller, conversation_id, run_id)
+
+    async def batch(self, caller: Caller, batch_id: uuid.UUID) -> replay_runs.ReplayBatch:
+        return await replay_runs.batch(self._store, caller, batch_id)
+
+
 class Keys:
     """API keys: resolving a presented key to its caller, and issuing, listing and revoking keys."""
 
@@ -311,6 +357,7 @@ class Services:
     audit: Audit
     transfer: Transfer
     turns: Turns
+    replays: Replays
     health: Health
 
     @property
@@ -329,6 +376,17 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
     default reset (UNLISTEN, RESET ALL, … in one more round trip per request) is skipped."""
 
 
+def replay_limits(settings: Settings) -> replay_runs.Limits:
+    return replay_runs.Limits(
+        max_turns=settings.replay_max_turns,
+        per_tenant=settings.replay_runs_per_tenant,
+        workers=settings.replay_workers,
+        lease_seconds=settings.replay_lease_seconds,
+        poll_seconds=settings.replay_poll_seconds,
+        batch_max=settings.replay_batch_max,
+    )
+
+
 @asynccontextmanager
 async def open_services(
     database_url: str,
@@ -338,8 +396,8 @@ async def open_services(
 ) -> AsyncIterator[Services]:
     """The serving process's services, for as long as the block runs: the pool, the feed's
     listening connection, the model providers (from the environment unless `registry` is given,
-    which stays its giver's to close; `meter` wraps them) and the process's generations. They
-    stop in the reverse order: generations first, the pool last."""
+    which stays its giver's to close; `meter` wraps them), the process's generations and its
+    replay runs. They stop in the reverse order: replay runs first, the pool last."""
     limits = Limits(
         connect_timeout=settings.database_connect_timeout,
         acquire_timeout=settings.pool_acquire_timeout,
@@ -378,6 +436,10 @@ async def open_services(
         )
         generations.start_maintenance()
         stack.push_async_callback(generations.close)
+        replaying = replay_limits(settings)
+        runner = replay_runs.Runner(store, providers, replaying)
+        runner.start()
+        stack.push_async_callback(runner.close)
 
         yield Services(
             store=store,
@@ -388,5 +450,6 @@ async def open_services(
             audit=Audit(store),
             transfer=Transfer(store),
             turns=Turns(store, providers, generations, settings.sse_keepalive_seconds),
+            replays=Replays(store, providers, runner, replaying),
             health=Health(store),
         )

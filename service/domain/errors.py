@@ -184,3 +184,11 @@ class UpstreamProtocolError(UpstreamError):
 
 class UpstreamTooLarge(UpstreamProtocolError):
     """The model provider sent a line larger than convtree reads; a reply ends there, as cut."""
+
+
+class ReplayRunNotFound(NotFound):
+    """The replay run does not exist."""
+
+
+class ReplayRunFinished(Conflict):
+    """The replay run has already ended: there is nothing left to cancel."""

@@ -45,6 +45,9 @@ class Generation(msgspec.Struct, frozen=True, kw_only=True):
     # True when convtree cut the reply at its cap (finish_reason "length"). Written only then, so a
     # reply that was not cut encodes exactly as it did before the field existed.
     truncated: bool | msgspec.UnsetType = msgspec.UNSET
+    # The reply this one generated again, in a replay run (service/app/replay_runs): written only
+    # on such a reply, so every other reply encodes exactly as it did before the field existed.
+    replay_of: uuid.UUID | msgspec.UnsetType = msgspec.UNSET
 
 
 class MessageAppended(Utterance, frozen=True, tag="message_appended", kw_only=True):

@@ -568,3 +568,98 @@ SELECT seq, tenant, conversation_id, type
   FROM events
  WHERE strpos(payload::text, '\u') > 0 AND readable_payload(payload)::text <> payload::text
  ORDER BY seq;
+
+-- ---------------------------------------------------------------------------------------------
+-- Replay runs (replay_runs, schema.sql), for service/store/replays.py.
+-- ---------------------------------------------------------------------------------------------
+
+-- name: insert_replay_run
+-- A new run, queued for whichever process claims it first.
+INSERT INTO replay_runs (tenant, run_id, batch_id, source_conversation_id, target_conversation_id, anchor_id,
+                         destination, plan, status, turns_total, actor, request_id)
+VALUES (:tenant, :run_id, :batch_id, :source_conversation_id, :target_conversation_id, :anchor_id,
+        :destination, :plan, 'queued', :turns_total, :actor, :request_id)
+RETURNING created_at, updated_at;
+
+-- name: get_replay_run
+-- A run of :tenant, as its caller and its worker read it.
+SELECT tenant, run_id, batch_id, source_conversation_id, target_conversation_id, anchor_id, destination, plan, status,
+       turns_total, turns_done, prompt_tokens, completion_tokens, error, detail, actor, request_id,
+       created_at, updated_at
+  FROM replay_runs
+ WHERE tenant = :tenant AND run_id = :run_id;
+
+-- name: list_batch_replay_runs
+-- The runs of batch :batch_id, in the order they were started.
+SELECT tenant, run_id, batch_id, source_conversation_id, target_conversation_id, anchor_id, destination, plan, status,
+       turns_total, turns_done, prompt_tokens, completion_tokens, error, detail, actor, request_id,
+       created_at, updated_at
+  FROM replay_runs
+ WHERE tenant = :tenant AND batch_id = :batch_id
+ ORDER BY created_at, run_id;
+
+-- name: claim_replay_run
+-- The oldest run no live process holds (queued, or running under a lease that ran out), claimed by
+-- :owner for :lease_seconds, unless its tenant already has :per_tenant runs under a live lease.
+-- One run per statement, so the bound holds within a process; two processes claiming for one
+-- tenant at the same instant may each take one.
+WITH candidate AS (
+    SELECT r.tenant, r.run_id
+      FROM replay_runs r
+     WHERE r.status IN ('queued', 'running')
+       AND (r.lease_until IS NULL OR r.lease_until < now())
+       AND (SELECT count(*) FROM replay_runs o
+             WHERE o.tenant = r.tenant AND o.status = 'running' AND o.lease_until >= now()) < :per_tenant
+     ORDER BY r.created_at
+     LIMIT 1
+       FOR UPDATE SKIP LOCKED
+)
+UPDATE replay_runs r
+   SET status = 'running', owner = :owner, lease_until = now() + make_interval(secs => :lease_seconds),
+       updated_at = now()
+  FROM candidate c
+ WHERE r.tenant = c.tenant AND r.run_id = c.run_id
+RETURNING r.tenant, r.run_id;
+
+-- name: renew_replay_leases
+-- Only the runs a task of :owner is still working on (:run_ids).
+UPDATE replay_runs SET lease_until = now() + make_interval(secs => :lease_seconds)
+ WHERE owner = :owner AND status = 'running' AND run_id = ANY(:run_ids::uuid[]);
+
+-- name: advance_replay_run
+-- Turn :turn of run :run_id is being written, in this transaction, by :owner: counted, with its
+-- tokens, only if the owner still holds the run and turn :turn - 1 was the last one written. No
+-- row: the run was cancelled or claimed by another process, and the turn must not be written.
+UPDATE replay_runs
+   SET turns_done = :turn, prompt_tokens = prompt_tokens + :prompt_tokens,
+       completion_tokens = completion_tokens + :completion_tokens,
+       status = CASE WHEN :turn = turns_total THEN 'finished' ELSE status END,
+       lease_until = now() + make_interval(secs => :lease_seconds), updated_at = now()
+ WHERE tenant = :tenant AND run_id = :run_id AND owner = :owner AND status = 'running' AND turns_done = :turn - 1
+RETURNING status;
+
+-- name: end_replay_run
+-- Run :run_id ends early with :status (failed, stopped) and why, if :owner still holds it.
+UPDATE replay_runs SET status = :status, error = :error, detail = :detail, updated_at = now()
+ WHERE tenant = :tenant AND run_id = :run_id AND owner = :owner AND status = 'running';
+
+-- name: release_replay_run
+-- :owner stops working on run :run_id without ending it (the server is shutting down): any
+-- process may claim it at once and go on from its last written turn.
+UPDATE replay_runs SET owner = NULL, lease_until = NULL, updated_at = now()
+ WHERE tenant = :tenant AND run_id = :run_id AND owner = :owner AND status = 'running';
+
+-- name: cancel_replay_run
+-- Waits for the turn being written (its transaction holds the row): the run ends after it.
+UPDATE replay_runs SET status = 'cancelled', updated_at = now()
+ WHERE tenant = :tenant AND run_id = :run_id AND status IN ('queued', 'running')
+RETURNING run_id;
+
+-- name: conversations_by_metadata
+-- Conversations of :tenant whose metadata holds the JSON object :filter, oldest first, at most :limit.
+-- Read through readable_payload: no stored metadata can fail the cast.
+SELECT conversation_id
+  FROM conversations
+ WHERE tenant = :tenant AND readable_payload(metadata)::jsonb @> :filter::jsonb
+ ORDER BY created_seq
+ LIMIT :limit;

@@ -5,6 +5,7 @@ conversation succeed."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -66,6 +67,17 @@ def _get(api: httpx.Client, path: str) -> Any:
     return r.json()
 
 
+def _ended(api: httpx.Client, started: Any) -> Any:
+    """`started` (a replay run, or the response that started one) once the run has ended: the checks
+    at the end read every conversation, which must not change meanwhile."""
+    run = started.json() if isinstance(started, httpx.Response) else started
+    if isinstance(started, httpx.Response) and started.status_code != 201:
+        return started
+    while _get(api, f"/v1/conversations/{run['conversation_id']}/replays/{run['id']}")["status"] in ("queued", "running"):
+        time.sleep(0.02)
+    return started
+
+
 def _targets() -> list[Target]:
     def create(body: Callable[[str], dict[str, Any]]) -> Callable[[httpx.Client, str, bool], httpx.Response]:
         return lambda api, v, a: _send(api, "POST", "/v1/conversations", body(v), a)
@@ -117,6 +129,31 @@ def _targets() -> list[Target]:
     def chat_context(r: httpx.Response, api: httpx.Client) -> Any:
         return _get(api, f"/v1/conversations/{r.json()['conversation_id']}/context")["messages"]
 
+    def replay(body: Callable[[str], dict[str, Any]]) -> Callable[[httpx.Client, str, bool], httpx.Response]:
+        def send(api: httpx.Client, v: str, a: bool) -> httpx.Response:
+            cid = _conversation(api)
+            _message(api, cid)
+            return _ended(api, _send(api, "POST", f"/v1/conversations/{cid}/replays", body(v), a))
+
+        return send
+
+    def replayed(r: httpx.Response, api: httpx.Client) -> Any:
+        return _get(api, f"/v1/conversations/{r.json()['target_conversation_id']}")
+
+    def batch(api: httpx.Client, v: str, a: bool) -> httpx.Response:
+        if storable(v):
+            cid = api.post("/v1/conversations", json={"metadata": {"suite": v}}).json()["id"]
+            _message(api, cid)
+        r = _send(api, "POST", "/v1/replays", {"metadata": {"suite": v}}, a)
+        for item in r.json()["items"] if r.status_code == 201 else []:
+            _ended(api, item["run"])
+        return r
+
+    def batched(r: httpx.Response, api: httpx.Client) -> Any:
+        suites = {_get(api, f"/v1/conversations/{i['conversation_id']}")["metadata"]["suite"] for i in r.json()["items"]}
+        [suite] = suites
+        return suite
+
     nonempty = lambda v: len(v) >= 1  # noqa: E731
     maybe = lambda v: None if v else False  # a model the provider may not offer  # noqa: E731
     return [
@@ -158,6 +195,15 @@ def _targets() -> list[Target]:
         Target("chat.user", chat(lambda v: {"model": "echo", "messages": [{"role": "user", "content": "hi"}],
                                             "user": v}),
                None),  # accepted and not stored: nothing to read back
+        Target("replay.title", replay(lambda v: {"title": v}), lambda r, api: replayed(r, api)["title"]),
+        Target("replay.metadata value", replay(lambda v: {"metadata": {"r": v}}),
+               lambda r, api: replayed(r, api)["metadata"]["r"]),
+        Target("replay.target.system", replay(lambda v: {"target": {"system": v}}),
+               lambda r, api: _get(api, f"/v1/conversations/{r.json()['target_conversation_id']}/context")
+               ["messages"][0]["content"], nonempty),
+        Target("replay.target.model", replay(lambda v: {"target": {"provider": "echo", "model": v}}),
+               lambda r, api: r.json()["model"], maybe),
+        Target("replays.metadata filter", batch, batched),
     ]
 
 

@@ -157,6 +157,11 @@ def _words(detail: str) -> str:
     return storable(detail[:MAX_DETAIL_CHARS])
 
 
+def generation(plan: Plan, outcome: Outcome) -> Generation:
+    """How the model produced the reply `outcome` holds, as its event records it."""
+    return _generation(plan, outcome)
+
+
 def _generation(plan: Plan, outcome: Outcome) -> Generation:
     finished = outcome.finished or Finished()
     interruption = outcome.interruption

@@ -397,3 +397,10 @@ def _reported(outcome: record.Outcome, plan: Plan, reply: views.Message | None) 
         stored=reply is not None,  # False: nothing was received, the turn_failed event says why
     )
     return error
+
+
+async def generate(plan: Plan) -> record.Outcome:
+    """The model's whole reply to `plan`, neither relayed nor recorded, cut at MAX_REPLY_CHARS as
+    every reply is: for work that records its replies itself (replay runs). Cancelled, it returns
+    the outcome as it stood (interrupted) rather than raising."""
+    return await ReplyInFlight(plan, relay=False)._call()

@@ -1,0 +1,285 @@
+"""Running replay runs: claimed under a lease by one process at a time, one turn per transaction.
+
+Each turn is one model call and then one transaction that counts the turn on the run (only while
+this process still holds it: not cancelled, not claimed elsewhere) and writes the user message and
+the new reply under ids derived from the run and the turn (plan.new_ids). A turn is therefore
+written exactly once, whatever stops the process: a run whose lease runs out (its process died) or
+that was released (its process shut down) is claimed again by any process, which goes on after the
+last turn written. A turn whose model call was under way is asked again.
+
+A cancelled run stops at its next turn boundary: the reply being generated is not written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import msgspec
+
+from service.app import window as windows
+from service.app import writes
+from service.app.caller import Caller
+from service.app.replay_runs import tools
+from service.app.replay_runs.plan import RunPlan, new_ids
+from service.app.replay_runs.report import plans
+from service.app.replay_runs.start import Limits
+from service.app.turn import Plan
+from service.app.turn import record, relay
+from service.app.turn.plan import context_items
+from service.domain import tree, views
+from service.domain import turns as rules
+from service.domain.errors import ConvtreeError
+from service.domain.message import ContextItem, context_item, said
+from service.store import replays
+from service.store.events import Store
+from service.store.pool import is_outage
+from service.upstream import Provider, Registry
+
+log = logging.getLogger("convtree.replays")
+
+
+@dataclass(frozen=True)
+class Ended:
+    """A run's path ends before its last turn: its status and why."""
+
+    status: str  # failed, stopped
+    error: str
+    detail: str
+
+
+class Released(Exception):
+    """The process is shutting down: the run is left for another (or the next) process."""
+
+
+class Runner:
+    """Every replay run this process (`owner`) is running, up to `limits.workers` at once, each of
+    its tenant's at most `limits.per_tenant` (counted across processes); claims more as they end."""
+
+    def __init__(self, store: Store, registry: Registry, limits: Limits) -> None:
+        self.owner = uuid.uuid4()
+        self._store = store
+        self._registry = registry
+        self._limits = limits
+        self._running: dict[uuid.UUID, tuple[str, asyncio.Task[None]]] = {}
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._loop: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._loop = asyncio.create_task(self._claim_loop())
+
+    def wake(self) -> None:
+        """A run was queued: look for work now rather than at the next poll."""
+        self._wake.set()
+
+    async def _claim_loop(self) -> None:
+        while not self._closing:
+            self._wake.clear()
+            try:
+                if self._running:
+                    await replays.renew(self._store, self.owner, self._limits.lease_seconds, list(self._running))
+                while len(self._running) < self._limits.workers and not self._closing:
+                    claimed = await replays.claim(
+                        self._store, self.owner, self._limits.lease_seconds, self._limits.per_tenant
+                    )
+                    if claimed is None:
+                        break
+                    tenant, run_id = claimed
+                    self._running[run_id] = (tenant, asyncio.create_task(self._run(tenant, run_id)))
+            except Exception as exc:  # noqa: BLE001 - the database may be away (or not migrated yet): next round
+                log.warning("replay runs: claiming failed (%s: %s)", type(exc).__name__, exc)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(self._limits.poll_seconds, self._limits.lease_seconds / 3)):
+                    await self._wake.wait()
+
+    async def _run(self, tenant: str, run_id: uuid.UUID) -> None:
+        try:
+            ended = await run_turns(self._store, self._registry, self._limits, self.owner, tenant, run_id, self._closed)
+            if ended is not None:
+                await replays.end(self._store, tenant, run_id, self.owner, ended.status, ended.error, ended.detail)
+        except Released:
+            await replays.release(self._store, tenant, run_id, self.owner)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if is_outage(exc):  # the lease runs out and the run is claimed again once the database is back
+                log.warning("replay run %s paused: %s", run_id, exc)
+            else:
+                log.exception("replay run %s failed", run_id)
+                with contextlib.suppress(Exception):
+                    detail = f"{type(exc).__name__} while replaying; see the server's log."
+                    await replays.end(self._store, tenant, run_id, self.owner, "failed", "internal_error", detail)
+        finally:
+            self._running.pop(run_id, None)
+            self._wake.set()
+
+    def _closed(self) -> bool:
+        return self._closing
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Stop claiming, interrupt the runs (the model calls under way are dropped, not written) and
+        leave each for whichever process claims it next, from its last written turn."""
+        self._closing = True
+        if self._loop is not None:
+            self._loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop
+        held = dict(self._running)
+        for _, task in held.values():
+            task.cancel()
+        if held:
+            await asyncio.wait([t for _, t in held.values()], timeout=timeout)
+        for run_id, (tenant, _) in held.items():
+            with contextlib.suppress(Exception):
+                await replays.release(self._store, tenant, run_id, self.owner)
+
+
+async def run_turns(
+    store: Store,
+    registry: Registry,
+    limits: Limits,
+    owner: uuid.UUID,
+    tenant: str,
+    run_id: uuid.UUID,
+    closing: Callable[[], bool] = lambda: False,
+) -> Ended | None:
+    """Replay the run's turns from the first not yet written; returns how its path ended early, or
+    None (finished, or cancelled, or no longer this owner's). Raises Released at shutdown."""
+    async with store.reader() as tx:
+        row = await replays.get(tx, tenant, run_id)
+        if row is None or row.status != "running":
+            return None
+        plan = plans.decode(row.plan)
+        source = await tx.get_scoped(tenant, row.source_conversation_id)
+        assert source is not None, "conversations are never removed"
+        originals = {m.id: m for m in await tx.message_path(source[1], plan.leaf_id)}
+    try:
+        provider = registry.get(plan.provider)
+    except ConvtreeError as exc:
+        return Ended("failed", record.error_kind(exc), exc.detail)
+    caller = Caller(tenant=tenant, actor=row.actor, request_id=row.request_id)
+    turn = Turn(store, caller, run_id, owner, row.target_conversation_id, plan, provider, limits.lease_seconds)
+    for index in range(row.turns_done, row.turns_total):
+        user = originals.get(plan.turns[index].user_id)
+        if user is None or user.redacted is not None:
+            return Ended("failed", "source_redacted", "A user message of the replayed path was redacted.")
+        parent = row.anchor_id if index == 0 else new_ids(run_id, index - 1)[1]
+        outcome = await turn.ask(index, user, parent)
+        if closing():
+            raise Released()
+        if isinstance(outcome, Ended):
+            return outcome
+        if not await turn.write(index, user, parent, *outcome):
+            return None  # cancelled, or claimed by another process meanwhile
+    return None
+
+
+class Turn:
+    """One run's turns, as asked and written by this process."""
+
+    def __init__(
+        self,
+        store: Store,
+        caller: Caller,
+        run_id: uuid.UUID,
+        owner: uuid.UUID,
+        target_id: uuid.UUID,
+        plan: RunPlan,
+        provider: Provider,
+        lease_seconds: float,
+    ) -> None:
+        self.store = store
+        self.caller = caller
+        self.run_id = run_id
+        self.owner = owner
+        self.target_id = target_id
+        self.plan = plan
+        self.provider = provider
+        self.lease_seconds = lease_seconds
+        # The new path up to the next turn, as the model is shown it: read from the log once, then
+        # grown by each turn this process writes, which saves a read per turn (what others write
+        # into the conversation meanwhile goes beside the run's path, not on it).
+        self._before: list[ContextItem] | None = None
+        self._family_id: uuid.UUID | None = None
+
+    async def ask(
+        self, index: int, user: views.PathMessage, parent: uuid.UUID | None
+    ) -> tuple[Plan, record.Outcome] | Ended:
+        """The new model's reply to turn `index`, shown the new turns before it (through the window)."""
+        if self._before is None:  # the first turn this process asks: the path so far, from the log
+            async with self.store.reader() as tx:
+                scoped = await tx.get_scoped(self.caller.tenant, self.target_id)
+                assert scoped is not None, "conversations are never removed"
+                self._family_id = scoped[1].family_id
+                self._before = [] if parent is None else context_items(await tx.message_path(scoped[1], parent))
+        before = self._before
+        user_id, reply_id = new_ids(self.run_id, index)
+        items = [*before, context_item(user_id, user)]
+        try:
+            context = await windows.apply(self.plan.window, items, self.plan.model)
+        except ConvtreeError as exc:
+            return Ended("failed", record.error_kind(exc), exc.detail)
+        asked = views.Message(
+            id=user_id,
+            conversation_id=self.target_id,
+            parent_message_id=parent,
+            role="user",
+            content=user.content,
+            metadata=user.metadata,
+            depth=len(before),
+            seq=0,  # not written yet
+            created_at=dt.datetime.now(dt.UTC),
+        )
+        assert self._family_id is not None
+        turn_plan = Plan(
+            self.target_id, self._family_id, asked, reply_id, self.provider, self.plan.model, context, self.plan.params
+        )
+        outcome = await relay.generate(turn_plan)
+        # The tool rule's seam (tools.py): a reply's tool calls are answered from the path's recorded
+        # results, or stop the path. Replies hold text only until tool calls become messages.
+        answered = tools.answer([], [])
+        if isinstance(answered, tools.Unrecorded):
+            return Ended("stopped", "unrecorded_tool", answered.detail)
+        if not outcome.complete:
+            kind, detail = record.failure_of(outcome)
+            return Ended("failed", kind, detail)
+        return turn_plan, outcome
+
+    async def write(
+        self, index: int, user: views.PathMessage, parent: uuid.UUID | None, turn_plan: Plan, outcome: record.Outcome
+    ) -> bool:
+        """Count turn `index` on the run and write it, in one transaction; False (nothing written)
+        if this process no longer holds the run."""
+        original = self.plan.turns[index].reply_id
+        generation = msgspec.structs.replace(
+            record.generation(turn_plan, outcome), replay_of=msgspec.UNSET if original is None else original
+        )
+        finished = outcome.finished
+        prompt = (finished.prompt_tokens if finished else None) or 0
+        completion = (finished.completion_tokens if finished else None) or 0
+        tenant = self.caller.tenant
+        async with self.store.transaction((tenant, self.target_id)) as tx:
+            counted = await replays.advance(
+                tx, tenant, self.run_id, self.owner, index + 1, prompt, completion, self.lease_seconds
+            )
+            if counted is None:
+                return False
+            w = await writes.lock(tx, self.caller, self.target_id, 2, [] if parent is None else [parent])
+            user_id, reply_id = turn_plan.user_message.id, turn_plan.reply_id
+            cmd = tree.Append(**said(user), message_id=user_id, parent_id=parent, digest_key=writes.new_digest_key())
+            above = None if parent is None else w.nodes.get(parent)
+            asked = rules.decide_chain(w.see(above), above, [cmd])
+            replied = rules.decide_reply(
+                tree.fold(w.state, asked), tree.appended_node(asked[0], self.target_id), user_id, reply_id,
+                outcome.text, generation, writes.new_digest_key(),
+            )  # fmt: skip
+            await w.write([*asked, *replied], {user_id: user.content, reply_id: outcome.text})
+        assert self._before is not None
+        self._before += [context_item(user_id, user), ContextItem(role="assistant", content=outcome.text, id=reply_id)]
+        return True

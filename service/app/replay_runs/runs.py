@@ -1,0 +1,77 @@
+"""Reading and cancelling replay runs: a run's progress, its comparison with the originals, a batch."""
+
+from __future__ import annotations
+
+import uuid
+
+from service.app.caller import Caller
+from service.app.replay_runs import report
+from service.app.replay_runs.plan import new_ids
+from service.domain import views
+from service.domain.errors import ReplayRunFinished, ReplayRunNotFound
+from service.store import replays
+from service.store.events import Store, Tx
+
+
+async def _found(tx: Tx, caller: Caller, conversation_id: uuid.UUID, run_id: uuid.UUID) -> replays.RunRow:
+    row = await replays.get(tx, caller.tenant, run_id)
+    if row is None or row.source_conversation_id != conversation_id:
+        raise ReplayRunNotFound(run_id=str(run_id))
+    return row
+
+
+async def get(store: Store, caller: Caller, conversation_id: uuid.UUID, run_id: uuid.UUID) -> report.ReplayRun:
+    async with store.reader() as tx:
+        return report.run_view(await _found(tx, caller, conversation_id, run_id))
+
+
+async def cancel(store: Store, caller: Caller, conversation_id: uuid.UUID, run_id: uuid.UUID) -> report.ReplayRun:
+    """Cancel a run: it stops at its next turn boundary (a turn being written is written first).
+    A run that has ended: ReplayRunFinished."""
+    async with store.transaction() as tx:
+        row = await _found(tx, caller, conversation_id, run_id)
+        if not await replays.cancel(tx, caller.tenant, run_id):
+            raise ReplayRunFinished(run_id=str(run_id), status=row.status)
+        found = await replays.get(tx, caller.tenant, run_id)
+        assert found is not None
+        return report.run_view(found)
+
+
+async def diff(store: Store, caller: Caller, conversation_id: uuid.UUID, run_id: uuid.UUID) -> report.ReplayDiff:
+    """Every turn of the run, the original reply beside the new one (None until it is written)."""
+    async with store.snapshot() as tx:
+        row = await _found(tx, caller, conversation_id, run_id)
+        plan = report.plans.decode(row.plan)
+        source = await tx.get_scoped(caller.tenant, row.source_conversation_id)
+        target = await tx.get_scoped(caller.tenant, row.target_conversation_id)
+        assert source is not None and target is not None, "conversations are never removed"
+        originals = {m.id: m for m in await tx.message_path(source[1], plan.leaf_id)}
+        replayed: dict[uuid.UUID, views.PathMessage] = {}
+        if row.turns_done:
+            last_reply = new_ids(run_id, row.turns_done - 1)[1]
+            replayed = {m.id: m for m in await tx.message_path(target[1], last_reply)}
+    turns = []
+    for index, ref in enumerate(plan.turns):
+        user = originals.get(ref.user_id)
+        original = None if ref.reply_id is None else originals.get(ref.reply_id)
+        new = replayed.get(new_ids(run_id, index)[1])
+        both = original is not None and new is not None
+        turns.append(
+            report.ReplayTurnDiff(
+                index=index,
+                user_message_id=ref.user_id,
+                user_content="" if user is None else user.content,
+                original=report.reply_side(original),
+                replayed=report.reply_side(new),
+                similarity=report.similarity(original.content, new.content) if both else None,  # type: ignore[union-attr]
+            )
+        )
+    return report.ReplayDiff(run=report.run_view(row), turns=turns)
+
+
+async def batch(store: Store, caller: Caller, batch_id: uuid.UUID) -> report.ReplayBatch:
+    async with store.reader() as tx:
+        rows = await replays.of_batch(tx, caller.tenant, batch_id)
+    if not rows:
+        raise ReplayRunNotFound("The replay batch does not exist.", batch_id=str(batch_id))
+    return report.batch_view(batch_id, rows)
