@@ -102,8 +102,9 @@ async def advance(
 ) -> str | None:
     """Count turn `turn` (1-based) as written in `tx`; returns the run's status after it, or None if
     the owner no longer holds the run (cancelled, or claimed elsewhere): then nothing may be written."""
-    status: str | None = await tx.value(
+    status: str | None = await tx.value_or_none(
         "advance_replay_run",
+        str,
         tenant=tenant,
         run_id=run_id,
         owner=owner,
@@ -131,7 +132,7 @@ async def release(store: Store, tenant: str, run_id: uuid.UUID, owner: uuid.UUID
 
 async def cancel(tx: Tx, tenant: str, run_id: uuid.UUID) -> bool:
     """Cancel a run that has not ended; False if it has ended (or does not exist)."""
-    return await tx.value("cancel_replay_run", tenant=tenant, run_id=run_id) is not None
+    return await tx.value_or_none("cancel_replay_run", uuid.UUID, tenant=tenant, run_id=run_id) is not None
 
 
 async def conversations_by_metadata(tx: Tx, tenant: str, metadata_json: str, limit: int) -> list[uuid.UUID]:
