@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import msgspec
 
@@ -34,18 +33,19 @@ from service.app.turn.plan import (
 )
 from service.domain import tree, views
 from service.domain import turns as rules
-from service.domain.message import context_item
+from service.domain.message import Role, Utterance, context_item, said
 from service.domain.errors import InvalidRequest, MessageNotFound, ReplyInProgress
 from service.store import pending
 from service.store.events import Store
 from service.upstream import Provider, Registry
 
 
-class NewTurn(msgspec.Struct, frozen=True, kw_only=True):
-    content: str
+class NewTurn(Utterance, frozen=True, kw_only=True):
+    """A turn: what the user says (the reply is the model's), where, and how to ask for the reply."""
+
+    role: Role = "user"
     id: uuid.UUID | None = None  # the user message's id: a retry with the same id is safe
     parent_message_id: uuid.UUID | None = None  # None: under the head
-    metadata: dict[str, Any] = {}
     reply: ReplySpec = msgspec.field(default_factory=ReplySpec)
 
 
@@ -69,11 +69,9 @@ async def begin_turn(
     provider, model = registry.resolve(new.reply.provider, new.reply.model)
     message_id = new.id or (None if keyed is None else idempotency.derived_id(caller, keyed))
     cmd = tree.Append(
+        **said(new),
         message_id=message_id or uuid.uuid4(),
         parent_id=new.parent_message_id,
-        role="user",
-        content=new.content,
-        metadata=new.metadata,
         digest_key=writes.new_digest_key(),
     )
 
