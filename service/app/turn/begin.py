@@ -26,6 +26,7 @@ from service.app.turn.plan import (
     Answered,
     InFlight,
     L,
+    Lease,
     Plan,
     ReplySpec,
     context_items,
@@ -53,7 +54,7 @@ async def begin_turn(
     store: Store,
     registry: Registry,
     caller: Caller,
-    owner: uuid.UUID,
+    lease: Lease,
     conversation_id: uuid.UUID,
     new: NewTurn,
     launch: Callable[[Plan], L],
@@ -79,7 +80,7 @@ async def begin_turn(
         retry = message_id is not None
         return await begin_user_turn(o, conversation_id, new.parent_message_id, [cmd], provider, model, new.reply, retry)
 
-    return await begin(store, caller, owner, launch, keyed, conversation_id, provider, model, new.reply, work)
+    return await begin(store, caller, lease, launch, keyed, conversation_id, provider, model, new.reply, work)
 
 
 async def begin_user_turn(
@@ -123,7 +124,7 @@ async def begin_regenerate(
     store: Store,
     registry: Registry,
     caller: Caller,
-    owner: uuid.UUID,
+    lease: Lease,
     conversation_id: uuid.UUID,
     message_id: uuid.UUID,
     spec: ReplySpec,
@@ -152,13 +153,13 @@ async def begin_regenerate(
         await o.register(family_id, conversation_id, node.parent_id, provider, model, None)
         return None
 
-    return await begin(store, caller, owner, launch, keyed, conversation_id, provider, model, spec, work)
+    return await begin(store, caller, lease, launch, keyed, conversation_id, provider, model, spec, work)
 
 
 async def begin(
     store: Store,
     caller: Caller,
-    owner: uuid.UUID,
+    lease: Lease,
     launch: Callable[[Plan], L],
     keyed: idempotency.Keyed | None,
     conversation_id: uuid.UUID | None,
@@ -176,7 +177,7 @@ async def begin(
             return await again(o, o.began, provider, model, spec)
         return await work(o)
 
-    return await opened(store, caller, owner, launch, first, keyed, conversation_id)
+    return await opened(store, caller, lease, launch, first, keyed, conversation_id)
 
 
 async def again(
