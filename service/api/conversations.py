@@ -21,6 +21,7 @@ from service.app import messages as messages_app
 from service.app.caller import Caller
 from service.app.services import Conversations, Messages, answered
 from service.domain import errors, views
+from service.domain.message import carried
 
 AUTH = (errors.Unauthorized, 422)
 WRITE = (*AUTH, 400, errors.JsonTooDeep)  # 400: the body is not JSON, or nests too deep; 422: it is JSON but not a valid request
@@ -146,14 +147,7 @@ class ConversationController(Controller):
         ] = None,
     ) -> Response[views.Message]:
         expected = data.expected_head if data.expected_head is not None else _parse_if_match(if_match)
-        new = messages_app.NewMessage(
-            id=data.id,
-            parent_message_id=data.parent_message_id,
-            role=data.role,
-            content=data.content,
-            metadata=data.metadata,
-            expected_head=expected,
-        )
+        new = carried(messages_app.NewMessage, data, expected_head=expected)
 
         def respond(result: messages_app.Appended) -> tuple[int, Any, dict[str, str]]:
             m = result.message

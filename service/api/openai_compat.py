@@ -24,6 +24,7 @@ from service.app.caller import Caller
 from service.app.turn import CLIENT_LEFT, ReplyInFlight, Settled
 from service.app.services import Turns
 from service.domain import errors, views
+from service.domain.message import carried
 
 # OpenAI's roles, and the ones convtree stores them as ("developer" is o1's name for "system").
 ROLES: dict[str, Literal["system", "user", "assistant"]] = {
@@ -239,7 +240,7 @@ def _sent(index: int, message: InputMessage) -> turns_app.Sent:
         content = "".join(part.text or "" for part in content)
     if not content:
         raise errors.InvalidRequest(f"messages[{index}]: content is empty.", parameter=f"messages[{index}].content")
-    return turns_app.Sent(role, content)
+    return carried(turns_app.Sent, message, role=role, content=content)
 
 
 def _completion(conversation_id: uuid.UUID, reply: views.Message, created: int) -> ChatCompletion:

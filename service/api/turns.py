@@ -24,6 +24,7 @@ from service.app.caller import Caller
 from service.app.turn import CLIENT_LEFT, ReplyInFlight, Settled
 from service.app.services import Turns
 from service.domain import errors, views
+from service.domain.message import carried
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=schemas.NO_NUL)]
 PARAMS_DOC = "Sampling parameters (temperature, max_tokens, top_p, stop, seed); unset ones are the provider's defaults."
@@ -155,13 +156,7 @@ class TurnController(Controller):
         turns_service: NamedDependency[Turns],
         idempotency_key: Annotated[str | None, IDEMPOTENCY_KEY] = None,
     ) -> Response[TurnResult]:
-        new = turns_app.NewTurn(
-            content=data.content,
-            id=data.id,
-            parent_message_id=data.parent_message_id,
-            metadata=data.metadata,
-            reply=turns_app.ReplySpec(provider=data.provider, model=data.model, window=data.window, params=data.params),
-        )
+        new = carried(turns_app.NewTurn, data, reply=carried(turns_app.ReplySpec, data))
         begun = await turns_service.turn(caller, conversation_id, new, keyed(request, data), relay=data.stream)
         if isinstance(begun, turns_app.Answered):
             return _answered(begun, stream=data.stream)
@@ -191,7 +186,7 @@ class TurnController(Controller):
         turns_service: NamedDependency[Turns],
         idempotency_key: Annotated[str | None, IDEMPOTENCY_KEY] = None,
     ) -> Response[TurnResult]:
-        spec = turns_app.ReplySpec(provider=data.provider, model=data.model, window=data.window, params=data.params)
+        spec = carried(turns_app.ReplySpec, data)
         begun = await turns_service.regenerate(
             caller, conversation_id, message_id, spec, keyed(request, data), relay=data.stream
         )

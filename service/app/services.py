@@ -218,7 +218,7 @@ class Turns:
         generations = self.generations
         generations.ensure_open()
         return await turn.begin_turn(
-            self._store, self.registry, caller, generations.owner, conversation_id, new,
+            self._store, self.registry, caller, generations.lease, conversation_id, new,
             lambda plan: generations.start(caller, plan, relay=relay),
             keyed,
         )  # fmt: skip
@@ -236,7 +236,7 @@ class Turns:
         generations = self.generations
         generations.ensure_open()
         return await turn.begin_regenerate(
-            self._store, self.registry, caller, generations.owner, conversation_id, message_id, spec,
+            self._store, self.registry, caller, generations.lease, conversation_id, message_id, spec,
             lambda plan: generations.start(caller, plan, relay=relay),
             keyed,
         )  # fmt: skip
@@ -247,7 +247,7 @@ class Turns:
         generations = self.generations
         generations.ensure_open()
         return await turn.begin_chat(
-            self._store, self.registry, caller, generations.owner, chat,
+            self._store, self.registry, caller, generations.lease, chat,
             lambda plan: generations.start(caller, plan, relay=relay),
             keyed,
         )  # fmt: skip

@@ -23,8 +23,9 @@ text is still required today, and must be relaxed when such a field arrives:
 
 from __future__ import annotations
 
+import functools
 import uuid
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import msgspec
 
@@ -61,3 +62,20 @@ def said(message: Utterance) -> dict[str, Any]:
 def context_item(message_id: uuid.UUID, message: Utterance) -> ContextItem:
     """`message`, as a model is shown it."""
     return ContextItem(**said(message), id=message_id)
+
+
+S = TypeVar("S", bound=msgspec.Struct)
+
+
+def carried(shape: type[S], source: msgspec.Struct, **given: Any) -> S:
+    """A `shape` built from the fields of `source` (any struct: a wire body, a command) that `shape`
+    also has, by name, and the `given` ones: an edge's one conversion, so that a field both shapes
+    carry crosses it without the edge naming it. A field `source` lacks takes `shape`'s default."""
+    fields = {name: getattr(source, name) for name in _shared(shape, type(source)) if name not in given}
+    return shape(**fields, **given)
+
+
+@functools.cache
+def _shared(shape: type[msgspec.Struct], source: type[msgspec.Struct]) -> tuple[str, ...]:
+    """The fields `shape` and `source` both have, in `shape`'s order."""
+    return tuple(name for name in shape.__struct_fields__ if name in source.__struct_fields__)

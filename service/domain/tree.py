@@ -140,8 +140,8 @@ class AlreadyAppended(msgspec.Struct, frozen=True):
 
 def evolve(state: ConversationState, event: Event) -> ConversationState:
     """The conversation after `event`. The same rules, over a whole log, are SQL's fold_conversations
-    (schema/schema.sql), which rebuilds and replays summaries; tests/test_domain_fold.py checks the
-    two agree. The chain (last_seq, last_hash) is not the event's: see `chained`."""
+    (schema/schema.sql), which rebuilds and replays summaries; tests/integration/test_domain_fold.py
+    checks the two agree. The chain (last_seq, last_hash) is not the event's: see `chained`."""
     match event:
         case MessageAppended(message_id=message_id, parent_id=parent_id):
             # A new child of a leaf replaces that leaf as a tip; a child of an inner message adds a tip.

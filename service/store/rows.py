@@ -12,7 +12,7 @@ import asyncpg
 import msgspec
 
 from service.domain import views
-from service.domain.events import Columns, Envelope, Sealed, message_metadata, message_payload
+from service.domain.events import Columns, Envelope, Sealed, message_metadata, with_payload
 from service.domain.tree import ConversationState, Node, Scope
 
 R = TypeVar("R", bound=msgspec.Struct)
@@ -229,21 +229,22 @@ def redaction(at: datetime | None, by: str | None, reason: str | None, erased: b
 
 
 def message(row: MessageRow) -> views.Message:
+    """A message row as the message it is: its place from the columns, what it says from its role,
+    body and payload (every payload field, by name: a field added to the message needs nothing here)."""
     redacted = redaction(row.redacted_at, row.redacted_by, row.redaction_reason, row.redaction_erased)
-    metadata, generation = message_payload(row.payload)
-    return views.Message(
+    built = views.Message(
+        metadata={},  # the payload's, as every field it holds: with_payload
         id=row.message_id,
         conversation_id=row.conversation_id,
         parent_message_id=row.parent_id,
         role=row.role,  # type: ignore[arg-type]
         content=views.REDACTED_CONTENT if redacted is not None else row.content,  # type: ignore[arg-type]
-        metadata=metadata,
-        generation=generation,
         depth=row.depth,
         seq=row.seq,
         created_at=row.created_at,
         redacted=redacted,
     )
+    return with_payload(built, row.payload)
 
 
 class PathRow(msgspec.Struct, frozen=True, gc=False):
@@ -268,17 +269,16 @@ class PathRow(msgspec.Struct, frozen=True, gc=False):
 
 
 def path_message(row: PathRow, place: tuple[int, int]) -> views.PathMessage:
-    """A path row as the message it is, at `place` (sibling count, position) among its siblings."""
+    """A path row as the message it is (as `message` builds one), at `place` (sibling count,
+    position) among its siblings."""
     redacted = redaction(row.redacted_at, row.redacted_by, row.redaction_reason, row.redaction_erased)
-    metadata, generation = message_payload(row.payload)  # type: ignore[arg-type]
-    return views.PathMessage(
+    built = views.PathMessage(
+        metadata={},  # the payload's, as every field it holds: with_payload
         id=row.message_id,
         conversation_id=row.conversation_id,
         parent_message_id=row.parent_id,
         role=row.role,  # type: ignore[arg-type]
         content=row.content if redacted is None else views.REDACTED_CONTENT,  # type: ignore[arg-type]
-        metadata=metadata,
-        generation=generation,
         depth=row.depth,
         seq=row.seq,
         created_at=row.created_at,  # type: ignore[arg-type]
@@ -286,6 +286,7 @@ def path_message(row: PathRow, place: tuple[int, int]) -> views.PathMessage:
         sibling_count=place[0],
         sibling_position=place[1],
     )
+    return with_payload(built, row.payload)  # type: ignore[arg-type]
 
 
 class LeafRow(msgspec.Struct, frozen=True):

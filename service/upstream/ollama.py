@@ -8,7 +8,7 @@ import msgspec
 
 from service.domain.errors import UpstreamProtocolError
 from service.upstream import httpclient
-from service.upstream.base import ChatRequest, Finished, StreamItem, TextDelta
+from service.upstream.base import ChatRequest, Finished, StreamItem, TextDelta, message_encoder
 
 
 class _Options(msgspec.Struct, omit_defaults=True):
@@ -19,9 +19,20 @@ class _Options(msgspec.Struct, omit_defaults=True):
     seed: int | None = None
 
 
+class _Sent(msgspec.Struct, omit_defaults=True):
+    """A message as the protocol takes it (message_encoder): a message field the protocol names as
+    convtree does is one line here, with its default (an unset field is not sent)."""
+
+    role: str
+    content: str
+
+
+_sent = message_encoder(_Sent)
+
+
 class _Body(msgspec.Struct, omit_defaults=True):
     model: str
-    messages: list[dict[str, str]]
+    messages: list[_Sent]
     stream: bool  # no default: omit_defaults would drop it
     options: _Options | None = None
 
@@ -61,7 +72,7 @@ def request_body(request: ChatRequest) -> bytes:
     body = _Body(
         model=request.model,
         stream=True,
-        messages=[{"role": m.role, "content": m.content} for m in request.messages],
+        messages=[_sent(m) for m in request.messages],
         options=options if options != _Options() else None,
     )
     return msgspec.json.encode(body)

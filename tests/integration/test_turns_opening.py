@@ -41,7 +41,7 @@ def test_a_reply_launched_by_a_turn_that_does_not_commit_is_stopped_and_never_re
         pool = await asyncpg.create_pool(url, min_size=1, max_size=4)
         assert pool is not None
         store = Store(pool)
-        generations = Replies(store)
+        generations = Replies(store, lease_seconds=60.0)
         caller = Caller(tenant="t", actor="test")
         try:
             async with store.transaction() as tx:
@@ -63,7 +63,7 @@ def test_a_reply_launched_by_a_turn_that_does_not_commit_is_stopped_and_never_re
                 return launched[-1]
 
             with pytest.raises(Refused):
-                await opening.opened(store, caller, generations.owner, launch, work)
+                await opening.opened(store, caller, generations.lease, launch, work)
             [generation] = launched
             settled = await generation.settled
             assert settled.reply is None and isinstance(settled.error, Refused)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import msgspec
 
@@ -27,6 +26,7 @@ from service.app.turn.plan import (
     Answered,
     InFlight,
     L,
+    Lease,
     Plan,
     ReplySpec,
     context_items,
@@ -34,18 +34,19 @@ from service.app.turn.plan import (
 )
 from service.domain import tree, views
 from service.domain import turns as rules
-from service.domain.message import context_item
+from service.domain.message import Role, Utterance, context_item, said
 from service.domain.errors import InvalidRequest, MessageNotFound, ReplyInProgress
 from service.store import pending
 from service.store.events import Store
 from service.upstream import Provider, Registry
 
 
-class NewTurn(msgspec.Struct, frozen=True, kw_only=True):
-    content: str
+class NewTurn(Utterance, frozen=True, kw_only=True):
+    """A turn: what the user says (the reply is the model's), where, and how to ask for the reply."""
+
+    role: Role = "user"
     id: uuid.UUID | None = None  # the user message's id: a retry with the same id is safe
     parent_message_id: uuid.UUID | None = None  # None: under the head
-    metadata: dict[str, Any] = {}
     reply: ReplySpec = msgspec.field(default_factory=ReplySpec)
 
 
@@ -53,7 +54,7 @@ async def begin_turn(
     store: Store,
     registry: Registry,
     caller: Caller,
-    owner: uuid.UUID,
+    lease: Lease,
     conversation_id: uuid.UUID,
     new: NewTurn,
     launch: Callable[[Plan], L],
@@ -69,11 +70,9 @@ async def begin_turn(
     provider, model = registry.resolve(new.reply.provider, new.reply.model)
     message_id = new.id or (None if keyed is None else idempotency.derived_id(caller, keyed))
     cmd = tree.Append(
+        **said(new),
         message_id=message_id or uuid.uuid4(),
         parent_id=new.parent_message_id,
-        role="user",
-        content=new.content,
-        metadata=new.metadata,
         digest_key=writes.new_digest_key(),
     )
 
@@ -81,7 +80,7 @@ async def begin_turn(
         retry = message_id is not None
         return await begin_user_turn(o, conversation_id, new.parent_message_id, [cmd], provider, model, new.reply, retry)
 
-    return await begin(store, caller, owner, launch, keyed, conversation_id, provider, model, new.reply, work)
+    return await begin(store, caller, lease, launch, keyed, conversation_id, provider, model, new.reply, work)
 
 
 async def begin_user_turn(
@@ -125,7 +124,7 @@ async def begin_regenerate(
     store: Store,
     registry: Registry,
     caller: Caller,
-    owner: uuid.UUID,
+    lease: Lease,
     conversation_id: uuid.UUID,
     message_id: uuid.UUID,
     spec: ReplySpec,
@@ -154,13 +153,13 @@ async def begin_regenerate(
         await o.register(family_id, conversation_id, node.parent_id, provider, model, None)
         return None
 
-    return await begin(store, caller, owner, launch, keyed, conversation_id, provider, model, spec, work)
+    return await begin(store, caller, lease, launch, keyed, conversation_id, provider, model, spec, work)
 
 
 async def begin(
     store: Store,
     caller: Caller,
-    owner: uuid.UUID,
+    lease: Lease,
     launch: Callable[[Plan], L],
     keyed: idempotency.Keyed | None,
     conversation_id: uuid.UUID | None,
@@ -178,7 +177,7 @@ async def begin(
             return await again(o, o.began, provider, model, spec)
         return await work(o)
 
-    return await opened(store, caller, owner, launch, first, keyed, conversation_id)
+    return await opened(store, caller, lease, launch, first, keyed, conversation_id)
 
 
 async def again(

@@ -14,7 +14,7 @@ from service.app.caller import Caller
 from service.app.turn.begin import begin, begin_user_turn
 from service.app.turn.models import resolve_model
 from service.app.turn.opening import Opening
-from service.app.turn.plan import Answered, L, Params, Plan, ReplySpec
+from service.app.turn.plan import Answered, L, Lease, Params, Plan, ReplySpec
 from service.domain import tree, views
 from service.domain import turns as rules
 from service.domain.errors import InvalidRequest
@@ -47,7 +47,7 @@ async def begin_chat(
     store: Store,
     registry: Registry,
     caller: Caller,
-    owner: uuid.UUID,
+    lease: Lease,
     chat: Chat,
     launch: Callable[[Plan], L],
     keyed: idempotency.Keyed | None = None,
@@ -67,7 +67,7 @@ async def begin_chat(
         chain = _chain(chat.messages, chat.parent_message_id)
         return await begin_user_turn(o, chat.conversation_id, chat.parent_message_id, chain, provider, model, spec)
 
-    return await begin(store, caller, owner, launch, keyed, None, provider, model, spec, work)
+    return await begin(store, caller, lease, launch, keyed, None, provider, model, spec, work)
 
 
 async def _new_conversation(o: Opening[L], chat: Chat, provider: Provider, model: str, spec: ReplySpec) -> None:

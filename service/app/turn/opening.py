@@ -15,7 +15,7 @@ from service.app import idempotency
 from service.app import window as windows
 from service.app import writes
 from service.app.caller import Caller
-from service.app.turn.plan import LEASE_SECONDS, Answered, InFlight, L, Plan, ReplySpec
+from service.app.turn.plan import Answered, InFlight, L, Lease, Plan, ReplySpec
 from service.domain import tree, views
 from service.domain import turns as rules
 from service.domain.errors import ConvtreeError
@@ -42,14 +42,14 @@ class Opening(Generic[L]):
         self,
         tx: Tx,
         caller: Caller,
-        owner: uuid.UUID,
+        lease: Lease,
         launch: Callable[[Plan], L],
         began: idempotency.Launched | None = None,
     ) -> None:
         self.tx = tx
         self.caller = caller
         self.began = began  # the turn the request's Idempotency-Key began, if a retry's
-        self._owner = owner
+        self._lease = lease
         self._launch = launch
         self.reply_id = uuid.uuid4()  # the reply's id, chosen up front: registered and launched under it
         self.launched: L | None = None
@@ -77,7 +77,7 @@ class Opening(Generic[L]):
             actor=self.caller.actor,
             request_id=self.caller.request_id,
         )
-        return await pending.register(self.tx, row, self._owner, LEASE_SECONDS, around)
+        return await pending.register(self.tx, row, self._lease.owner, self._lease.seconds, around)
 
     async def register_under(
         self,
@@ -110,7 +110,7 @@ class Opening(Generic[L]):
         user = events[-1]
         assert isinstance(user, MessageAppended)
         reply = (self.reply_id, user.message_id, provider.name, model)
-        around = await w.write_turn(events, bodies, reply, self._owner, LEASE_SECONDS, parent_ref)
+        around = await w.write_turn(events, bodies, reply, self._lease.owner, self._lease.seconds, parent_ref)
         rules.check_parent_settled(parent_ref, explicit, around)
 
     async def reply(
@@ -138,7 +138,7 @@ _committing: set[asyncio.Task[None]] = set()
 async def opened(
     store: Store,
     caller: Caller,
-    owner: uuid.UUID,
+    lease: Lease,
     launch: Callable[[Plan], L],
     work: Callable[[Opening[L]], Awaitable[Answered | None]],
     keyed: idempotency.Keyed | None = None,
@@ -149,7 +149,7 @@ async def opened(
     then looks again: the model is called once per key, however many retries arrive meanwhile."""
     while True:
         try:
-            return await _opened(store, caller, owner, launch, work, keyed, conversation_id)
+            return await _opened(store, caller, lease, launch, work, keyed, conversation_id)
         except InFlight as busy:
             await _recorded(store, busy.family_id, busy.reply_id)
 
@@ -170,7 +170,7 @@ RETRY_POLL_SECONDS = 0.1
 async def _opened(
     store: Store,
     caller: Caller,
-    owner: uuid.UUID,
+    lease: Lease,
     launch: Callable[[Plan], L],
     work: Callable[[Opening[L]], Awaitable[Answered | None]],
     keyed: idempotency.Keyed | None,
@@ -192,7 +192,7 @@ async def _opened(
         try:
             async with idempotency.claimed(store, caller, keyed, conversation_id) as claim:
                 assert not isinstance(claim.found, idempotency.Replayed), "a key's fingerprint names its route"
-                o = Opening(claim.tx, caller, owner, launch, claim.found)
+                o = Opening(claim.tx, caller, lease, launch, claim.found)
                 answered = await work(o)
                 if answered is None:
                     assert o.launched is not None and o.plan is not None, "a turn launches its reply or is answered"

@@ -15,7 +15,13 @@ from service.domain.message import ContextItem, context_item
 from service.store.events import Tx
 from service.upstream import ChatParams, ChatRequest, Provider
 
-LEASE_SECONDS = 60.0  # a pending reply whose owner has not renewed it for this long is closed out
+class Lease(msgspec.Struct, frozen=True):
+    """Who generates a turn's reply (a server process, by id) and how long its registration of the
+    reply lasts unless renewed: a pending reply whose owner has not renewed it for `seconds` is
+    closed out (record.close_expired). The one length is Settings.reply_lease_seconds."""
+
+    owner: uuid.UUID
+    seconds: float
 
 
 class Params(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, forbid_unknown_fields=True):

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from service.app.turn import record
-from service.app.turn.plan import LEASE_SECONDS, Plan
+from service.app.turn.plan import Lease, Plan
 from service.app.caller import Caller
 from service.domain import views
 from service.domain.errors import (
@@ -210,11 +210,11 @@ class Replies:
     """Every reply in flight of one server process (`owner`), with the leases that make them visible."""
 
     def __init__(
-        self, store: Store, *, lease_seconds: float = LEASE_SECONDS, record_seconds: float = 10.0
+        self, store: Store, *, lease_seconds: float, record_seconds: float = 10.0
     ) -> None:
         self.owner = uuid.uuid4()
         self._store = store
-        self._lease = lease_seconds
+        self.lease = Lease(self.owner, lease_seconds)  # what each reply of this process is registered under
         self._record_seconds = record_seconds
         self._running: dict[ReplyInFlight, asyncio.Task[None]] = {}
         # Outcomes whose client was told they could not be recorded yet, by reply id: recorded
@@ -323,15 +323,14 @@ class Replies:
     def start_maintenance(self, interval: float | None = None) -> None:
         """Close out what dead processes left, at once and then every `interval` seconds (default:
         a quarter of the lease), and keep the leases of this process's live replies fresh as often."""
-        # A reply is registered with LEASE_SECONDS; renewals must come before that runs out too.
-        self._maintenance = asyncio.create_task(self._maintain(interval or min(self._lease, LEASE_SECONDS) / 4))
+        self._maintenance = asyncio.create_task(self._maintain(interval or self.lease.seconds / 4))
 
     async def _maintain(self, interval: float) -> None:
         while True:
             try:
                 live = self._live()
                 if live:
-                    await pending.renew(self._store, self.owner, self._lease, live)
+                    await pending.renew(self._store, self.owner, self.lease.seconds, live)
                 closed = await record.close_expired(self._store)
                 if closed:
                     log.warning("closed out %d pending replies whose server had stopped", closed)
