@@ -72,7 +72,7 @@ class KnownHeads:
 
 
 class _Waiting:
-    __slots__ = ("caller", "conversation_id", "new", "keyed", "future")
+    __slots__ = ("caller", "conversation_id", "new", "keyed", "future", "busy")
 
     def __init__(
         self, caller: Caller, conversation_id: uuid.UUID, new: NewMessage, keyed: idempotency.Keyed | None
@@ -81,6 +81,7 @@ class _Waiting:
         self.conversation_id = conversation_id
         self.new = new
         self.keyed = keyed
+        self.busy = False  # holds its conversation's turn in the group (AppendGroup._busy)
         self.future: asyncio.Future[Appended | idempotency.Replayed] = asyncio.get_running_loop().create_future()
 
     @property
@@ -148,6 +149,7 @@ class AppendGroup:
                         later.append(waiting)
                         continue
                     self._busy.add(waiting.key)
+                    waiting.busy = True
                     try:
                         plan = self._plan(waiting, now)
                     except Exception as exc:  # a bug: this append fails, the others go on
@@ -217,6 +219,11 @@ class AppendGroup:
             self._done(p.waiting, Appended(_appended_view(p.events, sealed, at), created=True))
 
     def _append_locked(self, waiting: _Waiting) -> None:
+        if waiting.keyed is not None:
+            # Its key's transaction waits at the conversation's gate, as every keyed write does,
+            # not behind the group's queue: a conversation held elsewhere fails each in the lock
+            # timeout, not one after the other.
+            self._release(waiting)
         task = asyncio.create_task(self._locked_append(waiting))
         self._locked.add(task)
         task.add_done_callback(self._locked.discard)
@@ -234,8 +241,13 @@ class AppendGroup:
                 raise
         self._done(waiting, outcome)
 
+    def _release(self, waiting: _Waiting) -> None:
+        if waiting.busy:
+            waiting.busy = False
+            self._busy.discard(waiting.key)
+
     def _done(self, waiting: _Waiting, outcome: Appended | idempotency.Replayed | BaseException) -> None:
-        self._busy.discard(waiting.key)
+        self._release(waiting)
         _settle(waiting.future, outcome)
         self._wake()
 
