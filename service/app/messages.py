@@ -72,7 +72,7 @@ class KnownHeads:
 
 
 class _Waiting:
-    __slots__ = ("caller", "conversation_id", "new", "keyed", "future", "busy")
+    __slots__ = ("caller", "conversation_id", "new", "keyed", "future", "busy", "counted")
 
     def __init__(
         self, caller: Caller, conversation_id: uuid.UUID, new: NewMessage, keyed: idempotency.Keyed | None
@@ -82,11 +82,16 @@ class _Waiting:
         self.new = new
         self.keyed = keyed
         self.busy = False  # holds its conversation's turn in the group (AppendGroup._busy)
+        self.counted = False  # its key is counted in flight (AppendGroup._keys)
         self.future: asyncio.Future[Appended | idempotency.Replayed] = asyncio.get_running_loop().create_future()
 
     @property
     def key(self) -> tuple[str, uuid.UUID]:
         return self.caller.tenant, self.conversation_id
+
+    @property
+    def idempotency_key(self) -> tuple[str, str] | None:
+        return None if self.keyed is None else (self.caller.tenant, self.keyed.key)
 
 
 class _Plan(msgspec.Struct, frozen=True):
@@ -113,6 +118,12 @@ class AppendGroup:
     One append per conversation is under way at a time in this process: the next waits for it, so
     that it is decided on the state the previous one left, and this process's own appends never
     make each other fall back to the lock.
+
+    A key is never waited for in a grouped statement on this process's account: an append whose
+    key is in flight more than once here (queued, in a statement, under the lock) takes the locked
+    way, where it waits for the other (and replays or refuses its answer) in a transaction of its
+    own. A key held by another process may still make a statement wait, and fail; a statement that
+    fails writes nothing, and each of its appends is then made the locked way on its own (_write).
     """
 
     def __init__(self, store: Store, heads: KnownHeads | None = None) -> None:
@@ -120,6 +131,7 @@ class AppendGroup:
         self._store = store
         self._queue: list[_Waiting] = []
         self._busy: set[tuple[str, uuid.UUID]] = set()  # conversations with an append under way
+        self._keys: dict[tuple[str, str], int] = {}  # Idempotency-Keys in flight: how many appends carry each
         self._writer: asyncio.Task[None] | None = None
         self._locked: set[asyncio.Task[None]] = set()
 
@@ -127,6 +139,10 @@ class AppendGroup:
         self, caller: Caller, conversation_id: uuid.UUID, new: NewMessage, keyed: idempotency.Keyed | None = None
     ) -> Appended | idempotency.Replayed:
         waiting = _Waiting(caller, conversation_id, new, keyed)
+        key = waiting.idempotency_key
+        if key is not None:
+            self._keys[key] = self._keys.get(key, 0) + 1
+            waiting.counted = True
         self._queue.append(waiting)
         self._wake()
         return await waiting.future
@@ -144,6 +160,7 @@ class AppendGroup:
                 later: list[_Waiting] = []
                 for waiting in self._queue:
                     if waiting.future.done():
+                        self._uncount(waiting)
                         continue  # its request is gone, and nothing of it was written
                     if waiting.key in self._busy:
                         later.append(waiting)
@@ -165,6 +182,7 @@ class AppendGroup:
                 await self._write(plans)
         except BaseException as exc:  # cancelled (shut down): nobody is left waiting for ever
             for waiting in self._queue:
+                self._uncount(waiting)
                 _settle(waiting.future, exc)
             self._queue.clear()
             raise
@@ -172,6 +190,11 @@ class AppendGroup:
             self._writer = None
 
     def _plan(self, waiting: _Waiting, now: datetime) -> _Plan | None:
+        key = waiting.idempotency_key
+        if key is not None and self._keys.get(key, 0) > 1:
+            # Another append carries its key: a statement would wait for that one's transaction
+            # (and hold up the group's other appends), or claim the key twice.
+            return None
         known = self.heads.get(*waiting.key)
         new = waiting.new
         if known is None or new.parent_message_id not in (None, known.head.message_id):
@@ -246,8 +269,17 @@ class AppendGroup:
             waiting.busy = False
             self._busy.discard(waiting.key)
 
+    def _uncount(self, waiting: _Waiting) -> None:
+        key = waiting.idempotency_key
+        if waiting.counted and key is not None:
+            waiting.counted = False
+            left = self._keys.pop(key) - 1
+            if left:
+                self._keys[key] = left
+
     def _done(self, waiting: _Waiting, outcome: Appended | idempotency.Replayed | BaseException) -> None:
         self._release(waiting)
+        self._uncount(waiting)
         _settle(waiting.future, outcome)
         self._wake()
 
