@@ -203,8 +203,10 @@ async def http_appends(
     bodies: list[bytes],
     warmup: float,
     seconds: float,
+    keyed: bool = False,
 ) -> Throughput:
-    """`clients` concurrent clients, client i appending to conversation i modulo their number."""
+    """`clients` concurrent clients, client i appending to conversation i modulo their number;
+    `keyed`: each request with an Idempotency-Key of its own."""
     sessions = [http_client(server.base_url, key) for _ in range(clients)]
 
     def op_for(i: int) -> Callable[[], Awaitable[bool]]:
@@ -213,7 +215,8 @@ async def http_appends(
         session = sessions[i]
 
         async def op() -> bool:
-            r = await session.post(path, content=next(body))
+            headers = {"Idempotency-Key": str(uuid.uuid4())} if keyed else None
+            r = await session.post(path, content=next(body), headers=headers)
             return r.status_code == 201
 
         return op
@@ -419,6 +422,7 @@ class AppendFigure:
     inprocess: list[Throughput]  # the append use case without HTTP, each client on its own conversation
     own: dict[str, list[Throughput]]  # server name -> rounds: each client on a conversation of its own (httpx)
     one: list[Throughput]  # the first server, every client on one conversation
+    keyed: dict[str, list[Throughput]] = field(default_factory=dict)  # as `own`, an Idempotency-Key per request
     wrk: dict[str, list[Throughput]] = field(default_factory=dict)  # as `own`, load from wrk
     wrk_skipped: str | None = None  # why there is no wrk line
     # Servers of figure 1 next to the first: another source tree (`bench.run --against`), this one
@@ -430,6 +434,13 @@ class AppendFigure:
 
     def round_ratios(self, server: str) -> list[float]:
         return [h.rate / r.rate for h, r in zip(self.own[server], self.raw, strict=True)]
+
+    def keyed_ratio(self, server: str) -> float:
+        """Keyed appends ÷ unkeyed, the same server, the same rounds."""
+        return pooled(self.keyed[server]).rate / pooled(self.own[server]).rate
+
+    def keyed_round_ratios(self, server: str) -> list[float]:
+        return [k.rate / u.rate for k, u in zip(self.keyed[server], self.own[server], strict=True)]
 
     def wrk_ratio(self, server: str) -> float:
         return pooled(self.wrk[server]).rate / pooled(self.raw).rate
@@ -486,6 +497,7 @@ async def figure_append(
     inprocess: list[Throughput] = []
     results: dict[str, list[Throughput]] = {spec.name: [] for spec in specs}
     by_wrk: dict[str, list[Throughput]] = {spec.name: [] for spec in wrk_specs}
+    keyed: dict[str, list[Throughput]] = {spec.name: [] for spec in specs[:1] + against}
     one_conversation: list[Throughput] = []
     for _ in range(rounds):
         raw.append(await raw_inserts("raw INSERT", first.database_url, clients, rng, warmup, seconds))
@@ -499,6 +511,12 @@ async def figure_append(
                 results[t.spec.name].append(
                     await http_appends(t.spec.name, server, t.key, t.own, clients, bodies, warmup, seconds)
                 )
+                if t.spec.name in keyed:
+                    keyed[t.spec.name].append(
+                        await http_appends(
+                            t.spec.name, server, t.key, t.own, clients, bodies, warmup, seconds, keyed=True
+                        )
+                    )
                 if t is first:
                     one_conversation.append(
                         await http_appends(
@@ -515,6 +533,7 @@ async def figure_append(
         inprocess,
         results,
         one_conversation,
+        keyed,
         by_wrk,
         wrk_skipped,
         tuple(spec.name for spec in against),

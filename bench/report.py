@@ -15,6 +15,7 @@ from bench.profile import Profile
 
 # Goals (issue 2).
 APPEND_RATIO_GOAL = 0.5
+KEYED_RATIO_GOAL = 0.8  # keyed appends ÷ unkeyed (issue 14, goal 1)
 CONTEXT_P50_GOAL_MS = {1_000: 10.0, 10_000: 80.0}
 WIDTH_RATIO_GOAL = 1.2
 # A walk that is linear in depth takes ~10x as long at 10x the depth; a quadratic one ~100x.
@@ -99,6 +100,12 @@ def _append_rows(a: AppendFigure) -> list[Row]:
             "",
         ),
     ]
+    for name, rounds in a.keyed.items():
+        spread = ", ".join(f"{x:.2f}" for x in a.keyed_round_ratios(name))
+        ratio = a.keyed_ratio(name)
+        what = f"Keyed append (an Idempotency-Key per request) ÷ unkeyed, httpx ({name})"
+        measured = f"{_rate(pooled(rounds))} · ratio {ratio:.2f} (rounds: {spread})"
+        rows.append(("1", what, measured, f"≥ {KEYED_RATIO_GOAL}", verdict(ratio >= KEYED_RATIO_GOAL)))
     for name in list(a.own)[1:]:
         figure = "1" if name in a.against else "5"
         loads = [("httpx", a.own[name], a.ratio(name))]
@@ -195,6 +202,7 @@ def _append_details(a: AppendFigure) -> list[str]:
         ("append use case in-process, no HTTP", a.inprocess),
         *((f"{name}, httpx", rounds) for name, rounds in a.own.items()),
         *((f"{name}, wrk", rounds) for name, rounds in a.wrk.items()),
+        *((f"{name}, httpx, keyed", rounds) for name, rounds in a.keyed.items()),
         (f"ONE conversation, {first}, httpx", a.one),
     ]
     rows = []

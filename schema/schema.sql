@@ -618,7 +618,10 @@ RETURNS TABLE (
     node_id uuid, node_conversation_id uuid, node_parent_id uuid, node_role text, node_depth integer,
     node_body_sha256 bytea, node_payload json, node_visible boolean, node_has_children boolean
 )
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+-- Planned once per connection: a custom plan was made anew at every call (0009).
+SET plan_cache_mode = force_generic_plan
+AS $$
 DECLARE
     c conversations%ROWTYPE;
     numbers bigint[];

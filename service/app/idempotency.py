@@ -19,7 +19,7 @@ import msgspec
 
 from service.app.caller import Caller
 from service.domain.errors import IdempotencyKeyReused, InvalidRequest
-from service.store.events import Store, Tx
+from service.store.events import KeyClaim, Store, Tx
 
 T = TypeVar("T")
 
@@ -136,6 +136,25 @@ async def run(
             status, body = answer(result)
             await claim.answered(status, msgspec.json.encode(body))
         return result
+
+
+def claim_numbered(keyed: Keyed, answer: Any) -> KeyClaim | None:
+    """The claim of `keyed` by the statement that writes a message and draws its event number: the
+    201 answer (`answer`, numbered SEQ_MARK) as `run` would store it, split where its number goes.
+    None where the mark cannot be told apart (or the key is not one `claimed` would take): that
+    append takes its key the locked way."""
+    if not 0 < len(keyed.key) <= MAX_KEY_LENGTH:
+        return None
+    body = msgspec.json.encode(answer)
+    mark = b'"seq":%d' % SEQ_MARK
+    if body.count(mark) != 1:
+        return None
+    head, tail = body.split(mark)
+    return KeyClaim(keyed.key, keyed.fingerprint, head + b'"seq":', tail)
+
+
+# The event number an answer is encoded with before its number is drawn: no event has it.
+SEQ_MARK = -7_340_919_263_814_529_017
 
 
 def creation(created: bool, body: Any) -> tuple[int, Any]:

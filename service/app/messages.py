@@ -72,17 +72,26 @@ class KnownHeads:
 
 
 class _Waiting:
-    __slots__ = ("caller", "conversation_id", "new", "future")
+    __slots__ = ("caller", "conversation_id", "new", "keyed", "future", "busy", "counted")
 
-    def __init__(self, caller: Caller, conversation_id: uuid.UUID, new: NewMessage) -> None:
+    def __init__(
+        self, caller: Caller, conversation_id: uuid.UUID, new: NewMessage, keyed: idempotency.Keyed | None
+    ) -> None:
         self.caller = caller
         self.conversation_id = conversation_id
         self.new = new
-        self.future: asyncio.Future[Appended] = asyncio.get_running_loop().create_future()
+        self.keyed = keyed
+        self.busy = False  # holds its conversation's turn in the group (AppendGroup._busy)
+        self.counted = False  # its key is counted in flight (AppendGroup._keys)
+        self.future: asyncio.Future[Appended | idempotency.Replayed] = asyncio.get_running_loop().create_future()
 
     @property
     def key(self) -> tuple[str, uuid.UUID]:
         return self.caller.tenant, self.conversation_id
+
+    @property
+    def idempotency_key(self) -> tuple[str, str] | None:
+        return None if self.keyed is None else (self.caller.tenant, self.keyed.key)
 
 
 class _Plan(msgspec.Struct, frozen=True):
@@ -93,21 +102,28 @@ class _Plan(msgspec.Struct, frozen=True):
 
 
 class AppendGroup:
-    """Appends that need no Idempotency-Key record, in arrival order per conversation, many to a
-    statement where this process knows the conversations' states.
+    """Appends, in arrival order per conversation, many to a statement where this process knows
+    the conversations' states.
 
     An append to a conversation whose state is remembered (KnownHeads) and that goes to its head
     is decided on that state as its statement is made; appends that arrive while a statement is in
     flight wait for it and then go together in the next one: one round trip and one commit for all,
     whatever their tenants. Each is written only if its conversation is still in the state it was
-    decided on. Any other append (no state remembered, another parent, a decision that fails on
+    decided on; one with an Idempotency-Key, only if the same statement claims its key and stores
+    its answer under it (the key of a retry is taken: it writes nothing). Any other append (no state remembered, another parent, a decision that fails on
     the remembered state) and any that was not written (the state had moved on, a message id was
-    taken) is appended under the lock in a transaction of its own, where every rule is checked on
+    taken, a key used before) is appended under the lock in a transaction of its own, where every rule is checked on
     the stored state, and the state it leaves is remembered once it commits.
 
     One append per conversation is under way at a time in this process: the next waits for it, so
     that it is decided on the state the previous one left, and this process's own appends never
     make each other fall back to the lock.
+
+    A key is never waited for in a grouped statement on this process's account: an append whose
+    key is in flight more than once here (queued, in a statement, under the lock) takes the locked
+    way, where it waits for the other (and replays or refuses its answer) in a transaction of its
+    own. A key held by another process may still make a statement wait, and fail; a statement that
+    fails writes nothing, and each of its appends is then made the locked way on its own (_write).
     """
 
     def __init__(self, store: Store, heads: KnownHeads | None = None) -> None:
@@ -115,11 +131,18 @@ class AppendGroup:
         self._store = store
         self._queue: list[_Waiting] = []
         self._busy: set[tuple[str, uuid.UUID]] = set()  # conversations with an append under way
+        self._keys: dict[tuple[str, str], int] = {}  # Idempotency-Keys in flight: how many appends carry each
         self._writer: asyncio.Task[None] | None = None
         self._locked: set[asyncio.Task[None]] = set()
 
-    async def append(self, caller: Caller, conversation_id: uuid.UUID, new: NewMessage) -> Appended:
-        waiting = _Waiting(caller, conversation_id, new)
+    async def append(
+        self, caller: Caller, conversation_id: uuid.UUID, new: NewMessage, keyed: idempotency.Keyed | None = None
+    ) -> Appended | idempotency.Replayed:
+        waiting = _Waiting(caller, conversation_id, new, keyed)
+        key = waiting.idempotency_key
+        if key is not None:
+            self._keys[key] = self._keys.get(key, 0) + 1
+            waiting.counted = True
         self._queue.append(waiting)
         self._wake()
         return await waiting.future
@@ -137,11 +160,13 @@ class AppendGroup:
                 later: list[_Waiting] = []
                 for waiting in self._queue:
                     if waiting.future.done():
+                        self._uncount(waiting)
                         continue  # its request is gone, and nothing of it was written
                     if waiting.key in self._busy:
                         later.append(waiting)
                         continue
                     self._busy.add(waiting.key)
+                    waiting.busy = True
                     try:
                         plan = self._plan(waiting, now)
                     except Exception as exc:  # a bug: this append fails, the others go on
@@ -157,6 +182,7 @@ class AppendGroup:
                 await self._write(plans)
         except BaseException as exc:  # cancelled (shut down): nobody is left waiting for ever
             for waiting in self._queue:
+                self._uncount(waiting)
                 _settle(waiting.future, exc)
             self._queue.clear()
             raise
@@ -164,6 +190,11 @@ class AppendGroup:
             self._writer = None
 
     def _plan(self, waiting: _Waiting, now: datetime) -> _Plan | None:
+        key = waiting.idempotency_key
+        if key is not None and self._keys.get(key, 0) > 1:
+            # Another append carries its key: a statement would wait for that one's transaction
+            # (and hold up the group's other appends), or claim the key twice.
+            return None
         known = self.heads.get(*waiting.key)
         new = waiting.new
         if known is None or new.parent_message_id not in (None, known.head.message_id):
@@ -181,7 +212,13 @@ class AppendGroup:
         # Stamped by this process's clock, never before the head: where the database's clock (which
         # stamps locked appends) runs ahead, a conversation's times still never go back.
         at = max(now, known.at)
-        return _Plan(waiting, cmd, events, seal_on_known(waiting.caller, state, events, at, cmd.content))
+        write = seal_on_known(waiting.caller, state, events, at, cmd.content)
+        if waiting.keyed is not None:
+            claim = idempotency.claim_numbered(waiting.keyed, _appended_view(events, write.sealed, at, idempotency.SEQ_MARK))
+            if claim is None:
+                return None
+            write = msgspec.structs.replace(write, claim=claim)
+        return _Plan(waiting, cmd, events, write)
 
     async def _write(self, plans: list[_Plan]) -> None:
         try:
@@ -205,15 +242,19 @@ class AppendGroup:
             self._done(p.waiting, Appended(_appended_view(p.events, sealed, at), created=True))
 
     def _append_locked(self, waiting: _Waiting) -> None:
+        if waiting.keyed is not None:
+            # Its key's transaction waits at the conversation's gate, as every keyed write does,
+            # not behind the group's queue: a conversation held elsewhere fails each in the lock
+            # timeout, not one after the other.
+            self._release(waiting)
         task = asyncio.create_task(self._locked_append(waiting))
         self._locked.add(task)
         task.add_done_callback(self._locked.discard)
 
     async def _locked_append(self, waiting: _Waiting) -> None:
-        outcome: Appended | BaseException
+        outcome: Appended | idempotency.Replayed | BaseException
         try:
-            async with self._store.transaction(waiting.key) as tx:
-                outcome, known = await _append_locked(tx, waiting.caller, waiting.conversation_id, waiting.new)
+            outcome, known = await _append_locked_once(self._store, waiting)
             if known is not None:
                 self.heads.remember(waiting.caller.tenant, known)  # committed: safe to build on
         except BaseException as exc:
@@ -223,13 +264,48 @@ class AppendGroup:
                 raise
         self._done(waiting, outcome)
 
-    def _done(self, waiting: _Waiting, outcome: Appended | BaseException) -> None:
-        self._busy.discard(waiting.key)
+    def _release(self, waiting: _Waiting) -> None:
+        if waiting.busy:
+            waiting.busy = False
+            self._busy.discard(waiting.key)
+
+    def _uncount(self, waiting: _Waiting) -> None:
+        key = waiting.idempotency_key
+        if waiting.counted and key is not None:
+            waiting.counted = False
+            left = self._keys.pop(key) - 1
+            if left:
+                self._keys[key] = left
+
+    def _done(self, waiting: _Waiting, outcome: Appended | idempotency.Replayed | BaseException) -> None:
+        self._release(waiting)
+        self._uncount(waiting)
         _settle(waiting.future, outcome)
         self._wake()
 
 
-def _settle(future: asyncio.Future[Appended], outcome: Appended | BaseException) -> None:
+async def _append_locked_once(
+    store: Store, waiting: _Waiting
+) -> tuple[Appended | idempotency.Replayed, KnownHead | None]:
+    """An append under the lock in a transaction of its own, its key (if any) claimed in it."""
+    caller, conversation_id, new = waiting.caller, waiting.conversation_id, waiting.new
+    if waiting.keyed is None:
+        async with store.transaction(waiting.key) as tx:
+            return await _append_locked(tx, caller, conversation_id, new)
+    done = await idempotency.run(
+        store,
+        caller,
+        waiting.keyed,
+        lambda tx: _append_locked(tx, caller, conversation_id, new),
+        lambda a: idempotency.creation(a[0].created, a[0].message),
+        conversation_id,
+    )
+    return (done, None) if isinstance(done, idempotency.Replayed) else done
+
+
+def _settle(
+    future: asyncio.Future[Appended | idempotency.Replayed], outcome: Appended | idempotency.Replayed | BaseException
+) -> None:
     if future.done():
         return
     if isinstance(outcome, BaseException):
@@ -246,18 +322,9 @@ async def append_message(
     new: NewMessage,
     keyed: idempotency.Keyed | None = None,
 ) -> Appended | idempotency.Replayed:
-    """Append a message: without an Idempotency-Key, with the appends grouped into shared
-    statements where they can be (AppendGroup); with one, under the lock, once per key."""
-    if keyed is None:
-        return await group.append(caller, conversation_id, new)
-    return await idempotency.run(
-        store,
-        caller,
-        keyed,
-        lambda tx: append(tx, caller, conversation_id, new),
-        lambda a: idempotency.creation(a.created, a.message),
-        conversation_id,
-    )
+    """Append a message, with the appends grouped into shared statements where they can be
+    (AppendGroup); with an Idempotency-Key, once per key (the group claims it with the message)."""
+    return await group.append(caller, conversation_id, new, keyed)
 
 
 async def append(tx: Tx, caller: Caller, conversation_id: uuid.UUID, new: NewMessage) -> Appended:
@@ -307,10 +374,10 @@ def _known_after(state: tree.ConversationState, events: list[Event], at: datetim
     return KnownHead(state, tree.appended_node(event, state.conversation_id), at)
 
 
-def _appended_view(events: list[Event], sealed: Sealed, now: datetime) -> views.Message:
+def _appended_view(events: list[Event], sealed: Sealed, now: datetime, seq: int | None = None) -> views.Message:
     event = events[0]
     assert isinstance(event, MessageAppended)
-    return views.message_of(event, sealed.envelope.conversation_id, sealed.envelope.seq, now)
+    return views.message_of(event, sealed.envelope.conversation_id, sealed.envelope.seq if seq is None else seq, now)
 
 
 async def move_head(

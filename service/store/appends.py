@@ -19,6 +19,16 @@ from service.store.conflicts import guarded
 from service.store.session import Session
 
 
+class KeyClaim(msgspec.Struct, frozen=True):
+    """An Idempotency-Key claimed by the statement that writes its message, with the 201 answer
+    stored under it: the answer's JSON is `head`, the event number (drawn by that statement), `tail`."""
+
+    key: str
+    fingerprint: bytes
+    head: bytes
+    tail: bytes
+
+
 class KnownStateWrite(msgspec.Struct, frozen=True):
     """A message to write on a conversation state its writer knew, not one read under a lock
     (Tx.append_messages_if_unchanged)."""
@@ -28,6 +38,7 @@ class KnownStateWrite(msgspec.Struct, frozen=True):
     state: ConversationState  # the summary once the message is written (its seq: drawn then)
     sealed: Sealed  # the message's event, chained after the known state's last hash
     content: str
+    claim: KeyClaim | None = None  # written only if this key is claimed with it
 
 
 def log_arrays(
@@ -221,7 +232,7 @@ class Appends(Session):
         summaries, in one statement (outside a transaction: whole appends in one round trip), each
         only if its conversation is still as its writer knew it: the same last event, none stamped
         later. Returns the event numbers drawn (the envelopes' are not used) by (tenant,
-        conversation); one missing was not written."""
+        conversation); one missing was not written (its state had moved on, or its key was taken)."""
         # Two messages for one conversation would both pass its check and leave one summary.
         if len({(w.tenant, w.state.conversation_id) for w in writes}) != len(writes):
             raise ValueError("one message per conversation in a statement")
@@ -246,6 +257,10 @@ class Appends(Session):
                 leaf_counts=[w.state.leaf_count for w in writes],
                 known_seqs=[w.known_seq for w in writes],
                 digest_keys=[w.sealed.digest_key for w in writes],
+                keys=[None if w.claim is None else w.claim.key for w in writes],
+                fingerprints=[None if w.claim is None else w.claim.fingerprint for w in writes],
+                response_heads=[None if w.claim is None else w.claim.head for w in writes],
+                response_tails=[None if w.claim is None else w.claim.tail for w in writes],
             )
         except asyncpg.PostgresError:
             # The statement failed as a whole (a client's message id already taken, say) and wrote

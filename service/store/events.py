@@ -9,13 +9,13 @@ from contextlib import asynccontextmanager
 
 import asyncpg
 
-from service.store.appends import Appends, KnownStateWrite
+from service.store.appends import Appends, KeyClaim, KnownStateWrite
 from service.store.idempotency import IdempotencyKeys
 from service.store.keys import Keys
 from service.store.pool import Gates, Limits, connection
 from service.store.reads import Reads
 
-__all__ = ["KnownStateWrite", "Store", "Tx"]
+__all__ = ["KeyClaim", "KnownStateWrite", "Store", "Tx"]
 
 
 class Store:

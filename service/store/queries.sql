@@ -103,19 +103,25 @@ UPDATE conversations
 -- summary, the message as head) is written only if its conversation's last event is still
 -- `known_seq` and none is stamped later than it. A row locked by another writer is about to move
 -- on: SKIP LOCKED passes it over instead of waiting. Event numbers are drawn under both locks, as
--- begin_write draws them. Returns (tenant, conversation, event number) of each message written; a
+-- begin_write draws them. A message with an Idempotency-Key (:keys, NULL for none) is written only
+-- if its key is claimed by the same statement: the key's row is stored with its fingerprint and
+-- the 201 response, :response_heads || the event number || :response_tails (the answer's JSON, made
+-- before the number was drawn); a key already taken writes nothing (its writer replays it the
+-- locked way). Returns (tenant, conversation, event number) of each message written; a
 -- conversation may appear once at most. One array per column, a message at the same index in each.
 WITH batch AS MATERIALIZED (
     SELECT tenant, conversation_id, family_id, message_id, parent_id, role, depth, body_sha256, payload,
-           actor, request_id, created_at, hash, content, message_count, leaf_count, known_seq, digest_key
+           actor, request_id, created_at, hash, content, message_count, leaf_count, known_seq, digest_key,
+           key, fingerprint, response_head, response_tail
       FROM unnest(:tenants::text[], :conversation_ids::uuid[], :family_ids::uuid[], :message_ids::uuid[],
                   :parent_ids::uuid[], :roles::text[], :depths::int[], :body_sha256s::bytea[],
                   :payloads::text[], :actors::text[], :request_ids::text[], :created_ats::timestamptz[],
                   :hashes::bytea[], :contents::text[], :message_counts::int[], :leaf_counts::int[],
-                  :known_seqs::bigint[], :digest_keys::bytea[])
+                  :known_seqs::bigint[], :digest_keys::bytea[], :keys::text[], :fingerprints::bytea[],
+                  :response_heads::bytea[], :response_tails::bytea[])
            AS b(tenant, conversation_id, family_id, message_id, parent_id, role, depth, body_sha256,
                 payload, actor, request_id, created_at, hash, content, message_count, leaf_count,
-                known_seq, digest_key)
+                known_seq, digest_key, key, fingerprint, response_head, response_tail)
 ), feed AS MATERIALIZED (
     SELECT count(*) AS tenants
       FROM (SELECT pg_advisory_xact_lock_shared(hashtextextended(t.tenant, 0))
@@ -129,10 +135,23 @@ WITH batch AS MATERIALIZED (
 ), unchanged AS MATERIALIZED (
     SELECT b.tenant, b.conversation_id, b.family_id, b.message_id, b.parent_id, b.role, b.depth,
            b.body_sha256, b.payload, b.actor, b.request_id, b.created_at, b.hash, b.content,
-           b.message_count, b.leaf_count, b.digest_key, nextval('events_seq') AS seq
+           b.message_count, b.leaf_count, b.digest_key, b.key, b.fingerprint, b.response_head,
+           b.response_tail, nextval('events_seq') AS seq
       FROM batch b
       JOIN locked l ON l.tenant = b.tenant AND l.conversation_id = b.conversation_id
      WHERE l.last_seq = b.known_seq AND l.updated_at <= b.created_at
+), claimed AS (
+    INSERT INTO idempotency_keys (tenant, key, fingerprint, status, response)
+    SELECT u.tenant, u.key, u.fingerprint, 201,
+           u.response_head || convert_to(u.seq::text, 'UTF8') || u.response_tail
+      FROM unchanged u
+     WHERE u.key IS NOT NULL
+    ON CONFLICT (tenant, key) DO NOTHING
+    RETURNING tenant, key
+), going AS MATERIALIZED (
+    SELECT u.*
+      FROM unchanged u
+     WHERE u.key IS NULL OR (u.tenant, u.key) IN (SELECT c.tenant, c.key FROM claimed c)
 ), written AS MATERIALIZED (
     SELECT write_events(array_agg(u.seq), array_agg(u.tenant), array_agg(u.conversation_id),
                         array_agg(u.family_id), array_agg('message_appended'::text), array_agg(u.message_id),
@@ -141,12 +160,12 @@ WITH batch AS MATERIALIZED (
                         array_agg(u.request_id), array_agg(u.created_at), array_agg(u.hash),
                         array_agg(u.family_id), array_agg(u.message_id), array_agg(u.content),
                         array_agg(u.digest_key)) AS events
-      FROM unchanged u
+      FROM going u
 )
 UPDATE conversations c
    SET head_id = u.message_id, message_count = u.message_count, leaf_count = u.leaf_count,
        updated_at = u.created_at, last_seq = u.seq, last_hash = u.hash
-  FROM unchanged u, written
+  FROM going u, written
  WHERE c.tenant = u.tenant AND c.conversation_id = u.conversation_id
 -- Delivered at commit, and only then, as begin_write's: wakes the tenants' feed followers.
 RETURNING c.tenant, c.conversation_id, u.seq,
