@@ -331,6 +331,26 @@ class Deadline:
             )
 
 
+class Reply:
+    """The lines of a streamed reply as they arrive, each checked against the stream's deadline."""
+
+    def __init__(self, response: httpx.Response, provider: str, deadline: Deadline) -> None:
+        self._lines = lines(response, provider)
+        self._deadline = deadline
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._checked()
+
+    async def _checked(self) -> AsyncIterator[bytes]:
+        async for line in self._lines:
+            self._deadline.check()
+            yield line
+
+    async def finish(self) -> None:
+        """The reply is complete: read the rest of the body so the connection can be reused."""
+        await drain(self._lines)
+
+
 class HttpProvider:
     """What every HTTP provider shares: its name and address, one pooled client, the retry policy,
     and the key it must never echo. Subclasses speak their protocol in `stream` and `list_models`."""
@@ -358,3 +378,17 @@ class HttpProvider:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+    @contextlib.asynccontextmanager
+    async def streaming(self, path: str, body: bytes, headers: Mapping[str, str]) -> AsyncIterator[Reply]:
+        """POST `body` to `path` (sent and retried as `send` does) and read its reply line by line,
+        failures mapped as `stream_errors` maps them. The response is closed on leaving, whatever
+        the way out (the end, an error, the consumer's aclose(), cancellation): closing an
+        unfinished response closes its connection, which is what makes upstream stop generating."""
+        request = self._client.build_request("POST", path, content=body, headers=headers)
+        response = await send(self._client, request, provider=self.name, policy=self._retry, secret=self._secret)
+        try:
+            with stream_errors(self.name):
+                yield Reply(response, self.name, Deadline(self.name, self._http.stream_max))
+        finally:
+            await response.aclose()

@@ -78,42 +78,32 @@ def request_body(request: ChatRequest) -> bytes:
     return msgspec.json.encode(body)
 
 
+_JSON = {"Content-Type": "application/json"}
+
+
 class OllamaProvider(httpclient.HttpProvider):
     """A client for an Ollama server; base_url is the server root (e.g. http://127.0.0.1:11434).
     Ollama itself has no auth: an `api_key` is for a reverse proxy in front of it."""
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[StreamItem, None]:
-        http_request = self._client.build_request(
-            "POST", "api/chat", content=request_body(request), headers={"Content-Type": "application/json"}
-        )
-        response = await httpclient.send(
-            self._client, http_request, provider=self.name, policy=self._retry, secret=self._secret
-        )
-        deadline = httpclient.Deadline(self.name, self._http.stream_max)
         last: _Line | None = None
-        try:
-            with httpclient.stream_errors(self.name):
-                lines = httpclient.lines(response, self.name)
-                async for line in lines:
-                    deadline.check()
-                    if not line.strip():
-                        continue
-                    item = _line_decoder.decode(line)
-                    if item.error is not None:
-                        raise UpstreamProtocolError(
-                            f"{self.name} failed mid-reply: {httpclient.scrub(item.error, self._secret)}",
-                            provider=self.name,
-                        )
-                    if item.message is not None and item.message.content:
-                        yield TextDelta(item.message.content)
-                    if item.done:
-                        last = item
-                        break
+        async with self.streaming("api/chat", request_body(request), _JSON) as reply:
+            async for line in reply:
+                if not line.strip():
+                    continue
+                item = _line_decoder.decode(line)
+                if item.error is not None:
+                    raise UpstreamProtocolError(
+                        f"{self.name} failed mid-reply: {httpclient.scrub(item.error, self._secret)}",
+                        provider=self.name,
+                    )
+                if item.message is not None and item.message.content:
+                    yield TextDelta(item.message.content)
+                if item.done:
+                    last = item
+                    break
             if last is not None:
-                await httpclient.drain(lines)
-        finally:
-            # See OpenAIProvider.stream: closing here is what makes cancellation reach upstream.
-            await response.aclose()
+                await reply.finish()
         if last is None:
             raise UpstreamProtocolError(f"{self.name} ended the stream before done=true", provider=self.name)
         yield Finished(

@@ -92,57 +92,43 @@ def request_body(request: ChatRequest) -> bytes:
     return msgspec.json.encode(body)
 
 
+_SSE = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+
+
 class OpenAIProvider(httpclient.HttpProvider):
     """A client for `{base_url}/chat/completions` and `{base_url}/models`; base_url ends in `/v1`."""
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[StreamItem, None]:
-        http_request = self._client.build_request(
-            "POST",
-            "chat/completions",
-            content=request_body(request),
-            headers={"Content-Type": "application/json", "Accept": "text/event-stream"},
-        )
-        response = await httpclient.send(
-            self._client, http_request, provider=self.name, policy=self._retry, secret=self._secret
-        )
-        deadline = httpclient.Deadline(self.name, self._http.stream_max)
         response_id = model = finish_reason = None
         usage: _Usage | None = None
         done = False
-        try:
-            with httpclient.stream_errors(self.name):
-                lines = httpclient.lines(response, self.name)
-                async for line in lines:
-                    deadline.check()
-                    # SSE: only `data:` fields matter; comments (`:`), `event:`, `id:` and blank
-                    # separators are skipped. OpenAI sends one JSON object per event.
-                    if not line.startswith(b"data:"):
-                        continue
-                    data = line[5:].strip()
-                    if data == b"[DONE]":
-                        done = True
-                        break
-                    chunk = _chunk_decoder.decode(data)
-                    if chunk.error is not None:
-                        raise UpstreamProtocolError(
-                            f"{self.name} failed mid-reply: "
-                            + httpclient.scrub(chunk.error.message or "unknown error", self._secret),
-                            provider=self.name,
-                        )
-                    response_id = chunk.id or response_id
-                    model = chunk.model or model
-                    usage = chunk.usage or usage
-                    for choice in chunk.choices:
-                        if choice.finish_reason:
-                            finish_reason = choice.finish_reason
-                        if choice.delta is not None and choice.delta.content:
-                            yield TextDelta(choice.delta.content)
+        async with self.streaming("chat/completions", request_body(request), _SSE) as reply:
+            async for line in reply:
+                # SSE: only `data:` fields matter; comments (`:`), `event:`, `id:` and blank
+                # separators are skipped. OpenAI sends one JSON object per event.
+                if not line.startswith(b"data:"):
+                    continue
+                data = line[5:].strip()
+                if data == b"[DONE]":
+                    done = True
+                    break
+                chunk = _chunk_decoder.decode(data)
+                if chunk.error is not None:
+                    raise UpstreamProtocolError(
+                        f"{self.name} failed mid-reply: "
+                        + httpclient.scrub(chunk.error.message or "unknown error", self._secret),
+                        provider=self.name,
+                    )
+                response_id = chunk.id or response_id
+                model = chunk.model or model
+                usage = chunk.usage or usage
+                for choice in chunk.choices:
+                    if choice.finish_reason:
+                        finish_reason = choice.finish_reason
+                    if choice.delta is not None and choice.delta.content:
+                        yield TextDelta(choice.delta.content)
             if done:
-                await httpclient.drain(lines)
-        finally:
-            # Runs on normal end, on errors, on the consumer's aclose() and on cancellation:
-            # closing an unfinished response closes its connection, so upstream stops generating.
-            await response.aclose()
+                await reply.finish()
         if not done:
             raise UpstreamProtocolError(f"{self.name} ended the stream without [DONE]", provider=self.name)
         yield Finished(
