@@ -61,7 +61,7 @@ generations = st.none() | st.builds(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     role=st.sampled_from(["system", "user", "assistant", "tool"]),
     content=st.text(),
