@@ -114,3 +114,10 @@ def test_a_part_must_be_defined_above_its_use_and_used():
     with pytest.raises(ValueError, match="twice"):
         parse("-- part: q\nq AS (SELECT 1)\n-- name: q\n-- A query.\nWITH\n-- include: q\nSELECT 1;\n")
 
+
+
+def test_every_writer_of_the_log_inserts_it_in_its_own_statement():
+    writers = [q.name for q in Q.values() if "INSERT INTO events" in q.sql]
+    assert sorted(writers) == ["append_events", "append_messages_if_unchanged", "append_turn",
+                               "import_events", "insert_conversation"]
+    assert not [q.name for q in Q.values() if "write_events(" in q.sql]
