@@ -346,37 +346,6 @@ LANGUAGE sql STABLE AS $$
                 ELSE coalesce(ancestor_at(p_family, p_base, p_depth) = p_message, false) END
 $$;
 
--- Sealed events and their messages' bodies, written as given: every writer of the log (a
--- creation, an append, the grouped append, a turn, an import) writes through here, so the log's
--- columns are listed once. One array per column, each event (and each body) at the same index in
--- every array; an event's run is derived by place_message as it is inserted. Returns the number of
--- events written.
-CREATE FUNCTION write_events(
-    p_seqs bigint[], p_tenants text[], p_conversations uuid[], p_families uuid[], p_types text[],
-    p_message_ids uuid[], p_parent_ids uuid[], p_roles text[], p_depths integer[],
-    p_body_sha256s bytea[], p_payloads text[], p_actors text[], p_request_ids text[],
-    p_created_ats timestamptz[], p_hashes bytea[],
-    p_body_families uuid[], p_body_ids uuid[], p_contents text[], p_digest_keys bytea[]
-) RETURNS integer
-LANGUAGE plpgsql AS $$
-BEGIN
-    INSERT INTO events (seq, tenant, conversation_id, family_id, type, message_id, parent_id, role,
-                        depth, body_sha256, payload, actor, request_id, created_at, hash)
-    SELECT u.seq, u.tenant, u.conversation_id, u.family_id, u.type, u.message_id, u.parent_id, u.role,
-           u.depth, u.body_sha256, u.payload::json, u.actor, u.request_id, u.created_at, u.hash
-      FROM unnest(p_seqs, p_tenants, p_conversations, p_families, p_types, p_message_ids, p_parent_ids,
-                  p_roles, p_depths, p_body_sha256s, p_payloads, p_actors, p_request_ids, p_created_ats,
-                  p_hashes)
-           AS u(seq, tenant, conversation_id, family_id, type, message_id, parent_id, role, depth,
-                body_sha256, payload, actor, request_id, created_at, hash);
-    INSERT INTO bodies (family_id, message_id, content, digest_key)
-    SELECT u.family_id, u.message_id, u.content, u.digest_key
-      FROM unnest(p_body_families, p_body_ids, p_contents, p_digest_keys)
-           AS u(family_id, message_id, content, digest_key);
-    RETURN coalesce(cardinality(p_seqs), 0);
-END;
-$$;
-
 -- A message's body as every read serves it, with the message's latest redaction: a redacted
 -- message's content (and its digest key) is withheld here, once, for every query that serves
 -- messages. Always one row (NULLs for a message with no body and no redaction).

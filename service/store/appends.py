@@ -1,5 +1,6 @@
 """Writing the log: the first step of every write (locks, event numbers, the state decided on), and
-sealed events written with their bodies and the conversation's new summary (write_events in schema.sql)."""
+sealed events written with their bodies and the conversation's new summary (the part write_events of
+queries.sql)."""
 
 from __future__ import annotations
 
@@ -48,9 +49,10 @@ def log_arrays(
     sealed: Sequence[Sealed],
     bodies: dict[uuid.UUID, str],
 ) -> dict[str, list[Any]]:
-    """Sealed events of one conversation and their bodies as write_events' arrays, by parameter
-    name: each event keeps its own actor, request and time, and gets this `tenant`, conversation and
-    family; each body gets the digest key its message's event was sealed with."""
+    """Sealed events of one conversation and their bodies as the arrays of queries.sql's part
+    write_event_arrays, by parameter name: each event keeps its own actor, request and time, and
+    gets this `tenant`, conversation and family; each body gets the digest key its message's event
+    was sealed with."""
     keys = {s.columns.message_id: s.digest_key for s in sealed if s.columns.message_id is not None}
     n = len(sealed)
     return {

@@ -1,5 +1,9 @@
 """Loads queries.sql once: each named query, its description, and its `:name` parameters compiled
-to PostgreSQL's `$n`, so that callers pass keyword arguments and no list of positions is kept by hand."""
+to PostgreSQL's `$n`, so that callers pass keyword arguments and no list of positions is kept by hand.
+
+A `-- part: x` section is text several queries share (the log's INSERTs, say): a query's line
+`-- include: x` stands for it, replaced here, at load, before the query is compiled. Each query is
+still one fixed statement, planned on its own; nothing is assembled at run time."""
 
 from __future__ import annotations
 
@@ -11,7 +15,8 @@ from typing import Any
 
 import msgspec
 
-_HEADER = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
+_HEADER = re.compile(r"^-- (name|part): (\w+)\s*$", re.MULTILINE)
+_INCLUDE = re.compile(r"^[ \t]*-- include: (\w+)[ \t]*$", re.MULTILINE)
 
 # What may hold a colon that is not a parameter: string literals, quoted identifiers, dollar-quoted
 # bodies, comments, and `::type` casts. Matched first, and kept as they are.
@@ -74,20 +79,47 @@ def _description(body: str) -> str:
     return " ".join(lines)
 
 
-def parse(text: str) -> Mapping[str, Query]:
-    """Split a file of `-- name: x` sections into {x: Query}."""
-    parts = _HEADER.split(text)
-    queries: dict[str, Query] = {}
-    for name, body in zip(parts[1::2], parts[2::2], strict=True):
-        if name in queries:
-            raise ValueError(f"query {name!r} is defined twice")
-        # A section ends where the next begins: comment lines that close it introduce what follows.
-        lines = body.strip().splitlines()
-        while lines and lines[-1].startswith("--"):
-            lines.pop()
-        sql, params = compile_named(name, "\n".join(lines).strip())
-        queries[name] = Query(name=name, sql=sql, params=params, description=_description(body))
-    return MappingProxyType(queries)
+def _section(body: str) -> str:
+    """A section's text: a section ends where the next begins, and comment lines that close it
+    introduce what follows."""
+    lines = body.strip().splitlines()
+    while lines and lines[-1].startswith("--") and not _INCLUDE.match(lines[-1]):
+        lines.pop()
+    return "\n".join(lines).strip()
 
+
+def _include(name: str, text: str, parts: Mapping[str, str]) -> str:
+    """`text` with each `-- include: x` line replaced by part x (defined above, so never in a loop)."""
+
+    def replace(match: re.Match[str]) -> str:
+        if match[1] not in parts:
+            raise ValueError(f"{name!r} includes {match[1]!r}, which is no part defined above it")
+        return parts[match[1]]
+
+    return _INCLUDE.sub(replace, text)
+
+
+def parse(text: str) -> Mapping[str, Query]:
+    """Split a file of `-- name: x` and `-- part: x` sections into {x: Query}, parts included."""
+    parts_of = _HEADER.split(text)
+    queries: dict[str, Query] = {}
+    parts: dict[str, str] = {}
+    used: set[str] = set()
+    for kind, name, body in zip(parts_of[1::3], parts_of[2::3], parts_of[3::3], strict=True):
+        if name in queries or name in parts:
+            raise ValueError(f"{kind} {name!r} is defined twice")
+        used.update(_INCLUDE.findall(body))
+        if kind == "part":
+            # A part is text only: no trailing `;`, so that it can stand inside a statement.
+            lines = _section(body).splitlines()
+            while lines and lines[0].startswith("--") and not _INCLUDE.match(lines[0]):  # its description, said once in this file
+                lines.pop(0)
+            parts[name] = _include(name, "\n".join(lines), parts)
+            continue
+        sql, params = compile_named(name, _include(name, _section(body), parts))
+        queries[name] = Query(name=name, sql=sql, params=params, description=_description(body))
+    if unused := sorted(set(parts) - used):
+        raise ValueError(f"parts {unused} are included nowhere")
+    return MappingProxyType(queries)
 
 Q: Mapping[str, Query] = parse(resources.files(__package__).joinpath("queries.sql").read_text())

@@ -26,7 +26,8 @@ from tests.servers import Server
 
 
 def _functions_of_today() -> str:
-    """The functions today's writers call that revision 0004 did not have (revision 0007's)."""
+    """The functions today's statements call that revision 0004 did not have (revision 0007's:
+    served_body; its write_events, which revision 0010 drops, no statement calls any more)."""
     path = Path(__file__).resolve().parents[2] / "alembic" / "versions" / "0007_write_events_once.py"
     spec = importlib.util.spec_from_file_location("revision_0007", path)
     assert spec is not None and spec.loader is not None

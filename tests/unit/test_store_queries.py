@@ -89,3 +89,35 @@ def test_each_query_is_sent_with_one_position_per_name():
     for query in Q.values():
         positions = {int(n) for n in re.findall(r"\$([0-9]+)", query.sql)}
         assert positions == set(range(1, len(query.params) + 1)), query.name
+
+
+def test_a_part_is_included_where_a_query_names_it_and_compiled_with_it():
+    text = (
+        "-- part: rows\n-- Shared rows.\nrows AS (SELECT :a AS a)\n\n"
+        "-- part: both\n-- rows, and more.\n-- include: rows\n, more AS (SELECT :b AS b)\n\n"
+        "-- name: q\n-- A query.\nWITH\n    -- include: both\nSELECT a, b, :c FROM rows, more;\n"
+    )
+    query = parse(text)["q"]
+    assert query.sql == (
+        "-- A query.\nWITH\nrows AS (SELECT $1 AS a)\n, more AS (SELECT $2 AS b)\nSELECT a, b, $3 FROM rows, more;"
+    )
+    assert query.params == ("a", "b", "c")
+    assert query.description == "A query."
+    assert "rows" not in parse(text)  # a part is no query
+
+
+def test_a_part_must_be_defined_above_its_use_and_used():
+    with pytest.raises(ValueError, match="no part defined above"):
+        parse("-- name: q\n-- A query.\nWITH\n-- include: p\nSELECT 1;\n-- part: p\np AS (SELECT 1)\n")
+    with pytest.raises(ValueError, match="included nowhere"):
+        parse("-- part: p\np AS (SELECT 1)\n\n-- name: q\n-- A query.\nSELECT 1;\n")
+    with pytest.raises(ValueError, match="twice"):
+        parse("-- part: q\nq AS (SELECT 1)\n-- name: q\n-- A query.\nWITH\n-- include: q\nSELECT 1;\n")
+
+
+
+def test_every_writer_of_the_log_inserts_it_in_its_own_statement():
+    writers = [q.name for q in Q.values() if "INSERT INTO events" in q.sql]
+    assert sorted(writers) == ["append_events", "append_messages_if_unchanged", "append_turn",
+                               "import_events", "insert_conversation"]
+    assert not [q.name for q in Q.values() if "write_events(" in q.sql]
