@@ -315,7 +315,6 @@ def _settle(
 
 
 async def append_message(
-    store: Store,
     group: AppendGroup,
     caller: Caller,
     conversation_id: uuid.UUID,

@@ -112,7 +112,7 @@ class Messages:
         keyed: idempotency.Keyed | None,
     ) -> messages.Appended | Replayed:
         """The app chooses how: see messages.append_message."""
-        return await messages.append_message(self._store, self._appends, caller, conversation_id, new, keyed)
+        return await messages.append_message(self._appends, caller, conversation_id, new, keyed)
 
     async def get(self, caller: Caller, conversation_id: uuid.UUID, message_id: uuid.UUID) -> views.Message:
         return await messages.get(self._store, caller, conversation_id, message_id)

@@ -43,7 +43,7 @@ def test_round_trips_per_append(databases):
 
             async def count(new: messages_app.NewMessage, keyed: idempotency.Keyed | None) -> int:
                 sent.clear()
-                await messages_app.append_message(store, group, caller, cid, new, keyed)
+                await messages_app.append_message(group, caller, cid, new, keyed)
                 return len(sent)
 
             first = messages_app.NewMessage(role="user", content="first")
@@ -78,17 +78,17 @@ def test_a_grouped_keyed_append_stores_its_answer_and_a_retry_replays_it(databas
             await group.append(caller, cid, messages_app.NewMessage(role="user", content="one"))
             keyed = _keyed()
             new = messages_app.NewMessage(role="user", content='two "seq":1, {"seq": -1}')
-            appended = await messages_app.append_message(store, group, caller, cid, new, keyed)
+            appended = await messages_app.append_message(group, caller, cid, new, keyed)
             assert isinstance(appended, messages_app.Appended) and appended.created
             known = group.heads.get("t", cid)
             assert known is not None and known.head.message_id == appended.message.id
-            again = await messages_app.append_message(store, group, caller, cid, new, keyed)
+            again = await messages_app.append_message(group, caller, cid, new, keyed)
             assert isinstance(again, idempotency.Replayed)
             assert again.status == 201
             assert again.body == msgspec.json.encode(appended.message)
             reused = idempotency.Keyed(keyed.key, b"\1" * 32)
             with pytest.raises(IdempotencyKeyReused):
-                await messages_app.append_message(store, group, caller, cid, new, reused)
+                await messages_app.append_message(group, caller, cid, new, reused)
         finally:
             await pool.close()
 
