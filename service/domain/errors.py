@@ -15,6 +15,7 @@ ConvtreeError
 ├── StaleHead
 ├── JsonTooDeep
 ├── InvalidRequest
+│   ├── InvalidMessage
 │   └── InvalidExport
 │       └── ForkSourceMissing
 ├── Unauthorized
@@ -105,6 +106,10 @@ class JsonTooDeep(ConvtreeError):
 
 class InvalidRequest(ConvtreeError):
     """The request is not valid."""
+
+
+class InvalidMessage(InvalidRequest):
+    """The message is not valid. `field` names the field at fault."""
 
 
 class InvalidExport(InvalidRequest):
