@@ -43,7 +43,7 @@ class ContentPart(msgspec.Struct):
 class InputMessage(msgspec.Struct):
     role: str
     content: str | list[ContentPart] | None = None
-    name: str | None = None
+    name: str | msgspec.UnsetType = msgspec.UNSET
 
 
 class StreamOptions(msgspec.Struct):
