@@ -105,7 +105,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class InvalidSetting(msgspec.ValidationError):
-    """A CONVTREE_* variable holds a value convtree cannot use."""
+    """A CONVTREE_* variable (or the providers file it names) holds a value convtree cannot use."""
 
     @classmethod
     def of(cls, exc: msgspec.ValidationError, raw: Mapping[str, object], names: Mapping[str, str]) -> InvalidSetting:
