@@ -36,7 +36,7 @@ from service.store import migrate
 from service.store.events import Store
 from service.store.notify import Listener
 from service.store.pool import Limits
-from service.upstream import Registry, load_config
+from service.upstream import Registry, registry_config
 
 Replayed = idempotency.Replayed
 
@@ -395,7 +395,7 @@ async def open_services(
     meter: Callable[[Registry], Registry] | None = None,
 ) -> AsyncIterator[Services]:
     """The serving process's services, for as long as the block runs: the pool, the feed's
-    listening connection, the model providers (from the environment unless `registry` is given,
+    listening connection, the model providers (`settings.providers` unless `registry` is given,
     which stays its giver's to close; `meter` wraps them), the process's generations and its
     replay runs. They stop in the reverse order: replay runs first, the pool last."""
     limits = Limits(
@@ -426,7 +426,7 @@ async def open_services(
         await listener.start()
         stack.push_async_callback(listener.stop)
 
-        providers = Registry.from_config(load_config()) if registry is None else registry
+        providers = Registry.from_config(registry_config(settings.providers)) if registry is None else registry
         if registry is None:
             stack.push_async_callback(providers.aclose)
         if meter is not None:

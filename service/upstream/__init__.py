@@ -16,11 +16,10 @@ from service.upstream.ollama import OllamaProvider
 from service.upstream.openai import OpenAIProvider
 from service.upstream.registry import (
     ProviderConfig,
-    ProviderConfigError,
     Registry,
     RegistryConfig,
-    load_config,
     parse_config,
+    registry_config,
 )
 
 __all__ = [
@@ -34,12 +33,11 @@ __all__ = [
     "OpenAIProvider",
     "Provider",
     "ProviderConfig",
-    "ProviderConfigError",
     "Registry",
     "RegistryConfig",
     "RetryPolicy",
     "StreamItem",
     "TextDelta",
-    "load_config",
     "parse_config",
+    "registry_config",
 ]

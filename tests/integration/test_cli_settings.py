@@ -40,3 +40,19 @@ def test_every_command_ends_in_one_line_and_exit_code_14(command, tmp_path):
     assert result.returncode == exits.INVALID_SETTING == 14
     assert result.stderr == "convtree: CONVTREE_PORT='abc' is not valid for port: expected `int`, got `str`\n"
     assert not (tmp_path / "pgdata").exists()  # refused before anything started
+
+
+@pytest.mark.parametrize("command", [("info",), ("serve",)])
+def test_an_unusable_provider_setting_ends_in_one_line_and_exit_code_14_before_anything_starts(command, tmp_path):
+    providers = tmp_path / "providers.toml"
+    providers.write_text('[providers.work]\nkind = "openai"\napi_key_env = "CONVTREE_TEST_UNSET_KEY"\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVTREE_") and k != "DATABASE_URL"}
+    env |= {"CONVTREE_PROVIDERS_FILE": str(providers), "CONVTREE_DATA_DIR": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-m", "service", *command], capture_output=True, text=True, env=env,
+                            cwd=tmp_path, timeout=60)  # fmt: skip
+    assert result.returncode == exits.INVALID_SETTING == 14, result.stderr
+    assert result.stderr == (
+        f"convtree: CONVTREE_PROVIDERS_FILE='{providers}' is not valid for providers file: "
+        "provider 'work': env var CONVTREE_TEST_UNSET_KEY is not set\n"
+    )
+    assert not (tmp_path / "pgdata").exists()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from service.config import InvalidSetting, Providers
 from service.domain.errors import InvalidRequest, UnknownProvider
 from service.upstream import (
     ChatMessage,
@@ -16,10 +17,9 @@ from service.upstream import (
     EchoProvider,
     OllamaProvider,
     OpenAIProvider,
-    ProviderConfigError,
     Registry,
-    load_config,
     parse_config,
+    registry_config,
 )
 from tests.fakeupstream import FakeUpstream
 
@@ -131,13 +131,13 @@ def test_env_overrides_a_file_provider_of_the_same_name() -> None:
     ],
 )
 def test_invalid_configuration_fails_at_startup(text: str, message: str) -> None:
-    with pytest.raises(ProviderConfigError, match=message):
+    with pytest.raises(InvalidSetting, match=message):
         parse_config({}, text)
 
 
 def test_a_bad_key_value_is_not_echoed_in_the_config_error() -> None:
     text = f'[providers.x]\nkind = "openai"\napi_key = ["{KEY}"]\n'
-    with pytest.raises(ProviderConfigError) as caught:
+    with pytest.raises(InvalidSetting) as caught:
         parse_config({}, text)
     assert KEY not in str(caught.value)
 
@@ -186,13 +186,13 @@ def test_resolve_without_any_default_model_asks_for_one() -> None:
         registry.resolve("openai", None)
 
 
-def test_load_config_reads_the_file_named_in_env(tmp_path: Path) -> None:
+def test_the_file_named_in_env_is_read(tmp_path: Path) -> None:
     path = tmp_path / "providers.json"
     path.write_text(json.dumps({"providers": {"box": {"kind": "ollama", "base_url": "http://box.test"}}}))
-    config = load_config({"CONVTREE_PROVIDERS_FILE": str(path)})
+    config = registry_config(Providers.from_env({"CONVTREE_PROVIDERS_FILE": str(path)}))
     assert "box" in config.providers
-    with pytest.raises(ProviderConfigError, match="cannot read"):
-        load_config({"CONVTREE_PROVIDERS_FILE": str(tmp_path / "missing.toml")})
+    with pytest.raises(InvalidSetting, match="cannot read"):
+        Providers.from_env({"CONVTREE_PROVIDERS_FILE": str(tmp_path / "missing.toml")})
 
 
 def test_registry_streams_through_a_configured_provider_and_closes_clients(fake: FakeUpstream) -> None:
