@@ -8,7 +8,7 @@ import msgspec
 
 from service.app import replay
 from service.app.caller import Caller
-from service.domain import views
+from service.domain import calls, views
 from service.domain.errors import MessageNotFound
 from service.domain.window import last_messages
 from service.store.events import Store
@@ -37,11 +37,13 @@ async def context(
         path = await tx.message_path(scope, leaf) if leaf is not None else []
     if message_id is not None and not path:
         raise MessageNotFound(message_id=str(message_id))
+    messages = last_messages(path, last)
     return views.Context(
         conversation_id=conversation_id,
         leaf_id=leaf,
         depth=len(path),
-        messages=last_messages(path, last),
+        messages=messages,
+        pending_tool_calls=calls.unanswered(messages),
     )
 
 

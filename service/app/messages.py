@@ -11,7 +11,7 @@ import msgspec
 from service.app import idempotency, writes
 from service.app.caller import Caller
 from service.app.writes import new_digest_key, numbered, seal_on_known
-from service.domain import tree, views
+from service.domain import calls, tree, views
 from service.domain.errors import ConversationNotFound, ConvtreeError, MessageNotFound, ParentStillGenerating
 from service.domain.events import Event, MessageAppended, Sealed
 from service.domain.message import Utterance, said
@@ -33,11 +33,13 @@ class Appended(msgspec.Struct, frozen=True):
 
 
 class KnownHead(msgspec.Struct, frozen=True):
-    """A conversation as an append by this process left it: its state and its head."""
+    """A conversation as an append by this process left it: its state, its head, and the tool-call
+    group open at the head (what a tool message appended under it must answer)."""
 
     state: tree.ConversationState
     head: tree.Node
     at: datetime  # the head's time: the next event is stamped no earlier
+    group: calls.Open = None
 
 
 class KnownHeads:
@@ -99,6 +101,7 @@ class _Plan(msgspec.Struct, frozen=True):
     cmd: tree.Append
     events: list[Event]
     write: KnownStateWrite
+    group: calls.Open  # open at the new message
 
 
 class AppendGroup:
@@ -205,7 +208,7 @@ class AppendGroup:
         try:
             # A client's id may be taken elsewhere in the family: the statement then fails on it.
             state = tree.seen(known.state, known.head)
-            events = tree.decide_append(state, cmd, known.head, None)
+            events = tree.decide_append(state, cmd, known.head, None, known.group)
         except ConvtreeError:
             return None  # decided on a state that may be stale: the locked append decides for real
         assert isinstance(events, list)
@@ -218,7 +221,7 @@ class AppendGroup:
             if claim is None:
                 return None
             write = msgspec.structs.replace(write, claim=claim)
-        return _Plan(waiting, cmd, events, write)
+        return _Plan(waiting, cmd, events, write, calls.after(known.group, cmd))
 
     async def _write(self, plans: list[_Plan]) -> None:
         try:
@@ -238,7 +241,7 @@ class AppendGroup:
                 continue
             sealed, state = numbered(p.write, seq)
             at = sealed.envelope.created_at
-            self.heads.remember(p.waiting.caller.tenant, _known_after(state, p.events, at))
+            self.heads.remember(p.waiting.caller.tenant, _known_after(state, p.events, at, p.group))
             self._done(p.waiting, Appended(_appended_view(p.events, sealed, at), created=True))
 
     def _append_locked(self, waiting: _Waiting) -> None:
@@ -347,13 +350,15 @@ async def _append_locked(
         # Checked only when the parent is missing: the hot path pays nothing for it.
         raise ParentStillGenerating(parent_message_id=str(cmd.parent_id))
     state = w.see(parent)
-    decided = tree.decide_append(state, cmd, parent, nodes.get(cmd.message_id) if new.id else None)
+    existing = nodes.get(cmd.message_id) if new.id else None
+    group = await open_group(tx, w.scope, parent) if cmd.role == "tool" and existing is None else None
+    decided = tree.decide_append(state, cmd, parent, existing, group)
     if isinstance(decided, tree.AlreadyAppended):
         message = await tx.get_message(tree.scope(state), decided.node.message_id)
         assert message is not None
         return Appended(message, created=False), None
     sealed = await w.write(decided, {cmd.message_id: cmd.content})
-    known = _known_after(w.after, decided, w.now)
+    known = _known_after(w.after, decided, w.now, calls.after(group, cmd))
     return Appended(_appended_view(decided, sealed[0], w.now), created=True), known
 
 
@@ -367,10 +372,18 @@ def _command(new: NewMessage) -> tree.Append:
     )
 
 
-def _known_after(state: tree.ConversationState, events: list[Event], at: datetime) -> KnownHead:
+async def open_group(tx: Tx, scope: tree.Scope, parent: tree.Node | None) -> calls.Open:
+    """The tool-call group open at `parent` (a message the scope sees, or None), read off the end
+    of its path: one round trip, asked only for a tool message."""
+    if parent is None or not parent.visible or parent.role not in ("assistant", "tool"):
+        return None
+    return calls.ended_by(await tx.call_group_tail(scope, parent.message_id, calls.MAX_RESULTS + 1))
+
+
+def _known_after(state: tree.ConversationState, events: list[Event], at: datetime, group: calls.Open) -> KnownHead:
     event = events[0]
     assert isinstance(event, MessageAppended)
-    return KnownHead(state, tree.appended_node(event, state.conversation_id), at)
+    return KnownHead(state, tree.appended_node(event, state.conversation_id), at, group)
 
 
 def _appended_view(events: list[Event], sealed: Sealed, now: datetime, seq: int | None = None) -> views.Message:

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from typing import TypeVar
 
 from service.domain.message import Utterance
-from service.domain.window import FullWindow, LastWindow, TokensWindow, Window, fit_turn, last_messages
-from service.upstream.tokens import counter_for
+from service.domain.window import FullWindow, LastWindow, TokensWindow, Window, complete, fit_turn, last_messages
+from service.upstream.tokens import message_counter_for
 
 __all__ = ["FullWindow", "LastWindow", "TokensWindow", "Window", "apply"]
 
@@ -17,7 +17,12 @@ M = TypeVar("M", bound=Utterance)
 
 
 async def apply(window: Window, path: Sequence[M], model: str) -> list[M]:
-    """The messages of `path` (root first, the turn's own message last) that go to the model."""
+    """The messages of `path` (root first, the turn's own message last) that go to the model; a
+    window holding a tool call without its result is refused (IncompleteToolCalls)."""
+    return list(complete(await _windowed(window, path, model)))
+
+
+async def _windowed(window: Window, path: Sequence[M], model: str) -> list[M]:
     match window:
         case FullWindow():
             return list(path)
@@ -31,4 +36,4 @@ async def apply(window: Window, path: Sequence[M], model: str) -> list[M]:
 
 
 def _fit(path: Sequence[M], budget: int, model: str) -> list[M]:
-    return fit_turn(path, budget, counter_for(model))
+    return fit_turn(path, budget, message_counter_for(model))

@@ -10,12 +10,15 @@ ConvtreeError
 │   ├── MessageIdConflict
 │   ├── ParentStillGenerating
 │   ├── ReplyInProgress
-│   └── InheritedMessage
+│   ├── InheritedMessage
+│   └── IncompleteToolCalls
 ├── IdempotencyKeyReused
 ├── StaleHead
 ├── JsonTooDeep
 ├── InvalidRequest
 │   ├── InvalidMessage
+│   ├── ToolResultWithoutCall
+│   ├── DuplicateToolResult
 │   └── InvalidExport
 │       └── ForkSourceMissing
 ├── Unauthorized
@@ -92,6 +95,11 @@ class InheritedMessage(Conflict):
     """The message belongs to a conversation this one was forked from: change it there."""
 
 
+class IncompleteToolCalls(Conflict):
+    """The context holds tool calls without their results: a model cannot be shown it. Append the
+    results (`tool_call_ids` names the calls) first, or send them as the turn's own messages."""
+
+
 class IdempotencyKeyReused(ConvtreeError):
     """This Idempotency-Key was already used with a different request."""
 
@@ -110,6 +118,15 @@ class InvalidRequest(ConvtreeError):
 
 class InvalidMessage(InvalidRequest):
     """The message is not valid. `field` names the field at fault."""
+
+
+class ToolResultWithoutCall(InvalidRequest):
+    """A tool message must answer a call of the assistant message it follows (directly, or after
+    other results of the same calls): no such call has this `tool_call_id`."""
+
+
+class DuplicateToolResult(InvalidRequest):
+    """The call this tool message answers (`tool_call_id`) already has its result here."""
 
 
 class InvalidExport(InvalidRequest):

@@ -12,8 +12,9 @@ from typing import get_args
 
 import msgspec
 
+from service.domain import calls
 from service.domain.audit import ChainCheck, Checked
-from service.domain.errors import InvalidExport
+from service.domain.errors import DuplicateToolResult, InvalidExport, ToolResultWithoutCall
 from service.domain.events import (
     GENESIS_HASH,
     ConversationCreated,
@@ -124,10 +125,11 @@ def _check_tree(lines: list[ExportLine], head_hash: bytes) -> ImportPlan:
     depths: dict[uuid.UUID, int] = {}  # the conversation's own messages
     inherited: list[tuple[uuid.UUID, int | None, int]] = []
     erased: set[uuid.UUID] = set()
+    groups: dict[uuid.UUID, calls.Open] = {}  # the tool-call group open at each message
     fork: ForkPoint | None = None
     for number, line in enumerate(lines, start=1):
         try:
-            event = from_columns(columns_of(line))
+            event = from_columns(columns_of(line), line.content or "")
         except (KeyError, msgspec.ValidationError, msgspec.DecodeError, ValueError) as exc:
             raise refuse(number, "unsupported-event", f"not an event this service can import ({line.type}).", line.seq) from exc
         if line.type in _FIRST_TYPES and number > 1:
@@ -156,6 +158,7 @@ def _check_tree(lines: list[ExportLine], head_hash: bytes) -> ImportPlan:
                 erased.add(event.message_id)
         elif isinstance(event, MessageAppended):
             _check_message(number, line, depths, inherited, fork)
+            groups[event.message_id] = _check_answer(number, line, event, groups)
         # Any other event this service models has no bearing on the tree: it is kept as it is.
     bodies = {
         line.message_id: line.content
@@ -196,6 +199,26 @@ def _check_message(
     else:
         raise refuse(number, "parent-not-found", "The parent message is not in the export.", line.seq)
     depths[line.message_id] = line.depth
+
+
+def _check_answer(number: int, line: ExportLine, message: MessageAppended, groups: dict[uuid.UUID, calls.Open]) -> calls.Open:
+    """A tool message answers a call of the assistant message it follows, as on every append
+    (calls.check); the group it leaves open. What cannot be seen is not decided on: the group
+    open at a message the fork inherited, or at an assistant message whose body the export does
+    not hold (redacted or erased), is UNCHECKED."""
+    if line.parent_id is None:
+        group: calls.Open = None
+    else:
+        group = groups.get(line.parent_id, calls.UNCHECKED)
+    try:
+        calls.check(group, message)
+    except (ToolResultWithoutCall, DuplicateToolResult) as exc:
+        raise InvalidExport(
+            f"Line {number}: {exc.detail}", line=number, seq=line.seq, reason="tool-call", **exc.context
+        ) from exc
+    if line.content is None and message.role == "assistant":
+        return calls.UNCHECKED
+    return calls.after(group, message)
 
 
 def check_inherited(plan: ImportPlan, path: dict[uuid.UUID, int]) -> None:

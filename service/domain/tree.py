@@ -7,6 +7,7 @@ from typing import Any
 
 import msgspec
 
+from service.domain import calls
 from service.domain.errors import MessageIdConflict, MessageNotFound, ParentNotFound, StaleHead
 from service.domain.events import (
     GENESIS_HASH,
@@ -18,7 +19,7 @@ from service.domain.events import (
     Sealed,
     body_digest,
 )
-from service.domain.message import Utterance, said
+from service.domain.message import Utterance, body_of, said
 
 
 class ConversationState(msgspec.Struct, frozen=True, kw_only=True):
@@ -223,13 +224,18 @@ def create_conversation(cmd: Create) -> list[Event]:
 
 
 def decide_append(
-    state: ConversationState, cmd: Append, parent: Node | None, existing: Node | None
+    state: ConversationState,
+    cmd: Append,
+    parent: Node | None,
+    existing: Node | None,
+    group: calls.Open = None,
 ) -> list[Event] | AlreadyAppended:
     """Append `cmd` under `parent` (the message `cmd.parent_id` or, without it, the head names).
 
     `parent` is None (or not `visible`) when that message is not visible in the conversation;
     `existing` is the message that already carries `cmd.message_id` anywhere in the conversation's
-    family, if one does.
+    family, if one does; `group` is the tool-call group open at `parent` (calls.ended_by), which a
+    tool message must answer: needed only for one (without it, a tool message is refused).
     """
     if existing is not None:
         return _retry(state, cmd, existing)
@@ -244,6 +250,7 @@ def decide_append(
     parent_ref = cmd.parent_id if cmd.parent_id is not None else state.head_id
     if parent_ref is not None and parent is None:
         raise ParentNotFound(parent_message_id=str(parent_ref))
+    calls.check(group, cmd)
     return [appended(cmd, parent_ref, 0 if parent is None else parent.depth + 1)]
 
 
@@ -254,7 +261,7 @@ def appended(cmd: Append, parent_id: uuid.UUID | None, depth: int) -> MessageApp
         message_id=cmd.message_id,
         parent_id=parent_id,
         depth=depth,
-        body_sha256=body_digest(cmd.content, cmd.digest_key),
+        body_sha256=body_digest(body_of(cmd).text, cmd.digest_key),
         digest_key=cmd.digest_key,
     )
 
@@ -263,7 +270,7 @@ def _retry(state: ConversationState, cmd: Append, existing: Node) -> AlreadyAppe
     same = (
         existing.conversation_id == state.conversation_id
         and existing.role == cmd.role
-        and existing.body_sha256 == body_digest(cmd.content, existing.digest_key)
+        and existing.body_sha256 == body_digest(body_of(cmd).text, existing.digest_key)
         and existing.metadata == cmd.metadata
         and (cmd.parent_id is None or cmd.parent_id == existing.parent_id)
     )

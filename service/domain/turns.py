@@ -6,6 +6,7 @@ import uuid
 
 import msgspec
 
+from service.domain import calls
 from service.domain.errors import ParentStillGenerating
 from service.domain.events import Event, Generation, MessageAppended, TurnFailed
 from service.domain.tree import Append, ConversationState, Node, appended_node, decide_append, evolve
@@ -33,12 +34,17 @@ def check_parent_settled(
             )
 
 
-def decide_chain(state: ConversationState, parent: Node | None, messages: list[Append]) -> list[MessageAppended]:
+def decide_chain(
+    state: ConversationState, parent: Node | None, messages: list[Append], group: calls.Open = None
+) -> list[MessageAppended]:
     """Append `messages` one under the other, the first under `parent` (the message the first one's
-    `parent_id` names, None if that is not visible or the conversation is empty)."""
+    `parent_id` names, None if that is not visible or the conversation is empty), at which `group`
+    is open (calls.ended_by: needed only when the chain starts with tool messages). Tool messages
+    later in the chain answer the calls of an assistant message before them in it."""
     appended: list[MessageAppended] = []
     for cmd in messages:
-        decided = decide_append(state, cmd, parent, None)
+        decided = decide_append(state, cmd, parent, None, group)
+        group = calls.after(group, cmd)
         assert isinstance(decided, list)  # no `existing`: never a retry
         [event] = decided
         assert isinstance(event, MessageAppended)

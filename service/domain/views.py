@@ -62,11 +62,14 @@ def message_of(event: MessageAppended, conversation_id: uuid.UUID, seq: int, cre
     )
 
 
-class Context(msgspec.Struct, frozen=True, kw_only=True):
+class Context(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     conversation_id: uuid.UUID
     leaf_id: uuid.UUID | None
     depth: int  # messages on the full path, before windowing
     messages: list[PathMessage]
+    # The ids of the tool calls in `messages` still without their results (calls.unanswered), in
+    # path order; absent when there are none. A model is not shown such a context (IncompleteToolCalls).
+    pending_tool_calls: list[str] = []
 
 
 class ForkedFrom(msgspec.Struct, frozen=True, kw_only=True):

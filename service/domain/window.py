@@ -13,12 +13,15 @@ from typing import Annotated, TypeVar
 
 import msgspec
 
-from service.domain.errors import InvalidRequest
+from service.domain.calls import unanswered, units
+from service.domain.errors import IncompleteToolCalls, InvalidRequest
 from service.domain.message import Utterance
 
 M = TypeVar("M", bound=Utterance)
 
-Count = Callable[[str], int]  # a text's tokens, as one model's vocabulary counts them
+# A message's tokens, as one model's vocabulary counts them (its text, parts and tool calls:
+# service/upstream/tokens.py, message_counter_for), before the overhead of its place in the chat.
+Count = Callable[[Utterance], int]
 
 
 class FullWindow(msgspec.Struct, frozen=True, tag="full", tag_field="strategy", forbid_unknown_fields=True):
@@ -45,12 +48,22 @@ def last_messages(path: Sequence[M], n: int | None) -> list[M]:
     """Keep the final `n` messages of the path, and every system message before them.
 
     System messages set the rules of the conversation, so dropping one would change what the model
-    is told to be; they are kept wherever they stand. `n=None` keeps the whole path.
+    is told to be; they are kept wherever they stand. A tool-call group (an assistant message with
+    calls and their results, calls.units) is kept whole: where the cut falls inside one, the window
+    starts at its assistant message, so it may hold a few more than `n`, and never starts with a
+    tool result. `n=None` keeps the whole path.
     """
     if n is None or n >= len(path):
         return list(path)
-    cut = len(path) - n
+    cut = _unit_start(path, len(path) - n)
     return [m for i, m in enumerate(path) if i >= cut or m.role == "system"]
+
+
+def _unit_start(path: Sequence[Utterance], i: int) -> int:
+    """The start of the unit (calls.units) message `i` belongs to."""
+    while i > 0 and path[i].role == "tool":
+        i -= 1
+    return i
 
 
 # OpenAI's chat format wraps each message in `<|start|>{role}<|message|>…<|end|>`: about
@@ -62,7 +75,7 @@ REPLY_OVERHEAD = 3
 
 
 def message_tokens(message: Utterance, count: Count) -> int:
-    return count(message.content) + MESSAGE_OVERHEAD
+    return count(message) + MESSAGE_OVERHEAD
 
 
 def context_tokens(messages: Sequence[Utterance], count: Count) -> int:
@@ -78,6 +91,9 @@ def fit_window(messages: Sequence[M], budget: int, count: Count) -> list[M]:
     - Of the other messages, the longest run of the *latest* ones that fits is kept. The run
       is contiguous: once one message does not fit, no older one is taken, so the model never
       sees a conversation with a hole in it.
+    - A tool-call group (an assistant message with calls and their results, calls.units) is kept
+      or left out whole: a model is never shown a call without its result, nor a result without
+      its call.
     - Messages are never cut. If the newest message does not fit, it is left out too; callers
       check `result[-1:] == messages[-1:]` when they need it (e.g. to refuse the turn).
 
@@ -86,26 +102,40 @@ def fit_window(messages: Sequence[M], budget: int, count: Count) -> list[M]:
     """
     used = REPLY_OVERHEAD + sum(message_tokens(m, count) for m in messages if m.role == "system")
     keep = [False] * len(messages)
-    for i in range(len(messages) - 1, -1, -1):
-        if messages[i].role == "system":
-            keep[i] = True
-            continue
-        cost = message_tokens(messages[i], count)
+    for start, end in reversed(units(messages)):
+        if messages[start].role == "system":
+            continue  # counted above, and kept below
+        cost = sum(message_tokens(m, count) for m in messages[start:end])
         if used + cost > budget:
             break
         used += cost
-        keep[i] = True
+        keep[start:end] = [True] * (end - start)
     # The loop may stop before reaching older system messages; they are kept all the same.
     return [m for i, m in enumerate(messages) if keep[i] or m.role == "system"]
 
 
 def fit_turn(path: Sequence[M], budget: int, count: Count) -> list[M]:
-    """`fit_window` for a turn, whose own message is the path's last: refused if that does not fit."""
+    """`fit_window` for a turn, whose own message is the path's last: refused if that does not fit
+    (with the results before it of the calls it answers, if it is a tool message)."""
     kept = fit_window(path, budget, count)
     if path and (not kept or kept[-1] is not path[-1]):
+        last = _unit_start(path, len(path) - 1)
         raise InvalidRequest(
             "The turn's message does not fit the token window.",
             max_tokens=budget,
-            tokens=context_tokens([m for m in path if m.role == "system"] + [path[-1]], count),
+            tokens=context_tokens([m for m in path[:last] if m.role == "system"] + list(path[last:]), count),
         )
     return kept
+
+
+def complete(messages: Sequence[M]) -> Sequence[M]:
+    """`messages`, as a model may be shown them: refused (IncompleteToolCalls, naming the calls) if
+    they hold a tool call without its result."""
+    missing = unanswered(messages)
+    if missing:
+        raise IncompleteToolCalls(
+            f"The context holds tool calls without their results ({', '.join(repr(c) for c in missing)}): "
+            "append their tool messages first, or send them as the turn's own messages.",
+            tool_call_ids=missing,
+        )
+    return messages

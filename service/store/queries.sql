@@ -315,6 +315,37 @@ SELECT p.seq, p.conversation_id, p.message_id, p.parent_id, p.role, p.depth, p.p
        p.sibling_count, p.sibling_position, p.on_path
   FROM message_path(:family_id, :conversation_id, :message_id, :base_id, :base_depth, :upto) p;
 
+-- name: call_group_tail
+-- The end of the path at message :message_id (one the conversation sees) that a tool message
+-- appended under it must answer: the message, and while the message read is a tool message, its
+-- parent, up to :limit messages; served as get_message serves a message, root first. One index
+-- probe (events_message) per message: a message that is not a tool message costs one row.
+WITH RECURSIVE up AS (
+    SELECT e.seq, e.conversation_id, e.message_id, e.parent_id, e.role, e.depth, e.payload,
+           e.actor, e.request_id, e.created_at, 1 AS n
+      FROM events e
+     WHERE e.family_id = :family_id AND e.message_id = :message_id AND e.type = 'message_appended'
+    UNION ALL
+    -- LATERAL ... LIMIT 1: the parent by its key, once per level (as walk_up does).
+    SELECT parent.seq, parent.conversation_id, parent.message_id, parent.parent_id, parent.role,
+           parent.depth, parent.payload, parent.actor, parent.request_id, parent.created_at, up.n + 1
+      FROM up
+     CROSS JOIN LATERAL (
+           SELECT e.seq, e.conversation_id, e.message_id, e.parent_id, e.role, e.depth, e.payload,
+                  e.actor, e.request_id, e.created_at
+             FROM events e
+            WHERE e.family_id = :family_id AND e.message_id = up.parent_id AND e.type = 'message_appended'
+            LIMIT 1
+     ) parent
+     WHERE up.role = 'tool' AND up.n < :limit
+)
+SELECT m.seq, m.conversation_id, m.message_id, m.parent_id, m.role, m.depth, m.payload,
+       m.actor, m.request_id, m.created_at,
+       s.content, s.redacted_at, s.redacted_by, s.redaction_reason, s.redaction_erased
+  FROM up m
+  LEFT JOIN LATERAL served_body(:family_id, m.message_id) s ON true
+ ORDER BY m.depth;
+
 -- name: claim_idempotency_key
 -- Waits while another transaction holds the same key; returns a row only if this one claimed it.
 INSERT INTO idempotency_keys (tenant, key, fingerprint) VALUES (:tenant, :key, :fingerprint)

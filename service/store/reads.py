@@ -55,6 +55,12 @@ class Reads(Session):
         row = r.record(r.MessageRow, found)
         return None if row is None else r.message(row)
 
+    async def call_group_tail(self, scope: Scope, message_id: uuid.UUID, limit: int) -> list[views.Message]:
+        """The end of the path at a message the scope sees, root first: the message and, while the
+        one read is a tool message, its parent, `limit` messages at most (calls.ended_by reads it)."""
+        found = await self.rows("call_group_tail", family_id=scope.family_id, message_id=message_id, limit=limit)
+        return [r.message(row) for row in r.records(r.MessageRow, found)]
+
     async def list_children(self, scope: Scope, parent: views.Message) -> list[views.Message]:
         """The children of a visible message that the scope's conversation sees, oldest first."""
         inherited = parent.conversation_id != scope.conversation_id

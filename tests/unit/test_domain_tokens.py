@@ -13,8 +13,8 @@ class Msg:
     content: str
 
 
-def words(text: str) -> int:
-    return len(text.split())
+def words(message: Msg) -> int:
+    return len(message.content.split())
 
 
 def cost(*word_counts: int) -> int:

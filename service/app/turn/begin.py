@@ -21,6 +21,7 @@ import msgspec
 
 from service.app import idempotency, writes
 from service.app.caller import Caller
+from service.app.messages import open_group
 from service.app.turn.opening import Opening, opened, visible
 from service.app.turn.plan import (
     Answered,
@@ -111,7 +112,10 @@ async def begin_user_turn(
     explicit = parent_message_id is not None
     if not visible(parent_ref, parent):  # a reply still being generated: 409 (else decide_chain's 404)
         await o.register_under(state, user_cmd.message_id, provider, model, parent_ref, explicit)
-    appended = rules.decide_chain(w.see(parent), parent, chain)
+    # A chain that starts with tool results answers the calls open at its parent (the OpenAI door
+    # sends the results of the calls its last reply asked for as a turn's first messages).
+    group = await open_group(o.tx, w.scope, parent) if chain[0].role == "tool" else None
+    appended = rules.decide_chain(w.see(parent), parent, chain, group)
     bodies = {e.message_id: e.content for e in appended}
     user = views.message_of(appended[-1], state.conversation_id, w.seqs[len(appended) - 1], w.now)
     items = await path_context(o.tx, w.scope, parent) + [context_item(e.message_id, e) for e in appended]
