@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from service.domain import tree
 from service.domain.errors import MessageTooLarge
 from service.domain.events import from_columns, to_columns
-from service.domain.message import UNSET, Body, FunctionCall, FunctionToolCall, Utterance, body_of, said, said_in
+from service.domain.message import BODY_FIELDS, UNSET, Body, FunctionCall, FunctionToolCall, Utterance, body_of, said, said_in
 from service.domain.stored import MAX_PART_CHARS, OUT_OF_LINE_CHARS, references, restore, stored
 
 _text = st.text(max_size=12)
@@ -47,7 +47,7 @@ def test_said_in_gives_back_every_field_body_of_stored(
         "assistant", content, tool_calls=tool_calls, refusal=refusal, reasoning_content=reasoning_content, reasoning=reasoning
     )
     body = body_of(message)
-    assert said_in(body) == {k: v for k, v in said(message).items() if k not in ("role", "metadata", "name", "tool_call_id")}
+    assert {**dict.fromkeys(BODY_FIELDS, UNSET), **said_in(body)} == {k: v for k, v in said(message).items() if k not in ("role", "metadata", "name", "tool_call_id")}
     # a string content alone is that string, as every body was before there were other fields
     assert body.json is not (isinstance(content, str) and (tool_calls, refusal, reasoning_content, reasoning) == (UNSET,) * 4)
 
