@@ -12,6 +12,11 @@ payload's SHA-256: the chain still proves every byte. A read puts each payload b
 Limits (413 `message-too-large` beyond them, naming the field): a part's payload at most
 `MAX_PART_CHARS`; the body's text, with its references, at most `MAX_INLINE_CHARS` (a string
 content's own limit); the body with its payloads at most `MAX_BODY_CHARS`.
+
+U+0000: the API refuses it in every string of a request (service/api/bodies.py), a body's included.
+A JSON body spells any character it holds as JSON does, a NUL as the escape `\u0000`, which
+PostgreSQL's text keeps as six characters: a body that holds one (brought by an import, say) is
+stored and read back like any other, and no SQL ever looks into a body's JSON.
 """
 
 from __future__ import annotations
