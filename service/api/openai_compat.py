@@ -24,7 +24,7 @@ from service.app.caller import Caller
 from service.app.turn import CLIENT_LEFT, ReplyInFlight, Settled
 from service.app.services import Turns
 from service.domain import errors, views
-from service.domain.message import carried
+from service.domain.message import carried, text_of
 
 # OpenAI's roles, and the ones convtree stores them as ("developer" is o1's name for "system").
 ROLES: dict[str, Literal["system", "user", "assistant"]] = {
@@ -250,7 +250,7 @@ def _completion(conversation_id: uuid.UUID, reply: views.Message, created: int) 
         id=f"chatcmpl-{reply.id.hex}",
         created=created,
         model=generation.model,
-        choices=[Choice(0, ReplyMessage("assistant", reply.content), generation.finish_reason or "stop")],
+        choices=[Choice(0, ReplyMessage("assistant", text_of(reply)), generation.finish_reason or "stop")],
         usage=_usage(reply),
         conversation_id=conversation_id,
         message_id=reply.id,
@@ -284,7 +284,7 @@ def _replayed(answered: turns_app.Answered, *, stream: bool, include_usage: bool
 
     chunks = [
         chunk(ChunkDelta(role="assistant", content="")),
-        chunk(ChunkDelta(content=reply.content)),
+        chunk(ChunkDelta(content=text_of(reply))),
         chunk(ChunkDelta(), g.finish_reason or "stop"),
     ]
     usage = _usage(reply)

@@ -77,6 +77,7 @@ TABLE: dict[type[errors.ConvtreeError], tuple[int, str, str]] = {
     errors.StaleHead: (412, "head-moved", "Head has moved"),
     errors.ForkSourceMissing: (422, "fork-source-missing", "Fork source not present"),
     errors.InvalidExport: (422, "invalid-export", "Export does not verify"),
+    errors.MessageTooLarge: (413, "message-too-large", "Message too large"),
     errors.InvalidMessage: (422, "invalid-message", "Invalid message"),
     errors.ToolResultWithoutCall: (422, "tool-result-without-call", "Tool result answers no call"),
     errors.DuplicateToolResult: (422, "duplicate-tool-result", "Tool call already answered"),

@@ -17,6 +17,7 @@ ConvtreeError
 ├── JsonTooDeep
 ├── InvalidRequest
 │   ├── InvalidMessage
+│   │   └── MessageTooLarge
 │   ├── ToolResultWithoutCall
 │   ├── DuplicateToolResult
 │   └── InvalidExport
@@ -118,6 +119,10 @@ class InvalidRequest(ConvtreeError):
 
 class InvalidMessage(InvalidRequest):
     """The message is not valid. `field` names the field at fault."""
+
+
+class MessageTooLarge(InvalidMessage):
+    """The message is larger than a message may be (a part, or the whole). `field` names the field at fault."""
 
 
 class ToolResultWithoutCall(InvalidRequest):

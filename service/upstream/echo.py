@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator
 
+from service.domain.message import text_of
 from service.upstream.base import ChatRequest, Finished, StreamItem, TextDelta
 
 MODEL = "echo"
 
 
 def reply_words(request: ChatRequest) -> list[str]:
-    last_user = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
+    last_user = next((text_of(m) for m in reversed(request.messages) if m.role == "user"), "")
     return ["echo:", *last_user.split()]
 
 
@@ -44,7 +45,7 @@ class EchoProvider:
             finish_reason=finish_reason,
             model=request.model or MODEL,
             response_id=None,
-            prompt_tokens=sum(len(m.content.split()) for m in request.messages),
+            prompt_tokens=sum(len(text_of(m).split()) for m in request.messages),
             completion_tokens=len(words),
         )
 

@@ -279,7 +279,7 @@ class Turn:
                 tree.fold(w.state, asked), tree.appended_node(asked[0], self.target_id), user_id, reply_id,
                 outcome.text, generation, writes.new_digest_key(),
             )  # fmt: skip
-            await w.write([*asked, *replied], {user_id: user.content, reply_id: outcome.text})
+            await w.write([*asked, *replied])
         assert self._before is not None
         self._before += [context_item(user_id, user), ContextItem(role="assistant", content=outcome.text, id=reply_id)]
         return True

@@ -116,11 +116,10 @@ async def begin_user_turn(
     # sends the results of the calls its last reply asked for as a turn's first messages).
     group = await open_group(o.tx, w.scope, parent) if chain[0].role == "tool" else None
     appended = rules.decide_chain(w.see(parent), parent, chain, group)
-    bodies = {e.message_id: e.content for e in appended}
     user = views.message_of(appended[-1], state.conversation_id, w.seqs[len(appended) - 1], w.now)
     items = await path_context(o.tx, w.scope, parent) + [context_item(e.message_id, e) for e in appended]
     await o.reply(state.conversation_id, state.family_id, user, items, provider, model, spec)
-    await o.write_under(w, [*appended], bodies, provider, model, parent_ref, explicit)
+    await o.write_under(w, [*appended], provider, model, parent_ref, explicit)
     return None
 
 

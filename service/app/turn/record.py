@@ -77,7 +77,7 @@ async def record_outcome(
             events = rules.decide_reply(
                 w.see(user), user, user_id, plan.reply_id, outcome.text, generation, writes.new_digest_key()
             )
-            sealed = await w.write(events, {plan.reply_id: outcome.text})
+            sealed = await w.write(events)
             event = events[0]
             assert isinstance(event, MessageAppended)
             return views.message_of(event, plan.conversation_id, sealed[0].envelope.seq, w.now)
