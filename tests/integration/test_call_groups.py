@@ -34,11 +34,11 @@ def context(api: httpx.Client, cid: str, **params: Any) -> dict[str, Any]:
     return r.json()
 
 
-def test_a_tool_message_without_a_call_to_answer_is_refused(api):
+def test_a_tool_message_without_a_call_id_is_refused_as_an_invalid_message(api):
     cid = create(api)["id"]
     say(api, cid, "hi")
-    body = problem(post(api, cid, role="tool", content="42"), 422, "tool-result-without-call")
-    assert "tool_call_id" in body["detail"]
+    body = problem(post(api, cid, role="tool", content="42"), 422, "invalid-message")
+    assert body["context"] == {"field": "tool_call_id"}
     assert api.get(f"/v1/conversations/{cid}").json()["message_count"] == 1
 
 
