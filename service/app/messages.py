@@ -212,7 +212,7 @@ class AppendGroup:
         # Stamped by this process's clock, never before the head: where the database's clock (which
         # stamps locked appends) runs ahead, a conversation's times still never go back.
         at = max(now, known.at)
-        write = seal_on_known(waiting.caller, state, events, at, cmd.content)
+        write = seal_on_known(waiting.caller, state, events, at, cmd.content, known.head)
         if waiting.keyed is not None:
             claim = idempotency.claim_numbered(waiting.keyed, _appended_view(events, write.sealed, at, idempotency.SEQ_MARK))
             if claim is None:
@@ -238,7 +238,7 @@ class AppendGroup:
                 continue
             sealed, state = numbered(p.write, seq)
             at = sealed.envelope.created_at
-            self.heads.remember(p.waiting.caller.tenant, _known_after(state, p.events, at))
+            self.heads.remember(p.waiting.caller.tenant, _known_after(state, p.events, at, p.write.path_digest))
             self._done(p.waiting, Appended(_appended_view(p.events, sealed, at), created=True))
 
     def _append_locked(self, waiting: _Waiting) -> None:
@@ -353,7 +353,7 @@ async def _append_locked(
         assert message is not None
         return Appended(message, created=False), None
     sealed = await w.write(decided, {cmd.message_id: cmd.content})
-    known = _known_after(w.after, decided, w.now)
+    known = _known_after(w.after, decided, w.now, w.paths.get(cmd.message_id))
     return Appended(_appended_view(decided, sealed[0], w.now), created=True), known
 
 
@@ -367,10 +367,13 @@ def _command(new: NewMessage) -> tree.Append:
     )
 
 
-def _known_after(state: tree.ConversationState, events: list[Event], at: datetime) -> KnownHead:
+def _known_after(
+    state: tree.ConversationState, events: list[Event], at: datetime, path_digest: bytes | None
+) -> KnownHead:
     event = events[0]
     assert isinstance(event, MessageAppended)
-    return KnownHead(state, tree.appended_node(event, state.conversation_id), at)
+    head = msgspec.structs.replace(tree.appended_node(event, state.conversation_id), path_digest=path_digest)
+    return KnownHead(state, head, at)
 
 
 def _appended_view(events: list[Event], sealed: Sealed, now: datetime, seq: int | None = None) -> views.Message:

@@ -99,6 +99,7 @@ class Node(msgspec.Struct, frozen=True, kw_only=True):
     # store also finds messages that are not (to recognise a message id already used in the family).
     visible: bool = True
     digest_key: bytes | None = None  # its body's digest key (None: erased, or an unkeyed digest)
+    path_digest: bytes | None = None  # its path's digest (threads.py; None: written before digests were kept, or erased)
 
 
 class Create(msgspec.Struct, frozen=True, kw_only=True):
