@@ -21,9 +21,8 @@ down_revision = "0010"
 branch_labels = None
 depends_on = None
 
-
-def upgrade() -> None:
-    execute_script(r"""
+# The table today's writers write in (tests/migration/test_legacy_text.py gives it to an older database).
+TABLE = r"""
 -- Auto-threading's index (service/domain/threads.py): each message written since revision 0012,
 -- with its path digest (SHA-256 of its parent's path digest and what it says), so that the
 -- conversation a resent history continues is found by one index probe per sent message, whatever
@@ -42,7 +41,11 @@ CREATE TABLE message_paths (
 );
 -- The tenant's paths by digest, latest first: find_thread.
 CREATE INDEX message_paths_lookup ON message_paths (tenant, path_digest, seq);
+"""
 
+
+def upgrade() -> None:
+    execute_script(TABLE + r"""
 -- A key's default for auto-threading on the OpenAI door (a request's Convtree-Auto-Thread header overrides it).
 ALTER TABLE api_keys ADD COLUMN auto_thread boolean NOT NULL DEFAULT false;
 
