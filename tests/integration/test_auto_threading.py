@@ -6,6 +6,7 @@ headers."""
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections.abc import Iterator
 
@@ -277,3 +278,13 @@ def test_stateless_clients_resending_their_history_get_one_conversation_each(mod
     with model_server.client(key) as api:
         for cid, history in list(by_client.items())[:10]:
             assert contents(api, cid) == pairs(history)
+
+
+def test_the_readme_example_runs(model_server, tenant_key):
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("### Auto-threading", 1)[1].split("\n## ", 1)[0]
+    (example,) = re.findall(r"```python\n(.*?)```", section, re.DOTALL)
+    example = example.replace("http://127.0.0.1:8000/v1", model_server.base_url + "/v1")
+    exec(compile(example, "README.md", "exec"), {"KEY": tenant_key[1]})
