@@ -218,9 +218,13 @@ RETURNING c.tenant, c.conversation_id, u.seq,
 -- Auto-threading (service/domain/threads.py): of the path digests :digests (a sent history's prefixes,
 -- shortest first), the longest that names a path of the tenant, and the message it ends at, in the
 -- conversation that wrote it (the latest, where equal paths were written more than once). One probe
--- of message_paths_lookup per digest, longest first, stopping at the first found.
+-- of message_paths_lookup per digest, longest first, stopping at the first found: the digests are
+-- sorted before the join, so that the LIMIT stops the loop (a client resending its history has all
+-- but its last message or two stored: two or three probes).
 SELECT d.n, m.conversation_id, m.message_id
-  FROM unnest(:digests::bytea[]) WITH ORDINALITY AS d(digest, n)
+  FROM (SELECT u.digest, u.n
+          FROM unnest(:digests::bytea[]) WITH ORDINALITY AS u(digest, n)
+         ORDER BY u.n DESC) d
  CROSS JOIN LATERAL (SELECT p.conversation_id, p.message_id
                        FROM message_paths p
                       WHERE p.tenant = :tenant AND p.path_digest = d.digest
