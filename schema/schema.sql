@@ -32,7 +32,10 @@ CREATE TABLE api_keys (
     tenant      text NOT NULL CHECK (tenant <> ''),
     name        text NOT NULL CHECK (name <> ''),
     created_at  timestamptz NOT NULL DEFAULT now(),
-    revoked_at  timestamptz
+    revoked_at  timestamptz,
+    -- The key's default for auto-threading on the OpenAI door (a request's Convtree-Auto-Thread
+    -- header overrides it).
+    auto_thread boolean NOT NULL DEFAULT false
 );
 
 CREATE TABLE events (
@@ -124,6 +127,25 @@ CREATE TABLE body_blobs (
     CONSTRAINT body_blobs_blob FOREIGN KEY (tenant, sha256) REFERENCES blobs
 );
 CREATE INDEX body_blobs_by_blob ON body_blobs (tenant, sha256);
+
+-- Auto-threading's index (service/domain/threads.py): each message written since revision 0012,
+-- with its path digest (SHA-256 of its parent's path digest and what it says), so that the
+-- conversation a resent history continues is found by one index probe per sent message, whatever
+-- the number of conversations. Written by the statement that writes the message (the part
+-- write_events of queries.sql); a message whose parent has no digest gets none. An erasure deletes
+-- the rows of the erased message and of every message under it: a digest would confirm a guess of
+-- the erased text.
+CREATE TABLE message_paths (
+    family_id        uuid NOT NULL,
+    message_id       uuid NOT NULL,
+    tenant           text NOT NULL,
+    conversation_id  uuid NOT NULL,  -- the conversation that wrote the message
+    seq              bigint NOT NULL,  -- its event: the latest of equal paths is continued
+    path_digest      bytea NOT NULL CONSTRAINT message_paths_digest_length CHECK (octet_length(path_digest) = 32),
+    PRIMARY KEY (family_id, message_id)
+);
+-- The tenant's paths by digest, latest first: find_thread.
+CREATE INDEX message_paths_lookup ON message_paths (tenant, path_digest, seq);
 
 CREATE TABLE conversations (
     tenant           text NOT NULL,
@@ -806,7 +828,7 @@ BEGIN
         RAISE EXCEPTION 'role % owns the log or is a superuser: it cannot be the service role', p_role
             USING ERRCODE = 'insufficient_privilege';
     END IF;
-    EXECUTE format('REVOKE ALL ON events, bodies, conversations, idempotency_keys, pending_replies, api_keys, replay_runs, blobs, body_blobs FROM %I', p_role);
+    EXECUTE format('REVOKE ALL ON events, bodies, conversations, idempotency_keys, pending_replies, api_keys, replay_runs, blobs, body_blobs, message_paths FROM %I', p_role);
     EXECUTE format('REVOKE ALL ON SEQUENCE events_seq FROM %I', p_role);
     EXECUTE format('GRANT CONNECT ON DATABASE %I TO %I', current_database(), p_role);
     EXECUTE format('GRANT USAGE ON SCHEMA public TO %I', p_role);
@@ -818,6 +840,7 @@ BEGIN
     EXECUTE format('GRANT SELECT, INSERT, UPDATE ON conversations, api_keys TO %I', p_role);
     EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON idempotency_keys, pending_replies TO %I', p_role);
     EXECUTE format('GRANT SELECT, INSERT, UPDATE ON replay_runs TO %I', p_role);
+    EXECUTE format('GRANT SELECT, INSERT, DELETE ON message_paths TO %I', p_role);
     IF to_regclass('alembic_version') IS NOT NULL THEN
         EXECUTE format('GRANT SELECT ON alembic_version TO %I', p_role);  -- /readyz reports it
     END IF;

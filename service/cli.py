@@ -196,12 +196,45 @@ def keys() -> None:
     show_default=True,
     help="The key's name, recorded as the actor of its events.",
 )
-def keys_create(tenant: str, name: str) -> None:
+@click.option(
+    "--auto-thread/--no-auto-thread",
+    default=False,
+    show_default=True,
+    help="Auto-threading on the OpenAI door by default for this key (README, \"Auto-threading\").",
+)
+def keys_create(tenant: str, name: str, auto_thread: bool) -> None:
     """Create a key and print it (only its hash is stored)."""
     settings = _settings()
+
+    async def run(admin: Admin) -> str:
+        key = await admin.keys.create(tenant, name)
+        if auto_thread:
+            await admin.keys.set_auto_thread(tenant, name, True)
+        return key
+
     with database(settings) as db:
         db.migrate()
-        click.echo(asyncio.run(run_admin(db.owner_url, lambda admin: admin.keys.create(tenant, name))))
+        click.echo(asyncio.run(run_admin(db.owner_url, run)))
+
+
+@keys.command("auto-thread")
+@click.option("--tenant", required=True)
+@click.option("--name", required=True)
+@click.argument("setting", type=click.Choice(["on", "off"]))
+def keys_auto_thread(tenant: str, name: str, setting: str) -> None:
+    """Turn a tenant's keys of that name's auto-threading default on or off (running servers
+    follow within seconds; a request's Convtree-Auto-Thread header overrides it)."""
+    settings = _settings()
+
+    async def run(admin: Admin) -> int:
+        await admin.health.require_newest()
+        return await admin.keys.set_auto_thread(tenant, name, setting == "on")
+
+    with database(settings) as db:
+        count = asyncio.run(run_admin(db.owner_url, run))
+    click.echo(f"auto-threading {setting} for {count} key(s)")
+    if count == 0:
+        sys.exit(1)
 
 
 @keys.command("revoke")
@@ -224,7 +257,7 @@ def keys_revoke(tenant: str, name: str) -> None:
 
 @keys.command("list")
 def keys_list() -> None:
-    """List keys: tenant, name, created, revoked (never the keys themselves)."""
+    """List keys: tenant, name, created, revoked, auto-threading (never the keys themselves)."""
     from service.app.keys import KeyInfo
 
     settings = _settings()
@@ -236,7 +269,8 @@ def keys_list() -> None:
     with database(settings) as db:
         for key in asyncio.run(run_admin(db.owner_url, run)):
             revoked = key.revoked_at.isoformat() if key.revoked_at else "-"
-            click.echo(f"{key.tenant}\t{key.name}\t{key.created_at.isoformat()}\t{revoked}")
+            auto_thread = "auto-thread" if key.auto_thread else "-"
+            click.echo(f"{key.tenant}\t{key.name}\t{key.created_at.isoformat()}\t{revoked}\t{auto_thread}")
 
 
 @main.command()

@@ -12,7 +12,7 @@ import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
-from litestar.params import JSONBody
+from litestar.params import HeaderParameter, JSONBody
 
 from service.api import schemas, sse
 from service.api.deps import REPLAYED, json_response, keyed
@@ -33,6 +33,22 @@ ROLES: dict[str, Literal["system", "user", "assistant"]] = {
     "user": "user",
     "assistant": "assistant",
 }
+
+
+AUTO_THREAD = HeaderParameter(
+    name="Convtree-Auto-Thread",
+    required=False,
+    max_length=5,
+    description="`on` or `off`: without `conversation_id`, continue the tenant's conversation whose stored "
+    "path is the longest prefix of `messages` (matched exactly: role, content, tool calls, name, "
+    "tool_call_id), appending only the rest; none: a new conversation. Default: the API key's setting "
+    "(`convtree keys auto-thread`), off unless set.",
+)
+
+# Where the reply is stored, in headers as in the body's `conversation_id` and `message_id`: a
+# client that cannot read extension fields can switch to explicit ids with them.
+CONVERSATION_ID_HEADER = "Convtree-Conversation-Id"
+MESSAGE_ID_HEADER = "Convtree-Message-Id"
 
 
 class ContentPart(msgspec.Struct):
@@ -154,9 +170,14 @@ class OpenAICompatController(Controller):
         summary="Chat completion (OpenAI-compatible), stored as a turn",
         description="Standard request and response (and `chat.completion.chunk` events ending in "
         "`data: [DONE]` when streamed), plus `conversation_id`, `message_id` and `provider` in every "
-        "response. Without `conversation_id` a new conversation is made of `messages` (a chain; the last, a "
-        "user message, is the turn). With `conversation_id`, send only the new message(s): the history is "
-        "the path to the head or to `parent_message_id` (continue or branch from it). `model` is "
+        "response, and the same ids in the `Convtree-Conversation-Id` and `Convtree-Message-Id` headers. "
+        "Without `conversation_id` a new conversation is made of `messages` (a chain; the last, a "
+        "user message, is the turn), or, with auto-threading (`Convtree-Auto-Thread: on`, or the key's "
+        "default), the stored conversation they continue is continued. With `conversation_id`, the history "
+        "is the path to the head or to `parent_message_id` (continue or branch from it): send only the new "
+        "message(s), or the whole history again (it is read as one when its first message is the path's "
+        "root, said exactly): only the messages that differ from the path are appended, a history that "
+        "differs at message k is a branch from message k-1. `model` is "
         '"provider/model" or a model name any configured provider offers. A stream that fails sends '
         '`data: {"error": {...}}` instead of `[DONE]`. Errors carry OpenAI\'s error object as `error` '
         "besides the problem's fields; a rate limit is a 429 with a `Retry-After` header. An `Idempotency-Key` "
@@ -171,18 +192,21 @@ class OpenAICompatController(Controller):
         caller: NamedDependency[Caller],
         turns_service: NamedDependency[Turns],
         idempotency_key: Annotated[str | None, IDEMPOTENCY_KEY] = None,
+        auto_thread: Annotated[str | None, AUTO_THREAD] = None,
     ) -> Response[ChatCompletion]:
-        begun = await turns_service.chat(caller, _chat(data), keyed(request, data), relay=data.stream)
+        threaded = caller.auto_thread if auto_thread is None else _switch(auto_thread)
+        begun = await turns_service.chat(caller, _chat(data, threaded), keyed(request, data), relay=data.stream)
         include_usage = data.stream_options is not None and data.stream_options.include_usage
         if isinstance(begun, turns_app.Answered):
             return _replayed(begun, stream=data.stream, include_usage=include_usage)
         generation = begun
         plan = generation.plan
         created = int(time.time())
+        ids = _ids(plan.conversation_id, plan.reply_id)
         if data.stream:
             # The return annotation is the JSON answer's OpenAPI schema (litestar reads it); a streamed
             # request is answered with a Stream, documented by the route's `streams` option.
-            stream = sse.response(_chunks(request, generation, created, include_usage, turns_service.keepalive))
+            stream = sse.response(_chunks(request, generation, created, include_usage, turns_service.keepalive), ids)
             return stream  # type: ignore[return-value]
         settled = await wait_settled(request.receive, generation)
         if settled.error is not None:
@@ -190,7 +214,7 @@ class OpenAICompatController(Controller):
         assert settled.reply is not None
         # Stamped with the reply's time, as a retry's replay is.
         completion = _completion(plan.conversation_id, settled.reply, int(settled.reply.created_at.timestamp()))
-        return json_response(completion, 200)
+        return json_response(completion, 200, ids)
 
     @get(
         "/models",
@@ -203,7 +227,18 @@ class OpenAICompatController(Controller):
         return ModelList(data=[Model(id=f"{p}/{m}", owned_by=p) for p, m in listed])
 
 
-def _chat(data: ChatCompletionRequest) -> turns_app.Chat:
+def _switch(value: str) -> bool:
+    setting = value.strip().lower()
+    if setting not in ("on", "off"):
+        raise errors.InvalidRequest("Convtree-Auto-Thread is `on` or `off`.", parameter="Convtree-Auto-Thread")
+    return setting == "on"
+
+
+def _ids(conversation_id: uuid.UUID, message_id: uuid.UUID) -> dict[str, str]:
+    return {CONVERSATION_ID_HEADER: str(conversation_id), MESSAGE_ID_HEADER: str(message_id)}
+
+
+def _chat(data: ChatCompletionRequest, auto_thread: bool = False) -> turns_app.Chat:
     if data.tools:
         raise errors.InvalidRequest("Tools are not supported.", parameter="tools")
     stop = [data.stop] if isinstance(data.stop, str) else data.stop
@@ -221,6 +256,7 @@ def _chat(data: ChatCompletionRequest) -> turns_app.Chat:
         parent_message_id=data.parent_message_id,
         window=data.window,
         params=params,
+        auto_thread=auto_thread,
     )
 
 
@@ -266,8 +302,9 @@ def _replayed(answered: turns_app.Answered, *, stream: bool, include_usage: bool
     if g is None:  # not a reply a model wrote: cannot be, a key's reply is always one
         raise errors.ReplyAbandoned()
     created = int(reply.created_at.timestamp())
+    headers = {**REPLAYED, **_ids(answered.conversation_id, reply.id)}
     if not stream:
-        return json_response(_completion(answered.conversation_id, reply, created), 200, REPLAYED)
+        return json_response(_completion(answered.conversation_id, reply, created), 200, headers)
 
     def chunk(delta: ChunkDelta, finish_reason: str | None = None, usage: Usage | None = None) -> bytes:
         value = ChatCompletionChunk(
@@ -290,7 +327,7 @@ def _replayed(answered: turns_app.Answered, *, stream: bool, include_usage: bool
     usage = _usage(reply)
     if include_usage and usage is not None:
         chunks.append(chunk(ChunkDelta(), usage=usage))
-    return sse.response(sse.replay(*chunks, sse.event(None, b"[DONE]")), REPLAYED)
+    return sse.response(sse.replay(*chunks, sse.event(None, b"[DONE]")), headers)
 
 
 async def _chunks(

@@ -37,7 +37,7 @@ class Authenticator:
     def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
         self._ttl = ttl
         self._clock = clock
-        self._cache: dict[bytes, tuple[float, tuple[str, str] | None]] = {}
+        self._cache: dict[bytes, tuple[float, tuple[str, str, bool] | None]] = {}
 
     async def authenticate(self, store: Store, authorization: str | None, request_id: str | None) -> Caller:
         scheme, _, key = (authorization or "").partition(" ")
@@ -56,5 +56,5 @@ class Authenticator:
             self._cache[digest] = (now + self._ttl, found)
         if found is None:
             raise Unauthorized("The API key is not valid.")
-        tenant, name = found
-        return Caller(tenant=tenant, actor=name, request_id=request_id)
+        tenant, name, auto_thread = found
+        return Caller(tenant=tenant, actor=name, request_id=request_id, auto_thread=auto_thread)

@@ -9,3 +9,4 @@ class Caller(msgspec.Struct, frozen=True):
     tenant: str
     actor: str  # the API key's name
     request_id: str | None = None
+    auto_thread: bool = False  # the key's default for auto-threading (service/domain/threads.py)

@@ -17,13 +17,20 @@ class KeyInfo(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     created_at: datetime
     revoked_at: datetime | None
+    auto_thread: bool = False  # the key's default for auto-threading on the OpenAI door
 
 
 async def list_keys(store: Store) -> list[KeyInfo]:
     async with store.reader() as tx:
         rows = await tx.list_api_keys()
     return [
-        KeyInfo(tenant=row["tenant"], name=row["name"], created_at=row["created_at"], revoked_at=row["revoked_at"])
+        KeyInfo(
+            tenant=row["tenant"],
+            name=row["name"],
+            created_at=row["created_at"],
+            revoked_at=row["revoked_at"],
+            auto_thread=row["auto_thread"],
+        )
         for row in rows
     ]
 
@@ -32,6 +39,12 @@ async def revoke_keys(store: Store, tenant: str, name: str) -> int:
     """Revoke a tenant's keys of that name; how many were revoked."""
     async with store.transaction() as tx:
         return await tx.revoke_api_keys(tenant, name)
+
+
+async def set_auto_thread(store: Store, tenant: str, name: str, auto_thread: bool) -> int:
+    """Set the auto-threading default of a tenant's keys of that name; how many were set."""
+    async with store.transaction() as tx:
+        return await tx.set_api_key_auto_thread(tenant, name, auto_thread)
 
 
 async def ensure_first_key(store: Store, tenant: str, name: str) -> str | None:

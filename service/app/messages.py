@@ -215,7 +215,7 @@ class AppendGroup:
         # Stamped by this process's clock, never before the head: where the database's clock (which
         # stamps locked appends) runs ahead, a conversation's times still never go back.
         at = max(now, known.at)
-        write = seal_on_known(waiting.caller, state, events, at)
+        write = seal_on_known(waiting.caller, state, events, at, known.head)
         if write is None:
             return None
         if waiting.keyed is not None:
@@ -243,7 +243,9 @@ class AppendGroup:
                 continue
             sealed, state = numbered(p.write, seq)
             at = sealed.envelope.created_at
-            self.heads.remember(p.waiting.caller.tenant, _known_after(state, p.events, at, p.group))
+            self.heads.remember(
+                p.waiting.caller.tenant, _known_after(state, p.events, at, p.group, p.write.path_digest)
+            )
             self._done(p.waiting, Appended(_appended_view(p.events, sealed, at), created=True))
 
     def _append_locked(self, waiting: _Waiting) -> None:
@@ -360,7 +362,7 @@ async def _append_locked(
         assert message is not None
         return Appended(message, created=False), None
     sealed = await w.write(decided)
-    known = _known_after(w.after, decided, w.now, calls.after(group, cmd))
+    known = _known_after(w.after, decided, w.now, calls.after(group, cmd), w.paths.get(cmd.message_id))
     return Appended(_appended_view(decided, sealed[0], w.now), created=True), known
 
 
@@ -382,10 +384,14 @@ async def open_group(tx: Tx, scope: tree.Scope, parent: tree.Node | None) -> cal
     return calls.ended_by(await tx.call_group_tail(scope, parent.message_id, calls.MAX_RESULTS + 1))
 
 
-def _known_after(state: tree.ConversationState, events: list[Event], at: datetime, group: calls.Open) -> KnownHead:
+
+def _known_after(
+    state: tree.ConversationState, events: list[Event], at: datetime, group: calls.Open, path_digest: bytes | None
+) -> KnownHead:
     event = events[0]
     assert isinstance(event, MessageAppended)
-    return KnownHead(state, tree.appended_node(event, state.conversation_id), at, group)
+    head = msgspec.structs.replace(tree.appended_node(event, state.conversation_id), path_digest=path_digest)
+    return KnownHead(state, head, at, group)
 
 
 def _appended_view(events: list[Event], sealed: Sealed, now: datetime, seq: int | None = None) -> views.Message:

@@ -323,6 +323,9 @@ class Keys:
     async def revoke(self, tenant: str, name: str) -> int:
         return await keys.revoke_keys(self._store, tenant, name)
 
+    async def set_auto_thread(self, tenant: str, name: str, auto_thread: bool) -> int:
+        return await keys.set_auto_thread(self._store, tenant, name, auto_thread)
+
     async def ensure_first(self, tenant: str, name: str) -> str | None:
         return await keys.ensure_first_key(self._store, tenant, name)
 

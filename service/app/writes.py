@@ -27,9 +27,9 @@ from typing import Any
 import msgspec
 
 from service.app.caller import Caller
-from service.domain import transfer, tree, views
+from service.domain import threads, transfer, tree, views
 from service.domain.errors import ConversationNotFound
-from service.domain.events import DIGEST_KEY_BYTES, GENESIS_HASH, Envelope, Event, Sealed, seal
+from service.domain.events import DIGEST_KEY_BYTES, GENESIS_HASH, Envelope, Event, MessageAppended, Sealed, seal
 from service.domain.stored import stored_bodies
 from service.store import history
 from service.store.events import KnownStateWrite, Tx
@@ -48,7 +48,9 @@ def new_digest_key() -> bytes:
 class Locked:
     """A conversation locked for a write in the caller's transaction: its state as the lock found
     it, the database's time, the numbers drawn for its new events, and the messages read with the
-    lock. `after` is the state the last write left (the state found, until one is made)."""
+    lock. `after` is the state the last write left (the state found, until one is made). `paths`:
+    the path digests of the messages read (or shown to a decision: `see`) and written, from
+    which a new message's is made (threads.path_digests)."""
 
     def __init__(
         self,
@@ -66,6 +68,7 @@ class Locked:
         self.seqs = seqs
         self.nodes = nodes
         self.after = state
+        self.paths: dict[uuid.UUID, bytes | None] = {n.message_id: n.path_digest for n in nodes.values()}
 
     @property
     def scope(self) -> tree.Scope:
@@ -76,6 +79,7 @@ class Locked:
         the state the write leaves counts a child of theirs right (tree.seen)."""
         self.state = tree.seen(self.state, *nodes)
         self.after = tree.seen(self.after, *nodes)
+        self.paths.update((n.message_id, n.path_digest) for n in nodes if n is not None)
         return self.state
 
     async def write(self, events: Sequence[Event]) -> list[Sealed]:
@@ -84,7 +88,8 @@ class Locked:
         if not events:
             return []
         sealed = self._sealed(events)
-        await self.tx.append_events(self.caller.tenant, self.after, sealed, stored_bodies(events))
+        paths = self._paths(events)
+        await self.tx.append_events(self.caller.tenant, self.after, sealed, stored_bodies(events), paths)
         return sealed
 
     async def write_turn(
@@ -98,9 +103,15 @@ class Locked:
         """`write`, and the turn's reply registered as pending in the same round trip (see
         Tx.append_turn); returns the replies already pending `around` the new message's parent."""
         sealed = self._sealed(events)
+        paths = self._paths(events)
         return await self.tx.append_turn(
-            self.caller.tenant, self.after, sealed, stored_bodies(events), reply, owner, lease_seconds, around
+            self.caller.tenant, self.after, sealed, stored_bodies(events), reply, owner, lease_seconds, around, paths
         )
+
+    def _paths(self, events: Sequence[Event]) -> dict[uuid.UUID, bytes]:
+        made = threads.path_digests(_messages(events), self.paths)
+        self.paths.update(made)
+        return made
 
     def _sealed(self, events: Sequence[Event]) -> list[Sealed]:
         state = self.after
@@ -160,7 +171,10 @@ class LockedNew:
         sealed = _seal(self.caller, GENESIS_HASH, *ids, self.now, self.seqs[: len(events)], events)
         state = tree.chained(formed, sealed)
         bodies = stored_bodies(events)
-        await self.tx.insert_conversation(self.caller.tenant, state, sealed, bodies, title, metadata, forked_from)
+        paths = threads.path_digests(_messages(events), {})
+        await self.tx.insert_conversation(
+            self.caller.tenant, state, sealed, bodies, title, metadata, forked_from, paths
+        )
         return state
 
     async def imported(self, plan: transfer.ImportPlan, family_id: uuid.UUID) -> None:
@@ -178,17 +192,25 @@ async def lock_new(tx: Tx, caller: Caller, conversation_id: uuid.UUID, count: in
 
 
 def seal_on_known(
-    caller: Caller, known: tree.ConversationState, events: Sequence[Event], now: datetime
+    caller: Caller,
+    known: tree.ConversationState,
+    events: Sequence[Event],
+    now: datetime,
+    parent: tree.Node | None,
 ) -> KnownStateWrite | None:
     """Seal a decision's one message event after the chain of `known` (a state remembered, not
-    read under a lock), ready for Tx.append_messages_if_unchanged, which numbers it. None for a
-    message with parts stored out of line: that statement writes bodies only, so it goes the locked way."""
+    read under a lock), ready for Tx.append_messages_if_unchanged, which numbers it; `parent`: the
+    message it goes under (its path digest makes the new message's). None for a message with parts
+    stored out of line: that statement writes bodies only, so it goes the locked way."""
     (body,) = stored_bodies(events).values()
     if body.blobs:
         return None
     ids = known.conversation_id, known.family_id
     (sealed,) = _seal(caller, known.last_hash, *ids, now, [UNNUMBERED], events)
-    return KnownStateWrite(caller.tenant, known.last_seq, _evolved(known, events), sealed, body.text)
+    known_paths = {} if parent is None else {parent.message_id: parent.path_digest}
+    path = next(iter(threads.path_digests(_messages(events), known_paths).values()), None)
+    state = _evolved(known, events)
+    return KnownStateWrite(caller.tenant, known.last_seq, state, sealed, body.text, path_digest=path)
 
 
 def numbered(write: KnownStateWrite, seq: int) -> tuple[Sealed, tree.ConversationState]:
@@ -196,6 +218,10 @@ def numbered(write: KnownStateWrite, seq: int) -> tuple[Sealed, tree.Conversatio
     envelope = msgspec.structs.replace(write.sealed.envelope, seq=seq)
     sealed = msgspec.structs.replace(write.sealed, envelope=envelope)
     return sealed, tree.chained(write.state, [sealed])
+
+
+def _messages(events: Sequence[Event]) -> list[MessageAppended]:
+    return [e for e in events if isinstance(e, MessageAppended)]
 
 
 def _evolved(before: tree.ConversationState, events: Sequence[Event]) -> tree.ConversationState:

@@ -104,6 +104,7 @@ class Node(msgspec.Struct, frozen=True, kw_only=True):
     visible: bool = True
     digest_key: bytes | None = None  # its body's digest key (None: erased, or an unkeyed digest)
     payload: str = '{"metadata":{}}'  # its event's payload (what it says besides its body)
+    path_digest: bytes | None = None  # its path's digest (threads.py; None: written before digests were kept, or erased)
 
 
 class Create(msgspec.Struct, frozen=True, kw_only=True):

@@ -5,7 +5,7 @@ queries.sql)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -41,6 +41,7 @@ class KnownStateWrite(msgspec.Struct, frozen=True):
     sealed: Sealed  # the message's event, chained after the known state's last hash
     content: str  # the body's text (a body with parts out of line is written the locked way)
     claim: KeyClaim | None = None  # written only if this key is claimed with it
+    path_digest: bytes | None = None  # the message's path digest (message_paths), if its parent has one
 
 
 def log_arrays(
@@ -49,11 +50,13 @@ def log_arrays(
     family_id: uuid.UUID,
     sealed: Sequence[Sealed],
     bodies: dict[uuid.UUID, Stored],
+    paths: Mapping[uuid.UUID, bytes] | None = None,
 ) -> dict[str, list[Any]]:
     """Sealed events of one conversation and their bodies as the arrays of queries.sql's part
     write_event_arrays, by parameter name: each event keeps its own actor, request and time, and
     gets this `tenant`, conversation and family; each body gets the digest key its message's event
-    was sealed with."""
+    was sealed with; each message its path digest from `paths` (none: not indexed)."""
+    paths = paths or {}
     keys = {s.columns.message_id: s.digest_key for s in sealed if s.columns.message_id is not None}
     n = len(sealed)
     return {
@@ -72,6 +75,7 @@ def log_arrays(
         "request_ids": [s.envelope.request_id for s in sealed],
         "created_ats": [s.envelope.created_at for s in sealed],
         "hashes": [s.hash for s in sealed],
+        "path_digests": [None if s.columns.message_id is None else paths.get(s.columns.message_id) for s in sealed],
         "body_family_ids": [family_id] * len(bodies),
         "body_ids": list(bodies),
         "contents": [b.text for b in bodies.values()],
@@ -174,13 +178,15 @@ class Appends(Session):
         title: str | None,
         metadata: dict[str, Any],
         forked_from: views.ForkedFrom | None = None,
+        paths: Mapping[uuid.UUID, bytes] | None = None,
     ) -> None:
-        """Write a new conversation's (or fork's) events, their bodies and its summary."""
+        """Write a new conversation's (or fork's) events, their bodies, its messages' path
+        digests and its summary."""
         first = sealed[0].envelope
         with guarded(conversation_id=str(state.conversation_id)):
             await self.run(
                 "insert_conversation",
-                **log_arrays(tenant, state.conversation_id, state.family_id, sealed, bodies),
+                **log_arrays(tenant, state.conversation_id, state.family_id, sealed, bodies, paths),
                 tenant=tenant,
                 conversation_id=state.conversation_id,
                 family_id=state.family_id,
@@ -200,13 +206,19 @@ class Appends(Session):
         await self.store_blobs(tenant, state.family_id, bodies)
 
     async def append_events(
-        self, tenant: str, state: ConversationState, sealed: list[Sealed], bodies: dict[uuid.UUID, Stored]
+        self,
+        tenant: str,
+        state: ConversationState,
+        sealed: list[Sealed],
+        bodies: dict[uuid.UUID, Stored],
+        paths: Mapping[uuid.UUID, bytes] | None = None,
     ) -> None:
-        """Write events, their bodies and the conversation's new summary, in the caller's transaction."""
+        """Write events, their bodies, their messages' path digests and the conversation's new
+        summary, in the caller's transaction."""
         with guarded():
             await self.run(
                 "append_events",
-                **log_arrays(tenant, state.conversation_id, state.family_id, sealed, bodies),
+                **log_arrays(tenant, state.conversation_id, state.family_id, sealed, bodies, paths),
                 **_summary(state, sealed),
                 tenant=tenant,
                 conversation_id=state.conversation_id,
@@ -223,6 +235,7 @@ class Appends(Session):
         owner: uuid.UUID,
         lease_seconds: float,
         around: uuid.UUID | None,
+        paths: Mapping[uuid.UUID, bytes] | None = None,
     ) -> list[tuple[uuid.UUID, uuid.UUID]]:
         """`append_events`, and the turn's reply (reply id, user message id, provider, model)
         registered as pending, in one round trip; returns (reply id, user message id) of the
@@ -232,7 +245,7 @@ class Appends(Session):
         with guarded():
             found = await self.rows(
                 "append_turn",
-                **log_arrays(tenant, state.conversation_id, state.family_id, sealed, bodies),
+                **log_arrays(tenant, state.conversation_id, state.family_id, sealed, bodies, paths),
                 **_summary(state, sealed),
                 tenant=tenant,
                 conversation_id=state.conversation_id,
@@ -284,6 +297,7 @@ class Appends(Session):
                 fingerprints=[None if w.claim is None else w.claim.fingerprint for w in writes],
                 response_heads=[None if w.claim is None else w.claim.head for w in writes],
                 response_tails=[None if w.claim is None else w.claim.tail for w in writes],
+                path_digests=[w.path_digest for w in writes],
             )
         except asyncpg.PostgresError:
             # The statement failed as a whole (a client's message id already taken, say) and wrote

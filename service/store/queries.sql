@@ -4,8 +4,8 @@
 -- fixed queries, never build SQL.
 
 -- name: find_api_key
--- The tenant and name of a key that is not revoked, by the key's digest.
-SELECT tenant, name FROM api_keys WHERE key_hash = :key_hash AND revoked_at IS NULL;
+-- The tenant, name and auto-threading default of a key that is not revoked, by the key's digest.
+SELECT tenant, name, auto_thread FROM api_keys WHERE key_hash = :key_hash AND revoked_at IS NULL;
 
 -- name: insert_api_key
 -- A new key, stored by its digest only.
@@ -15,13 +15,17 @@ INSERT INTO api_keys (key_hash, tenant, name) VALUES (:key_hash, :tenant, :name)
 -- Revokes every key of the tenant with that name (its status counts them).
 UPDATE api_keys SET revoked_at = now() WHERE tenant = :tenant AND name = :name AND revoked_at IS NULL;
 
+-- name: set_api_key_auto_thread
+-- The auto-threading default of every key of the tenant with that name that is not revoked.
+UPDATE api_keys SET auto_thread = :auto_thread WHERE tenant = :tenant AND name = :name AND revoked_at IS NULL;
+
 -- name: count_api_keys
 -- How many keys are not revoked (a fresh service has none).
 SELECT count(*) FROM api_keys WHERE revoked_at IS NULL;
 
 -- name: list_api_keys
 -- Every key, revoked or not, oldest first (never the key itself).
-SELECT tenant, name, created_at, revoked_at FROM api_keys ORDER BY created_at;
+SELECT tenant, name, created_at, revoked_at, auto_thread FROM api_keys ORDER BY created_at;
 
 -- name: has_schema_revision
 -- Whether the database was migrated at all (alembic's table exists).
@@ -43,20 +47,25 @@ SELECT family_id, head_id, message_count, leaf_count, last_seq, last_hash, now, 
 -- name: begin_append
 -- begin_write, and in the same round trip the messages :ids (and, :with_head, the head) as
 -- find_nodes sees them: one row per message found, or one row with no message.
--- Each message's digest key comes with it (a retry compares its content with the digest).
+-- Each message's digest key comes with it (a retry compares its content with the digest), and its
+-- path digest (a new message's is made from it).
 SELECT w.family_id, w.head_id, w.message_count, w.leaf_count, w.last_seq, w.last_hash, w.now, w.seqs,
        w.base_id, w.base_depth,
        w.node_id, w.node_conversation_id, w.node_parent_id, w.node_role, w.node_depth, w.node_body_sha256,
-       w.node_payload, w.node_visible, w.node_has_children, b.digest_key AS node_digest_key
+       w.node_payload, w.node_visible, w.node_has_children, b.digest_key AS node_digest_key,
+       p.path_digest AS node_path_digest
   FROM begin_write(:tenant, :conversation_id, :count, :ids, :with_head) w
-  LEFT JOIN bodies b ON b.family_id = w.family_id AND b.message_id = w.node_id;
+  LEFT JOIN bodies b ON b.family_id = w.family_id AND b.message_id = w.node_id
+  LEFT JOIN message_paths p ON p.family_id = w.family_id AND p.message_id = w.node_id;
 
 -- name: find_nodes
--- Messages of a family by id as a decision sees them (find_nodes in schema.sql), with their digest keys.
+-- Messages of a family by id as a decision sees them (find_nodes in schema.sql), with their digest
+-- keys and path digests.
 SELECT n.message_id, n.conversation_id, n.parent_id, n.role, n.depth, n.body_sha256, n.payload,
-       n.visible, n.has_children, b.digest_key
+       n.visible, n.has_children, b.digest_key, p.path_digest
   FROM find_nodes(:family_id, :conversation_id, :ids, :base_id, :base_depth) n
-  LEFT JOIN bodies b ON b.family_id = :family_id AND b.message_id = n.message_id;
+  LEFT JOIN bodies b ON b.family_id = :family_id AND b.message_id = n.message_id
+  LEFT JOIN message_paths p ON p.family_id = :family_id AND p.message_id = n.message_id;
 
 -- name: find_root
 -- The family's root message: its role and body digest (a retried creation compares its system message).
@@ -70,8 +79,9 @@ SELECT e.message_id, e.role, e.body_sha256, b.digest_key
 -- an append, the grouped append, a turn, an import) includes this part, so the log's columns are
 -- listed once. The statement defines, before it, the steps `event_rows` (seq, tenant,
 -- conversation_id, family_id, type, message_id, parent_id, role, depth, body_sha256, payload as
--- text, actor, request_id, created_at, hash) and `body_rows` (family_id, message_id, content,
--- digest_key); an event's run is derived by place_message as it is inserted. Written in the
+-- text, actor, request_id, created_at, hash, path_digest) and `body_rows` (family_id, message_id,
+-- content, digest_key); an event's run is derived by place_message as it is inserted, and a message
+-- with a path digest is indexed in message_paths. Written in the
 -- statement, not through a function: a PL/pgSQL call cost the grouped append ~40 µs a statement.
 new_events AS (
     INSERT INTO events (seq, tenant, conversation_id, family_id, type, message_id, parent_id, role,
@@ -83,19 +93,25 @@ new_events AS (
     INSERT INTO bodies (family_id, message_id, content, digest_key)
     SELECT b.family_id, b.message_id, b.content, b.digest_key
       FROM body_rows b
+), new_paths AS (
+    INSERT INTO message_paths (family_id, message_id, tenant, conversation_id, seq, path_digest)
+    SELECT e.family_id, e.message_id, e.tenant, e.conversation_id, e.seq, e.path_digest
+      FROM event_rows e
+     WHERE e.path_digest IS NOT NULL
 )
 
 -- part: write_event_arrays
--- write_events from one array per column (:seqs ... :hashes for the events, :body_family_ids ...
+-- write_events from one array per column (:seqs ... :path_digests for the events, :body_family_ids ...
 -- :digest_keys for the bodies), each event (and each body) at the same index in every array.
 event_rows AS (
     SELECT *
       FROM unnest(:seqs::bigint[], :tenants::text[], :conversation_ids::uuid[], :family_ids::uuid[],
                   :types::text[], :message_ids::uuid[], :parent_ids::uuid[], :roles::text[],
                   :depths::int[], :body_sha256s::bytea[], :payloads::text[], :actors::text[],
-                  :request_ids::text[], :created_ats::timestamptz[], :hashes::bytea[])
+                  :request_ids::text[], :created_ats::timestamptz[], :hashes::bytea[],
+                  :path_digests::bytea[])
            AS e(seq, tenant, conversation_id, family_id, type, message_id, parent_id, role, depth,
-                body_sha256, payload, actor, request_id, created_at, hash)
+                body_sha256, payload, actor, request_id, created_at, hash, path_digest)
 ), body_rows AS (
     SELECT *
       FROM unnest(:body_family_ids::uuid[], :body_ids::uuid[], :contents::text[], :digest_keys::bytea[])
@@ -164,16 +180,16 @@ UPDATE conversations
 WITH batch AS MATERIALIZED (
     SELECT tenant, conversation_id, family_id, message_id, parent_id, role, depth, body_sha256, payload,
            actor, request_id, created_at, hash, content, message_count, leaf_count, known_seq, digest_key,
-           key, fingerprint, response_head, response_tail
+           key, fingerprint, response_head, response_tail, path_digest
       FROM unnest(:tenants::text[], :conversation_ids::uuid[], :family_ids::uuid[], :message_ids::uuid[],
                   :parent_ids::uuid[], :roles::text[], :depths::int[], :body_sha256s::bytea[],
                   :payloads::text[], :actors::text[], :request_ids::text[], :created_ats::timestamptz[],
                   :hashes::bytea[], :contents::text[], :message_counts::int[], :leaf_counts::int[],
                   :known_seqs::bigint[], :digest_keys::bytea[], :keys::text[], :fingerprints::bytea[],
-                  :response_heads::bytea[], :response_tails::bytea[])
+                  :response_heads::bytea[], :response_tails::bytea[], :path_digests::bytea[])
            AS b(tenant, conversation_id, family_id, message_id, parent_id, role, depth, body_sha256,
                 payload, actor, request_id, created_at, hash, content, message_count, leaf_count,
-                known_seq, digest_key, key, fingerprint, response_head, response_tail)
+                known_seq, digest_key, key, fingerprint, response_head, response_tail, path_digest)
 ), feed AS MATERIALIZED (
     SELECT count(*) AS tenants
       FROM (SELECT pg_advisory_xact_lock_shared(hashtextextended(t.tenant, 0))
@@ -188,7 +204,7 @@ WITH batch AS MATERIALIZED (
     SELECT b.tenant, b.conversation_id, b.family_id, b.message_id, b.parent_id, b.role, b.depth,
            b.body_sha256, b.payload, b.actor, b.request_id, b.created_at, b.hash, b.content,
            b.message_count, b.leaf_count, b.digest_key, b.key, b.fingerprint, b.response_head,
-           b.response_tail, nextval('events_seq') AS seq
+           b.response_tail, b.path_digest, nextval('events_seq') AS seq
       FROM batch b
       JOIN locked l ON l.tenant = b.tenant AND l.conversation_id = b.conversation_id
      WHERE l.last_seq = b.known_seq AND l.updated_at <= b.created_at
@@ -218,6 +234,25 @@ UPDATE conversations c
 -- Delivered at commit, and only then, as begin_write's: wakes the tenants' feed followers.
 RETURNING c.tenant, c.conversation_id, u.seq,
           pg_notify('convtree_events', encode(sha256(convert_to(c.tenant, 'UTF8')), 'hex'));
+
+-- name: find_thread
+-- Auto-threading (service/domain/threads.py): of the path digests :digests (a sent history's prefixes,
+-- shortest first), the longest that names a path of the tenant, and the message it ends at, in the
+-- conversation that wrote it (the latest, where equal paths were written more than once). One probe
+-- of message_paths_lookup per digest, longest first, stopping at the first found: the digests are
+-- sorted before the join, so that the LIMIT stops the loop (a client resending its history has all
+-- but its last message or two stored: two or three probes).
+SELECT d.n, m.conversation_id, m.message_id
+  FROM (SELECT u.digest, u.n
+          FROM unnest(:digests::bytea[]) WITH ORDINALITY AS u(digest, n)
+         ORDER BY u.n DESC) d
+ CROSS JOIN LATERAL (SELECT p.conversation_id, p.message_id
+                       FROM message_paths p
+                      WHERE p.tenant = :tenant AND p.path_digest = d.digest
+                      ORDER BY p.seq DESC
+                      LIMIT 1) m
+ ORDER BY d.n DESC
+ LIMIT 1;
 
 -- name: get_conversation
 -- A conversation's summary row (and the family and fork base its messages are read with).
@@ -519,7 +554,18 @@ SELECT content FROM bodies WHERE family_id = :family_id AND message_id = :messag
 -- name: erase_body
 -- Allowed by the bodies_erasable trigger only after the erasing event is written. Its references
 -- to parts out of line go with it (body_blobs: ON DELETE CASCADE); returns the parts it referred to.
-WITH links AS (
+-- The path digests of the message and of every message under it (message_paths) go in the same
+-- statement: each would confirm a guess of the erased text.
+WITH RECURSIVE below AS (
+    SELECT :message_id::uuid AS message_id
+    UNION
+    SELECT e.message_id
+      FROM events e
+      JOIN below b ON e.parent_id = b.message_id
+     WHERE e.family_id = :family_id AND e.type = 'message_appended'
+), unindexed AS (
+    DELETE FROM message_paths p USING below b WHERE p.family_id = :family_id AND p.message_id = b.message_id
+), links AS (
     SELECT tenant, sha256 FROM body_blobs WHERE family_id = :family_id AND message_id = :message_id
 ), erased AS (
     DELETE FROM bodies WHERE family_id = :family_id AND message_id = :message_id

@@ -18,6 +18,13 @@ M = TypeVar("M", bound=views.Message)
 
 
 class Reads(Session):
+    async def find_thread(self, tenant: str, digests: list[bytes]) -> tuple[int, uuid.UUID, uuid.UUID] | None:
+        """Of the path digests of a history's prefixes (shortest first), the longest the tenant has
+        a path for: (how many messages it covers, the conversation that wrote its last message, that
+        message); None: not even the first."""
+        row = await self.row("find_thread", tenant=tenant, digests=digests)
+        return None if row is None else (row["n"], row["conversation_id"], row["message_id"])
+
     async def get_conversation(
         self, tenant: str, conversation_id: uuid.UUID
     ) -> tuple[views.Conversation, uuid.UUID] | None:

@@ -133,6 +133,7 @@ class AppendRow(StateRow, frozen=True):
     node_visible: bool | None
     node_has_children: bool | None
     node_digest_key: bytes | None
+    node_path_digest: bytes | None
 
 
 def state(conversation_id: uuid.UUID, row: StateRow) -> ConversationState:
@@ -162,6 +163,7 @@ class NodeRow(msgspec.Struct, frozen=True):
     visible: bool
     has_children: bool
     digest_key: bytes | None
+    path_digest: bytes | None
 
 
 def appended_node(row: AppendRow) -> NodeRow | None:
@@ -171,7 +173,7 @@ def appended_node(row: AppendRow) -> NodeRow | None:
     return NodeRow(
         row.node_id, row.node_conversation_id, row.node_parent_id, row.node_role, row.node_depth,  # type: ignore[arg-type]
         row.node_body_sha256, row.node_payload, row.node_visible, row.node_has_children,  # type: ignore[arg-type]
-        row.node_digest_key,
+        row.node_digest_key, row.node_path_digest,
     )  # fmt: skip
 
 
@@ -188,6 +190,7 @@ def node(row: NodeRow) -> Node:
         visible=row.visible,
         digest_key=row.digest_key,
         payload=row.payload,
+        path_digest=row.path_digest,
     )
 
 

@@ -25,15 +25,23 @@ from tests.servers import Server
 
 
 
-def _functions_of_today() -> str:
-    """The functions today's statements call that revision 0004 did not have (revision 0007's:
-    served_body; its write_events, which revision 0010 drops, no statement calls any more)."""
-    path = Path(__file__).resolve().parents[2] / "alembic" / "versions" / "0007_write_events_once.py"
-    spec = importlib.util.spec_from_file_location("revision_0007", path)
+def _revision(name: str) -> object:
+    path = Path(__file__).resolve().parents[2] / "alembic" / "versions" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.FUNCTIONS
+    return module
+
+
+def _functions_of_today() -> str:
+    """The functions today's statements call that revision 0004 did not have (revision 0007's:
+    served_body; its write_events, which revision 0010 drops, no statement calls any more), and the
+    table they write beside the log (revision 0012's message_paths, dropped again before the
+    database is migrated: an older server kept no path digests)."""
+    functions: str = _revision("0007_write_events_once").FUNCTIONS  # type: ignore[attr-defined]
+    table: str = _revision("0012_add_message_paths").TABLE  # type: ignore[attr-defined]
+    return functions + table
 
 
 async def _store_as_an_older_server_did(url: str, caller: Caller) -> tuple[uuid.UUID, uuid.UUID, uuid.UUID]:
@@ -57,6 +65,8 @@ async def _store_as_an_older_server_did(url: str, caller: Caller) -> tuple[uuid.
         with pytest.raises(asyncpg.UntranslatableCharacterError):
             async with store.transaction() as tx:
                 await messages_app.append(tx, caller, fid, messages_app.NewMessage(role="user", content="stuck"))
+        async with pool.acquire() as conn:
+            await conn.execute("DROP TABLE message_paths")
         return cid, mid, fid
     finally:
         await pool.close()

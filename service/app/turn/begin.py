@@ -35,7 +35,7 @@ from service.app.turn.plan import (
 )
 from service.domain import tree, views
 from service.domain import turns as rules
-from service.domain.message import Role, Utterance, context_item, said
+from service.domain.message import ContextItem, Role, Utterance, context_item, said
 from service.domain.errors import InvalidRequest, MessageNotFound, ReplyInProgress
 from service.store import pending
 from service.store.events import Store
@@ -109,18 +109,37 @@ async def begin_user_turn(
         return await _resume(o, state, user_cmd, existing, provider, model, spec)
     parent_ref = parent_message_id or state.head_id
     parent = w.nodes.get(parent_ref) if parent_ref is not None else None
-    explicit = parent_message_id is not None
+    await append_user_turn(o, w, parent_ref, parent, parent_message_id is not None, chain, None, provider, model, spec)
+    return None
+
+
+async def append_user_turn(
+    o: Opening[L],
+    w: writes.Locked,
+    parent_ref: uuid.UUID | None,
+    parent: tree.Node | None,
+    explicit: bool,
+    chain: list[tree.Append],
+    path: list[ContextItem] | None,
+    provider: Provider,
+    model: str,
+    spec: ReplySpec,
+) -> None:
+    """begin_user_turn once the conversation is locked: append `chain` under `parent` (`parent_ref`,
+    named `explicit`ly or the head) and launch the reply to its last message. `path`: the context up
+    to the parent, if the caller read it already (None: read here)."""
+    state = w.state
     if not visible(parent_ref, parent):  # a reply still being generated: 409 (else decide_chain's 404)
-        await o.register_under(state, user_cmd.message_id, provider, model, parent_ref, explicit)
+        await o.register_under(state, chain[-1].message_id, provider, model, parent_ref, explicit)
     # A chain that starts with tool results answers the calls open at its parent (the OpenAI door
     # sends the results of the calls its last reply asked for as a turn's first messages).
     group = await open_group(o.tx, w.scope, parent) if chain[0].role == "tool" else None
     appended = rules.decide_chain(w.see(parent), parent, chain, group)
     user = views.message_of(appended[-1], state.conversation_id, w.seqs[len(appended) - 1], w.now)
-    items = await path_context(o.tx, w.scope, parent) + [context_item(e.message_id, e) for e in appended]
+    before = await path_context(o.tx, w.scope, parent) if path is None else path
+    items = before + [context_item(e.message_id, e) for e in appended]
     await o.reply(state.conversation_id, state.family_id, user, items, provider, model, spec)
     await o.write_under(w, [*appended], provider, model, parent_ref, explicit)
-    return None
 
 
 async def begin_regenerate(
@@ -150,13 +169,21 @@ async def begin_regenerate(
                 role=node.role,
             )
         path = await o.tx.message_path(w.scope, node.parent_id)
-        user = _plain(path[-1])
-        family_id = w.state.family_id
-        await o.reply(conversation_id, family_id, user, context_items(path), provider, model, spec)
-        await o.register(family_id, conversation_id, node.parent_id, provider, model, None)
+        await answer_again(o, w, path, provider, model, spec)
         return None
 
     return await begin(store, caller, lease, launch, keyed, conversation_id, provider, model, spec, work)
+
+
+async def answer_again(
+    o: Opening[L], w: writes.Locked, path: list[views.PathMessage], provider: Provider, model: str, spec: ReplySpec
+) -> None:
+    """Launch another reply to the last message of `path` (a user message of the locked
+    conversation, shown the path): a sibling of the replies it has, i.e. a new branch."""
+    user = _plain(path[-1])
+    conversation_id, family_id = w.state.conversation_id, w.state.family_id
+    await o.reply(conversation_id, family_id, user, context_items(path), provider, model, spec)
+    await o.register(family_id, conversation_id, user.id, provider, model, None)
 
 
 async def begin(

@@ -1,5 +1,7 @@
-"""Chat completions as turns (the OpenAI-compatible door): which conversation the messages sent
-build or continue; the turn itself is begun as any other (begin.begin_user_turn)."""
+"""Chat completions as turns (the OpenAI-compatible door, and any door whose clients resend their
+history): which conversation the messages sent build or continue, and which of them are new
+(auto-threading: service/domain/threads.py); the turn itself is begun as any other
+(begin.append_user_turn)."""
 
 from __future__ import annotations
 
@@ -11,11 +13,11 @@ import msgspec
 from service.app import idempotency, writes
 from service.app import window as windows
 from service.app.caller import Caller
-from service.app.turn.begin import begin, begin_user_turn
+from service.app.turn.begin import answer_again, append_user_turn, begin
 from service.app.turn.models import resolve_model
-from service.app.turn.opening import Opening
-from service.app.turn.plan import Answered, L, Lease, Params, Plan, ReplySpec
-from service.domain import tree, views
+from service.app.turn.opening import Opening, visible
+from service.app.turn.plan import Answered, L, Lease, Params, Plan, ReplySpec, context_items
+from service.domain import threads, tree, views
 from service.domain import turns as rules
 from service.domain.errors import InvalidRequest
 from service.domain.message import Utterance, context_item, said
@@ -28,11 +30,18 @@ Sent = Utterance
 
 
 class Chat(msgspec.Struct, frozen=True, kw_only=True):
-    """A chat completion request, as a turn.
+    """A chat completion request, as a turn; the last message is the user's turn.
 
-    Without `conversation_id`, `messages` is the whole conversation so far: a new one is made of it
-    (a chain, root first). With it, `messages` are the new messages only, appended under
-    `parent_message_id` or, without it, the head. Either way the last message is the user's turn.
+    With `conversation_id`, `messages` continue the path to `parent_message_id` (None: the head).
+    If the first of them is that path's root, said exactly (threads.matched), they are the history
+    resent: the longest prefix of them equal to the path is not appended again, and the rest goes
+    under the last message matched (a history that differs from the path at message k becomes a
+    branch under message k-1; one that is all stored gets another reply to its last message).
+    Otherwise they are the new messages only, appended under the parent.
+
+    Without it and with `auto_thread`, the tenant's conversation whose stored path is the longest
+    prefix of `messages` (looked up by path digest: Tx.find_thread) is continued the same way; none
+    is: a new conversation. Without either, `messages` make a new conversation (a chain, root first).
     """
 
     messages: list[Sent]
@@ -41,6 +50,7 @@ class Chat(msgspec.Struct, frozen=True, kw_only=True):
     parent_message_id: uuid.UUID | None = None
     window: windows.Window = msgspec.field(default_factory=windows.FullWindow)
     params: Params = msgspec.field(default_factory=Params)
+    auto_thread: bool = False
 
 
 async def begin_chat(
@@ -59,15 +69,61 @@ async def begin_chat(
     if chat.parent_message_id is not None and chat.conversation_id is None:
         raise InvalidRequest("parent_message_id needs the conversation_id it belongs to.")
     spec = ReplySpec(window=chat.window, params=chat.params)
+    conversation_id, parent_id = chat.conversation_id, chat.parent_message_id
+    if conversation_id is None and chat.auto_thread:
+        found = await find_thread(store, caller, chat.messages)
+        if found is not None:
+            conversation_id, parent_id = found
 
     async def work(o: Opening[L]) -> Answered | None:
-        if chat.conversation_id is None:
+        if conversation_id is None:
             await _new_conversation(o, chat, provider, model, spec)
-            return None
-        chain = _chain(chat.messages, chat.parent_message_id)
-        return await begin_user_turn(o, chat.conversation_id, chat.parent_message_id, chain, provider, model, spec)
+        else:
+            await _continue(o, conversation_id, parent_id, chat.messages, provider, model, spec)
+        return None
 
-    return await begin(store, caller, lease, launch, keyed, None, provider, model, spec, work)
+    return await begin(store, caller, lease, launch, keyed, conversation_id, provider, model, spec, work)
+
+
+async def find_thread(store: Store, caller: Caller, messages: list[Sent]) -> tuple[uuid.UUID, uuid.UUID] | None:
+    """The conversation of the caller's tenant, and the message in it, whose path (root to that
+    message) is the longest prefix of `messages`; None: no stored path starts as they do. One index
+    probe per message (message_paths), whatever the number of conversations."""
+    async with store.reader() as tx:
+        found = await tx.find_thread(caller.tenant, threads.prefix_digests(messages))
+    return None if found is None else (found[1], found[2])
+
+
+async def _continue(
+    o: Opening[L],
+    conversation_id: uuid.UUID,
+    parent_id: uuid.UUID | None,
+    sent: list[Sent],
+    provider: Provider,
+    model: str,
+    spec: ReplySpec,
+) -> None:
+    """Take the turn in `conversation_id` under `parent_id` (None: the head), appending only the
+    sent messages the path there does not already hold (see Chat)."""
+    given = [] if parent_id is None else [parent_id]
+    w = await writes.lock(o.tx, o.caller, conversation_id, len(sent), given, with_head=parent_id is None)
+    parent_ref = parent_id or w.state.head_id
+    parent = w.nodes.get(parent_ref) if parent_ref is not None else None
+    explicit = parent_id is not None
+    if parent is None or not visible(parent_ref, parent):  # nothing to match: refused or appended as before
+        await append_user_turn(o, w, parent_ref, parent, explicit, _chain(sent, parent_id), None, provider, model, spec)
+        return
+    path = await o.tx.message_path(w.scope, parent.message_id)
+    k = threads.matched(sent, path)
+    if k == len(sent):  # all of it is stored: its last message, the user's, is answered again
+        await answer_again(o, w, path[:k], provider, model, spec)
+        return
+    if 0 < k < len(path):  # it leaves the path after message k: a branch from there
+        base = path[k - 1].id
+        parent_ref, parent, explicit = base, (await o.tx.find_nodes(w.scope, [base])).get(base), True
+    before = context_items(path[:k] if k else path)
+    chain = _chain(sent[k:], parent_ref if k else parent_id)
+    await append_user_turn(o, w, parent_ref, parent, explicit, chain, before, provider, model, spec)
 
 
 async def _new_conversation(o: Opening[L], chat: Chat, provider: Provider, model: str, spec: ReplySpec) -> None:
