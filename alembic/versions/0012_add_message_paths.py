@@ -71,12 +71,12 @@ BEGIN
     EXECUTE format('GRANT USAGE ON SCHEMA public TO %I', p_role);
     EXECUTE format('GRANT SELECT, INSERT ON events TO %I', p_role);
     EXECUTE format('GRANT SELECT, INSERT, DELETE ON bodies TO %I', p_role);
+    EXECUTE format('GRANT SELECT, INSERT, DELETE ON blobs TO %I', p_role);
+    EXECUTE format('GRANT SELECT, INSERT ON body_blobs TO %I', p_role);
     EXECUTE format('GRANT USAGE ON SEQUENCE events_seq TO %I', p_role);
     EXECUTE format('GRANT SELECT, INSERT, UPDATE ON conversations, api_keys TO %I', p_role);
     EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON idempotency_keys, pending_replies TO %I', p_role);
     EXECUTE format('GRANT SELECT, INSERT, UPDATE ON replay_runs TO %I', p_role);
-    EXECUTE format('GRANT SELECT, INSERT, DELETE ON blobs TO %I', p_role);
-    EXECUTE format('GRANT SELECT, INSERT ON body_blobs TO %I', p_role);
     EXECUTE format('GRANT SELECT, INSERT, DELETE ON message_paths TO %I', p_role);
     IF to_regclass('alembic_version') IS NOT NULL THEN
         EXECUTE format('GRANT SELECT ON alembic_version TO %I', p_role);  -- /readyz reports it
