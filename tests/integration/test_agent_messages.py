@@ -143,6 +143,9 @@ def test_content_absent_and_content_null_read_back_as_sent(api):
 
 def test_a_retry_by_id_is_the_same_message_only_when_it_says_the_same(api):
     cid = create(api)["id"]
+    append(api, cid, {"role": "user", "content": "go"})
+    calls = [{"id": c, "type": "function", "function": {"name": "f", "arguments": "{}"}} for c in ("c1", "c2")]
+    append(api, cid, {"role": "assistant", "content": None, "tool_calls": calls})
     mid = str(uuid.uuid4())
     message = {"id": mid, "role": "tool", "tool_call_id": "c1", "content": [{"type": "text", "text": "r"}]}
     first = append(api, cid, message)
