@@ -7,9 +7,13 @@ from service.upstream.base import (
     Finished,
     HttpSettings,
     Provider,
+    ReasoningDelta,
+    RefusalDelta,
     RetryPolicy,
+    Said,
     StreamItem,
     TextDelta,
+    ToolCallDelta,
 )
 from service.upstream.echo import EchoProvider
 from service.upstream.ollama import OllamaProvider
@@ -37,9 +41,13 @@ __all__ = [
     "ProviderConfigError",
     "Registry",
     "RegistryConfig",
+    "ReasoningDelta",
+    "RefusalDelta",
     "RetryPolicy",
+    "Said",
     "StreamItem",
     "TextDelta",
+    "ToolCallDelta",
     "load_config",
     "parse_config",
 ]
