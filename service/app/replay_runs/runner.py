@@ -35,7 +35,7 @@ from service.app.turn.plan import context_items
 from service.domain import tree, views
 from service.domain import turns as rules
 from service.domain.errors import ConvtreeError
-from service.domain.message import ContextItem, context_item, said
+from service.domain.message import ContextItem, body_of, context_item, said
 from service.store import replays
 from service.store.events import Store
 from service.store.pool import is_outage
@@ -257,6 +257,7 @@ class Turn:
         """Count turn `index` on the run and write it, in one transaction; False (nothing written)
         if this process no longer holds the run."""
         original = self.plan.turns[index].reply_id
+        reply = outcome.reply()
         generation = msgspec.structs.replace(
             record.generation(turn_plan, outcome), replay_of=msgspec.UNSET if original is None else original
         )
@@ -277,9 +278,9 @@ class Turn:
             asked = rules.decide_chain(w.see(above), above, [cmd])
             replied = rules.decide_reply(
                 tree.fold(w.state, asked), tree.appended_node(asked[0], self.target_id), user_id, reply_id,
-                outcome.text, generation, writes.new_digest_key(),
+                reply, generation, writes.new_digest_key(),
             )  # fmt: skip
-            await w.write([*asked, *replied], {user_id: user.content, reply_id: outcome.text})
+            await w.write([*asked, *replied], {user_id: user.content, reply_id: body_of(reply).text})
         assert self._before is not None
-        self._before += [context_item(user_id, user), ContextItem(role="assistant", content=outcome.text, id=reply_id)]
+        self._before += [context_item(user_id, user), context_item(reply_id, reply)]
         return True
