@@ -18,7 +18,7 @@ from service.domain.events import (
     Sealed,
     body_digest,
 )
-from service.domain.message import Utterance, said
+from service.domain.message import Utterance, body_of, said
 
 
 class ConversationState(msgspec.Struct, frozen=True, kw_only=True):
@@ -254,7 +254,7 @@ def appended(cmd: Append, parent_id: uuid.UUID | None, depth: int) -> MessageApp
         message_id=cmd.message_id,
         parent_id=parent_id,
         depth=depth,
-        body_sha256=body_digest(cmd.content, cmd.digest_key),
+        body_sha256=body_digest(body_of(cmd).text, cmd.digest_key),
         digest_key=cmd.digest_key,
     )
 
@@ -263,7 +263,7 @@ def _retry(state: ConversationState, cmd: Append, existing: Node) -> AlreadyAppe
     same = (
         existing.conversation_id == state.conversation_id
         and existing.role == cmd.role
-        and existing.body_sha256 == body_digest(cmd.content, existing.digest_key)
+        and existing.body_sha256 == body_digest(body_of(cmd).text, existing.digest_key)
         and existing.metadata == cmd.metadata
         and (cmd.parent_id is None or cmd.parent_id == existing.parent_id)
     )

@@ -18,7 +18,7 @@ from service.app.turn.plan import Answered, L, Lease, Params, Plan, ReplySpec
 from service.domain import tree, views
 from service.domain import turns as rules
 from service.domain.errors import InvalidRequest
-from service.domain.message import Utterance, context_item, said
+from service.domain.message import Utterance, body_of, context_item, said
 from service.store.events import Store
 from service.upstream import Provider, Registry
 
@@ -32,7 +32,8 @@ class Chat(msgspec.Struct, frozen=True, kw_only=True):
 
     Without `conversation_id`, `messages` is the whole conversation so far: a new one is made of it
     (a chain, root first). With it, `messages` are the new messages only, appended under
-    `parent_message_id` or, without it, the head. Either way the last message is the user's turn.
+    `parent_message_id` or, without it, the head. Either way the last message is the turn: the
+    user's, or the result of a tool call (after the assistant's call, the tool results sent back).
     """
 
     messages: list[Sent]
@@ -54,8 +55,11 @@ async def begin_chat(
 ) -> L | Answered:
     """Take the chat's turn; with an Idempotency-Key, a retry is answered as begin.again says."""
     provider, model = resolve_model(registry, chat.model)
-    if not chat.messages or chat.messages[-1].role != "user":
-        raise InvalidRequest("The last message must be the user's: it is the turn to answer.")
+    if not chat.messages or chat.messages[-1].role not in ("user", "tool"):
+        raise InvalidRequest(
+            "The last message must be the user's, or a tool's result: it is the turn to answer.",
+            parameter=f"messages[{max(len(chat.messages) - 1, 0)}].role",
+        )
     if chat.parent_message_id is not None and chat.conversation_id is None:
         raise InvalidRequest("parent_message_id needs the conversation_id it belongs to.")
     spec = ReplySpec(window=chat.window, params=chat.params)
@@ -84,7 +88,7 @@ async def _new_conversation(o: Opening[L], chat: Chat, provider: Provider, model
     chain = _chain(chat.messages, None)
     start = tree.initial_state(cmd)
     appended = rules.decide_chain(tree.fold(start, created), None, chain)
-    bodies = {e.message_id: e.content for e in appended}
+    bodies = {e.message_id: body_of(e).text for e in appended}
     user = views.message_of(appended[-1], cmd.conversation_id, w.seqs[-1], w.now)
     items = [context_item(e.message_id, e) for e in appended]
     await o.reply(cmd.conversation_id, cmd.family_id, user, items, provider, model, spec)
