@@ -5,7 +5,11 @@ results sent back to continue the turn, content parts, reasoning, and the reques
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import openai
@@ -268,3 +272,26 @@ def test_echo_answers_tools_offline(client):
         extra_body={"conversation_id": asked.model_extra["conversation_id"]},
     )
     assert answered.choices[0].message.content == "echo: sunny"
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def readme_block(after: str, language: str) -> str:
+    return README.read_text().split(after, 1)[1].split(f"```{language}\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readme_tool_call_examples_work(server):
+    key = server.new_key()[1]
+    script = readme_block("A tool call and its result.", "sh")
+    env = {**os.environ, "CT": server.base_url, "AUTH": f"Authorization: Bearer {key}"}
+    ran = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env, timeout=60)
+    assert ran.returncode == 0, ran.stderr
+    promised = [line.removeprefix("# ") for line in script.splitlines() if line.startswith("# ")]
+    assert ran.stdout.splitlines() == promised
+    example = readme_block("The same with OpenAI's Python SDK", "python")
+    program = f"KEY = {key!r}\n" + example.replace("http://127.0.0.1:8000", server.base_url)
+    ran = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 0, ran.stderr
+    promised = [line.split("  # ", 1)[1] for line in example.splitlines() if line.startswith("print(")]
+    assert ran.stdout.splitlines() == promised
