@@ -63,7 +63,7 @@ CREATE TABLE events (
         (type = 'message_appended') = (message_id IS NOT NULL AND role IS NOT NULL
                                        AND depth IS NOT NULL AND body_sha256 IS NOT NULL)
     ),
-    CONSTRAINT events_role_known CHECK (role IN ('system', 'user', 'assistant', 'tool')),
+    CONSTRAINT events_role_known CHECK (role IN ('system', 'developer', 'user', 'assistant', 'tool')),
     CONSTRAINT events_root_has_depth_zero CHECK ((parent_id IS NULL) = (depth IS NULL OR depth = 0)),
     CONSTRAINT events_not_own_parent CHECK (parent_id <> message_id),
     CONSTRAINT events_digest_length CHECK (octet_length(body_sha256) = 32 AND octet_length(hash) = 32),
@@ -99,6 +99,31 @@ CREATE TABLE bodies (
     -- SHA-256 of the content).
     digest_key  bytea CONSTRAINT bodies_digest_key_length CHECK (octet_length(digest_key) = 32)
 );
+
+-- Large binary parts of message bodies (a base64 image, audio or file of 16 KiB and more:
+-- service/domain/stored.py), kept once per tenant by the SHA-256 of their text. A body holds a
+-- reference to its part in its place, `{"blob_sha256": "<hex>"}`, and its event's digest covers
+-- that reference: the chain proves the part through the digest it names. Never changed; deleted by
+-- an erasure when no body of the tenant refers to it any more.
+CREATE TABLE blobs (
+    tenant  text NOT NULL,
+    sha256  bytea NOT NULL CONSTRAINT blobs_digest_length CHECK (octet_length(sha256) = 32),
+    data    text NOT NULL,
+    PRIMARY KEY (tenant, sha256)
+);
+
+-- Which body refers to which blob: a body's references are found without reading it, and an
+-- erasure (which deletes the body, and with it these rows) finds the blobs nobody else refers to.
+CREATE TABLE body_blobs (
+    family_id   uuid NOT NULL,
+    message_id  uuid NOT NULL,
+    tenant      text NOT NULL,
+    sha256      bytea NOT NULL,
+    PRIMARY KEY (family_id, message_id, sha256),
+    CONSTRAINT body_blobs_body FOREIGN KEY (family_id, message_id) REFERENCES bodies ON DELETE CASCADE,
+    CONSTRAINT body_blobs_blob FOREIGN KEY (tenant, sha256) REFERENCES blobs
+);
+CREATE INDEX body_blobs_by_blob ON body_blobs (tenant, sha256);
 
 CREATE TABLE conversations (
     tenant           text NOT NULL,
@@ -232,6 +257,10 @@ CREATE TRIGGER bodies_immutable BEFORE UPDATE ON bodies
     FOR EACH ROW EXECUTE FUNCTION reject_change();
 CREATE TRIGGER bodies_no_truncate BEFORE TRUNCATE ON bodies
     FOR EACH STATEMENT EXECUTE FUNCTION reject_change();
+CREATE TRIGGER blobs_immutable BEFORE UPDATE ON blobs
+    FOR EACH ROW EXECUTE FUNCTION reject_change();
+CREATE TRIGGER body_blobs_immutable BEFORE UPDATE ON body_blobs
+    FOR EACH ROW EXECUTE FUNCTION reject_change();
 
 -- A payload as the SQL below reads it. `json` keeps any escape JSON allows, but PostgreSQL's text
 -- can hold neither U+0000 nor half a surrogate pair, and `->` / `->>` de-escape every string of a
@@ -777,12 +806,14 @@ BEGIN
         RAISE EXCEPTION 'role % owns the log or is a superuser: it cannot be the service role', p_role
             USING ERRCODE = 'insufficient_privilege';
     END IF;
-    EXECUTE format('REVOKE ALL ON events, bodies, conversations, idempotency_keys, pending_replies, api_keys, replay_runs FROM %I', p_role);
+    EXECUTE format('REVOKE ALL ON events, bodies, conversations, idempotency_keys, pending_replies, api_keys, replay_runs, blobs, body_blobs FROM %I', p_role);
     EXECUTE format('REVOKE ALL ON SEQUENCE events_seq FROM %I', p_role);
     EXECUTE format('GRANT CONNECT ON DATABASE %I TO %I', current_database(), p_role);
     EXECUTE format('GRANT USAGE ON SCHEMA public TO %I', p_role);
     EXECUTE format('GRANT SELECT, INSERT ON events TO %I', p_role);
     EXECUTE format('GRANT SELECT, INSERT, DELETE ON bodies TO %I', p_role);
+    EXECUTE format('GRANT SELECT, INSERT, DELETE ON blobs TO %I', p_role);
+    EXECUTE format('GRANT SELECT, INSERT ON body_blobs TO %I', p_role);
     EXECUTE format('GRANT USAGE ON SEQUENCE events_seq TO %I', p_role);
     EXECUTE format('GRANT SELECT, INSERT, UPDATE ON conversations, api_keys TO %I', p_role);
     EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON idempotency_keys, pending_replies TO %I', p_role);

@@ -21,7 +21,7 @@ from service.app import messages as messages_app
 from service.app.caller import Caller
 from service.app.services import Conversations, Messages, answered
 from service.domain import errors, views
-from service.domain.message import carried
+from service.domain.message import carried, check
 
 AUTH = (errors.Unauthorized, 422)
 WRITE = (*AUTH, 400, errors.JsonTooDeep)  # 400: the body is not JSON, or nests too deep; 422: it is JSON but not a valid request
@@ -128,7 +128,7 @@ class ConversationController(Controller):
             200: ResponseSpec(views.Message, description="A retry: the message this id already names."),
             **responses(
                 *WRITE, errors.ConversationNotFound, errors.ParentNotFound, errors.MessageIdConflict,
-                errors.ParentStillGenerating, errors.StaleHead, errors.IdempotencyKeyReused,
+                errors.ParentStillGenerating, errors.StaleHead, errors.IdempotencyKeyReused, errors.MessageTooLarge,
             ),
         },    )
     async def append(
@@ -148,6 +148,7 @@ class ConversationController(Controller):
     ) -> Response[views.Message]:
         expected = data.expected_head if data.expected_head is not None else _parse_if_match(if_match)
         new = carried(messages_app.NewMessage, data, expected_head=expected)
+        check(new)  # 422 naming the field; its size limits (413) are the store's (domain/stored.py)
 
         def respond(result: messages_app.Appended) -> tuple[int, Any, dict[str, str]]:
             m = result.message

@@ -84,6 +84,7 @@ TABLE: dict[type[errors.ConvtreeError], tuple[int, str, str]] = {
     errors.StaleHead: (412, "head-moved", "Head has moved"),
     errors.ForkSourceMissing: (422, "fork-source-missing", "Fork source not present"),
     errors.InvalidExport: (422, "invalid-export", "Export does not verify"),
+    errors.MessageTooLarge: (413, "message-too-large", "Message too large"),
     errors.InvalidMessage: (422, "invalid-message", "Invalid message"),
     errors.InvalidRequest: (422, "invalid-request", "Invalid request"),
     errors.JsonTooDeep: (400, "json-too-deep", "JSON nested too deep"),

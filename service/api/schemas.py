@@ -9,6 +9,7 @@ import msgspec
 
 from service.domain import views
 from service.domain.events import Role
+from service.domain.message import UNSET, Part, ToolCall, UnsetType
 
 MAX_CONTENT_CHARS = 1_000_000
 MAX_TITLE_CHARS = 500
@@ -19,6 +20,17 @@ MAX_TITLE_CHARS = 500
 NO_NUL = r"^[^\x00]*$"
 
 Content = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_CONTENT_CHARS, pattern=NO_NUL)]
+# A message's content: a string (which may be empty only when tool calls carry the message:
+# message.check), an ordered list of parts, or null. Its size limits are service/domain/stored.py's.
+MessageContent = Annotated[
+    Annotated[str, msgspec.Meta(max_length=MAX_CONTENT_CHARS, pattern=NO_NUL)] | list[Part] | None,
+    msgspec.Meta(
+        description="A string, or an ordered list of content parts (`text`, `image_url`, `input_audio`, "
+        "`file`; any other `type` is kept as given), or null when `tool_calls` carry the message. Absent "
+        "and null read back as sent. A base64 payload of 16 KiB or more is stored once, out of line; a "
+        "part's payload is at most 8 MiB (413)."
+    ),
+]
 Title = Annotated[str, msgspec.Meta(max_length=MAX_TITLE_CHARS, pattern=NO_NUL)]
 Metadata = Annotated[
     dict[str, Any],
@@ -40,9 +52,15 @@ class AppendMessage(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     id: uuid.UUID | None = None
     parent_message_id: uuid.UUID | None = None
     role: Role
-    content: Content
+    content: MessageContent | UnsetType = UNSET
     metadata: Metadata = {}
     expected_head: uuid.UUID | None = None
+    name: str | UnsetType = UNSET
+    tool_calls: list[ToolCall] | UnsetType = UNSET
+    tool_call_id: str | UnsetType = UNSET
+    refusal: str | None | UnsetType = UNSET
+    reasoning_content: str | None | UnsetType = UNSET
+    reasoning: dict[str, Any] | UnsetType = UNSET
 
 
 class MoveHead(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

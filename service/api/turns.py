@@ -24,7 +24,7 @@ from service.app.caller import Caller
 from service.app.turn import CLIENT_LEFT, ReplyInFlight, Settled
 from service.app.services import Turns
 from service.domain import errors, views
-from service.domain.message import carried
+from service.domain.message import carried, text_of
 from service.upstream import Said, TextDelta
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=schemas.NO_NUL)]
@@ -231,7 +231,7 @@ def _answered(answered: turns_app.Answered, *, stream: bool) -> Response[Any]:
     )
     if stream:
         # The stored outcome as a stream: the ids, the whole text in one delta, the stored reply.
-        events = (_sse("turn", started), _sse("delta", Delta(reply.content)), _sse("done", reply))
+        events = (_sse("turn", started), _sse("delta", Delta(text_of(reply))), _sse("done", reply))
         return sse.response(sse.replay(*events), REPLAYED)
     result = TurnResult(**msgspec.structs.asdict(started), user_message=answered.user_message, assistant_message=reply)
     # A retry by key replays the original status; a retry by client id finds the turn it names.

@@ -64,8 +64,7 @@ async def create(tx: Tx, caller: Caller, new: NewConversation) -> Created:
         if found is not None:
             await _check_same(tx, found[0], found[1], new)
             return Created(found[0], created=False)
-    bodies = {cmd.system_message_id: new.system} if new.system is not None else {}
-    state = await w.create(tree.initial_state(cmd), events, bodies, new.title, new.metadata)  # type: ignore[arg-type]
+    state = await w.create(tree.initial_state(cmd), events, new.title, new.metadata)
     return Created(new_summary(state, new.title, new.metadata, w.now), created=True)
 
 

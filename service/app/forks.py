@@ -65,7 +65,7 @@ async def fork(tx: Tx, caller: Caller, source_id: uuid.UUID, message_id: uuid.UU
     events = tree.decide_fork(cmd, base)
     assert base is not None  # decide_fork refuses a fork without one
     forked_from = views.ForkedFrom(conversation_id=source_id, message_id=message_id)
-    state = await w.create(tree.fork_origin(cmd, base), events, {}, new.title, new.metadata, forked_from)
+    state = await w.create(tree.fork_origin(cmd, base), events, new.title, new.metadata, forked_from)
     return Created(new_summary(state, new.title, new.metadata, w.now, forked_from), created=True)
 
 

@@ -212,7 +212,9 @@ class AppendGroup:
         # Stamped by this process's clock, never before the head: where the database's clock (which
         # stamps locked appends) runs ahead, a conversation's times still never go back.
         at = max(now, known.at)
-        write = seal_on_known(waiting.caller, state, events, at, cmd.content)
+        write = seal_on_known(waiting.caller, state, events, at)
+        if write is None:
+            return None
         if waiting.keyed is not None:
             claim = idempotency.claim_numbered(waiting.keyed, _appended_view(events, write.sealed, at, idempotency.SEQ_MARK))
             if claim is None:
@@ -352,7 +354,7 @@ async def _append_locked(
         message = await tx.get_message(tree.scope(state), decided.node.message_id)
         assert message is not None
         return Appended(message, created=False), None
-    sealed = await w.write(decided, {cmd.message_id: cmd.content})
+    sealed = await w.write(decided)
     known = _known_after(w.after, decided, w.now)
     return Appended(_appended_view(decided, sealed[0], w.now), created=True), known
 

@@ -10,6 +10,7 @@ from service.app import idempotency, writes
 from service.app.caller import Caller
 from service.domain import views
 from service.domain.errors import InheritedMessage
+from service.domain.events import said_beside_body
 from service.domain.redaction import RedactMessage, decide_redact, scrub
 from service.store import history
 from service.store.events import Store, Tx
@@ -56,6 +57,8 @@ async def redact(tx: Tx, caller: Caller, conversation_id: uuid.UUID, cmd: Redact
     events = decide_redact(state, target, current, cmd)
     if events:
         content = await history.find_body(tx, state.family_id, cmd.message_id)
+        if content is not None and target is not None and said_beside_body(payload=target.payload)["body"] == "json":
+            content = None  # JSON: responses quote its fields, found by the message's id, not this text
         await w.write(events)
         if cmd.erase:
             await history.erase_body(tx, state.family_id, cmd.message_id)

@@ -52,8 +52,8 @@ async def _lines(store: Store, family_id: uuid.UUID, conversation_id: uuid.UUID)
         if not page:
             return
         chunk = bytearray()
-        for event, content in page:
-            _encoder.encode_into(export_line(event, content), chunk, len(chunk))
+        for event, content, blobs in page:
+            _encoder.encode_into(export_line(event, content, blobs), chunk, len(chunk))
             chunk += b"\n"
         yield bytes(chunk)
         after = page[-1][0].envelope.seq

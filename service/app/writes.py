@@ -4,10 +4,13 @@ envelopes, sealing and the state a write leaves are made in one place.
 
     w = await writes.lock(tx, caller, conversation_id)       # an existing conversation
     events = tree.decide_...(w.see(parent), ...)
-    await w.write(events, bodies)
+    await w.write(events)
 
     n = await writes.lock_new(tx, caller, conversation_id, count)   # a conversation being created
-    await n.create(tree.initial_state(cmd), events, bodies, title, metadata)
+    await n.create(tree.initial_state(cmd), events, title, metadata)
+
+A message's body is stored as its event says it (stored.stored_bodies): the store keeps what a
+decision decided, never a text given beside it.
 
 The grouped append (service/app/messages.py, AppendGroup) decides on a state remembered rather
 than locked; `seal_on_known` and `numbered` seal and number its writes the same way.
@@ -27,6 +30,7 @@ from service.app.caller import Caller
 from service.domain import transfer, tree, views
 from service.domain.errors import ConversationNotFound
 from service.domain.events import DIGEST_KEY_BYTES, GENESIS_HASH, Envelope, Event, Sealed, seal
+from service.domain.stored import stored_bodies
 from service.store import history
 from service.store.events import KnownStateWrite, Tx
 
@@ -74,19 +78,18 @@ class Locked:
         self.after = tree.seen(self.after, *nodes)
         return self.state
 
-    async def write(self, events: Sequence[Event], bodies: dict[uuid.UUID, str] | None = None) -> list[Sealed]:
+    async def write(self, events: Sequence[Event]) -> list[Sealed]:
         """Seal decided events after the conversation's chain and store them, their bodies and the
         conversation's new summary. No events: nothing is written."""
         if not events:
             return []
         sealed = self._sealed(events)
-        await self.tx.append_events(self.caller.tenant, self.after, sealed, bodies or {})
+        await self.tx.append_events(self.caller.tenant, self.after, sealed, stored_bodies(events))
         return sealed
 
     async def write_turn(
         self,
         events: Sequence[Event],
-        bodies: dict[uuid.UUID, str],
         reply: tuple[uuid.UUID, uuid.UUID, str, str],
         owner: uuid.UUID,
         lease_seconds: float,
@@ -96,7 +99,7 @@ class Locked:
         Tx.append_turn); returns the replies already pending `around` the new message's parent."""
         sealed = self._sealed(events)
         return await self.tx.append_turn(
-            self.caller.tenant, self.after, sealed, bodies, reply, owner, lease_seconds, around
+            self.caller.tenant, self.after, sealed, stored_bodies(events), reply, owner, lease_seconds, around
         )
 
     def _sealed(self, events: Sequence[Event]) -> list[Sealed]:
@@ -146,7 +149,6 @@ class LockedNew:
         self,
         start: tree.ConversationState,
         events: Sequence[Event],
-        bodies: dict[uuid.UUID, str],
         title: str | None,
         metadata: dict[str, Any],
         forked_from: views.ForkedFrom | None = None,
@@ -157,6 +159,7 @@ class LockedNew:
         ids = formed.conversation_id, formed.family_id
         sealed = _seal(self.caller, GENESIS_HASH, *ids, self.now, self.seqs[: len(events)], events)
         state = tree.chained(formed, sealed)
+        bodies = stored_bodies(events)
         await self.tx.insert_conversation(self.caller.tenant, state, sealed, bodies, title, metadata, forked_from)
         return state
 
@@ -175,13 +178,17 @@ async def lock_new(tx: Tx, caller: Caller, conversation_id: uuid.UUID, count: in
 
 
 def seal_on_known(
-    caller: Caller, known: tree.ConversationState, events: Sequence[Event], now: datetime, content: str
-) -> KnownStateWrite:
+    caller: Caller, known: tree.ConversationState, events: Sequence[Event], now: datetime
+) -> KnownStateWrite | None:
     """Seal a decision's one message event after the chain of `known` (a state remembered, not
-    read under a lock), ready for Tx.append_messages_if_unchanged, which numbers it."""
+    read under a lock), ready for Tx.append_messages_if_unchanged, which numbers it. None for a
+    message with parts stored out of line: that statement writes bodies only, so it goes the locked way."""
+    (body,) = stored_bodies(events).values()
+    if body.blobs:
+        return None
     ids = known.conversation_id, known.family_id
     (sealed,) = _seal(caller, known.last_hash, *ids, now, [UNNUMBERED], events)
-    return KnownStateWrite(caller.tenant, known.last_seq, _evolved(known, events), sealed, content)
+    return KnownStateWrite(caller.tenant, known.last_seq, _evolved(known, events), sealed, body.text)
 
 
 def numbered(write: KnownStateWrite, seq: int) -> tuple[Sealed, tree.ConversationState]:

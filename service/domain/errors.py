@@ -16,6 +16,7 @@ ConvtreeError
 ├── JsonTooDeep
 ├── InvalidRequest
 │   ├── InvalidMessage
+│   │   └── MessageTooLarge
 │   └── InvalidExport
 │       └── ForkSourceMissing
 ├── Unauthorized
@@ -110,6 +111,10 @@ class InvalidRequest(ConvtreeError):
 
 class InvalidMessage(InvalidRequest):
     """The message is not valid. `field` names the field at fault."""
+
+
+class MessageTooLarge(InvalidMessage):
+    """The message is larger than a message may be (a part, or the whole). `field` names the field at fault."""
 
 
 class InvalidExport(InvalidRequest):

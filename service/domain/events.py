@@ -5,11 +5,11 @@ from __future__ import annotations
 import hashlib
 import uuid
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import msgspec
 
-from service.domain.message import OWN_COLUMNS, Utterance
+from service.domain.message import BODY_FIELDS, OWN_COLUMNS, UNSET, Body, Utterance, said_in
 from service.domain.message import Role as Role  # re-exported: the log's columns name roles too
 
 GENESIS_HASH = bytes(32)
@@ -53,8 +53,11 @@ class Generation(msgspec.Struct, frozen=True, kw_only=True):
 class MessageAppended(Utterance, frozen=True, tag="message_appended", kw_only=True):
     """A message took its place in the tree: what it says (its Utterance), where, and its body's digest.
 
-    Its `content` is the body, stored apart (bodies), not in the event's columns: an event decoded
-    from a log row alone (from_columns) has the content its reader passes, "" by default."""
+    What it says (its body: message.BODY_FIELDS) is stored apart (bodies), not in the event's
+    columns: an event decoded from a log row alone (from_columns) says what the body its reader
+    passes says; without one, "" for a string body, nothing (every body field absent) for a JSON one.
+    A JSON body is recorded in the payload (`"body": "json"`, written only then), so the chain proves
+    how its text is read."""
 
     message_id: uuid.UUID
     parent_id: uuid.UUID | None
@@ -140,7 +143,12 @@ def _payload_fields(required_metadata: bool) -> list[tuple[str, Any] | tuple[str
             fields.append((f.name, f.type, msgspec.field(default_factory=f.default_factory)))
         else:
             fields.append((f.name, f.type, msgspec.field(default=f.default)))
-    return [*fields, ("generation", Generation | None, None)]
+    return [*fields, ("generation", Generation | None, None), ("body", _BodyKind, UNSET)]
+
+
+# The payload's `body`: "json" when the message's body is the JSON of its said fields
+# (message.body_of), absent when it is a string content alone (every message before there were others).
+_BodyKind = Literal["json"] | msgspec.UnsetType
 
 
 # Written with omit_defaults: `metadata` is always there (every message event ever written has it),
@@ -167,7 +175,13 @@ _EMPTY_MESSAGE_PAYLOAD = '{"metadata":{}}'
 
 
 def _payload(event: MessageAppended) -> Any:
-    return _PayloadOut(**{name: getattr(event, name) for name in _PayloadOut.__struct_fields__})
+    fields = {name: getattr(event, name) for name in _PAYLOAD_OWN}
+    return _PayloadOut(**fields, body="json" if is_json_body(event) else UNSET)
+
+
+def is_json_body(message: Utterance) -> bool:
+    """Whether `message`'s body is JSON (message.body_of): anything but a string content alone."""
+    return not isinstance(message.content, str) or any(getattr(message, n) is not UNSET for n in BODY_FIELDS[1:])
 
 
 def encode_message_payload(event: MessageAppended) -> str:
@@ -183,30 +197,49 @@ def message_payload_fields(event: MessageAppended) -> dict[str, Any]:
 
 def decode_message_payload(payload: str) -> dict[str, Any]:
     """A message payload's fields by name, defaults filled in: every field of the Utterance that the
-    payload holds, and the generation record (None unless a model wrote it)."""
+    payload holds, the generation record (None unless a model wrote it), and `body` (see _BodyKind)."""
     if payload == _EMPTY_MESSAGE_PAYLOAD:
-        return {"metadata": {}}  # every other field at its default
+        return {"metadata": {}, "body": UNSET}  # every other field at its default
     fields: dict[str, Any] = msgspec.structs.asdict(_message_payload.decode(payload))
     return fields
 
 
-_PAYLOAD_FIELDS: tuple[str, ...] = _PayloadIn.__struct_fields__
+def said_beside_body(message: Utterance | None = None, payload: str | None = None) -> dict[str, Any]:
+    """What a message says outside its body (its payload's Utterance fields, and whether its body is
+    JSON), from the message or from its event's payload: equal for a message and its stored event."""
+    if payload is not None:
+        fields = decode_message_payload(payload)
+        return {n: fields.get(n, UNSET) for n in (*_UTTERANCE_PAYLOAD, "body")}
+    assert message is not None
+    return {**{n: getattr(message, n) for n in _UTTERANCE_PAYLOAD}, "body": "json" if is_json_body(message) else UNSET}
+
+
+# The payload's fields a message (an event, a read model) has by the same name: all but `body`.
+_PAYLOAD_OWN: tuple[str, ...] = tuple(n for n in _PayloadIn.__struct_fields__ if n != "body")
+_PAYLOAD_FIELDS = _PAYLOAD_OWN
+_UTTERANCE_PAYLOAD: tuple[str, ...] = tuple(n for n in _PAYLOAD_OWN if n != "generation")
 S = TypeVar("S", bound=msgspec.Struct)
 
 
-def with_payload(message: S, payload: str) -> S:
+def with_payload(message: S, payload: str, body: str | None = None) -> S:
     """`message`, just built from its row's columns with every payload field at its default, given
     the fields its event's `payload` holds: each by name, from one decode, so that a field added to
-    Utterance is read back without a reader naming it.
+    Utterance is read back without a reader naming it; and, given its stored `body` text, what that
+    says (its content, or, for a JSON body, every said field, message.said_in).
 
     A deep context reads thousands of messages, so the common empty payload is not decoded, and the
     fields are set on `message` itself, which no one else holds yet, rather than copied into another
     (msgspec.structs.replace takes twice the time)."""
     if payload == _EMPTY_MESSAGE_PAYLOAD:
+        if body is not None:
+            msgspec.structs.force_setattr(message, "content", body)
         return message
     decoded = _message_payload.decode(payload)
     for name in _PAYLOAD_FIELDS:
         msgspec.structs.force_setattr(message, name, getattr(decoded, name))
+    if body is not None:
+        for name, value in said_in(Body(body, decoded.body == "json")).items():
+            msgspec.structs.force_setattr(message, name, value)
     return message
 
 
@@ -232,17 +265,21 @@ def to_columns(event: Event) -> Columns:
     return Columns(event_type(event), None, None, None, None, None, msgspec.json.encode(fields).decode())
 
 
-def from_columns(columns: Columns, content: str = "") -> Event:
-    """The event a log row records; a message's `content` is its body, which the row does not hold."""
+def from_columns(columns: Columns, body: str | None = None) -> Event:
+    """The event a log row records; what a message says is its `body` (the stored text), which the
+    row does not hold (see MessageAppended)."""
     if columns.type == "message_appended":
+        fields = decode_message_payload(columns.payload)
+        json = fields.pop("body") == "json"
+        said: dict[str, Any] = said_in(Body(body, json)) if body is not None else {} if json else {"content": ""}
         return MessageAppended(
             message_id=columns.message_id,  # type: ignore[arg-type]
             parent_id=columns.parent_id,
             role=columns.role,  # type: ignore[arg-type]
-            content=content,
             depth=columns.depth,  # type: ignore[arg-type]
             body_sha256=columns.body_sha256,  # type: ignore[arg-type]
-            **decode_message_payload(columns.payload),
+            **said,
+            **fields,
         )
     return msgspec.json.decode(columns.payload, type=_PAYLOAD_TYPES[columns.type])  # type: ignore[return-value]
 

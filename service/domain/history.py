@@ -76,7 +76,11 @@ class ExportLine(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     """One line of an export: every column the event's hash covers, the hash, and the body if it exists.
 
     `seq` is where the event stood in the exporting database; the importer draws new numbers (the
-    hash does not cover them). `content` is absent for events without a body and for erased bodies.
+    hash does not cover them). `content` is the body as stored (the text its digest covers: a string
+    content, or the JSON of what the message says when its payload has `"body": "json"`), absent
+    for events without a body and for withheld or erased bodies. `blobs` holds the large parts that
+    body keeps out of line, by the hex SHA-256 its references name (service/domain/stored.py),
+    written only for a body that has some: an export made before they existed reads as it did.
     """
 
     v: int
@@ -95,9 +99,10 @@ class ExportLine(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     hash: str  # hex
     content: str | None = None
     body_key: str | None = None  # hex: the key of a keyed body digest, with the content it proves
+    blobs: dict[str, str] | msgspec.UnsetType = msgspec.UNSET
 
 
-def export_line(event: Sealed, content: str | None) -> ExportLine:
+def export_line(event: Sealed, content: str | None, blobs: dict[str, str] | None = None) -> ExportLine:
     c, e = event.columns, event.envelope
     return ExportLine(
         v=EXPORT_VERSION,
@@ -116,6 +121,7 @@ def export_line(event: Sealed, content: str | None) -> ExportLine:
         hash=event.hash.hex(),
         content=content,
         body_key=None if content is None or event.digest_key is None else event.digest_key.hex(),
+        blobs=msgspec.UNSET if content is None or not blobs else blobs,
     )
 
 

@@ -195,6 +195,9 @@ def _check_part(index: int, part: Any) -> None:
             raise InvalidMessage(
                 f"{where}: a file part needs `file.file_id` or `file.file_data`.", field=f"{where}.file"
             )
+        if "file_data" in file and not isinstance(file["file_data"], str):
+            # A string or nothing: where a payload stands, a stored body may hold a reference (stored.py).
+            raise InvalidMessage(f"{where}: `file.file_data` is base64 text.", field=f"{where}.file.file_data")
     # any other type is kept as given
 
 

@@ -11,6 +11,7 @@ import msgspec
 from service.domain import views
 from service.domain.errors import MessageNotFound
 from service.domain.events import Event, MessageRedacted
+from service.domain.message import BODY_FIELDS
 from service.domain.tree import ConversationState, Node
 
 
@@ -49,7 +50,9 @@ def scrub(document: Any, message_id: uuid.UUID, content: str | None, redacted: v
     def walk(value: Any) -> Any:
         if isinstance(value, dict):
             out = {k: walk(v) for k, v in value.items()}
-            if out.get("id") == mid and "content" in out:
+            if out.get("id") == mid and any(n in out for n in BODY_FIELDS):
+                for name in BODY_FIELDS:  # what it said, withheld as a read withholds it
+                    out.pop(name, None)
                 out["content"] = views.REDACTED_CONTENT
                 out["redacted"] = marker
             elif content is not None and out.get("content") == content:

@@ -27,9 +27,11 @@ from service.domain.events import (
     body_digest,
     chain_hash,
     from_columns,
+    said_beside_body,
 )
 from service.domain.history import EXPORT_VERSION, ExportLine, columns_of, sealed_of
 from service.domain.nesting import check_json_depth
+from service.domain.stored import Stored, blob_digest, references
 from service.domain.text import first_unstorable_in_json
 
 _ROLES = frozenset(get_args(Role))
@@ -47,7 +49,7 @@ class ForkPoint(msgspec.Struct, frozen=True):
 class ImportPlan(msgspec.Struct, frozen=True, kw_only=True):
     conversation_id: uuid.UUID
     lines: list[ExportLine]
-    bodies: dict[uuid.UUID, str]  # message -> content, for every body that still exists
+    bodies: dict[uuid.UUID, Stored]  # message -> its body as stored, for every body that still exists
     head_hash: bytes
     fork: ForkPoint | None
     # A fork's references to the path it inherited, in line order: (message, the depth it must have
@@ -158,8 +160,8 @@ def _check_tree(lines: list[ExportLine], head_hash: bytes) -> ImportPlan:
             _check_message(number, line, depths, inherited, fork)
         # Any other event this service models has no bearing on the tree: it is kept as it is.
     bodies = {
-        line.message_id: line.content
-        for line in lines
+        line.message_id: _body(number, line)
+        for number, line in enumerate(lines, start=1)
         if line.message_id is not None and line.content is not None and line.message_id not in erased
     }
     return ImportPlan(
@@ -170,6 +172,28 @@ def _check_tree(lines: list[ExportLine], head_hash: bytes) -> ImportPlan:
         fork=fork,
         inherited_refs=inherited,
     )
+
+
+def _body(number: int, line: ExportLine) -> Stored:
+    """A line's body as it is to be stored: its text, and the parts out of line it refers to, each
+    of which the line must hold, under the digest of its own text (the chain proves the body's
+    references, and through them the parts)."""
+    assert line.content is not None
+    try:
+        event = from_columns(columns_of(line), line.content)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise refuse(number, "malformed", f"the body is not a message's: {exc}", line.seq) from exc
+    assert isinstance(event, MessageAppended)
+    given = {} if line.blobs is msgspec.UNSET else line.blobs
+    blobs: dict[bytes, str] = {}
+    for digest, payload in given.items():
+        if blob_digest(payload).hex() != digest:
+            raise refuse(number, "blob-digest-mismatch", f"blobs.{digest} does not hash to its name.", line.seq)
+        blobs[bytes.fromhex(digest)] = payload
+    referred = set(references(event.content))
+    if referred != set(blobs):
+        raise refuse(number, "blobs-mismatch", "blobs must be exactly the parts the body refers to.", line.seq)
+    return Stored(line.content, said_beside_body(payload=line.payload)["body"] == "json", blobs)
 
 
 def _check_message(

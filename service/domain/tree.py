@@ -17,8 +17,11 @@ from service.domain.events import (
     MessageAppended,
     Sealed,
     body_digest,
+    encode_message_payload,
+    said_beside_body,
 )
-from service.domain.message import Utterance, body_of, said
+from service.domain.message import Utterance, said
+from service.domain.stored import stored
 
 
 class ConversationState(msgspec.Struct, frozen=True, kw_only=True):
@@ -99,6 +102,7 @@ class Node(msgspec.Struct, frozen=True, kw_only=True):
     # store also finds messages that are not (to recognise a message id already used in the family).
     visible: bool = True
     digest_key: bytes | None = None  # its body's digest key (None: erased, or an unkeyed digest)
+    payload: str = '{"metadata":{}}'  # its event's payload (what it says besides its body)
 
 
 class Create(msgspec.Struct, frozen=True, kw_only=True):
@@ -254,7 +258,7 @@ def appended(cmd: Append, parent_id: uuid.UUID | None, depth: int) -> MessageApp
         message_id=cmd.message_id,
         parent_id=parent_id,
         depth=depth,
-        body_sha256=body_digest(body_of(cmd).text, cmd.digest_key),
+        body_sha256=body_digest(stored(cmd).text, cmd.digest_key),
         digest_key=cmd.digest_key,
     )
 
@@ -263,8 +267,8 @@ def _retry(state: ConversationState, cmd: Append, existing: Node) -> AlreadyAppe
     same = (
         existing.conversation_id == state.conversation_id
         and existing.role == cmd.role
-        and existing.body_sha256 == body_digest(body_of(cmd).text, existing.digest_key)
-        and existing.metadata == cmd.metadata
+        and existing.body_sha256 == body_digest(stored(cmd).text, existing.digest_key)
+        and said_beside_body(payload=existing.payload) == said_beside_body(cmd)
         and (cmd.parent_id is None or cmd.parent_id == existing.parent_id)
     )
     if not same:
@@ -308,6 +312,7 @@ def appended_node(event: MessageAppended, conversation_id: uuid.UUID) -> Node:
         metadata=event.metadata,
         has_children=False,
         digest_key=event.digest_key,
+        payload=encode_message_payload(event),
     )
 
 

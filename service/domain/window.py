@@ -14,7 +14,7 @@ from typing import Annotated, TypeVar
 import msgspec
 
 from service.domain.errors import InvalidRequest
-from service.domain.message import Utterance
+from service.domain.message import Utterance, text_of
 
 M = TypeVar("M", bound=Utterance)
 
@@ -62,7 +62,7 @@ REPLY_OVERHEAD = 3
 
 
 def message_tokens(message: Utterance, count: Count) -> int:
-    return count(message.content) + MESSAGE_OVERHEAD
+    return count(text_of(message)) + MESSAGE_OVERHEAD
 
 
 def context_tokens(messages: Sequence[Utterance], count: Count) -> int:

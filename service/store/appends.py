@@ -14,6 +14,7 @@ import msgspec
 
 from service.domain import views
 from service.domain.events import Sealed
+from service.domain.stored import Stored
 from service.domain.tree import ConversationState, Node, Scope
 from service.store import rows as r
 from service.store.conflicts import guarded
@@ -38,7 +39,7 @@ class KnownStateWrite(msgspec.Struct, frozen=True):
     known_seq: int  # the conversation's last event, as the writer knew it
     state: ConversationState  # the summary once the message is written (its seq: drawn then)
     sealed: Sealed  # the message's event, chained after the known state's last hash
-    content: str
+    content: str  # the body's text (a body with parts out of line is written the locked way)
     claim: KeyClaim | None = None  # written only if this key is claimed with it
 
 
@@ -47,7 +48,7 @@ def log_arrays(
     conversation_id: uuid.UUID,
     family_id: uuid.UUID,
     sealed: Sequence[Sealed],
-    bodies: dict[uuid.UUID, str],
+    bodies: dict[uuid.UUID, Stored],
 ) -> dict[str, list[Any]]:
     """Sealed events of one conversation and their bodies as the arrays of queries.sql's part
     write_event_arrays, by parameter name: each event keeps its own actor, request and time, and
@@ -73,7 +74,7 @@ def log_arrays(
         "hashes": [s.hash for s in sealed],
         "body_family_ids": [family_id] * len(bodies),
         "body_ids": list(bodies),
-        "contents": list(bodies.values()),
+        "contents": [b.text for b in bodies.values()],
         "digest_keys": [keys.get(m) for m in bodies],
     }
 
@@ -92,6 +93,23 @@ def _summary(state: ConversationState, sealed: Sequence[Sealed]) -> dict[str, An
 
 
 class Appends(Session):
+    async def store_blobs(self, tenant: str, family_id: uuid.UUID, bodies: dict[uuid.UUID, Stored]) -> None:
+        """The parts out of line of bodies just written (none: no round trip), each kept once per
+        tenant, and which body refers to which."""
+        links = [(m, d) for m, b in bodies.items() for d in b.blobs]
+        if not links:
+            return
+        blobs = {d: p for b in bodies.values() for d, p in b.blobs.items()}
+        await self.run(
+            "store_blobs",
+            tenant=tenant,
+            family_id=family_id,
+            blob_digests=list(blobs),
+            blob_datas=list(blobs.values()),
+            link_ids=[m for m, _ in links],
+            link_digests=[d for _, d in links],
+        )
+
     # --- the first step ---------------------------------------------------------------------
 
     async def begin_create(self, tenant: str, conversation_id: uuid.UUID, count: int) -> tuple[datetime, list[int]]:
@@ -152,7 +170,7 @@ class Appends(Session):
         tenant: str,
         state: ConversationState,
         sealed: list[Sealed],
-        bodies: dict[uuid.UUID, str],
+        bodies: dict[uuid.UUID, Stored],
         title: str | None,
         metadata: dict[str, Any],
         forked_from: views.ForkedFrom | None = None,
@@ -179,9 +197,10 @@ class Appends(Session):
                 forked_from_message_id=None if forked_from is None else forked_from.message_id,
                 base_depth=state.base_depth,
             )
+        await self.store_blobs(tenant, state.family_id, bodies)
 
     async def append_events(
-        self, tenant: str, state: ConversationState, sealed: list[Sealed], bodies: dict[uuid.UUID, str]
+        self, tenant: str, state: ConversationState, sealed: list[Sealed], bodies: dict[uuid.UUID, Stored]
     ) -> None:
         """Write events, their bodies and the conversation's new summary, in the caller's transaction."""
         with guarded():
@@ -192,13 +211,14 @@ class Appends(Session):
                 tenant=tenant,
                 conversation_id=state.conversation_id,
             )
+        await self.store_blobs(tenant, state.family_id, bodies)
 
     async def append_turn(
         self,
         tenant: str,
         state: ConversationState,
         sealed: list[Sealed],
-        bodies: dict[uuid.UUID, str],
+        bodies: dict[uuid.UUID, Stored],
         reply: tuple[uuid.UUID, uuid.UUID, str, str],
         owner: uuid.UUID,
         lease_seconds: float,
@@ -227,6 +247,7 @@ class Appends(Session):
                 lease_seconds=lease_seconds,
                 around=around,
             )
+        await self.store_blobs(tenant, state.family_id, bodies)
         return [(row["reply_id"], row["user_message_id"]) for row in found]
 
     async def append_messages_if_unchanged(self, writes: Sequence[KnownStateWrite]) -> dict[tuple[str, uuid.UUID], int]:

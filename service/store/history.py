@@ -6,11 +6,13 @@ import uuid
 from collections.abc import AsyncIterator
 
 import asyncpg
+import msgspec
 
 from service.domain import views
 from service.domain.audit import Checked
 from service.domain.errors import InvalidExport
 from service.domain.events import Sealed
+from service.domain.stored import Stored
 from service.store import rows as r
 from service.store.appends import log_arrays
 from service.store.conflicts import guarded
@@ -72,12 +74,19 @@ _LAST_SEQ = 2**63 - 1  # "after every event"
 
 async def export_page(
     tx: Tx, family_id: uuid.UUID, conversation_id: uuid.UUID, after: int
-) -> list[tuple[Sealed, str | None]]:
-    """The conversation's next events after `after`, each with its body where one may be served."""
+) -> list[tuple[Sealed, str | None, dict[str, str] | None]]:
+    """The conversation's next events after `after`, each with its body where one may be served,
+    and the parts out of line that body refers to (by hex digest; None: none)."""
     found = await tx.rows(
         "export_events", family_id=family_id, conversation_id=conversation_id, after=after, limit=BATCH
     )
-    return [(r.sealed(row, row.digest_key), row.content) for row in r.records(r.ExportRow, found)]
+    return [
+        (r.sealed(row, row.digest_key), row.content, None if row.blobs is None else _blobs.decode(row.blobs))
+        for row in r.records(r.ExportRow, found)
+    ]
+
+
+_blobs = msgspec.json.Decoder(dict[str, str])
 
 
 # --- redaction and erasure ----------------------------------------------------------------------
@@ -93,7 +102,12 @@ async def find_body(tx: Tx, family_id: uuid.UUID, message_id: uuid.UUID) -> str 
 
 
 async def erase_body(tx: Tx, family_id: uuid.UUID, message_id: uuid.UUID) -> None:
-    await tx.run("erase_body", family_id=family_id, message_id=message_id)
+    """Delete the body, and the parts out of line it referred to that no other body of the tenant
+    refers to."""
+    links = await tx.rows("erase_body", family_id=family_id, message_id=message_id)
+    if links:
+        tenant = links[0]["tenant"]
+        await tx.run("drop_unreferenced_blobs", tenant=tenant, digests=[row["sha256"] for row in links])
 
 
 async def find_quoting_responses(
@@ -119,7 +133,7 @@ async def fork_base_path(
 
 
 async def import_conversation(
-    tx: Tx, tenant: str, sealed: list[Sealed], bodies: dict[uuid.UUID, str]
+    tx: Tx, tenant: str, sealed: list[Sealed], bodies: dict[uuid.UUID, Stored]
 ) -> bytes:
     """Write imported events (already sealed here) and their bodies, then the conversation's summary
     folded from them; returns the summary's chain head."""
@@ -132,6 +146,7 @@ async def import_conversation(
         ):
             # Unlike an append's, each imported event keeps its own actor, request and time.
             await tx.run("import_events", **log_arrays(tenant, first.conversation_id, first.family_id, sealed, bodies))
+            await tx.store_blobs(tenant, first.family_id, bodies)
             return await tx.value(
                 "import_summary",
                 bytes,

@@ -103,6 +103,27 @@ event_rows AS (
 ),
 -- include: write_events
 
+-- name: store_blobs
+-- The large binary parts of bodies just written (:link_ids, :link_digests: which body refers to
+-- which part), each kept once per tenant (:blob_digests, :blob_datas), in the write's transaction.
+WITH new_blobs AS (
+    INSERT INTO blobs (tenant, sha256, data)
+    SELECT :tenant::text, d.sha256, d.data
+      FROM unnest(:blob_digests::bytea[], :blob_datas::text[]) AS d(sha256, data)
+    ON CONFLICT (tenant, sha256) DO NOTHING
+)
+INSERT INTO body_blobs (family_id, message_id, tenant, sha256)
+SELECT :family_id::uuid, l.message_id, :tenant::text, l.sha256
+  FROM unnest(:link_ids::uuid[], :link_digests::bytea[]) AS l(message_id, sha256);
+
+-- name: find_blobs
+-- The parts the bodies of messages :message_ids (of family :family_id) refer to: a read puts them
+-- back into the bodies. Only a body's own references are served.
+SELECT DISTINCT l.sha256, b.data
+  FROM body_blobs l
+  JOIN blobs b ON b.tenant = l.tenant AND b.sha256 = l.sha256
+ WHERE l.family_id = :family_id AND l.message_id = ANY(:message_ids::uuid[]);
+
 -- name: insert_conversation
 -- A new conversation (or fork): its events and bodies (the part write_events), then its summary.
 WITH
@@ -445,7 +466,11 @@ SELECT tenant, conversation_id, family_id, title, metadata, head_id, message_cou
 -- withheld from exports as from every other read (served_body).
 SELECT e.seq, e.tenant, e.conversation_id, e.family_id, e.type, e.message_id, e.parent_id, e.role,
        e.depth, e.body_sha256, e.payload, e.actor, e.request_id, e.created_at, e.hash,
-       s.content, s.digest_key
+       s.content, s.digest_key,
+       CASE WHEN s.content IS NOT NULL THEN
+           (SELECT json_object_agg(encode(l.sha256, 'hex'), b.data)::text
+              FROM body_blobs l JOIN blobs b ON b.tenant = l.tenant AND b.sha256 = l.sha256
+             WHERE l.family_id = e.family_id AND l.message_id = e.message_id) END AS blobs
   FROM events e
   LEFT JOIN LATERAL served_body(e.family_id, e.message_id) s ON e.type = 'message_appended'
  WHERE e.family_id = :family_id AND e.conversation_id = :conversation_id AND e.seq > :after
@@ -461,8 +486,21 @@ SELECT redacted_at, redacted_by, redaction_reason, redaction_erased FROM message
 SELECT content FROM bodies WHERE family_id = :family_id AND message_id = :message_id;
 
 -- name: erase_body
--- Allowed by the bodies_erasable trigger only after the erasing event is written.
-DELETE FROM bodies WHERE family_id = :family_id AND message_id = :message_id;
+-- Allowed by the bodies_erasable trigger only after the erasing event is written. Its references
+-- to parts out of line go with it (body_blobs: ON DELETE CASCADE); returns the parts it referred to.
+WITH links AS (
+    SELECT tenant, sha256 FROM body_blobs WHERE family_id = :family_id AND message_id = :message_id
+), erased AS (
+    DELETE FROM bodies WHERE family_id = :family_id AND message_id = :message_id
+)
+SELECT tenant, sha256 FROM links;
+
+-- name: drop_unreferenced_blobs
+-- After an erasure: the parts it referred to that no body of the tenant (live, or redacted and
+-- kept) refers to any more are deleted.
+DELETE FROM blobs b
+ WHERE b.tenant = :tenant AND b.sha256 = ANY(:digests::bytea[])
+   AND NOT EXISTS (SELECT 1 FROM body_blobs l WHERE l.tenant = b.tenant AND l.sha256 = b.sha256);
 
 -- name: vacuum_bodies
 -- The tables that hold message content (bodies, and stored responses that quoted it): an erased

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
+from typing import TypeVar
 
 from service.domain import views
+from service.domain.stored import references, restore
 from service.domain.tree import Scope, sibling_place
 from service.store import rows as r
 from service.store.session import Session
+
+
+M = TypeVar("M", bound=views.Message)
 
 
 class Reads(Session):
@@ -53,7 +59,7 @@ class Reads(Session):
             upto=scope.upto,
         )
         row = r.record(r.MessageRow, found)
-        return None if row is None else r.message(row)
+        return None if row is None else (await self.restored(scope.family_id, [r.message(row)]))[0]
 
     async def list_children(self, scope: Scope, parent: views.Message) -> list[views.Message]:
         """The children of a visible message that the scope's conversation sees, oldest first."""
@@ -67,12 +73,12 @@ class Reads(Session):
             depth=parent.depth,
             upto=scope.upto,
         )
-        return [r.message(row) for row in r.records(r.MessageRow, found)]
+        return await self.restored(scope.family_id, [r.message(row) for row in r.records(r.MessageRow, found)])
 
     async def list_messages(self, scope: Scope) -> list[views.Message]:
         """Every message the scope's conversation sees, in the order written."""
         found = await self.rows("list_messages", **_seen_by(scope))
-        return [r.message(row) for row in r.records(r.MessageRow, found)]
+        return await self.restored(scope.family_id, [r.message(row) for row in r.records(r.MessageRow, found)])
 
     async def list_leaves(self, scope: Scope) -> list[views.Leaf]:
         """The branch tips the scope's conversation sees, oldest first."""
@@ -94,13 +100,14 @@ class Reads(Session):
         path = [row for row in rows if row.on_path]
         path.sort(key=_depth)  # root first
         if len(path) == len(rows):  # no parent on the path has a child of the conversation's own off it
-            return [r.path_message(row, (row.sibling_count, row.sibling_position)) for row in path]  # type: ignore[arg-type]
+            built = [r.path_message(row, (row.sibling_count, row.sibling_position)) for row in path]  # type: ignore[arg-type]
+            return await self.restored(scope.family_id, built)
         others: dict[uuid.UUID, dict[uuid.UUID, int]] = {}
         for row in rows:
             if not row.on_path and row.parent_id is not None:  # off the path: a child of a path message
                 others.setdefault(row.parent_id, {})[row.message_id] = row.seq
         own = scope.conversation_id
-        return [
+        placed = [
             r.path_message(
                 row,
                 (row.sibling_count, row.sibling_position)  # type: ignore[arg-type]
@@ -115,6 +122,18 @@ class Reads(Session):
             )
             for row in path
         ]
+        return await self.restored(scope.family_id, placed)
+
+    async def restored(self, family_id: uuid.UUID, messages: list[M]) -> list[M]:
+        """`messages` (just read, held by no one else) with the parts their bodies keep out of line
+        put back (service/domain/stored.py): one more round trip, only when a body has any."""
+        referring = [m.id for m in messages if references(m.content)]
+        if referring:
+            found = await self.rows("find_blobs", family_id=family_id, message_ids=referring)
+            blobs = {row["sha256"]: row["data"] for row in found}
+            for m in messages:
+                restore(m.content, blobs)
+        return messages
 
 
 def _seen_by(scope: Scope) -> dict[str, object]:

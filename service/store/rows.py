@@ -187,6 +187,7 @@ def node(row: NodeRow) -> Node:
         has_children=row.has_children,
         visible=row.visible,
         digest_key=row.digest_key,
+        payload=row.payload,
     )
 
 
@@ -238,13 +239,13 @@ def message(row: MessageRow) -> views.Message:
         conversation_id=row.conversation_id,
         parent_message_id=row.parent_id,
         role=row.role,  # type: ignore[arg-type]
-        content=views.REDACTED_CONTENT if redacted is not None else row.content,  # type: ignore[arg-type]
+        content=views.REDACTED_CONTENT,  # what it says: its body, unless redacted (with_payload)
         depth=row.depth,
         seq=row.seq,
         created_at=row.created_at,
         redacted=redacted,
     )
-    return with_payload(built, row.payload)
+    return with_payload(built, row.payload, row.content if redacted is None else None)
 
 
 class PathRow(msgspec.Struct, frozen=True, gc=False):
@@ -278,7 +279,7 @@ def path_message(row: PathRow, place: tuple[int, int]) -> views.PathMessage:
         conversation_id=row.conversation_id,
         parent_message_id=row.parent_id,
         role=row.role,  # type: ignore[arg-type]
-        content=row.content if redacted is None else views.REDACTED_CONTENT,  # type: ignore[arg-type]
+        content=views.REDACTED_CONTENT,  # what it says: its body, unless redacted (with_payload)
         depth=row.depth,
         seq=row.seq,
         created_at=row.created_at,  # type: ignore[arg-type]
@@ -286,7 +287,7 @@ def path_message(row: PathRow, place: tuple[int, int]) -> views.PathMessage:
         sibling_count=place[0],
         sibling_position=place[1],
     )
-    return with_payload(built, row.payload)  # type: ignore[arg-type]
+    return with_payload(built, row.payload, row.content if redacted is None else None)  # type: ignore[arg-type]
 
 
 class LeafRow(msgspec.Struct, frozen=True):
@@ -345,6 +346,7 @@ class ExportRow(EventRow, frozen=True):
 
     content: str | None
     digest_key: bytes | None
+    blobs: str | None  # JSON: the parts out of line the body refers to, by hex digest
 
 
 def sealed(row: EventRow, digest_key: bytes | None = None) -> Sealed:

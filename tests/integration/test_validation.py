@@ -11,8 +11,6 @@ from tests.helpers import create, problem
     "body",
     [
         {"role": "wizard", "content": "x"},
-        {"role": "user", "content": ""},
-        {"role": "user"},
         {"content": "x"},
         {"role": "user", "content": "x", "id": "not-a-uuid"},
         {"role": "user", "content": "x", "parent_message_id": "123"},
@@ -29,6 +27,14 @@ def test_invalid_message_bodies_are_422_and_record_nothing(api, body):
     body_problem = problem(api.post(f"/v1/conversations/{cid}/messages", json=body), 422, "invalid-request")
     assert body_problem["detail"]
     assert api.get(f"/v1/conversations/{cid}").json()["last_seq"] == api.get(f"/v1/conversations/{cid}").json()["last_seq"]
+    assert api.get(f"/v1/conversations/{cid}").json()["message_count"] == 0
+
+
+@pytest.mark.parametrize("body", [{"role": "user", "content": ""}, {"role": "user"}, {"role": "user", "content": None}])
+def test_a_message_that_says_nothing_is_an_invalid_message_naming_content(api, body):
+    cid = create(api)["id"]
+    found = problem(api.post(f"/v1/conversations/{cid}/messages", json=body), 422, "invalid-message")
+    assert found["context"] == {"field": "content"}
     assert api.get(f"/v1/conversations/{cid}").json()["message_count"] == 0
 
 

@@ -20,6 +20,7 @@ from service.domain.events import (
     seal,
 )
 from service.domain.history import export_line
+from service.domain.stored import Stored
 from service.domain.transfer import check_inherited, parse_export, plan_import, reseal
 
 CID = uuid.uuid4()
@@ -59,7 +60,7 @@ def refusal(raw):
 def test_a_sound_export_plans_its_bodies_and_reseals_to_the_same_hashes():
     raw = export_of(ConversationCreated(title="t"), msg(A), msg(B, A, 1), HeadMoved(message_id=A, previous_id=B))
     plan = plan_import(parse_export(raw))
-    assert plan.conversation_id == CID and plan.bodies == {A: "a", B: "b"} and plan.fork is None
+    assert plan.conversation_id == CID and plan.bodies == {A: Stored("a"), B: Stored("b")} and plan.fork is None
     resealed = reseal(plan, "another tenant", uuid.uuid4(), [100, 205, 307, 400])
     assert [s.envelope.seq for s in resealed] == [100, 205, 307, 400]
     assert [s.hash.hex() for s in resealed] == [line.hash for line in plan.lines]

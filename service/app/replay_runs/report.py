@@ -10,6 +10,7 @@ import msgspec
 
 from service.app.replay_runs.plan import Into, RunPlan
 from service.domain import views
+from service.domain.message import text_of
 from service.store.replays import RunRow
 
 plans = msgspec.json.Decoder(RunPlan)
@@ -96,7 +97,7 @@ def reply_side(message: views.Message | None) -> ReplySide | None:
     g = message.generation
     return ReplySide(
         id=message.id,
-        content=message.content,
+        content=text_of(message),
         provider=None if g is None else g.provider,
         model=None if g is None else g.model,
         prompt_tokens=None if g is None else g.prompt_tokens,

@@ -35,7 +35,7 @@ from service.app.turn.plan import context_items
 from service.domain import tree, views
 from service.domain import turns as rules
 from service.domain.errors import ConvtreeError
-from service.domain.message import ContextItem, body_of, context_item, said
+from service.domain.message import ContextItem, context_item, said
 from service.store import replays
 from service.store.events import Store
 from service.store.pool import is_outage
@@ -280,7 +280,7 @@ class Turn:
                 tree.fold(w.state, asked), tree.appended_node(asked[0], self.target_id), user_id, reply_id,
                 reply, generation, writes.new_digest_key(),
             )  # fmt: skip
-            await w.write([*asked, *replied], {user_id: user.content, reply_id: body_of(reply).text})
+            await w.write([*asked, *replied])
         assert self._before is not None
         self._before += [context_item(user_id, user), context_item(reply_id, reply)]
         return True

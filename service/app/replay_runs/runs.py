@@ -9,6 +9,7 @@ from service.app.replay_runs import report
 from service.app.replay_runs.plan import new_ids
 from service.domain import views
 from service.domain.errors import ReplayRunFinished, ReplayRunNotFound
+from service.domain.message import text_of
 from service.store import replays
 from service.store.events import Store, Tx
 
@@ -60,10 +61,10 @@ async def diff(store: Store, caller: Caller, conversation_id: uuid.UUID, run_id:
             report.ReplayTurnDiff(
                 index=index,
                 user_message_id=ref.user_id,
-                user_content="" if user is None else user.content,
+                user_content="" if user is None else text_of(user),
                 original=report.reply_side(original),
                 replayed=report.reply_side(new),
-                similarity=report.similarity(original.content, new.content) if both else None,  # type: ignore[union-attr]
+                similarity=report.similarity(text_of(original), text_of(new)) if both else None,  # type: ignore[arg-type]
             )
         )
     return report.ReplayDiff(run=report.run_view(row), turns=turns)

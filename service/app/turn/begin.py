@@ -34,7 +34,7 @@ from service.app.turn.plan import (
 )
 from service.domain import tree, views
 from service.domain import turns as rules
-from service.domain.message import Role, Utterance, body_of, context_item, said
+from service.domain.message import Role, Utterance, context_item, said
 from service.domain.errors import InvalidRequest, MessageNotFound, ReplyInProgress
 from service.store import pending
 from service.store.events import Store
@@ -112,11 +112,10 @@ async def begin_user_turn(
     if not visible(parent_ref, parent):  # a reply still being generated: 409 (else decide_chain's 404)
         await o.register_under(state, user_cmd.message_id, provider, model, parent_ref, explicit)
     appended = rules.decide_chain(w.see(parent), parent, chain)
-    bodies = {e.message_id: body_of(e).text for e in appended}
     user = views.message_of(appended[-1], state.conversation_id, w.seqs[len(appended) - 1], w.now)
     items = await path_context(o.tx, w.scope, parent) + [context_item(e.message_id, e) for e in appended]
     await o.reply(state.conversation_id, state.family_id, user, items, provider, model, spec)
-    await o.write_under(w, [*appended], bodies, provider, model, parent_ref, explicit)
+    await o.write_under(w, [*appended], provider, model, parent_ref, explicit)
     return None
 
 

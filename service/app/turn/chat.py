@@ -18,7 +18,7 @@ from service.app.turn.plan import Answered, L, Lease, Params, Plan, ReplySpec
 from service.domain import tree, views
 from service.domain import turns as rules
 from service.domain.errors import InvalidRequest
-from service.domain.message import Utterance, body_of, context_item, said
+from service.domain.message import Utterance, context_item, said
 from service.store.events import Store
 from service.upstream import Provider, Registry
 
@@ -88,12 +88,11 @@ async def _new_conversation(o: Opening[L], chat: Chat, provider: Provider, model
     chain = _chain(chat.messages, None)
     start = tree.initial_state(cmd)
     appended = rules.decide_chain(tree.fold(start, created), None, chain)
-    bodies = {e.message_id: body_of(e).text for e in appended}
     user = views.message_of(appended[-1], cmd.conversation_id, w.seqs[-1], w.now)
     items = [context_item(e.message_id, e) for e in appended]
     await o.reply(cmd.conversation_id, cmd.family_id, user, items, provider, model, spec)
     await o.register(cmd.family_id, cmd.conversation_id, chain[-1].message_id, provider, model, None)
-    await w.create(start, [*created, *appended], bodies, None, {})
+    await w.create(start, [*created, *appended], None, {})
 
 
 def _chain(messages: list[Sent], parent_id: uuid.UUID | None) -> list[tree.Append]:

@@ -99,7 +99,6 @@ class Opening(Generic[L]):
         self,
         w: writes.Locked,
         events: list[Event],
-        bodies: dict[uuid.UUID, str],
         provider: Provider,
         model: str,
         parent_ref: uuid.UUID | None,
@@ -110,7 +109,7 @@ class Opening(Generic[L]):
         user = events[-1]
         assert isinstance(user, MessageAppended)
         reply = (self.reply_id, user.message_id, provider.name, model)
-        around = await w.write_turn(events, bodies, reply, self._lease.owner, self._lease.seconds, parent_ref)
+        around = await w.write_turn(events, reply, self._lease.owner, self._lease.seconds, parent_ref)
         rules.check_parent_settled(parent_ref, explicit, around)
 
     async def reply(

@@ -17,7 +17,7 @@ from service.domain import views
 from service.domain import turns as rules
 from service.domain.errors import ConvtreeError, ReplyAbandoned
 from service.domain.events import Generation, Interruption, MessageAppended, TurnFailed
-from service.domain.message import UNSET, FunctionCall, FunctionToolCall, ToolCall, UnsetType, Utterance, body_of
+from service.domain.message import UNSET, FunctionCall, FunctionToolCall, ToolCall, UnsetType, Utterance
 from service.store import pending
 from service.store.events import Store
 from service.upstream import Finished, ReasoningDelta, RefusalDelta, ToolCallDelta
@@ -142,7 +142,7 @@ async def record_outcome(
             events = rules.decide_reply(
                 w.see(user), user, user_id, plan.reply_id, reply, generation, writes.new_digest_key()
             )
-            sealed = await w.write(events, {plan.reply_id: body_of(reply).text})
+            sealed = await w.write(events)
             event = events[0]
             assert isinstance(event, MessageAppended)
             return views.message_of(event, plan.conversation_id, sealed[0].envelope.seq, w.now)
