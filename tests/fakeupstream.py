@@ -9,6 +9,14 @@
 
 Replies are deterministic: "Hello from {model}. You said: {last user message}", streamed word by
 word; prompt_tokens counts the words of all messages, completion_tokens the streamed pieces.
+A request with `tools` whose last message is the user's is answered with tool calls instead, as
+OpenAI answers (finish_reason "tool_calls"; streamed as `delta.tool_calls` fragments: id, type and
+name first, the arguments in pieces of ARGUMENT_PIECE characters): one call per function tool, in
+order (only the first with `parallel_tool_calls: false`), ids `call_fake_<i>`, arguments
+`{"said": <the user's text>}`; Ollama's format gives the calls whole, without ids, arguments as an
+object. A request whose last message is a tool result is answered "Tool said: {its content}". With
+`reasoning_effort`, the reply opens with reasoning ("Thinking it over.", `reasoning_content`; Ollama:
+`thinking`).
 Faults apply to the next requests in order, one each, whatever the endpoint. Every stream, even
 a never-ending one, stops by itself after `max_stream_seconds`.
 """
@@ -107,8 +115,35 @@ class _State:
 
 
 def reply_words(model: str, messages: list[dict[str, Any]]) -> list[str]:
-    last_user = next((m.get("content", "") for m in reversed(messages) if m.get("role") == "user"), "")
+    if messages and messages[-1].get("role") == "tool":
+        return f"Tool said: {text_of(messages[-1])}".split()
+    last_user = next((text_of(m) for m in reversed(messages) if m.get("role") == "user"), "")
     return f"Hello from {model}. You said: {last_user}".split()
+
+
+ARGUMENT_PIECE = 5
+REASONING = ("Thinking", " it", " over.")
+
+
+def text_of(message: dict[str, Any]) -> str:
+    content = message.get("content")
+    if isinstance(content, list):
+        return "\n".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return str(content or "")
+
+
+def tool_calls(body: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(id, name, arguments) of the calls a request is answered with; none unless it has tools and
+    its last message is the user's."""
+    messages = body.get("messages") or []
+    tools = body.get("tools") or []
+    if not tools or not messages or messages[-1].get("role") != "user" or body.get("tool_choice") == "none":
+        return []
+    names = [t["function"]["name"] for t in tools if t.get("type") == "function"]
+    if body.get("parallel_tool_calls") is False:
+        names = names[:1]
+    arguments = json.dumps({"said": text_of(messages[-1])})
+    return [(f"call_fake_{i}", name, arguments) for i, name in enumerate(names)]
 
 
 def pieces(words: list[str]) -> list[str]:
@@ -283,8 +318,16 @@ class FakeUpstream:
             words = list(fault.pieces)
         named = fault.model if fault is not None and fault.model is not None else model
         fmt = _OllamaFormat(named) if ollama else _OpenAIFormat(named)
+        calls = tool_calls(body)
+        reasoning = REASONING if body.get("reasoning_effort") or body.get("think") else ()
         if not body.get("stream", ollama):  # Ollama streams unless told not to; OpenAI the reverse
-            await _send_json(send, 200, fmt.whole("".join(words), prompt_tokens(messages), len(words)))
+            if calls:
+                await _send_json(send, 200, fmt.whole_calls(calls, prompt_tokens(messages)))
+            else:
+                whole = fmt.whole("".join(words), prompt_tokens(messages), len(words))
+                if reasoning:
+                    whole[fmt.reasoning_key] = "".join(reasoning)  # type: ignore[index]
+                await _send_json(send, 200, whole)
             return
 
         await send(
@@ -303,6 +346,18 @@ class FakeUpstream:
                 )
             if fault is not None and fault.kind == "endless":
                 words = (" tick" for _ in iter(int, 1))  # type: ignore[assignment]
+            for thought in reasoning:
+                await send({"type": "http.response.body", "body": fmt.reasoning(thought), "more_body": True})
+            if calls:
+                finished.set()
+                await send(
+                    {
+                        "type": "http.response.body",
+                        "body": fmt.calls(calls) + fmt.end(prompt_tokens(messages), len(calls), "tool_calls"),
+                        "more_body": False,
+                    }
+                )
+                return
             start = time.monotonic()
             sent = 0
             for piece in words:
@@ -385,34 +440,63 @@ class _OpenAIFormat:
         return b"data: " + json.dumps(obj).encode() + b"\n\n"
 
     def delta(self, piece: str) -> bytes:
-        out = b""
-        if self.first:  # OpenAI opens with a role-only delta whose content is ""
-            self.first = False
-            out = self._chunk(
-                [
-                    {
-                        "index": 0,
-                        "delta": {"role": "assistant", "content": "", "refusal": None},
-                        "logprobs": None,
-                        "finish_reason": None,
-                    }
-                ]
-            )
-        return out + self._chunk(
+        return self._opening() + self._chunk(
             [{"index": 0, "delta": {"content": piece}, "logprobs": None, "finish_reason": None}]
         )
 
-    def end(self, prompt: int, completion: int) -> bytes:
+    def _opening(self) -> bytes:
+        if not self.first:
+            return b""
+        self.first = False  # OpenAI opens with a role-only delta whose content is ""
+        delta = {"role": "assistant", "content": "", "refusal": None}
+        return self._chunk([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}])
+
+    reasoning_key = "reasoning_content"
+
+    def reasoning(self, piece: str) -> bytes:
+        delta = {"reasoning_content": piece}
+        return self._opening() + self._chunk([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}])
+
+    def calls(self, calls: list[tuple[str, str, str]]) -> bytes:
+        """The calls as OpenAI streams them: per call, its id, type and name with empty arguments,
+        then the arguments in pieces."""
+        out = self._opening()
+        for index, (id, name, arguments) in enumerate(calls):
+            first = {"index": index, "id": id, "type": "function", "function": {"name": name, "arguments": ""}}
+            fragments = [first] + [
+                {"index": index, "function": {"arguments": arguments[i : i + ARGUMENT_PIECE]}}
+                for i in range(0, len(arguments), ARGUMENT_PIECE)
+            ]
+            for fragment in fragments:
+                delta = {"tool_calls": [fragment]}
+                out += self._chunk([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}])
+        return out
+
+    def end(self, prompt: int, completion: int, finish_reason: str = "stop") -> bytes:
         usage = {
             "prompt_tokens": prompt,
             "completion_tokens": completion,
             "total_tokens": prompt + completion,
         }
         return (
-            self._chunk([{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}])
+            self._chunk([{"index": 0, "delta": {}, "logprobs": None, "finish_reason": finish_reason}])
             + self._chunk([], usage)
             + b"data: [DONE]\n\n"
         )
+
+    def whole_calls(self, calls: list[tuple[str, str, str]], prompt: int) -> dict[str, Any]:
+        whole = self.whole("", prompt, len(calls))
+        whole["choices"][0]["message"] = {
+            "role": "assistant",
+            "content": None,
+            "refusal": None,
+            "tool_calls": [
+                {"id": id, "type": "function", "function": {"name": name, "arguments": arguments}}
+                for id, name, arguments in calls
+            ],
+        }
+        whole["choices"][0]["finish_reason"] = "tool_calls"
+        return whole
 
     def whole(self, text: str, prompt: int, completion: int) -> dict[str, Any]:
         return {
@@ -469,8 +553,38 @@ class _OllamaFormat:
             "eval_duration": 800,
         }
 
-    def end(self, prompt: int, completion: int) -> bytes:
+    reasoning_key = "thinking"
+
+    def reasoning(self, piece: str) -> bytes:
+        obj = {
+            "model": self.model,
+            "created_at": self.created_at,
+            "message": {"role": "assistant", "content": "", "thinking": piece},
+            "done": False,
+        }
+        return json.dumps(obj).encode() + b"\n"
+
+    def _calls(self, calls: list[tuple[str, str, str]]) -> list[dict[str, Any]]:
+        # Ollama's calls: no id, arguments an object.
+        return [{"function": {"name": name, "arguments": json.loads(arguments)}} for _, name, arguments in calls]
+
+    def calls(self, calls: list[tuple[str, str, str]]) -> bytes:
+        obj = {
+            "model": self.model,
+            "created_at": self.created_at,
+            "message": {"role": "assistant", "content": "", "tool_calls": self._calls(calls)},
+            "done": False,
+        }
+        return json.dumps(obj).encode() + b"\n"
+
+    def end(self, prompt: int, completion: int, finish_reason: str = "stop") -> bytes:
+        # Ollama ends a reply that asks for tools with done_reason "stop" too.
         return json.dumps(self._final("", prompt, completion)).encode() + b"\n"
+
+    def whole_calls(self, calls: list[tuple[str, str, str]], prompt: int) -> dict[str, Any]:
+        final = self._final("", prompt, len(calls))
+        final["message"]["tool_calls"] = self._calls(calls)
+        return final
 
     def whole(self, text: str, prompt: int, completion: int) -> dict[str, Any]:
         return self._final(text, prompt, completion)

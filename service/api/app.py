@@ -34,7 +34,7 @@ from service.api.hygiene import cors, gzipped
 from service.api.metrics import metered
 from service.api.observe import Observer
 from service.api.openai_compat import OpenAICompatController
-from service.api.problems import HANDLERS, MEDIA_TYPE, title_of
+from service.api.problems import HANDLERS, MEDIA_TYPE, OPENAI_DOORS, OPENAI_MEDIA_TYPE, title_of
 from service.api.replays import ReplayController
 from service.api.turns import TurnController
 from service.app.caller import Caller
@@ -56,7 +56,9 @@ def openapi_config() -> OpenAPIConfig:
         title="convtree",
         version=VERSION,
         description=(service.__doc__ or "").strip()
-        + " Every error is an RFC 9457 problem (application/problem+json) with a stable `type`.",
+        + " Every error is an RFC 9457 problem (application/problem+json) with a stable `type`, but on the"
+        " OpenAI-compatible door (`/v1/chat/completions`, `/v1/models`), where it is OpenAI's error object,"
+        " `{\"error\": {\"message\", \"type\", \"param\", \"code\"}}` (application/json), as OpenAI's clients read it.",
         path="/docs",
         render_plugins=[ui.docs_plugin()],
         components=Components(
@@ -187,13 +189,15 @@ def _document_validation_as_422(app: Litestar) -> None:
     """Litestar documents its own 400 for request validation on every route that takes input;
     convtree answers invalid input with a 422 problem, and a body that is not JSON at all with a
     400 problem, each listed on the routes where they can happen."""
-    for path_item in (app.openapi_schema.paths or {}).values():
+    for path, path_item in (app.openapi_schema.paths or {}).items():
+        ours = _ERROR_MEDIA[path in OPENAI_DOORS]
         for method in ("get", "put", "post", "delete", "patch"):
             operation = getattr(path_item, method)
             if operation is None or not operation.responses:
                 continue
             response = operation.responses.get("400")
-            if response is not None and "application/problem+json" not in (getattr(response, "content", None) or {}):
+            content = getattr(response, "content", None) or {}
+            if response is not None and _schema_ref(content.get(ours[0])) != ours[1]:
                 del operation.responses["400"]
 
 
@@ -216,7 +220,8 @@ def _document_streams(app: Litestar) -> None:
 def _document_body_limit(app: Litestar) -> None:
     """Any route that takes a body refuses one over `request_max_body_bytes` with 413, before its
     handler runs: the document says so on each of them."""
-    for item in (app.openapi_schema.paths or {}).values():
+    for path, item in (app.openapi_schema.paths or {}).items():
+        media_type, ref = _ERROR_MEDIA[path in OPENAI_DOORS]
         for method in ("post", "put", "patch"):
             operation = getattr(item, method)
             if operation is None or operation.request_body is None:
@@ -226,9 +231,21 @@ def _document_body_limit(app: Litestar) -> None:
                 "413",
                 OpenAPIResponse(
                     description=title_of(413),
-                    content={MEDIA_TYPE: OpenAPIMediaType(schema=Reference(ref="#/components/schemas/Problem"))},
+                    content={media_type: OpenAPIMediaType(schema=Reference(ref=ref))},
                 ),
             )
+
+
+# How a route's errors are documented: (media type, schema), by whether it is of the OpenAI door.
+_ERROR_MEDIA = {
+    False: (MEDIA_TYPE, "#/components/schemas/Problem"),
+    True: (OPENAI_MEDIA_TYPE, "#/components/schemas/OpenAIErrorBody"),
+}
+
+
+def _schema_ref(media: Any) -> str | None:
+    schema = getattr(media, "schema", None)
+    return getattr(schema, "ref", None)
 
 
 # One server-sent event as a client reads it: its name and its data (JSON text), and for feeds its id.

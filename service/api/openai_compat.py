@@ -23,17 +23,10 @@ from service.app import window as windows
 from service.app.caller import Caller
 from service.app.turn import CLIENT_LEFT, ReplyInFlight, Settled
 from service.app.services import Turns
+from service.app.turn.plan import CompletionMetadata, ReasoningEffort, ToolChoice, Tools, TopLogprobs
 from service.domain import errors, views
-from service.domain.message import carried, text_of
-
-# OpenAI's roles, and the ones convtree stores them as ("developer" is o1's name for "system").
-ROLES: dict[str, Literal["system", "user", "assistant"]] = {
-    "system": "system",
-    "developer": "system",
-    "user": "user",
-    "assistant": "assistant",
-}
-
+from service.domain.message import UNSET, Content, FunctionToolCall, Role, ToolCall, carried, check, text_of
+from service.upstream import ReasoningDelta, RefusalDelta, Said, TextDelta
 
 AUTO_THREAD = HeaderParameter(
     name="Convtree-Auto-Thread",
@@ -51,15 +44,20 @@ CONVERSATION_ID_HEADER = "Convtree-Conversation-Id"
 MESSAGE_ID_HEADER = "Convtree-Message-Id"
 
 
-class ContentPart(msgspec.Struct):
-    type: str
-    text: str | None = None
 
+class InputMessage(msgspec.Struct, kw_only=True):
+    """A message as OpenAI's clients send it, every field kept: `content` a string, parts (`text`,
+    `image_url`, `input_audio`, `file`, or any other type, kept as given) or null; an assistant's
+    `tool_calls`, `refusal` and `reasoning_content`; a tool result's `tool_call_id`. A null `name`,
+    `tool_calls` or `tool_call_id` is read as absent; `developer` is stored as `developer`."""
 
-class InputMessage(msgspec.Struct):
-    role: str
-    content: str | list[ContentPart] | None = None
-    name: str | msgspec.UnsetType = msgspec.UNSET
+    role: Role
+    content: Content | msgspec.UnsetType = msgspec.UNSET
+    name: str | None | msgspec.UnsetType = msgspec.UNSET
+    tool_calls: list[ToolCall] | None | msgspec.UnsetType = msgspec.UNSET
+    tool_call_id: str | None | msgspec.UnsetType = msgspec.UNSET
+    refusal: str | None | msgspec.UnsetType = msgspec.UNSET
+    reasoning_content: str | None | msgspec.UnsetType = msgspec.UNSET
 
 
 class StreamOptions(msgspec.Struct):
@@ -67,8 +65,12 @@ class StreamOptions(msgspec.Struct):
 
 
 class ChatCompletionRequest(msgspec.Struct, kw_only=True):
-    """OpenAI's request (fields convtree cannot honour are refused, unknown ones ignored), plus
-    `conversation_id` and `parent_message_id` as in the web ChatGPT protocol."""
+    """OpenAI's request, plus `conversation_id` and `parent_message_id` as in the web ChatGPT
+    protocol. What the model is asked besides the messages (sampling, `tools`, `tool_choice`,
+    `parallel_tool_calls`, `response_format`, `logprobs`, `reasoning_effort`, `metadata`) is passed
+    to the provider as given and recorded in the reply's `generation.params`. Unknown fields are
+    ignored; fields convtree cannot honour are refused, by name: `n` above 1 (one reply per turn),
+    `functions` and `function_call` (use `tools`), `audio` and an audio `modalities`."""
 
     model: Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=schemas.NO_NUL)]
     messages: Annotated[list[InputMessage], msgspec.Meta(min_length=1, max_length=10_000)]
@@ -76,22 +78,38 @@ class ChatCompletionRequest(msgspec.Struct, kw_only=True):
     stream_options: StreamOptions | None = None
     temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] | None = None
     top_p: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
-    max_tokens: Annotated[int, msgspec.Meta(ge=1)] | None = None
-    max_completion_tokens: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    max_tokens: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
+    max_completion_tokens: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
     stop: str | Annotated[list[str], msgspec.Meta(max_length=4)] | None = None
     seed: int | None = None
-    n: Annotated[int, msgspec.Meta(ge=1, le=1)] | None = None
-    tools: list[Any] | None = None
+    n: int | None = None
+    tools: Tools | None = None
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: dict[str, Any] | None = None
+    logprobs: bool | None = None
+    top_logprobs: TopLogprobs | None = None
+    reasoning_effort: ReasoningEffort | None = None
+    metadata: CompletionMetadata | None = None
     user: str | None = None
+    functions: Any = None  # refused: use tools
+    function_call: Any = None  # refused: use tool_choice
+    audio: Any = None  # refused: no audio output
+    modalities: list[str] | None = None  # refused unless text only
     conversation_id: uuid.UUID | None = None
     parent_message_id: uuid.UUID | None = None
     window: windows.Window = msgspec.field(default_factory=windows.FullWindow)
 
 
 class ReplyMessage(msgspec.Struct):
+    """The assistant's message as OpenAI gives it: `content` null when tool calls carry it;
+    `tool_calls` and `reasoning_content` only when the model gave them."""
+
     role: str
-    content: str
-    refusal: None = None
+    content: str | None
+    refusal: str | None = None
+    tool_calls: list[ToolCall] | msgspec.UnsetType = msgspec.UNSET
+    reasoning_content: str | None | msgspec.UnsetType = msgspec.UNSET
 
 
 class Choice(msgspec.Struct):
@@ -122,9 +140,26 @@ class ChatCompletion(msgspec.Struct, kw_only=True):
     provider: str
 
 
+class ChunkFunction(msgspec.Struct, omit_defaults=True):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class ChunkToolCall(msgspec.Struct, omit_defaults=True):
+    """A fragment of a tool call, as OpenAI streams it: fragments of one `index` are one call."""
+
+    index: int
+    id: str | None = None
+    type: str | None = None
+    function: ChunkFunction | None = None
+
+
 class ChunkDelta(msgspec.Struct, omit_defaults=True):
     role: str | None = None
     content: str | None = None
+    tool_calls: list[ChunkToolCall] | None = None
+    refusal: str | None = None
+    reasoning_content: str | None = None
 
 
 class ChunkChoice(msgspec.Struct):
@@ -172,18 +207,23 @@ class OpenAICompatController(Controller):
         "`data: [DONE]` when streamed), plus `conversation_id`, `message_id` and `provider` in every "
         "response, and the same ids in the `Convtree-Conversation-Id` and `Convtree-Message-Id` headers. "
         "Without `conversation_id` a new conversation is made of `messages` (a chain; the last, a "
-        "user message, is the turn), or, with auto-threading (`Convtree-Auto-Thread: on`, or the key's "
-        "default), the stored conversation they continue is continued. With `conversation_id`, the history "
-        "is the path to the head or to `parent_message_id` (continue or branch from it): send only the new "
-        "message(s), or the whole history again (it is read as one when its first message is the path's "
+        "user message or a tool result, is the turn), or, with auto-threading (`Convtree-Auto-Thread: on`, or "
+        "the key's default), the stored conversation they continue is continued. With `conversation_id`, the "
+        "history is the path to the head or to `parent_message_id` (continue or branch from it): send only the "
+        "new message(s), or the whole history again (it is read as one when its first message is the path's "
         "root, said exactly): only the messages that differ from the path are appended, a history that "
-        "differs at message k is a branch from message k-1. `model` is "
+        "differs at message k is a branch from message k-1. After a reply that asks for tools, send the `tool` "
+        "results (each with its `tool_call_id`) and the turn goes on. Messages are stored as sent (content "
+        "parts, `tool_calls`, `tool_call_id`, `name`), the reply as the model gave it (`tool_calls`, `refusal`, "
+        "`reasoning_content`); a streamed reply relays `delta.tool_calls` fragments as they come. `model` is "
         '"provider/model" or a model name any configured provider offers. A stream that fails sends '
-        '`data: {"error": {...}}` instead of `[DONE]`. Errors carry OpenAI\'s error object as `error` '
-        "besides the problem's fields; a rate limit is a 429 with a `Retry-After` header. An `Idempotency-Key` "
+        '`data: {"error": {...}}` instead of `[DONE]`. Errors are OpenAI\'s error object, '
+        '`{"error": {"message", "type", "param", "code"}}` (`code`: the slug of the problem convtree would '
+        "answer elsewhere; `context`: where the turn is stored, when it is); a rate limit is a 429 with a "
+        "`Retry-After` header. An `Idempotency-Key` "
         "makes a retry (OpenAI's clients retry by default) safe: the same key and request get the stored "
         "completion (a stream of it when `stream` is set), without calling the model again.",
-        responses=responses(*TURN_ERRORS),
+        responses=responses(*TURN_ERRORS, openai=True),
     )
     async def chat_completions(
         self,
@@ -220,7 +260,7 @@ class OpenAICompatController(Controller):
         "/models",
         summary="The configured providers' models (OpenAI-compatible list)",
         description='Ids are "provider/model", as `model` accepts them.',
-        responses=responses(errors.Unauthorized, 422),
+        responses=responses(errors.Unauthorized, 422, openai=True),
     )
     async def models(self, caller: NamedDependency[Caller], turns_service: NamedDependency[Turns]) -> ModelList:
         listed = await turns_service.models()
@@ -239,44 +279,65 @@ def _ids(conversation_id: uuid.UUID, message_id: uuid.UUID) -> dict[str, str]:
 
 
 def _chat(data: ChatCompletionRequest, auto_thread: bool = False) -> turns_app.Chat:
-    if data.tools:
-        raise errors.InvalidRequest("Tools are not supported.", parameter="tools")
+    _refuse_unhonoured(data)
     stop = [data.stop] if isinstance(data.stop, str) else data.stop
-    params = turns_app.Params(
-        temperature=data.temperature,
-        max_tokens=data.max_completion_tokens or data.max_tokens,
-        top_p=data.top_p,
-        stop=stop or None,
-        seed=data.seed,
-    )
     return turns_app.Chat(
         messages=[_sent(i, m) for i, m in enumerate(data.messages)],
         model=data.model,
         conversation_id=data.conversation_id,
         parent_message_id=data.parent_message_id,
         window=data.window,
-        params=params,
+        params=carried(turns_app.Params, data, stop=stop or None),
         auto_thread=auto_thread,
     )
 
 
-def _sent(index: int, message: InputMessage) -> turns_app.Sent:
-    role = ROLES.get(message.role)
-    if role is None:
+def _refuse_unhonoured(data: ChatCompletionRequest) -> None:
+    """Refuse, by name, what OpenAI's API does and convtree cannot: silently doing less than asked
+    would be worse than saying so."""
+    if data.n is not None and data.n != 1:
         raise errors.InvalidRequest(
-            f"messages[{index}]: role {message.role!r} is not supported (system, developer, user, assistant).",
-            parameter=f"messages[{index}].role",
+            "n: only one choice per completion is supported (a conversation stores one reply per turn; "
+            "regenerate for another).",
+            parameter="n",
         )
-    content = message.content
-    if isinstance(content, list):
-        if any(part.type != "text" or part.text is None for part in content):
-            raise errors.InvalidRequest(
-                f"messages[{index}]: only text content parts are supported.", parameter=f"messages[{index}].content"
-            )
-        content = "".join(part.text or "" for part in content)
-    if not content:
-        raise errors.InvalidRequest(f"messages[{index}]: content is empty.", parameter=f"messages[{index}].content")
-    return carried(turns_app.Sent, message, role=role, content=content)
+    for name, instead in (("functions", "tools"), ("function_call", "tool_choice")):
+        if getattr(data, name) is not None:
+            raise errors.InvalidRequest(f"{name} is not supported: use {instead}.", parameter=name)
+    if data.audio is not None or (data.modalities is not None and set(data.modalities) - {"text"}):
+        parameter = "audio" if data.audio is not None else "modalities"
+        raise errors.InvalidRequest(f"{parameter}: only text output is supported.", parameter=parameter)
+
+
+def _sent(index: int, message: InputMessage) -> turns_app.Sent:
+    """The message as it is stored: every field as sent, a null name, tool_calls or tool_call_id
+    as absent; refused, naming the field, if no model API would take it (message.check)."""
+    absent = {
+        name: UNSET
+        for name in ("name", "tool_calls", "tool_call_id")
+        if getattr(message, name) is None
+    }
+    sent = carried(turns_app.Sent, message, **absent)
+    try:
+        check(sent)
+    except errors.InvalidMessage as exc:
+        field = exc.context.get("field")
+        raise errors.InvalidRequest(
+            f"messages[{index}]: {exc.detail}",
+            parameter=f"messages[{index}]" + ("" if field is None else f".{field}"),
+        ) from exc
+    return sent
+
+
+def _reply_message(reply: views.Message) -> ReplyMessage:
+    content = reply.content
+    return ReplyMessage(
+        role="assistant",
+        content=text_of(reply) if isinstance(content, list) else (None if content is UNSET else content),
+        refusal=None if reply.refusal is UNSET else reply.refusal,
+        tool_calls=reply.tool_calls,
+        reasoning_content=reply.reasoning_content,
+    )
 
 
 def _completion(conversation_id: uuid.UUID, reply: views.Message, created: int) -> ChatCompletion:
@@ -286,12 +347,45 @@ def _completion(conversation_id: uuid.UUID, reply: views.Message, created: int) 
         id=f"chatcmpl-{reply.id.hex}",
         created=created,
         model=generation.model,
-        choices=[Choice(0, ReplyMessage("assistant", text_of(reply)), generation.finish_reason or "stop")],
+        choices=[Choice(0, _reply_message(reply), generation.finish_reason or "stop")],
         usage=_usage(reply),
         conversation_id=conversation_id,
         message_id=reply.id,
         provider=generation.provider,
     )
+
+
+def _delta(piece: Said) -> ChunkDelta:
+    """One piece of a reply, as the delta of a chunk."""
+    if isinstance(piece, TextDelta):
+        return ChunkDelta(content=piece.text)
+    if isinstance(piece, ReasoningDelta):
+        return ChunkDelta(reasoning_content=piece.text)
+    if isinstance(piece, RefusalDelta):
+        return ChunkDelta(refusal=piece.text)
+    function = None if piece.name is None and piece.arguments is None else ChunkFunction(piece.name, piece.arguments)
+    return ChunkDelta(tool_calls=[ChunkToolCall(piece.index, piece.id, piece.type, function)])
+
+
+def _whole_deltas(reply: views.Message) -> list[ChunkDelta]:
+    """A stored reply as the deltas of a stream of it: each field whole, in one delta."""
+    message = _reply_message(reply)
+    deltas = []
+    if message.reasoning_content:
+        deltas.append(ChunkDelta(reasoning_content=message.reasoning_content))
+    if message.content:
+        deltas.append(ChunkDelta(content=message.content))
+    if message.refusal:
+        deltas.append(ChunkDelta(refusal=message.refusal))
+    if message.tool_calls is not UNSET:
+        calls = [
+            ChunkToolCall(i, c.id, "function", ChunkFunction(c.function.name, c.function.arguments))
+            for i, c in enumerate(message.tool_calls)
+            if isinstance(c, FunctionToolCall)
+        ]
+        if calls:
+            deltas.append(ChunkDelta(tool_calls=calls))
+    return deltas
 
 
 def _replayed(answered: turns_app.Answered, *, stream: bool, include_usage: bool) -> Response[Any]:
@@ -321,7 +415,7 @@ def _replayed(answered: turns_app.Answered, *, stream: bool, include_usage: bool
 
     chunks = [
         chunk(ChunkDelta(role="assistant", content="")),
-        chunk(ChunkDelta(content=text_of(reply))),
+        *(chunk(delta) for delta in _whole_deltas(reply)),
         chunk(ChunkDelta(), g.finish_reason or "stop"),
     ]
     usage = _usage(reply)
@@ -353,10 +447,10 @@ async def _chunks(
         # the text so far; keep-alive comments while it is quiet (see service.api.turns).
         if await generation.committed():
             yield chunk(ChunkDelta(role="assistant", content="")) + b"".join(
-                chunk(ChunkDelta(content=piece)) for piece in generation.arrived()
+                chunk(_delta(piece)) for piece in generation.arrived()
             )
             async for pieces in generation.deltas(quiet):
-                yield b"".join(chunk(ChunkDelta(content=piece)) for piece in pieces) or sse.KEEPALIVE
+                yield b"".join(chunk(_delta(piece)) for piece in pieces) or sse.KEEPALIVE
         async for settled in generation.outcome(quiet):
             if settled is None:
                 yield sse.KEEPALIVE

@@ -30,6 +30,13 @@ class OpenAIError(msgspec.Struct, kw_only=True, omit_defaults=True):
     context: dict[str, Any] | None = None  # the problem's: OpenAI's clients hand on only this object
 
 
+class OpenAIErrorBody(msgspec.Struct):
+    """How the OpenAI-compatible door answers an error, as OpenAI does: `{"error": {...}}`, whose
+    `message` OpenAI's clients show."""
+
+    error: OpenAIError
+
+
 class Problem(msgspec.Struct, kw_only=True, omit_defaults=True):
     """An RFC 9457 problem. `type` is stable per kind of error; `detail` is for people."""
 
@@ -41,11 +48,12 @@ class Problem(msgspec.Struct, kw_only=True, omit_defaults=True):
     request_id: str | None = None
     errors: list[dict[str, Any]] | None = None  # for validation problems: which field, what is wrong
     context: dict[str, Any] | None = None
-    # On the OpenAI-compatible door only: the same error as OpenAI's error object, which its clients read.
-    error: OpenAIError | None = None
 
 
+# The OpenAI-compatible door answers its errors as OpenAI does (OpenAIErrorBody, application/json),
+# not as problems: OpenAI's clients read `error.message`, and show nothing else.
 OPENAI_DOORS = frozenset({"/v1/chat/completions", "/v1/models"})
+OPENAI_MEDIA_TYPE = "application/json"
 _OPENAI_TYPES = {  # status -> OpenAI's error type; 5xx: server_error; any other: invalid_request_error
     400: "invalid_request_error",
     401: "authentication_error",
@@ -134,7 +142,12 @@ def _response(request: Request[Any, Any, Any], problem: Problem, headers: dict[s
     problem.instance = request.url.path
     problem.request_id = request.scope.get("state", {}).get("request_id")
     if problem.instance in OPENAI_DOORS:
-        problem.error = openai_error(problem)
+        return Response(
+            content=msgspec.json.encode(OpenAIErrorBody(openai_error(problem))),
+            status_code=problem.status,
+            media_type=OPENAI_MEDIA_TYPE,
+            headers=headers,
+        )
     return Response(
         content=msgspec.json.encode(problem),
         status_code=problem.status,
@@ -144,15 +157,23 @@ def _response(request: Request[Any, Any, Any], problem: Problem, headers: dict[s
 
 
 def openai_error(problem: Problem) -> OpenAIError:
+    """The problem as OpenAI's error object: its detail as the message (for a request that does not
+    validate, what is wrong with which field), the field at fault as `param`."""
     if problem.status >= 500:
         kind = "server_error"
     else:
         kind = _OPENAI_TYPES.get(problem.status, "invalid_request_error")
     param = (problem.context or {}).get("parameter")
-    if param is None and problem.errors:
-        param = problem.errors[0].get("key")
+    message = problem.detail or problem.title
+    if problem.errors:
+        first = problem.errors[0]
+        if param is None:
+            param = first.get("key")
+        said = first.get("message")
+        if said and said != message:
+            message = f"{message} {param}: {said}" if param is not None else f"{message} {said}"
     return OpenAIError(
-        message=problem.detail or problem.title,
+        message=message,
         type=kind,
         param=None if param is None else str(param),
         code=problem.type.removeprefix(TYPE_BASE),
@@ -239,10 +260,13 @@ def title_of(status: int) -> str:
 RETRY_AFTER_NOTE = " (retry after the seconds of its Retry-After header)"
 
 
-def responses(*kinds: type[errors.ConvtreeError] | int, database: bool = True) -> dict[int, ResponseSpec]:
+def responses(
+    *kinds: type[errors.ConvtreeError] | int, database: bool = True, openai: bool = False
+) -> dict[int, ResponseSpec]:
     """OpenAPI response entries for the errors a route can answer with, and those any route can (a
     request too slow to arrive, headers too large, a bug) and, where it uses the `database`, the
-    503s with a Retry-After header of a database away or busy."""
+    503s with a Retry-After header of a database away or busy. `openai`: a route of the
+    OpenAI-compatible door, whose errors are OpenAI's error object (OPENAI_DOORS)."""
     specs: dict[int, ResponseSpec] = {}
     descriptions: dict[int, list[str]] = {}
     always = (408, 431, errors.DatabaseUnavailable, errors.DatabaseBusy, 500) if database else (408, 431, 500)
@@ -255,9 +279,9 @@ def responses(*kinds: type[errors.ConvtreeError] | int, database: bool = True) -
             descriptions[status].append(title)
     for status, titles in descriptions.items():
         specs[status] = ResponseSpec(
-            data_container=Problem,
+            data_container=OpenAIErrorBody if openai else Problem,
             description="; ".join(titles) + (RETRY_AFTER_NOTE if status == 503 and database else ""),
-            media_type=MEDIA_TYPE,
+            media_type=OPENAI_MEDIA_TYPE if openai else MEDIA_TYPE,
             generate_examples=False,
         )
     return specs

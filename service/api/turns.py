@@ -25,6 +25,7 @@ from service.app.turn import CLIENT_LEFT, ReplyInFlight, Settled
 from service.app.services import Turns
 from service.domain import errors, views
 from service.domain.message import carried, text_of
+from service.upstream import Said, TextDelta
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=schemas.NO_NUL)]
 PARAMS_DOC = "Sampling parameters (temperature, max_tokens, top_p, stop, seed); unset ones are the provider's defaults."
@@ -247,9 +248,9 @@ async def _events(
         # A stream quiet for `quiet` seconds (the model slow to start, the record waiting for the
         # database) gets a keep-alive comment.
         if await generation.committed():
-            yield _sse("turn", started) + b"".join(sse.event("delta", _encode(Delta(p))) for p in generation.arrived())
+            yield _sse("turn", started) + _text_deltas(generation.arrived())
             async for pieces in generation.deltas(quiet):
-                yield b"".join(sse.event("delta", _encode(Delta(piece))) for piece in pieces) or sse.KEEPALIVE
+                yield _text_deltas(pieces) or sse.KEEPALIVE
         async for settled in generation.outcome(quiet):
             if settled is None:
                 yield sse.KEEPALIVE
@@ -313,3 +314,9 @@ def _sse(event: str, value: Any) -> bytes:
 
 def _location(reply: views.Message) -> str:
     return f"/v1/conversations/{reply.conversation_id}/messages/{reply.id}"
+
+
+def _text_deltas(pieces: list[Said]) -> bytes:
+    """The `delta` events of the text among `pieces`: a turn's stream relays the reply's text; the
+    rest the model said (tool calls, reasoning) is in the stored reply its last event carries."""
+    return b"".join(sse.event("delta", _encode(Delta(p.text))) for p in pieces if isinstance(p, TextDelta))

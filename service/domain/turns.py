@@ -9,6 +9,7 @@ import msgspec
 from service.domain import calls
 from service.domain.errors import ParentStillGenerating
 from service.domain.events import Event, Generation, MessageAppended, TurnFailed
+from service.domain.message import Utterance, said
 from service.domain.tree import Append, ConversationState, Node, appended_node, decide_append, evolve
 
 
@@ -59,15 +60,13 @@ def decide_reply(
     user_message: Node | None,
     user_message_id: uuid.UUID,
     reply_id: uuid.UUID,
-    content: str,
+    reply: Utterance,
     generation: Generation,
     digest_key: bytes | None,
 ) -> list[Event]:
-    """The assistant's reply, as a child of the message it answers; the head moves to it."""
-    cmd = Append(
-        message_id=reply_id, parent_id=user_message_id, role="assistant", content=content, metadata={},
-        digest_key=digest_key,
-    )  # fmt: skip
+    """The assistant's reply (what the model said: text, tool calls, reasoning, refusal, each as it
+    gave them), as a child of the message it answers; the head moves to it."""
+    cmd = Append(**said(reply), message_id=reply_id, parent_id=user_message_id, digest_key=digest_key)
     decided = decide_append(state, cmd, user_message, None)
     assert isinstance(decided, list)
     [event] = decided

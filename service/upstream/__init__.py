@@ -7,9 +7,13 @@ from service.upstream.base import (
     Finished,
     HttpSettings,
     Provider,
+    ReasoningDelta,
+    RefusalDelta,
     RetryPolicy,
+    Said,
     StreamItem,
     TextDelta,
+    ToolCallDelta,
 )
 from service.upstream.echo import EchoProvider
 from service.upstream.ollama import OllamaProvider
@@ -35,9 +39,13 @@ __all__ = [
     "ProviderConfig",
     "Registry",
     "RegistryConfig",
+    "ReasoningDelta",
+    "RefusalDelta",
     "RetryPolicy",
+    "Said",
     "StreamItem",
     "TextDelta",
+    "ToolCallDelta",
     "parse_config",
     "registry_config",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import AsyncGenerator, Callable
-from typing import Protocol, TypeAlias, TypeVar
+from typing import Any, Protocol, TypeAlias, TypeVar
 
 import msgspec
 
@@ -29,13 +29,30 @@ def message_encoder(shape: type[W]) -> Callable[[Utterance], W]:
 
 
 class ChatParams(msgspec.Struct, frozen=True, omit_defaults=True):
-    """Sampling parameters; `None` means "the provider's default", so it is never sent."""
+    """What a request asks of the model besides its messages: sampling, tools, output format;
+    `None` means "the provider's default", so it is never sent. The fields OpenAI names are passed
+    to an OpenAI-compatible provider as given (`tools`, `tool_choice`, `response_format` and
+    `metadata` are OpenAI's JSON, never read here); another protocol maps what it has."""
 
     temperature: float | None = None
     max_tokens: int | None = None
+    max_completion_tokens: int | None = None  # OpenAI's newer name: sent under the name it was given
     top_p: float | None = None
     stop: list[str] | None = None
     seed: int | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: dict[str, Any] | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    reasoning_effort: str | None = None
+    metadata: dict[str, str] | None = None
+
+    @property
+    def token_limit(self) -> int | None:
+        """The most tokens the reply may take, under either name."""
+        return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
 
 
 class ChatRequest(msgspec.Struct, frozen=True):
@@ -50,6 +67,35 @@ class TextDelta(msgspec.Struct, frozen=True, tag="text_delta"):
     text: str
 
 
+class ToolCallDelta(msgspec.Struct, frozen=True):
+    """A fragment of a tool call, as OpenAI streams them: fragments with the same `index` are one
+    call, whose `id`, `type` and `name` come in its first fragment and whose `arguments` are the
+    concatenation of every fragment's (relay.py assembles them). A provider that gives whole calls
+    yields each as one fragment."""
+
+    index: int
+    id: str | None = None
+    type: str | None = None  # "function"
+    name: str | None = None
+    arguments: str | None = None
+
+
+class ReasoningDelta(msgspec.Struct, frozen=True, tag="reasoning_delta"):
+    """A piece of the reasoning a model shows beside its reply (`reasoning_content` in vLLM's and
+    DeepSeek's protocol, `thinking` in Ollama's); the reasoning is the concatenation of all."""
+
+    text: str
+
+
+class RefusalDelta(msgspec.Struct, frozen=True, tag="refusal_delta"):
+    """A piece of the model's refusal (OpenAI's `refusal`), said instead of a reply."""
+
+    text: str
+
+
+Said: TypeAlias = TextDelta | ToolCallDelta | ReasoningDelta | RefusalDelta
+
+
 class Finished(msgspec.Struct, frozen=True, tag="finished"):
     """The last item of every successful stream; fields are `None` when the provider did not say."""
 
@@ -60,7 +106,7 @@ class Finished(msgspec.Struct, frozen=True, tag="finished"):
     completion_tokens: int | None = None
 
 
-StreamItem: TypeAlias = TextDelta | Finished
+StreamItem: TypeAlias = Said | Finished
 
 
 class HttpSettings(msgspec.Struct, frozen=True):
@@ -99,8 +145,9 @@ class RetryPolicy(msgspec.Struct, frozen=True):
 class Provider(Protocol):
     """A model API. Implementations raise only `service.domain.errors.UpstreamError` subclasses.
 
-    `stream` is an async generator: it yields `TextDelta`s then exactly one `Finished`, or
-    raises (possibly after some deltas, so the caller can keep the partial text). Stopping
+    `stream` is an async generator: it yields what the model says as it comes (`TextDelta`,
+    `ToolCallDelta`, `ReasoningDelta`, `RefusalDelta`, in any order) then exactly one `Finished`,
+    or raises (possibly after some deltas, so the caller can keep the partial reply). Stopping
     iteration (`aclose()`, best via `contextlib.aclosing`) or cancelling the task closes the
     upstream response at once, so the model stops generating.
     """

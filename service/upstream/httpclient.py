@@ -337,6 +337,7 @@ class Reply:
     def __init__(self, response: httpx.Response, provider: str, deadline: Deadline) -> None:
         self._lines = lines(response, provider)
         self._deadline = deadline
+        self.content_type = response.headers.get("content-type", "")
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._checked()

@@ -1,14 +1,41 @@
-"""Ollama's native `/api/chat`, streamed as NDJSON, and `/api/tags` for the installed models."""
+"""Ollama's native `/api/chat`, streamed as NDJSON, and `/api/tags` for the installed models.
+
+Ollama's messages differ from OpenAI's in three places, mapped both ways here:
+- tool calls are `{"function": {"name", "arguments": <object>}}`: arguments are a JSON object, not
+  its text. Sent, a call's arguments are parsed (text that does not parse is sent as the string
+  it is, for Ollama to refuse); received, they are written as compact JSON text. A call Ollama gives without an id gets one, `call_` and 24 random
+  hex digits, so a tool result can name it;
+- a tool result names its function (`tool_name`), not the call's id: the name is taken from the
+  call the context asked for with that id;
+- content is a string, with images beside it (`images`, base64): text parts are joined by newlines,
+  `data:` image parts become images, and other parts (http(s) images, audio, files) are not sent.
+Role `developer` is sent as `system`, which Ollama knows. Ollama ends a reply that asks for tools
+with done_reason "stop": convtree records it as "tool_calls", as OpenAI (and Ollama's own
+OpenAI-compatible endpoint) say it. `reasoning_effort` is Ollama's `think`; `response_format` its
+`format` (a JSON schema, or "json"); `tool_choice`, `parallel_tool_calls`, `logprobs` and
+`metadata` have no Ollama counterpart and are not sent.
+"""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncGenerator
+from typing import Any
 
 import msgspec
 
 from service.domain.errors import UpstreamProtocolError
+from service.domain.message import UNSET, FunctionToolCall, Utterance, text_of
 from service.upstream import httpclient
-from service.upstream.base import ChatRequest, Finished, StreamItem, TextDelta, message_encoder
+from service.upstream.base import (
+    ChatParams,
+    ChatRequest,
+    Finished,
+    ReasoningDelta,
+    StreamItem,
+    TextDelta,
+    ToolCallDelta,
+)
 
 
 class _Options(msgspec.Struct, omit_defaults=True):
@@ -19,15 +46,22 @@ class _Options(msgspec.Struct, omit_defaults=True):
     seed: int | None = None
 
 
-class _Sent(msgspec.Struct, omit_defaults=True):
-    """A message as the protocol takes it (message_encoder): a message field the protocol names as
-    convtree does is one line here, with its default (an unset field is not sent)."""
+class _Function(msgspec.Struct):
+    name: str
+    arguments: Any  # an object: Ollama's arguments are JSON, not JSON text
 
+
+class _Call(msgspec.Struct, omit_defaults=True):
+    function: _Function
+    id: str | None = None
+
+
+class _Sent(msgspec.Struct, omit_defaults=True):
     role: str
     content: str
-
-
-_sent = message_encoder(_Sent)
+    images: list[str] | None = None
+    tool_calls: list[_Call] | None = None
+    tool_name: str | None = None
 
 
 class _Body(msgspec.Struct, omit_defaults=True):
@@ -35,10 +69,15 @@ class _Body(msgspec.Struct, omit_defaults=True):
     messages: list[_Sent]
     stream: bool  # no default: omit_defaults would drop it
     options: _Options | None = None
+    tools: list[dict[str, Any]] | None = None
+    format: str | dict[str, Any] | None = None
+    think: bool | str | None = None
 
 
 class _Message(msgspec.Struct):
     content: str = ""
+    thinking: str | None = None
+    tool_calls: list[_Call] | None = None
 
 
 class _Line(msgspec.Struct):
@@ -61,24 +100,92 @@ class _Tags(msgspec.Struct):
 
 _line_decoder = msgspec.json.Decoder(_Line)
 _tags_decoder = msgspec.json.Decoder(_Tags)
+_arguments_encoder = msgspec.json.Encoder()
+
+
+def _arguments(text: str) -> Any:
+    """A call's arguments as Ollama takes them: the JSON the model wrote, parsed; as given if it
+    does not parse (Ollama then says what is wrong with it)."""
+    try:
+        return msgspec.json.decode(text)
+    except msgspec.DecodeError:
+        return text
+
+
+def _images(message: Utterance) -> list[str] | None:
+    """The base64 data of the message's `data:` image parts."""
+    if not isinstance(message.content, list):
+        return None
+    found = []
+    for part in message.content:
+        image = part.get("image_url") if part.get("type") == "image_url" else None
+        url = image.get("url") if isinstance(image, dict) else None
+        if isinstance(url, str) and url.startswith("data:") and "," in url:
+            found.append(url.partition(",")[2])
+    return found or None
+
+
+def _sent(message: Utterance, names: dict[str, str]) -> _Sent:
+    calls = None
+    if message.tool_calls is not UNSET:
+        calls = [
+            _Call(_Function(c.function.name, _arguments(c.function.arguments)), c.id)
+            for c in message.tool_calls
+            if isinstance(c, FunctionToolCall)
+        ] or None
+    return _Sent(
+        role="system" if message.role == "developer" else message.role,
+        content=text_of(message),
+        images=_images(message),
+        tool_calls=calls,
+        tool_name=None if message.tool_call_id is UNSET else names.get(message.tool_call_id),
+    )
+
+
+def _format(p: ChatParams) -> str | dict[str, Any] | None:
+    f = p.response_format
+    if f is None:
+        return None
+    if f.get("type") == "json_object":
+        return "json"
+    schema = f.get("json_schema")
+    if f.get("type") == "json_schema" and isinstance(schema, dict) and isinstance(schema.get("schema"), dict):
+        return dict(schema["schema"])
+    return None
 
 
 def request_body(request: ChatRequest) -> bytes:
-    """The JSON we POST to `/api/chat`; our params map onto Ollama's `options`."""
+    """The JSON we POST to `/api/chat`; our params map onto Ollama's `options` (and the rest, as the
+    module's docstring says)."""
     p = request.params
     options = _Options(
-        temperature=p.temperature, top_p=p.top_p, num_predict=p.max_tokens, stop=p.stop, seed=p.seed
+        temperature=p.temperature, top_p=p.top_p, num_predict=p.token_limit, stop=p.stop, seed=p.seed
     )
+    names = {
+        c.id: c.function.name
+        for m in request.messages
+        if m.tool_calls is not UNSET
+        for c in m.tool_calls
+        if isinstance(c, FunctionToolCall)
+    }
     body = _Body(
         model=request.model,
         stream=True,
-        messages=[_sent(m) for m in request.messages],
+        messages=[_sent(m, names) for m in request.messages],
         options=options if options != _Options() else None,
+        tools=p.tools,
+        format=_format(p),
+        think=p.reasoning_effort,
     )
     return msgspec.json.encode(body)
 
 
 _JSON = {"Content-Type": "application/json"}
+
+
+def call_id() -> str:
+    """An id for a call Ollama gave without one."""
+    return "call_" + uuid.uuid4().hex[:24]
 
 
 class OllamaProvider(httpclient.HttpProvider):
@@ -87,6 +194,7 @@ class OllamaProvider(httpclient.HttpProvider):
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[StreamItem, None]:
         last: _Line | None = None
+        calls = 0
         async with self.streaming("api/chat", request_body(request), _JSON) as reply:
             async for line in reply:
                 if not line.strip():
@@ -97,8 +205,17 @@ class OllamaProvider(httpclient.HttpProvider):
                         f"{self.name} failed mid-reply: {httpclient.scrub(item.error, self._secret)}",
                         provider=self.name,
                     )
-                if item.message is not None and item.message.content:
-                    yield TextDelta(item.message.content)
+                message = item.message
+                if message is not None:
+                    if message.thinking:
+                        yield ReasoningDelta(message.thinking)
+                    if message.content:
+                        yield TextDelta(message.content)
+                    for call in message.tool_calls or ():  # whole calls, each one fragment
+                        arguments = call.function.arguments
+                        text = arguments if isinstance(arguments, str) else _arguments_encoder.encode(arguments).decode()
+                        yield ToolCallDelta(calls, call.id or call_id(), "function", call.function.name, text)
+                        calls += 1
                 if item.done:
                     last = item
                     break
@@ -106,8 +223,11 @@ class OllamaProvider(httpclient.HttpProvider):
                 await reply.finish()
         if last is None:
             raise UpstreamProtocolError(f"{self.name} ended the stream before done=true", provider=self.name)
+        finish_reason = last.done_reason
+        if calls and finish_reason in (None, "stop"):
+            finish_reason = "tool_calls"
         yield Finished(
-            finish_reason=last.done_reason,
+            finish_reason=finish_reason,
             model=last.model,
             response_id=None,  # Ollama has no response id
             prompt_tokens=last.prompt_eval_count,

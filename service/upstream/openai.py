@@ -2,21 +2,38 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterator
+from typing import Any
 
 import msgspec
 
 from service.domain.errors import UpstreamProtocolError
+from service.domain.message import UNSET, Content, FunctionToolCall, ToolCall, UnsetType
 from service.upstream import httpclient
-from service.upstream.base import ChatRequest, Finished, StreamItem, TextDelta, message_encoder
+from service.upstream.base import (
+    ChatRequest,
+    Finished,
+    ReasoningDelta,
+    RefusalDelta,
+    Said,
+    StreamItem,
+    TextDelta,
+    ToolCallDelta,
+    message_encoder,
+)
 
 
 class _Sent(msgspec.Struct, omit_defaults=True):
     """A message as the protocol takes it (message_encoder): a message field the protocol names as
-    convtree does is one line here, with its default (an unset field is not sent)."""
+    convtree does is one line here, with its default (an unset field is not sent). Reasoning is not
+    sent back: servers that return `reasoning_content` refuse it in a request (DeepSeek: 400)."""
 
     role: str
-    content: str
+    content: Content | UnsetType = UNSET
+    name: str | UnsetType = UNSET
+    tool_calls: list[ToolCall] | UnsetType = UNSET
+    tool_call_id: str | UnsetType = UNSET
+    refusal: str | None | UnsetType = UNSET
 
 
 _sent = message_encoder(_Sent)
@@ -30,19 +47,58 @@ class _Body(msgspec.Struct, omit_defaults=True):
     # option ignore it.
     stream_options: dict[str, bool] | None = None
     temperature: float | None = None
-    # `max_tokens` rather than `max_completion_tokens`: every compatible server accepts it.
+    # Each under the name the caller gave: `max_tokens` is the one every compatible server accepts,
+    # `max_completion_tokens` the one OpenAI's reasoning models require.
     max_tokens: int | None = None
+    max_completion_tokens: int | None = None
     top_p: float | None = None
     stop: list[str] | None = None
     seed: int | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: dict[str, Any] | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    reasoning_effort: str | None = None
+    metadata: dict[str, str] | None = None
+
+
+class _FunctionDelta(msgspec.Struct):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class _ToolCallDelta(msgspec.Struct):
+    index: int = 0
+    id: str | None = None
+    type: str | None = None
+    function: _FunctionDelta | None = None
 
 
 class _Delta(msgspec.Struct):
     content: str | None = None
+    tool_calls: list[_ToolCallDelta] | None = None
+    reasoning_content: str | None = None
+    refusal: str | None = None
 
 
 class _Choice(msgspec.Struct):
     delta: _Delta | None = None
+    finish_reason: str | None = None
+
+
+class _Message(msgspec.Struct):
+    """A whole reply's message (a server that answers a streamed request with one JSON object)."""
+
+    content: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    reasoning_content: str | None = None
+    refusal: str | None = None
+
+
+class _WholeChoice(msgspec.Struct):
+    message: _Message | None = None
     finish_reason: str | None = None
 
 
@@ -63,6 +119,14 @@ class _Chunk(msgspec.Struct):
     error: _ErrorDetail | None = None
 
 
+class _Completion(msgspec.Struct):
+    id: str | None = None
+    model: str | None = None
+    choices: list[_WholeChoice] = []
+    usage: _Usage | None = None
+    error: _ErrorDetail | None = None
+
+
 class _Model(msgspec.Struct):
     id: str
 
@@ -72,6 +136,7 @@ class _ModelList(msgspec.Struct):
 
 
 _chunk_decoder = msgspec.json.Decoder(_Chunk)
+_completion_decoder = msgspec.json.Decoder(_Completion)
 _models_decoder = msgspec.json.Decoder(_ModelList)
 
 
@@ -85,11 +150,47 @@ def request_body(request: ChatRequest) -> bytes:
         stream_options={"include_usage": True},
         temperature=p.temperature,
         max_tokens=p.max_tokens,
+        max_completion_tokens=p.max_completion_tokens,
         top_p=p.top_p,
         stop=p.stop,
         seed=p.seed,
+        tools=p.tools,
+        tool_choice=p.tool_choice,
+        parallel_tool_calls=p.parallel_tool_calls,
+        response_format=p.response_format,
+        logprobs=p.logprobs,
+        top_logprobs=p.top_logprobs,
+        reasoning_effort=p.reasoning_effort,
+        metadata=p.metadata,
     )
     return msgspec.json.encode(body)
+
+
+def said_in(delta: _Delta) -> Iterator[Said]:
+    """What one streamed delta says, in the order a reader shows it: reasoning, text, refusal, calls."""
+    if delta.reasoning_content:
+        yield ReasoningDelta(delta.reasoning_content)
+    if delta.content:
+        yield TextDelta(delta.content)
+    if delta.refusal:
+        yield RefusalDelta(delta.refusal)
+    for call in delta.tool_calls or ():
+        function = call.function or _FunctionDelta()
+        yield ToolCallDelta(call.index, call.id, call.type, function.name, function.arguments)
+
+
+def _whole(message: _Message) -> Iterator[Said]:
+    """A whole message, said as the deltas a stream of it would carry (each call in one fragment)."""
+    if message.reasoning_content:
+        yield ReasoningDelta(message.reasoning_content)
+    if message.content:
+        yield TextDelta(message.content)
+    if message.refusal:
+        yield RefusalDelta(message.refusal)
+    for index, call in enumerate(message.tool_calls or ()):
+        # A custom call has no streamed form in Chat Completions: only function calls are relayed.
+        if isinstance(call, FunctionToolCall):
+            yield ToolCallDelta(index, call.id, "function", call.function.name, call.function.arguments)
 
 
 _SSE = {"Content-Type": "application/json", "Accept": "text/event-stream"}
@@ -103,6 +204,21 @@ class OpenAIProvider(httpclient.HttpProvider):
         usage: _Usage | None = None
         done = False
         async with self.streaming("chat/completions", request_body(request), _SSE) as reply:
+            if reply.content_type.startswith("application/json"):
+                # A server that does not stream (some do not, with tools) answers one completion.
+                whole = _completion_decoder.decode(b"\n".join([line async for line in reply]))
+                if whole.error is not None:
+                    raise UpstreamProtocolError(
+                        f"{self.name} failed: " + httpclient.scrub(whole.error.message or "unknown error", self._secret),
+                        provider=self.name,
+                    )
+                for only in whole.choices[:1]:
+                    if only.message is not None:
+                        for item in _whole(only.message):
+                            yield item
+                    finish_reason = only.finish_reason
+                usage = whole.usage
+                response_id, model, done = whole.id, whole.model, True
             async for line in reply:
                 # SSE: only `data:` fields matter; comments (`:`), `event:`, `id:` and blank
                 # separators are skipped. OpenAI sends one JSON object per event.
@@ -125,8 +241,9 @@ class OpenAIProvider(httpclient.HttpProvider):
                 for choice in chunk.choices:
                     if choice.finish_reason:
                         finish_reason = choice.finish_reason
-                    if choice.delta is not None and choice.delta.content:
-                        yield TextDelta(choice.delta.content)
+                    if choice.delta is not None:
+                        for item in said_in(choice.delta):
+                            yield item
             if done:
                 await reply.finish()
         if not done:

@@ -143,13 +143,16 @@ def test_an_empty_body_is_a_problem_that_says_the_body_is_missing(api, conversat
     cid, mid = conversation
     url = path.format(cid=cid, mid=mid)
     method = api.put if url.endswith("/head") else api.post
-    found = problem(method(url, headers={"Content-Type": "application/json"}), 422, "invalid-request")
+    answer = method(url, headers={"Content-Type": "application/json"})
+    if url == "/v1/chat/completions":  # the OpenAI door answers OpenAI's error object
+        assert answer.status_code == 422
+        error = answer.json()["error"]
+        assert "body is missing" in error["message"]
+        assert (error["type"], error["param"], error["code"]) == ("invalid_request_error", "body", "invalid-request")
+        return
+    found = problem(answer, 422, "invalid-request")
     assert "body is missing" in found["detail"], found
     assert found["errors"] == [{"message": found["detail"], "key": "body", "source": "body"}]
-    if url == "/v1/chat/completions":
-        assert found["error"] == {
-            "message": found["detail"], "type": "invalid_request_error", "param": "body", "code": "invalid-request"
-        }
 
 
 def test_an_empty_import_is_a_problem_that_says_the_body_is_missing(api):

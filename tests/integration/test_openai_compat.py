@@ -150,9 +150,10 @@ def test_an_upstream_failure_is_an_error_and_the_turn_failure_is_recorded(client
     with pytest.raises(openai.InternalServerError) as raised:
         client.chat.completions.create(model="fake-large", messages=[{"role": "user", "content": "hi"}])
     assert raised.value.status_code == 502
-    # The SDK's `body` is OpenAI's error object; the problem around it says where the turn is stored.
+    # The SDK's `body` is OpenAI's error object, which also says where the turn is stored.
     assert raised.value.body["type"] == "server_error" and raised.value.body["code"] == "upstream-unavailable"
-    cid = raised.value.response.json()["context"]["conversation_id"]
+    assert "injected failure" in str(raised.value)
+    cid = raised.value.body["context"]["conversation_id"]
     assert [f["error"] for f in turn_failures(model_server.database_url, cid)] == ["upstream_unavailable"]
     assert_settled(model_server.database_url, cid)
 
@@ -170,21 +171,63 @@ def test_a_streamed_failure_raises_in_the_client(client, upstream):
 
 
 def test_requests_convtree_cannot_honour_are_refused(client, api):
-    for bad in (
-        {"messages": [{"role": "user", "content": "hi"}], "n": 2},
-        {"messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function", "function": {"name": "f"}}]},
-        {"messages": [{"role": "assistant", "content": "the last is not the user's"}]},
-        {"messages": [{"role": "tool", "content": "x"}, {"role": "user", "content": "hi"}]},
-        {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
+    for bad, param in (
+        ({"messages": [{"role": "user", "content": "hi"}], "n": 2}, "n"),
+        ({"messages": [{"role": "user", "content": "hi"}], "functions": [{"name": "f"}]}, "functions"),
+        ({"messages": [{"role": "user", "content": "hi"}], "function_call": "auto"}, "function_call"),
+        ({"messages": [{"role": "user", "content": "hi"}], "modalities": ["text", "audio"]}, "modalities"),
+        ({"messages": [{"role": "assistant", "content": "the last is not the user's"}]}, "messages[0].role"),
+        ({"messages": [{"role": "tool", "content": "x"}, {"role": "user", "content": "hi"}]}, "messages[0].tool_call_id"),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
+            "messages[0].content[0].image_url.url",
+        ),
+        ({"messages": [{"role": "user", "content": None}]}, "messages[0].content"),
     ):
         r = api.post("/v1/chat/completions", json={"model": "echo", **bad})
         assert r.status_code == 422, (bad, r.text)
-    parts = [{"type": "text", "text": "two "}, {"type": "text", "text": "parts"}]
+        assert r.json()["error"]["param"] == param, (bad, r.text)
+    parts = [{"type": "text", "text": "two"}, {"type": "text", "text": "parts"}]
     done = client.chat.completions.create(model="echo", messages=[{"role": "user", "content": parts}])
     assert done.choices[0].message.content == "echo: two parts"
     cid = create(api)["id"]
     orphan = {"model": "echo", "messages": [{"role": "user", "content": "hi"}], "parent_message_id": cid}
     assert api.post("/v1/chat/completions", json=orphan).status_code == 422  # needs its conversation_id
+    ignored = {"model": "echo", "messages": [{"role": "user", "content": "hi"}], "some_new_field": {"x": 1}, "n": 1}
+    assert api.post("/v1/chat/completions", json=ignored).status_code == 200
+
+
+def test_n_above_one_is_refused_with_a_message_the_sdk_shows(client):
+    with pytest.raises(openai.UnprocessableEntityError) as raised:
+        client.chat.completions.create(model="echo", messages=[{"role": "user", "content": "hi"}], n=2)
+    assert raised.value.param == "n" and raised.value.type == "invalid_request_error"
+    assert "n: only one choice per completion is supported" in str(raised.value)
+
+
+def test_each_kind_of_error_shows_its_message_in_the_sdk(client, model_server):
+    hi = [{"role": "user", "content": "hi"}]
+    with pytest.raises(openai.UnprocessableEntityError) as invalid:  # a field out of its range
+        client.chat.completions.create(model="echo", messages=hi, temperature=5)
+    assert invalid.value.param == "temperature" and "temperature" in str(invalid.value)
+    assert "Expected `float` <= 2.0" in str(invalid.value)
+    with pytest.raises(openai.UnprocessableEntityError) as role:  # a role OpenAI does not have
+        client.chat.completions.create(model="echo", messages=[{"role": "robot", "content": "hi"}])
+    assert "messages[0].role" in str(role.value)
+    with pytest.raises(openai.NotFoundError) as missing:
+        client.chat.completions.create(
+            model="echo", messages=hi, extra_body={"conversation_id": "00000000-0000-4000-8000-000000000000"}
+        )
+    assert missing.value.code == "conversation-not-found" and str(missing.value) != "Error code: 404"
+    with pytest.raises(openai.UnprocessableEntityError) as unknown:
+        client.chat.completions.create(model="echo/other", messages=hi)
+    assert "model 'other' is not offered by provider 'echo'" in str(unknown.value)
+    with openai.OpenAI(base_url=model_server.base_url + "/v1", api_key="ct_wrong", max_retries=0) as wrong:
+        with pytest.raises(openai.AuthenticationError) as denied:
+            wrong.chat.completions.create(model="echo", messages=hi)
+    assert denied.value.type == "authentication_error" and str(denied.value) != "Error code: 401"
+    with pytest.raises(openai.APIStatusError) as too_large:
+        client.chat.completions.create(model="echo", messages=[{"role": "user", "content": "x" * 17_000_000}])
+    assert too_large.value.status_code == 413 and str(too_large.value) != "Error code: 413"
 
 
 def test_the_api_key_is_required(model_server):
@@ -195,13 +238,18 @@ def test_the_api_key_is_required(model_server):
             wrong.models.list()
 
 
-def test_every_error_on_the_door_carries_openais_error_object_beside_the_problem(api, model_server):
+def test_every_error_on_the_door_is_openais_error_object(api, model_server):
     invalid = api.post("/v1/chat/completions", json={"model": "echo", "messages": []})
-    assert invalid.status_code == 422 and invalid.json()["type"] == "urn:convtree:problem:invalid-request"
-    assert invalid.json()["error"]["type"] == "invalid_request_error"
-    assert invalid.json()["error"]["code"] == "invalid-request"
+    assert invalid.status_code == 422 and invalid.headers["content-type"] == "application/json"
+    assert set(invalid.json()) == {"error"}
+    error = invalid.json()["error"]
+    assert (error["type"], error["code"], error["param"]) == ("invalid_request_error", "invalid-request", "messages")
+    assert "messages" in error["message"]
     refused = api.post("/v1/chat/completions", json={"model": "echo", "messages": [{"role": "assistant", "content": "x"}]})
-    assert refused.status_code == 422 and refused.json()["error"]["message"] == refused.json()["detail"]
+    assert refused.status_code == 422 and refused.json()["error"]["message"].startswith("The last message must be")
     with httpx.Client(base_url=model_server.base_url) as anonymous:
         denied = anonymous.get("/v1/models")
     assert denied.status_code == 401 and denied.json()["error"]["type"] == "authentication_error"
+    # The native API keeps its problems.
+    native = api.post("/v1/conversations", json={"title": 5})
+    assert native.headers["content-type"] == "application/problem+json" and "error" not in native.json()

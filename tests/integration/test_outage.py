@@ -125,7 +125,9 @@ def test_with_the_database_away_every_kind_of_request_gets_503_with_retry_after(
         unavailable(api.get(f"/v1/conversations/{cid}/audit"))
         unavailable(api.get(f"/v1/conversations/{cid}/export"))
         r = api.post("/v1/chat/completions", json={"model": "echo/echo", "messages": [{"role": "user", "content": "hi"}]})
-        unavailable(r)
+        # The OpenAI door says so as OpenAI does.
+        assert r.status_code == 503 and int(r.headers["Retry-After"]) >= 1, r.text
+        assert (r.json()["error"]["type"], r.json()["error"]["code"]) == ("server_error", "database-unavailable")
         # The outage shows in the metrics, which need no database.
         metrics = api.get("/metrics").text
         counted = [line for line in metrics.splitlines() if line.startswith('convtree_database_errors_total{error="DatabaseUnavailable"}')]

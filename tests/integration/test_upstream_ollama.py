@@ -10,7 +10,17 @@ import msgspec
 import pytest
 
 from service.domain.errors import UpstreamProtocolError, UpstreamRejected
-from service.upstream import ChatMessage, ChatParams, ChatRequest, Finished, OllamaProvider, TextDelta
+from service.domain.message import FunctionCall, FunctionToolCall
+from service.upstream import (
+    ChatMessage,
+    ChatParams,
+    ChatRequest,
+    Finished,
+    OllamaProvider,
+    ReasoningDelta,
+    TextDelta,
+    ToolCallDelta,
+)
 from service.upstream.ollama import request_body
 from tests.fakeupstream import FakeUpstream
 
@@ -97,3 +107,46 @@ def test_fake_server_answers_non_streaming_like_ollama(fake: FakeUpstream) -> No
     assert body["done"] is True
     assert body["message"]["content"] == "Hello from fake-small. You said: ping"
     assert (body["prompt_eval_count"], body["eval_count"]) == (1, 6)
+
+
+def test_calls_and_results_are_sent_in_ollamas_form() -> None:
+    calls = [FunctionToolCall("call_1", FunctionCall("weather", '{"city":"Oslo"}'))]
+    history = [
+        ChatMessage("developer", "Use tools."),
+        ChatMessage("user", [{"type": "text", "text": "what is this?"},
+                             {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+                             {"type": "image_url", "image_url": {"url": "https://example.com/x.png"}}]),
+        ChatMessage("assistant", None, tool_calls=calls),
+        ChatMessage("tool", "sunny", tool_call_id="call_1"),
+    ]  # fmt: skip
+    tools = [{"type": "function", "function": {"name": "weather"}}]
+    params = ChatParams(tools=tools, response_format={"type": "json_object"}, max_completion_tokens=5)
+    body = msgspec.json.decode(request_body(ChatRequest("llama3.2", history, params)))
+    assert body["messages"] == [
+        {"role": "system", "content": "Use tools."},
+        {"role": "user", "content": "what is this?", "images": ["AAAA"]},  # http images are not sent
+        {"role": "assistant", "content": "", "tool_calls": [
+            {"function": {"name": "weather", "arguments": {"city": "Oslo"}}, "id": "call_1"}
+        ]},
+        {"role": "tool", "content": "sunny", "tool_name": "weather"},
+    ]  # fmt: skip
+    assert (body["tools"], body["format"], body["options"]) == (tools, "json", {"num_predict": 5})
+
+
+def test_calls_ollama_gives_whole_get_ids_and_json_text_arguments_and_end_as_tool_calls() -> None:
+    body = (
+        b'{"model":"llama3.2","message":{"role":"assistant","content":"","thinking":"hm","tool_calls":['
+        b'{"function":{"name":"weather","arguments":{"city":"Oslo"}}},'
+        b'{"function":{"name":"time","arguments":{}},"id":"given"}]},"done":false}\n'
+        b'{"model":"llama3.2","message":{"role":"assistant","content":""},"done":true,"done_reason":"stop",'
+        b'"prompt_eval_count":3,"eval_count":4}\n'
+    )
+    items = run_with(body)
+    assert items[0] == ReasoningDelta("hm")
+    made = items[1]
+    assert isinstance(made, ToolCallDelta) and made.id is not None and made.id.startswith("call_")
+    assert items[1:3] == [
+        ToolCallDelta(0, made.id, "function", "weather", '{"city":"Oslo"}'),
+        ToolCallDelta(1, "given", "function", "time", "{}"),
+    ]
+    assert items[3] == Finished(finish_reason="tool_calls", model="llama3.2", prompt_tokens=3, completion_tokens=4)

@@ -10,7 +10,18 @@ import msgspec
 import pytest
 
 from service.domain.errors import UpstreamProtocolError
-from service.upstream import ChatMessage, ChatParams, ChatRequest, Finished, OpenAIProvider, TextDelta
+from service.domain.message import FunctionCall, FunctionToolCall
+from service.upstream import (
+    ChatMessage,
+    ChatParams,
+    ChatRequest,
+    Finished,
+    OpenAIProvider,
+    ReasoningDelta,
+    RefusalDelta,
+    TextDelta,
+    ToolCallDelta,
+)
 from service.upstream.openai import request_body
 from tests.fakeupstream import FakeUpstream
 
@@ -138,3 +149,75 @@ def test_fake_server_answers_non_streaming_like_openai(fake: FakeUpstream) -> No
     assert body["object"] == "chat.completion"
     assert body["choices"][0]["message"]["content"] == "Hello from fake-small. You said: ping"
     assert body["usage"] == {"prompt_tokens": 1, "completion_tokens": 6, "total_tokens": 7}
+
+
+CALLS = [FunctionToolCall("call_1", FunctionCall("weather", '{"city":"Oslo"}'))]
+WEATHER = {"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}
+
+
+def test_request_body_sends_tools_and_every_message_field_a_model_api_takes_back() -> None:
+    history = [
+        ChatMessage("developer", "Use tools.", name="ops"),
+        ChatMessage("user", [{"type": "text", "text": "hi"}, {"type": "image_url", "image_url": {"url": "data:,x"}}]),
+        ChatMessage("assistant", None, tool_calls=CALLS, reasoning_content="private"),
+        ChatMessage("tool", "sunny", tool_call_id="call_1"),
+    ]
+    params = ChatParams(tools=[WEATHER], tool_choice="required", parallel_tool_calls=False, max_completion_tokens=9)
+    body = msgspec.json.decode(request_body(ChatRequest("gpt-x", history, params)))
+    assert body["messages"] == [
+        {"role": "developer", "content": "Use tools.", "name": "ops"},
+        {"role": "user", "content": [{"type": "text", "text": "hi"}, {"type": "image_url", "image_url": {"url": "data:,x"}}]},
+        # Reasoning is not sent back (DeepSeek refuses it); a null content is sent as null.
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"type": "function", "id": "call_1", "function": {"name": "weather", "arguments": '{"city":"Oslo"}'}}
+        ]},
+        {"role": "tool", "content": "sunny", "tool_call_id": "call_1"},
+    ]  # fmt: skip
+    assert (body["tools"], body["tool_choice"], body["parallel_tool_calls"]) == ([WEATHER], "required", False)
+    assert body["max_completion_tokens"] == 9 and "max_tokens" not in body
+
+
+def test_streamed_tool_call_fragments_reasoning_and_refusal_are_yielded_as_they_come() -> None:
+    body = sse(
+        '{"id":"c1","choices":[{"index":0,"delta":{"role":"assistant","content":null,"reasoning_content":"hm"}}]}',
+        '{"id":"c1","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_1","type":"function",'
+        '"function":{"name":"weather","arguments":""}}]}}]}',
+        '{"id":"c1","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\\"ci"}}]}}]}',
+        '{"id":"c1","choices":[{"index":0,"delta":{"refusal":"no"}}]}',
+        '{"id":"c1","choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}',
+        "[DONE]",
+    )
+    assert run_with(body) == [
+        ReasoningDelta("hm"),
+        ToolCallDelta(0, "call_1", "function", "weather", ""),
+        ToolCallDelta(0, None, None, None, '{"ci'),
+        RefusalDelta("no"),
+        Finished(finish_reason="tool_calls", response_id="c1"),
+    ]
+
+
+def test_a_server_that_answers_one_json_completion_is_read_as_its_stream() -> None:
+    completion = {
+        "id": "c2",
+        "model": "gpt-x",
+        "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+            "role": "assistant", "content": None, "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "weather", "arguments": "{}"}}
+            ]}}],
+        "usage": {"prompt_tokens": 4, "completion_tokens": 2, "total_tokens": 6},
+    }  # fmt: skip
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=completion)
+
+    async def go() -> list[object]:
+        provider = OpenAIProvider("oa", "http://upstream.test/v1", transport=httpx.MockTransport(handler))
+        try:
+            return [item async for item in provider.stream(REQUEST)]
+        finally:
+            await provider.aclose()
+
+    assert asyncio.run(go()) == [
+        ToolCallDelta(0, "call_1", "function", "weather", "{}"),
+        Finished(finish_reason="tool_calls", model="gpt-x", response_id="c2", prompt_tokens=4, completion_tokens=2),
+    ]

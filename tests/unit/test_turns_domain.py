@@ -18,6 +18,7 @@ from service.domain.events import (
     from_columns,
     to_columns,
 )
+from service.domain.message import FunctionCall, FunctionToolCall, Utterance, body_of
 from service.domain.tree import Append, ConversationState, Node, fold, seen
 from service.domain.turns import check_parent_settled, decide_chain, decide_failure, decide_reply
 
@@ -92,7 +93,7 @@ def test_a_chain_in_an_empty_conversation_starts_at_the_root():
 def test_the_reply_is_a_child_of_its_user_message_with_its_generation_and_takes_the_head():
     user, reply = uuid.uuid4(), uuid.uuid4()
     given = seen(state(uuid.uuid4(), 5, 1), node(user, 4))
-    events = decide_reply(given, node(user, 4), user, reply, "four", GENERATION, None)
+    events = decide_reply(given, node(user, 4), user, reply, Utterance("assistant", "four"), GENERATION, None)
     [event] = events
     assert isinstance(event, MessageAppended)
     assert (event.message_id, event.parent_id, event.role, event.depth) == (reply, user, "assistant", 5)
@@ -101,17 +102,32 @@ def test_the_reply_is_a_child_of_its_user_message_with_its_generation_and_takes_
     assert (after.head_id, after.message_count, after.leaf_count) == (reply, 6, 1)
 
 
+def test_a_reply_that_asks_for_tools_keeps_its_calls_reasoning_and_null_content_as_the_model_gave_them():
+    user = uuid.uuid4()
+    given = seen(state(uuid.uuid4(), 6, 1), node(user, 4))
+    calls = [
+        FunctionToolCall("call_a", FunctionCall("weather", '{"city": "Oslo"}')),
+        FunctionToolCall("call_b", FunctionCall("time", "{not json")),
+    ]
+    said = Utterance("assistant", None, tool_calls=calls, reasoning_content="think first")
+    [event] = decide_reply(given, node(user, 4), user, uuid.uuid4(), said, GENERATION, None)
+    assert isinstance(event, MessageAppended)
+    assert (event.content, event.tool_calls, event.reasoning_content) == (None, calls, "think first")
+    assert event.refusal is msgspec.UNSET and event.tool_call_id is msgspec.UNSET
+    assert event.body_sha256 == body_digest(body_of(said).text)
+
+
 def test_a_regenerated_reply_beside_another_adds_a_branch_tip():
     user = uuid.uuid4()
     given = seen(state(uuid.uuid4(), 6, 1), node(user, 4, has_children=True))
-    events = decide_reply(given, node(user, 4, has_children=True), user, uuid.uuid4(), "", GENERATION, None)
+    events = decide_reply(given, node(user, 4, has_children=True), user, uuid.uuid4(), Utterance("assistant", ""), GENERATION, None)
     assert fold(given, events).leaf_count == 2
 
 
 def test_a_reply_whose_user_message_is_not_there_is_refused():
     user = uuid.uuid4()
     with pytest.raises(ParentNotFound):
-        decide_reply(state(uuid.uuid4()), None, user, uuid.uuid4(), "text", GENERATION, None)
+        decide_reply(state(uuid.uuid4()), None, user, uuid.uuid4(), Utterance("assistant", "text"), GENERATION, None)
 
 
 def test_a_failed_turn_records_only_the_failure():

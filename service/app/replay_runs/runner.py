@@ -257,6 +257,7 @@ class Turn:
         """Count turn `index` on the run and write it, in one transaction; False (nothing written)
         if this process no longer holds the run."""
         original = self.plan.turns[index].reply_id
+        reply = outcome.reply()
         generation = msgspec.structs.replace(
             record.generation(turn_plan, outcome), replay_of=msgspec.UNSET if original is None else original
         )
@@ -277,9 +278,9 @@ class Turn:
             asked = rules.decide_chain(w.see(above), above, [cmd])
             replied = rules.decide_reply(
                 tree.fold(w.state, asked), tree.appended_node(asked[0], self.target_id), user_id, reply_id,
-                outcome.text, generation, writes.new_digest_key(),
+                reply, generation, writes.new_digest_key(),
             )  # fmt: skip
             await w.write([*asked, *replied])
         assert self._before is not None
-        self._before += [context_item(user_id, user), ContextItem(role="assistant", content=outcome.text, id=reply_id)]
+        self._before += [context_item(user_id, user), context_item(reply_id, reply)]
         return True

@@ -30,7 +30,7 @@ Sent = Utterance
 
 
 class Chat(msgspec.Struct, frozen=True, kw_only=True):
-    """A chat completion request, as a turn; the last message is the user's turn.
+    """A chat completion request, as a turn: its last message is the turn.
 
     With `conversation_id`, `messages` continue the path to `parent_message_id` (None: the head).
     If the first of them is that path's root, said exactly (threads.matched), they are the history
@@ -42,6 +42,8 @@ class Chat(msgspec.Struct, frozen=True, kw_only=True):
     Without it and with `auto_thread`, the tenant's conversation whose stored path is the longest
     prefix of `messages` (looked up by path digest: Tx.find_thread) is continued the same way; none
     is: a new conversation. Without either, `messages` make a new conversation (a chain, root first).
+    Either way the last message is the turn: the user's, or the result of a tool call (after the
+    assistant's call, the tool results sent back).
     """
 
     messages: list[Sent]
@@ -64,8 +66,11 @@ async def begin_chat(
 ) -> L | Answered:
     """Take the chat's turn; with an Idempotency-Key, a retry is answered as begin.again says."""
     provider, model = resolve_model(registry, chat.model)
-    if not chat.messages or chat.messages[-1].role != "user":
-        raise InvalidRequest("The last message must be the user's: it is the turn to answer.")
+    if not chat.messages or chat.messages[-1].role not in ("user", "tool"):
+        raise InvalidRequest(
+            "The last message must be the user's, or a tool's result: it is the turn to answer.",
+            parameter=f"messages[{max(len(chat.messages) - 1, 0)}].role",
+        )
     if chat.parent_message_id is not None and chat.conversation_id is None:
         raise InvalidRequest("parent_message_id needs the conversation_id it belongs to.")
     spec = ReplySpec(window=chat.window, params=chat.params)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Protocol, TypeVar
+from typing import Annotated, Any, Literal, Protocol, TypeVar
 
 import msgspec
 
@@ -24,16 +24,40 @@ class Lease(msgspec.Struct, frozen=True):
     seconds: float
 
 
+# OpenAI's request fields, with OpenAI's limits: each door that takes them declares them with these.
+Tools = Annotated[list[dict[str, Any]], msgspec.Meta(max_length=128)]
+ToolChoice = Literal["none", "auto", "required"] | dict[str, Any]
+TopLogprobs = Annotated[int, msgspec.Meta(ge=0, le=20)]
+ReasoningEffort = Annotated[str, msgspec.Meta(min_length=1, max_length=20)]
+CompletionMetadata = Annotated[
+    dict[Annotated[str, msgspec.Meta(max_length=64)], Annotated[str, msgspec.Meta(max_length=512)]],
+    msgspec.Meta(max_length=16),
+]
+
+
 class Params(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, forbid_unknown_fields=True):
-    """Sampling parameters; those not given are the provider's defaults."""
+    """What a turn asks of the model besides its context: sampling, tools, output format, under
+    OpenAI's names and with OpenAI's meaning; those not given are the provider's defaults. They
+    are passed to the provider (each as its protocol has it: service/upstream) and recorded, as
+    given, in the reply's generation (`params`), `metadata` included: it tags the completion, as
+    OpenAI's does."""
 
     temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] | None = None
     max_tokens: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
+    max_completion_tokens: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
     top_p: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
     stop: Annotated[list[Annotated[str, msgspec.Meta(min_length=1)]], msgspec.Meta(max_length=4)] | None = (
         None
     )
     seed: int | None = None
+    tools: Tools | None = None
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: dict[str, Any] | None = None
+    logprobs: bool | None = None
+    top_logprobs: TopLogprobs | None = None
+    reasoning_effort: ReasoningEffort | None = None
+    metadata: CompletionMetadata | None = None
 
 
 class ReplySpec(msgspec.Struct, frozen=True, kw_only=True):

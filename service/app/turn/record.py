@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import msgspec
 
@@ -17,14 +17,56 @@ from service.domain import views
 from service.domain import turns as rules
 from service.domain.errors import ConvtreeError, ReplyAbandoned
 from service.domain.events import Generation, Interruption, MessageAppended, TurnFailed
+from service.domain.message import UNSET, FunctionCall, FunctionToolCall, ToolCall, UnsetType, Utterance
 from service.store import pending
 from service.store.events import Store
-from service.upstream import Finished
+from service.upstream import Finished, ReasoningDelta, RefusalDelta, ToolCallDelta
+
+
+@dataclass
+class Assembled:
+    """What a reply says besides its text, put together as it arrives: its tool calls, each from
+    the fragments of one `index` (id, type and name as first given, arguments concatenated), its
+    reasoning and its refusal."""
+
+    calls: dict[int, dict[str, str]] = field(default_factory=dict)
+    reasoning: list[str] = field(default_factory=list)
+    refusal: list[str] = field(default_factory=list)
+
+    def add(self, piece: ToolCallDelta | ReasoningDelta | RefusalDelta) -> None:
+        if isinstance(piece, ReasoningDelta):
+            self.reasoning.append(piece.text)
+        elif isinstance(piece, RefusalDelta):
+            self.refusal.append(piece.text)
+        else:
+            call = self.calls.setdefault(piece.index, {"arguments": ""})
+            for name in ("id", "type", "name"):
+                value = getattr(piece, name)
+                if value and name not in call:
+                    call[name] = value
+            call["arguments"] += piece.arguments or ""
+
+    def tool_calls(self) -> list[ToolCall] | UnsetType:
+        """The calls in the order of their index. A call the model gave no id is given one
+        (`call_` and 24 random hex digits), so that its result can name it."""
+        if not self.calls:
+            return UNSET
+        return [
+            FunctionToolCall(
+                id=call.get("id") or "call_" + uuid.uuid4().hex[:24],
+                function=FunctionCall(name=call.get("name", ""), arguments=call["arguments"]),
+            )
+            for _, call in sorted(self.calls.items())
+        ]
+
+    @property
+    def anything(self) -> bool:
+        return bool(self.calls or self.reasoning or self.refusal)
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """What the model call came to: the text received, and how it ended."""
+    """What the model call came to: the text received (and the rest it said), and how it ended."""
 
     text: str
     finished: Finished | None  # the provider's last word, on a complete reply
@@ -33,10 +75,32 @@ class Outcome:
     latency_ms: float
     first_token_ms: float | None
     truncated: bool = False  # the reply reached the cap (relay.MAX_REPLY_CHARS) and was cut there
+    said: Assembled = field(default_factory=Assembled)  # its tool calls, reasoning and refusal
 
     @property
     def complete(self) -> bool:
         return self.finished is not None and self.error is None and self.interruption is None
+
+    @property
+    def received(self) -> bool:
+        """Whether the model said anything at all."""
+        return bool(self.text) or self.said.anything
+
+    def reply(self) -> Utterance:
+        """The assistant's message, as the model said it: its text as content (null when tool calls
+        or a refusal carry the message instead, as OpenAI gives it), its tool calls, its reasoning
+        and its refusal, each only when said."""
+        said = self.said
+        calls = said.tool_calls()
+        refusal = "".join(said.refusal) if said.refusal else UNSET
+        carried = calls is not UNSET or refusal is not UNSET
+        return Utterance(
+            role="assistant",
+            content=self.text if self.text or not carried else None,
+            tool_calls=calls,
+            refusal=refusal,
+            reasoning_content="".join(said.reasoning) if said.reasoning else UNSET,
+        )
 
     def delayed(self) -> Outcome:
         """This outcome, to be recorded after its client was told it could not be: a complete reply
@@ -67,15 +131,16 @@ async def record_outcome(
                 stored = await tx.get_message(w.scope, plan.reply_id)
                 if stored is not None:
                     return stored
-                if not outcome.text:
+                if not outcome.received:
                     return None  # a turn_failed closed it (the earlier attempt's, or the sweep's)
             raise ReplyAbandoned(reply_id=str(plan.reply_id))
         user_id = plan.user_message.id
-        if outcome.complete or outcome.text:
+        if outcome.complete or outcome.received:
             user = (await tx.find_nodes(w.scope, [user_id])).get(user_id)
             generation = _generation(plan, outcome)
+            reply = outcome.reply()
             events = rules.decide_reply(
-                w.see(user), user, user_id, plan.reply_id, outcome.text, generation, writes.new_digest_key()
+                w.see(user), user, user_id, plan.reply_id, reply, generation, writes.new_digest_key()
             )
             sealed = await w.write(events)
             event = events[0]

@@ -36,12 +36,12 @@ from service.domain.events import Interruption
 from service.store import pending
 from service.store.events import Store
 from service.store.pool import is_outage
-from service.upstream import Finished, TextDelta
+from service.upstream import Finished, Said, TextDelta, ToolCallDelta
 
 log = logging.getLogger("convtree.turns")
 
 # A reply is cut here, as a plain append's content is capped (finish_reason "length", `truncated`):
-# no stream may grow without bound.
+# no stream may grow without bound. Its text, reasoning, refusal and tool calls' arguments count.
 MAX_REPLY_CHARS = 1_000_000
 CLIENT_LEFT = Interruption(kind="client_disconnected", detail="The client disconnected before the reply was complete.")
 SHUTDOWN = Interruption(kind="shutdown", detail="The service shut down before the reply was complete.")
@@ -60,15 +60,16 @@ class Settled:
 
 
 class ReplyInFlight:
-    """One reply in flight. Once its turn is `committed()`, `arrived()` and `deltas()` relay its
-    text (when started with `relay`); `settled` resolves once the outcome is recorded."""
+    """One reply in flight. Once its turn is `committed()`, `arrived()` and `deltas()` relay what
+    it says as it arrives (when started with `relay`): pieces of text, reasoning and refusal, and
+    tool call fragments; `settled` resolves once the outcome is recorded."""
 
     def __init__(self, plan: Plan, *, relay: bool) -> None:
         self.plan = plan
         self.settled: asyncio.Future[Settled] = asyncio.get_running_loop().create_future()
-        # The text received and not yet relayed; `_arrived` is set whenever there is more of it, or
+        # What was received and not yet relayed; `_arrived` is set whenever there is more of it, or
         # once the relay has ended (`_relay_ended`).
-        self._pieces: collections.deque[str] | None = collections.deque() if relay else None
+        self._pieces: collections.deque[Said] | None = collections.deque() if relay else None
         self._arrived = asyncio.Event()
         self._relay_ended = False
         self._upstream: asyncio.Task[record.Outcome] | None = None
@@ -106,8 +107,8 @@ class ReplyInFlight:
         self._relay_ended = True
         self._arrived.set()
 
-    def arrived(self) -> list[str]:
-        """The text that has arrived and not been relayed yet, taken now without waiting: a stream's
+    def arrived(self) -> list[Said]:
+        """What has arrived and not been relayed yet, taken now without waiting: a stream's
         first write carries it along with the turn's ids (one write, not two, when the model is
         quicker than the turn's commit)."""
         pieces = self._pieces
@@ -116,8 +117,8 @@ class ReplyInFlight:
         pieces.clear()
         return batch
 
-    async def deltas(self, quiet: float | None = None) -> AsyncIterator[list[str]]:
-        """The rest of the text in order, in batches: whatever arrived since the last batch was
+    async def deltas(self, quiet: float | None = None) -> AsyncIterator[list[Said]]:
+        """The rest of the reply in order, in batches: whatever arrived since the last batch was
         taken, so a reader slower than the model takes several pieces per write, not one write per
         piece. After `quiet` seconds without any, an empty batch (a stream's cue for a keep-alive)."""
         pieces = self._pieces
@@ -147,6 +148,7 @@ class ReplyInFlight:
 
     async def _call(self) -> record.Outcome:
         pieces: list[str] = []
+        said = record.Assembled()
         size = 0
         finished: Finished | None = None
         cut = False
@@ -158,23 +160,26 @@ class ReplyInFlight:
         try:
             async with contextlib.aclosing(provider.stream(self.plan.request())) as stream:
                 async for item in stream:
-                    if isinstance(item, TextDelta):
-                        text = record.storable(item.text)
-                        if len(text) > MAX_REPLY_CHARS - size:  # no piece, however large, passes the cap
-                            text = text[: MAX_REPLY_CHARS - size]
-                            cut = True
-                        if text:
-                            if first_token is None:
-                                first_token = time.perf_counter()
-                            pieces.append(text)
-                            size += len(text)
-                            if self._pieces is not None:
-                                self._pieces.append(text)
-                                self._arrived.set()
-                        if cut:
-                            break  # closing the stream stops the model
-                    else:
+                    if isinstance(item, Finished):
                         finished = item
+                        continue
+                    if not isinstance(item, ToolCallDelta) and not item.text:
+                        continue
+                    piece, length = _storable(item, MAX_REPLY_CHARS - size)
+                    cut = piece is None or length < _length(item)
+                    if piece is not None:
+                        if first_token is None:
+                            first_token = time.perf_counter()
+                        if isinstance(piece, TextDelta):
+                            pieces.append(piece.text)
+                        else:
+                            said.add(piece)
+                        size += length
+                        if self._pieces is not None:
+                            self._pieces.append(piece)
+                            self._arrived.set()
+                    if cut:
+                        break  # closing the stream stops the model
         except asyncio.CancelledError:
             # Our own interrupt(): closing the stream (above, on the way out) stopped the model. If
             # the reply had already ended, the interrupt came too late to cut anything short.
@@ -197,6 +202,7 @@ class ReplyInFlight:
         ended = time.perf_counter()
         return record.Outcome(
             text="".join(pieces),
+            said=said,
             finished=finished,
             error=error,
             interruption=interruption,
@@ -367,6 +373,26 @@ class Replies:
             self._maintenance.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._maintenance
+
+
+def _length(item: Said) -> int:
+    if isinstance(item, ToolCallDelta):
+        return sum(len(v) for v in (item.id, item.name, item.arguments) if v is not None)
+    return len(item.text)
+
+
+def _storable(item: Said, room: int) -> tuple[Said | None, int]:
+    """`item` as it is stored (record.storable) and cut to the `room` left under the cap, and its
+    length; None when nothing of it is left (a call fragment is kept whole or not at all)."""
+    if isinstance(item, ToolCallDelta):
+        fields = [None if v is None else record.storable(v) for v in (item.id, item.type, item.name, item.arguments)]
+        kept = ToolCallDelta(item.index, *fields)
+        length = _length(kept)
+        return (kept, length) if length <= room else (None, 0)
+    text = record.storable(item.text)[:room]
+    if not text:
+        return None, 0
+    return type(item)(text), len(text)
 
 
 def _not_recorded(plan: Plan) -> ReplyNotRecorded:
