@@ -33,6 +33,7 @@ from service.api.history import HistoryController
 from service.api.hygiene import cors, gzipped
 from service.api.metrics import metered
 from service.api.observe import Observer
+from service.api.ollama import OllamaController
 from service.api.openai_compat import OpenAICompatController
 from service.api.problems import HANDLERS, MEDIA_TYPE, title_of
 from service.api.replays import ReplayController
@@ -43,7 +44,7 @@ from service.app.services import Turns, open_services
 from service.config import Settings
 from service.upstream import Registry
 
-VERSION = "0.1.0"
+VERSION = service.__version__
 # JSON stored before the nesting limit (service.domain.nesting) may be nearly 1,000 levels deep: as
 # deep as the decoder then took. Reading and serving it recurses once per level on top of the
 # request's own stack, which Python's default limit of 1,000 leaves no room for; this does, and
@@ -107,7 +108,7 @@ def create_app(database_url: str, settings: Settings, registry: Registry | None 
         # automatic OPTIONS handler would otherwise keep a stale `Allow` list for merged routes.
         route_handlers=[
             ConversationController, ForkController, HistoryController, TurnController, OpenAICompatController,
-            ReplayController,
+            OllamaController, ReplayController,
             healthz, readyz, *ui.routers(), *observer.routes,
         ],
         dependencies=root.providers(),

@@ -33,6 +33,10 @@ class Chat(msgspec.Struct, frozen=True, kw_only=True):
     Without `conversation_id`, `messages` is the whole conversation so far: a new one is made of it
     (a chain, root first). With it, `messages` are the new messages only, appended under
     `parent_message_id` or, without it, the head. Either way the last message is the user's turn.
+
+    `auto_thread`: the messages are a whole history, to be matched against the stored paths and
+    continued where it matches (the Ollama door sets it). Until that matching exists it changes
+    nothing: the history makes a new conversation, as without `conversation_id`.
     """
 
     messages: list[Sent]
@@ -41,6 +45,7 @@ class Chat(msgspec.Struct, frozen=True, kw_only=True):
     parent_message_id: uuid.UUID | None = None
     window: windows.Window = msgspec.field(default_factory=windows.FullWindow)
     params: Params = msgspec.field(default_factory=Params)
+    auto_thread: bool = False
 
 
 async def begin_chat(
