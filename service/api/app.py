@@ -200,18 +200,24 @@ def _document_validation_as_422(app: Litestar) -> None:
 
 def _document_streams(app: Litestar) -> None:
     """A route that streams when asked (`stream: true`; its handler's `opt` says `streams`) answers
-    200 `text/event-stream` then, beside its JSON answers: the document says so on its 200."""
+    200 `text/event-stream` then, beside its JSON answers: the document says so on its 200. The
+    Ollama door's (`streams: "ndjson"`) streams `application/x-ndjson`, a JSON answer a line."""
     paths = app.openapi_schema.paths or {}
     for route in app.routes:
         for handler in getattr(route, "route_handlers", ()):
-            if not handler.opt.get("streams") or route.path_format not in paths:
+            kind = handler.opt.get("streams")
+            if not kind or route.path_format not in paths:
                 continue
             for method in handler.http_methods:
                 operation = getattr(paths[route.path_format], method.lower())
                 ok = operation.responses.setdefault(
                     "200", OpenAPIResponse(description="With `stream: true`: the events.")
                 )
-                ok.content = {**(ok.content or {}), "text/event-stream": OpenAPIMediaType(schema=_SSE_EVENT)}
+                if kind == "ndjson":
+                    line = (ok.content or {})["application/json"].schema
+                    ok.content = {**(ok.content or {}), "application/x-ndjson": OpenAPIMediaType(schema=line)}
+                else:
+                    ok.content = {**(ok.content or {}), "text/event-stream": OpenAPIMediaType(schema=_SSE_EVENT)}
 
 
 def _document_body_limit(app: Litestar) -> None:

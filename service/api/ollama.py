@@ -136,6 +136,7 @@ class OllamaController(Controller):
     @post(
         "/chat",
         status_code=200,
+        opt={"streams": "ndjson"},
         summary="Chat (Ollama-compatible), stored as a turn",
         description="Ollama's request and answer. Streamed by default as `application/x-ndjson`, one JSON "
         "object a line (the text as it comes, then a last line with `done: true`, `done_reason`, the counts "
