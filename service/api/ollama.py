@@ -164,7 +164,9 @@ class OllamaController(Controller):
                 model=data.model, created_at=_now(), message=OllamaMessage(role="assistant", content=""),
                 done=True, done_reason="load",
             )  # fmt: skip
-            return _lines(_once(_encode(loaded))) if data.stream else json_response(loaded, 200)  # type: ignore[return-value]
+            if data.stream:
+                return _lines(_once(_encode(loaded)))  # type: ignore[return-value]
+            return json_response(loaded, 200)
         begun = await turns_service.chat(caller, _chat(data), keyed(request, data), relay=data.stream)
         if isinstance(begun, turns_app.Answered):
             return _replayed(begun, stream=data.stream)
@@ -193,7 +195,9 @@ class OllamaController(Controller):
         status_code=200,
         summary="A model's details (Ollama-compatible)",
         description="For a model name as `model` accepts it, when its provider lists it; 404 otherwise.",
-        responses=responses(errors.Unauthorized, 422, errors.ModelNotFound, errors.UnknownProvider),
+        responses=responses(
+            errors.Unauthorized, 422, 400, errors.JsonTooDeep, errors.ModelNotFound, errors.UnknownProvider
+        ),
     )
     async def show(
         self, data: JSONBody[ShowBody], caller: NamedDependency[Caller], turns_service: NamedDependency[Turns]
@@ -275,9 +279,14 @@ def _replayed(answered: turns_app.Answered, *, stream: bool) -> Response[Any]:
     if not stream:
         return json_response(whole, 200, REPLAYED)
     text = ChatAnswer(
-        model=whole.model, created_at=whole.created_at, message=OllamaMessage(role="assistant", content=whole.message.content),
-        done=False, conversation_id=whole.conversation_id, message_id=whole.message_id, provider=whole.provider,
-    )  # fmt: skip
+        model=whole.model,
+        created_at=whole.created_at,
+        message=OllamaMessage(role="assistant", content=whole.message.content),
+        done=False,
+        conversation_id=whole.conversation_id,
+        message_id=whole.message_id,
+        provider=whole.provider,
+    )
     return _lines(_once(_encode(text), _encode(_last(answered.conversation_id, reply))), REPLAYED)
 
 

@@ -208,7 +208,9 @@ def ollama_message(message: Utterance) -> OllamaMessage:
     if message.tool_calls is not UNSET:
         out.tool_calls = [
             OllamaToolCall(
-                id=call.id, type="function", function=OllamaFunction(name=call.function.name, arguments=_object(call.function.arguments), index=i)
+                id=call.id,
+                type="function",
+                function=OllamaFunction(name=call.function.name, arguments=_object(call.function.arguments), index=i),
             )
             for i, call in enumerate(message.tool_calls)
             if isinstance(call, FunctionToolCall)

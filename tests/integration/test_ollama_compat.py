@@ -127,7 +127,8 @@ def test_num_predict_cuts_the_reply_with_done_reason_length(client):
 def test_errors_are_ollamas_and_the_client_raises_them_with_the_message(client, model_server, upstream):
     with pytest.raises(ollama.ResponseError) as raised:
         client.chat(model="echo", messages=[{"role": "assistant", "content": "not the user's"}], stream=False)
-    assert raised.value.status_code == 422 and raised.value.error == "The last message must be the user's: it is the turn to answer."
+    assert raised.value.status_code == 422
+    assert raised.value.error == "The last message must be the user's: it is the turn to answer."
     with pytest.raises(ollama.ResponseError) as raised:
         client.chat(model="echo", messages=[{"role": "robot", "content": "hi"}], stream=False)
     assert raised.value.status_code == 422 and "role 'robot'" in raised.value.error
@@ -139,7 +140,8 @@ def test_errors_are_ollamas_and_the_client_raises_them_with_the_message(client, 
         client.show("fake/no-such-model")
     assert raised.value.status_code == 404 and raised.value.error == "model 'fake/no-such-model' not found"
     with pytest.raises(ollama.ResponseError) as raised:
-        client.chat(model="echo", messages=[{"role": "user", "content": "hi"}], tools=[{"type": "function", "function": {"name": "f"}}])
+        tools = [{"type": "function", "function": {"name": "f"}}]
+        client.chat(model="echo", messages=[{"role": "user", "content": "hi"}], tools=tools)
     assert raised.value.status_code == 422 and raised.value.error == "Tools are not supported."
 
 
@@ -225,3 +227,23 @@ def test_a_resent_history_continues_one_conversation(client, api):
         ("user", "two"), ("assistant", "echo: two"),
         ("user", "three"), ("assistant", "echo: three"),
     ]  # fmt: skip
+
+
+def test_a_retry_with_the_same_idempotency_key_gets_the_stored_reply_without_calling_the_model(api, upstream):
+    body = {"model": "fake-large", "messages": [{"role": "user", "content": "once"}], "stream": False}
+    first = api.post("/api/chat", json=body, headers={"Idempotency-Key": "k1"})
+    again = api.post("/api/chat", json=body, headers={"Idempotency-Key": "k1"})
+    assert first.status_code == again.status_code == 200 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.json()["message_id"] == first.json()["message_id"]
+    assert again.json()["message"] == first.json()["message"]
+    assert again.json()["eval_count"] == first.json()["eval_count"]
+    streamed = api.post("/api/chat", json={**body, "stream": True}, headers={"Idempotency-Key": "k1"})
+    assert streamed.status_code == 422  # another request under the same key
+    fresh = api.post("/api/chat", json={**body, "stream": True}, headers={"Idempotency-Key": "k2"})
+    lines = [json.loads(line) for line in fresh.text.splitlines()]
+    replayed = api.post("/api/chat", json={**body, "stream": True}, headers={"Idempotency-Key": "k2"})
+    assert replayed.headers["Idempotent-Replayed"] == "true"
+    again_lines = [json.loads(line) for line in replayed.text.splitlines()]
+    assert "".join(x["message"]["content"] for x in again_lines) == "".join(x["message"]["content"] for x in lines)
+    assert again_lines[-1]["done"] is True and again_lines[-1]["message_id"] == lines[-1]["message_id"]
+    assert len([r for r in upstream.requests if r.method == "POST"]) == 2

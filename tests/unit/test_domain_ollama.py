@@ -68,7 +68,7 @@ def test_media_type_reads_the_signature(head, kind):
 @pytest.mark.parametrize("image", ["not base64!", "", "QUJD\n", "QUJ"])
 def test_an_image_that_is_not_base64_is_refused_naming_it(image):
     with pytest.raises(InvalidRequest) as refused:
-        utterances(sent({"role": "user", "content": "x"}, {"role": "user", "content": "x", "images": [b64(PNG), image]}))
+        utterances(sent({"role": "user", "content": "x"}, {"role": "user", "content": "", "images": [b64(PNG), image]}))
     assert refused.value.context["parameter"] == "messages[1].images[1]"
 
 
@@ -162,9 +162,13 @@ def test_out_a_message_says_in_ollamas_words():
         "role": "assistant",
         "content": "",
         "thinking": "hmm",
-        "tool_calls": [{"function": {"name": "f", "arguments": {"a": [1, 2]}, "index": 0}, "id": "call_x", "type": "function"}],
+        "tool_calls": [
+            {"function": {"name": "f", "arguments": {"a": [1, 2]}, "index": 0}, "id": "call_x", "type": "function"}
+        ],
     }
-    bad = Utterance(role="assistant", content="x", tool_calls=[FunctionToolCall(id="c", function=FunctionCall("f", "{oops"))])
+    bad = Utterance(
+        role="assistant", content="x", tool_calls=[FunctionToolCall(id="c", function=FunctionCall("f", "{oops"))]
+    )
     assert ollama_message(bad).tool_calls[0].function.arguments == "{oops"  # not an object: the text as it is
     parts = Utterance(role="user", content=[
         {"type": "text", "text": "a"},
