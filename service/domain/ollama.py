@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import binascii
 import hashlib
-from typing import Any, get_args
+from typing import Any
 
 import msgspec
 
@@ -41,13 +41,12 @@ from service.domain.message import (
     FunctionCall,
     FunctionToolCall,
     Part,
-    Role,
     ToolCall,
     UnsetType,
     Utterance,
 )
 
-ROLES: frozenset[str] = frozenset(get_args(Role))
+ROLES: frozenset[str] = frozenset({"system", "user", "assistant", "tool"})  # Ollama's: no "developer"
 
 
 class OllamaFunction(msgspec.Struct, omit_defaults=True):

@@ -145,9 +145,10 @@ def test_a_tool_message_with_no_call_left_to_answer_is_refused_naming_it():
         assert refused.value.context["parameter"] == f"messages[{len(history) - 1}].tool_name"
 
 
-def test_an_unknown_role_is_refused_naming_it():
+@pytest.mark.parametrize("role", ["robot", "developer"])  # "developer" is OpenAI's, not Ollama's
+def test_a_role_ollama_does_not_have_is_refused_naming_it(role):
     with pytest.raises(InvalidRequest) as refused:
-        utterances(sent({"role": "user", "content": "x"}, {"role": "robot", "content": "x"}))
+        utterances(sent({"role": "user", "content": "x"}, {"role": role, "content": "x"}))
     assert refused.value.context["parameter"] == "messages[1].role"
 
 
