@@ -33,6 +33,7 @@ from service.api.history import HistoryController
 from service.api.hygiene import cors, gzipped
 from service.api.metrics import metered
 from service.api.observe import Observer
+from service.api.ollama import OllamaController
 from service.api.openai_compat import OpenAICompatController
 from service.api.problems import HANDLERS, MEDIA_TYPE, OPENAI_DOORS, OPENAI_MEDIA_TYPE, title_of
 from service.api.replays import ReplayController
@@ -43,7 +44,7 @@ from service.app.services import Turns, open_services
 from service.config import Settings
 from service.upstream import Registry
 
-VERSION = "0.1.0"
+VERSION = service.__version__
 # JSON stored before the nesting limit (service.domain.nesting) may be nearly 1,000 levels deep: as
 # deep as the decoder then took. Reading and serving it recurses once per level on top of the
 # request's own stack, which Python's default limit of 1,000 leaves no room for; this does, and
@@ -109,7 +110,7 @@ def create_app(database_url: str, settings: Settings, registry: Registry | None 
         # automatic OPTIONS handler would otherwise keep a stale `Allow` list for merged routes.
         route_handlers=[
             ConversationController, ForkController, HistoryController, TurnController, OpenAICompatController,
-            ReplayController,
+            OllamaController, ReplayController,
             healthz, readyz, *ui.routers(), *observer.routes,
         ],
         dependencies=root.providers(),
@@ -203,18 +204,24 @@ def _document_validation_as_422(app: Litestar) -> None:
 
 def _document_streams(app: Litestar) -> None:
     """A route that streams when asked (`stream: true`; its handler's `opt` says `streams`) answers
-    200 `text/event-stream` then, beside its JSON answers: the document says so on its 200."""
+    200 `text/event-stream` then, beside its JSON answers: the document says so on its 200. The
+    Ollama door's (`streams: "ndjson"`) streams `application/x-ndjson`, a JSON answer a line."""
     paths = app.openapi_schema.paths or {}
     for route in app.routes:
         for handler in getattr(route, "route_handlers", ()):
-            if not handler.opt.get("streams") or route.path_format not in paths:
+            kind = handler.opt.get("streams")
+            if not kind or route.path_format not in paths:
                 continue
             for method in handler.http_methods:
                 operation = getattr(paths[route.path_format], method.lower())
                 ok = operation.responses.setdefault(
                     "200", OpenAPIResponse(description="With `stream: true`: the events.")
                 )
-                ok.content = {**(ok.content or {}), "text/event-stream": OpenAPIMediaType(schema=_SSE_EVENT)}
+                if kind == "ndjson":
+                    line = (ok.content or {})["application/json"].schema
+                    ok.content = {**(ok.content or {}), "application/x-ndjson": OpenAPIMediaType(schema=line)}
+                else:
+                    ok.content = {**(ok.content or {}), "text/event-stream": OpenAPIMediaType(schema=_SSE_EVENT)}
 
 
 def _document_body_limit(app: Litestar) -> None:

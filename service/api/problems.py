@@ -48,12 +48,15 @@ class Problem(msgspec.Struct, kw_only=True, omit_defaults=True):
     request_id: str | None = None
     errors: list[dict[str, Any]] | None = None  # for validation problems: which field, what is wrong
     context: dict[str, Any] | None = None
+    # On the Ollama door (`/api/`): Ollama's error, a string (the detail), which its clients read.
+    error: str | None = None
 
 
 # The OpenAI-compatible door answers its errors as OpenAI does (OpenAIErrorBody, application/json),
 # not as problems: OpenAI's clients read `error.message`, and show nothing else.
 OPENAI_DOORS = frozenset({"/v1/chat/completions", "/v1/models"})
 OPENAI_MEDIA_TYPE = "application/json"
+OLLAMA_DOOR = "/api/"  # every path under it, routes convtree does not serve included
 _OPENAI_TYPES = {  # status -> OpenAI's error type; 5xx: server_error; any other: invalid_request_error
     400: "invalid_request_error",
     401: "authentication_error",
@@ -71,6 +74,7 @@ TABLE: dict[type[errors.ConvtreeError], tuple[int, str, str]] = {
     errors.ConversationNotFound: (404, "conversation-not-found", "Conversation not found"),
     errors.MessageNotFound: (404, "message-not-found", "Message not found"),
     errors.ParentNotFound: (404, "parent-not-found", "Parent message not found"),
+    errors.ModelNotFound: (404, "model-not-found", "Model not found"),
     errors.ReplayRunNotFound: (404, "replay-run-not-found", "Replay run not found"),
     errors.NotFound: (404, "not-found", "Not found"),
     errors.ConversationIdConflict: (409, "conversation-id-conflict", "Conversation id already used"),
@@ -148,6 +152,8 @@ def _response(request: Request[Any, Any, Any], problem: Problem, headers: dict[s
             media_type=OPENAI_MEDIA_TYPE,
             headers=headers,
         )
+    if problem.instance.startswith(OLLAMA_DOOR):
+        problem.error = ollama_error(problem)
     return Response(
         content=msgspec.json.encode(problem),
         status_code=problem.status,
@@ -179,6 +185,11 @@ def openai_error(problem: Problem) -> OpenAIError:
         code=problem.type.removeprefix(TYPE_BASE),
         context=problem.context,
     )
+
+
+def ollama_error(problem: Problem) -> str:
+    """Ollama's error: `{"error": "<message>"}`, the text its clients raise (ResponseError)."""
+    return problem.detail or problem.title
 
 
 def domain_error(request: Request[Any, Any, Any], exc: errors.ConvtreeError) -> Response[Any]:

@@ -255,6 +255,10 @@ class Turns:
     async def models(self) -> list[tuple[str, str]]:
         return await turn.list_models(self.registry)
 
+    async def model(self, name: str) -> tuple[str, str]:
+        """(provider, model) for a model name a turn accepts, if that provider lists it."""
+        return await turn.find_model(self.registry, name)
+
     def drain(self, after: float) -> None:
         self.generations.drain(after)
 

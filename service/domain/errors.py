@@ -4,7 +4,8 @@ ConvtreeError
 ├── NotFound
 │   ├── ConversationNotFound
 │   ├── MessageNotFound
-│   └── ParentNotFound
+│   ├── ParentNotFound
+│   └── ModelNotFound
 ├── Conflict
 │   ├── ConversationIdConflict
 │   ├── MessageIdConflict
@@ -65,6 +66,10 @@ class ConversationNotFound(NotFound):
 
 class MessageNotFound(NotFound):
     """The message does not exist in this conversation."""
+
+
+class ModelNotFound(NotFound):
+    """No configured provider offers this model."""
 
 
 class ParentNotFound(NotFound):

@@ -3,7 +3,7 @@ opening), relayed while the model talks (relay), and recorded in another (record
 
 from service.app.turn.begin import NewTurn, begin_regenerate, begin_turn, begin_user_turn
 from service.app.turn.chat import Chat, Sent, begin_chat
-from service.app.turn.models import list_models, resolve_model
+from service.app.turn.models import find_model, list_models, resolve_model
 from service.app.turn.plan import Answered, Params, Plan, ReplySpec
 from service.app.turn.relay import CLIENT_LEFT, Replies, ReplyInFlight, Settled
 
@@ -23,6 +23,7 @@ __all__ = [
     "begin_regenerate",
     "begin_turn",
     "begin_user_turn",
+    "find_model",
     "list_models",
     "resolve_model",
 ]

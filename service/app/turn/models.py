@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from service.domain.errors import UpstreamError
+from service.domain.errors import ModelNotFound, UpstreamError
 from service.upstream import Provider, Registry
 
 MODELS_TIMEOUT = 5.0  # a provider that cannot list its models this fast is listed by its configuration
@@ -38,3 +38,11 @@ async def list_models(registry: Registry) -> list[tuple[str, str]]:
     names = registry.names()
     listed = await asyncio.gather(*(of(n) for n in names))
     return [(name, model) for name, models in zip(names, listed, strict=True) for model in models]
+
+
+async def find_model(registry: Registry, name: str) -> tuple[str, str]:
+    """(provider, model) that `name` means, as a turn resolves it, when that provider lists it."""
+    provider, model = resolve_model(registry, name)
+    if (provider.name, model) not in await list_models(registry):
+        raise ModelNotFound(f"model {name!r} not found", model=name)
+    return provider.name, model

@@ -1,0 +1,376 @@
+"""The Ollama-compatible API: `POST /api/chat` (NDJSON streamed by default, or one JSON answer),
+`GET /api/tags`, `POST /api/show` and `GET /api/version`, so Ollama's clients work against convtree
+with an `Authorization: Bearer <key>` header. A chat is a turn like any other (Turns.chat); the
+messages convert as service/domain/ollama.py says."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import State
+from litestar.di import NamedDependency
+from litestar.params import JSONBody
+from litestar.response import Stream
+
+import service
+from service.api import schemas
+from service.api.deps import REPLAYED, json_response, keyed
+from service.api.problems import responses
+from service.api.turns import IDEMPOTENCY_KEY, TURN_ERRORS, stream_error, wait_settled
+from service.app import turn as turns_app
+from service.app.caller import Caller
+from service.app.services import Turns
+from service.app.turn import CLIENT_LEFT, ReplyInFlight, Settled
+from service.domain import errors, views
+from service.domain.ollama import OllamaMessage, ollama_message, utterances
+from service.upstream import ReasoningDelta, Said, ToolCallDelta
+
+MEDIA_TYPE = "application/x-ndjson"
+HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # no proxy may buffer a stream
+EPOCH = "1970-01-01T00:00:00Z"  # the `modified_at` of every model: convtree does not know when a provider's changed
+
+Stop = Annotated[list[Annotated[str, msgspec.Meta(min_length=1)]], msgspec.Meta(max_length=4)]
+
+
+class Options(msgspec.Struct, kw_only=True):
+    """Ollama's `options`: those a turn's params have are honoured (`num_predict` is `max_tokens`;
+    0 or less, Ollama's "no limit", is the provider's default); the others (`num_ctx`, `top_k`, …)
+    are the model server's own and are ignored, as Ollama ignores options a model does not have."""
+
+    temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] | None = None
+    top_p: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
+    seed: int | None = None
+    num_predict: int | None = None
+    stop: Stop | None = None
+
+
+class ChatBody(msgspec.Struct, kw_only=True):
+    """Ollama's chat request. `keep_alive` and `think` are the model server's to act on and are
+    ignored (a reply's reasoning is answered as `thinking` when the provider gives it); `format` and
+    `tools` are refused when set, as nothing passes them to a provider yet."""
+
+    model: Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=schemas.NO_NUL)]
+    messages: Annotated[list[OllamaMessage], msgspec.Meta(max_length=10_000)] = []
+    stream: bool = True
+    format: str | dict[str, Any] | None = None
+    options: Options | None = None
+    tools: list[dict[str, Any]] | None = None
+    think: bool | str | None = None
+    keep_alive: float | str | None = None
+
+
+class ChatAnswer(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One line of a streamed chat (or the whole answer): Ollama's fields, the durations in
+    nanoseconds, plus where the reply is stored (`conversation_id`, `message_id`) and who gave it.
+
+    The durations are the reply's as recorded: `total_duration` from the request to the provider
+    until its last token, `prompt_eval_duration` until its first, `eval_duration` between them;
+    `load_duration` is 0 (loading, if any, is inside the provider's first token). The counts are
+    the provider's token counts."""
+
+    model: str
+    created_at: str
+    message: OllamaMessage
+    done: bool
+    done_reason: str | None = None
+    total_duration: int | None = None
+    load_duration: int | None = None
+    prompt_eval_count: int | None = None
+    prompt_eval_duration: int | None = None
+    eval_count: int | None = None
+    eval_duration: int | None = None
+    conversation_id: uuid.UUID | None = None
+    message_id: uuid.UUID | None = None
+    provider: str | None = None
+
+
+class ModelDetails(msgspec.Struct, kw_only=True):
+    family: str  # the provider
+    families: list[str]
+    parent_model: str = ""
+    format: str = ""
+    parameter_size: str = ""
+    quantization_level: str = ""
+
+
+class TagModel(msgspec.Struct, kw_only=True):
+    name: str  # "provider/model", as `model` accepts it
+    model: str
+    modified_at: str
+    size: int  # 0: convtree holds no weights
+    digest: str  # SHA-256 of the name: stable, not of any weights
+    details: ModelDetails
+
+
+class Tags(msgspec.Struct):
+    models: list[TagModel]
+
+
+class ShowBody(msgspec.Struct, kw_only=True):
+    model: Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=schemas.NO_NUL)]
+
+
+class ShowAnswer(msgspec.Struct, kw_only=True):
+    modelfile: str
+    parameters: str
+    template: str
+    details: ModelDetails
+    model_info: dict[str, Any]
+    capabilities: list[str]
+    modified_at: str
+
+
+class Version(msgspec.Struct):
+    version: str  # convtree's
+
+
+class OllamaController(Controller):
+    path = "/api"
+    tags = ["ollama-compatible"]
+
+    @post(
+        "/chat",
+        status_code=200,
+        opt={"streams": "ndjson"},
+        summary="Chat (Ollama-compatible), stored as a turn",
+        description="Ollama's request and answer. Streamed by default as `application/x-ndjson`, one JSON "
+        "object a line (the text as it comes, then a last line with `done: true`, `done_reason`, the counts "
+        "and durations in nanoseconds); with `stream: false` one JSON object. Every line and the answer "
+        "also carry `conversation_id`, `message_id` (the stored reply) and `provider`. `messages` is the "
+        "whole history, the last a user message; it makes a new conversation (images are stored as "
+        "`image_url` parts with a data: URL, `thinking` as `reasoning_content`, tool calls with derived "
+        "ids: service/domain/ollama.py). `model` is resolved as on /v1/chat/completions. `options` "
+        "temperature, top_p, seed, num_predict and stop are the turn's params, other options, `think` and "
+        "`keep_alive` are ignored, `format` and `tools` refused. Errors are Ollama's `{\"error\": "
+        '"<message>"}` (beside the problem\'s fields); a stream that fails ends with such a line. Without '
+        "`messages` the answer is Ollama's `done_reason: \"load\"` and nothing is stored.",
+        responses=responses(*TURN_ERRORS),
+    )
+    async def chat(
+        self,
+        request: Request[Any, Any, State],
+        data: JSONBody[ChatBody],
+        caller: NamedDependency[Caller],
+        turns_service: NamedDependency[Turns],
+        idempotency_key: Annotated[str | None, IDEMPOTENCY_KEY] = None,
+    ) -> Response[ChatAnswer]:
+        if not data.messages:  # Ollama's way to load a model: there is nothing to load
+            loaded = ChatAnswer(
+                model=data.model, created_at=_now(), message=OllamaMessage(role="assistant", content=""),
+                done=True, done_reason="load",
+            )  # fmt: skip
+            if data.stream:
+                return _lines(_once(_encode(loaded)))  # type: ignore[return-value]
+            return json_response(loaded, 200)
+        begun = await turns_service.chat(caller, _chat(data), keyed(request, data), relay=data.stream)
+        if isinstance(begun, turns_app.Answered):
+            return _replayed(begun, stream=data.stream)
+        if data.stream:
+            # The return annotation is the JSON answer's OpenAPI schema; a stream is documented beside it.
+            return _lines(_stream(request, begun, turns_service.keepalive))  # type: ignore[return-value]
+        settled = await wait_settled(request.receive, begun)
+        if settled.error is not None:
+            raise settled.error
+        assert settled.reply is not None
+        return json_response(_answer(begun.plan.conversation_id, settled.reply), 200)
+
+    @get(
+        "/tags",
+        summary="The configured providers' models (Ollama-compatible list)",
+        description='Names are "provider/model", as `model` accepts them; size, digest and dates are '
+        "placeholders (convtree holds no weights).",
+        responses=responses(errors.Unauthorized, 422),
+    )
+    async def list_models(self, caller: NamedDependency[Caller], turns_service: NamedDependency[Turns]) -> Tags:
+        listed = await turns_service.models()
+        return Tags(models=[_tag(p, m) for p, m in listed])
+
+    @post(
+        "/show",
+        status_code=200,
+        summary="A model's details (Ollama-compatible)",
+        description="For a model name as `model` accepts it, when its provider lists it; 404 otherwise.",
+        responses=responses(
+            errors.Unauthorized, 422, 400, errors.JsonTooDeep, errors.ModelNotFound, errors.UnknownProvider
+        ),
+    )
+    async def show(
+        self, data: JSONBody[ShowBody], caller: NamedDependency[Caller], turns_service: NamedDependency[Turns]
+    ) -> ShowAnswer:
+        provider, model = await turns_service.model(data.model)
+        return ShowAnswer(
+            modelfile="",
+            parameters="",
+            template="",
+            details=_details(provider),
+            model_info={"general.basename": model, "convtree.provider": provider},
+            capabilities=["completion"],
+            modified_at=EPOCH,
+        )
+
+    @get(
+        "/version",
+        summary="convtree's version (Ollama-compatible)",
+        responses=responses(errors.Unauthorized, database=False),
+    )
+    async def version(self, caller: NamedDependency[Caller]) -> Version:
+        return Version(service.__version__)
+
+
+def _chat(data: ChatBody) -> turns_app.Chat:
+    if data.tools:
+        raise errors.InvalidRequest("Tools are not supported.", parameter="tools")
+    if data.format:
+        raise errors.InvalidRequest("`format` is not supported.", parameter="format")
+    o = data.options or Options()
+    params = turns_app.Params(
+        temperature=o.temperature,
+        top_p=o.top_p,
+        seed=o.seed,
+        max_tokens=o.num_predict if o.num_predict is not None and o.num_predict > 0 else None,
+        stop=o.stop or None,
+    )
+    return turns_app.Chat(messages=utterances(data.messages), model=data.model, params=params, auto_thread=True)
+
+
+def _answer(conversation_id: uuid.UUID, reply: views.Message) -> ChatAnswer:
+    """The whole reply as Ollama answers a chat that is not streamed (and as a stream's last line,
+    without the text already streamed)."""
+    g = reply.generation
+    if g is None:  # not a reply a model wrote: cannot be, a turn's reply always is one
+        raise errors.ReplyAbandoned()
+    first = g.first_token_ms if g.first_token_ms is not None else g.latency_ms
+    return ChatAnswer(
+        model=g.model,
+        created_at=_time(reply.created_at),
+        message=ollama_message(reply),
+        done=True,
+        done_reason=g.finish_reason or "stop",
+        total_duration=_ns(g.latency_ms),
+        load_duration=0,
+        prompt_eval_count=g.prompt_tokens,
+        prompt_eval_duration=_ns(first),
+        eval_count=g.completion_tokens,
+        eval_duration=_ns(g.latency_ms - first),
+        conversation_id=conversation_id,
+        message_id=reply.id,
+        provider=g.provider,
+    )
+
+
+def _last(conversation_id: uuid.UUID, reply: views.Message) -> ChatAnswer:
+    """A stream's last line: the reply's other fields (tool calls, thinking), its text streamed already."""
+    answer = _answer(conversation_id, reply)
+    answer.message.content = ""
+    answer.message.images = msgspec.UNSET
+    return answer
+
+
+def _replayed(answered: turns_app.Answered, *, stream: bool) -> Response[Any]:
+    """A retry's answer: the stored reply, as JSON or as a stream of two lines (its text, then the
+    last line), never a second call to the model."""
+    reply = answered.reply
+    whole = _answer(answered.conversation_id, reply)
+    if not stream:
+        return json_response(whole, 200, REPLAYED)
+    text = ChatAnswer(
+        model=whole.model,
+        created_at=whole.created_at,
+        message=OllamaMessage(role="assistant", content=whole.message.content),
+        done=False,
+        conversation_id=whole.conversation_id,
+        message_id=whole.message_id,
+        provider=whole.provider,
+    )
+    return _lines(_once(_encode(text), _encode(_last(answered.conversation_id, reply))), REPLAYED)
+
+
+async def _stream(request: Request[Any, Any, State], generation: ReplyInFlight, quiet: float) -> AsyncIterator[bytes]:
+    plan = generation.plan
+
+    def line(piece: Said | str) -> bytes:
+        # Text (and a refusal, which Ollama has no field for) as `content`, reasoning as `thinking`;
+        # tool calls come whole in the last line, as Ollama sends them.
+        if isinstance(piece, ReasoningDelta):
+            message = OllamaMessage(role="assistant", content="", thinking=piece.text)
+        else:
+            text = piece if isinstance(piece, str) else "" if isinstance(piece, ToolCallDelta) else piece.text
+            message = OllamaMessage(role="assistant", content=text)
+        value = ChatAnswer(
+            model=plan.model, created_at=_now(), message=message, done=False,
+            conversation_id=plan.conversation_id, message_id=plan.reply_id, provider=plan.provider.name,
+        )  # fmt: skip
+        return _encode(value)
+
+    settled: Settled | None = None
+    try:
+        # Nothing before the turn is committed; then the text so far, in one write. While it is
+        # quiet, a line with no text keeps the connection alive (NDJSON has no comments, and an
+        # Ollama client reads every line as a JSON object).
+        if await generation.committed():
+            yield line("") + b"".join(line(piece) for piece in generation.arrived())
+            async for pieces in generation.deltas(quiet):
+                yield b"".join(line(piece) for piece in pieces) or line("")
+        async for settled in generation.outcome(quiet):
+            if settled is None:
+                yield line("")
+    finally:
+        if settled is None:  # the client left: stop the model now (see service.api.turns)
+            generation.interrupt(CLIENT_LEFT)
+    assert settled is not None
+    if settled.error is not None or settled.reply is None or settled.reply.generation is None:
+        problem = stream_error(request, settled.error or errors.ReplyAbandoned(), settled.reply)
+        yield _encode({"error": problem.detail or problem.title, "problem": problem})
+        return
+    yield _encode(_last(plan.conversation_id, settled.reply))
+
+
+def _tag(provider: str, model: str) -> TagModel:
+    name = f"{provider}/{model}"
+    return TagModel(
+        name=name,
+        model=name,
+        modified_at=EPOCH,
+        size=0,
+        digest=hashlib.sha256(name.encode()).hexdigest(),
+        details=_details(provider),
+    )
+
+
+def _details(provider: str) -> ModelDetails:
+    return ModelDetails(family=provider, families=[provider])
+
+
+def _lines(lines: AsyncIterator[bytes], headers: dict[str, str] | None = None) -> Stream:
+    return Stream(lines, media_type=MEDIA_TYPE, status_code=200, headers={**HEADERS, **(headers or {})})
+
+
+async def _once(*lines: bytes) -> AsyncIterator[bytes]:
+    for line in lines:
+        yield line
+
+
+def _ns(ms: float) -> int:
+    return max(0, round(ms * 1_000_000))
+
+
+def _time(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _now() -> str:
+    return _time(datetime.now(UTC))
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def _encode(value: Any) -> bytes:
+    """One NDJSON line (msgspec never writes a raw newline inside)."""
+    return _encoder.encode(value) + b"\n"
