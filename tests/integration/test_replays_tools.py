@@ -172,3 +172,13 @@ def test_each_step_of_a_turn_is_matched_against_the_step_at_its_place(model_api,
     steps = diff(model_api, cid, run["id"])["turns"][0]["steps"]
     assert [s["resolution"] for s in steps] == ["reused", "unrecorded"]
     assert steps[1]["unrecorded"] == [{"name": "lookup", "arguments": '{"said": "plan a trip"}'}]
+
+
+def test_an_unrecorded_call_whose_arguments_hold_a_nul_still_stops_the_run_with_its_status(model_api, upstream):
+    cid, _ = agent_conversation(model_api, turns=1)
+    upstream.fail_next(Fault.tool_calls(("lookup", '{"said": "\x00"}')))
+    run = wait_run(model_api, cid, replay(model_api, cid, target=TOOLS)["id"])
+    assert (run["status"], run["error"]) == ("stopped", "unrecorded_tool_call"), run
+    assert "\ufffd" in run["detail"] and "\x00" not in run["detail"]
+    [stopped] = diff(model_api, cid, run["id"])["turns"][0]["steps"]
+    assert stopped["unrecorded"] == [{"name": "lookup", "arguments": '{"said": "\ufffd"}'}]  # stored as a plain append would take it
