@@ -789,12 +789,15 @@ UPDATE replay_runs SET lease_until = now() + make_interval(secs => :lease_second
 
 -- name: advance_replay_run
 -- Turn :turn of run :run_id is being written, in this transaction, by :owner: counted, with its
--- tokens, only if the owner still holds the run and turn :turn - 1 was the last one written. No
--- row: the run was cancelled or claimed by another process, and the turn must not be written.
+-- tokens, only if the owner still holds the run and turn :turn - 1 was the last one written; when
+-- the run's path ends at that turn (:status, stopped), the run ends with it. No row: the run was
+-- cancelled or claimed by another process, and the turn must not be written.
 UPDATE replay_runs
    SET turns_done = :turn, prompt_tokens = prompt_tokens + :prompt_tokens,
        completion_tokens = completion_tokens + :completion_tokens,
-       status = CASE WHEN :turn = turns_total THEN 'finished' ELSE status END,
+       status = CASE WHEN :status::text IS NOT NULL THEN :status::text
+                     WHEN :turn = turns_total THEN 'finished' ELSE status END,
+       error = coalesce(:error::text, error), detail = coalesce(:detail::text, detail),
        lease_until = now() + make_interval(secs => :lease_seconds), updated_at = now()
  WHERE tenant = :tenant AND run_id = :run_id AND owner = :owner AND status = 'running' AND turns_done = :turn - 1
 RETURNING status;
