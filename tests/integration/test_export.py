@@ -253,7 +253,8 @@ def test_a_conversation_changed_through_the_conversations_api_moves_whole(api, e
     _, key = elsewhere.new_key()
     with elsewhere.client(key) as there:
         import_(there, body)
-        assert export(there, cid) == body
+        unplaced = lambda b: [{k: v for k, v in i.items() if k != "seq"} for i in lines(b)]  # noqa: E731
+        assert unplaced(export(there, cid)) == unplaced(body)  # all but each event's place in that log
         assert there.get(f"/v1/conversations/{cid}").json()["metadata"] == {"k": "v"}
         listed = there.get(f"/openai/v1/conversations/{made['id']}/items", params={"order": "asc"}).json()["data"]
         assert [i["content"][0]["text"] for i in listed] == ["a", "c"]
