@@ -70,14 +70,15 @@ def path(api: httpx.Client, cid: str) -> list[dict]:
 
 
 EXPECTED_CALLS = [
-    {"id": call_id(0, "weather", ARGUMENTS), "type": "function", "function": {"name": "weather", "arguments": ARGUMENTS}},
-    {"id": call_id(1, "time", ARGUMENTS), "type": "function", "function": {"name": "time", "arguments": ARGUMENTS}},
+    {"id": call_id(i, name, ARGUMENTS), "type": "function", "function": {"name": name, "arguments": ARGUMENTS}}
+    for i, name in enumerate(["weather", "time"])
 ]
+ASK = [{"role": "user", "content": QUESTION}]
 
 
 @pytest.mark.parametrize("model", MODELS)
 def test_a_reply_that_asks_for_tools_is_answered_with_ollamas_tool_calls(client, api, upstream, model):
-    answer = client.chat(model=model, messages=[{"role": "user", "content": QUESTION}], tools=[WEATHER, TIME], stream=False)
+    answer = client.chat(model=model, messages=ASK, tools=[WEATHER, TIME], stream=False)
     assert answer.done is True and answer.done_reason == "stop"  # as Ollama ends a reply that asks for tools
     assert answer.message.role == "assistant" and not answer.message.content
     assert [(c.function.name, c.function.arguments) for c in answer.message.tool_calls] == [
@@ -107,10 +108,11 @@ def test_a_reply_that_asks_for_tools_is_answered_with_ollamas_tool_calls(client,
 def test_a_streamed_reply_gives_its_calls_whole_in_the_last_line_and_no_line_for_their_fragments(
     client, api, model_server, upstream, model
 ):
-    parts = list(client.chat(model=model, messages=[{"role": "user", "content": QUESTION}], tools=[WEATHER], stream=True))
+    parts = list(client.chat(model=model, messages=ASK, tools=[WEATHER], stream=True))
     *before, last = parts
     assert last.done is True and last.done_reason == "stop"
-    assert [(c.function.name, c.function.arguments) for c in last.message.tool_calls] == [("weather", {"said": QUESTION})]
+    [call] = last.message.tool_calls
+    assert (call.function.name, call.function.arguments) == ("weather", {"said": QUESTION})
     # One line when the turn is stored (the reply's ids), then the last: the calls' fragments,
     # streamed in pieces by the OpenAI-protocol model, make no empty lines.
     assert len(before) == 1 and not before[0].message.content and not before[0].message.tool_calls
@@ -184,13 +186,14 @@ def test_tool_results_sent_back_with_the_whole_history_continue_one_path(
     ids=["json", "schema"],
 )
 def test_format_is_the_turns_response_format(client, api, upstream, format, response_format):
-    client.chat(model="fake/fake-large", messages=[{"role": "user", "content": "as json"}], format=format, stream=False)
+    as_json = [{"role": "user", "content": "as json"}]
+    client.chat(model="fake/fake-large", messages=as_json, format=format, stream=False)
     assert bodies(upstream)[-1]["response_format"] == response_format
     [conversation] = conversations(api)
     reply = tree(api, conversation["id"])[-1]
     assert reply["generation"]["params"]["response_format"] == response_format
     # An Ollama model server is sent it back as Ollama's `format`.
-    client.chat(model="fakeollama/fake-small", messages=[{"role": "user", "content": "as json"}], format=format, stream=False)
+    client.chat(model="fakeollama/fake-small", messages=as_json, format=format, stream=False)
     assert bodies(upstream)[-1]["format"] == format
 
 

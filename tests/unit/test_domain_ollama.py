@@ -244,11 +244,12 @@ def test_a_reply_is_stored_as_an_ollama_client_sends_it_back():
         ],
     )
     stored = as_resent(reply)
+    compact = '{"city":"Oslo","days":2}'
     assert stored.tool_calls == [
-        FunctionToolCall(id=call_id(0, "weather", '{"city":"Oslo","days":2}'), function=FunctionCall("weather", '{"city":"Oslo","days":2}')),
-        FunctionToolCall(id=call_id(1, "time", "{}"), function=FunctionCall("time", "{}")),
-        FunctionToolCall(id=call_id(2, "raw", "[1, 2]"), function=FunctionCall("raw", "[1, 2]")),  # not an object: as written
-    ]  # fmt: skip
+        FunctionToolCall(id=call_id(0, "weather", compact), function=FunctionCall("weather", compact)),
+        FunctionToolCall(id=call_id(1, "time", "{}"), function=FunctionCall("time", "{}")),  # none: an empty object
+        FunctionToolCall(id=call_id(2, "raw", "[1, 2]"), function=FunctionCall("raw", "[1, 2]")),  # not an object
+    ]
     assert (stored.content, stored.reasoning_content) == (None, "looking")
     assert as_resent(stored) == stored
     text = Utterance(role="assistant", content="no calls")
