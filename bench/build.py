@@ -21,6 +21,7 @@ from service.app import messages as messages_app
 from service.app.caller import Caller
 from service.domain import tree
 from service.domain.events import Envelope, Event, seal
+from service.domain.stored import stored_bodies
 from service.store.events import Store
 
 
@@ -84,7 +85,6 @@ class Builder:
             start, now, seqs = begun
             state = start
             events: list[Event] = []
-            bodies: dict[uuid.UUID, str] = {}
             made: list[tuple[uuid.UUID, tree.Node]] = []
             new_ids: list[uuid.UUID] = []
             parent = nodes[plan.tip] if plan.tip is not None else None
@@ -103,7 +103,6 @@ class Builder:
                 event = decided[0]
                 assert isinstance(event, tree.MessageAppended)
                 events.append(event)
-                bodies[cmd.message_id] = cmd.content
                 state = tree.evolve(state, event)
                 if parent is not None and not parent.has_children:
                     parent = msgspec.structs.replace(parent, has_children=True)
@@ -125,7 +124,7 @@ class Builder:
                 for seq in seqs
             ]
             sealed = seal(start.last_hash, envelopes, events)
-            await tx.append_events(self.caller.tenant, tree.chained(state, sealed), sealed, bodies)
+            await tx.append_events(self.caller.tenant, tree.chained(state, sealed), sealed, stored_bodies(events))
         # Only once the batch is committed does it become the builder's truth.
         nodes.update(made)
         plan.made.extend(new_ids)

@@ -17,6 +17,8 @@ order (only the first with `parallel_tool_calls: false`), ids `call_fake_<i>`, a
 object. A request whose last message is a tool result is answered "Tool said: {its content}". With
 `reasoning_effort`, the reply opens with reasoning ("Thinking it over.", `reasoning_content`; Ollama:
 `thinking`).
+Scripted answers are faults too: `Fault.reply(...)` answers exactly those pieces of text (never
+calls), `Fault.tool_calls((name, arguments), ...)` exactly those calls, `Fault.answer()` as usual.
 Faults apply to the next requests in order, one each, whatever the endpoint. Every stream, even
 a never-ending one, stops by itself after `max_stream_seconds`.
 """
@@ -36,7 +38,7 @@ import uvicorn
 
 from tests.inthread import InThread
 
-FaultKind = Literal["status", "delay", "drop", "endless", "garbage", "hold", "reply"]
+FaultKind = Literal["status", "delay", "drop", "endless", "garbage", "hold", "reply", "calls"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ class Fault:
     message: str = "injected failure"
     pieces: tuple[str, ...] = ()
     model: str | None = None
+    calls: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def status_code(
@@ -82,6 +85,17 @@ class Fault:
         """Stream exactly these pieces as the reply (each one chunk, however large), then end it;
         naming `model` as the model that answered, when given."""
         return cls("reply", pieces=pieces, model=model)
+
+    @classmethod
+    def tool_calls(cls, *calls: tuple[str, str]) -> Fault:
+        """Answer with exactly these tool calls, (name, arguments text) each, whatever the request
+        offers, in the endpoint's form; ids `call_script_<i>`."""
+        return cls("calls", calls=calls)
+
+    @classmethod
+    def answer(cls) -> Fault:
+        """Answer as the fake always does: a place in the queue of faults that changes nothing."""
+        return cls("delay", delay=0.0)
 
     @classmethod
     def garbage(cls) -> Fault:
@@ -319,6 +333,10 @@ class FakeUpstream:
         named = fault.model if fault is not None and fault.model is not None else model
         fmt = _OllamaFormat(named) if ollama else _OpenAIFormat(named)
         calls = tool_calls(body)
+        if fault is not None and fault.kind == "reply":
+            calls = []  # exactly these pieces, whatever the request offers
+        if fault is not None and fault.kind == "calls":
+            calls = [(f"call_script_{i}", name, arguments) for i, (name, arguments) in enumerate(fault.calls)]
         reasoning = REASONING if body.get("reasoning_effort") or body.get("think") else ()
         if not body.get("stream", ollama):  # Ollama streams unless told not to; OpenAI the reverse
             if calls:

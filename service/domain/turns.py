@@ -74,6 +74,18 @@ def decide_reply(
     return [msgspec.structs.replace(event, generation=generation)]
 
 
+def decide_generated_chain(
+    state: ConversationState, parent: Node | None, messages: list[tuple[Append, Generation | None]]
+) -> list[MessageAppended]:
+    """`decide_chain`, each message a model generated carrying its generation: a replayed turn
+    (its user message, the model's steps, the tool results reused, its reply)."""
+    events = decide_chain(state, parent, [cmd for cmd, _ in messages])
+    return [
+        event if generation is None else msgspec.structs.replace(event, generation=generation)
+        for event, (_, generation) in zip(events, messages, strict=True)
+    ]
+
+
 def decide_failure(state: ConversationState, failure: TurnFailed) -> list[Event]:
     """A turn without a reply: recorded, and nothing else about the conversation changes."""
     return [failure]

@@ -53,19 +53,22 @@ SELECT w.family_id, w.head_id, w.message_count, w.leaf_count, w.last_seq, w.last
        w.base_id, w.base_depth,
        w.node_id, w.node_conversation_id, w.node_parent_id, w.node_role, w.node_depth, w.node_body_sha256,
        w.node_payload, w.node_visible, w.node_has_children, b.digest_key AS node_digest_key,
-       p.path_digest AS node_path_digest
+       -- A probe by key for each message (a join may scan the family's paths: tests/integration/test_listing_plans.py).
+       (SELECT p.path_digest FROM message_paths p
+         WHERE p.family_id = w.family_id AND p.message_id = w.node_id) AS node_path_digest
   FROM begin_write(:tenant, :conversation_id, :count, :ids, :with_head) w
-  LEFT JOIN bodies b ON b.family_id = w.family_id AND b.message_id = w.node_id
-  LEFT JOIN message_paths p ON p.family_id = w.family_id AND p.message_id = w.node_id;
+  LEFT JOIN bodies b ON b.family_id = w.family_id AND b.message_id = w.node_id;
 
 -- name: find_nodes
 -- Messages of a family by id as a decision sees them (find_nodes in schema.sql), with their digest
 -- keys and path digests.
 SELECT n.message_id, n.conversation_id, n.parent_id, n.role, n.depth, n.body_sha256, n.payload,
-       n.visible, n.has_children, b.digest_key, p.path_digest
+       n.visible, n.has_children, b.digest_key,
+       -- A probe by key for each message (a join may scan the family's paths: tests/integration/test_listing_plans.py).
+       (SELECT p.path_digest FROM message_paths p
+         WHERE p.family_id = :family_id AND p.message_id = n.message_id) AS path_digest
   FROM find_nodes(:family_id, :conversation_id, :ids, :base_id, :base_depth) n
-  LEFT JOIN bodies b ON b.family_id = :family_id AND b.message_id = n.message_id
-  LEFT JOIN message_paths p ON p.family_id = :family_id AND p.message_id = n.message_id;
+  LEFT JOIN bodies b ON b.family_id = :family_id AND b.message_id = n.message_id;
 
 -- name: find_root
 -- The family's root message: its role and body digest (a retried creation compares its system message).
@@ -786,12 +789,15 @@ UPDATE replay_runs SET lease_until = now() + make_interval(secs => :lease_second
 
 -- name: advance_replay_run
 -- Turn :turn of run :run_id is being written, in this transaction, by :owner: counted, with its
--- tokens, only if the owner still holds the run and turn :turn - 1 was the last one written. No
--- row: the run was cancelled or claimed by another process, and the turn must not be written.
+-- tokens, only if the owner still holds the run and turn :turn - 1 was the last one written; when
+-- the run's path ends at that turn (:status, stopped), the run ends with it. No row: the run was
+-- cancelled or claimed by another process, and the turn must not be written.
 UPDATE replay_runs
    SET turns_done = :turn, prompt_tokens = prompt_tokens + :prompt_tokens,
        completion_tokens = completion_tokens + :completion_tokens,
-       status = CASE WHEN :turn = turns_total THEN 'finished' ELSE status END,
+       status = CASE WHEN :status::text IS NOT NULL THEN :status::text
+                     WHEN :turn = turns_total THEN 'finished' ELSE status END,
+       error = coalesce(:error::text, error), detail = coalesce(:detail::text, detail),
        lease_until = now() + make_interval(secs => :lease_seconds), updated_at = now()
  WHERE tenant = :tenant AND run_id = :run_id AND owner = :owner AND status = 'running' AND turns_done = :turn - 1
 RETURNING status;

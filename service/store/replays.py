@@ -99,9 +99,12 @@ async def advance(
     prompt_tokens: int,
     completion_tokens: int,
     lease_seconds: float,
+    ended: tuple[str, str, str] | None = None,
 ) -> str | None:
-    """Count turn `turn` (1-based) as written in `tx`; returns the run's status after it, or None if
-    the owner no longer holds the run (cancelled, or claimed elsewhere): then nothing may be written."""
+    """Count turn `turn` (1-based) as written in `tx`, and end the run there with `ended` (status,
+    error, detail) if given; returns the run's status after it, or None if the owner no longer
+    holds the run (cancelled, or claimed elsewhere): then nothing may be written."""
+    status_, error, detail = ended or (None, None, None)
     status: str | None = await tx.value_or_none(
         "advance_replay_run",
         str,
@@ -112,6 +115,9 @@ async def advance(
         prompt_tokens=prompt_tokens,
         completion_tokens=completion_tokens,
         lease_seconds=lease_seconds,
+        status=status_,
+        error=error,
+        detail=detail,
     )
     return status
 

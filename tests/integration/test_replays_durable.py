@@ -1,5 +1,5 @@
-"""Replay runs as durable work: a server restart mid-run, a run whose process died, and the bound
-on runs per tenant."""
+"""Replay runs as durable work: a server restart mid-run (and mid agent turn), a run whose process
+died, and the bound on runs per tenant."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from tests.postgres import fetch
 from tests.servers import Server, fake_registry
 from tests.fakeupstream import Fault
 from tests.integration.test_replays import TARGET, conversation, path, replay, wait_run
+from tests.integration.test_replays_tools import TOOLS, agent_conversation, posted
 
 
 def new_turns(api, run) -> list[dict]:
@@ -104,3 +105,50 @@ def test_a_tenant_runs_at_most_its_bound_of_runs_at_once(databases, upstream):
             assert wait_run(api, two, waiting["id"])["status"] == "finished"
     finally:
         srv.stop()
+
+
+def test_a_run_of_agent_turns_interrupted_mid_turn_resumes_that_turn_from_its_first_step(databases, upstream):
+    url = databases.migrated()
+    first = Server(url, fake_registry(upstream), replay_poll_seconds=0.1)
+    first.start()
+    tenant, key = first.new_key()
+    try:
+        with first.client(key) as api:
+            cid, recorded = agent_conversation(api, turns=3)
+            upstream.reset()
+            # Turn 0: its two steps. Turn 1: its first step, then the answer after the result is held.
+            upstream.fail_next(Fault.answer(), Fault.answer(), Fault.answer(), Fault.hold(after=1))
+            started = replay(api, cid, target=TOOLS)
+            wait_run(api, cid, started["id"], until=lambda run: run["turns_done"] == 1)
+            deadline = time.monotonic() + 10
+            while len(posted(upstream)) < 4:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            time.sleep(0.2)  # turn 1's second step is under way, held
+    finally:
+        first.stop()  # the turn whose step was cut is not written, not even its first step
+    [row] = fetch(url, "SELECT status, turns_done, owner FROM replay_runs WHERE run_id = $1", uuid.UUID(started["id"]))
+    assert (row["status"], row["turns_done"], row["owner"]) == ("running", 1, None)
+    upstream.release()
+    second = Server(url, fake_registry(upstream), replay_poll_seconds=0.1)
+    second.start()
+    try:
+        with second.client(key) as api:
+            run = wait_run(api, cid, started["id"])
+            assert (run["status"], run["turns_done"]) == ("finished", 3)
+            new = path(api, run["target_conversation_id"])
+            assert [m["role"] for m in new] == ["system"] + ["user", "assistant", "tool", "assistant"] * 3
+            assert len({m["id"] for m in new}) == len(new)
+            assert [m["content"] for m in new[3::4]] == ["result 0", "result 1", "result 2"]
+            assert [m["generation"]["replay_of"] for m in new[2::4]] == [t["asked"]["id"] for t in recorded]
+            assert [m["generation"]["replay_of"] for m in new[4::4]] == [t["reply"]["id"] for t in recorded]
+            # Turn 1 was asked again from its first step; nothing of it was written twice.
+            asked_turn_1 = [b for b in posted(upstream) if b["messages"][-1] == {"role": "user", "content": "question 1"}]
+            assert len(asked_turn_1) == 2
+            fork = api.get(f"/v1/conversations/{run['target_conversation_id']}").json()
+            assert (fork["message_count"], fork["leaf_count"]) == (13, 1)
+            assert api.get(f"/v1/conversations/{fork['id']}/audit").json()["valid"]
+            steps = [t["steps"] for t in api.get(f"/v1/conversations/{cid}/replays/{run['id']}/diff").json()["turns"]]
+            assert [[s["resolution"] for s in turn] for turn in steps] == [["reused"]] * 3
+    finally:
+        second.stop()

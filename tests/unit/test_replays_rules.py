@@ -10,9 +10,11 @@ import msgspec
 import pytest
 
 from service.app.replay_runs import tools
+from service.app.turn import Params
 from service.app.replay_runs.plan import TurnRef, choose_turns, new_ids
 from service.domain import views
 from service.domain.errors import InvalidRequest
+from service.domain.message import FunctionCall, FunctionToolCall, Utterance
 from service.domain.events import (
     Envelope,
     Generation,
@@ -111,19 +113,118 @@ def test_the_ids_of_a_runs_turns_are_the_same_wherever_they_are_written():
     assert len({*new_ids(run, 0), *new_ids(run, 1), *new_ids(uuid.uuid4(), 0)}) == 6
 
 
-SEARCH = tools.ToolCall("search", {"q": "cats", "n": 2})
+def call(call_id: str, name: str, arguments: str) -> FunctionToolCall:
+    return FunctionToolCall(id=call_id, function=FunctionCall(name=name, arguments=arguments))
 
 
-def test_a_tool_call_with_the_same_name_and_arguments_reuses_the_recorded_result_once_each():
-    recorded = [tools.Recorded(SEARCH, "first"), tools.Recorded(SEARCH, "second")]
-    same = tools.ToolCall("search", {"n": 2, "q": "cats"})  # key order does not matter
-    assert tools.answer([same, SEARCH], recorded) == tools.Reused(["first", "second"])
-    assert tools.answer([], []) == tools.Reused([])
+def asking(n: int, *calls: FunctionToolCall, params: dict | None = None) -> views.PathMessage:
+    generation = None if params is None else msgspec.structs.replace(GENERATION, params=params)
+    return msgspec.structs.replace(message("assistant", n), content=None, tool_calls=list(calls), generation=generation)
 
 
-def test_a_tool_call_never_recorded_stops_the_path_naming_the_tool():
-    recorded = [tools.Recorded(SEARCH, "first")]
-    other = tools.ToolCall("search", {"q": "dogs", "n": 2})
-    stopped = tools.answer([SEARCH, other], recorded)
-    assert stopped == tools.Unrecorded(other) and "'search'" in stopped.detail
-    assert tools.answer([SEARCH, SEARCH], recorded) == tools.Unrecorded(SEARCH)  # each result is used once
+def result(n: int, call_id: str, text: str) -> views.PathMessage:
+    return msgspec.structs.replace(message("tool", n), content=text, tool_call_id=call_id)
+
+
+SEARCH = tools.Call("function", "search", '{"q": "cats", "n": 2}')
+
+
+@pytest.mark.parametrize(
+    "a, b, equal",
+    [
+        ('{"q": "cats", "n": 2}', '{"n":2,"q":"cats"}', True),  # spacing and key order do not matter
+        ('{"q": {"a": [1, 2]}}', '{ "q" : { "a" : [1,2] } }', True),
+        ('{"n": 1}', '{"n": 1.0}', False),  # numbers as written
+        ('{"n": true}', '{"n": 1}', False),
+        ('{"q": "cats"}', '{"q": "Cats"}', False),
+        ("not json", "not json", True),  # not JSON: the text, character for character
+        ("not json", "not  json", False),
+        ('{"q": 1}', '{"q": 1', False),
+        ("", "", True),
+    ],
+)
+def test_arguments_are_the_same_as_json_values_else_as_text(a, b, equal):
+    assert tools.same_arguments(a, b) is equal and tools.same_arguments(b, a) is equal
+
+
+def test_a_call_is_the_same_by_kind_name_and_arguments():
+    assert tools.same(SEARCH, tools.Call("function", "search", '{"n": 2, "q": "cats"}'))
+    assert not tools.same(SEARCH, tools.Call("function", "find", '{"q": "cats", "n": 2}'))
+    assert not tools.same(SEARCH, tools.Call("custom", "search", '{"q": "cats", "n": 2}'))
+
+
+TURN = [
+    message("system", 1),
+    message("user", 2),
+    asking(3, call("a", "search", '{"q": "cats"}'), call("b", "search", '{"q": "dogs"}'), params={"tools": [{"type": "function"}], "tool_choice": "auto", "temperature": 1}),
+    result(4, "b", "dogs found"),
+    result(5, "a", "cats found"),
+    asking(6, call("c", "weather", "{}")),  # its result is not on the path
+    message("assistant", 7),
+    message("user", 8),
+]  # fmt: skip
+
+
+def test_a_turns_steps_are_its_assistant_messages_each_with_the_tool_messages_after_it():
+    steps = tools.turn_steps(TURN, 1)
+    assert [(s.message.id, [r.id for r in s.results]) for s in steps] == [
+        (TURN[2].id, [TURN[3].id, TURN[4].id]), (TURN[5].id, []), (TURN[6].id, []),
+    ]  # fmt: skip
+    assert tools.turn_steps(TURN, 7) == [] and tools.turn_steps(TURN, 0) == []
+    assert choose_turns(TURN, None, "fork", None, 10).turns == [TurnRef(TURN[1].id, TURN[6].id), TurnRef(TURN[7].id, None)]
+    ends_asking = TURN[:6]
+    assert choose_turns(ends_asking, None, "fork", None, 10).turns == [TurnRef(TURN[1].id, None)]
+
+
+def test_the_same_calls_reuse_the_recorded_results_answering_the_new_ids_each_once_in_order():
+    step = tools.turn_steps(TURN, 1)[0]
+    reply = Utterance(role="assistant", tool_calls=[call("n1", "search", '{"q":"dogs"}'), call("n2", "search", '{ "q": "cats" }')])
+    resolved = tools.resolve(step, reply)
+    assert isinstance(resolved, tools.Reused)
+    assert [(r.role, r.content, r.tool_call_id) for r in resolved.results] == [
+        ("tool", "dogs found", "n1"), ("tool", "cats found", "n2"),
+    ]  # fmt: skip
+    twice = Utterance(role="assistant", tool_calls=[call("n1", "search", '{"q":"cats"}'), call("n2", "search", '{"q":"cats"}')])
+    assert tools.resolve(step, twice) == tools.Unrecorded([tools.Call("function", "search", '{"q":"cats"}')])
+
+
+def test_a_call_never_recorded_at_this_step_stops_naming_the_tool_and_its_arguments():
+    first, second, last = tools.turn_steps(TURN, 1)
+    other = Utterance(role="assistant", tool_calls=[call("n1", "search", '{"q": "cats"}'), call("n2", "search", '{"q": "birds"}')])
+    stopped = tools.resolve(first, other)
+    assert stopped == tools.Unrecorded([tools.Call("function", "search", '{"q": "birds"}')])
+    assert isinstance(stopped, tools.Unrecorded) and "'search' with arguments {\"q\": \"birds\"}" in stopped.detail
+    cats = Utterance(role="assistant", tool_calls=[call("n", "search", '{"q": "cats"}')])
+    assert isinstance(tools.resolve(second, cats), tools.Unrecorded)  # another step's call is not this step's
+    weather = Utterance(role="assistant", tool_calls=[call("n", "weather", "{}")])
+    assert isinstance(tools.resolve(second, weather), tools.Unrecorded)  # asked, but no result was recorded
+    assert isinstance(tools.resolve(last, cats), tools.Unrecorded)  # the original answered text here
+    assert isinstance(tools.resolve(None, cats), tools.Unrecorded)  # the original turn had no such step
+    long = tools.Unrecorded([tools.Call("function", "search", "x" * 1000)])
+    assert len(long.detail) < 400
+
+
+def test_a_redacted_result_recorded_nothing():
+    redacted = msgspec.structs.replace(TURN[4], content="", redacted=views.Redaction(at=TURN[4].created_at, by="a", reason="r", erased=False))
+    step = tools.turn_steps([*TURN[:4], redacted, *TURN[5:]], 1)[0]
+    assert [r.call.name for r in tools.recorded(step)] == ["search"]  # b's result only
+    cats = Utterance(role="assistant", tool_calls=[call("n", "search", '{"q": "cats"}')])
+    assert isinstance(tools.resolve(step, cats), tools.Unrecorded)
+
+
+def test_a_text_answer_is_the_turns_reply_and_a_divergence_where_the_original_called_tools():
+    first, _, last = tools.turn_steps(TURN, 1)
+    text = Utterance(role="assistant", content="no tools needed")
+    assert tools.resolve(first, text) == tools.Diverged()
+    assert tools.resolve(last, text) == tools.Replied()
+    assert tools.resolve(None, text) == tools.Replied()
+
+
+def test_a_turn_is_offered_the_targets_tools_else_those_its_original_step_was_given():
+    steps = tools.turn_steps(TURN, 1)
+    assert tools.offered(Params(temperature=0.5), steps) == Params(
+        temperature=0.5, tools=[{"type": "function"}], tool_choice="auto"
+    )
+    own = Params(tools=[{"type": "function", "function": {"name": "x"}}])
+    assert tools.offered(own, steps) == own
+    assert tools.offered(Params(), tools.turn_steps(TURN, 7)) == Params()

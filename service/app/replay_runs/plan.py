@@ -1,10 +1,11 @@
 """What a replay run replays: the turns of a recorded path, chosen and checked before anything is written.
 
 A run re-sends each user message of the path at or below its start, in order, each with the new
-replies before it as context (the conversation as it would have gone with the new target), and
-writes each new reply linked to the reply it replaces (`Generation.replay_of`). What else the path
-holds below the start (a second system message, an assistant message that answers no user
-message) is not carried over: a replay re-asks the user's questions.
+turns before it as context (the conversation as it would have gone with the new target), and
+writes each new reply linked to the reply it replaces (`Generation.replay_of`). A turn whose
+original steps called tools is replayed step by step, its tool results reused (tools.py). What
+else the path holds below the start (a second system message, an assistant message that answers no
+user message) is not carried over: a replay re-asks the user's questions.
 
 Where the new turns go:
 - `fork` (the default): a fork of the source at the message above the first turn replayed, which
@@ -23,6 +24,7 @@ from typing import Literal
 import msgspec
 
 from service.app import window as windows
+from service.app.replay_runs import tools
 from service.app.turn import Params
 from service.domain import views
 from service.domain.errors import InvalidRequest
@@ -87,8 +89,7 @@ def choose_turns(
             continue
         if first is None:
             first = i
-        below = path[i + 1] if i + 1 < len(path) else None
-        turns.append(TurnRef(path[i].id, below.id if below is not None and below.role == "assistant" else None))
+        turns.append(TurnRef(path[i].id, turn_reply(path, i)))
     if first is None:
         raise InvalidRequest("There is no user message on the path at or below the start: nothing to replay.")
     if len(turns) > max_turns:
@@ -117,7 +118,25 @@ def choose_turns(
     return Chosen(turns=turns, base=base)
 
 
+def turn_reply(path: list[views.PathMessage], user_index: int) -> uuid.UUID | None:
+    """The reply that ends the turn of `path[user_index]`: its last step, when that calls no tool
+    (None: the turn has no step, or ends asking for tools)."""
+    steps = tools.turn_steps(path, user_index)
+    return steps[-1].message.id if steps and not steps[-1].calls else None
+
+
 def new_ids(run_id: uuid.UUID, index: int) -> tuple[uuid.UUID, uuid.UUID]:
-    """The ids of turn `index`'s user message and reply in the run's results: the same in whichever
-    process writes them, so that a turn can only ever be written once."""
+    """The ids of turn `index`'s user message and reply (the message that ends it, calling no tool)
+    in the run's results: the same in whichever process writes them, so that a turn can only ever
+    be written once."""
     return uuid.uuid5(run_id, f"{index}/user"), uuid.uuid5(run_id, f"{index}/reply")
+
+
+def step_id(run_id: uuid.UUID, index: int, step: int) -> uuid.UUID:
+    """The id of step `step`'s assistant message in turn `index`, when it calls tools."""
+    return uuid.uuid5(run_id, f"{index}/step/{step}")
+
+
+def result_id(run_id: uuid.UUID, index: int, step: int, call: int) -> uuid.UUID:
+    """The id of the tool message answering call `call` (0-based, in the order asked) of that step."""
+    return uuid.uuid5(run_id, f"{index}/step/{step}/result/{call}")

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import difflib
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
+from typing import Literal
 
 import msgspec
 
-from service.app.replay_runs.plan import Into, RunPlan
+from service.app.replay_runs import tools
+from service.app.replay_runs.plan import Into, RunPlan, new_ids, result_id, step_id
 from service.domain import views
 from service.domain.message import text_of
 from service.store.replays import RunRow
@@ -19,7 +22,8 @@ plans = msgspec.json.Decoder(RunPlan)
 class ReplayRun(msgspec.Struct, frozen=True, kw_only=True):
     """A replay run and how far it got. `status`: queued, running, finished, failed (a turn got no
     reply: `error` and `detail` say why), stopped (the new model asked for a tool call the path never
-    recorded), or cancelled. The new turns are in `target_conversation_id`."""
+    recorded: `error` "unrecorded_tool_call", `detail` names the tool and its arguments; the turn
+    is written up to the step that asked), or cancelled. The new turns are in `target_conversation_id`."""
 
     id: uuid.UUID
     conversation_id: uuid.UUID
@@ -61,8 +65,18 @@ def run_view(row: RunRow) -> ReplayRun:
     )
 
 
+class CallSide(msgspec.Struct, frozen=True, kw_only=True):
+    """A tool call of a step: its id, tool name and arguments as the model wrote them, and the text
+    of its result on the path (None: none there)."""
+
+    id: str
+    name: str
+    arguments: str
+    result: str | None
+
+
 class ReplySide(msgspec.Struct, frozen=True, kw_only=True):
-    """One side of a turn's comparison."""
+    """One side of a turn's comparison (or of a step's: then `tool_calls` holds its calls)."""
 
     id: uuid.UUID
     content: str
@@ -72,11 +86,33 @@ class ReplySide(msgspec.Struct, frozen=True, kw_only=True):
     completion_tokens: int | None
     latency_ms: float | None
     finish_reason: str | None
+    tool_calls: list[CallSide] = []
+
+
+class UnrecordedCall(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    arguments: str
+
+
+class ReplayStepDiff(msgspec.Struct, frozen=True, kw_only=True):
+    """Step `index` (0-based) of a turn where a model called tools: the original step and the new
+    one, and how the new model's answer there was resolved (replay_runs/tools.py):
+    `reused` (every call got its recorded result), `unrecorded` (a call the original step never
+    recorded, named in `unrecorded`: the path stopped there), `diverged` (the new model answered
+    text where the original called tools: that text is the turn's reply), or None (not reached:
+    not yet, or the turn diverged or stopped before it)."""
+
+    index: int
+    original: ReplySide | None
+    replayed: ReplySide | None
+    resolution: Literal["reused", "unrecorded", "diverged"] | None
+    unrecorded: list[UnrecordedCall] = []
 
 
 class ReplayTurnDiff(msgspec.Struct, frozen=True, kw_only=True):
-    """Turn `index` (0-based): the user message, the original reply and the new one side by side,
-    and how alike their texts are (difflib's ratio, 0 to 1; None until both exist)."""
+    """Turn `index` (0-based): the user message, the original reply and the new one side by side
+    (the messages that end each turn, calling no tool), how alike their texts are (difflib's ratio,
+    0 to 1; None until both exist), and the steps where either model called tools."""
 
     index: int
     user_message_id: uuid.UUID
@@ -84,6 +120,7 @@ class ReplayTurnDiff(msgspec.Struct, frozen=True, kw_only=True):
     original: ReplySide | None
     replayed: ReplySide | None
     similarity: float | None
+    steps: list[ReplayStepDiff] = []
 
 
 class ReplayDiff(msgspec.Struct, frozen=True, kw_only=True):
@@ -91,10 +128,18 @@ class ReplayDiff(msgspec.Struct, frozen=True, kw_only=True):
     turns: list[ReplayTurnDiff]
 
 
-def reply_side(message: views.Message | None) -> ReplySide | None:
+def reply_side(message: views.Message | None, results: Mapping[str, views.Message] | None = None) -> ReplySide | None:
+    """A message as one side of a comparison; with `results` (tool messages by the call they
+    answer), its tool calls with their results."""
     if message is None:
         return None
     g = message.generation
+    found = results or {}
+    calls = [
+        CallSide(id=call_id, name=call.name, arguments=call.arguments,
+                 result=text_of(found[call_id]) if call_id in found else None)
+        for call_id, call in tools.calls_of(message)
+    ]  # fmt: skip
     return ReplySide(
         id=message.id,
         content=text_of(message),
@@ -104,7 +149,50 @@ def reply_side(message: views.Message | None) -> ReplySide | None:
         completion_tokens=None if g is None else g.completion_tokens,
         latency_ms=None if g is None else g.latency_ms,
         finish_reason=None if g is None else g.finish_reason,
+        tool_calls=calls,
     )
+
+
+def step_diffs(
+    run_id: uuid.UUID, index: int, steps: list[tools.Step], replayed: Mapping[uuid.UUID, views.PathMessage]
+) -> list[ReplayStepDiff]:
+    """Turn `index`'s steps where a model called tools, original beside new (`replayed`: the run's
+    new messages by id), each with its resolution."""
+    new: list[views.PathMessage] = []
+    while (found := replayed.get(step_id(run_id, index, len(new)))) is not None:
+        new.append(found)
+    reply = replayed.get(new_ids(run_id, index)[1])
+    out = []
+    for k in range(max(len(steps), len(new))):
+        original = steps[k] if k < len(steps) else None
+        mine = new[k] if k < len(new) else None
+        if mine is None and (original is None or not original.calls):
+            continue
+        answers = {} if mine is None else {
+            m.tool_call_id: m for j in range(len(tools.calls_of(mine)))
+            if (m := replayed.get(result_id(run_id, index, k, j))) is not None and isinstance(m.tool_call_id, str)
+        }  # fmt: skip
+        resolution: Literal["reused", "unrecorded", "diverged"] | None = None
+        unrecorded: list[UnrecordedCall] = []
+        if mine is not None:
+            resolution = "reused" if len(answers) == len(tools.calls_of(mine)) else "unrecorded"
+            if resolution == "unrecorded":
+                left = tools.answer(tools.calls_of(mine), tools.recorded(original))
+                missing = left.calls if isinstance(left, tools.Unrecorded) else []
+                unrecorded = [UnrecordedCall(name=c.name, arguments=c.arguments) for c in missing]
+        elif reply is not None and k == len(new):
+            resolution = "diverged"
+        before = {} if original is None else {m.tool_call_id: m for m in original.results if isinstance(m.tool_call_id, str)}
+        out.append(
+            ReplayStepDiff(
+                index=k,
+                original=None if original is None else reply_side(original.message, before),
+                replayed=reply_side(mine, answers),
+                resolution=resolution,
+                unrecorded=unrecorded,
+            )
+        )
+    return out
 
 
 def similarity(a: str, b: str) -> float:

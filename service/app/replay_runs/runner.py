@@ -1,11 +1,14 @@
 """Running replay runs: claimed under a lease by one process at a time, one turn per transaction.
 
-Each turn is one model call and then one transaction that counts the turn on the run (only while
-this process still holds it: not cancelled, not claimed elsewhere) and writes the user message and
-the new reply under ids derived from the run and the turn (plan.new_ids). A turn is therefore
-written exactly once, whatever stops the process: a run whose lease runs out (its process died) or
-that was released (its process shut down) is claimed again by any process, which goes on after the
-last turn written. A turn whose model call was under way is asked again.
+Each turn is its model calls (one, or one per step when the model calls tools: tools.py) and then
+one transaction that counts the turn on the run (only while this process still holds it: not
+cancelled, not claimed elsewhere) and writes the user message, the steps with the tool results
+reused, and the new reply under ids derived from the run and the turn (plan.new_ids, step_id,
+result_id). A turn is therefore written exactly once, whatever stops the process: a run whose lease
+runs out (its process died) or that was released (its process shut down) is claimed again by any
+process, which goes on after the last turn written. A turn whose model calls were under way is
+asked again from its first step. A turn that stops at a tool call never recorded is written as far
+as it went, its last step asking for the calls, and the run ends `stopped` in the same transaction.
 
 A cancelled run stops at its next turn boundary: the reply being generated is not written.
 """
@@ -15,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import itertools
 import logging
 import uuid
 from collections.abc import Callable
@@ -26,16 +30,17 @@ from service.app import window as windows
 from service.app import writes
 from service.app.caller import Caller
 from service.app.replay_runs import tools
-from service.app.replay_runs.plan import RunPlan, new_ids
+from service.app.replay_runs.plan import RunPlan, new_ids, result_id, step_id
 from service.app.replay_runs.report import plans
 from service.app.replay_runs.start import Limits
-from service.app.turn import Plan
+from service.app.turn import Params, Plan
 from service.app.turn import record, relay
 from service.app.turn.plan import context_items
 from service.domain import tree, views
 from service.domain import turns as rules
 from service.domain.errors import ConvtreeError
-from service.domain.message import ContextItem, context_item, said
+from service.domain.events import Generation
+from service.domain.message import ContextItem, Utterance, context_item, said
 from service.store import replays
 from service.store.events import Store
 from service.store.pool import is_outage
@@ -150,7 +155,7 @@ async def run_turns(
     closing: Callable[[], bool] = lambda: False,
 ) -> Ended | None:
     """Replay the run's turns from the first not yet written; returns how its path ended early, or
-    None (finished, or cancelled, or no longer this owner's). Raises Released at shutdown."""
+    None (finished, stopped, cancelled, or no longer this owner's). Raises Released at shutdown."""
     async with store.reader() as tx:
         row = await replays.get(tx, tenant, run_id)
         if row is None or row.status != "running":
@@ -158,26 +163,44 @@ async def run_turns(
         plan = plans.decode(row.plan)
         source = await tx.get_scoped(tenant, row.source_conversation_id)
         assert source is not None, "conversations are never removed"
-        originals = {m.id: m for m in await tx.message_path(source[1], plan.leaf_id)}
+        path = await tx.message_path(source[1], plan.leaf_id)
+    place = {m.id: i for i, m in enumerate(path)}
     try:
         provider = registry.get(plan.provider)
     except ConvtreeError as exc:
         return Ended("failed", record.error_kind(exc), exc.detail)
     caller = Caller(tenant=tenant, actor=row.actor, request_id=row.request_id)
-    turn = Turn(store, caller, run_id, owner, row.target_conversation_id, plan, provider, limits.lease_seconds)
+    turn = Turn(store, caller, run_id, owner, row.target_conversation_id, plan, provider, limits.lease_seconds, closing)
     for index in range(row.turns_done, row.turns_total):
-        user = originals.get(plan.turns[index].user_id)
-        if user is None or user.redacted is not None:
+        at = place.get(plan.turns[index].user_id)
+        if at is None or path[at].redacted is not None:
             return Ended("failed", "source_redacted", "A user message of the replayed path was redacted.")
         parent = row.anchor_id if index == 0 else new_ids(run_id, index - 1)[1]
-        outcome = await turn.ask(index, user, parent)
-        if closing():
-            raise Released()
-        if isinstance(outcome, Ended):
-            return outcome
-        if not await turn.write(index, user, parent, *outcome):
-            return None  # cancelled, or claimed by another process meanwhile
+        went = await turn.replay(index, path[at], tools.turn_steps(path, at), parent)
+        if isinstance(went, Ended):
+            return went
+        if not went:
+            return None  # stopped (written so), or cancelled, or claimed by another process meanwhile
     return None
+
+
+@dataclass
+class Said:
+    """A turn's messages as the run will write them: each with its id and, when a model generated
+    it, its generation; and the tokens its model calls took."""
+
+    messages: list[tuple[uuid.UUID, Utterance, Generation | None]]
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def add(self, message_id: uuid.UUID, message: Utterance, generation: Generation | None = None) -> ContextItem:
+        self.messages.append((message_id, message, generation))
+        return context_item(message_id, message)
+
+    def count(self, outcome: record.Outcome) -> None:
+        finished = outcome.finished
+        self.prompt_tokens += (finished.prompt_tokens if finished else None) or 0
+        self.completion_tokens += (finished.completion_tokens if finished else None) or 0
 
 
 class Turn:
@@ -193,6 +216,7 @@ class Turn:
         plan: RunPlan,
         provider: Provider,
         lease_seconds: float,
+        closing: Callable[[], bool] = lambda: False,
     ) -> None:
         self.store = store
         self.caller = caller
@@ -202,25 +226,68 @@ class Turn:
         self.plan = plan
         self.provider = provider
         self.lease_seconds = lease_seconds
+        self.closing = closing
         # The new path up to the next turn, as the model is shown it: read from the log once, then
         # grown by each turn this process writes, which saves a read per turn (what others write
         # into the conversation meanwhile goes beside the run's path, not on it).
         self._before: list[ContextItem] | None = None
         self._family_id: uuid.UUID | None = None
 
-    async def ask(
-        self, index: int, user: views.PathMessage, parent: uuid.UUID | None
-    ) -> tuple[Plan, record.Outcome] | Ended:
-        """The new model's reply to turn `index`, shown the new turns before it (through the window)."""
+    async def replay(
+        self, index: int, user: views.PathMessage, steps: list[tools.Step], parent: uuid.UUID | None
+    ) -> Ended | bool:
+        """Ask turn `index` step by step (tools.py: each answer resolved against the original step
+        at its place) and write it, all its messages in one transaction. True: written, go on;
+        False: written as stopped, or not written (this process no longer holds the run)."""
+        before = await self._context(parent)
+        user_id, reply_id = new_ids(self.run_id, index)
+        said_ = Said([])
+        context = [*before, said_.add(user_id, Utterance(**said(user)))]
+        params = tools.offered(self.plan.params, steps)
+        ref = self.plan.turns[index]
+        for k in itertools.count():
+            original = steps[k] if k < len(steps) else None
+            asked = await self._ask(user_id, user, parent, len(before), context, params, step_id(self.run_id, index, k))
+            if self.closing():
+                raise Released()
+            if isinstance(asked, Ended):
+                return asked
+            turn_plan, outcome = asked
+            said_.count(outcome)
+            reply = outcome.reply()
+            resolved = tools.resolve(original, reply)
+            if isinstance(resolved, tools.Replied | tools.Diverged):
+                replaced = ref.reply_id or (None if original is None else original.message.id)
+                said_.add(reply_id, reply, self._generation(turn_plan, outcome, replaced))
+                return await self._write(index, parent, said_, None)
+            replaced = None if original is None else original.message.id
+            context.append(said_.add(turn_plan.reply_id, reply, self._generation(turn_plan, outcome, replaced)))
+            if isinstance(resolved, tools.Unrecorded):
+                return await self._write(index, parent, said_, Ended("stopped", "unrecorded_tool_call", resolved.detail))
+            for j, result in enumerate(resolved.results):
+                context.append(said_.add(result_id(self.run_id, index, k, j), result))
+        raise AssertionError("unreachable")  # itertools.count() never ends; each step returns or goes on
+
+    async def _context(self, parent: uuid.UUID | None) -> list[ContextItem]:
         if self._before is None:  # the first turn this process asks: the path so far, from the log
             async with self.store.reader() as tx:
                 scoped = await tx.get_scoped(self.caller.tenant, self.target_id)
                 assert scoped is not None, "conversations are never removed"
                 self._family_id = scoped[1].family_id
                 self._before = [] if parent is None else context_items(await tx.message_path(scoped[1], parent))
-        before = self._before
-        user_id, reply_id = new_ids(self.run_id, index)
-        items = [*before, context_item(user_id, user)]
+        return self._before
+
+    async def _ask(
+        self,
+        user_id: uuid.UUID,
+        user: views.PathMessage,
+        parent: uuid.UUID | None,
+        depth: int,
+        items: list[ContextItem],
+        params: Params,
+        message_id: uuid.UUID,
+    ) -> tuple[Plan, record.Outcome] | Ended:
+        """The new model's answer at one step, shown the new path so far (through the window)."""
         try:
             context = await windows.apply(self.plan.window, items, self.plan.model)
         except ConvtreeError as exc:
@@ -232,55 +299,48 @@ class Turn:
             role="user",
             content=user.content,
             metadata=user.metadata,
-            depth=len(before),
+            depth=depth,
             seq=0,  # not written yet
             created_at=dt.datetime.now(dt.UTC),
         )
         assert self._family_id is not None
         turn_plan = Plan(
-            self.target_id, self._family_id, asked, reply_id, self.provider, self.plan.model, context, self.plan.params
+            self.target_id, self._family_id, asked, message_id, self.provider, self.plan.model, context, params
         )
         outcome = await relay.generate(turn_plan)
-        # The tool rule's seam (tools.py): a reply's tool calls are answered from the path's recorded
-        # results, or stop the path. Replies hold text only until tool calls become messages.
-        answered = tools.answer([], [])
-        if isinstance(answered, tools.Unrecorded):
-            return Ended("stopped", "unrecorded_tool", answered.detail)
         if not outcome.complete:
             kind, detail = record.failure_of(outcome)
             return Ended("failed", kind, detail)
         return turn_plan, outcome
 
-    async def write(
-        self, index: int, user: views.PathMessage, parent: uuid.UUID | None, turn_plan: Plan, outcome: record.Outcome
-    ) -> bool:
-        """Count turn `index` on the run and write it, in one transaction; False (nothing written)
-        if this process no longer holds the run."""
-        original = self.plan.turns[index].reply_id
-        reply = outcome.reply()
-        generation = msgspec.structs.replace(
-            record.generation(turn_plan, outcome), replay_of=msgspec.UNSET if original is None else original
+    @staticmethod
+    def _generation(turn_plan: Plan, outcome: record.Outcome, replaced: uuid.UUID | None) -> Generation:
+        return msgspec.structs.replace(
+            record.generation(turn_plan, outcome), replay_of=msgspec.UNSET if replaced is None else replaced
         )
-        finished = outcome.finished
-        prompt = (finished.prompt_tokens if finished else None) or 0
-        completion = (finished.completion_tokens if finished else None) or 0
+
+    async def _write(self, index: int, parent: uuid.UUID | None, turn: Said, stop: Ended | None) -> bool:
+        """Count turn `index` on the run (and end the run, when it `stop`s there) and write it, in
+        one transaction; False when it stops, or (nothing written) this process no longer holds the run."""
         tenant = self.caller.tenant
         async with self.store.transaction((tenant, self.target_id)) as tx:
             counted = await replays.advance(
-                tx, tenant, self.run_id, self.owner, index + 1, prompt, completion, self.lease_seconds
-            )
+                tx, tenant, self.run_id, self.owner, index + 1, turn.prompt_tokens, turn.completion_tokens,
+                self.lease_seconds, None if stop is None else (stop.status, stop.error, stop.detail),
+            )  # fmt: skip
             if counted is None:
                 return False
-            w = await writes.lock(tx, self.caller, self.target_id, 2, [] if parent is None else [parent])
-            user_id, reply_id = turn_plan.user_message.id, turn_plan.reply_id
-            cmd = tree.Append(**said(user), message_id=user_id, parent_id=parent, digest_key=writes.new_digest_key())
+            w = await writes.lock(tx, self.caller, self.target_id, len(turn.messages), [] if parent is None else [parent])
+            cmds: list[tuple[tree.Append, Generation | None]] = []
+            above_id = parent
+            for message_id, message, generation in turn.messages:
+                cmd = tree.Append(**said(message), message_id=message_id, parent_id=above_id, digest_key=writes.new_digest_key())
+                cmds.append((cmd, generation))
+                above_id = message_id
             above = None if parent is None else w.nodes.get(parent)
-            asked = rules.decide_chain(w.see(above), above, [cmd])
-            replied = rules.decide_reply(
-                tree.fold(w.state, asked), tree.appended_node(asked[0], self.target_id), user_id, reply_id,
-                reply, generation, writes.new_digest_key(),
-            )  # fmt: skip
-            await w.write([*asked, *replied])
+            await w.write(rules.decide_generated_chain(w.see(above), above, cmds))
+        if stop is not None:
+            return False
         assert self._before is not None
-        self._before += [context_item(user_id, user), context_item(reply_id, reply)]
+        self._before += [context_item(message_id, message) for message_id, message, _ in turn.messages]
         return True

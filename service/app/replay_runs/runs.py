@@ -5,8 +5,8 @@ from __future__ import annotations
 import uuid
 
 from service.app.caller import Caller
-from service.app.replay_runs import report
-from service.app.replay_runs.plan import new_ids
+from service.app.replay_runs import report, tools
+from service.app.replay_runs.plan import new_ids, step_id
 from service.domain import views
 from service.domain.errors import ReplayRunFinished, ReplayRunNotFound
 from service.domain.message import text_of
@@ -39,18 +39,27 @@ async def cancel(store: Store, caller: Caller, conversation_id: uuid.UUID, run_i
 
 
 async def diff(store: Store, caller: Caller, conversation_id: uuid.UUID, run_id: uuid.UUID) -> report.ReplayDiff:
-    """Every turn of the run, the original reply beside the new one (None until it is written)."""
+    """Every turn of the run, the original reply beside the new one (None until it is written), and
+    every step where a model called tools, with how it was resolved."""
     async with store.snapshot() as tx:
         row = await _found(tx, caller, conversation_id, run_id)
         plan = report.plans.decode(row.plan)
         source = await tx.get_scoped(caller.tenant, row.source_conversation_id)
         target = await tx.get_scoped(caller.tenant, row.target_conversation_id)
         assert source is not None and target is not None, "conversations are never removed"
-        originals = {m.id: m for m in await tx.message_path(source[1], plan.leaf_id)}
+        path = await tx.message_path(source[1], plan.leaf_id)
+        place = {m.id: i for i, m in enumerate(path)}
+        steps = [[] if ref.user_id not in place else tools.turn_steps(path, place[ref.user_id]) for ref in plan.turns]
         replayed: dict[uuid.UUID, views.PathMessage] = {}
         if row.turns_done:
-            last_reply = new_ids(run_id, row.turns_done - 1)[1]
-            replayed = {m.id: m for m in await tx.message_path(target[1], last_reply)}
+            last = row.turns_done - 1
+            # The run's last message: the reply that ends its last turn, or the step it stopped at.
+            ends = [new_ids(run_id, last)[1], *(step_id(run_id, last, k) for k in reversed(range(len(steps[last]))))]
+            found = await tx.find_nodes(target[1], ends)
+            leaf = next((i for i in ends if i in found), None)
+            if leaf is not None:
+                replayed = {m.id: m for m in await tx.message_path(target[1], leaf)}
+    originals = {m.id: m for m in path}
     turns = []
     for index, ref in enumerate(plan.turns):
         user = originals.get(ref.user_id)
@@ -65,6 +74,7 @@ async def diff(store: Store, caller: Caller, conversation_id: uuid.UUID, run_id:
                 original=report.reply_side(original),
                 replayed=report.reply_side(new),
                 similarity=report.similarity(text_of(original), text_of(new)) if both else None,  # type: ignore[arg-type]
+                steps=report.step_diffs(run_id, index, steps[index], replayed),
             )
         )
     return report.ReplayDiff(run=report.run_view(row), turns=turns)
