@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -27,9 +27,10 @@ from service.app import turn as turns_app
 from service.app.caller import Caller
 from service.app.services import Turns
 from service.app.turn import CLIENT_LEFT, ReplyInFlight, Settled
+from service.app.turn.plan import Tools
 from service.domain import errors, views
-from service.domain.ollama import OllamaMessage, ollama_message, utterances
-from service.upstream import ReasoningDelta, Said, ToolCallDelta
+from service.domain.ollama import OllamaMessage, done_reason, ollama_message, response_format, utterances
+from service.upstream import ReasoningDelta, RefusalDelta, Said, TextDelta, ToolCallDelta
 
 MEDIA_TYPE = "application/x-ndjson"
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # no proxy may buffer a stream
@@ -51,16 +52,18 @@ class Options(msgspec.Struct, kw_only=True):
 
 
 class ChatBody(msgspec.Struct, kw_only=True):
-    """Ollama's chat request. `keep_alive` and `think` are the model server's to act on and are
-    ignored (a reply's reasoning is answered as `thinking` when the provider gives it); `format` and
-    `tools` are refused when set, as nothing passes them to a provider yet."""
+    """Ollama's chat request. `tools` (Ollama's are OpenAI's: `{"type": "function", "function":
+    {"name", "description", "parameters"}}`) are the turn's, passed to the provider as given;
+    `format` is the turn's `response_format` (service/domain/ollama.py `response_format`).
+    `keep_alive` and `think` are the model server's to act on and are ignored (a reply's reasoning
+    is answered as `thinking` when the provider gives it)."""
 
     model: Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=schemas.NO_NUL)]
     messages: Annotated[list[OllamaMessage], msgspec.Meta(max_length=10_000)] = []
     stream: bool = True
     format: str | dict[str, Any] | None = None
     options: Options | None = None
-    tools: list[dict[str, Any]] | None = None
+    tools: Tools | None = None
     think: bool | str | None = None
     keep_alive: float | str | None = None
 
@@ -143,11 +146,18 @@ class OllamaController(Controller):
         "object a line (the text as it comes, then a last line with `done: true`, `done_reason`, the counts "
         "and durations in nanoseconds); with `stream: false` one JSON object. Every line and the answer "
         "also carry `conversation_id`, `message_id` (the stored reply) and `provider`. `messages` is the "
-        "whole history, the last a user message; it makes a new conversation (images are stored as "
-        "`image_url` parts with a data: URL, `thinking` as `reasoning_content`, tool calls with derived "
-        "ids: service/domain/ollama.py). `model` is resolved as on /v1/chat/completions. `options` "
+        "whole history, the last a user message or a tool's result; auto-threading is on: the stored "
+        "conversation whose path it continues is continued (only the messages the path lacks are appended), "
+        "or a new one is made (images are stored as `image_url` parts with a data: URL, `thinking` as "
+        "`reasoning_content`, tool calls with derived ids, a tool message's `tool_name` as its `name` and "
+        "the call it answers found by it: service/domain/ollama.py). `tools` are passed to the model; a reply "
+        "that asks for them has `message.tool_calls` (`{id, function: {name, arguments: <object>}}`, whole, in "
+        "a stream's last line) and `done_reason: \"stop\"`, as Ollama answers; it is stored as an Ollama "
+        "client sends it back, so that the follow-up with the tool results (`role: \"tool\"`, `tool_name`) and "
+        "the whole history continues the same path. `format` (\"json\" or a JSON schema) is the turn's "
+        "`response_format`. `model` is resolved as on /v1/chat/completions. `options` "
         "temperature, top_p, seed, num_predict and stop are the turn's params, other options, `think` and "
-        "`keep_alive` are ignored, `format` and `tools` refused. Errors are Ollama's `{\"error\": "
+        "`keep_alive` are ignored. Errors are Ollama's `{\"error\": "
         '"<message>"}` (beside the problem\'s fields); a stream that fails ends with such a line. Without '
         "`messages` the answer is Ollama's `done_reason: \"load\"` and nothing is stored.",
         responses=responses(*TURN_ERRORS),
@@ -224,10 +234,6 @@ class OllamaController(Controller):
 
 
 def _chat(data: ChatBody) -> turns_app.Chat:
-    if data.tools:
-        raise errors.InvalidRequest("Tools are not supported.", parameter="tools")
-    if data.format:
-        raise errors.InvalidRequest("`format` is not supported.", parameter="format")
     o = data.options or Options()
     params = turns_app.Params(
         temperature=o.temperature,
@@ -235,8 +241,13 @@ def _chat(data: ChatBody) -> turns_app.Chat:
         seed=o.seed,
         max_tokens=o.num_predict if o.num_predict is not None and o.num_predict > 0 else None,
         stop=o.stop or None,
+        tools=data.tools or None,
+        response_format=response_format(data.format),
     )
-    return turns_app.Chat(messages=utterances(data.messages), model=data.model, params=params, auto_thread=True)
+    # The reply is stored in the form an Ollama client sends it back: service/domain/ollama.py.
+    return turns_app.Chat(
+        messages=utterances(data.messages), model=data.model, params=params, auto_thread=True, reply_form="ollama"
+    )
 
 
 def _answer(conversation_id: uuid.UUID, reply: views.Message) -> ChatAnswer:
@@ -251,7 +262,7 @@ def _answer(conversation_id: uuid.UUID, reply: views.Message) -> ChatAnswer:
         created_at=_time(reply.created_at),
         message=ollama_message(reply),
         done=True,
-        done_reason=g.finish_reason or "stop",
+        done_reason=done_reason(g.finish_reason),
         total_duration=_ns(g.latency_ms),
         load_duration=0,
         prompt_eval_count=g.prompt_tokens,
@@ -294,14 +305,12 @@ def _replayed(answered: turns_app.Answered, *, stream: bool) -> Response[Any]:
 async def _stream(request: Request[Any, Any, State], generation: ReplyInFlight, quiet: float) -> AsyncIterator[bytes]:
     plan = generation.plan
 
-    def line(piece: Said | str) -> bytes:
-        # Text (and a refusal, which Ollama has no field for) as `content`, reasoning as `thinking`;
-        # tool calls come whole in the last line, as Ollama sends them.
+    def line(piece: TextDelta | ReasoningDelta | RefusalDelta | str) -> bytes:
+        # Text (and a refusal, which Ollama has no field for) as `content`, reasoning as `thinking`.
         if isinstance(piece, ReasoningDelta):
             message = OllamaMessage(role="assistant", content="", thinking=piece.text)
         else:
-            text = piece if isinstance(piece, str) else "" if isinstance(piece, ToolCallDelta) else piece.text
-            message = OllamaMessage(role="assistant", content=text)
+            message = OllamaMessage(role="assistant", content=piece if isinstance(piece, str) else piece.text)
         value = ChatAnswer(
             model=plan.model, created_at=_now(), message=message, done=False,
             conversation_id=plan.conversation_id, message_id=plan.reply_id, provider=plan.provider.name,
@@ -313,10 +322,14 @@ async def _stream(request: Request[Any, Any, State], generation: ReplyInFlight, 
         # Nothing before the turn is committed; then the text so far, in one write. While it is
         # quiet, a line with no text keeps the connection alive (NDJSON has no comments, and an
         # Ollama client reads every line as a JSON object).
+        # Tool calls come whole in the last line, as Ollama sends them: their fragments make no line.
         if await generation.committed():
-            yield line("") + b"".join(line(piece) for piece in generation.arrived())
+            yield line("") + b"".join(line(piece) for piece in _said(generation.arrived()))
             async for pieces in generation.deltas(quiet):
-                yield b"".join(line(piece) for piece in pieces) or line("")
+                if not pieces:
+                    yield line("")
+                elif said := b"".join(line(piece) for piece in _said(pieces)):
+                    yield said
         async for settled in generation.outcome(quiet):
             if settled is None:
                 yield line("")
@@ -329,6 +342,11 @@ async def _stream(request: Request[Any, Any, State], generation: ReplyInFlight, 
         yield _encode({"error": problem.detail or problem.title, "problem": problem})
         return
     yield _encode(_last(plan.conversation_id, settled.reply))
+
+
+def _said(pieces: Iterable[Said]) -> list[TextDelta | ReasoningDelta | RefusalDelta]:
+    """The pieces a stream's lines carry as they come: all but tool-call fragments."""
+    return [piece for piece in pieces if not isinstance(piece, ToolCallDelta)]
 
 
 def _tag(provider: str, model: str) -> TagModel:

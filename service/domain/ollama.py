@@ -23,7 +23,23 @@ message this door stores. The rules:
   only tool messages between) not yet answered, the first with that name when `tool_name` is given.
 
 Out, a message's parts that Ollama cannot carry (an http(s) image, audio, a file) are left out, and
-arguments that are not a JSON object are sent as the text they are.
+arguments that are not a JSON object are sent as the text they are (blank arguments as `{}`).
+
+The replies this door answers with are stored in the form the conversion in gives them back
+(`as_resent`): each function call's arguments the compact JSON of the object they parse to, its id
+derived from them as above (`call_<digest>`, replacing the provider's). Why: auto-threading finds
+the conversation a resent history continues by the exact bytes of each message (the path digest of
+service/domain/threads.py, an index probe, never a scan), and an Ollama client cannot send the
+provider's form back: Ollama's own client keeps neither a call's id nor the arguments' text (only
+the object it parsed), so the assistant message it resends would never match a reply stored as the
+provider wrote it, and each tool-result follow-up would branch a copy of it. Stored this way, a
+reply sent out and back (`utterances([ollama_message(reply)])`) says what the stored one says, as
+threads.said_key compares them (a refusal, which Ollama has no field for, aside): the resent reply
+matches, and only the tool results after it are appended. The
+provider's model sees the derived ids (a call's id and its result's `tool_call_id` agree, which is
+all a model API asks of them); the provider's own id is not kept. A reply stored by another door
+keeps the provider's form, so an Ollama client resending a history made through the OpenAI door
+(with calls) continues it as a branch at that reply.
 """
 
 from __future__ import annotations
@@ -222,6 +238,48 @@ def ollama_message(message: Utterance) -> OllamaMessage:
     return out
 
 
+def as_resent(reply: Utterance) -> Utterance:
+    """`reply` as this door stores it: its function calls in the form `utterances` gives a call an
+    Ollama client sends back (see the module's rules), every other field as given."""
+    if reply.tool_calls is UNSET:
+        return reply
+    calls: list[ToolCall] = []
+    for call in reply.tool_calls:
+        if isinstance(call, FunctionToolCall):
+            name = call.function.name
+            arguments = canonical_arguments(call.function.arguments)
+            call = FunctionToolCall(id=call_id(len(calls), name, arguments), function=FunctionCall(name, arguments))
+        calls.append(call)
+    return msgspec.structs.replace(reply, tool_calls=calls)
+
+
+def canonical_arguments(arguments: str) -> str:
+    """Arguments text as it comes back from an Ollama client: the compact JSON of the object it
+    parses to (blank: `{}`); anything else, which Ollama cannot carry as an object, as it is."""
+    value = _object(arguments)
+    return arguments_text(value) if isinstance(value, dict) else arguments
+
+
+def response_format(format: str | dict[str, Any] | None) -> dict[str, Any] | None:
+    """Ollama's `format` as OpenAI's `response_format`: "json" is `json_object`, a JSON schema is
+    `json_schema` (named "format"), absent or "" is none."""
+    if format is None or format == "":
+        return None
+    if format == "json":
+        return {"type": "json_object"}
+    if isinstance(format, dict):
+        return {"type": "json_schema", "json_schema": {"name": "format", "schema": format}}
+    raise InvalidRequest(f'format is "json" or a JSON schema, not {format!r}.', parameter="format")
+
+
+def done_reason(finish_reason: str | None) -> str:
+    """A reply's finish reason as Ollama's `done_reason`: Ollama ends a reply that asks for tools
+    with "stop" (it has no "tool_calls"); "length" and any other reason as they are."""
+    if finish_reason is None or finish_reason in ("tool_calls", "function_call"):
+        return "stop"
+    return finish_reason
+
+
 def _image_of(part: Part) -> str | None:
     """The base64 image of a data: URL image part (None for any other part)."""
     if part.get("type") != "image_url" or not isinstance(part.get("image_url"), dict):
@@ -234,6 +292,8 @@ def _image_of(part: Part) -> str | None:
 
 
 def _object(arguments: str) -> dict[str, Any] | str:
+    if not arguments.strip():  # a call without arguments, as OpenAI streams one
+        return {}
     try:
         value = msgspec.json.decode(arguments)
     except msgspec.DecodeError:

@@ -140,9 +140,12 @@ def test_errors_are_ollamas_and_the_client_raises_them_with_the_message(client, 
         client.show("fake/no-such-model")
     assert raised.value.status_code == 404 and raised.value.error == "model 'fake/no-such-model' not found"
     with pytest.raises(ollama.ResponseError) as raised:
-        tools = [{"type": "function", "function": {"name": "f"}}]
-        client.chat(model="echo", messages=[{"role": "user", "content": "hi"}], tools=tools)
-    assert raised.value.status_code == 422 and raised.value.error == "Tools are not supported."
+        orphan = [{"role": "user", "content": "hi"}, {"role": "tool", "tool_name": "f", "content": "x"}]
+        client.chat(model="echo", messages=orphan, tools=[{"type": "function", "function": {"name": "f"}}])
+    assert raised.value.status_code == 422 and raised.value.error == (
+        "messages[1]: a tool message answers a tool call named 'f' of the assistant message before it, "
+        "and there is none left to answer."
+    )
 
 
 def test_a_stream_that_fails_raises_in_the_client_after_the_text_so_far(client, upstream):

@@ -4,6 +4,7 @@ every message the door stores converts out and back to itself."""
 from __future__ import annotations
 
 import base64
+import json
 
 import msgspec
 import pytest
@@ -12,7 +13,17 @@ from hypothesis import strategies as st
 
 from service.domain.errors import InvalidRequest
 from service.domain.message import FunctionCall, FunctionToolCall, Utterance
-from service.domain.ollama import OllamaMessage, call_id, media_type, ollama_message, utterances
+from service.domain.ollama import (
+    OllamaMessage,
+    as_resent,
+    call_id,
+    done_reason,
+    media_type,
+    ollama_message,
+    response_format,
+    utterances,
+)
+from service.domain.threads import said_key
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(20)
 
@@ -218,3 +229,70 @@ def test_a_history_converts_the_same_every_time_and_its_messages_go_out_and_back
             del call["id"], call["type"], call["function"]["index"]
         message.pop("tool_call_id", None)
     assert utterances(sent(*answered)) == stored
+
+
+def test_a_reply_is_stored_as_an_ollama_client_sends_it_back():
+    # As an OpenAI-protocol model gives it: its own ids, arguments as it wrote them.
+    reply = Utterance(
+        role="assistant",
+        content=None,
+        reasoning_content="looking",
+        tool_calls=[
+            FunctionToolCall(id="call_upstream_0", function=FunctionCall("weather", '{"city": "Oslo", "days": 2}')),
+            FunctionToolCall(id="call_upstream_1", function=FunctionCall("time", "")),
+            FunctionToolCall(id="call_upstream_2", function=FunctionCall("raw", "[1, 2]")),
+        ],
+    )
+    stored = as_resent(reply)
+    compact = '{"city":"Oslo","days":2}'
+    assert stored.tool_calls == [
+        FunctionToolCall(id=call_id(0, "weather", compact), function=FunctionCall("weather", compact)),
+        FunctionToolCall(id=call_id(1, "time", "{}"), function=FunctionCall("time", "{}")),  # none: an empty object
+        FunctionToolCall(id=call_id(2, "raw", "[1, 2]"), function=FunctionCall("raw", "[1, 2]")),  # not an object
+    ]
+    assert (stored.content, stored.reasoning_content) == (None, "looking")
+    assert as_resent(stored) == stored
+    text = Utterance(role="assistant", content="no calls")
+    assert as_resent(text) is text
+
+
+_raw_args = st.one_of(
+    _args.map(lambda a: msgspec.json.encode(a).decode()),
+    _args.map(lambda a: json.dumps(a, indent=1, ensure_ascii=True)),  # spaced and escaped, as models write it
+    st.just(""),
+)
+
+
+@given(st.lists(st.tuples(st.text(min_size=1, max_size=10), _raw_args), min_size=1, max_size=3), st.text(max_size=10))
+def test_a_stored_reply_sent_out_and_back_by_an_ollama_client_says_the_same(calls, text):
+    reply = Utterance(
+        role="assistant",
+        content=text or None,
+        tool_calls=[FunctionToolCall(id=f"up_{i}", function=FunctionCall(n, a)) for i, (n, a) in enumerate(calls)],
+    )
+    stored = as_resent(reply)
+    out = msgspec.to_builtins(ollama_message(stored))
+    for call in out["tool_calls"]:  # Ollama's client keeps neither the id nor the index
+        del call["id"], call["type"], call["function"]["index"]
+    # The client's JSON: its own spacing and escapes, its keys in the order it was sent them.
+    resent = msgspec.convert(json.loads(json.dumps(out)), OllamaMessage)
+    [back] = utterances([OllamaMessage(role="user", content="q"), resent])[1:]
+    assert said_key(back) == said_key(stored)
+
+
+def test_format_is_openais_response_format():
+    schema = {"type": "object", "properties": {"a": {"type": "string"}}}
+    assert response_format(None) is None and response_format("") is None
+    assert response_format("json") == {"type": "json_object"}
+    assert response_format(schema) == {"type": "json_schema", "json_schema": {"name": "format", "schema": schema}}
+    with pytest.raises(InvalidRequest) as refused:
+        response_format("yaml")
+    assert refused.value.context["parameter"] == "format"
+
+
+@pytest.mark.parametrize(
+    ("finish_reason", "said"),
+    [(None, "stop"), ("stop", "stop"), ("tool_calls", "stop"), ("function_call", "stop"), ("length", "length")],
+)
+def test_done_reason_is_ollamas(finish_reason, said):
+    assert done_reason(finish_reason) == said

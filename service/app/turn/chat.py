@@ -16,7 +16,7 @@ from service.app.caller import Caller
 from service.app.turn.begin import answer_again, append_user_turn, begin
 from service.app.turn.models import resolve_model
 from service.app.turn.opening import Opening, visible
-from service.app.turn.plan import Answered, L, Lease, Params, Plan, ReplySpec, context_items
+from service.app.turn.plan import Answered, L, Lease, Params, Plan, ReplyForm, ReplySpec, context_items
 from service.domain import threads, tree, views
 from service.domain import turns as rules
 from service.domain.errors import InvalidRequest
@@ -53,6 +53,7 @@ class Chat(msgspec.Struct, frozen=True, kw_only=True):
     window: windows.Window = msgspec.field(default_factory=windows.FullWindow)
     params: Params = msgspec.field(default_factory=Params)
     auto_thread: bool = False
+    reply_form: ReplyForm = "given"  # how the reply is stored (plan.ReplyForm): the door's clients' form
 
 
 async def begin_chat(
@@ -73,7 +74,7 @@ async def begin_chat(
         )
     if chat.parent_message_id is not None and chat.conversation_id is None:
         raise InvalidRequest("parent_message_id needs the conversation_id it belongs to.")
-    spec = ReplySpec(window=chat.window, params=chat.params)
+    spec = ReplySpec(window=chat.window, params=chat.params, reply_form=chat.reply_form)
     conversation_id, parent_id = chat.conversation_id, chat.parent_message_id
     if conversation_id is None and chat.auto_thread:
         found = await find_thread(store, caller, chat.messages)

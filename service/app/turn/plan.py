@@ -60,13 +60,21 @@ class Params(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, forb
     metadata: CompletionMetadata | None = None
 
 
+# How a reply's tool calls are stored: "given", as the provider gave them; "ollama", in the form an
+# Ollama client sends them back (service/domain/ollama.py `as_resent`), so that its resent history
+# continues the stored path.
+ReplyForm = Literal["given", "ollama"]
+
+
 class ReplySpec(msgspec.Struct, frozen=True, kw_only=True):
-    """Who replies and what they are shown: provider and model (defaults: the registry's), window, params."""
+    """Who replies and what they are shown: provider and model (defaults: the registry's), window,
+    params; and the form its reply is stored in."""
 
     provider: str | None = None
     model: str | None = None
     window: windows.Window = msgspec.field(default_factory=windows.FullWindow)
     params: Params = msgspec.field(default_factory=Params)
+    reply_form: ReplyForm = "given"
 
 
 @dataclass(frozen=True)
@@ -81,6 +89,7 @@ class Plan:
     model: str
     context: list[ContextItem]
     params: Params
+    reply_form: ReplyForm = "given"
 
     def request(self) -> ChatRequest:
         return ChatRequest(

@@ -13,7 +13,7 @@ import msgspec
 from service.app import writes
 from service.app.caller import Caller
 from service.app.turn.plan import Plan
-from service.domain import views
+from service.domain import ollama, views
 from service.domain import turns as rules
 from service.domain.errors import ConvtreeError, ReplyAbandoned
 from service.domain.events import Generation, Interruption, MessageAppended, TurnFailed
@@ -139,6 +139,8 @@ async def record_outcome(
             user = (await tx.find_nodes(w.scope, [user_id])).get(user_id)
             generation = _generation(plan, outcome)
             reply = outcome.reply()
+            if plan.reply_form == "ollama":
+                reply = ollama.as_resent(reply)
             events = rules.decide_reply(
                 w.see(user), user, user_id, plan.reply_id, reply, generation, writes.new_digest_key()
             )
