@@ -9,7 +9,7 @@ import hashlib
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
@@ -55,8 +55,9 @@ class ChatBody(msgspec.Struct, kw_only=True):
     """Ollama's chat request. `tools` (Ollama's are OpenAI's: `{"type": "function", "function":
     {"name", "description", "parameters"}}`) are the turn's, passed to the provider as given;
     `format` is the turn's `response_format` (service/domain/ollama.py `response_format`).
-    `keep_alive` and `think` are the model server's to act on and are ignored (a reply's reasoning
-    is answered as `thinking` when the provider gives it)."""
+    `think` is the turn's `reasoning_effort` (true: "medium", the level a thinking model defaults
+    to; "low", "medium", "high" as given; false or absent: not asked), and the reply's reasoning is
+    answered as `thinking`. `keep_alive` is the model server's to act on and is ignored."""
 
     model: Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=schemas.NO_NUL)]
     messages: Annotated[list[OllamaMessage], msgspec.Meta(max_length=10_000)] = []
@@ -64,7 +65,7 @@ class ChatBody(msgspec.Struct, kw_only=True):
     format: str | dict[str, Any] | None = None
     options: Options | None = None
     tools: Tools | None = None
-    think: bool | str | None = None
+    think: bool | Literal["low", "medium", "high"] | None = None
     keep_alive: float | str | None = None
 
 
@@ -243,6 +244,7 @@ def _chat(data: ChatBody) -> turns_app.Chat:
         stop=o.stop or None,
         tools=data.tools or None,
         response_format=response_format(data.format),
+        reasoning_effort="medium" if data.think is True else data.think or None,
     )
     # The reply is stored in the form an Ollama client sends it back: service/domain/ollama.py.
     return turns_app.Chat(
@@ -276,9 +278,10 @@ def _answer(conversation_id: uuid.UUID, reply: views.Message) -> ChatAnswer:
 
 
 def _last(conversation_id: uuid.UUID, reply: views.Message) -> ChatAnswer:
-    """A stream's last line: the reply's other fields (tool calls, thinking), its text streamed already."""
+    """A stream's last line: the reply's other fields (tool calls), its text and thinking streamed already."""
     answer = _answer(conversation_id, reply)
     answer.message.content = ""
+    answer.message.thinking = msgspec.UNSET
     answer.message.images = msgspec.UNSET
     return answer
 
@@ -293,7 +296,7 @@ def _replayed(answered: turns_app.Answered, *, stream: bool) -> Response[Any]:
     text = ChatAnswer(
         model=whole.model,
         created_at=whole.created_at,
-        message=OllamaMessage(role="assistant", content=whole.message.content),
+        message=OllamaMessage(role="assistant", content=whole.message.content, thinking=whole.message.thinking),
         done=False,
         conversation_id=whole.conversation_id,
         message_id=whole.message_id,

@@ -175,7 +175,9 @@ def request_body(request: ChatRequest) -> bytes:
         options=options if options != _Options() else None,
         tools=p.tools,
         format=_format(p),
-        think=p.reasoning_effort,
+        # Ollama's `think`: true, or a level for the models that take one; "medium" is what `true`
+        # asks of every thinking model (gpt-oss's default level), so it is sent as `true`.
+        think=True if p.reasoning_effort == "medium" else p.reasoning_effort,
     )
     return msgspec.json.encode(body)
 

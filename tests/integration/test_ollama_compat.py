@@ -102,6 +102,20 @@ def test_a_chat_streams_by_default_as_ndjson_ending_with_the_counts(client, api,
     assert stored["content"] == "".join(line["message"]["content"] for line in lines) == "echo: lines"
 
 
+def test_thinking_is_streamed_once_and_stored_as_reasoning(client, api, upstream):
+    # `think` asks the model to reason (reasoning_effort upstream); its reasoning arrives in pieces
+    # as `thinking`, and the last line does not say it again.
+    parts = list(client.chat(model="fake-large", messages=[{"role": "user", "content": "why"}], stream=True, think=True))
+    assert "".join(p.message.thinking or "" for p in parts) == "Thinking it over."
+    assert "".join(p.message.content or "" for p in parts) == HELLO + "why"
+    [conversation] = conversations(api)
+    reply = api.get(f"/v1/conversations/{conversation['id']}").json()["head_id"]
+    stored = api.get(f"/v1/conversations/{conversation['id']}/messages/{reply}").json()
+    assert stored["reasoning_content"] == "Thinking it over."
+    whole = client.chat(model="fake-large", messages=[{"role": "user", "content": "how"}], stream=False, think=True)
+    assert whole.message.thinking == "Thinking it over."
+
+
 def test_options_are_the_turns_params(client, upstream):
     client.chat(
         model="fake-large",
