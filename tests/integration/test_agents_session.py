@@ -5,8 +5,13 @@ trip, retries that write nothing twice, forks and branches, and the SDK's Runner
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import subprocess
+import sys
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -290,3 +295,13 @@ def test_a_session_id_must_name_a_conversation() -> None:
     with pytest.raises(ValueError):
         ConvtreeSession("user-123", client=None)  # type: ignore[arg-type]
     assert ConvtreeSession(str(uuid.UUID(int=5)), client=None).session_id == str(uuid.UUID(int=5))  # type: ignore[arg-type]
+
+
+def test_the_readme_example_runs(server: Any) -> None:
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = text.split("## OpenAI Agents SDK sessions", 1)[1].split("\n## ", 1)[0]
+    (example,) = re.findall(r"```python\n(.*?)```", section, re.DOTALL)
+    env = {**os.environ, "CONVTREE_URL": server.base_url, "CONVTREE_KEY": server.new_key()[1]}
+    result = subprocess.run([sys.executable, "-c", example], capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["2 3", "[(1, False)]"]
