@@ -17,7 +17,8 @@ A session is a conversation (`session_id` is its id) seen by its head path. What
   assistant message: `convtree.client.items`), the head moving to the last. Each call carries an
   Idempotency-Key (`idempotency_key=`, else a new one), so a call retried with its key, or a
   request retried after a lost answer, writes nothing twice. A call that fails midway moves the
-  head back to where it was, so it is all or nothing as the head path shows it.
+  head back to where it was, so it is all or nothing as the head path shows it (but for the first
+  items of a new conversation: a root cannot be taken back).
 - `pop_item()`: the head moves to its parent; the old head stays in the tree as a branch. If the
   head message held other items (a step's reasoning, text and calls), the message without the
   popped item is appended beside it as the new head (unless what is left cannot stand alone, such

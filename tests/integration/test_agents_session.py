@@ -229,10 +229,10 @@ def test_a_fork_continues_apart_from_its_source(server: Any) -> None:
         fork = await session.fork(at_item=items[5]["id"])
         await fork.add_items([{"role": "assistant", "content": "Pack for both."}])
         await session.add_items([{"role": "user", "content": "And tomorrow?"}])
-        return items, await session.get_items(), await fork.get_items(), fork
+        return items, await session.get_items(), await fork.get_items(), fork, session
 
-    items, source, forked, fork = run(server, steps)
-    assert fork.session_id != items[0]["id"]
+    items, source, forked, fork, session = run(server, steps)
+    assert fork.session_id != session.session_id
     assert source[:-1] == items and source[-1]["content"] == [{"type": "input_text", "text": "And tomorrow?"}]
     assert forked[:6] == items[:6]
     assert forked[6]["content"] == [{"type": "output_text", "text": "Pack for both.", "annotations": []}]
