@@ -182,8 +182,9 @@ class TurnStream:
             message = msgspec.json.decode(sse.data, type=Message)
             self.finished = True
             out: list[TurnEvent] = []
-            if len(message.content) > len(self.text) and message.content.startswith(self.text):
-                out.append(Delta(text=message.content[len(self.text) :]))
+            said = message.content if isinstance(message.content, str) else ""
+            if len(said) > len(self.text) and said.startswith(self.text):
+                out.append(Delta(text=said[len(self.text) :]))
             out.append(Done(message=message))
             return out
         if sse.event == "error":

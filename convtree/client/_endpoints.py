@@ -107,7 +107,7 @@ class Endpoints:
     def append(
         self,
         conversation_id: Id,
-        content: str,
+        content: str | list[Any],
         *,
         role: models.Role = "user",
         parent_message_id: Id | None = None,
@@ -128,6 +128,25 @@ class Endpoints:
                 "expected_head": expected_head,
             }
         )
+        return self._run(
+            writing("POST", path("conversations", conversation_id, "messages"), body, models.Message, idempotency_key)
+        )
+
+    def append_message(
+        self,
+        conversation_id: Id,
+        message: dict[str, Any],
+        *,
+        parent_message_id: Id | None = None,
+        id: Id | None = None,
+        expected_head: Id | None = None,
+        idempotency_key: str | None = None,
+    ) -> Any:
+        """-> Message: `message` as a model API writes one ({role, content?, tool_calls?,
+        tool_call_id?, name?, refusal?, reasoning_content?, reasoning?, metadata?}, each field sent
+        as given: a null stays null), appended as `append` does."""
+        placed = clean({"parent_message_id": parent_message_id, "id": id, "expected_head": expected_head})
+        body = {**message, **placed}
         return self._run(
             writing("POST", path("conversations", conversation_id, "messages"), body, models.Message, idempotency_key)
         )

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import msgspec
 
-Role = Literal["system", "user", "assistant", "tool"]
+Role = Literal["system", "developer", "user", "assistant", "tool"]
 
 
 class Struct(msgspec.Struct, frozen=True, kw_only=True):
@@ -70,15 +70,27 @@ class Redaction(Struct):
 
 
 class Message(Struct):
+    """A stored message. `content` is a string, a list of content parts, or None (absent or null:
+    an assistant message whose tool calls carry it). The other fields of what a message says are
+    None when the message does not say them: `tool_calls` (an assistant's, as Chat Completions
+    writes them), `tool_call_id` (the call a tool message answers), `name`, `refusal`,
+    `reasoning_content` and the opaque `reasoning`."""
+
     id: uuid.UUID
     conversation_id: uuid.UUID
     parent_message_id: uuid.UUID | None
     role: Role
-    content: str
     metadata: dict[str, Any]
     depth: int
     seq: int
     created_at: datetime
+    content: str | list[Any] | None = None
+    name: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
+    refusal: str | None = None
+    reasoning_content: str | None = None
+    reasoning: dict[str, Any] | None = None
     generation: Generation | None = None
     redacted: Redaction | None = None
 

@@ -14,7 +14,7 @@ LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
 
 
 def lint_imports(tree: Path) -> subprocess.CompletedProcess[str]:
-    """`lint-imports` on the `service` package found in `tree`, with the contracts of its pyproject.toml."""
+    """`lint-imports` on the `service` and `convtree` packages found in `tree`, with the contracts of its pyproject.toml."""
     return subprocess.run(
         [str(LINT_IMPORTS), "--no-cache", "--config", str(tree / "pyproject.toml")],
         cwd=tree,
@@ -30,6 +30,7 @@ def copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the sources and their contracts, to break on purpose."""
     tree = tmp_path_factory.mktemp("tree")
     shutil.copytree(ROOT / "service", tree / "service", ignore=shutil.ignore_patterns("__pycache__", "static"))
+    shutil.copytree(ROOT / "convtree", tree / "convtree", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "pyproject.toml", tree / "pyproject.toml")
     return tree
 
@@ -51,6 +52,8 @@ def test_every_import_contract_is_kept() -> None:
         ("service/store/__init__.py", "import service.upstream", "Rooms:"),
         ("service/upstream/__init__.py", "import service.store", "Rooms:"),
         ("service/app/__init__.py", "import service.api", "Rooms:"),
+        ("convtree/client/items.py", "import service.domain.items", "The client ships without the server"),
+        ("convtree/agents.py", "import service.domain", "The client ships without the server"),
     ],
 )
 def test_an_import_against_the_rooms_breaks_its_contract(
