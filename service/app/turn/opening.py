@@ -125,7 +125,9 @@ class Opening(Generic[L]):
         """Window the context and start the model on it. The reply is `conversation_id`'s, the
         conversation written through, wherever `user` lives (a fork answers inherited messages)."""
         context = await windows.apply(spec.window, items, model)
-        plan = Plan(conversation_id, family_id, user, self.reply_id, provider, model, context, spec.params)
+        plan = Plan(
+            conversation_id, family_id, user, self.reply_id, provider, model, context, spec.params, spec.instructions
+        )
         self.plan = plan
         self.launched = self._launch(plan)
 
