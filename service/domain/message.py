@@ -141,13 +141,19 @@ def said_in(body: Body) -> dict[str, Any]:
 
 def text_of(message: Utterance) -> str:
     """The text a message shows: its string content, or its text parts joined by newlines (what
-    token counting, titles and search read)."""
+    token counting, titles and search read). Text parts are Chat's `text` and the Responses parts
+    stored as given (`input_text`, `output_text` with annotations: items.py)."""
     content = message.content
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "\n".join(part["text"] for part in content if part.get("type") == "text" and isinstance(part.get("text"), str))
+        return "\n".join(
+            part["text"] for part in content if part.get("type") in _TEXT_PARTS and isinstance(part.get("text"), str)
+        )
     return ""
+
+
+_TEXT_PARTS = frozenset({"text", "input_text", "output_text"})
 
 
 def tool_call_ids(message: Utterance) -> list[str]:
