@@ -35,12 +35,13 @@ from service.api.metrics import metered
 from service.api.observe import Observer
 from service.api.ollama import OllamaController
 from service.api.openai_compat import OpenAICompatController
-from service.api.problems import HANDLERS, MEDIA_TYPE, OPENAI_DOORS, OPENAI_MEDIA_TYPE, title_of
+from service.api.problems import HANDLERS, MEDIA_TYPE, OPENAI_MEDIA_TYPE, is_openai_door, title_of
 from service.api.replays import ReplayController
+from service.api.responses import ResponsesController
 from service.api.turns import TurnController
 from service.app.caller import Caller
 from service.app.services import Audit, Conversations, Events, Health, Messages, Replays, Services, Transfer
-from service.app.services import Turns, open_services
+from service.app.services import Responses, Turns, open_services
 from service.config import Settings
 from service.upstream import Registry
 
@@ -110,7 +111,7 @@ def create_app(database_url: str, settings: Settings, registry: Registry | None 
         # automatic OPTIONS handler would otherwise keep a stale `Allow` list for merged routes.
         route_handlers=[
             ConversationController, ForkController, HistoryController, TurnController, OpenAICompatController,
-            OllamaController, ReplayController,
+            OllamaController, ReplayController, ResponsesController,
             healthz, readyz, *ui.routers(), *observer.routes,
         ],
         dependencies=root.providers(),
@@ -170,13 +171,16 @@ class _Root:
     def replays(self, caller: NamedDependency[Caller]) -> Replays:
         return self.services.replays
 
+    def responses(self, caller: NamedDependency[Caller]) -> Responses:
+        return self.services.responses
+
     def health(self) -> Health:  # for the readiness probe, which has no caller
         return self.services.health
 
     def providers(self) -> dict[str, Provide]:
         areas = (
             self.conversations, self.messages, self.events, self.audit, self.transfer, self.turns, self.replays,
-            self.health,
+            self.health, self.responses,
         )  # fmt: skip
         # Named `<area>_service`: litestar takes a request field of a dependency's name for the
         # dependency's (a 500, not a 422), and a body may well have `messages` or `events`.
@@ -191,7 +195,7 @@ def _document_validation_as_422(app: Litestar) -> None:
     convtree answers invalid input with a 422 problem, and a body that is not JSON at all with a
     400 problem, each listed on the routes where they can happen."""
     for path, path_item in (app.openapi_schema.paths or {}).items():
-        ours = _ERROR_MEDIA[path in OPENAI_DOORS]
+        ours = _ERROR_MEDIA[is_openai_door(path)]
         for method in ("get", "put", "post", "delete", "patch"):
             operation = getattr(path_item, method)
             if operation is None or not operation.responses:
@@ -228,7 +232,7 @@ def _document_body_limit(app: Litestar) -> None:
     """Any route that takes a body refuses one over `request_max_body_bytes` with 413, before its
     handler runs: the document says so on each of them."""
     for path, item in (app.openapi_schema.paths or {}).items():
-        media_type, ref = _ERROR_MEDIA[path in OPENAI_DOORS]
+        media_type, ref = _ERROR_MEDIA[is_openai_door(path)]
         for method in ("post", "put", "patch"):
             operation = getattr(item, method)
             if operation is None or operation.request_body is None:

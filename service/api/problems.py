@@ -55,6 +55,9 @@ class Problem(msgspec.Struct, kw_only=True, omit_defaults=True):
 # The OpenAI-compatible door answers its errors as OpenAI does (OpenAIErrorBody, application/json),
 # not as problems: OpenAI's clients read `error.message`, and show nothing else.
 OPENAI_DOORS = frozenset({"/v1/chat/completions", "/v1/models"})
+# The Responses API answers as OpenAI's does throughout: OpenAI's error object, and 400 (not 422)
+# for a request it refuses, as OpenAI's clients expect (BadRequestError).
+RESPONSES_DOOR = "/openai/v1/responses"
 OPENAI_MEDIA_TYPE = "application/json"
 OLLAMA_DOOR = "/api/"  # every path under it, routes convtree does not serve included
 _OPENAI_TYPES = {  # status -> OpenAI's error type; 5xx: server_error; any other: invalid_request_error
@@ -75,6 +78,7 @@ TABLE: dict[type[errors.ConvtreeError], tuple[int, str, str]] = {
     errors.MessageNotFound: (404, "message-not-found", "Message not found"),
     errors.ParentNotFound: (404, "parent-not-found", "Parent message not found"),
     errors.ModelNotFound: (404, "model-not-found", "Model not found"),
+    errors.ResponseNotFound: (404, "response-not-found", "Response not found"),
     errors.ReplayRunNotFound: (404, "replay-run-not-found", "Replay run not found"),
     errors.NotFound: (404, "not-found", "Not found"),
     errors.ConversationIdConflict: (409, "conversation-id-conflict", "Conversation id already used"),
@@ -93,6 +97,8 @@ TABLE: dict[type[errors.ConvtreeError], tuple[int, str, str]] = {
     errors.InvalidMessage: (422, "invalid-message", "Invalid message"),
     errors.ToolResultWithoutCall: (422, "tool-result-without-call", "Tool result answers no call"),
     errors.DuplicateToolResult: (422, "duplicate-tool-result", "Tool call already answered"),
+    errors.PreviousResponseNotFound: (400, "previous-response-not-found", "Previous response not found"),
+    errors.ContextTooLong: (400, "context-length-exceeded", "Context too long"),
     errors.InvalidRequest: (422, "invalid-request", "Invalid request"),
     errors.JsonTooDeep: (400, "json-too-deep", "JSON nested too deep"),
     errors.Unauthorized: (401, "unauthorized", "Unauthorized"),
@@ -145,7 +151,9 @@ def classify(exc: errors.ConvtreeError) -> tuple[int, str, str]:
 def _response(request: Request[Any, Any, Any], problem: Problem, headers: dict[str, str] | None = None) -> Response[Any]:
     problem.instance = request.url.path
     problem.request_id = request.scope.get("state", {}).get("request_id")
-    if problem.instance in OPENAI_DOORS:
+    if problem.instance.startswith(RESPONSES_DOOR) and problem.status == 422:
+        problem.status = 400
+    if is_openai_door(problem.instance):
         return Response(
             content=msgspec.json.encode(OpenAIErrorBody(openai_error(problem))),
             status_code=problem.status,
@@ -160,6 +168,19 @@ def _response(request: Request[Any, Any, Any], problem: Problem, headers: dict[s
         media_type=MEDIA_TYPE,
         headers=headers,
     )
+
+
+def is_openai_door(path: str) -> bool:
+    """Whether `path` is a route of the OpenAI-compatible door, which answers OpenAI's error object."""
+    return path in OPENAI_DOORS or path.startswith(RESPONSES_DOOR)
+
+
+# OpenAI's own codes, where OpenAI's clients (and the Agents SDK) look for them; every other
+# problem's code is its slug.
+_OPENAI_CODES = {
+    "previous-response-not-found": "previous_response_not_found",
+    "context-length-exceeded": "context_length_exceeded",
+}
 
 
 def openai_error(problem: Problem) -> OpenAIError:
@@ -178,11 +199,12 @@ def openai_error(problem: Problem) -> OpenAIError:
         said = first.get("message")
         if said and said != message:
             message = f"{message} {param}: {said}" if param is not None else f"{message} {said}"
+    slug = problem.type.removeprefix(TYPE_BASE)
     return OpenAIError(
         message=message,
         type=kind,
         param=None if param is None else str(param),
-        code=problem.type.removeprefix(TYPE_BASE),
+        code=_OPENAI_CODES.get(slug, slug),
         context=problem.context,
     )
 
