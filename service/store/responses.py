@@ -50,5 +50,5 @@ async def delete(tx: Tx, tenant: str, response_id: uuid.UUID) -> bool:
 
 async def turn_failure(tx: Tx, conversation_id: uuid.UUID, reply_id: uuid.UUID) -> tuple[str, str] | None:
     """(kind, detail) of the failure of the turn `reply_id` answers, if it failed."""
-    found = await tx.row("find_turn_failure", conversation_id=conversation_id, reply_id=reply_id)
+    found = await tx.row("find_turn_failure", conversation_id=conversation_id, reply_id=str(reply_id))
     return None if found is None else (found["error"] or "failed", found["detail"] or "")

@@ -239,3 +239,51 @@ def _conversation_of(model_server, rid: str) -> str:
         rid.removeprefix("resp_"),
     )
     return row["c"]
+
+
+def test_truncation_auto_drops_the_oldest_items_to_fit_and_disabled_refuses_instead(client, upstream):
+    first = client.responses.create(model=MODEL, input="one " * 50)
+    second = client.responses.create(model=MODEL, input="two", previous_response_id=first.id)
+    window = {"window": {"strategy": "tokens", "max_tokens": 60}}
+    client.responses.create(
+        model=MODEL, input="three", previous_response_id=second.id, truncation="auto", extra_body=window
+    )
+    assert said(sent(upstream)[-1]) == [("user", "two"), ("assistant", second.output_text), ("user", "three")]
+    calls = len(sent(upstream))
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.responses.create(model=MODEL, input="three", previous_response_id=second.id, extra_body=window)
+    assert raised.value.code == "context_length_exceeded" and raised.value.body["param"] == "input"
+    assert len(sent(upstream)) == calls  # refused before the model was called
+    client.responses.create(model=MODEL, input="three", previous_response_id=second.id)  # no window: no limit known
+    assert said(sent(upstream)[-1])[0] == ("user", "one " * 50)
+
+
+def test_reasoning_is_streamed_as_a_reasoning_item_before_the_message(client):
+    with client.responses.stream(model=MODEL, input="think", reasoning={"effort": "low"}) as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    kinds = [e.type for e in events]
+    assert kinds[2:4] == ["response.output_item.added", "response.content_part.added"]
+    assert events[2].item.type == "reasoning" and events[2].item.id.startswith("rs_")
+    thought = "".join(e.delta for e in events if e.type == "response.reasoning_text.delta")
+    assert thought == "Thinking it over."
+    assert [i.type for i in final.output] == ["reasoning", "message"]
+    assert final.output[0].id == events[2].item.id and final.output[0].content[0].text == thought
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+
+
+def test_a_failed_stream_ends_with_response_failed_and_the_response_reads_failed(model_server, key, upstream):
+    from tests.fakeupstream import Fault
+
+    upstream.fail_next(Fault.status_code(400, message="no such thing"))
+    body = {"model": MODEL, "input": "fail please", "stream": True}
+    with model_server.client(key) as http:
+        with http.stream("POST", "/openai/v1/responses", json=body) as r:
+            events = list(sse(r))
+        assert [e for e, _ in events[:2]] == ["response.created", "response.in_progress"]
+        kind, failed = events[-2]
+        assert kind == "response.failed" and failed["response"]["status"] == "failed"
+        assert failed["response"]["error"]["code"] == "server_error" and events[-1][1] == "[DONE]"
+        rid = failed["response"]["id"]
+        read = http.get(f"/openai/v1/responses/{rid}").json()
+    assert read["status"] == "failed" and read["error"]["message"] and read["output"] == []
