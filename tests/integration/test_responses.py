@@ -287,3 +287,19 @@ def test_a_failed_stream_ends_with_response_failed_and_the_response_reads_failed
         rid = failed["response"]["id"]
         read = http.get(f"/openai/v1/responses/{rid}").json()
     assert read["status"] == "failed" and read["error"]["message"] and read["output"] == []
+
+
+def test_the_readme_responses_example_runs(server):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split("A chain and a branch of it", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    example = "\n".join(line.removeprefix("  ") for line in block.splitlines())
+    key = server.new_key()[1]
+    program = f"KEY = {key!r}\n" + example.replace("http://127.0.0.1:8000", server.base_url)
+    ran = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 0, ran.stderr
+    promised = [line.split("  # ", 1)[1] for line in example.splitlines() if line.startswith("print(")]
+    assert ran.stdout.splitlines() == promised
