@@ -303,3 +303,17 @@ def test_the_readme_responses_example_runs(server):
     assert ran.returncode == 0, ran.stderr
     promised = [line.split("  # ", 1)[1] for line in example.splitlines() if line.startswith("print(")]
     assert ran.stdout.splitlines() == promised
+
+
+@pytest.mark.parametrize("text", ["nul \u0000 here", "lone \ud800 surrogate", "\u202e\ufeff"])
+def test_hostile_text_in_every_string_field_is_never_a_server_error(api, text):
+    body = {
+        "model": MODEL, "input": [{"role": "user", "content": [{"type": "input_text", "text": text}]}],
+        "instructions": text, "metadata": {"k": text}, "user": text, "prompt_cache_key": text,
+    }  # fmt: skip
+    r = api.post("/openai/v1/responses", content=json.dumps(body), headers={"Content-Type": "application/json"})
+    assert r.status_code in (200, 400), r.text
+    if r.status_code == 200:
+        got = api.get(f"/openai/v1/responses/{r.json()['id']}")
+        assert got.status_code == 200 and got.json()["metadata"] == {"k": text}
+        assert api.get(f"/openai/v1/responses/{r.json()['id']}/input_items").status_code == 200
