@@ -60,7 +60,7 @@ CREATE TABLE events (
     parent_run_id    uuid,                          -- the run of the message's parent
     CONSTRAINT events_type_known CHECK (type IN (
         'conversation_created', 'conversation_forked', 'message_appended', 'head_moved',
-        'message_redacted', 'turn_failed'
+        'message_redacted', 'turn_failed', 'conversation_updated', 'conversation_deleted', 'message_hidden'
     )),
     CONSTRAINT events_message_columns CHECK (
         (type = 'message_appended') = (message_id IS NOT NULL AND role IS NOT NULL
@@ -90,6 +90,9 @@ CREATE INDEX events_branches ON events (family_id, parent_run_id, depth) WHERE r
 CREATE INDEX events_conversation ON events (conversation_id, seq);
 -- A tenant's feed in order.
 CREATE INDEX events_tenant ON events (tenant, seq);
+-- A conversation's marks in the projection the Conversations API reads (service/app/items.py): its
+-- tombstone, and the messages hidden from it.
+CREATE INDEX events_marks ON events (conversation_id, type, seq) WHERE type IN ('conversation_deleted', 'message_hidden');
 
 CREATE TABLE bodies (
     family_id   uuid NOT NULL,
@@ -775,13 +778,14 @@ LANGUAGE sql STABLE AS $$
                max(l.seq) FILTER (WHERE l.type IN ('message_appended', 'head_moved', 'conversation_forked'))
                    AS head_seq,
                count(*) FILTER (WHERE l.type = 'message_appended') AS messages,
-               count(*) FILTER (WHERE l.type = 'message_appended' AND p.parent_id IS NULL) AS leaves
+               count(*) FILTER (WHERE l.type = 'message_appended' AND p.parent_id IS NULL) AS leaves,
+               max(l.seq) FILTER (WHERE l.type = 'conversation_updated') AS metadata_seq
           FROM log l
           LEFT JOIN parents p ON p.family_id = l.family_id AND p.conversation_id = l.conversation_id
                              AND p.parent_id = l.message_id
          GROUP BY l.family_id, l.conversation_id
     )
-    SELECT f.tenant, s.conversation_id, s.family_id, f.payload->>'title', f.payload->'metadata',
+    SELECT f.tenant, s.conversation_id, s.family_id, f.payload->>'title', coalesce(u.metadata, f.payload->'metadata'),
            CASE h.type WHEN 'message_appended' THEN h.message_id
                        WHEN 'head_moved' THEN (h.payload->>'message_id')::uuid
                        WHEN 'conversation_forked' THEN (h.payload->>'source_message_id')::uuid END,
@@ -797,6 +801,8 @@ LANGUAGE sql STABLE AS $$
                           WHERE e.seq = s.last_seq AND e.family_id = s.family_id LIMIT 1) z
       LEFT JOIN LATERAL (SELECT e.type, e.message_id, readable_payload(e.payload) AS payload FROM events e
                           WHERE e.seq = s.head_seq AND e.family_id = s.family_id LIMIT 1) h ON true
+      LEFT JOIN LATERAL (SELECT readable_payload(e.payload)->'metadata' AS metadata FROM events e
+                          WHERE e.seq = s.metadata_seq AND e.family_id = s.family_id LIMIT 1) u ON true
       LEFT JOIN LATERAL (SELECT e.message_id, e.depth FROM events e
                           WHERE f.type = 'conversation_forked' AND e.family_id = s.family_id
                             AND e.message_id = (f.payload->>'source_message_id')::uuid LIMIT 1) b ON true

@@ -7,13 +7,13 @@ retrieved and continued. Its status, output, usage and error are read from the l
 byte changes.
 
 Revision ID: 0014
-Revises: 0012
+Revises: 0013
 """
 
 from service.store.migrate import execute_script
 
 revision = "0014"
-down_revision = "0012"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 

@@ -34,13 +34,14 @@ from service.api.hygiene import cors, gzipped
 from service.api.metrics import metered
 from service.api.observe import Observer
 from service.api.ollama import OllamaController
-from service.api.openai_compat import OpenAICompatController
-from service.api.problems import HANDLERS, MEDIA_TYPE, OPENAI_MEDIA_TYPE, is_openai_door, title_of
+from service.api.openai_compat import OpenAICompatController, OpenAIController
+from service.api.openai_conversations import OpenAIConversationsController
+from service.api.problems import HANDLERS, MEDIA_TYPE, OPENAI_MEDIA_TYPE, openai_door, title_of
 from service.api.replays import ReplayController
 from service.api.responses import ResponsesController
 from service.api.turns import TurnController
 from service.app.caller import Caller
-from service.app.services import Audit, Conversations, Events, Health, Messages, Replays, Services, Transfer
+from service.app.services import Audit, Conversations, Events, Health, Items, Messages, Replays, Services, Transfer
 from service.app.services import Responses, Turns, open_services
 from service.config import Settings
 from service.upstream import Registry
@@ -59,7 +60,8 @@ def openapi_config() -> OpenAPIConfig:
         version=VERSION,
         description=(service.__doc__ or "").strip()
         + " Every error is an RFC 9457 problem (application/problem+json) with a stable `type`, but on the"
-        " OpenAI-compatible door (`/v1/chat/completions`, `/v1/models`), where it is OpenAI's error object,"
+        " OpenAI-compatible door (every path under `/openai/v1`, and its aliases `/v1/chat/completions` and"
+        " `/v1/models`), where it is OpenAI's error object,"
         " `{\"error\": {\"message\", \"type\", \"param\", \"code\"}}` (application/json), as OpenAI's clients read it.",
         path="/docs",
         render_plugins=[ui.docs_plugin()],
@@ -111,7 +113,8 @@ def create_app(database_url: str, settings: Settings, registry: Registry | None 
         # automatic OPTIONS handler would otherwise keep a stale `Allow` list for merged routes.
         route_handlers=[
             ConversationController, ForkController, HistoryController, TurnController, OpenAICompatController,
-            OllamaController, ReplayController, ResponsesController,
+            OpenAIController, OpenAIConversationsController, OllamaController, ReplayController,
+            ResponsesController,
             healthz, readyz, *ui.routers(), *observer.routes,
         ],
         dependencies=root.providers(),
@@ -174,13 +177,16 @@ class _Root:
     def responses(self, caller: NamedDependency[Caller]) -> Responses:
         return self.services.responses
 
+    def items(self, caller: NamedDependency[Caller]) -> Items:
+        return self.services.items
+
     def health(self) -> Health:  # for the readiness probe, which has no caller
         return self.services.health
 
     def providers(self) -> dict[str, Provide]:
         areas = (
             self.conversations, self.messages, self.events, self.audit, self.transfer, self.turns, self.replays,
-            self.health, self.responses,
+            self.items, self.health, self.responses,
         )  # fmt: skip
         # Named `<area>_service`: litestar takes a request field of a dependency's name for the
         # dependency's (a 500, not a 422), and a body may well have `messages` or `events`.
@@ -195,7 +201,7 @@ def _document_validation_as_422(app: Litestar) -> None:
     convtree answers invalid input with a 422 problem, and a body that is not JSON at all with a
     400 problem, each listed on the routes where they can happen."""
     for path, path_item in (app.openapi_schema.paths or {}).items():
-        ours = _ERROR_MEDIA[is_openai_door(path)]
+        ours = _ERROR_MEDIA[openai_door(path)]
         for method in ("get", "put", "post", "delete", "patch"):
             operation = getattr(path_item, method)
             if operation is None or not operation.responses:
@@ -232,7 +238,7 @@ def _document_body_limit(app: Litestar) -> None:
     """Any route that takes a body refuses one over `request_max_body_bytes` with 413, before its
     handler runs: the document says so on each of them."""
     for path, item in (app.openapi_schema.paths or {}).items():
-        media_type, ref = _ERROR_MEDIA[is_openai_door(path)]
+        media_type, ref = _ERROR_MEDIA[openai_door(path)]
         for method in ("post", "put", "patch"):
             operation = getattr(item, method)
             if operation is None or operation.request_body is None:

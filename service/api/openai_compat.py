@@ -1,4 +1,5 @@
-"""The OpenAI-compatible API: `POST /v1/chat/completions` (plain and streamed) and `GET /v1/models`,
+"""The OpenAI-compatible API: `POST /openai/v1/chat/completions` (plain and streamed) and `GET /openai/v1/models`
+(also at `/v1/chat/completions` and `/v1/models`),
 with the web ChatGPT protocol's `conversation_id` / `parent_message_id` to keep the chat a tree."""
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from litestar.params import HeaderParameter, JSONBody
 
 from service.api import schemas, sse
 from service.api.deps import REPLAYED, json_response, keyed
-from service.api.problems import openai_error, responses
+from service.api.problems import OPENAI_BASE, openai_error, responses
 from service.api.turns import IDEMPOTENCY_KEY, TURN_ERRORS, stream_error, wait_settled
 from service.app import turn as turns_app
 from service.app import window as windows
@@ -491,3 +492,11 @@ def _completion_id(plan: turns_app.Plan) -> str:
 
 
 _encode = msgspec.json.Encoder().encode
+
+
+class OpenAIController(OpenAICompatController):
+    """The same routes under the OpenAI base path (`/openai/v1`), where a client's `base_url` points;
+    `/v1/chat/completions` and `/v1/models` stay as their aliases."""
+
+    path = OPENAI_BASE
+    tags = ["openai"]

@@ -53,11 +53,22 @@ class Problem(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 
 # The OpenAI-compatible door answers its errors as OpenAI does (OpenAIErrorBody, application/json),
-# not as problems: OpenAI's clients read `error.message`, and show nothing else.
+# not as problems: OpenAI's clients read `error.message`, and show nothing else. The door is every
+# path under OPENAI_BASE (routes convtree does not serve included), and the two aliases of its first
+# routes under /v1.
+OPENAI_BASE = "/openai/v1"
 OPENAI_DOORS = frozenset({"/v1/chat/completions", "/v1/models"})
-# The Responses API answers as OpenAI's does throughout: OpenAI's error object, and 400 (not 422)
-# for a request it refuses, as OpenAI's clients expect (BadRequestError).
-RESPONSES_DOOR = "/openai/v1/responses"
+
+
+def openai_door(path: str) -> bool:
+    """Whether `path` (a request's, or a route's template) is of the OpenAI-compatible door."""
+    return path in OPENAI_DOORS or path == OPENAI_BASE or path.startswith(OPENAI_BASE + "/")
+
+
+# The Responses API answers a request it refuses with 400 (not 422), as OpenAI's clients expect
+# (BadRequestError).
+RESPONSES_DOOR = OPENAI_BASE + "/responses"
+
 OPENAI_MEDIA_TYPE = "application/json"
 OLLAMA_DOOR = "/api/"  # every path under it, routes convtree does not serve included
 _OPENAI_TYPES = {  # status -> OpenAI's error type; 5xx: server_error; any other: invalid_request_error
@@ -77,6 +88,7 @@ TABLE: dict[type[errors.ConvtreeError], tuple[int, str, str]] = {
     errors.ConversationNotFound: (404, "conversation-not-found", "Conversation not found"),
     errors.MessageNotFound: (404, "message-not-found", "Message not found"),
     errors.ParentNotFound: (404, "parent-not-found", "Parent message not found"),
+    errors.ItemNotFound: (404, "item-not-found", "Item not found"),
     errors.ModelNotFound: (404, "model-not-found", "Model not found"),
     errors.ResponseNotFound: (404, "response-not-found", "Response not found"),
     errors.ReplayRunNotFound: (404, "replay-run-not-found", "Replay run not found"),
@@ -153,7 +165,7 @@ def _response(request: Request[Any, Any, Any], problem: Problem, headers: dict[s
     problem.request_id = request.scope.get("state", {}).get("request_id")
     if problem.instance.startswith(RESPONSES_DOOR) and problem.status == 422:
         problem.status = 400
-    if is_openai_door(problem.instance):
+    if openai_door(problem.instance):
         return Response(
             content=msgspec.json.encode(OpenAIErrorBody(openai_error(problem))),
             status_code=problem.status,
@@ -168,11 +180,6 @@ def _response(request: Request[Any, Any, Any], problem: Problem, headers: dict[s
         media_type=MEDIA_TYPE,
         headers=headers,
     )
-
-
-def is_openai_door(path: str) -> bool:
-    """Whether `path` is a route of the OpenAI-compatible door, which answers OpenAI's error object."""
-    return path in OPENAI_DOORS or path.startswith(RESPONSES_DOOR)
 
 
 # OpenAI's own codes, where OpenAI's clients (and the Agents SDK) look for them; every other
@@ -299,7 +306,7 @@ def responses(
     """OpenAPI response entries for the errors a route can answer with, and those any route can (a
     request too slow to arrive, headers too large, a bug) and, where it uses the `database`, the
     503s with a Retry-After header of a database away or busy. `openai`: a route of the
-    OpenAI-compatible door, whose errors are OpenAI's error object (OPENAI_DOORS)."""
+    OpenAI-compatible door, whose errors are OpenAI's error object (openai_door)."""
     specs: dict[int, ResponseSpec] = {}
     descriptions: dict[int, list[str]] = {}
     always = (408, 431, errors.DatabaseUnavailable, errors.DatabaseBusy, 500) if database else (408, 431, 500)

@@ -13,12 +13,13 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 import msgspec
 
 from service.app import audit as audit_app
-from service.app import conversations, forks, idempotency, keys, messages, replay, schema, turn
+from service.app import conversation_items, conversations, forks, idempotency, keys, messages, replay, schema, turn
 from service.app import transfer, verify
 from service.app import context as context_app
 from service.app import feed as feed_app
@@ -132,6 +133,44 @@ class Messages:
         self, caller: Caller, conversation_id: uuid.UUID, cmd: RedactMessage, keyed: idempotency.Keyed | None
     ) -> redact_app.Redacted | Replayed:
         return await redact_app.redact_message(self._store, caller, conversation_id, cmd, keyed)
+
+
+class Items:
+    """The Conversations API: a conversation as its head path of items (see app.conversation_items)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def create(self, caller: Caller, items: list[Any], metadata: dict[str, Any]) -> views.Conversation:
+        return await conversation_items.create(self._store, caller, items, metadata)
+
+    async def get(self, caller: Caller, conversation_id: uuid.UUID) -> views.Conversation:
+        return await conversation_items.get(self._store, caller, conversation_id)
+
+    async def update(self, caller: Caller, conversation_id: uuid.UUID, metadata: dict[str, Any]) -> views.Conversation:
+        return await conversation_items.update(self._store, caller, conversation_id, metadata)
+
+    async def delete(self, caller: Caller, conversation_id: uuid.UUID) -> None:
+        await conversation_items.delete(self._store, caller, conversation_id)
+
+    async def list_items(
+        self,
+        caller: Caller,
+        conversation_id: uuid.UUID,
+        after: str | None,
+        limit: int,
+        order: conversation_items.Order,
+    ) -> conversation_items.ItemPage:
+        return await conversation_items.list_items(self._store, caller, conversation_id, after, limit, order)
+
+    async def add_items(self, caller: Caller, conversation_id: uuid.UUID, items: list[Any]) -> list[dict[str, Any]]:
+        return await conversation_items.add_items(self._store, caller, conversation_id, items)
+
+    async def get_item(self, caller: Caller, conversation_id: uuid.UUID, item_id: str) -> dict[str, Any]:
+        return await conversation_items.get_item(self._store, caller, conversation_id, item_id)
+
+    async def delete_item(self, caller: Caller, conversation_id: uuid.UUID, item_id: str) -> views.Conversation:
+        return await conversation_items.delete_item(self._store, caller, conversation_id, item_id)
 
 
 class Events:
@@ -403,6 +442,7 @@ class Services:
     replays: Replays
     health: Health
     responses: Responses
+    items: Items
 
     @property
     def generations(self) -> Replies:
@@ -498,4 +538,5 @@ async def open_services(
             replays=Replays(store, providers, runner, replaying),
             health=Health(store),
             responses=Responses(store, turns),
+            items=Items(store),
         )

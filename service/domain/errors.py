@@ -71,6 +71,10 @@ class MessageNotFound(NotFound):
     """The message does not exist in this conversation."""
 
 
+class ItemNotFound(NotFound):
+    """The item is not among the conversation's items."""
+
+
 class ModelNotFound(NotFound):
     """No configured provider offers this model."""
 

@@ -106,7 +106,35 @@ class TurnFailed(msgspec.Struct, frozen=True, tag="turn_failed", kw_only=True):
     detail: str
 
 
-Event = ConversationCreated | MessageAppended | HeadMoved | MessageRedacted | ConversationForked | TurnFailed
+class ConversationUpdated(msgspec.Struct, frozen=True, tag="conversation_updated", kw_only=True):
+    """The conversation's metadata is now `metadata` (the Conversations API's update)."""
+
+    metadata: dict[str, Any]
+
+
+class ConversationDeleted(msgspec.Struct, frozen=True, tag="conversation_deleted", kw_only=True):
+    """The conversation's tombstone: the Conversations API no longer serves it. The log, and the
+    native API, keep it (bodies are erased only by a redaction that asks for it)."""
+
+
+class MessageHidden(msgspec.Struct, frozen=True, tag="message_hidden", kw_only=True):
+    """The message is no longer listed among the conversation's items (a Conversations item
+    deleted inside the path); it stays in the tree, the log and the native reads."""
+
+    message_id: uuid.UUID
+
+
+Event = (
+    ConversationCreated
+    | MessageAppended
+    | HeadMoved
+    | MessageRedacted
+    | ConversationForked
+    | TurnFailed
+    | ConversationUpdated
+    | ConversationDeleted
+    | MessageHidden
+)
 
 
 class Columns(msgspec.Struct, frozen=True, array_like=True):
@@ -127,6 +155,9 @@ _PAYLOAD_TYPES: dict[str, type[msgspec.Struct]] = {
     "message_redacted": MessageRedacted,
     "conversation_forked": ConversationForked,
     "turn_failed": TurnFailed,
+    "conversation_updated": ConversationUpdated,
+    "conversation_deleted": ConversationDeleted,
+    "message_hidden": MessageHidden,
 }
 
 

@@ -21,6 +21,7 @@ from service.domain.events import (
     ConversationForked,
     HeadMoved,
     MessageAppended,
+    MessageHidden,
     MessageRedacted,
     Role,
     Sealed,
@@ -153,6 +154,9 @@ def _check_tree(lines: list[ExportLine], head_hash: bytes) -> ImportPlan:
                 if fork is None:
                     raise refuse(number, "unknown-message", "The event names a message the export lacks.", line.seq)
                 inherited.append((named, None, number))
+        elif isinstance(event, MessageHidden):
+            if event.message_id not in depths and fork is None:
+                raise refuse(number, "unknown-message", "The event names a message the export lacks.", line.seq)
         elif isinstance(event, MessageRedacted):
             if event.message_id not in depths:
                 raise refuse(number, "unknown-message", "The redaction names a message the export lacks.", line.seq)

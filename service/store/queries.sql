@@ -858,3 +858,17 @@ SELECT readable_payload(payload)->>'error' AS error, readable_payload(payload)->
    AND readable_payload(payload)->>'reply_id' = :reply_id::text
  ORDER BY seq DESC
  LIMIT 1;
+
+-- name: set_conversation_metadata
+-- The conversation's metadata after a `conversation_updated` event, written in that event's
+-- transaction (fold_conversations reads the same from the log).
+UPDATE conversations SET metadata = :metadata::json
+ WHERE tenant = :tenant AND conversation_id = :conversation_id;
+
+-- name: conversation_marks
+-- What the Conversations API's projection of conversation :conversation_id leaves out: its
+-- tombstone (`conversation_deleted`, message_id NULL) and the messages hidden from it (events_marks).
+SELECT e.type, (readable_payload(e.payload)->>'message_id')::uuid AS message_id
+  FROM events e
+ WHERE e.conversation_id = :conversation_id AND e.tenant = :tenant
+   AND e.type IN ('conversation_deleted', 'message_hidden');

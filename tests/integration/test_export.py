@@ -239,3 +239,26 @@ def test_another_tenants_conversation_cannot_be_exported(server, api):
     with server.client(key) as other:
         problem(other.get(f"/v1/conversations/{cid}/export"), 404, "conversation-not-found")
     problem(api.get(f"/v1/conversations/{uuid.uuid4()}/export"), 404, "conversation-not-found")
+
+
+def test_a_conversation_changed_through_the_conversations_api_moves_whole(api, elsewhere):
+    """Its metadata updates, hidden messages and tombstone are events: exported, imported elsewhere
+    with the same hashes, and read there as they were here."""
+    made = api.post("/openai/v1/conversations", json={"items": [{"role": "user", "content": t} for t in "abc"]}).json()
+    cid = str(uuid.UUID(hex=made["id"].removeprefix("conv_")))
+    api.post(f"/openai/v1/conversations/{made['id']}", json={"metadata": {"k": "v"}})
+    middle = api.get(f"/openai/v1/conversations/{made['id']}/items", params={"order": "asc"}).json()["data"][1]
+    api.delete(f"/openai/v1/conversations/{made['id']}/items/{middle['id']}")
+    body = export(api, cid)
+    _, key = elsewhere.new_key()
+    with elsewhere.client(key) as there:
+        import_(there, body)
+        assert export(there, cid) == body
+        assert there.get(f"/v1/conversations/{cid}").json()["metadata"] == {"k": "v"}
+        listed = there.get(f"/openai/v1/conversations/{made['id']}/items", params={"order": "asc"}).json()["data"]
+        assert [i["content"][0]["text"] for i in listed] == ["a", "c"]
+    api.delete(f"/openai/v1/conversations/{made['id']}")
+    with elsewhere.client(elsewhere.new_key()[1]) as other:
+        import_(other, export(api, cid))
+        assert other.get(f"/openai/v1/conversations/{made['id']}").status_code == 404
+        assert other.get(f"/v1/conversations/{cid}/audit").json()["valid"] is True

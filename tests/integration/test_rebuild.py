@@ -276,3 +276,25 @@ def test_a_conversation_that_cannot_be_folded_keeps_its_row_and_the_others_are_r
     # Once the fault is gone, a rebuild restores everything.
     assert rebuild_now(url).failures == []
     assert table(url) == rows
+
+
+def test_metadata_set_through_the_conversations_api_is_folded_by_rebuild_and_replay(own_server):
+    """`conversation_updated` sets the summary's metadata: a rebuild refolds it from the log, and
+    replay shows the metadata each point of the log had."""
+    _, key = own_server.new_key()
+    with own_server.client(key) as client:
+        created = client.post("/openai/v1/conversations", json={"metadata": {"v": "1"}}).json()
+        cid = created["id"].removeprefix("conv_")
+        cid = f"{cid[:8]}-{cid[8:12]}-{cid[12:16]}-{cid[16:20]}-{cid[20:]}"
+        first_seq = client.get(f"/v1/conversations/{cid}").json()["last_seq"]
+        client.post(f"/openai/v1/conversations/{created['id']}", json={"metadata": {"v": "2"}})
+        client.post(f"/openai/v1/conversations/{created['id']}", json={"metadata": {"v": "3"}})
+        rows = table(own_server.database_url)
+
+        rebuild_now(own_server.database_url)
+
+        assert table(own_server.database_url) == rows
+        assert client.get(f"/v1/conversations/{cid}").json()["metadata"] == {"v": "3"}
+        past = client.get(f"/v1/conversations/{cid}", params={"as_of": str(first_seq)}).json()
+        assert past["metadata"] == {"v": "1"}
+        assert client.get(f"/openai/v1/conversations/{created['id']}").json()["metadata"] == {"v": "3"}
