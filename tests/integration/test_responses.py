@@ -190,14 +190,17 @@ def test_background_and_cancel_are_refused_clearly(client):
 
 
 def test_conversation_appends_to_its_head(client, api, upstream):
-    cid = api.post("/v1/conversations", json={}).json()["id"]
-    conv = "conv_" + cid.replace("-", "")
-    first = client.responses.create(model=MODEL, input="one", conversation=conv)
-    assert first.conversation is not None and first.conversation.id == conv
-    second = client.responses.create(model=MODEL, input="two", conversation={"id": conv})
-    assert said(sent(upstream)[-1]) == [("user", "one"), ("assistant", first.output_text), ("user", "two")]
-    head = api.get(f"/v1/conversations/{cid}").json()["head_id"]
-    assert head.replace("-", "") == second.id.removeprefix("resp_")
+    conv = client.conversations.create(items=[{"role": "user", "content": "zero"}])
+    first = client.responses.create(model=MODEL, input="one", conversation=conv.id)
+    assert first.conversation is not None and first.conversation.id == conv.id
+    assert said(sent(upstream)[-1]) == [("user", "zero"), ("user", "one")]
+    second = client.responses.create(model=MODEL, input="two", conversation={"id": conv.id})
+    assert said(sent(upstream)[-1]) == [("user", "zero"), ("user", "one"), ("assistant", first.output_text), ("user", "two")]
+    listed = client.conversations.items.list(conv.id, order="asc")
+    assert listed.data[-1].id == second.output[0].id and listed.data[2].id == first.output[0].id
+    assert [getattr(i, "role", None) for i in listed.data] == ["user", "user", "assistant", "user", "assistant"]
+    with pytest.raises(openai.NotFoundError):
+        client.responses.create(model=MODEL, input="x", conversation="conv_" + "0" * 32)
 
 
 def test_a_stream_sends_the_event_sequence_and_the_final_response(client, upstream):
