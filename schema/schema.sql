@@ -265,6 +265,32 @@ CREATE INDEX replay_runs_running ON replay_runs (tenant) WHERE status = 'running
 -- A batch's runs.
 CREATE INDEX replay_runs_batch ON replay_runs (tenant, batch_id) WHERE batch_id IS NOT NULL;
 
+-- The Responses API's responses (service/app/responses): what a response was asked with, which
+-- only the request knows (model, instructions, tools, sampling, metadata, store, ...), beside the
+-- log that holds what it says. A response is one turn: its input messages (`input_ids`, in order,
+-- the last one the turn's) and the reply, whose id is the response's (`resp_<hex of response_id>`).
+-- Its status, output, usage and error are read from the log (the reply and its generation, a
+-- turn_failed event, pending_replies), never copied here: a process dying mid-reply cannot leave
+-- this row saying otherwise than the log. Written in the transaction that writes the turn.
+CREATE TABLE responses (
+    tenant           text NOT NULL,
+    response_id      uuid NOT NULL,              -- the reply's message id
+    family_id        uuid NOT NULL,
+    conversation_id  uuid NOT NULL,              -- the conversation its messages are written in
+    parent_id        uuid,                       -- the message its input went under (NULL: a new conversation's root)
+    input_ids        uuid[] NOT NULL CONSTRAINT responses_input CHECK (cardinality(input_ids) > 0),
+    previous_response_id uuid,                   -- as the request named it
+    in_conversation  boolean NOT NULL,           -- the request named the conversation (`conversation`)
+    model            text NOT NULL,              -- as requested
+    request          bytea NOT NULL,             -- the request's fields a Response echoes, as JSON (never read by SQL)
+    store            boolean NOT NULL,           -- false: neither retrieved nor continued
+    deleted_at       timestamptz,                -- DELETE: its messages are redacted, it is neither retrieved nor continued
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant, response_id)
+);
+-- A response's children (`next_response_ids`): the responses whose input went under its reply.
+CREATE INDEX responses_children ON responses (tenant, parent_id) WHERE parent_id IS NOT NULL;
+
 -- Immutability: the log and the message texts are never changed or removed.
 CREATE FUNCTION reject_change() RETURNS trigger
 LANGUAGE plpgsql AS $$
@@ -834,7 +860,7 @@ BEGIN
         RAISE EXCEPTION 'role % owns the log or is a superuser: it cannot be the service role', p_role
             USING ERRCODE = 'insufficient_privilege';
     END IF;
-    EXECUTE format('REVOKE ALL ON events, bodies, conversations, idempotency_keys, pending_replies, api_keys, replay_runs, blobs, body_blobs, message_paths FROM %I', p_role);
+    EXECUTE format('REVOKE ALL ON events, bodies, conversations, idempotency_keys, pending_replies, api_keys, replay_runs, blobs, body_blobs, message_paths, responses FROM %I', p_role);
     EXECUTE format('REVOKE ALL ON SEQUENCE events_seq FROM %I', p_role);
     EXECUTE format('GRANT CONNECT ON DATABASE %I TO %I', current_database(), p_role);
     EXECUTE format('GRANT USAGE ON SCHEMA public TO %I', p_role);
@@ -847,6 +873,7 @@ BEGIN
     EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON idempotency_keys, pending_replies TO %I', p_role);
     EXECUTE format('GRANT SELECT, INSERT, UPDATE ON replay_runs TO %I', p_role);
     EXECUTE format('GRANT SELECT, INSERT, DELETE ON message_paths TO %I', p_role);
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE ON responses TO %I', p_role);
     IF to_regclass('alembic_version') IS NOT NULL THEN
         EXECUTE format('GRANT SELECT ON alembic_version TO %I', p_role);  -- /readyz reports it
     END IF;

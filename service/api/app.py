@@ -38,10 +38,11 @@ from service.api.openai_compat import OpenAICompatController, OpenAIController
 from service.api.openai_conversations import OpenAIConversationsController
 from service.api.problems import HANDLERS, MEDIA_TYPE, OPENAI_MEDIA_TYPE, openai_door, title_of
 from service.api.replays import ReplayController
+from service.api.responses import ResponsesController
 from service.api.turns import TurnController
 from service.app.caller import Caller
 from service.app.services import Audit, Conversations, Events, Health, Items, Messages, Replays, Services, Transfer
-from service.app.services import Turns, open_services
+from service.app.services import Responses, Turns, open_services
 from service.config import Settings
 from service.upstream import Registry
 
@@ -113,6 +114,7 @@ def create_app(database_url: str, settings: Settings, registry: Registry | None 
         route_handlers=[
             ConversationController, ForkController, HistoryController, TurnController, OpenAICompatController,
             OpenAIController, OpenAIConversationsController, OllamaController, ReplayController,
+            ResponsesController,
             healthz, readyz, *ui.routers(), *observer.routes,
         ],
         dependencies=root.providers(),
@@ -172,6 +174,9 @@ class _Root:
     def replays(self, caller: NamedDependency[Caller]) -> Replays:
         return self.services.replays
 
+    def responses(self, caller: NamedDependency[Caller]) -> Responses:
+        return self.services.responses
+
     def items(self, caller: NamedDependency[Caller]) -> Items:
         return self.services.items
 
@@ -181,7 +186,7 @@ class _Root:
     def providers(self) -> dict[str, Provide]:
         areas = (
             self.conversations, self.messages, self.events, self.audit, self.transfer, self.turns, self.replays,
-            self.items, self.health,
+            self.items, self.health, self.responses,
         )  # fmt: skip
         # Named `<area>_service`: litestar takes a request field of a dependency's name for the
         # dependency's (a 500, not a 422), and a body may well have `messages` or `events`.

@@ -64,6 +64,11 @@ def openai_door(path: str) -> bool:
     """Whether `path` (a request's, or a route's template) is of the OpenAI-compatible door."""
     return path in OPENAI_DOORS or path == OPENAI_BASE or path.startswith(OPENAI_BASE + "/")
 
+
+# The Responses API answers a request it refuses with 400 (not 422), as OpenAI's clients expect
+# (BadRequestError).
+RESPONSES_DOOR = OPENAI_BASE + "/responses"
+
 OPENAI_MEDIA_TYPE = "application/json"
 OLLAMA_DOOR = "/api/"  # every path under it, routes convtree does not serve included
 _OPENAI_TYPES = {  # status -> OpenAI's error type; 5xx: server_error; any other: invalid_request_error
@@ -85,6 +90,7 @@ TABLE: dict[type[errors.ConvtreeError], tuple[int, str, str]] = {
     errors.ParentNotFound: (404, "parent-not-found", "Parent message not found"),
     errors.ItemNotFound: (404, "item-not-found", "Item not found"),
     errors.ModelNotFound: (404, "model-not-found", "Model not found"),
+    errors.ResponseNotFound: (404, "response-not-found", "Response not found"),
     errors.ReplayRunNotFound: (404, "replay-run-not-found", "Replay run not found"),
     errors.NotFound: (404, "not-found", "Not found"),
     errors.ConversationIdConflict: (409, "conversation-id-conflict", "Conversation id already used"),
@@ -103,6 +109,8 @@ TABLE: dict[type[errors.ConvtreeError], tuple[int, str, str]] = {
     errors.InvalidMessage: (422, "invalid-message", "Invalid message"),
     errors.ToolResultWithoutCall: (422, "tool-result-without-call", "Tool result answers no call"),
     errors.DuplicateToolResult: (422, "duplicate-tool-result", "Tool call already answered"),
+    errors.PreviousResponseNotFound: (400, "previous-response-not-found", "Previous response not found"),
+    errors.ContextTooLong: (400, "context-length-exceeded", "Context too long"),
     errors.InvalidRequest: (422, "invalid-request", "Invalid request"),
     errors.JsonTooDeep: (400, "json-too-deep", "JSON nested too deep"),
     errors.Unauthorized: (401, "unauthorized", "Unauthorized"),
@@ -155,6 +163,8 @@ def classify(exc: errors.ConvtreeError) -> tuple[int, str, str]:
 def _response(request: Request[Any, Any, Any], problem: Problem, headers: dict[str, str] | None = None) -> Response[Any]:
     problem.instance = request.url.path
     problem.request_id = request.scope.get("state", {}).get("request_id")
+    if problem.instance.startswith(RESPONSES_DOOR) and problem.status == 422:
+        problem.status = 400
     if openai_door(problem.instance):
         return Response(
             content=msgspec.json.encode(OpenAIErrorBody(openai_error(problem))),
@@ -170,6 +180,14 @@ def _response(request: Request[Any, Any, Any], problem: Problem, headers: dict[s
         media_type=MEDIA_TYPE,
         headers=headers,
     )
+
+
+# OpenAI's own codes, where OpenAI's clients (and the Agents SDK) look for them; every other
+# problem's code is its slug.
+_OPENAI_CODES = {
+    "previous-response-not-found": "previous_response_not_found",
+    "context-length-exceeded": "context_length_exceeded",
+}
 
 
 def openai_error(problem: Problem) -> OpenAIError:
@@ -188,11 +206,12 @@ def openai_error(problem: Problem) -> OpenAIError:
         said = first.get("message")
         if said and said != message:
             message = f"{message} {param}: {said}" if param is not None else f"{message} {said}"
+    slug = problem.type.removeprefix(TYPE_BASE)
     return OpenAIError(
         message=message,
         type=kind,
         param=None if param is None else str(param),
-        code=problem.type.removeprefix(TYPE_BASE),
+        code=_OPENAI_CODES.get(slug, slug),
         context=problem.context,
     )
 

@@ -5,7 +5,8 @@ ConvtreeError
 │   ├── ConversationNotFound
 │   ├── MessageNotFound
 │   ├── ParentNotFound
-│   └── ModelNotFound
+│   ├── ModelNotFound
+│   └── ResponseNotFound
 ├── Conflict
 │   ├── ConversationIdConflict
 │   ├── MessageIdConflict
@@ -21,6 +22,8 @@ ConvtreeError
 │   │   └── MessageTooLarge
 │   ├── ToolResultWithoutCall
 │   ├── DuplicateToolResult
+│   ├── PreviousResponseNotFound
+│   ├── ContextTooLong
 │   └── InvalidExport
 │       └── ForkSourceMissing
 ├── Unauthorized
@@ -220,6 +223,19 @@ class UpstreamProtocolError(UpstreamError):
 
 class UpstreamTooLarge(UpstreamProtocolError):
     """The model provider sent a line larger than convtree reads; a reply ends there, as cut."""
+
+
+class ResponseNotFound(NotFound):
+    """No stored response has this id (never created, created with `store: false`, or deleted)."""
+
+
+class PreviousResponseNotFound(InvalidRequest):
+    """The previous response cannot be continued: it does not exist, was created with `store: false`,
+    or was deleted."""
+
+
+class ContextTooLong(InvalidRequest):
+    """The context does not fit the token window, and truncation is disabled."""
 
 
 class ReplayRunNotFound(NotFound):

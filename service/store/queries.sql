@@ -828,6 +828,43 @@ SELECT conversation_id
  ORDER BY created_seq
  LIMIT :limit;
 
+-- ---------------------------------------------------------------------------------------------
+-- The Responses API's responses (responses, schema.sql), for service/store/responses.py.
+-- ---------------------------------------------------------------------------------------------
+
+-- name: insert_response
+-- A response, written in the transaction of its turn.
+INSERT INTO responses (tenant, response_id, family_id, conversation_id, parent_id, input_ids, previous_response_id,
+                       in_conversation, model, request, store)
+VALUES (:tenant, :response_id, :family_id, :conversation_id, :parent_id, :input_ids, :previous_response_id,
+        :in_conversation, :model, :request, :store);
+
+-- name: get_response
+-- A response of :tenant, with the responses whose input went under its reply (its children), oldest first.
+SELECT r.response_id, r.family_id, r.conversation_id, r.parent_id, r.input_ids, r.previous_response_id,
+       r.in_conversation, r.model, r.request, r.store, r.deleted_at, r.created_at,
+       ARRAY(SELECT c.response_id FROM responses c
+              WHERE c.tenant = r.tenant AND c.parent_id = r.response_id AND c.store AND c.deleted_at IS NULL
+              ORDER BY c.created_at, c.response_id) AS next_response_ids
+  FROM responses r
+ WHERE r.tenant = :tenant AND r.response_id = :response_id;
+
+-- name: delete_response
+-- Marks a response deleted (its messages are redacted in the same transaction); no row: it was not there to delete.
+UPDATE responses SET deleted_at = now()
+ WHERE tenant = :tenant AND response_id = :response_id AND store AND deleted_at IS NULL
+RETURNING response_id;
+
+-- name: find_turn_failure
+-- Why the turn of reply :reply_id failed (its turn_failed event; no row: it did not), read through
+-- readable_payload, which no stored payload can break.
+SELECT readable_payload(payload)->>'error' AS error, readable_payload(payload)->>'detail' AS detail
+  FROM events
+ WHERE conversation_id = :conversation_id AND type = 'turn_failed'
+   AND readable_payload(payload)->>'reply_id' = :reply_id::text
+ ORDER BY seq DESC
+ LIMIT 1;
+
 -- name: set_conversation_metadata
 -- The conversation's metadata after a `conversation_updated` event, written in that event's
 -- transaction (fold_conversations reads the same from the log).

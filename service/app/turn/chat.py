@@ -117,7 +117,7 @@ async def _continue(
     parent = w.nodes.get(parent_ref) if parent_ref is not None else None
     explicit = parent_id is not None
     if parent is None or not visible(parent_ref, parent):  # nothing to match: refused or appended as before
-        await append_user_turn(o, w, parent_ref, parent, explicit, _chain(sent, parent_id), None, provider, model, spec)
+        await append_user_turn(o, w, parent_ref, parent, explicit, chain_of(sent, parent_id), None, provider, model, spec)
         return
     path = await o.tx.message_path(w.scope, parent.message_id)
     k = threads.matched(sent, path)
@@ -128,11 +128,19 @@ async def _continue(
         base = path[k - 1].id
         parent_ref, parent, explicit = base, (await o.tx.find_nodes(w.scope, [base])).get(base), True
     before = context_items(path[:k] if k else path)
-    chain = _chain(sent[k:], parent_ref if k else parent_id)
+    chain = chain_of(sent[k:], parent_ref if k else parent_id)
     await append_user_turn(o, w, parent_ref, parent, explicit, chain, before, provider, model, spec)
 
 
 async def _new_conversation(o: Opening[L], chat: Chat, provider: Provider, model: str, spec: ReplySpec) -> None:
+    await new_conversation(o, chain_of(chat.messages, None), provider, model, spec)
+
+
+async def new_conversation(
+    o: Opening[L], chain: list[tree.Append], provider: Provider, model: str, spec: ReplySpec
+) -> tree.Create:
+    """Take the turn in a new conversation made of `chain` (root first, the last message the
+    turn's); returns the conversation's creation."""
     cmd = tree.Create(
         conversation_id=uuid.uuid4(),
         family_id=uuid.uuid4(),
@@ -142,8 +150,7 @@ async def _new_conversation(o: Opening[L], chat: Chat, provider: Provider, model
         system_message_id=None,
     )
     created = tree.create_conversation(cmd)
-    w = await writes.lock_new(o.tx, o.caller, cmd.conversation_id, len(created) + len(chat.messages))
-    chain = _chain(chat.messages, None)
+    w = await writes.lock_new(o.tx, o.caller, cmd.conversation_id, len(created) + len(chain))
     start = tree.initial_state(cmd)
     appended = rules.decide_chain(tree.fold(start, created), None, chain)
     user = views.message_of(appended[-1], cmd.conversation_id, w.seqs[-1], w.now)
@@ -151,9 +158,10 @@ async def _new_conversation(o: Opening[L], chat: Chat, provider: Provider, model
     await o.reply(cmd.conversation_id, cmd.family_id, user, items, provider, model, spec)
     await o.register(cmd.family_id, cmd.conversation_id, chain[-1].message_id, provider, model, None)
     await w.create(start, [*created, *appended], None, {})
+    return cmd
 
 
-def _chain(messages: list[Sent], parent_id: uuid.UUID | None) -> list[tree.Append]:
+def chain_of(messages: list[Sent], parent_id: uuid.UUID | None) -> list[tree.Append]:
     """Messages one under the other; the first under `parent_id` (None: under the head)."""
     ids = [uuid.uuid4() for _ in messages]
     return [

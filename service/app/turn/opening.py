@@ -126,7 +126,8 @@ class Opening(Generic[L]):
         conversation written through, wherever `user` lives (a fork answers inherited messages)."""
         context = await windows.apply(spec.window, items, model)
         plan = Plan(
-            conversation_id, family_id, user, self.reply_id, provider, model, context, spec.params, spec.reply_form
+            conversation_id, family_id, user, self.reply_id, provider, model, context, spec.params,
+            reply_form=spec.reply_form, instructions=spec.instructions,
         )
         self.plan = plan
         self.launched = self._launch(plan)

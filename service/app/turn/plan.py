@@ -11,7 +11,7 @@ import msgspec
 
 from service.app import window as windows
 from service.domain import tree, views
-from service.domain.message import ContextItem, context_item
+from service.domain.message import ContextItem, Utterance, context_item
 from service.store.events import Tx
 from service.upstream import ChatParams, ChatRequest, Provider
 
@@ -75,6 +75,9 @@ class ReplySpec(msgspec.Struct, frozen=True, kw_only=True):
     window: windows.Window = msgspec.field(default_factory=windows.FullWindow)
     params: Params = msgspec.field(default_factory=Params)
     reply_form: ReplyForm = "given"
+    # This turn's own instructions (the Responses API's `instructions`): sent to the model as a
+    # system message before the context, never stored on the path, so never carried to the next turn.
+    instructions: str | None = None
 
 
 @dataclass(frozen=True)
@@ -90,11 +93,13 @@ class Plan:
     context: list[ContextItem]
     params: Params
     reply_form: ReplyForm = "given"
+    instructions: str | None = None  # sent before the context, not part of it (ReplySpec)
 
     def request(self) -> ChatRequest:
+        before = [] if self.instructions is None else [Utterance(role="system", content=self.instructions)]
         return ChatRequest(
             model=self.model,
-            messages=list(self.context),
+            messages=[*before, *self.context],
             params=msgspec.convert(msgspec.to_builtins(self.params), ChatParams),
         )
 

@@ -1,0 +1,15 @@
+"""The Responses API's use cases: creating a response (a turn), reading, listing and deleting it."""
+
+from service.app.responses.create import NewResponse, begin_response
+from service.app.responses.read import Found, delete_response, found_after, get_response, input_items, status_of
+
+__all__ = [
+    "Found",
+    "NewResponse",
+    "begin_response",
+    "delete_response",
+    "found_after",
+    "get_response",
+    "input_items",
+    "status_of",
+]

@@ -1,0 +1,142 @@
+"""Creating a response (the Responses API): one turn, whose input messages are appended under the
+last message of the response it continues (`previous_response_id`), under the head of a named
+conversation, or as a new conversation; the reply is the response's output, and its id the
+response's. The response's record (service/store/responses.py) is written in the turn's transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+import msgspec
+
+from service.app import writes
+from service.app.caller import Caller
+from service.app.turn.begin import append_user_turn, begin
+from service.app.turn.chat import chain_of, new_conversation
+from service.app.turn.models import resolve_model
+from service.app.turn.opening import Opening
+from service.app.turn.plan import Answered, L, Lease, Plan, ReplySpec
+from service.domain.errors import ContextTooLong, InvalidRequest, ParentStillGenerating, PreviousResponseNotFound
+from service.domain.message import Utterance
+from service.domain.window import context_tokens
+from service.store import pending
+from service.store import responses as stored
+from service.store.events import Store
+from service.upstream import Registry
+from service.upstream.tokens import message_counter_for
+
+
+class NewResponse(msgspec.Struct, frozen=True, kw_only=True):
+    """A response to create: its input (as messages, the last one the turn's), where it goes
+    (`previous_response_id` or `conversation_id`, at most one; neither: a new conversation), how the
+    model is asked (`spec`: params, window, instructions), whether it is kept (`store`), and the
+    request's fields a Response echoes (`echo`: JSON the API room writes and reads, opaque here).
+
+    `limit`: with truncation disabled, the most prompt tokens the context may take (the token
+    window's budget, if one was given): a longer context is refused, not cut."""
+
+    model: str
+    input: list[Utterance]
+    previous_response_id: uuid.UUID | None = None
+    conversation_id: uuid.UUID | None = None
+    store: bool = True
+    spec: ReplySpec = msgspec.field(default_factory=ReplySpec)
+    limit: int | None = None
+    echo: bytes = b"{}"
+
+
+async def begin_response(
+    store: Store,
+    registry: Registry,
+    caller: Caller,
+    lease: Lease,
+    new: NewResponse,
+    launch: Callable[[Plan], L],
+) -> L | Answered:
+    """Take the response's turn and launch its reply (see the module's docstring)."""
+    provider, model = resolve_model(registry, new.model)
+    if not new.input or new.input[-1].role not in ("user", "tool"):
+        raise InvalidRequest(
+            "The last input item must be a user message or a function_call_output: it is the turn to answer.",
+            parameter="input",
+        )
+    previous: stored.ResponseRow | None = None
+    if new.previous_response_id is not None:
+        async with store.reader() as tx:
+            previous = await stored.get(tx, caller.tenant, new.previous_response_id)
+        if previous is None or not previous.store or previous.deleted_at is not None:
+            raise PreviousResponseNotFound(
+                f"Previous response with id 'resp_{new.previous_response_id.hex}' not found.",
+                parameter="previous_response_id",
+            )
+    conversation_id = previous.conversation_id if previous is not None else new.conversation_id
+    checked = launch if new.limit is None else _limited(launch, new.limit)
+
+    async def work(o: Opening[L]) -> Answered | None:
+        if conversation_id is None:
+            chain = chain_of(new.input, None)
+            created = await new_conversation(o, chain, provider, model, new.spec)
+            family_id, where, parent_ref = created.family_id, created.conversation_id, None
+        else:
+            given = [] if previous is None else [previous.response_id, previous.input_ids[-1]]
+            w = await writes.lock(o.tx, o.caller, conversation_id, len(new.input), given, with_head=previous is None)
+            family_id, where = w.state.family_id, w.state.conversation_id
+            if previous is None:
+                parent_ref = w.state.head_id
+            else:
+                parent_ref = await _last_of(o, previous, w)
+            parent = w.nodes.get(parent_ref) if parent_ref is not None else None
+            chain = chain_of(new.input, parent_ref)
+            explicit = previous is not None
+            await append_user_turn(o, w, parent_ref, parent, explicit, chain, None, provider, model, new.spec)
+        row = stored.ResponseRow(
+            response_id=o.reply_id,
+            family_id=family_id,
+            conversation_id=where,
+            parent_id=parent_ref,
+            input_ids=[c.message_id for c in chain],
+            previous_response_id=new.previous_response_id,
+            in_conversation=new.conversation_id is not None,
+            model=new.model,
+            request=new.echo,
+            store=new.store,
+        )
+        await stored.insert(o.tx, o.caller.tenant, row)
+        return None
+
+    return await begin(store, caller, lease, checked, None, conversation_id, provider, model, new.spec, work)
+
+
+async def _last_of(o: Opening[L], previous: stored.ResponseRow, w: writes.Locked) -> uuid.UUID:
+    """The last message of `previous`: its reply, or, if the turn failed without one, its last input
+    message (its context then continues without an output, as the response had none)."""
+    reply = w.nodes.get(previous.response_id)
+    if reply is not None and reply.visible:
+        return previous.response_id
+    if await pending.is_pending(o.tx, previous.family_id, previous.response_id):
+        raise ParentStillGenerating(
+            "The previous response is still being generated: continue it once it is completed.",
+            parameter="previous_response_id",
+        )
+    return previous.input_ids[-1]
+
+
+def _limited(launch: Callable[[Plan], L], limit: int) -> Callable[[Plan], L]:
+    """`launch`, refusing first a context (instructions included) larger than `limit` tokens."""
+
+    def checked(plan: Plan) -> L:
+        messages = plan.request().messages
+        tokens = context_tokens(messages, message_counter_for(plan.model))
+        if tokens > limit:
+            raise ContextTooLong(
+                f"The input and the context it continues take {tokens} tokens, more than the {limit} the "
+                "token window allows; set truncation to auto to drop the oldest items instead.",
+                parameter="input",
+                tokens=tokens,
+                max_tokens=limit,
+            )
+        return launch(plan)
+
+    return checked

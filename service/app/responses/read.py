@@ -1,0 +1,101 @@
+"""Reading and deleting responses (the Responses API): a response's record and what the log says
+of it (its reply, or why there is none), the context it was given, and its deletion, a redaction
+of its messages."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Literal
+
+from service.app.caller import Caller
+from service.app.redact import redact
+from service.domain import views
+from service.domain.errors import ReplyInProgress, ResponseNotFound
+from service.domain.redaction import RedactMessage
+from service.domain.tree import Scope
+from service.store import pending
+from service.store import responses as stored
+from service.store.events import Store, Tx
+
+Status = Literal["in_progress", "completed", "failed", "incomplete"]
+
+DELETED_REASON = "The response was deleted (DELETE /openai/v1/responses/{id})."
+
+
+@dataclass(frozen=True)
+class Found:
+    """A stored response: its record, and what the log says of it. `reply`: the output (None while it
+    is being generated, or when the turn failed: `failure`, its kind and detail)."""
+
+    record: stored.ResponseRow
+    status: Status
+    reply: views.Message | None
+    failure: tuple[str, str] | None = None
+
+
+def status_of(reply: views.Message) -> Status:
+    """A recorded reply is `completed`, or `incomplete` when it was cut short (by the token limit,
+    a content filter, or an interruption)."""
+    g = reply.generation
+    if g is None or g.finish_reason in ("length", "content_filter", "interrupted") or g.truncated is True:
+        return "incomplete"
+    return "completed"
+
+
+async def get_response(store: Store, caller: Caller, response_id: uuid.UUID) -> Found:
+    async with store.reader() as tx:
+        record, scope = await _found(tx, caller, response_id)
+        return await _read(tx, record, scope)
+
+
+async def found_after(store: Store, caller: Caller, response_id: uuid.UUID) -> Found:
+    """A response just created (its record may be `store: false`, which get_response hides)."""
+    async with store.reader() as tx:
+        record, scope = await _found(tx, caller, response_id, hidden=True)
+        return await _read(tx, record, scope)
+
+
+async def input_items(store: Store, caller: Caller, response_id: uuid.UUID) -> list[views.PathMessage]:
+    """The context the response was given, root first: the path to its last input message (the
+    outputs of the responses it continues included; its instructions are not a message)."""
+    async with store.reader() as tx:
+        record, scope = await _found(tx, caller, response_id)
+        return await tx.message_path(scope, record.input_ids[-1])
+
+
+async def delete_response(store: Store, caller: Caller, response_id: uuid.UUID) -> None:
+    """Redact the response's messages (input and output: the log keeps its events, so every chain
+    still verifies) and mark it deleted: it is neither retrieved nor continued any more."""
+    async with store.transaction() as tx:
+        record, scope = await _found(tx, caller, response_id)
+        if await pending.is_pending(tx, record.family_id, record.response_id):
+            raise ReplyInProgress(
+                "The response is still being generated: delete it once it has ended.", reply_id=str(response_id)
+            )
+        reply = await tx.get_message(scope, record.response_id)
+        ids = [*record.input_ids, *([] if reply is None else [record.response_id])]
+        for message_id in ids:
+            await redact(tx, caller, record.conversation_id, RedactMessage(message_id=message_id, reason=DELETED_REASON))
+        await stored.delete(tx, caller.tenant, response_id)
+
+
+async def _found(
+    tx: Tx, caller: Caller, response_id: uuid.UUID, *, hidden: bool = False
+) -> tuple[stored.ResponseRow, Scope]:
+    record = await stored.get(tx, caller.tenant, response_id)
+    if record is None or (not hidden and (not record.store or record.deleted_at is not None)):
+        raise ResponseNotFound(f"Response with id 'resp_{response_id.hex}' not found.", response_id=f"resp_{response_id.hex}")
+    found = await tx.get_scoped(caller.tenant, record.conversation_id)
+    assert found is not None, "a response's conversation is never removed"
+    return record, found[1]
+
+
+async def _read(tx: Tx, record: stored.ResponseRow, scope: Scope) -> Found:
+    reply = await tx.get_message(scope, record.response_id)
+    if reply is not None:
+        return Found(record, status_of(reply), reply)
+    if await pending.is_pending(tx, record.family_id, record.response_id):
+        return Found(record, "in_progress", None)
+    failure = await stored.turn_failure(tx, record.conversation_id, record.response_id)
+    return Found(record, "failed", None, failure or ("failed", "The response has no output."))

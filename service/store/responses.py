@@ -1,0 +1,54 @@
+"""The Responses API's responses: the `responses` rows (schema.sql explains what they hold and why
+the rest of a response is read from the log)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+import msgspec
+
+from service.store.events import Tx
+
+
+class ResponseRow(msgspec.Struct, frozen=True, kw_only=True):
+    """A response as stored: where its messages are, and what its request asked (`request`: JSON,
+    which service/app/responses reads)."""
+
+    response_id: uuid.UUID
+    family_id: uuid.UUID
+    conversation_id: uuid.UUID
+    parent_id: uuid.UUID | None
+    input_ids: list[uuid.UUID]
+    previous_response_id: uuid.UUID | None
+    in_conversation: bool
+    model: str
+    request: bytes
+    store: bool
+    deleted_at: datetime | None = None
+    created_at: datetime | None = None
+    next_response_ids: list[uuid.UUID] = []
+
+
+async def insert(tx: Tx, tenant: str, row: ResponseRow) -> None:
+    fields = msgspec.structs.asdict(row)
+    for name in ("deleted_at", "created_at", "next_response_ids"):
+        fields.pop(name)
+    await tx.run("insert_response", tenant=tenant, **fields)
+
+
+async def get(tx: Tx, tenant: str, response_id: uuid.UUID) -> ResponseRow | None:
+    found = await tx.row("get_response", tenant=tenant, response_id=response_id)
+    if found is None:
+        return None
+    return ResponseRow(**{**dict(found), "input_ids": list(found["input_ids"]), "next_response_ids": list(found["next_response_ids"])})
+
+
+async def delete(tx: Tx, tenant: str, response_id: uuid.UUID) -> bool:
+    return await tx.value_or_none("delete_response", uuid.UUID, tenant=tenant, response_id=response_id) is not None
+
+
+async def turn_failure(tx: Tx, conversation_id: uuid.UUID, reply_id: uuid.UUID) -> tuple[str, str] | None:
+    """(kind, detail) of the failure of the turn `reply_id` answers, if it failed."""
+    found = await tx.row("find_turn_failure", conversation_id=conversation_id, reply_id=str(reply_id))
+    return None if found is None else (found["error"] or "failed", found["detail"] or "")
