@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.append import AppendFigure, Throughput, pooled
-from bench.context import ContextTiming, DepthFigure, WidthFigure
+from bench.context import AgainstFigure, ContextTiming, DepthFigure, WidthFigure
 from bench.disk import DiskFigure
 from bench.profile import Profile
 
@@ -18,6 +18,9 @@ APPEND_RATIO_GOAL = 0.5
 KEYED_RATIO_GOAL = 0.8  # keyed appends ÷ unkeyed (issue 14, goal 1)
 CONTEXT_P50_GOAL_MS = {1_000: 10.0, 10_000: 80.0}
 WIDTH_RATIO_GOAL = 1.2
+# A text-only context at depth 1,000, this tree ÷ the tree it is compared with (issue 11).
+AGAINST_CONTEXT_DEPTH = 1_000
+AGAINST_CONTEXT_GOAL = 1.05
 # A walk that is linear in depth takes ~10x as long at 10x the depth; a quadratic one ~100x.
 LINEAR_GROWTH_LIMIT = 15.0
 
@@ -29,6 +32,7 @@ class Results:
     facts: list[tuple[str, str]]
     append: AppendFigure | None = None
     depth: DepthFigure | None = None
+    depth_against: AgainstFigure | None = None  # figure 2 read from this tree and from --against trees
     width: WidthFigure | None = None
     disk: DiskFigure | None = None
     profile: Profile | None = None
@@ -106,6 +110,19 @@ def _append_rows(a: AppendFigure) -> list[Row]:
         what = f"Keyed append (an Idempotency-Key per request) ÷ unkeyed, httpx ({name})"
         measured = f"{_rate(pooled(rounds))} · ratio {ratio:.2f} (rounds: {spread})"
         rows.append(("1", what, measured, f"≥ {KEYED_RATIO_GOAL}", verdict(ratio >= KEYED_RATIO_GOAL)))
+    first_wrk = pooled(a.wrk[first]).rate if first in a.wrk else None
+    for name in a.against:
+        if "serving " not in name:
+            continue  # --observe-cost's servers: this tree with other settings
+        lines = [("httpx", a.own[name], a.own[first])]
+        if name in a.wrk and first_wrk is not None:
+            lines.append(("wrk", a.wrk[name], a.wrk[first]))
+        for load, theirs, mine in lines:
+            ratio = pooled(mine).rate / pooled(theirs).rate
+            spread = ", ".join(f"{m.rate / t.rate:.2f}" for m, t in zip(mine, theirs, strict=True))
+            tree = name.split("serving ", 1)[1]
+            what = f"Appends/s ({load}), this tree ÷ {tree}, same rounds"
+            rows.append(("1", what, f"{ratio:.2f} (rounds: {spread})", "", ""))
     for name in list(a.own)[1:]:
         figure = "1" if name in a.against else "5"
         loads = [("httpx", a.own[name], a.ratio(name))]
@@ -150,6 +167,50 @@ def _depth_rows(d: DepthFigure) -> list[Row]:
     return rows
 
 
+def _against_rows(f: AgainstFigure) -> list[Row]:
+    rows: list[Row] = []
+    for run in f.runs:
+        for other in range(1, len(run.trees)):
+            tree = run.trees[other].tree
+            for phase, label in (("fresh", "never analyzed"), ("analyzed", "analyzed")):
+                ratio = run.ratio(phase, other)
+                mine, theirs = getattr(run.trees[0], phase), getattr(run.trees[other], phase)
+                what = f"Context over HTTP, depth {run.depth:,}, {label}: this tree ÷ {tree}, interleaved"
+                measured = f"{ratio:.2f} ({mine.p50:.1f} ms / {theirs.p50:.1f} ms)"
+                if run.depth == AGAINST_CONTEXT_DEPTH:
+                    rows.append(("2", what, measured, f"≤ {AGAINST_CONTEXT_GOAL}", verdict(ratio <= AGAINST_CONTEXT_GOAL)))
+                else:
+                    rows.append(("2", what, measured, "", ""))
+    return rows
+
+
+def _against_details(f: AgainstFigure) -> list[str]:
+    lines = ["", "#### Context rebuild against another tree (figure 2, `--against`)", ""]
+    lines += [
+        (
+            "Each depth: one fresh database per tree, migrated by that tree's code and filled by that tree's "
+            "bench/build.py with the same conversation (same seed: the same 400-character texts), never analyzed "
+            "(autovacuum off for its tables); both servers up at once, their requests taken in turn, one at a time, "
+            "the order reversed every other pair; then every database analyzed and measured again."
+        ),
+        "",
+    ]
+    rows = []
+    for run in f.runs:
+        for t in run.trees:
+            for label, s in (("never analyzed", t.fresh), ("analyzed", t.analyzed)):
+                rows.append([
+                    f"{run.depth:,}", t.tree, label, f"{s.p50:.2f}", f"{s.p99:.2f}", f"{s.mean:.2f}", str(s.count),
+                    f"{t.first_http_ms:.1f}", f"{t.build_seconds:.1f}", f"{t.response_bytes / 1e6:.2f}",
+                ])  # fmt: skip
+    lines += _table(
+        ["depth", "tree", "tables", "HTTP p50 ms", "HTTP p99 ms", "mean ms", "n", "first request ms", "built in s",
+         "response MB"],
+        rows,
+    )  # fmt: skip
+    return lines
+
+
 def _width_rows(w: WidthFigure) -> list[Row]:
     rows: list[Row] = []
     for phase, (narrow, wide) in (("never analyzed", w.fresh), ("analyzed", w.analyzed)):
@@ -176,6 +237,8 @@ def summary_rows(r: Results) -> list[Row]:
         rows += _append_rows(r.append)
     if r.depth:
         rows += _depth_rows(r.depth)
+    if r.depth_against:
+        rows += _against_rows(r.depth_against)
     if r.width:
         rows += _width_rows(r.width)
     if r.disk:
@@ -387,6 +450,8 @@ def render(r: Results) -> str:
         lines += _append_details(r.append)
     if r.depth:
         lines += _depth_details(r.depth)
+    if r.depth_against:
+        lines += _against_details(r.depth_against)
     if r.width:
         lines += _width_details(r.width)
     if r.disk:

@@ -23,6 +23,7 @@ from bench.harness import GRANIAN, ROOT, UVICORN, UVICORN_2, Databases, Postgres
 from bench.report import Results, render, write_section
 
 FIGURES = (1, 2, 3, 4, 5)
+AGAINST_DEPTHS = (1_000, 5_000, 10_000)  # figure 2's depths read from both trees with --against
 # What the request log and metrics cost: the same server with them off.
 LOUD_NAME = "with request log and metrics"
 QUIET_NAME = "without request log and metrics"
@@ -72,10 +73,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--against",
         type=Path,
-        default=None,
+        action="append",
+        default=[],
         metavar="TREE",
         help="figure 1 also serves the convtree source tree TREE (e.g. a `git worktree` of an earlier "
-        "commit), on a database migrated by TREE's own code, under both loads, in the same rounds: a before/after",
+        "commit), on a database migrated by TREE's own code, under both loads, in the same rounds; figure 2 "
+        "also reads the same conversation's context from both trees' servers, interleaved, at depths "
+        "1,000, 5,000 and 10,000: a before/after. May be given more than once",
     )
     p.add_argument(
         "--observe-cost",
@@ -91,10 +95,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"figures are {FIGURES}")
     if args.embedded:
         args.database_url = None
-    if args.against is not None:
-        args.against = args.against.resolve()
-        if not (args.against / "bench" / "serve.py").is_file() or not (args.against / "service").is_dir():
-            p.error(f"--against {args.against}: not a convtree source tree (no bench/serve.py)")
+    args.against = [tree.resolve() for tree in args.against]
+    for tree in args.against:
+        if not (tree / "bench" / "serve.py").is_file() or not (tree / "service").is_dir():
+            p.error(f"--against {tree}: not a convtree source tree (no bench/serve.py)")
     if args.quick:
         args.seconds, args.warmup, args.rounds, args.disk_messages = 2.0, 0.5, 1, 1_000
     return args
@@ -147,9 +151,9 @@ async def run(args: argparse.Namespace) -> Results:
             if args.figures & {1, 5}:
                 specs = [UVICORN, GRANIAN, UVICORN_2] if 5 in args.figures else [UVICORN]
                 against = []
-                if args.against is not None:
-                    await dbs.prepare_tree(args.against)
-                    against.append(replace(UVICORN, name=f"{UVICORN.name}, serving {args.against}", root=args.against))
+                for tree in args.against:
+                    await dbs.prepare_tree(tree)
+                    against.append(replace(UVICORN, name=f"{UVICORN.name}, serving {tree}", root=tree))
                 if args.observe_cost:
                     # Both as servers after the first: the first's database also takes the raw and
                     # in-process lines, so neither of the two compared here is the first.
@@ -174,6 +178,16 @@ async def run(args: argparse.Namespace) -> Results:
                     dbs, rng, depths, 0.2 if args.quick else 1.0, budget=20.0
                 )
                 say("figure 2 done")
+                if args.against:
+                    depths = [100, 1_000] if args.quick else list(AGAINST_DEPTHS)
+                    say(f"figure 2 against {', '.join(map(str, args.against))}: depths {depths}")
+                    for tree in args.against:
+                        await dbs.prepare_tree(tree)
+                    results.depth_against = await context.figure_depth_against(
+                        dbs, args.against, depths, args.seed, 0.2 if args.quick else 3.0, budget=40.0
+                    )
+                    ratios = ", ".join(f"{r.depth:,}: {r.ratio('fresh'):.2f}" for r in results.depth_against.runs)
+                    say(f"figure 2 against done: this tree ÷ the first other, never analyzed, {ratios}")
             if 3 in args.figures:
                 branches, length = (20, 10) if args.quick else (200, 50)
                 say(f"figure 3: depth 1,000 with {branches} branches of {length}")
