@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.agent import KINDS, TOOL_RESULT_CHARS, TRACE_LENGTH, AgentFigure
 from bench.append import AppendFigure, Throughput, pooled
 from bench.context import AgainstFigure, ContextTiming, DepthFigure, WidthFigure
 from bench.disk import DiskFigure
@@ -35,6 +36,7 @@ class Results:
     depth_against: AgainstFigure | None = None  # figure 2 read from this tree and from --against trees
     width: WidthFigure | None = None
     disk: DiskFigure | None = None
+    agent: AgentFigure | None = None
     profile: Profile | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -231,6 +233,81 @@ def _disk_rows(k: DiskFigure) -> list[Row]:
     return [("4", f"Bytes on disk per {k.chars}-character message (N = {k.messages:,})", measured, "", "")]
 
 
+def _agent_rows(f: AgentFigure) -> list[Row]:
+    text = f.text.appends["text"]
+    rows: list[Row] = []
+    for kind in KINDS:
+        if kind not in f.agent.appends:
+            continue
+        a = f.agent.appends[kind]
+        what = f"Append over HTTP, agent trace, {kind} message (one client, keep-alive)"
+        measured = f"p50 {a.p50:.1f} ms · p95 {a.p95:.1f} ms (n = {a.count}) · p50 ÷ text-only trace's {a.p50 / text.p50:.2f}"
+        rows.append(("6", what, measured, "", ""))
+    what = "Append over HTTP, text-only trace of the same length, same run (the baseline)"
+    rows.append(("6", what, f"p50 {text.p50:.1f} ms · p95 {text.p95:.1f} ms (n = {text.count})", "", ""))
+    ac, tc = f.agent.context, f.text.context
+    what = f"Context over HTTP of a whole {TRACE_LENGTH}-message trace: agent ÷ text-only"
+    measured = (
+        f"{ac.p50 / tc.p50:.2f} (p50 {ac.p50:.1f} ms, {f.agent.context_bytes / 1e3:,.0f} kB / "
+        f"{tc.p50:.1f} ms, {f.text.context_bytes / 1e3:,.1f} kB)"
+    )
+    rows.append(("6", what, measured, "", ""))
+    pa, pt = f.agent.stored / f.agent.messages, f.text.stored / f.text.messages
+    what = "Bytes stored per message (every table: events, bodies, blobs, indexes, …): agent ÷ text-only"
+    rows.append(("6", what, f"{pa / pt:.1f} ({pa:,.0f} B / {pt:,.0f} B)", "", ""))
+    return rows
+
+
+def _agent_details(f: AgentFigure) -> list[str]:
+    lines = ["", "#### Agent trace (figure 6)", ""]
+    lines += [
+        (
+            f"{f.traces} traces of each kind measured after {f.warmup} unmeasured, in {f.seconds:.0f} s. The agent trace "
+            "(bench/agent.py): system, user, assistant with 2 parallel tool calls, 2 tool results, assistant text, user "
+            "with a PNG image part, assistant with a tool call, its result, assistant text, user, assistant with 2 calls, "
+            "2 results, assistant text, user with an image, assistant with a call, its result, assistant text, user: "
+            f"8 text, 4 tool-call, 6 tool-result ({TOOL_RESULT_CHARS:,} characters each), 2 image messages; each image a new PNG of "
+            f"random pixels, {f.image_chars:,} characters as a `data:` URL. The text-only trace: system, then user and "
+            "assistant in turn, 400 characters each. Each kind on a server and a fresh database of its own, both up at "
+            "once, their appends taken in turn one at a time; latencies are the client's, whole response read."
+        ),
+        "",
+    ]
+    rows = []
+    base = f.text.appends["text"].p50
+    for side in (f.agent, f.text):
+        for kind, a in side.appends.items():
+            rows.append([side.name, kind, str(a.count), f"{a.p50:.2f}", f"{a.p95:.2f}", f"{a.mean:.2f}", f"{a.p50 / base:.2f}"])
+    for side in (f.agent, f.text):
+        c = side.context
+        rows.append([side.name, "context of the whole trace", str(c.count), f"{c.p50:.2f}", f"{c.p95:.2f}",
+                     f"{c.mean:.2f}", f"{c.p50 / f.text.context.p50:.2f}"])  # fmt: skip
+    lines += _table(["trace", "request", "n", "p50 ms", "p95 ms", "mean ms", "p50 ÷ text-only's"], rows)
+    lines += ["", "Bytes stored per message, by table (growth of its heap pages in use, TOAST and indexes ÷ messages written):", ""]
+    a_tables, t_tables = f.agent.by_table(), f.text.by_table()
+    names = sorted(set(a_tables) | set(t_tables), key=lambda t: -(a_tables.get(t, 0) + t_tables.get(t, 0)))
+    rows = [
+        [name, f"{a_tables.get(name, 0) / f.agent.messages:,.0f}", f"{t_tables.get(name, 0) / f.text.messages:,.0f}"]
+        for name in names
+    ]
+    rows.append([
+        "**total**", f"**{f.agent.stored / f.agent.messages:,.0f}**", f"**{f.text.stored / f.text.messages:,.0f}**",
+    ])  # fmt: skip
+    rows.append([
+        "request bodies (JSON sent)", f"{f.agent.request_bytes / TRACE_LENGTH:,.0f}", f"{f.text.request_bytes / TRACE_LENGTH:,.0f}",
+    ])  # fmt: skip
+    lines += _table(["table", "agent trace, B per message", "text-only trace, B per message"], rows)
+    lines += [
+        "",
+        (
+            f"Messages written: {f.agent.messages:,} per kind (warm-up traces included); a conversation's own row and "
+            f"event are shared by its {TRACE_LENGTH} messages. Growth is counted in 8 kB pages, so small tables round up."
+        ),
+    ]
+    return lines
+
+
+
 def summary_rows(r: Results) -> list[Row]:
     rows: list[Row] = []
     if r.append:
@@ -243,6 +320,8 @@ def summary_rows(r: Results) -> list[Row]:
         rows += _width_rows(r.width)
     if r.disk:
         rows += _disk_rows(r.disk)
+    if r.agent:
+        rows += _agent_rows(r.agent)
     return rows
 
 
@@ -456,6 +535,8 @@ def render(r: Results) -> str:
         lines += _width_details(r.width)
     if r.disk:
         lines += _disk_details(r.disk)
+    if r.agent:
+        lines += _agent_details(r.agent)
     if r.profile:
         lines += _profile_details(r.profile)
     if r.notes:

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import uvloop
 
-from bench import append, context, disk, observe, profile
+from bench import agent, append, context, disk, observe, profile
 from bench.harness import GRANIAN, ROOT, UVICORN, UVICORN_2, Databases, Postgres
 from bench.report import Results, render, write_section
 
-FIGURES = (1, 2, 3, 4, 5)
+FIGURES = (1, 2, 3, 4, 5, 6)
 AGAINST_DEPTHS = (1_000, 5_000, 10_000)  # figure 2's depths read from both trees with --against
 # What the request log and metrics cost: the same server with them off.
 LOUD_NAME = "with request log and metrics"
@@ -55,6 +55,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=2, help="rounds of the throughput lines, taken in turn")
     p.add_argument("--clients", type=int, default=16)
     p.add_argument("--disk-messages", type=int, default=10_000)
+    p.add_argument("--traces", type=int, default=40, help="figure 6: measured traces of each kind")
     p.add_argument(
         "--quick", action="store_true", help="a short smoke run: small sizes, figures not comparable"
     )
@@ -100,7 +101,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         if not (tree / "bench" / "serve.py").is_file() or not (tree / "service").is_dir():
             p.error(f"--against {tree}: not a convtree source tree (no bench/serve.py)")
     if args.quick:
-        args.seconds, args.warmup, args.rounds, args.disk_messages = 2.0, 0.5, 1, 1_000
+        args.seconds, args.warmup, args.rounds, args.disk_messages, args.traces = 2.0, 0.5, 1, 1_000, 4
     return args
 
 
@@ -199,6 +200,10 @@ async def run(args: argparse.Namespace) -> Results:
                 say(f"figure 4: {args.disk_messages:,} messages over HTTP")
                 results.disk = await disk.figure_disk(dbs, rng, args.disk_messages, 100, args.clients)
                 say(f"figure 4 done: {results.disk.per_message:,.0f} B/message")
+            if 6 in args.figures:
+                say(f"figure 6: {args.traces} agent traces and {args.traces} text-only traces of 20 messages")
+                results.agent = await agent.figure_agent(dbs, rng, args.traces, 2, 20 if args.quick else 100)
+                say("figure 6 done")
             if args.observe_cost:
                 on, off = await observe.observe_cost()
                 results.notes.append(
