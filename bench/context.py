@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import subprocess
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -343,6 +344,17 @@ class AgainstFigure:
     runs: list[AgainstRun]
 
 
+def tree_label(root: Path) -> str:
+    """The tree's checked-out commit, short, and its path: what a reader compares."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return str(root)
+    return f"{commit} ({root})"
+
+
 async def _build_in(root: Path, url: str, tenant: str, depth: int, seed: int) -> tuple[uuid.UUID, float]:
     out = (await tree_python(root, _BUILD, url, tenant, str(depth), str(seed))).split()
     return uuid.UUID(out[0]), float(out[1])
@@ -409,7 +421,7 @@ async def figure_depth_against(
                 depth,
                 [
                     TreeContext(
-                        "this tree" if root == ROOT else str(root),
+                        "this tree" if root == ROOT else tree_label(root),
                         builds[i],
                         summarize(fresh[i]),
                         summarize(analyzed[i]),

@@ -83,6 +83,14 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "1,000, 5,000 and 10,000: a before/after. May be given more than once",
     )
     p.add_argument(
+        "--against-context",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="TREE",
+        help="as --against, for figure 2's context reads only (figure 1 does not serve TREE)",
+    )
+    p.add_argument(
         "--observe-cost",
         action="store_true",
         help="figure 1 also serves this tree with the request log and metrics off "
@@ -97,7 +105,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     if args.embedded:
         args.database_url = None
     args.against = [tree.resolve() for tree in args.against]
-    for tree in args.against:
+    extra = [tree.resolve() for tree in args.against_context]
+    args.against_context = [*args.against, *(tree for tree in extra if tree not in args.against)]
+    for tree in args.against_context:
         if not (tree / "bench" / "serve.py").is_file() or not (tree / "service").is_dir():
             p.error(f"--against {tree}: not a convtree source tree (no bench/serve.py)")
     if args.quick:
@@ -179,13 +189,13 @@ async def run(args: argparse.Namespace) -> Results:
                     dbs, rng, depths, 0.2 if args.quick else 1.0, budget=20.0
                 )
                 say("figure 2 done")
-                if args.against:
+                if args.against_context:
                     depths = [100, 1_000] if args.quick else list(AGAINST_DEPTHS)
-                    say(f"figure 2 against {', '.join(map(str, args.against))}: depths {depths}")
-                    for tree in args.against:
+                    say(f"figure 2 against {', '.join(map(str, args.against_context))}: depths {depths}")
+                    for tree in args.against_context:
                         await dbs.prepare_tree(tree)
                     results.depth_against = await context.figure_depth_against(
-                        dbs, args.against, depths, args.seed, 0.2 if args.quick else 3.0, budget=40.0
+                        dbs, args.against_context, depths, args.seed, 0.2 if args.quick else 3.0, budget=40.0
                     )
                     ratios = ", ".join(f"{r.depth:,}: {r.ratio('fresh'):.2f}" for r in results.depth_against.runs)
                     say(f"figure 2 against done: this tree ÷ the first other, never analyzed, {ratios}")
