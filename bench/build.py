@@ -2,9 +2,10 @@
 
 Building 20,000 messages one HTTP request at a time would spend most of a run on setup, so the
 builder runs convtree's own code minus the HTTP hop: `tree.decide_append` decides each message,
-`seal` chains its hash, and `Tx.append_events` writes a batch of them (with their bodies and the
-conversation's summary) in one transaction, through the same triggers as any append. The rows are
-the ones the API would have written, except that a batch shares one `created_at`.
+`seal` chains its hash, and `Tx.append_events` writes a batch of them (with their bodies, their
+path digests and the conversation's summary) in one transaction, through the same triggers as any
+append. The rows are the ones the API would have written, except that a batch shares one
+`created_at`.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ from bench.harness import message_text
 from service.app import conversations as conversations_app
 from service.app import messages as messages_app
 from service.app.caller import Caller
-from service.domain import tree
+from service.domain import threads, tree
 from service.domain.events import Envelope, Event, seal
-from service.domain.stored import stored_bodies
+from service.domain.stored import Stored, stored
 from service.store.events import Store
 
 
@@ -31,6 +32,7 @@ class Built:
 
     conversation_id: uuid.UUID
     nodes: dict[uuid.UUID, tree.Node] = field(default_factory=dict)
+    paths: dict[uuid.UUID, bytes] = field(default_factory=dict)  # each message's path digest (message_paths)
 
 
 @dataclass
@@ -85,6 +87,8 @@ class Builder:
             start, now, seqs = begun
             state = start
             events: list[Event] = []
+            bodies: dict[uuid.UUID, Stored] = {}
+            paths: dict[uuid.UUID, bytes] = {}
             made: list[tuple[uuid.UUID, tree.Node]] = []
             new_ids: list[uuid.UUID] = []
             parent = nodes[plan.tip] if plan.tip is not None else None
@@ -103,6 +107,8 @@ class Builder:
                 event = decided[0]
                 assert isinstance(event, tree.MessageAppended)
                 events.append(event)
+                bodies[cmd.message_id] = stored(cmd)
+                paths.update(threads.path_digests([event], {**conv.paths, **paths}))
                 state = tree.evolve(state, event)
                 if parent is not None and not parent.has_children:
                     parent = msgspec.structs.replace(parent, has_children=True)
@@ -124,7 +130,8 @@ class Builder:
                 for seq in seqs
             ]
             sealed = seal(start.last_hash, envelopes, events)
-            await tx.append_events(self.caller.tenant, tree.chained(state, sealed), sealed, stored_bodies(events))
+            await tx.append_events(self.caller.tenant, tree.chained(state, sealed), sealed, bodies, paths)
         # Only once the batch is committed does it become the builder's truth.
         nodes.update(made)
+        conv.paths.update(paths)
         plan.made.extend(new_ids)

@@ -3,11 +3,14 @@ the same path's context beside a wide tree."""
 
 from __future__ import annotations
 
+import contextlib
 import random
+import subprocess
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import asyncpg
 import httpx
@@ -15,12 +18,14 @@ import msgspec
 
 from bench.build import Builder, Built, Plan
 from bench.harness import (
+    ROOT,
     UVICORN,
     Databases,
     ServerProcess,
     Summary,
     issue_key,
     summarize,
+    tree_python,
 )
 from bench.plans import (
     Freshness,
@@ -279,3 +284,152 @@ async def figure_width(
     finally:
         await pool.close()
         await conn.close()
+
+
+# --- figure 2 against another source tree (`bench.run --against TREE`) -----------------------
+
+# Run by each tree's own code (bench.harness.tree_python), so that the rows are the ones that tree
+# writes: the builder of its own bench/, the same seed, hence the same texts in both trees.
+_BUILD = """
+import asyncio, random, time
+import asyncpg
+from bench.build import Builder, Plan
+from bench.plans import never_analyze
+from service.store.events import Store
+
+async def main(url, tenant, depth, seed):
+    conn = await asyncpg.connect(url)
+    pool = await asyncpg.create_pool(url, min_size=1, max_size=1)
+    try:
+        await never_analyze(conn)
+        builder = Builder(Store(pool), tenant, random.Random(int(seed)))
+        built = await builder.create(f"depth {depth}")
+        t0 = time.perf_counter()
+        await builder.grow([Plan(built, None, int(depth))])
+        print(built.conversation_id, time.perf_counter() - t0)
+    finally:
+        await pool.close()
+        await conn.close()
+
+asyncio.run(main(*sys.argv[1:5]))
+"""
+
+
+@dataclass(frozen=True)
+class TreeContext:
+    """One source tree's context of one conversation over HTTP, never analyzed and analyzed."""
+
+    tree: str  # "this tree" or the other tree's path
+    build_seconds: float
+    fresh: Summary
+    analyzed: Summary
+    first_http_ms: float
+    response_bytes: int
+
+
+@dataclass(frozen=True)
+class AgainstRun:
+    depth: int
+    trees: list[TreeContext]  # this tree first
+
+    def ratio(self, phase: str, other: int = 1) -> float:
+        """This tree's p50 ÷ the other tree's, `phase` "fresh" or "analyzed"."""
+        mine: Summary = getattr(self.trees[0], phase)
+        theirs: Summary = getattr(self.trees[other], phase)
+        return mine.p50 / theirs.p50
+
+
+@dataclass(frozen=True)
+class AgainstFigure:
+    runs: list[AgainstRun]
+
+
+def tree_label(root: Path) -> str:
+    """The tree's checked-out commit, short, and its path: what a reader compares."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return str(root)
+    return f"{commit} ({root})"
+
+
+async def _build_in(root: Path, url: str, tenant: str, depth: int, seed: int) -> tuple[uuid.UUID, float]:
+    out = (await tree_python(root, _BUILD, url, tenant, str(depth), str(seed))).split()
+    return uuid.UUID(out[0]), float(out[1])
+
+
+async def _interleaved(
+    sessions: list[httpx.AsyncClient], targets: list[Target], samples: int, budget: float
+) -> list[list[float]]:
+    """Each tree's context in turn, one request at a time, the order reversed every other time
+    (so that neither is always the one after the other); the first request of each is not timed."""
+    for session, target in zip(sessions, targets, strict=True):
+        await _http_once(session, target)
+    times: list[list[float]] = [[] for _ in targets]
+    order = list(range(len(targets)))
+    deadline = time.monotonic() + budget
+    while len(times[0]) < samples and time.monotonic() < deadline:
+        for i in order:
+            times[i].append((await _http_once(sessions[i], targets[i]))[0])
+        order.reverse()
+    return times
+
+
+async def figure_depth_against(
+    databases: Databases, roots: list[Path], depths: list[int], seed: int, scale: float, budget: float
+) -> AgainstFigure:
+    """Context over HTTP at each depth, served by this tree and by each tree of `roots` at once,
+    each on a fresh database its own code migrated and its own builder filled with the same
+    conversation (never analyzed, autovacuum off for its tables); the servers' requests are
+    interleaved, then every database is analyzed and they are measured again."""
+    runs = []
+    trees = [ROOT, *roots]
+    for depth in depths:
+        tenant = "bench-depth"
+        urls, keys, targets, builds = [], [], [], []
+        for i, root in enumerate(trees):
+            url = await databases.fresh(f"against_{depth}_{i}", root)
+            key = await issue_key(url, tenant, root)
+            conversation_id, seconds = await _build_in(root, url, tenant, depth, seed)
+            urls.append(url)
+            keys.append(key)
+            builds.append(seconds)
+            targets.append(Target(conversation_id, conversation_id, conversation_id, depth))
+        samples = _samples(depth, scale)
+        async with contextlib.AsyncExitStack() as stack:
+            sessions = []
+            for root, url, key in zip(trees, urls, keys, strict=True):
+                server = await stack.enter_async_context(ServerProcess(replace(UVICORN, root=root), url))
+                sessions.append(await stack.enter_async_context(_session(server, key)))
+            firsts = []
+            for session, target in zip(sessions, targets, strict=True):
+                elapsed, body = await _http_once(session, target)
+                _check(body, target)
+                firsts.append((elapsed, len(body)))
+            fresh = await _interleaved(sessions, targets, samples, budget)
+            for url in urls:
+                conn = await asyncpg.connect(url)
+                try:
+                    await analyze(conn)
+                finally:
+                    await conn.close()
+            analyzed = await _interleaved(sessions, targets, samples, budget)
+        runs.append(
+            AgainstRun(
+                depth,
+                [
+                    TreeContext(
+                        "this tree" if root == ROOT else tree_label(root),
+                        builds[i],
+                        summarize(fresh[i]),
+                        summarize(analyzed[i]),
+                        firsts[i][0] * 1000,
+                        firsts[i][1],
+                    )
+                    for i, root in enumerate(trees)
+                ],
+            )
+        )
+    return AgainstFigure(runs)

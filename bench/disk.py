@@ -73,11 +73,11 @@ class DiskFigure:
         return self.total / self.messages
 
 
-async def _sizes(conn: asyncpg.Connection) -> dict[tuple[str, str], int]:
+async def sizes(conn: asyncpg.Connection) -> dict[tuple[str, str], int]:
     return {(r["table_name"], r["part"]): r["bytes"] for r in await conn.fetch(SIZES)}
 
 
-async def _heap_in_use(conn: asyncpg.Connection, sizes: dict[tuple[str, str], int]) -> dict[str, int]:
+async def heap_in_use(conn: asyncpg.Connection, sizes: dict[tuple[str, str], int]) -> dict[str, int]:
     block = int(await conn.fetchval("SELECT current_setting('block_size')"))
     used = {}
     for table, part in sizes:
@@ -106,8 +106,8 @@ async def figure_disk(
     bodies = append_bodies(rng, chars=chars)
     conn = await asyncpg.connect(url)
     try:
-        before = await _sizes(conn)
-        before_used = await _heap_in_use(conn, before)
+        before = await sizes(conn)
+        before_used = await heap_in_use(conn, before)
         async with ServerProcess(UVICORN, url) as server:
             sessions = [http_client(server.base_url, key) for _ in range(clients)]
             try:
@@ -142,8 +142,8 @@ async def figure_disk(
         written = await conn.fetchval("SELECT count(*) FROM events WHERE type = 'message_appended'")
         if written != messages:
             raise RuntimeError(f"{written} messages in the log, {messages} appended")
-        after = await _sizes(conn)
-        after_used = await _heap_in_use(conn, after)
+        after = await sizes(conn)
+        after_used = await heap_in_use(conn, after)
     finally:
         await conn.close()
     parts = []

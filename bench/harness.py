@@ -149,7 +149,9 @@ class Databases:
     async def prepare_tree(self, root: Path) -> str:
         """A template migrated by the convtree of another source tree (`bench.run --against`), so
         that tree's server finds the schema its own code expects, whatever migrations this one
-        has that it has not (its /readyz refuses a revision it does not know)."""
+        has that it has not (its /readyz refuses a revision it does not know). Once per tree and run."""
+        if root in self._trees:
+            return self._trees[root]
         template = f"{self.template}_{len(self._trees) + 1}"
         await self._admin(f'DROP DATABASE IF EXISTS "{template}"', f'CREATE DATABASE "{template}"')
         self._created.append(template)

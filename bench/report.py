@@ -8,8 +8,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.agent import KINDS, TOOL_RESULT_CHARS, TRACE_LENGTH, AgentFigure
 from bench.append import AppendFigure, Throughput, pooled
-from bench.context import ContextTiming, DepthFigure, WidthFigure
+from bench.context import AgainstFigure, ContextTiming, DepthFigure, WidthFigure
 from bench.disk import DiskFigure
 from bench.profile import Profile
 
@@ -18,6 +19,9 @@ APPEND_RATIO_GOAL = 0.5
 KEYED_RATIO_GOAL = 0.8  # keyed appends ÷ unkeyed (issue 14, goal 1)
 CONTEXT_P50_GOAL_MS = {1_000: 10.0, 10_000: 80.0}
 WIDTH_RATIO_GOAL = 1.2
+# A text-only context at depth 1,000, this tree ÷ the tree it is compared with (issue 11).
+AGAINST_CONTEXT_DEPTH = 1_000
+AGAINST_CONTEXT_GOAL = 1.05
 # A walk that is linear in depth takes ~10x as long at 10x the depth; a quadratic one ~100x.
 LINEAR_GROWTH_LIMIT = 15.0
 
@@ -29,8 +33,10 @@ class Results:
     facts: list[tuple[str, str]]
     append: AppendFigure | None = None
     depth: DepthFigure | None = None
+    depth_against: AgainstFigure | None = None  # figure 2 read from this tree and from --against trees
     width: WidthFigure | None = None
     disk: DiskFigure | None = None
+    agent: AgentFigure | None = None
     profile: Profile | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -106,6 +112,19 @@ def _append_rows(a: AppendFigure) -> list[Row]:
         what = f"Keyed append (an Idempotency-Key per request) ÷ unkeyed, httpx ({name})"
         measured = f"{_rate(pooled(rounds))} · ratio {ratio:.2f} (rounds: {spread})"
         rows.append(("1", what, measured, f"≥ {KEYED_RATIO_GOAL}", verdict(ratio >= KEYED_RATIO_GOAL)))
+    first_wrk = pooled(a.wrk[first]).rate if first in a.wrk else None
+    for name in a.against:
+        if "serving " not in name:
+            continue  # --observe-cost's servers: this tree with other settings
+        lines = [("httpx", a.own[name], a.own[first])]
+        if name in a.wrk and first_wrk is not None:
+            lines.append(("wrk", a.wrk[name], a.wrk[first]))
+        for load, theirs, mine in lines:
+            ratio = pooled(mine).rate / pooled(theirs).rate
+            spread = ", ".join(f"{m.rate / t.rate:.2f}" for m, t in zip(mine, theirs, strict=True))
+            tree = name.split("serving ", 1)[1]
+            what = f"Appends/s ({load}), this tree ÷ {tree}, same rounds"
+            rows.append(("1", what, f"{ratio:.2f} (rounds: {spread})", "", ""))
     for name in list(a.own)[1:]:
         figure = "1" if name in a.against else "5"
         loads = [("httpx", a.own[name], a.ratio(name))]
@@ -150,6 +169,50 @@ def _depth_rows(d: DepthFigure) -> list[Row]:
     return rows
 
 
+def _against_rows(f: AgainstFigure) -> list[Row]:
+    rows: list[Row] = []
+    for run in f.runs:
+        for other in range(1, len(run.trees)):
+            tree = run.trees[other].tree
+            for phase, label in (("fresh", "never analyzed"), ("analyzed", "analyzed")):
+                ratio = run.ratio(phase, other)
+                mine, theirs = getattr(run.trees[0], phase), getattr(run.trees[other], phase)
+                what = f"Context over HTTP, depth {run.depth:,}, {label}: this tree ÷ {tree}, interleaved"
+                measured = f"{ratio:.2f} ({mine.p50:.1f} ms / {theirs.p50:.1f} ms)"
+                if run.depth == AGAINST_CONTEXT_DEPTH:
+                    rows.append(("2", what, measured, f"≤ {AGAINST_CONTEXT_GOAL}", verdict(ratio <= AGAINST_CONTEXT_GOAL)))
+                else:
+                    rows.append(("2", what, measured, "", ""))
+    return rows
+
+
+def _against_details(f: AgainstFigure) -> list[str]:
+    lines = ["", "#### Context rebuild against another tree (figure 2, `--against`)", ""]
+    lines += [
+        (
+            "Each depth: one fresh database per tree, migrated by that tree's code and filled by that tree's "
+            "bench/build.py with the same conversation (same seed: the same 400-character texts), never analyzed "
+            "(autovacuum off for its tables); both servers up at once, their requests taken in turn, one at a time, "
+            "the order reversed every other pair; then every database analyzed and measured again."
+        ),
+        "",
+    ]
+    rows = []
+    for run in f.runs:
+        for t in run.trees:
+            for label, s in (("never analyzed", t.fresh), ("analyzed", t.analyzed)):
+                rows.append([
+                    f"{run.depth:,}", t.tree, label, f"{s.p50:.2f}", f"{s.p99:.2f}", f"{s.mean:.2f}", str(s.count),
+                    f"{t.first_http_ms:.1f}", f"{t.build_seconds:.1f}", f"{t.response_bytes / 1e6:.2f}",
+                ])  # fmt: skip
+    lines += _table(
+        ["depth", "tree", "tables", "HTTP p50 ms", "HTTP p99 ms", "mean ms", "n", "first request ms", "built in s",
+         "response MB"],
+        rows,
+    )  # fmt: skip
+    return lines
+
+
 def _width_rows(w: WidthFigure) -> list[Row]:
     rows: list[Row] = []
     for phase, (narrow, wide) in (("never analyzed", w.fresh), ("analyzed", w.analyzed)):
@@ -170,16 +233,95 @@ def _disk_rows(k: DiskFigure) -> list[Row]:
     return [("4", f"Bytes on disk per {k.chars}-character message (N = {k.messages:,})", measured, "", "")]
 
 
+def _agent_rows(f: AgentFigure) -> list[Row]:
+    text = f.text.appends["text"]
+    rows: list[Row] = []
+    for kind in KINDS:
+        if kind not in f.agent.appends:
+            continue
+        a = f.agent.appends[kind]
+        what = f"Append over HTTP, agent trace, {kind} message (one client, keep-alive)"
+        measured = f"p50 {a.p50:.1f} ms · p95 {a.p95:.1f} ms (n = {a.count}) · p50 ÷ text-only trace's {a.p50 / text.p50:.2f}"
+        rows.append(("6", what, measured, "", ""))
+    what = "Append over HTTP, text-only trace of the same length, same run (the baseline)"
+    rows.append(("6", what, f"p50 {text.p50:.1f} ms · p95 {text.p95:.1f} ms (n = {text.count})", "", ""))
+    ac, tc = f.agent.context, f.text.context
+    what = f"Context over HTTP of a whole {TRACE_LENGTH}-message trace: agent ÷ text-only"
+    measured = (
+        f"{ac.p50 / tc.p50:.2f} (p50 {ac.p50:.1f} ms, {f.agent.context_bytes / 1e3:,.0f} kB / "
+        f"{tc.p50:.1f} ms, {f.text.context_bytes / 1e3:,.1f} kB)"
+    )
+    rows.append(("6", what, measured, "", ""))
+    pa, pt = f.agent.stored / f.agent.messages, f.text.stored / f.text.messages
+    what = "Bytes stored per message (every table: events, bodies, blobs, indexes, …): agent ÷ text-only"
+    rows.append(("6", what, f"{pa / pt:.1f} ({pa:,.0f} B / {pt:,.0f} B)", "", ""))
+    return rows
+
+
+def _agent_details(f: AgentFigure) -> list[str]:
+    lines = ["", "#### Agent trace (figure 6)", ""]
+    lines += [
+        (
+            f"{f.traces} traces of each kind measured after {f.warmup} unmeasured, in {f.seconds:.0f} s. The agent trace "
+            "(bench/agent.py): system, user, assistant with 2 parallel tool calls, 2 tool results, assistant text, user "
+            "with a PNG image part, assistant with a tool call, its result, assistant text, user, assistant with 2 calls, "
+            "2 results, assistant text, user with an image, assistant with a call, its result, assistant text, user: "
+            f"8 text, 4 tool-call, 6 tool-result ({TOOL_RESULT_CHARS:,} characters each), 2 image messages; each image a new PNG of "
+            f"random pixels, {f.image_chars:,} characters as a `data:` URL. The text-only trace: system, then user and "
+            "assistant in turn, 400 characters each. Each kind on a server and a fresh database of its own, both up at "
+            "once, their appends taken in turn one at a time; latencies are the client's, whole response read."
+        ),
+        "",
+    ]
+    rows = []
+    base = f.text.appends["text"].p50
+    for side in (f.agent, f.text):
+        for kind, a in side.appends.items():
+            rows.append([side.name, kind, str(a.count), f"{a.p50:.2f}", f"{a.p95:.2f}", f"{a.mean:.2f}", f"{a.p50 / base:.2f}"])
+    for side in (f.agent, f.text):
+        c = side.context
+        rows.append([side.name, "context of the whole trace", str(c.count), f"{c.p50:.2f}", f"{c.p95:.2f}",
+                     f"{c.mean:.2f}", f"{c.p50 / f.text.context.p50:.2f}"])  # fmt: skip
+    lines += _table(["trace", "request", "n", "p50 ms", "p95 ms", "mean ms", "p50 ÷ text-only's"], rows)
+    lines += ["", "Bytes stored per message, by table (growth of its heap pages in use, TOAST and indexes ÷ messages written):", ""]
+    a_tables, t_tables = f.agent.by_table(), f.text.by_table()
+    names = sorted(set(a_tables) | set(t_tables), key=lambda t: -(a_tables.get(t, 0) + t_tables.get(t, 0)))
+    rows = [
+        [name, f"{a_tables.get(name, 0) / f.agent.messages:,.0f}", f"{t_tables.get(name, 0) / f.text.messages:,.0f}"]
+        for name in names
+    ]
+    rows.append([
+        "**total**", f"**{f.agent.stored / f.agent.messages:,.0f}**", f"**{f.text.stored / f.text.messages:,.0f}**",
+    ])  # fmt: skip
+    rows.append([
+        "request bodies (JSON sent)", f"{f.agent.request_bytes / TRACE_LENGTH:,.0f}", f"{f.text.request_bytes / TRACE_LENGTH:,.0f}",
+    ])  # fmt: skip
+    lines += _table(["table", "agent trace, B per message", "text-only trace, B per message"], rows)
+    lines += [
+        "",
+        (
+            f"Messages written: {f.agent.messages:,} per kind (warm-up traces included); a conversation's own row and "
+            f"event are shared by its {TRACE_LENGTH} messages. Growth is counted in 8 kB pages, so small tables round up."
+        ),
+    ]
+    return lines
+
+
+
 def summary_rows(r: Results) -> list[Row]:
     rows: list[Row] = []
     if r.append:
         rows += _append_rows(r.append)
     if r.depth:
         rows += _depth_rows(r.depth)
+    if r.depth_against:
+        rows += _against_rows(r.depth_against)
     if r.width:
         rows += _width_rows(r.width)
     if r.disk:
         rows += _disk_rows(r.disk)
+    if r.agent:
+        rows += _agent_rows(r.agent)
     return rows
 
 
@@ -387,10 +529,14 @@ def render(r: Results) -> str:
         lines += _append_details(r.append)
     if r.depth:
         lines += _depth_details(r.depth)
+    if r.depth_against:
+        lines += _against_details(r.depth_against)
     if r.width:
         lines += _width_details(r.width)
     if r.disk:
         lines += _disk_details(r.disk)
+    if r.agent:
+        lines += _agent_details(r.agent)
     if r.profile:
         lines += _profile_details(r.profile)
     if r.notes:

@@ -18,11 +18,12 @@ from pathlib import Path
 
 import uvloop
 
-from bench import append, context, disk, observe, profile
+from bench import agent, append, context, disk, observe, profile
 from bench.harness import GRANIAN, ROOT, UVICORN, UVICORN_2, Databases, Postgres
 from bench.report import Results, render, write_section
 
-FIGURES = (1, 2, 3, 4, 5)
+FIGURES = (1, 2, 3, 4, 5, 6)
+AGAINST_DEPTHS = (1_000, 5_000, 10_000)  # figure 2's depths read from both trees with --against
 # What the request log and metrics cost: the same server with them off.
 LOUD_NAME = "with request log and metrics"
 QUIET_NAME = "without request log and metrics"
@@ -54,6 +55,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=2, help="rounds of the throughput lines, taken in turn")
     p.add_argument("--clients", type=int, default=16)
     p.add_argument("--disk-messages", type=int, default=10_000)
+    p.add_argument("--traces", type=int, default=40, help="figure 6: measured traces of each kind")
     p.add_argument(
         "--quick", action="store_true", help="a short smoke run: small sizes, figures not comparable"
     )
@@ -72,10 +74,21 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--against",
         type=Path,
-        default=None,
+        action="append",
+        default=[],
         metavar="TREE",
         help="figure 1 also serves the convtree source tree TREE (e.g. a `git worktree` of an earlier "
-        "commit), on a database migrated by TREE's own code, under both loads, in the same rounds: a before/after",
+        "commit), on a database migrated by TREE's own code, under both loads, in the same rounds; figure 2 "
+        "also reads the same conversation's context from both trees' servers, interleaved, at depths "
+        "1,000, 5,000 and 10,000: a before/after. May be given more than once",
+    )
+    p.add_argument(
+        "--against-context",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="TREE",
+        help="as --against, for figure 2's context reads only (figure 1 does not serve TREE)",
     )
     p.add_argument(
         "--observe-cost",
@@ -91,12 +104,14 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"figures are {FIGURES}")
     if args.embedded:
         args.database_url = None
-    if args.against is not None:
-        args.against = args.against.resolve()
-        if not (args.against / "bench" / "serve.py").is_file() or not (args.against / "service").is_dir():
-            p.error(f"--against {args.against}: not a convtree source tree (no bench/serve.py)")
+    args.against = [tree.resolve() for tree in args.against]
+    extra = [tree.resolve() for tree in args.against_context]
+    args.against_context = [*args.against, *(tree for tree in extra if tree not in args.against)]
+    for tree in args.against_context:
+        if not (tree / "bench" / "serve.py").is_file() or not (tree / "service").is_dir():
+            p.error(f"--against {tree}: not a convtree source tree (no bench/serve.py)")
     if args.quick:
-        args.seconds, args.warmup, args.rounds, args.disk_messages = 2.0, 0.5, 1, 1_000
+        args.seconds, args.warmup, args.rounds, args.disk_messages, args.traces = 2.0, 0.5, 1, 1_000, 4
     return args
 
 
@@ -147,9 +162,9 @@ async def run(args: argparse.Namespace) -> Results:
             if args.figures & {1, 5}:
                 specs = [UVICORN, GRANIAN, UVICORN_2] if 5 in args.figures else [UVICORN]
                 against = []
-                if args.against is not None:
-                    await dbs.prepare_tree(args.against)
-                    against.append(replace(UVICORN, name=f"{UVICORN.name}, serving {args.against}", root=args.against))
+                for tree in args.against:
+                    await dbs.prepare_tree(tree)
+                    against.append(replace(UVICORN, name=f"{UVICORN.name}, serving {tree}", root=tree))
                 if args.observe_cost:
                     # Both as servers after the first: the first's database also takes the raw and
                     # in-process lines, so neither of the two compared here is the first.
@@ -174,6 +189,16 @@ async def run(args: argparse.Namespace) -> Results:
                     dbs, rng, depths, 0.2 if args.quick else 1.0, budget=20.0
                 )
                 say("figure 2 done")
+                if args.against_context:
+                    depths = [100, 1_000] if args.quick else list(AGAINST_DEPTHS)
+                    say(f"figure 2 against {', '.join(map(str, args.against_context))}: depths {depths}")
+                    for tree in args.against_context:
+                        await dbs.prepare_tree(tree)
+                    results.depth_against = await context.figure_depth_against(
+                        dbs, args.against_context, depths, args.seed, 0.2 if args.quick else 3.0, budget=40.0
+                    )
+                    ratios = ", ".join(f"{r.depth:,}: {r.ratio('fresh'):.2f}" for r in results.depth_against.runs)
+                    say(f"figure 2 against done: this tree ÷ the first other, never analyzed, {ratios}")
             if 3 in args.figures:
                 branches, length = (20, 10) if args.quick else (200, 50)
                 say(f"figure 3: depth 1,000 with {branches} branches of {length}")
@@ -185,6 +210,10 @@ async def run(args: argparse.Namespace) -> Results:
                 say(f"figure 4: {args.disk_messages:,} messages over HTTP")
                 results.disk = await disk.figure_disk(dbs, rng, args.disk_messages, 100, args.clients)
                 say(f"figure 4 done: {results.disk.per_message:,.0f} B/message")
+            if 6 in args.figures:
+                say(f"figure 6: {args.traces} agent traces and {args.traces} text-only traces of 20 messages")
+                results.agent = await agent.figure_agent(dbs, rng, args.traces, 2, 20 if args.quick else 100)
+                say("figure 6 done")
             if args.observe_cost:
                 on, off = await observe.observe_cost()
                 results.notes.append(
