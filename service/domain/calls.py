@@ -133,12 +133,23 @@ def units(path: Sequence[Any]) -> list[tuple[int, int]]:
 def unanswered(path: Sequence[Utterance]) -> list[str]:
     """The ids of the calls on `path` (root first) that have no result on it, in path order: a model
     shown `path` would see a call without its result. A withheld (redacted) assistant message's
-    calls cannot be seen, so are not counted."""
+    calls cannot be seen, so are not counted.
+
+    One pass that looks at nothing but a message's role until it meets an assistant message with
+    calls: every context read asks this of its whole path, most of which has none."""
     missing: list[str] = []
-    for start, end in units(path):
-        head = path[start]
-        if head.role != "assistant" or _withheld(head):
+    calls: list[str] = []  # the calls of the unit being read (its assistant message's)
+    answered: set[Any] = set()
+    for message in path:
+        if message.role == "tool":
+            answered.add(message.tool_call_id)
             continue
-        answered = {m.tool_call_id for m in path[start + 1 : end]}
-        missing.extend(call for call in tool_call_ids(head) if call not in answered)
+        if calls:
+            missing.extend(call for call in calls if call not in answered)
+            calls = []
+        if message.role == "assistant" and message.tool_calls is not UNSET and not _withheld(message):
+            calls = tool_call_ids(message)
+            answered = set()
+    if calls:
+        missing.extend(call for call in calls if call not in answered)
     return missing

@@ -8,11 +8,13 @@ from datetime import UTC, datetime
 
 import msgspec
 import pytest
+from hypothesis import given as for_all
+from hypothesis import strategies as st
 
 from service.domain import calls, views
 from service.domain.errors import DuplicateToolResult, ToolResultWithoutCall
 from service.domain.events import MessageAppended
-from service.domain.message import FunctionCall, FunctionToolCall, Utterance
+from service.domain.message import FunctionCall, FunctionToolCall, Utterance, tool_call_ids
 from service.domain.tree import Append, ConversationState, appended_node, decide_append, fold
 from service.domain.turns import decide_chain
 
@@ -196,3 +198,36 @@ def test_unanswered_names_the_calls_without_results_on_a_path() -> None:
 def test_opened_by_an_utterance() -> None:
     assert calls.opened(Utterance(role="assistant", content="x")) is None
     assert calls.opened(Utterance(role="assistant", tool_calls=[call("a")])) == calls.CallGroup(("a",))
+
+
+def _unanswered_by_units(path: list[Utterance]) -> list[str]:
+    """The rule read straight off its definition: cut the path into units, and in each unit headed by
+    an assistant message with calls, the calls its tool messages do not answer."""
+    missing: list[str] = []
+    for start, end in calls.units(path):
+        head = path[start]
+        if head.role == "assistant":
+            answered = {m.tool_call_id for m in path[start + 1 : end]}
+            missing += [c for c in tool_call_ids(head) if c not in answered]
+    return missing
+
+
+_steps = st.lists(
+    st.one_of(
+        st.sampled_from(["user", "system", "assistant"]).map(lambda role: Utterance(role=role, content="w")),
+        st.lists(st.sampled_from(["c1", "c2", "c3"]), min_size=1, max_size=3, unique=True).map(
+            lambda ids: Utterance(
+                role="assistant",
+                content=None,
+                tool_calls=[FunctionToolCall(id=i, function=FunctionCall(name="f", arguments="{}")) for i in ids],
+            )
+        ),
+        st.sampled_from(["c1", "c2", "c3"]).map(lambda i: Utterance(role="tool", content="r", tool_call_id=i)),
+    ),
+    max_size=12,
+)
+
+
+@for_all(_steps)
+def test_unanswered_in_one_pass_is_the_rule_read_by_units(path: list[Utterance]) -> None:
+    assert calls.unanswered(path) == _unanswered_by_units(path)
