@@ -205,6 +205,45 @@ def test_titles_and_contents_are_shown_as_text_never_run(server, api):
         assert traffic.refused == []
 
 
+def test_every_field_of_a_message_is_shown_as_text_never_run(server, api):
+    """A developer message with a name and a part of a type no one knows, an assistant's custom
+    tool call and refusal, and the tool result answering it: hostile strings everywhere."""
+    hostile = '<img src="/x" onerror="window.pwned = 1">'
+    cid = create(api, title="Hostile fields")["id"]
+    dev = say(api, cid, [{"type": hostile, "payload": hostile}, {"type": "text", "text": hostile}],
+              role="developer", name=hostile)  # fmt: skip
+    asked = say(api, cid, None, role="assistant", refusal=hostile, reasoning={"encrypted": hostile},
+                tool_calls=[{"id": hostile, "type": "custom", "custom": {"name": hostile, "input": hostile}}])  # fmt: skip
+    result = say(api, cid, [{"type": "text", "text": hostile}], role="tool", tool_call_id=hostile)
+    key = api.headers["Authorization"].removeprefix("Bearer ")
+    with offline_browser() as (browser, traffic):
+        page = browser.new_page()
+        sign_in(page, server, key)
+        page.click(f'#conversations a[data-id="{cid}"]')
+        page.wait_for_selector(".spine .card")
+        assert spine_texts(page) == [hostile, f"tool call: {hostile}", hostile]
+        assert card(page, asked["id"]).locator(".chip").all_inner_texts() == [f"{hostile}({hostile})", "reasoning", "refusal"]
+        assert card(page, result["id"]).locator(".chip").inner_text() == f"↳ {hostile} · {hostile[:8]}"
+
+        card(page, dev["id"]).click()
+        assert page.locator("#detail .name code").inner_text() == hostile
+        assert page.locator("#detail .json-block .block-label").text_content() == f"{hostile} part"
+        assert json.loads(page.locator("#detail .json-block pre").inner_text()) == {"type": hostile, "payload": hostile}
+        assert page.locator("#detail .part-text").inner_text() == hostile
+
+        card(page, asked["id"]).click()
+        assert page.locator("#detail .refusal pre").inner_text() == hostile
+        assert page.locator("#detail .tool-call .call").inner_text() == f"{hostile}({hostile})"
+        assert page.locator("#detail .tool-call .call-id").inner_text() == hostile
+        assert page.locator("#detail details.reasoning summary").inner_text() == "Reasoning (opaque)"
+
+        card(page, result["id"]).click()
+        assert page.locator("#detail .answers").inner_text() == f"Result of call {hostile} · {hostile}(…)"
+        assert page.evaluate("window.pwned") is None
+        assert page.locator("img").count() == 0
+        assert traffic.refused == [] and traffic.failed == []
+
+
 def test_a_path_outside_the_viewer_is_a_404_problem(server):
     with server.client() as client:
         for path in ("/ui/missing.js", "/ui/..%2f..%2fui.py", "/static/swagger-ui/..%2f..%2fapp.py"):
