@@ -443,3 +443,38 @@ def test_a_replay_run_is_listed_and_compared_side_by_side(server, api, agent):
         assert page.evaluate("window.pwned") is None
         assert traffic.refused == []
         assert errors == []
+
+
+def test_a_stopped_run_names_the_calls_never_recorded(server, api, agent):
+    cid = agent["cid"]
+    tools = [{"type": "function", "function": {"name": name, "parameters": {"type": "object"}}}
+             for name in ("weather", "local_time")]  # fmt: skip
+    target = {"provider": "echo", "model": "echo", "params": {"tools": tools}}
+    r = api.post(f"/v1/conversations/{cid}/replays", json={"target": target})
+    assert r.status_code == 201, r.text
+    run_id = r.json()["id"]
+    for _ in range(200):
+        run = api.get(f"/v1/conversations/{cid}/replays/{run_id}").json()
+        if run["status"] not in ("queued", "running"):
+            break
+        time.sleep(0.05)
+    assert (run["status"], run["error"]) == ("stopped", "unrecorded_tool_call"), run
+    key = api.headers["Authorization"].removeprefix("Bearer ")
+    with offline_browser() as (browser, traffic):
+        page = browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        sign_in(page, server, key)
+        page.click(f'#conversations a[data-id="{cid}"]')
+        page.locator(f'#replay-runs li.run[data-run="{run_id}"]').wait_for()
+        assert "unrecorded_tool_call" in page.locator("#replay-runs .run-error").inner_text()
+        page.locator(f'#replay-runs li.run[data-run="{run_id}"] .compare').click()
+        step = page.locator(f'.diff[data-run="{run_id}"] .step')
+        step.wait_for()
+        assert step.locator(".resolution").inner_text() == "unrecorded"
+        assert step.locator(".replayed .call-name").all_inner_texts() == ["weather", "local_time"]
+        never = step.locator(".unrecorded")
+        assert never.inner_text().startswith("Never recorded: weather(")
+        assert [c.split("(")[0] for c in never.locator("code").all_inner_texts()] == ["weather", "local_time"]
+        assert "[object" not in never.inner_text()
+        assert traffic.refused == [] and errors == []

@@ -69,7 +69,7 @@ function step(s, run) {
           "p",
           { class: "unrecorded" },
           "Never recorded: ",
-          s.unrecorded.map((c, i) => [i ? ", " : "", h("code", {}, `${c.name}(${c.arguments})`)]),
+          s.unrecorded.flatMap((c, i) => [i ? ", " : "", h("code", {}, `${c.name}(${c.arguments})`)]),
         )
       : null,
   );
