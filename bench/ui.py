@@ -13,7 +13,7 @@ import time
 
 import httpx
 
-from tests.browser import offline_browser
+from tests.browser import offline_browser, wait_until
 
 WORDS = "the of and to in river mountain train station ticket hotel museum coffee market bridge harbor".split()
 
@@ -56,7 +56,7 @@ def main() -> None:
         for _ in range(args.rounds):
             page.goto(f"{args.base_url}/ui/#/c/{cid}")
             page.reload()
-            page.wait_for_function("window.convtreeTimings")
+            wait_until(page, "window.convtreeTimings")
             opens.append(page.evaluate("window.convtreeTimings"))
             started = time.perf_counter()
             page.locator(".spine > li.fork-point button").last.click()
@@ -65,7 +65,7 @@ def main() -> None:
             if page.locator("li.fold button").count():
                 started = time.perf_counter()
                 page.click("li.fold button")
-                page.wait_for_function("document.querySelectorAll('.spine > li.node').length > 300")
+                wait_until(page, "document.querySelectorAll('.spine > li.node').length > 300")
                 unfolds.append((time.perf_counter() - started) * 1000)
             nodes = page.evaluate("document.querySelectorAll('.card').length")
     med = statistics.median

@@ -264,6 +264,9 @@ CREATE INDEX replay_runs_open ON replay_runs (created_at) WHERE status IN ('queu
 CREATE INDEX replay_runs_running ON replay_runs (tenant) WHERE status = 'running';
 -- A batch's runs.
 CREATE INDEX replay_runs_batch ON replay_runs (tenant, batch_id) WHERE batch_id IS NOT NULL;
+-- A conversation's runs, newest first: those that replay it, and the one that wrote it.
+CREATE INDEX replay_runs_source ON replay_runs (tenant, source_conversation_id, created_at DESC, run_id DESC);
+CREATE INDEX replay_runs_target ON replay_runs (tenant, target_conversation_id, created_at DESC, run_id DESC);
 
 -- The Responses API's responses (service/app/responses): what a response was asked with, which
 -- only the request knows (model, instructions, tools, sampling, metadata, store, ...), beside the

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -94,3 +95,14 @@ def screenshot(page, name: str, *, full_page: bool = True) -> Path:  # type: ign
     page.screenshot(path=str(path), full_page=full_page)
     print(f"screenshot: {path}")
     return path
+
+
+def wait_until(page, expression: str, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+    """Wait until `expression` is truthy in the page. Playwright's wait_for_function evaluates its
+    predicate with eval(), which the viewer's Content-Security-Policy refuses; page.evaluate goes
+    through the DevTools protocol, which the policy does not govern."""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(expression):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true after {timeout} s: {expression}")
+        time.sleep(0.01)

@@ -1,4 +1,4 @@
-"""HTTP routes for replay runs: start one (or a batch), follow it, cancel it, compare it with the original."""
+"""HTTP routes for replay runs: start one (or a batch), list a conversation's, follow one, cancel it, compare it with the original."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody
+from litestar.params import FromPath, JSONBody, QueryParameter
 
 from service.api import schemas
-from service.api.conversations import AUTH, IDEMPOTENCY_KEY, WRITE
+from service.api.conversations import AUTH, IDEMPOTENCY_KEY, WRITE, Limit
 from service.api.deps import keyed, written
 from service.api.problems import responses
 from service.api.turns import Name, ParamsField, WindowField
@@ -117,6 +117,25 @@ class ReplayController(Controller):
         )
         started = await replays_service.start(caller, conversation_id, new, keyed(request, data))
         return written(started, lambda run: (201, run, None))
+
+    @get(
+        "/conversations/{conversation_id:str}/replays",
+        summary="A conversation's replay runs, newest first",
+        description="The runs that replay this conversation, and the run that wrote it (a fork or a new "
+        "conversation, whose run's `conversation_id` is the source), each with its progress; a page at a time.",
+        responses=responses(*AUTH, errors.ConversationNotFound, errors.InvalidRequest),
+    )
+    async def list_runs(
+        self,
+        conversation_id: FromPath[uuid.UUID],
+        caller: NamedDependency[Caller],
+        replays_service: NamedDependency[Replays],
+        limit: Limit = 50,
+        cursor: Annotated[
+            str | None, QueryParameter(max_length=200, description="`next_cursor` of the previous page.")
+        ] = None,
+    ) -> app.ReplayRunPage:
+        return await replays_service.of_conversation(caller, conversation_id, limit, cursor)
 
     @get(
         "/conversations/{conversation_id:str}/replays/{run_id:str}",

@@ -373,6 +373,11 @@ class Replays:
     async def get(self, caller: Caller, conversation_id: uuid.UUID, run_id: uuid.UUID) -> replay_runs.ReplayRun:
         return await replay_runs.get(self._store, caller, conversation_id, run_id)
 
+    async def of_conversation(
+        self, caller: Caller, conversation_id: uuid.UUID, limit: int, cursor: str | None
+    ) -> replay_runs.ReplayRunPage:
+        return await replay_runs.of_conversation(self._store, caller, conversation_id, limit, cursor)
+
     async def cancel(self, caller: Caller, conversation_id: uuid.UUID, run_id: uuid.UUID) -> replay_runs.ReplayRun:
         return await replay_runs.cancel(self._store, caller, conversation_id, run_id)
 

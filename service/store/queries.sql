@@ -759,6 +759,20 @@ SELECT tenant, run_id, batch_id, source_conversation_id, target_conversation_id,
  WHERE tenant = :tenant AND batch_id = :batch_id
  ORDER BY created_at, run_id;
 
+-- name: list_conversation_replay_runs
+-- The runs of :tenant that replay :conversation_id or wrote into it, newest first, at most :limit;
+-- with a page's cursor, those before (:before_at, :before_id). One index for each side
+-- (replay_runs_source, replay_runs_target).
+SELECT tenant, run_id, batch_id, source_conversation_id, target_conversation_id, anchor_id, destination, plan, status,
+       turns_total, turns_done, prompt_tokens, completion_tokens, error, detail, actor, request_id,
+       created_at, updated_at
+  FROM replay_runs
+ WHERE tenant = :tenant
+   AND (source_conversation_id = :conversation_id OR target_conversation_id = :conversation_id)
+   AND (:before_at::timestamptz IS NULL OR (created_at, run_id) < (:before_at::timestamptz, :before_id::uuid))
+ ORDER BY created_at DESC, run_id DESC
+ LIMIT :limit;
+
 -- name: claim_replay_run
 -- The oldest run no live process holds (queued, or running under a lease that ran out), claimed by
 -- :owner for :lease_seconds, unless its tenant already has :per_tenant runs under a live lease.

@@ -13,7 +13,7 @@ from service.store.events import Store, Tx
 
 
 class RunRow(msgspec.Struct, frozen=True):
-    """get_replay_run, list_batch_replay_runs: a run as stored; `plan` is the app's JSON, which SQL never reads."""
+    """get_replay_run, list_batch_replay_runs, list_conversation_replay_runs: a run as stored; `plan` is the app's JSON, which SQL never reads."""
 
     tenant: str
     run_id: uuid.UUID
@@ -74,6 +74,22 @@ async def get(tx: Tx, tenant: str, run_id: uuid.UUID) -> RunRow | None:
 
 async def of_batch(tx: Tx, tenant: str, batch_id: uuid.UUID) -> list[RunRow]:
     return rows.records(RunRow, await tx.rows("list_batch_replay_runs", tenant=tenant, batch_id=batch_id))
+
+
+async def of_conversation(
+    tx: Tx, tenant: str, conversation_id: uuid.UUID, before: tuple[datetime, uuid.UUID] | None, limit: int
+) -> list[RunRow]:
+    """The runs that replay `conversation_id` or wrote into it, newest first, after the cursor `before`."""
+    before_at, before_id = before or (None, None)
+    found = await tx.rows(
+        "list_conversation_replay_runs",
+        tenant=tenant,
+        conversation_id=conversation_id,
+        before_at=before_at,
+        before_id=before_id,
+        limit=limit,
+    )
+    return rows.records(RunRow, found)
 
 
 async def claim(

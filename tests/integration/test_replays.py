@@ -132,6 +132,40 @@ def test_a_ten_turn_conversation_replays_as_a_branch_of_the_source(model_api, up
     assert audit(model_api, cid)["valid"]
 
 
+def test_a_conversations_runs_are_listed_newest_first_a_page_at_a_time(model_api, model_server, upstream):
+    cid, _ = conversation(model_api, turns=2)
+    into_fork = wait_run(model_api, cid, replay(model_api, cid)["id"])
+    into_branches = wait_run(model_api, cid, replay(model_api, cid, into="branches")["id"])
+    fresh = wait_run(model_api, cid, replay(model_api, cid, target={**TARGET, "system": "Be long."})["id"])
+
+    listed = model_api.get(f"/v1/conversations/{cid}/replays")
+    assert listed.status_code == 200, listed.text
+    assert listed.json() == {"items": [fresh, into_branches, into_fork], "next_cursor": None}
+
+    # A page at a time: the cursor goes on where the last page stopped.
+    seen, cursor = [], None
+    while True:
+        page = model_api.get(f"/v1/conversations/{cid}/replays", params={"limit": 2, **({"cursor": cursor} if cursor else {})}).json()
+        seen += [run["id"] for run in page["items"]]
+        if (cursor := page["next_cursor"]) is None:
+            break
+    assert seen == [fresh["id"], into_branches["id"], into_fork["id"]]
+
+    # The fork and the new conversation list the run that wrote them.
+    for run in (into_fork, fresh):
+        page = model_api.get(f"/v1/conversations/{run['target_conversation_id']}/replays").json()
+        assert page == {"items": [run], "next_cursor": None}
+    # A conversation never replayed lists none; an unknown one, or another tenant's, is a 404.
+    other = create(model_api)["id"]
+    assert model_api.get(f"/v1/conversations/{other}/replays").json() == {"items": [], "next_cursor": None}
+    problem(model_api.get(f"/v1/conversations/{uuid.uuid4()}/replays"), 404, "conversation-not-found")
+    _, key = model_server.new_key()
+    with model_server.client(key) as stranger:
+        problem(stranger.get(f"/v1/conversations/{cid}/replays"), 404, "conversation-not-found")
+    for cursor in ("nonsense", "cjE6MjAyNi0wMS0wMXxub3QtYS11dWlk", "\u0000"):
+        problem(model_api.get(f"/v1/conversations/{cid}/replays", params={"cursor": cursor}), 422, "invalid-request")
+
+
 def test_a_replay_starts_at_any_message_of_the_path(model_api, upstream):
     cid, turns = conversation(model_api, turns=4)
     run = wait_run(model_api, cid, replay(model_api, cid, start_message_id=turns[2]["user_message_id"])["id"])

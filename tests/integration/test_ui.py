@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 import pytest
 
-from tests.browser import offline_browser, screenshot
+from tests.browser import offline_browser, screenshot, wait_until
 from tests.helpers import create, say
 
 
@@ -106,9 +107,7 @@ def test_the_tree_is_drawn_and_acted_on_in_a_browser(server, api, trip):
 
         # Regenerate it with the model: a sibling reply, drawn with its provider, model and timing.
         page.click("#regenerate-form button[type=submit]")
-        page.wait_for_function(
-            "document.querySelector('.spine .card.is-head .generation')?.textContent.startsWith('echo/echo')"
-        )
+        wait_until(page, "document.querySelector('.spine .card.is-head .generation')?.textContent.startsWith('echo/echo')")
         head = api.get(f"/v1/conversations/{cid}").json()["head_id"]
         assert head not in (trip["a1"]["id"], trip["a2"]["id"])
         assert page.locator(".spine .card.is-head .generation").inner_text().startswith("echo/echo · ")
@@ -117,7 +116,7 @@ def test_the_tree_is_drawn_and_acted_on_in_a_browser(server, api, trip):
         page.fill("#reply-form textarea", "From the browser")
         page.select_option("#reply-form select[name=role]", "user")
         page.click("#reply-form button[name=append]")
-        page.wait_for_function("document.querySelector('.spine .card.is-head .text')?.textContent === 'From the browser'")
+        wait_until(page, "document.querySelector('.spine .card.is-head .text')?.textContent === 'From the browser'")
         context = api.get(f"/v1/conversations/{cid}/context").json()["messages"]
         assert [m["content"] for m in context][-2:] == ["echo: Where should I go in May?", "From the browser"]
 
@@ -152,7 +151,7 @@ def test_the_tree_is_drawn_and_acted_on_in_a_browser(server, api, trip):
 
         # The source is one click away.
         page.click("#fork-source")
-        page.wait_for_function(f"document.querySelector('h1')?.textContent === 'Trip planning'")
+        wait_until(page, f"document.querySelector('h1')?.textContent === 'Trip planning'")
         assert traffic.refused == []
         assert errors == []
 
@@ -173,9 +172,19 @@ def test_the_viewer_is_served_from_the_package_without_other_hosts(server):
         page = client.get("/ui/")
         assert page.status_code == 200
         assert page.headers["content-type"].startswith("text/html")
-        for name in ("app.js", "api.js", "tree.js", "dom.js", "style.css", "favicon.svg"):
+        # Scripts, styles and calls from this server only, nothing inline, nothing evaluated; images
+        # also from data: and http(s) URLs (a message's image parts), never framed.
+        policy = page.headers["content-security-policy"]
+        for directive in ("default-src 'none'", "script-src 'self'", "style-src 'self'", "connect-src 'self'",
+                          "img-src 'self' data: https: http:", "frame-ancestors 'none'"):  # fmt: skip
+            assert directive in policy.split("; "), directive
+        assert "unsafe" not in policy
+        assert page.headers["referrer-policy"] == "no-referrer"
+        for name in ("app.js", "api.js", "tree.js", "dom.js", "message.js", "replays.js", "style.css", "favicon.svg"):
             asset = client.get(f"/ui/{name}")
             assert asset.status_code == 200, name
+            assert asset.headers["content-security-policy"] == policy, name
+            assert asset.headers["x-content-type-options"] == "nosniff", name
             text = asset.text.replace("http://www.w3.org/2000/svg", "")  # a namespace, never fetched
             assert "http://" not in text and "https://" not in text, name
 
@@ -196,9 +205,276 @@ def test_titles_and_contents_are_shown_as_text_never_run(server, api):
         assert traffic.refused == []
 
 
+def test_every_field_of_a_message_is_shown_as_text_never_run(server, api):
+    """A developer message with a name and a part of a type no one knows, an assistant's custom
+    tool call and refusal, and the tool result answering it: hostile strings everywhere."""
+    hostile = '<img src="/x" onerror="window.pwned = 1">'
+    cid = create(api, title="Hostile fields")["id"]
+    dev = say(api, cid, [{"type": hostile, "payload": hostile}, {"type": "text", "text": hostile}],
+              role="developer", name=hostile)  # fmt: skip
+    asked = say(api, cid, None, role="assistant", refusal=hostile, reasoning={"encrypted": hostile},
+                tool_calls=[{"id": hostile, "type": "custom", "custom": {"name": hostile, "input": hostile}}])  # fmt: skip
+    result = say(api, cid, [{"type": "text", "text": hostile}], role="tool", tool_call_id=hostile)
+    key = api.headers["Authorization"].removeprefix("Bearer ")
+    with offline_browser() as (browser, traffic):
+        page = browser.new_page()
+        sign_in(page, server, key)
+        page.click(f'#conversations a[data-id="{cid}"]')
+        page.wait_for_selector(".spine .card")
+        assert spine_texts(page) == [hostile, f"tool call: {hostile}", hostile]
+        assert card(page, asked["id"]).locator(".chip").all_inner_texts() == [f"{hostile}({hostile})", "reasoning", "refusal"]
+        assert card(page, result["id"]).locator(".chip").inner_text() == f"↳ {hostile} · {hostile[:8]}"
+
+        card(page, dev["id"]).click()
+        assert page.locator("#detail .name code").inner_text() == hostile
+        assert page.locator("#detail .json-block .block-label").text_content() == f"{hostile} part"
+        assert json.loads(page.locator("#detail .json-block pre").inner_text()) == {"type": hostile, "payload": hostile}
+        assert page.locator("#detail .part-text").inner_text() == hostile
+
+        card(page, asked["id"]).click()
+        assert page.locator("#detail .refusal pre").inner_text() == hostile
+        assert page.locator("#detail .tool-call .call").inner_text() == f"{hostile}({hostile})"
+        assert page.locator("#detail .tool-call .call-id").inner_text() == hostile
+        assert page.locator("#detail details.reasoning summary").inner_text() == "Reasoning (opaque)"
+
+        card(page, result["id"]).click()
+        assert page.locator("#detail .answers").inner_text() == f"Result of call {hostile} · {hostile}(…)"
+        assert page.evaluate("window.pwned") is None
+        assert page.locator("img").count() == 0
+        assert traffic.refused == [] and traffic.failed == []
+
+
 def test_a_path_outside_the_viewer_is_a_404_problem(server):
     with server.client() as client:
         for path in ("/ui/missing.js", "/ui/..%2f..%2fui.py", "/static/swagger-ui/..%2f..%2fapp.py"):
             r = client.get(path)
             assert r.status_code == 404, path
             assert r.headers["content-type"].startswith("application/problem+json"), path
+
+
+def tiny_png() -> str:
+    """A 2×2 PNG as a data URL, built here (a real image, so the browser decodes it)."""
+    import base64
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = b"".join(b"\x00" + b"\xff\x00\x00" * 2 for _ in range(2))
+    png = (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", 2, 2, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+    return "data:image/png;base64," + base64.b64encode(png).decode()
+
+
+HOSTILE_ARGS = json.dumps({"city": "<img src=x onerror=window.pwned=1>"})
+REMOTE_IMAGE = "http://images.example/cat.png"
+
+
+@pytest.fixture
+def agent(api):
+    """A user message with text, a PNG data URL, a remote image and an audio part; an assistant
+    message with two tool calls (one with hostile arguments); their two results; and the final
+    answer with its reasoning."""
+    cid = create(api, title="Agent trace", system="You can call tools.")["id"]
+    user = say(api, cid, [
+        {"type": "text", "text": "What is in this picture, and the weather there?"},
+        {"type": "image_url", "image_url": {"url": tiny_png(), "detail": "low"}},
+        {"type": "image_url", "image_url": {"url": REMOTE_IMAGE}},
+        {"type": "input_audio", "input_audio": {"data": "UklGRiQA" * 100, "format": "wav"}},
+    ])  # fmt: skip
+    calls = say(api, cid, None, role="assistant", tool_calls=[
+        {"id": "call_weather", "type": "function", "function": {"name": "weather", "arguments": HOSTILE_ARGS}},
+        {"id": "call_time", "type": "function", "function": {"name": "local_time", "arguments": '{"tz": "Europe/Oslo"}'}},
+    ])  # fmt: skip
+    weather = say(api, cid, "sunny, 21 °C", role="tool", tool_call_id="call_weather")
+    time_ = say(api, cid, "14:05", role="tool", tool_call_id="call_time")
+    answer = say(api, cid, "A red square; it is sunny in Oslo.", role="assistant",
+                 reasoning_content="The picture is two by two red pixels. The tools said sunny.")  # fmt: skip
+    return {"cid": cid, "user": user, "calls": calls, "weather": weather, "time": time_, "answer": answer}
+
+
+def test_agent_messages_are_drawn_field_by_field_and_run_nothing(server, api, agent):
+    key = api.headers["Authorization"].removeprefix("Bearer ")
+    with offline_browser() as (browser, traffic):
+        page = browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        sign_in(page, server, key)
+        page.click(f'#conversations a[data-id="{agent["cid"]}"]')
+        page.wait_for_selector(".spine .card")
+
+        # The tree labels each message by its text, else by what it carries.
+        assert spine_texts(page) == [
+            "You can call tools.",
+            "What is in this picture, and the weather there?",
+            "tool call: weather, local_time",
+            "sunny, 21 °C",
+            "14:05",
+            "A red square; it is sunny in Oslo.",
+        ]
+        chips = lambda m: card(page, agent[m]["id"]).locator(".chip").all_inner_texts()  # noqa: E731
+        assert chips("user") == ["2 images", "1 other part"]
+        assert chips("calls") == [f"weather({HOSTILE_ARGS})", 'local_time({"tz": "Europe/Oslo"})']
+        assert chips("weather") == ["↳ weather · call_wea"]
+        assert chips("time") == ["↳ local_time · call_tim"]
+        assert chips("answer") == ["reasoning"]
+
+        # The user message: its text, the PNG drawn, the remote image not fetched until asked,
+        # the audio part as a labelled JSON block with its payload cut short.
+        card(page, agent["user"]["id"]).click()
+        image = page.locator("#detail .image-part img")
+        assert image.count() == 1
+        assert image.get_attribute("src").startswith("data:image/png;base64,")
+        wait_until(page, "document.querySelector('#detail .image-part img').naturalWidth === 2")
+        assert page.locator("#detail .part-text").inner_text() == "What is in this picture, and the weather there?"
+        load = page.locator("#detail .load-image")
+        assert load.inner_text() == "Load the image from images.example"
+        assert traffic.refused == []
+        audio = page.locator("#detail .json-block")
+        assert audio.locator(".block-label").inner_text().lower() == "input_audio part"
+        assert "(800 characters)" in audio.locator("pre").inner_text()
+        load.click()
+        page.wait_for_selector(f'#detail .image-part img[src="{REMOTE_IMAGE}"]')
+        wait_until(page, "document.querySelector('#detail .image-part img[referrerpolicy]').complete")  # refused
+        screenshot(page, "ui-agent-parts.png", full_page=False)
+        assert page.locator(f'#detail .image-part img[src="{REMOTE_IMAGE}"]').get_attribute("referrerpolicy") == "no-referrer"
+
+        # The tool calls: name(arguments), each with its id and its result; the hostile arguments are text.
+        card(page, agent["calls"]["id"]).click()
+        blocks = page.locator("#detail .tool-call")
+        assert blocks.count() == 2
+        assert blocks.nth(0).locator(".call-name").inner_text() == "weather"
+        assert json.loads(blocks.nth(0).locator(".call-args").inner_text()) == json.loads(HOSTILE_ARGS)
+        assert blocks.nth(0).locator(".call-id").inner_text() == "call_weather"
+        assert blocks.nth(1).locator(".call").inner_text() == 'local_time({\n  "tz": "Europe/Oslo"\n})'
+        assert blocks.nth(1).locator(".call-id").inner_text() == "call_time"
+        screenshot(page, "ui-agent.png", full_page=False)
+
+        # A result links to its call, and the call to its result.
+        blocks.nth(1).locator(".answered-by").click()
+        page.wait_for_selector(f'.card.selected[data-id="{agent["time"]["id"]}"]')
+        answers = page.locator("#detail .answers")
+        assert answers.inner_text() == "Result of call call_time · local_time(…)"
+        answers.locator(".answered-call").click()
+        page.wait_for_selector(f'.card.selected[data-id="{agent["calls"]["id"]}"]')
+
+        # The final answer: its reasoning collapsed until opened.
+        card(page, agent["answer"]["id"]).click()
+        reasoning = page.locator("#detail details.reasoning")
+        assert reasoning.get_attribute("open") is None
+        assert not page.locator("#detail .reasoning-text").is_visible()
+        assert reasoning.locator("summary").inner_text() == "Reasoning · 59 characters"
+        reasoning.locator("summary").click()
+        assert page.locator("#detail .reasoning-text").inner_text() == (
+            "The picture is two by two red pixels. The tools said sunny."
+        )
+
+        assert page.evaluate("window.pwned") is None
+        assert page.locator('img[src="x"]').count() == 0
+        assert traffic.refused == [REMOTE_IMAGE]
+        assert errors == [f"Failed to load resource: net::ERR_INTERNET_DISCONNECTED"]
+
+
+def test_a_replay_run_is_listed_and_compared_side_by_side(server, api, agent):
+    cid = agent["cid"]
+    r = api.post(f"/v1/conversations/{cid}/replays", json={"target": {"provider": "echo", "model": "echo"}})
+    assert r.status_code == 201, r.text
+    run_id = r.json()["id"]
+    for _ in range(200):
+        run = api.get(f"/v1/conversations/{cid}/replays/{run_id}").json()
+        if run["status"] not in ("queued", "running"):
+            break
+        time.sleep(0.05)
+    assert run["status"] == "finished", run
+    fork = run["target_conversation_id"]
+    replayed_id = api.get(f"/v1/conversations/{cid}/replays/{run_id}/diff").json()["turns"][0]["replayed"]["id"]
+    key = api.headers["Authorization"].removeprefix("Bearer ")
+    with offline_browser() as (browser, traffic):
+        page = browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        sign_in(page, server, key)
+        page.click(f'#conversations a[data-id="{cid}"]')
+        runs = page.locator("#replay-runs li.run")
+        runs.first.wait_for()
+        assert runs.count() == 1
+        assert runs.first.get_attribute("data-status") == "finished"
+        assert runs.first.inner_text().startswith("finished echo/echo · 1/1 turns")
+
+        # The diff: the original reply beside the new one, with their numbers and the tool step.
+        runs.first.locator(".compare").click()
+        turn = page.locator(f'.diff[data-run="{run_id}"] .turn')
+        turn.wait_for()
+        sides = turn.locator(":scope > .sides")
+        assert sides.locator(".original .side-text").inner_text() == "A red square; it is sunny in Oslo."
+        assert sides.locator(".replayed .side-text").inner_text() == (
+            "echo: What is in this picture, and the weather there?"
+        )
+        assert sides.locator(".original .numbers").inner_text() == "written by an append: no generation"
+        assert sides.locator(".replayed .numbers").inner_text().startswith("echo/echo · ")
+        assert turn.locator(".similarity").inner_text().startswith("similarity 0.")
+        step = turn.locator(".step")
+        assert step.locator(".resolution").inner_text() == "diverged"
+        assert step.locator(".original .call-name").all_inner_texts() == ["weather", "local_time"]
+        assert step.locator(".original .call-args").first.inner_text() == HOSTILE_ARGS
+        assert step.locator(".original .call-result").all_inner_texts() == ["→ sunny, 21 °C", "→ 14:05"]
+        screenshot(page, "ui-replay-diff.png")
+
+        # The new reply, in the fork, links back to the reply it replaces.
+        sides.locator(".replayed .side-head a").click()
+        page.wait_for_selector(f'.card.selected[data-id="{replayed_id}"]')
+        assert re.search(r"#/c/([0-9a-f-]{36})", page.url).group(1) == fork
+        assert page.locator("#replay-runs li.run").inner_text().count("wrote this conversation, replaying") == 1
+        card(page, replayed_id).locator("a.badge.replay-of").click()
+        page.wait_for_selector(f'.card.selected[data-id="{agent["answer"]["id"]}"]')
+        assert page.locator("h1").inner_text() == "Agent trace"
+
+        # A run started from the viewer joins the list and is followed until it ends.
+        page.click("#start-replay button[type=submit]")
+        wait_until(page, "document.querySelectorAll('#replay-runs li.run').length === 2")
+        page.wait_for_selector('#replay-runs li.run[data-status="finished"] >> nth=1')
+        assert page.evaluate("window.pwned") is None
+        assert traffic.refused == []
+        assert errors == []
+
+
+def test_a_stopped_run_names_the_calls_never_recorded(server, api, agent):
+    cid = agent["cid"]
+    tools = [{"type": "function", "function": {"name": name, "parameters": {"type": "object"}}}
+             for name in ("weather", "local_time")]  # fmt: skip
+    target = {"provider": "echo", "model": "echo", "params": {"tools": tools}}
+    r = api.post(f"/v1/conversations/{cid}/replays", json={"target": target})
+    assert r.status_code == 201, r.text
+    run_id = r.json()["id"]
+    for _ in range(200):
+        run = api.get(f"/v1/conversations/{cid}/replays/{run_id}").json()
+        if run["status"] not in ("queued", "running"):
+            break
+        time.sleep(0.05)
+    assert (run["status"], run["error"]) == ("stopped", "unrecorded_tool_call"), run
+    key = api.headers["Authorization"].removeprefix("Bearer ")
+    with offline_browser() as (browser, traffic):
+        page = browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        sign_in(page, server, key)
+        page.click(f'#conversations a[data-id="{cid}"]')
+        page.locator(f'#replay-runs li.run[data-run="{run_id}"]').wait_for()
+        assert "unrecorded_tool_call" in page.locator("#replay-runs .run-error").inner_text()
+        page.locator(f'#replay-runs li.run[data-run="{run_id}"] .compare').click()
+        step = page.locator(f'.diff[data-run="{run_id}"] .step')
+        step.wait_for()
+        assert step.locator(".resolution").inner_text() == "unrecorded"
+        assert step.locator(".replayed .call-name").all_inner_texts() == ["weather", "local_time"]
+        never = step.locator(".unrecorded")
+        assert never.inner_text().startswith("Never recorded: weather(")
+        assert [c.split("(")[0] for c in never.locator("code").all_inner_texts()] == ["weather", "local_time"]
+        assert "[object" not in never.inner_text()
+        assert traffic.refused == [] and errors == []

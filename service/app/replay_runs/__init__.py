@@ -6,12 +6,12 @@ reported). The composition root (service/app/services.py) builds the Runner and 
 from __future__ import annotations
 
 from service.app.replay_runs.plan import Target, TurnRef
-from service.app.replay_runs.report import ReplayBatch, ReplayDiff, ReplayRun
+from service.app.replay_runs.report import ReplayBatch, ReplayDiff, ReplayRun, ReplayRunPage
 from service.app.replay_runs.runner import Runner
-from service.app.replay_runs.runs import batch, cancel, diff, get
+from service.app.replay_runs.runs import batch, cancel, diff, get, of_conversation
 from service.app.replay_runs.start import Limits, NewBatch, NewReplay, start, start_batch
 
 __all__ = [
-    "Limits", "NewBatch", "NewReplay", "ReplayBatch", "ReplayDiff", "ReplayRun", "Runner", "Target", "TurnRef",
-    "batch", "cancel", "diff", "get", "start", "start_batch",
+    "Limits", "NewBatch", "NewReplay", "ReplayBatch", "ReplayDiff", "ReplayRun", "ReplayRunPage", "Runner", "Target",
+    "TurnRef", "batch", "cancel", "diff", "get", "of_conversation", "start", "start_batch",
 ]  # fmt: skip

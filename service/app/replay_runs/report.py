@@ -43,6 +43,13 @@ class ReplayRun(msgspec.Struct, frozen=True, kw_only=True):
     updated_at: datetime
 
 
+class ReplayRunPage(msgspec.Struct, frozen=True, kw_only=True):
+    """A conversation's replay runs, newest first: those that replay it and the one that wrote it."""
+
+    items: list[ReplayRun]
+    next_cursor: str | None
+
+
 def run_view(row: RunRow) -> ReplayRun:
     plan = plans.decode(row.plan)
     return ReplayRun(

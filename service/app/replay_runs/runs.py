@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
+from datetime import datetime
 
 from service.app.caller import Caller
 from service.app.replay_runs import report, tools
 from service.app.replay_runs.plan import new_ids, step_id
 from service.domain import views
-from service.domain.errors import ReplayRunFinished, ReplayRunNotFound
+from service.domain.errors import ConversationNotFound, InvalidRequest, ReplayRunFinished, ReplayRunNotFound
 from service.domain.message import text_of
 from service.store import replays
 from service.store.events import Store, Tx
@@ -24,6 +26,42 @@ async def _found(tx: Tx, caller: Caller, conversation_id: uuid.UUID, run_id: uui
 async def get(store: Store, caller: Caller, conversation_id: uuid.UUID, run_id: uuid.UUID) -> report.ReplayRun:
     async with store.reader() as tx:
         return report.run_view(await _found(tx, caller, conversation_id, run_id))
+
+
+async def of_conversation(
+    store: Store, caller: Caller, conversation_id: uuid.UUID, limit: int, cursor: str | None
+) -> report.ReplayRunPage:
+    """The runs that replay the conversation, and the one that wrote it (a fork or a new
+    conversation), newest first. The cursor is opaque to callers: where the last page stopped."""
+    before = _decode_cursor(cursor) if cursor else None
+    async with store.reader() as tx:
+        if await tx.get_scoped(caller.tenant, conversation_id) is None:
+            raise ConversationNotFound(conversation_id=str(conversation_id))
+        found = await replays.of_conversation(tx, caller.tenant, conversation_id, before, limit + 1)
+    last = found[limit - 1] if len(found) > limit else None
+    return report.ReplayRunPage(
+        items=[report.run_view(row) for row in found[:limit]],
+        next_cursor=None if last is None else _encode_cursor(last.created_at, last.run_id),
+    )
+
+
+def _encode_cursor(created_at: datetime, run_id: uuid.UUID) -> str:
+    return base64.urlsafe_b64encode(f"r1:{created_at.isoformat()}|{run_id}".encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        version, _, value = text.partition(":")
+        at, _, run_id = value.partition("|")
+        if version != "r1":
+            raise ValueError(version)
+        created_at = datetime.fromisoformat(at)
+        if created_at.tzinfo is None:
+            raise ValueError(at)
+        return created_at, uuid.UUID(run_id)
+    except ValueError as exc:  # binascii.Error and UnicodeDecodeError are ValueErrors too
+        raise InvalidRequest("The cursor is not one this service issued.", parameter="cursor") from exc
 
 
 async def cancel(store: Store, caller: Caller, conversation_id: uuid.UUID, run_id: uuid.UUID) -> report.ReplayRun:

@@ -59,4 +59,8 @@ export const api = {
   audit: (id) => json("GET", `${c(id)}/audit`),
   exportBlob: async (id) => (await call("GET", `${c(id)}/export`)).blob(),
   models: () => json("GET", "/v1/models"),
+  replays: (id, cursor) => json("GET", `${c(id)}/replays?limit=50${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`),
+  replay: (id, runId) => json("GET", `${c(id)}/replays/${encodeURIComponent(runId)}`),
+  replayDiff: (id, runId) => json("GET", `${c(id)}/replays/${encodeURIComponent(runId)}/diff`),
+  startReplay: (id, body) => json("POST", `${c(id)}/replays`, body),
 };

@@ -2,6 +2,8 @@
 
 import { api, getKey, Problem, setKey } from "./api.js";
 import { count, counted, forkIcon, h, seconds, short, when } from "./dom.js";
+import { body } from "./message.js";
+import { ReplayRuns } from "./replays.js";
 import { generationLine, TAIL_SHOWN, TreeView } from "./tree.js";
 
 const $ = (id) => document.getElementById(id);
@@ -10,7 +12,7 @@ const state = {
   conversations: [], // every page loaded so far, newest first
   nextCursor: null,
   titles: new Map(), // conversation id -> title, of every conversation seen
-  view: null, // { conversation, tree }
+  view: null, // { conversation, tree, replays }
   models: null,
 };
 
@@ -158,11 +160,28 @@ function emptyMain() {
   );
 }
 
+const NO_RUNS = { items: [], next_cursor: null };
+
 async function open(conversationId, messageId) {
   const started = performance.now();
-  const loaded = await attempt(() => Promise.all([api.conversation(conversationId), api.context(conversationId, TAIL_SHOWN)]));
+  const loaded = await attempt(() =>
+    Promise.all([
+      api.conversation(conversationId),
+      api.context(conversationId, TAIL_SHOWN),
+      api.replays(conversationId).catch(() => NO_RUNS), // the tree is worth showing without them
+      modelChoices(),
+    ]),
+  );
   if (!loaded) return;
-  const [conversation, context] = loaded;
+  const [conversation, headContext, runs, models] = loaded;
+  let context = headContext;
+  // A message off the loaded head path (another branch, a replayed reply's original): its own
+  // path is the spine, so that it is drawn and can be selected.
+  const offPath = messageId && !headContext.messages.some((m) => m.id === messageId);
+  if (offPath) {
+    const found = await api.messageContext(conversationId, messageId).catch(() => null);
+    if (found?.messages.length) context = found;
+  }
   const fetched = performance.now();
   state.titles.set(conversation.id, conversation.title);
   const source = conversation.forked_from?.conversation_id;
@@ -172,16 +191,34 @@ async function open(conversationId, messageId) {
   }
   const openedBefore =
     state.view?.conversation.id === conversation.id ? state.view.tree.opened : new Set();
+  const replays = new ReplayRuns(conversation, runs, {
+    models,
+    attempt,
+    title: (id) => state.titles.get(id),
+    split: splitModel,
+  });
   const tree = new TreeView(conversation, context, {
     onSelect: showDetail,
     links: {
       title: (id) => state.titles.get(id),
       forksOf: (messageId) => state.conversations.filter((c) => c.forked_from?.message_id === messageId),
+      original: (messageId) => `#/c/${replays.source()}/m/${messageId}`,
     },
   });
-  state.view = { conversation, tree };
+  state.view = { conversation, tree, replays };
   const drawn = tree.render(openedBefore);
-  $("main").replaceChildren(header(conversation, context), h("div", { class: "tree" }, drawn));
+  const pathNote =
+    context === headContext
+      ? null
+      : h(
+          "p",
+          { class: "path-note" },
+          `Showing the path to message ${short(messageId)}, not the head path. `,
+          h("a", { href: `#/c/${conversation.id}` }, "Show the head path"),
+        );
+  $("main").replaceChildren(
+    ...[header(conversation, headContext), replays.section, pathNote, h("div", { class: "tree" }, drawn)].filter(Boolean),
+  );
   renderList();
   const select = messageId && tree.messages.has(messageId) ? messageId : conversation.head_id;
   if (select && tree.messages.has(select)) {
@@ -198,7 +235,7 @@ async function open(conversationId, messageId) {
     renderMs: rendered - fetched,
     totalMs: rendered - started,
   };
-  $("timing").textContent = `head path of ${count(context.depth)} · shown in ${seconds(rendered - started)}`;
+  $("timing").textContent = `${context === headContext ? "head path" : "path"} of ${count(context.depth)} · shown in ${seconds(rendered - started)}`;
 }
 
 function header(conversation, context) {
@@ -319,7 +356,7 @@ async function showDetail(message) {
       h(
         "select",
         { name: "role", "aria-label": "role" },
-        ["user", "assistant", "system", "tool"].map((r) =>
+        ["user", "assistant", "system", "developer"].map((r) =>
           h("option", { value: r, selected: r === (message.role === "user" ? "assistant" : "user") }, r),
         ),
       ),
@@ -363,7 +400,7 @@ async function showDetail(message) {
           `${message.redacted.erased ? "Erased" : "Redacted"} by ${message.redacted.by} on ${when(message.redacted.at)}: ${message.redacted.reason}`,
         )
       : null,
-    h("pre", { class: "content" }, message.content),
+    ...body(message, state.view.tree.messages, (id) => state.view.tree.select(id)),
     gen ? h("p", { class: "generation" }, generationLine(gen)) : null,
     Object.keys(message.metadata || {}).length ? h("pre", { class: "metadata" }, JSON.stringify(message.metadata, null, 2)) : null,
     h(

@@ -4,6 +4,7 @@
 
 import { api } from "./api.js";
 import { count, forkIcon, h, seconds, short } from "./dom.js";
+import { cardExtras, label } from "./message.js";
 
 const HEAD_SHOWN = 3; // first messages of a long path (the system prompt and the opening)
 export const TAIL_SHOWN = 100; // last messages of a long path, next to the head
@@ -13,7 +14,8 @@ const FOLLOW_STEPS = 12; // levels of an unbranched branch loaded per click
 export class TreeView {
   // conversation: the summary; context: the head's context, whole or as its last TAIL_SHOWN
   // messages (root first, with sibling counts); the rest of the path is loaded when unfolded.
-  // links: { forksOf(messageId) -> [summary], title(conversationId) -> string | undefined }
+  // links: { forksOf(messageId) -> [summary], title(conversationId) -> string | undefined,
+  //          original(messageId) -> href of the reply a replayed one replaces }
   constructor(conversation, context, { onSelect, links }) {
     this.conversation = conversation;
     this.leafId = context.leaf_id;
@@ -227,6 +229,15 @@ export class TreeView {
       );
     }
     const gen = message.generation;
+    if (gen?.replay_of) {
+      badges.push(
+        h(
+          "a",
+          { class: "badge replay-of", href: this.links.original(gen.replay_of), title: `replays ${gen.replay_of}` },
+          `replay of ${short(gen.replay_of)}`,
+        ),
+      );
+    }
     const card = h(
       "div",
       {
@@ -248,7 +259,8 @@ export class TreeView {
         ...badges,
         h("span", { class: "where", title: message.id }, `depth ${message.depth} · ${short(message.id)}`),
       ),
-      h("div", { class: "text" }, message.content),
+      h("div", { class: "text" }, label(message, this.messages)),
+      cardExtras(message, this.messages),
       gen ? h("div", { class: "generation" }, generationLine(gen)) : null,
     );
     this.cards.set(message.id, card);
