@@ -11,7 +11,7 @@ Revises: 0012
 from service.store.migrate import execute_script
 
 revision = "0015"
-down_revision = "0012"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 
