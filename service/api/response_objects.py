@@ -88,8 +88,8 @@ class ResponseObject(msgspec.Struct, kw_only=True):
     conversation: ConversationRef | None
     tool_choice: str | dict[str, Any]
     tools: list[dict[str, Any]]
-    temperature: float | None
-    top_p: float | None
+    temperature: float
+    top_p: float
     truncation: str
     text: dict[str, Any]
     reasoning: dict[str, Any] | None
@@ -204,11 +204,11 @@ def _object(
         previous_response_id=None if previous is None else response_id(previous),
         conversation=None if conversation_id is None else ConversationRef(items.conversation_id(conversation_id)),
         tool_choice=echo.tool_choice,
-        tools=echo.tools,
-        temperature=echo.temperature,
-        top_p=echo.top_p,
+        tools=[_tool(t) for t in echo.tools],
+        temperature=1.0 if echo.temperature is None else echo.temperature,
+        top_p=1.0 if echo.top_p is None else echo.top_p,
         truncation=echo.truncation,
-        text=echo.text,
+        text=_text(echo.text),
         reasoning=echo.reasoning,
         user=echo.user,
         usage=None,
@@ -225,6 +225,22 @@ def _object(
         top_logprobs=echo.top_logprobs,
         next_response_ids=[],
     )
+
+
+def _tool(given: dict[str, Any]) -> dict[str, Any]:
+    """A function tool as the Response lists it: every key, null where the request left it out.
+    (The request is kept as given; this is how it reads.)"""
+    if given.get("type") != "function":
+        return given
+    return {"type": "function", "name": given.get("name"), "description": None, "parameters": None, "strict": None} | given
+
+
+def _text(given: dict[str, Any]) -> dict[str, Any]:
+    """`text` with a json_schema format's every key: no description is null, strict defaults to false."""
+    fmt = given.get("format")
+    if not isinstance(fmt, dict) or fmt.get("type") != "json_schema":
+        return given
+    return {**given, "format": {**fmt, "description": fmt.get("description"), "strict": fmt.get("strict") is True}}
 
 
 def _usage(reply: views.Message) -> ResponseUsage | None:

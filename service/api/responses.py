@@ -399,7 +399,9 @@ async def _events(
     if events.sequence == 0:  # the turn was never committed: no response exists
         problem = stream_error(request, settled.error or errors.ReplyAbandoned(), None)
         error = openai_error(problem)
-        yield events.event("error", code=error.code, message=error.message, param=error.param)
+        # OpenAI's error event is flat; Open Responses' has the same in an `error` object: both.
+        said = {"code": error.code, "message": error.message, "param": error.param}
+        yield events.event("error", **said, error={"type": error.type, **said})
         yield sse.event(None, b"[DONE]")
         return
     found = await service.created(caller, plan.reply_id)

@@ -320,3 +320,24 @@ def test_hostile_text_in_every_string_field_is_never_a_server_error(api, text):
         got = api.get(f"/openai/v1/responses/{r.json()['id']}")
         assert got.status_code == 200 and got.json()["metadata"] == {"k": text}
         assert api.get(f"/openai/v1/responses/{r.json()['id']}/input_items").status_code == 200
+
+
+def test_unset_sampling_tool_and_format_fields_read_as_the_values_in_effect(model_server, key):
+    """The Open Responses schema requires `temperature` and `top_p` as numbers, and every key of a
+    function tool and of a json_schema format, even when the request left them out: a response
+    says OpenAI's defaults then (1, 1; null description/strict; strict false), in every form it is
+    read in — created, streamed, retrieved."""
+    tool = {"type": "function", "name": "weather", "parameters": WEATHER["parameters"]}
+    fmt = {"type": "json_schema", "name": "answer", "schema": {"type": "object", "properties": {}}}
+    body = {"model": MODEL, "input": "weather in Oslo?", "tools": [tool], "text": {"format": fmt}}
+    with model_server.client(key) as http:
+        created = http.post("/openai/v1/responses", json=body).json()
+        with http.stream("POST", "/openai/v1/responses", json={**body, "stream": True}) as r:
+            events = [d for _, d in sse(r) if d != "[DONE]"]
+        read = http.get(f"/openai/v1/responses/{created['id']}").json()
+        given = http.post("/openai/v1/responses", json={"model": MODEL, "input": "x", "temperature": 0.5, "top_p": 0.25}).json()
+    for response in (created, read, *(e["response"] for e in events if "response" in e)):
+        assert (response["temperature"], response["top_p"]) == (1.0, 1.0)
+        assert response["tools"] == [{**tool, "description": None, "strict": None}]
+        assert response["text"] == {"format": {**fmt, "description": None, "strict": False}}
+    assert (given["temperature"], given["top_p"]) == (0.5, 0.25)

@@ -199,3 +199,19 @@ def test_a_streamed_chat_completion_whose_commit_fails_ends_with_only_the_error(
     assert chunk["problem"]["type"].endswith(":internal-error")
     assert upstream.wait_for_disconnect(5) is not None
     assert committing_api.get("/v1/conversations").json()["items"] == []
+
+
+def test_a_streamed_response_whose_commit_fails_ends_with_an_error_event_both_specs_read(
+    committing, committing_api, upstream
+):
+    """OpenAI's `error` event is flat (`code`, `message`, `param`); Open Responses' carries the same
+    in an `error` object with its `type`. The event says it both ways, so either client reads it."""
+    upstream.fail_next(Fault.endless())
+    body = {"model": "fake/fake-large", "input": "refused at commit, please", "stream": True}
+    with committing_api.stream("POST", "/openai/v1/responses", json=body) as r:
+        assert r.status_code == 200
+        [(name, event), (_, done)] = list(sse(r))  # no response.created: the response never existed
+    assert name == "error" == event["type"] and event["sequence_number"] == 0 and done == "[DONE]"
+    assert event["code"] == "internal-error" and event["message"] and "param" in event
+    assert event["error"] == {"type": "server_error", "code": event["code"], "message": event["message"], "param": None}
+    assert upstream.wait_for_disconnect(5) is not None
