@@ -516,7 +516,10 @@ async def open_services(
         if meter is not None:
             providers = meter(providers)
         generations = Replies(
-            store, lease_seconds=settings.reply_lease_seconds, record_seconds=settings.reply_record_seconds
+            store,
+            lease_seconds=settings.reply_lease_seconds,
+            record_seconds=settings.reply_record_seconds,
+            checkpoint_seconds=settings.reply_checkpoint_seconds,
         )
         generations.start_maintenance()
         stack.push_async_callback(generations.close)
