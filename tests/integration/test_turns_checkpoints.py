@@ -11,23 +11,15 @@ import pytest
 from tests.fakeupstream import Fault, FakeUpstream
 from tests.helpers import create
 from tests.postgres import Databases, fetch
-from tests.servers import ServeProcess
+from tests.servers import ServeProcess, fake_serve_process
 from tests.turnkit import assert_settled, sse, wait_for
 
 LEASE = "1.5"  # seconds: renewed every quarter of it, and swept as often
 
 
 def serving(url: str, upstream: FakeUpstream) -> ServeProcess:
-    return ServeProcess(
-        url,
-        CONVTREE_OPENAI_BASE_URL=upstream.openai_url,
-        CONVTREE_OPENAI_API_KEY="test",
-        CONVTREE_OPENAI_MODELS="",
-        CONVTREE_DEFAULT_PROVIDER="openai",
-        CONVTREE_DEFAULT_MODEL="fake-large",
-        CONVTREE_REPLY_LEASE_SECONDS=LEASE,
-        CONVTREE_REPLY_CHECKPOINT_SECONDS="0.05",
-        CONVTREE_LOG_LEVEL="warning",
+    return fake_serve_process(
+        url, upstream, CONVTREE_REPLY_LEASE_SECONDS=LEASE, CONVTREE_REPLY_CHECKPOINT_SECONDS="0.05"
     )
 
 

@@ -333,6 +333,10 @@ class Replies:
         self._maintenance: asyncio.Task[None] | None = None
 
     @property
+    def checkpoint_seconds(self) -> float:
+        return self._checkpoint_seconds
+
+    @property
     def running(self) -> int:
         """How many replies are being generated now."""
         return len(self._running)
