@@ -109,3 +109,46 @@ def test_a_background_stream_resumes_from_another_process_with_no_gap_and_no_rep
         assert replayed == [(e.type, e.sequence_number) for e in seen + rest]
     # A background response's checkpoints are kept with it (its stream stays resumable).
     assert fetch(first.database_url, "SELECT count(*) AS n FROM reply_chunks")[0]["n"] >= 1
+
+
+def test_ten_background_responses_survive_their_server_killed_mid_generation(databases, upstream):
+    """The fault test, small: the serving process is killed (SIGKILL) while ten background replies
+    stream; another process, following their streams all along, closes them out from their
+    checkpoints. Every response ends; what a follower was shown is what is stored, once."""
+    import threading
+
+    url = databases.migrated()
+    lease = {"CONVTREE_REPLY_LEASE_SECONDS": "1.5", "CONVTREE_REPLY_CHECKPOINT_SECONDS": "0.05"}
+    with fake_serve_process(url, upstream, **lease) as first, fake_serve_process(url, upstream, **lease) as second:
+        _, first.key = first.new_key("fault", "t")
+        second.key = first.key
+        upstream.fail_next(*[Fault.endless()] * 10)
+        with sdk(first) as one:
+            ids = [one.responses.create(model="fake-large", input=f"go {i}", background=True).id for i in range(10)]
+        followed: dict[str, list[Any]] = {rid: [] for rid in ids}
+
+        def follow(rid: str) -> None:
+            with sdk(second) as two, two.responses.retrieve(rid, stream=True) as stream:
+                followed[rid].extend(stream)
+
+        threads = [threading.Thread(target=follow, args=(rid,)) for rid in ids]
+        for t in threads:
+            t.start()
+        time.sleep(0.5)  # every reply has streamed some ticks
+        assert first.process is not None
+        first.process.kill()
+        first.process.wait()
+        for t in threads:
+            t.join(timeout=30)
+        with sdk(second) as two:
+            for rid in ids:
+                events = followed[rid]
+                assert [e.sequence_number for e in events] == list(range(len(events)))  # no gap, no repeat
+                shown = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+                assert shown and set(shown.split()) == {"tick"}
+                final = two.responses.retrieve(rid)
+                assert final.status == "incomplete" and final.incomplete_details is not None
+                assert final.incomplete_details.reason == "owner_lost"
+                assert events[-1].type == "response.incomplete"
+                assert final.output_text == shown  # nothing shown was lost, nothing doubled
+        assert fetch(url, "SELECT count(*) AS n FROM pending_replies")[0]["n"] == 0
