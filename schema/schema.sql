@@ -217,6 +217,7 @@ CREATE TABLE pending_replies (
     owner            uuid NOT NULL,                 -- the server process generating it
     started_at       timestamptz NOT NULL DEFAULT now(),
     expires_at       timestamptz NOT NULL,
+    cancel_requested boolean NOT NULL DEFAULT false, -- asked from any process; the owner reads it with each checkpoint and renewal
     PRIMARY KEY (family_id, reply_id)
 );
 
@@ -225,6 +226,23 @@ CREATE INDEX pending_replies_parent ON pending_replies (family_id, user_message_
 -- A process renewing its leases, and the sweep looking for expired ones.
 CREATE INDEX pending_replies_owner ON pending_replies (owner);
 CREATE INDEX pending_replies_expiry ON pending_replies (expires_at);
+
+-- A reply's progress while it is generated (service/app/turn/relay.py): the pieces received so
+-- far, written by the reply's owner under its lease in batches (checkpoints, numbered from 0), so
+-- that a reply whose owner dies is recorded with the text it had streamed (record.close_expired),
+-- and a background response's stream can be resumed from any process. NOT derived from the log:
+-- deleted with the reply's pending row (or with its response, for a background response, whose
+-- stream stays resumable). `pieces` is JSON never read by SQL; chunk 0 also holds `started`, what
+-- the reply's record needs beside its text (its generation so far, its form), as JSON.
+CREATE TABLE reply_chunks (
+    family_id   uuid NOT NULL,
+    reply_id    uuid NOT NULL,
+    chunk       integer NOT NULL CONSTRAINT reply_chunks_chunk CHECK (chunk >= 0),
+    pieces      bytea NOT NULL,
+    started     bytea,
+    written_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (family_id, reply_id, chunk)
+);
 
 -- Replay runs (service/app/replay_runs): a recorded path sent again, turn by turn, to another
 -- model, its new replies written into a fork or as a branch. NOT derived from the log: it is the
@@ -863,7 +881,7 @@ BEGIN
         RAISE EXCEPTION 'role % owns the log or is a superuser: it cannot be the service role', p_role
             USING ERRCODE = 'insufficient_privilege';
     END IF;
-    EXECUTE format('REVOKE ALL ON events, bodies, conversations, idempotency_keys, pending_replies, api_keys, replay_runs, blobs, body_blobs, message_paths, responses FROM %I', p_role);
+    EXECUTE format('REVOKE ALL ON events, bodies, conversations, idempotency_keys, pending_replies, api_keys, replay_runs, blobs, body_blobs, message_paths, responses, reply_chunks FROM %I', p_role);
     EXECUTE format('REVOKE ALL ON SEQUENCE events_seq FROM %I', p_role);
     EXECUTE format('GRANT CONNECT ON DATABASE %I TO %I', current_database(), p_role);
     EXECUTE format('GRANT USAGE ON SCHEMA public TO %I', p_role);
@@ -877,6 +895,7 @@ BEGIN
     EXECUTE format('GRANT SELECT, INSERT, UPDATE ON replay_runs TO %I', p_role);
     EXECUTE format('GRANT SELECT, INSERT, DELETE ON message_paths TO %I', p_role);
     EXECUTE format('GRANT SELECT, INSERT, UPDATE ON responses TO %I', p_role);
+    EXECUTE format('GRANT SELECT, INSERT, DELETE ON reply_chunks TO %I', p_role);
     IF to_regclass('alembic_version') IS NOT NULL THEN
         EXECUTE format('GRANT SELECT ON alembic_version TO %I', p_role);  -- /readyz reports it
     END IF;

@@ -50,6 +50,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     keep_alive_timeout_seconds: int = 5  # how long an idle connection is kept between requests
     reply_lease_seconds: float = 60.0  # a reply whose server stops renewing it for this long is closed out
     reply_record_seconds: float = 10.0  # how long recording a finished reply is retried while the database is away
+    # A reply's progress is checkpointed (and relayed to its client) in batches at most this often.
+    reply_checkpoint_seconds: float = 0.1
     # Replay runs (service/app/replay_runs): a run replays at most replay_max_turns user turns (a
     # longer path is a 422: start further down it); a tenant has at most replay_runs_per_tenant
     # runs running at once across all processes (the others wait, queued); each process runs at

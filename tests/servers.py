@@ -225,6 +225,20 @@ class ServeProcess(Instance):
 
 # --- Turns: convtree with model providers pointing at a FakeUpstream ---------------------------
 
+
+def fake_serve_process(database_url: str, fake: FakeUpstream, **env: str) -> ServeProcess:
+    """`convtree serve` whose default provider, `openai`, is `fake` (model `fake-large`)."""
+    return ServeProcess(
+        database_url,
+        CONVTREE_OPENAI_BASE_URL=fake.openai_url,
+        CONVTREE_OPENAI_API_KEY="test",
+        CONVTREE_OPENAI_MODELS="",
+        CONVTREE_DEFAULT_PROVIDER="openai",
+        CONVTREE_DEFAULT_MODEL="fake-large",
+        CONVTREE_LOG_LEVEL="warning",
+        **env,
+    )
+
 FAST_RETRY = RetryPolicy(
     attempts=3, timeout=10.0, wait_initial=0.01, wait_max=0.05, wait_jitter=0.01, retry_after_max=5.0
 )

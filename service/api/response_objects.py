@@ -37,6 +37,7 @@ class Echo(msgspec.Struct, kw_only=True):
     prompt_cache_key: str | None = None
     service_tier: str = "default"
     top_logprobs: int = 0
+    background: bool = False
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
 
@@ -77,7 +78,7 @@ class ResponseObject(msgspec.Struct, kw_only=True):
     object: str = "response"
     created_at: int
     completed_at: int | None
-    status: str  # in_progress, completed, failed, incomplete
+    status: str  # in_progress, completed, failed, incomplete, cancelled
     error: ResponseError | None
     incomplete_details: dict[str, str] | None
     instructions: str | None
@@ -174,9 +175,20 @@ def stored_response(found: responses_app.Found) -> ResponseObject:
             value.incomplete_details = {"reason": _incomplete_reason(reply)}
             for item in value.output:
                 item["status"] = "incomplete"
+    if found.status == "cancelled":
+        for item in value.output:
+            item["status"] = "incomplete"
     if found.failure is not None:
         kind, detail = found.failure
         value.error = ResponseError("rate_limit_exceeded" if kind == "upstream_rate_limited" else "server_error", detail or kind)
+    return value
+
+
+def started_response(found: responses_app.Found) -> ResponseObject:
+    """A stored response as it stood before its reply (the first events of its stream)."""
+    value = stored_response(found)
+    value.status, value.output, value.usage, value.completed_at = "in_progress", [], None, None
+    value.error, value.incomplete_details = None, None
     return value
 
 
@@ -215,7 +227,7 @@ def _object(
         max_output_tokens=echo.max_output_tokens,
         max_tool_calls=echo.max_tool_calls,
         store=store,
-        background=False,
+        background=echo.background,
         service_tier=echo.service_tier,
         metadata=echo.metadata,
         safety_identifier=echo.safety_identifier,
@@ -271,9 +283,12 @@ class Events:
     (`rs_`), its message (`msg_`: output_text, then refusal) and each call (`fc_<i>`), with the ids
     the stored reply's items have (items.item_id), so the items streamed are the items read back."""
 
-    def __init__(self, reply_id: uuid.UUID) -> None:
+    def __init__(self, reply_id: uuid.UUID, *, starting_after: int = -1) -> None:
         self.reply_id = reply_id
         self.sequence = 0
+        # A resumed stream (GET …?stream=true&starting_after=N): the events up to N are numbered
+        # as before but not sent again.
+        self.starting_after = starting_after
         self.count = 0  # output items opened
         self.current: tuple[str, int] | None = None  # ("reasoning" | "message" | "call", call index)
         self.index = 0  # output index of the current item
@@ -284,6 +299,8 @@ class Events:
     def event(self, kind: str, **fields: Any) -> bytes:
         data = {"type": kind, "sequence_number": self.sequence, **fields}
         self.sequence += 1
+        if data["sequence_number"] <= self.starting_after:
+            return b""
         return sse.event(kind, _encode(data))
 
     def response(self, kind: str, value: ResponseObject) -> bytes:

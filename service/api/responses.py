@@ -4,6 +4,7 @@ root to it, and two responses to the same predecessor are sibling branches, each
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -26,8 +27,10 @@ from service.api.response_objects import (
     ItemList,
     ResponseError,
     ResponseObject,
+    echo_of,
     in_progress,
     parse_response_id,
+    started_response,
     stored_response,
 )
 from service.api.response_objects import response_id as response_id_of
@@ -51,8 +54,7 @@ class Reasoning(msgspec.Struct, kw_only=True):
 
 class CreateResponse(msgspec.Struct, kw_only=True):
     """OpenAI's request to create a response. Unknown fields are ignored; fields convtree cannot
-    honour are refused by name (`background`, tool types other than `function`, `item_reference`
-    items). `window` is convtree's (as on the chat door): with `truncation: "auto"`, the window the
+    honour are refused by name (tool types other than `function`, `item_reference` items). `window` is convtree's (as on the chat door): with `truncation: "auto"`, the window the
     context is cut to (a `tokens` window drops the oldest items first, never splitting a tool call
     from its results); with truncation disabled, a `tokens` window's budget is a limit a context
     must fit (400 `context_length_exceeded` otherwise)."""
@@ -104,8 +106,10 @@ class ResponsesController(Controller):
         "and not carried over. `store: false`: the turn is still written in the log, but the response can "
         "neither be retrieved nor continued. Streamed (`stream: true`), the events of OpenAI's sequence, "
         "each `event:` its type, numbered by `sequence_number`, ending with `data: [DONE]`. "
-        "Also `next_response_ids`: the responses that continue this one. Not supported yet: `background` "
-        "(refused), `item_reference` items.",
+        "Also `next_response_ids`: the responses that continue this one. `background: true`: answered at "
+        "once (`in_progress`); the reply is generated whatever the client does, checkpointed as it streams; "
+        "poll it with GET, resume its stream with GET `?stream=true&starting_after=N`, stop it with POST "
+        "`…/cancel`, from any server process. Not supported yet: `item_reference` items.",
         responses=responses(errors.Unauthorized, 400, errors.ConversationNotFound, errors.ModelNotFound,
                             errors.ParentStillGenerating, errors.IncompleteToolCalls, errors.UpstreamError, openai=True),
     )  # fmt: skip
@@ -117,11 +121,20 @@ class ResponsesController(Controller):
         responses_service: NamedDependency[Responses],
     ) -> Response[ResponseObject]:
         new, echo = _new(data)
-        begun = await responses_service.create(caller, new, relay=bool(data.stream))
+        background = bool(data.background)
+        begun = await responses_service.create(caller, new, relay=bool(data.stream) and not background, keep=background)
         assert not isinstance(begun, turns_app.Answered), "a response is never a retry of another"
         generation = begun
         plan = generation.plan
         headers = {CONVERSATION_ID_HEADER: str(plan.conversation_id), MESSAGE_ID_HEADER: str(plan.reply_id)}
+        if background:
+            # The reply runs on, whatever this request does; its client follows the checkpoints.
+            if not await generation.committed():
+                refused = (await generation.settled).error
+                raise refused or errors.ReplyAbandoned()
+            if data.stream:
+                return sse.response(_followed(caller, responses_service, plan.reply_id, -1), headers)  # type: ignore[return-value]
+            return json_response(stored_response(await responses_service.created(caller, plan.reply_id)), 200, headers)
         if data.stream:
             start = in_progress(
                 plan.reply_id, echo, data.model, store=new.store, previous=new.previous_response_id,
@@ -137,14 +150,32 @@ class ResponsesController(Controller):
 
     @get(
         "/{response_id:str}",
+        opt={"streams": True},
         summary="Retrieve a response",
-        description="As created, its status and output as the log has them now, and `next_response_ids`.",
-        responses=responses(errors.Unauthorized, errors.ResponseNotFound, openai=True),
+        description="As created, its status and output as the log has them now, and `next_response_ids`. "
+        "`stream=true` (a background response): its stream's events from the reply's checkpoints, from "
+        "any server process, after `starting_after` (a `sequence_number`), live until it ends.",
+        responses=responses(errors.Unauthorized, 400, errors.ResponseNotFound, openai=True),
     )
     async def retrieve(
-        self, response_id: FromPath[str], caller: NamedDependency[Caller], responses_service: NamedDependency[Responses]
-    ) -> ResponseObject:
-        return stored_response(await responses_service.get(caller, _named(response_id)))
+        self,
+        response_id: FromPath[str],
+        caller: NamedDependency[Caller],
+        responses_service: NamedDependency[Responses],
+        stream: Annotated[bool, QueryParameter(description="Stream the response's events.")] = False,
+        starting_after: Annotated[
+            int, QueryParameter(ge=-1, description="The sequence_number after which the stream resumes.")
+        ] = -1,
+    ) -> Response[ResponseObject]:
+        named = _named(response_id)
+        found = await responses_service.get(caller, named)
+        if not stream:
+            return json_response(stored_response(found), 200)
+        if not echo_of(found.record.request).background:
+            raise errors.InvalidRequest(
+                "stream: only a response created with background: true can be streamed again.", parameter="stream"
+            )
+        return sse.response(_followed(caller, responses_service, named, starting_after), {})  # type: ignore[return-value]
 
     @delete(
         "/{response_id:str}",
@@ -184,18 +215,23 @@ class ResponsesController(Controller):
         "/{response_id:str}/cancel",
         status_code=200,
         summary="Cancel a background response",
-        description="Only a response created with `background: true` can be cancelled, and convtree does "
-        "not create those yet: a stored response is answered 400.",
+        description="Stops the model from whichever server process generates it, and answers once the "
+        "reply is recorded (`cancelled`, with the output so far), or as it stands after 10 s. A response "
+        "that has already ended is answered as it is. Only a response created with `background: true` "
+        "can be cancelled: another is answered 400.",
         responses=responses(errors.Unauthorized, 400, errors.ResponseNotFound, openai=True),
     )
     async def cancel(
         self, response_id: FromPath[str], caller: NamedDependency[Caller], responses_service: NamedDependency[Responses]
     ) -> ResponseObject:
-        await responses_service.get(caller, _named(response_id))  # 404 if there is none
-        raise errors.InvalidRequest(
-            "Only a response created with background: true can be cancelled; this one was not.",
-            parameter="response_id",
-        )
+        named = _named(response_id)
+        found = await responses_service.get(caller, named)  # 404 if there is none
+        if not echo_of(found.record.request).background:
+            raise errors.InvalidRequest(
+                "Only a response created with background: true can be cancelled; this one was not.",
+                parameter="response_id",
+            )
+        return stored_response(await responses_service.cancel(caller, named, responses_service.poll))
 
 
 def page(listed: list[dict[str, Any]], after: str | None, limit: int, order: str) -> ItemList:
@@ -225,10 +261,9 @@ def _named(value: str) -> uuid.UUID:
 
 def _new(data: CreateResponse) -> tuple[responses_app.NewResponse, Echo]:
     """The response to create, and what it echoes of the request."""
-    if data.background:
+    if data.background and data.store is False:
         raise errors.InvalidRequest(
-            "background: background responses are not supported yet; send the request without it (and "
-            "`stream: true` to see the reply as it comes).",
+            "background: a background response must be stored (it is polled and resumed): drop `store: false`.",
             parameter="background",
         )
     if data.previous_response_id is not None and data.conversation is not None:
@@ -275,6 +310,7 @@ def _new(data: CreateResponse) -> tuple[responses_app.NewResponse, Echo]:
         prompt_cache_key=data.prompt_cache_key,
         service_tier=data.service_tier or "default",
         top_logprobs=data.top_logprobs or 0,
+        background=bool(data.background),
     )
     new = responses_app.NewResponse(
         model=data.model,
@@ -419,3 +455,34 @@ async def _events(
     yield sse.event(None, b"[DONE]")
 
 
+
+
+async def _followed(caller: Caller, service: Responses, response_id: uuid.UUID, starting_after: int) -> AsyncIterator[bytes]:
+    """A background response's stream, from its checkpoints (any process's): the same events, with
+    the same numbers, as its first stream had or will have, those up to `starting_after` left out."""
+    events = Events(response_id, starting_after=starting_after)
+    loop = asyncio.get_running_loop()
+    last = loop.time()
+    async for step in service.follow(caller, response_id, service.poll):
+        if isinstance(step, list):
+            out = events.pieces(step)
+        elif events.sequence == 0:  # the response as it was when followed
+            start = started_response(step)
+            out = events.response("response.created", start) + events.response("response.in_progress", start)
+        else:  # the response as it ended
+            final = stored_response(step)
+            out = events.close() + events.response(_TERMINAL.get(final.status, "response.failed"), final)
+            yield out
+            yield sse.event(None, b"[DONE]")
+            return
+        if out:
+            last = loop.time()
+            yield out
+        elif loop.time() - last > service.keepalive:
+            last = loop.time()
+            yield sse.KEEPALIVE
+
+
+# The event a stream ends with, by the response's status. OpenAI's events have none for a cancelled
+# response: it ends as incomplete, its response's status saying `cancelled`.
+_TERMINAL = {"completed": "response.completed", "incomplete": "response.incomplete", "cancelled": "response.incomplete"}

@@ -38,7 +38,7 @@ from service.store import migrate
 from service.store.events import Store
 from service.store.notify import Listener
 from service.store.pool import Limits
-from service.upstream import Registry, registry_config
+from service.upstream import Registry, Said, registry_config
 
 Replayed = idempotency.Replayed
 
@@ -312,14 +312,30 @@ class Responses:
         self._turns = turns
 
     async def create(
-        self, caller: Caller, new: responses_app.NewResponse, *, relay: bool
+        self, caller: Caller, new: responses_app.NewResponse, *, relay: bool, keep: bool = False
     ) -> ReplyInFlight | Answered:
+        """`keep`: a background response's, whose checkpoints outlive its record (its stream can
+        be resumed from any process)."""
         generations = self._turns.generations
         generations.ensure_open()
         return await responses_app.begin_response(
             self._store, self._turns.registry, caller, generations.lease, new,
-            lambda plan: generations.start(caller, plan, relay=relay),
+            lambda plan: generations.start(caller, plan, relay=relay, keep=keep),
         )  # fmt: skip
+
+    def follow(
+        self, caller: Caller, response_id: uuid.UUID, poll: float
+    ) -> AsyncIterator[list[Said] | responses_app.Found]:
+        return responses_app.follow_response(self._store, caller, response_id, poll)
+
+    @property
+    def poll(self) -> float:
+        """How often a follower of a reply reads its checkpoints: as often as they are written."""
+        return self._turns.generations.checkpoint_seconds
+
+    async def cancel(self, caller: Caller, response_id: uuid.UUID, poll: float) -> responses_app.Found:
+        generations = self._turns.generations
+        return await responses_app.cancel_response(self._store, caller, response_id, generations.cancel, poll)
 
     async def created(self, caller: Caller, response_id: uuid.UUID) -> responses_app.Found:
         return await responses_app.found_after(self._store, caller, response_id)
@@ -521,7 +537,10 @@ async def open_services(
         if meter is not None:
             providers = meter(providers)
         generations = Replies(
-            store, lease_seconds=settings.reply_lease_seconds, record_seconds=settings.reply_record_seconds
+            store,
+            lease_seconds=settings.reply_lease_seconds,
+            record_seconds=settings.reply_record_seconds,
+            checkpoint_seconds=settings.reply_checkpoint_seconds,
         )
         generations.start_maintenance()
         stack.push_async_callback(generations.close)

@@ -7,7 +7,6 @@ import uuid
 import msgspec
 
 from service.store.events import Store, Tx
-from service.store.session import affected
 
 
 class PendingReply(msgspec.Struct, frozen=True, kw_only=True):
@@ -48,11 +47,12 @@ async def expire(tx: Tx, family_id: uuid.UUID, reply_id: uuid.UUID) -> bool:
     return await tx.value_or_none("expire_pending_reply", uuid.UUID, family_id=family_id, reply_id=reply_id) is not None
 
 
-async def renew(store: Store, owner: uuid.UUID, lease_seconds: float, reply_ids: list[uuid.UUID]) -> int:
-    """Extend the leases of `reply_ids`, the replies `owner` is still working on."""
+async def renew(store: Store, owner: uuid.UUID, lease_seconds: float, reply_ids: list[uuid.UUID]) -> list[uuid.UUID]:
+    """Extend the leases of `reply_ids`, the replies `owner` is still working on; returns those of
+    them someone asked to cancel."""
     async with store.reader() as tx:
-        status = await tx.run("renew_pending_leases", owner=owner, lease_seconds=lease_seconds, reply_ids=reply_ids)
-    return affected(status)
+        found = await tx.rows("renew_pending_leases", owner=owner, lease_seconds=lease_seconds, reply_ids=reply_ids)
+    return [row["reply_id"] for row in found if row["cancel_requested"]]
 
 
 async def expired(store: Store, limit: int) -> list[PendingReply]:

@@ -682,9 +682,57 @@ RETURNING reply_id;
 
 -- name: renew_pending_leases
 -- Only the replies a task of owner :owner is still working on (:reply_ids): a row its task left behind (it
--- died, or gave up) runs out and is closed out by the sweep, however busy the process is.
+-- died, or gave up) runs out and is closed out by the sweep, however busy the process is. Returns
+-- the renewed replies someone asked to cancel.
 UPDATE pending_replies SET expires_at = now() + make_interval(secs => :lease_seconds)
- WHERE owner = :owner AND reply_id = ANY(:reply_ids::uuid[]);
+ WHERE owner = :owner AND reply_id = ANY(:reply_ids::uuid[])
+RETURNING reply_id, cancel_requested;
+
+-- name: request_reply_cancel
+-- Asks the owner of a pending reply to stop it (it reads the flag with its next checkpoint or
+-- renewal); returns the owner, or no row if the reply is no longer pending.
+UPDATE pending_replies SET cancel_requested = true
+ WHERE family_id = :family_id AND reply_id = :reply_id
+RETURNING owner;
+
+-- name: checkpoint_reply
+-- Writes checkpoint :chunk of a reply's progress, only while owner :owner still holds the reply,
+-- and renews its lease in the same statement: the row lock the renewal takes orders this write
+-- against the sweep (expire_pending_reply), so a chunk is either written before the sweep reads
+-- the chunks or not at all. No row: the reply is no longer this owner's. Else whether a cancel
+-- was asked.
+WITH renewed AS (
+    UPDATE pending_replies SET expires_at = now() + make_interval(secs => :lease_seconds)
+     WHERE family_id = :family_id AND reply_id = :reply_id AND owner = :owner
+    RETURNING cancel_requested
+), written AS (
+    INSERT INTO reply_chunks (family_id, reply_id, chunk, pieces, started)
+    SELECT :family_id::uuid, :reply_id::uuid, :chunk::integer, :pieces::bytea, :started::bytea FROM renewed
+)
+SELECT cancel_requested FROM renewed;
+
+-- name: add_reply_chunk
+-- The last checkpoint of a reply whose progress is kept (a background response), written in the
+-- transaction that records the reply.
+INSERT INTO reply_chunks (family_id, reply_id, chunk, pieces, started)
+VALUES (:family_id, :reply_id, :chunk, :pieces, :started);
+
+-- name: reply_chunks
+-- A reply's checkpoints from :after_chunk on, in order.
+SELECT chunk, pieces, started, written_at
+  FROM reply_chunks
+ WHERE family_id = :family_id AND reply_id = :reply_id AND chunk >= :after_chunk
+ ORDER BY chunk;
+
+-- name: drop_reply_chunks
+-- A reply's progress, once it is recorded and not kept.
+DELETE FROM reply_chunks WHERE family_id = :family_id AND reply_id = :reply_id;
+
+-- name: pending_reply_state
+-- Whether a reply is pending and, if it is, its start and lease (a stream following it).
+SELECT started_at, expires_at, cancel_requested
+  FROM pending_replies
+ WHERE family_id = :family_id AND reply_id = :reply_id;
 
 -- name: expired_pending_replies
 -- The pending replies whose lease ran out, oldest first: the sweep closes them out with turn_failed.

@@ -179,14 +179,17 @@ def test_other_tool_types_are_refused_by_name(client):
     assert "web_search" in raised.value.message and raised.value.body["param"] == "tools[0].type"
 
 
-def test_background_and_cancel_are_refused_clearly(client):
+def test_an_unstored_background_response_and_cancelling_a_foreground_one_are_refused_clearly(client):
     with pytest.raises(openai.BadRequestError) as raised:
-        client.responses.create(model=MODEL, input="x", background=True)
+        client.responses.create(model=MODEL, input="x", background=True, store=False)
     assert raised.value.body["param"] == "background"
     done = client.responses.create(model=MODEL, input="x")
     with pytest.raises(openai.BadRequestError) as raised:
         client.responses.cancel(done.id)
     assert "background" in raised.value.message
+    with pytest.raises(openai.BadRequestError) as raised:
+        list(client.responses.retrieve(done.id, stream=True))
+    assert raised.value.body["param"] == "stream"
 
 
 def test_conversation_appends_to_its_head(client, api, upstream):

@@ -1,5 +1,6 @@
 """The Responses API's use cases: creating a response (a turn), reading, listing and deleting it."""
 
+from service.app.responses.background import cancel_response, follow_response
 from service.app.responses.create import NewResponse, begin_response
 from service.app.responses.read import Found, delete_response, found_after, get_response, input_items, status_of
 
@@ -7,6 +8,8 @@ __all__ = [
     "Found",
     "NewResponse",
     "begin_response",
+    "cancel_response",
+    "follow_response",
     "delete_response",
     "found_after",
     "get_response",

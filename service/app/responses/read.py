@@ -15,10 +15,11 @@ from service.domain.errors import ReplyInProgress, ResponseNotFound
 from service.domain.redaction import RedactMessage
 from service.domain.tree import Scope
 from service.store import pending
+from service.store import progress as checkpoints
 from service.store import responses as stored
 from service.store.events import Store, Tx
 
-Status = Literal["in_progress", "completed", "failed", "incomplete"]
+Status = Literal["in_progress", "completed", "failed", "incomplete", "cancelled"]
 
 DELETED_REASON = "The response was deleted (DELETE /openai/v1/responses/{id})."
 
@@ -36,8 +37,10 @@ class Found:
 
 def status_of(reply: views.Message) -> Status:
     """A recorded reply is `completed`, or `incomplete` when it was cut short (by the token limit,
-    a content filter, or an interruption)."""
+    a content filter, or an interruption), or `cancelled` (POST …/cancel)."""
     g = reply.generation
+    if g is not None and g.interruption is not None and g.interruption.kind == "cancelled":
+        return "cancelled"
     if g is None or g.finish_reason in ("length", "content_filter", "interrupted") or g.truncated is True:
         return "incomplete"
     return "completed"
@@ -78,6 +81,7 @@ async def delete_response(store: Store, caller: Caller, response_id: uuid.UUID) 
         for message_id in ids:
             await redact(tx, caller, record.conversation_id, RedactMessage(message_id=message_id, reason=DELETED_REASON))
         await stored.delete(tx, caller.tenant, response_id)
+        await checkpoints.drop(tx, record.family_id, record.response_id)  # a background response's
 
 
 async def _found(
@@ -98,4 +102,6 @@ async def _read(tx: Tx, record: stored.ResponseRow, scope: Scope) -> Found:
     if await pending.is_pending(tx, record.family_id, record.response_id):
         return Found(record, "in_progress", None)
     failure = await stored.turn_failure(tx, record.conversation_id, record.response_id)
+    if failure is not None and failure[0] == "cancelled":
+        return Found(record, "cancelled", None)
     return Found(record, "failed", None, failure or ("failed", "The response has no output."))

@@ -1,5 +1,6 @@
 """Outcomes of turns: the reply (complete, or cut short) or the turn's failure, recorded exactly once;
-and the close-out of replies whose server died before recording theirs."""
+and the close-out of replies whose server died before recording theirs: with the text their last
+checkpoint holds (progress.py), or as failed when they had none."""
 
 from __future__ import annotations
 
@@ -12,15 +13,17 @@ import msgspec
 
 from service.app import writes
 from service.app.caller import Caller
-from service.app.turn.plan import Plan
+from service.app.turn import progress
+from service.app.turn.plan import Plan, ReplyForm
 from service.domain import ollama, views
 from service.domain import turns as rules
 from service.domain.errors import ConvtreeError, ReplyAbandoned
 from service.domain.events import Generation, Interruption, MessageAppended, TurnFailed
 from service.domain.message import UNSET, FunctionCall, FunctionToolCall, ToolCall, UnsetType, Utterance
 from service.store import pending
-from service.store.events import Store
-from service.upstream import Finished, ReasoningDelta, RefusalDelta, ToolCallDelta
+from service.store import progress as checkpoints
+from service.store.events import Store, Tx
+from service.upstream import Finished, ReasoningDelta, RefusalDelta, Said, TextDelta, ToolCallDelta
 
 
 @dataclass
@@ -116,14 +119,34 @@ RECORD_DELAYED = Interruption(
 )
 
 
+@dataclass(frozen=True)
+class Progress:
+    """What the reply's checkpoints hold when it is recorded: how many were written, the pieces
+    received since the last one, whether they are kept once the reply is recorded (a background
+    response's) and, if none was written yet, the first one's `started`."""
+
+    chunks: int = 0
+    unsaved: list[Said] = field(default_factory=list)
+    keep: bool = False
+    started: bytes | None = None
+
+
 async def record_outcome(
-    store: Store, caller: Caller, owner: uuid.UUID, plan: Plan, outcome: Outcome, *, again: bool = False
+    store: Store,
+    caller: Caller,
+    owner: uuid.UUID,
+    plan: Plan,
+    outcome: Outcome,
+    *,
+    again: bool = False,
+    progress_now: Progress | None = None,
 ) -> views.Message | None:
     """Store the reply (complete, or cut short with the text received) or, without any text, the
     turn's failure; and close its pending row. Returns the stored reply, if there is one.
 
     `again`: an earlier attempt failed with the database unreachable, perhaps while its COMMIT was
-    on its way, so the pending row may be gone because that attempt was recorded after all."""
+    on its way, so the pending row may be gone because that attempt was recorded after all.
+    `progress_now`: its checkpoints, completed (kept) or dropped in the same transaction."""
     async with store.transaction() as tx:
         w = await writes.lock(tx, caller, plan.conversation_id)  # conversations are never removed
         if not await pending.finish(tx, plan.family_id, plan.reply_id, owner):
@@ -134,20 +157,18 @@ async def record_outcome(
                 if not outcome.received:
                     return None  # a turn_failed closed it (the earlier attempt's, or the sweep's)
             raise ReplyAbandoned(reply_id=str(plan.reply_id))
+        if progress_now is not None:
+            if progress_now.keep and progress_now.unsaved:
+                started = progress_now.started if progress_now.chunks == 0 else None
+                await checkpoints.add(
+                    tx, plan.family_id, plan.reply_id, progress_now.chunks, progress.encode(progress_now.unsaved), started
+                )
+            elif not progress_now.keep and progress_now.chunks:
+                await checkpoints.drop(tx, plan.family_id, plan.reply_id)
         user_id = plan.user_message.id
         if outcome.complete or outcome.received:
-            user = (await tx.find_nodes(w.scope, [user_id])).get(user_id)
             generation = _generation(plan, outcome)
-            reply = outcome.reply()
-            if plan.reply_form == "ollama":
-                reply = ollama.as_resent(reply)
-            events = rules.decide_reply(
-                w.see(user), user, user_id, plan.reply_id, reply, generation, writes.new_digest_key()
-            )
-            sealed = await w.write(events)
-            event = events[0]
-            assert isinstance(event, MessageAppended)
-            return views.message_of(event, plan.conversation_id, sealed[0].envelope.seq, w.now)
+            return await _write_reply(w, tx, plan.conversation_id, user_id, plan.reply_id, plan.reply_form, outcome, generation)
         kind, detail = failure_of(outcome)
         failure = TurnFailed(
             reply_id=plan.reply_id,
@@ -159,6 +180,27 @@ async def record_outcome(
         )
         await w.write(rules.decide_failure(w.state, failure))
         return None
+
+
+async def _write_reply(
+    w: writes.Locked,
+    tx: Tx,
+    conversation_id: uuid.UUID,
+    user_id: uuid.UUID,
+    reply_id: uuid.UUID,
+    form: ReplyForm,
+    outcome: Outcome,
+    generation: Generation,
+) -> views.Message:
+    user = (await tx.find_nodes(w.scope, [user_id])).get(user_id)
+    reply = outcome.reply()
+    if form == "ollama":
+        reply = ollama.as_resent(reply)
+    events = rules.decide_reply(w.see(user), user, user_id, reply_id, reply, generation, writes.new_digest_key())
+    sealed = await w.write(events)
+    event = events[0]
+    assert isinstance(event, MessageAppended)
+    return views.message_of(event, conversation_id, sealed[0].envelope.seq, w.now)
 
 
 async def close_expired(store: Store, batch: int = 100) -> int:
@@ -178,6 +220,21 @@ async def _close_out(store: Store, row: pending.PendingReply) -> int:
         w = await writes.lock(tx, sweeper, row.conversation_id)  # conversations are never removed
         if not await pending.expire(tx, row.family_id, row.reply_id):
             return 0  # its owner finished it after all, or another process closed it out
+        chunks = await checkpoints.chunks(tx, row.family_id, row.reply_id)
+        if chunks and chunks[0].chunk == 0 and chunks[0].started is not None:
+            # The owner died after its first checkpoint: the reply is what its checkpoints hold.
+            started = progress.decode_started(chunks[0].started)
+            outcome = assembled([piece for c in chunks for piece in progress.decode(c.pieces)])
+            since_first = (chunks[-1].written_at - chunks[0].written_at).total_seconds() * 1000
+            generation = msgspec.structs.replace(
+                started.generation, latency_ms=round(started.generation.latency_ms + since_first, 3)
+            )
+            await _write_reply(
+                w, tx, row.conversation_id, row.user_message_id, row.reply_id, started.reply_form, outcome, generation
+            )
+            if not started.keep:
+                await checkpoints.drop(tx, row.family_id, row.reply_id)
+            return 1
         failure = TurnFailed(
             reply_id=row.reply_id,
             user_message_id=row.user_message_id,
@@ -188,6 +245,24 @@ async def _close_out(store: Store, row: pending.PendingReply) -> int:
         )
         await w.write(rules.decide_failure(w.state, failure))
         return 1
+
+
+def assembled(pieces: list[Said], interruption: Interruption | None = None) -> Outcome:
+    """The reply `pieces` say, as an outcome cut short (`interruption`: OWNER_LOST by default)."""
+    text: list[str] = []
+    said = Assembled()
+    for piece in pieces:
+        if isinstance(piece, TextDelta):
+            text.append(piece.text)
+        else:
+            said.add(piece)
+    return Outcome("".join(text), None, None, interruption or OWNER_LOST, 0.0, None, said=said)
+
+
+OWNER_LOST = Interruption(
+    kind="owner_lost",
+    detail="The server generating this reply stopped before it finished; the text it had checkpointed was kept.",
+)
 
 
 def failure_of(outcome: Outcome) -> tuple[str, str]:

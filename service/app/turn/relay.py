@@ -2,7 +2,11 @@
 
 A reply in flight runs apart from the request that started it, so that whatever happens to the
 request (the client leaves, the server cancels it at shutdown) the reply is still recorded: the
-text received so far as an `interrupted` reply, or the turn's failure. Its upstream call runs in
+text received so far as an `interrupted` reply, or the turn's failure. While it streams, what it
+says is checkpointed in batches (`_checkpoint`, at most every `checkpoint_seconds`, under the
+reply's lease), and relayed to its client only once checkpointed (or, for the last pieces, once
+recorded): the text a client was shown survives even a SIGKILL of this process, since the sweep
+records a dead owner's reply from its checkpoints (record.close_expired). Its upstream call runs in
 an inner task that `interrupt()` cancels; cancelling it closes the upstream response at once, so
 the model stops generating. `Replies` owns them all, renews their leases, closes out the
 leases dead processes left, and at shutdown interrupts what is still running and waits for it
@@ -20,7 +24,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from service.app.turn import record
+from service.app.turn import progress, record
 from service.app.turn.plan import Lease, Plan
 from service.app.caller import Caller
 from service.domain import views
@@ -34,6 +38,7 @@ from service.domain.errors import (
 )
 from service.domain.events import Interruption
 from service.store import pending
+from service.store import progress as checkpoints
 from service.store.events import Store
 from service.store.pool import is_outage
 from service.upstream import Finished, Said, TextDelta, ToolCallDelta
@@ -46,6 +51,8 @@ MAX_REPLY_CHARS = 1_000_000
 CLIENT_LEFT = Interruption(kind="client_disconnected", detail="The client disconnected before the reply was complete.")
 SHUTDOWN = Interruption(kind="shutdown", detail="The service shut down before the reply was complete.")
 DISCARDED = Interruption(kind="discarded", detail="The turn was not recorded, so neither is its reply.")
+CANCELLED = Interruption(kind="cancelled", detail="The reply was cancelled before it was complete.")
+LEASE_LOST = Interruption(kind="lease_lost", detail="This server no longer held the reply: another closed it out.")
 # Recording a finished reply while the database is away: retried with pauses growing to this.
 RECORD_PAUSE_MIN = 0.05
 RECORD_PAUSE_MAX = 2.0
@@ -80,6 +87,17 @@ class ReplyInFlight:
         # the order they are scheduled).
         self._committed: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
         self._decided = asyncio.Event()
+        # Checkpoints (when started by Replies): what was received and not checkpointed yet, how
+        # many checkpoints were written, and whether they are kept once the reply is recorded.
+        self._tracked = False
+        self.keep = False
+        self._unsaved: list[Said] = []
+        self._more = asyncio.Event()  # something unsaved, or the upstream call ended
+        self._upstream_ended = asyncio.Event()
+        self.chunks = 0
+        self._started_at = time.perf_counter()
+        self._first_token_at: float | None = None
+        self._checkpointer: asyncio.Task[None] | None = None
 
     def confirm(self) -> None:
         self._decided.set()
@@ -156,7 +174,7 @@ class ReplyInFlight:
         interruption: Interruption | None = None
         first_token: float | None = None
         provider = self.plan.provider
-        started = time.perf_counter()
+        started = self._started_at = time.perf_counter()
         try:
             async with contextlib.aclosing(provider.stream(self.plan.request())) as stream:
                 async for item in stream:
@@ -169,13 +187,16 @@ class ReplyInFlight:
                     cut = piece is None or length < _length(item)
                     if piece is not None:
                         if first_token is None:
-                            first_token = time.perf_counter()
+                            first_token = self._first_token_at = time.perf_counter()
                         if isinstance(piece, TextDelta):
                             pieces.append(piece.text)
                         else:
                             said.add(piece)
                         size += length
-                        if self._pieces is not None:
+                        if self._tracked:
+                            self._unsaved.append(piece)
+                            self._more.set()
+                        elif self._pieces is not None:
                             self._pieces.append(piece)
                             self._arrived.set()
                     if cut:
@@ -196,7 +217,11 @@ class ReplyInFlight:
             log.exception("provider %s failed unexpectedly", provider.name)
             error = UpstreamError(f"{provider.name} failed: {type(exc).__name__}", provider=provider.name)
         finally:
-            self._end_relay()
+            if self._tracked:  # the rest is relayed once checkpointed or recorded (Replies._settle)
+                self._upstream_ended.set()
+                self._more.set()
+            else:
+                self._end_relay()
         if cut and interruption is None:
             finished = Finished(finish_reason="length")
         ended = time.perf_counter()
@@ -212,14 +237,92 @@ class ReplyInFlight:
         )
 
 
+    def _relay(self, pieces: list[Said]) -> None:
+        if self._pieces is not None and pieces:
+            self._pieces.extend(pieces)
+            self._arrived.set()
+
+    def _release(self) -> None:
+        """The reply is recorded (or will never be): relay what was never checkpointed, and end."""
+        if self._tracked:
+            unsaved, self._unsaved = self._unsaved, []
+            self._relay(unsaved)
+        self._end_relay()
+
+    def _started(self) -> bytes:
+        """The first checkpoint's `started`: the generation as the sweep would record it now."""
+        first = self._first_token_at
+        outcome = record.Outcome(
+            "", None, None, record.OWNER_LOST, round((time.perf_counter() - self._started_at) * 1000, 3),
+            None if first is None else round((first - self._started_at) * 1000, 3),
+        )  # fmt: skip
+        generation = record.generation(self.plan, outcome)
+        return progress.encode_started(progress.Started(generation=generation, reply_form=self.plan.reply_form, keep=self.keep))
+
+    def progress_now(self) -> record.Progress:
+        return record.Progress(
+            chunks=self.chunks, unsaved=list(self._unsaved), keep=self.keep,
+            started=self._started() if self.chunks == 0 and self._unsaved else None,
+        )  # fmt: skip
+
+    async def _checkpoint(self, store: Store, lease: Lease, every: float) -> None:
+        """Write what arrives in batches, at most every `every` seconds (the first at once), and
+        relay each batch once it is written. The last pieces are not checkpointed: the record
+        writes them (Replies._settle). A batch that cannot be written is kept for the next one
+        (and not relayed meanwhile)."""
+        if not await self.committed():
+            return
+        plan = self.plan
+        loop = asyncio.get_running_loop()
+        last: float | None = None
+        warned = False
+        while True:
+            while not self._unsaved and not self._upstream_ended.is_set():
+                self._more.clear()
+                await self._more.wait()
+            if last is not None and (pause := last + every - loop.time()) > 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(pause):
+                        await self._upstream_ended.wait()
+            if self._upstream_ended.is_set():
+                return
+            batch, self._unsaved = self._unsaved, []
+            started = self._started() if self.chunks == 0 else None
+            try:
+                cancel = await checkpoints.checkpoint(
+                    store, plan.family_id, plan.reply_id, lease.owner, lease.seconds,
+                    self.chunks, progress.encode(batch), started,
+                )  # fmt: skip
+            except Exception as exc:  # noqa: BLE001 - the database may be away: the next batch carries these pieces
+                if not warned:
+                    log.warning("reply %s: checkpoint failed (%s: %s); retrying", plan.reply_id, type(exc).__name__, exc)
+                    warned = True
+                self._unsaved[:0] = batch
+                last = loop.time()
+                continue
+            self.chunks += 1
+            last = loop.time()
+            self._relay(batch)
+            if cancel is None:
+                self.interrupt(LEASE_LOST)
+            elif cancel:
+                self.interrupt(CANCELLED)
+
+
 class Replies:
     """Every reply in flight of one server process (`owner`), with the leases that make them visible."""
 
     def __init__(
-        self, store: Store, *, lease_seconds: float, record_seconds: float = 10.0
+        self,
+        store: Store,
+        *,
+        lease_seconds: float,
+        record_seconds: float = 10.0,
+        checkpoint_seconds: float = progress.CHECKPOINT_SECONDS,
     ) -> None:
         self.owner = uuid.uuid4()
         self._store = store
+        self._checkpoint_seconds = checkpoint_seconds
         self.lease = Lease(self.owner, lease_seconds)  # what each reply of this process is registered under
         self._record_seconds = record_seconds
         self._running: dict[ReplyInFlight, asyncio.Task[None]] = {}
@@ -230,6 +333,10 @@ class Replies:
         self._maintenance: asyncio.Task[None] | None = None
 
     @property
+    def checkpoint_seconds(self) -> float:
+        return self._checkpoint_seconds
+
+    @property
     def running(self) -> int:
         """How many replies are being generated now."""
         return len(self._running)
@@ -238,10 +345,15 @@ class Replies:
         if self._closing:
             raise ServiceShuttingDown("The service is shutting down: no new turns are taken.")
 
-    def start(self, caller: Caller, plan: Plan, *, relay: bool) -> ReplyInFlight:
-        """Call the model now; the reply is recorded once the turn is confirmed (opening.opened)."""
+    def start(self, caller: Caller, plan: Plan, *, relay: bool, keep: bool = False) -> ReplyInFlight:
+        """Call the model now; the reply is checkpointed as it streams and recorded once the turn is
+        confirmed (opening.opened). `keep`: its checkpoints outlive its record (a background
+        response's stream stays resumable)."""
         flight = ReplyInFlight(plan, relay=relay)
+        flight._tracked = True
+        flight.keep = keep
         flight._upstream = asyncio.create_task(flight._call())
+        flight._checkpointer = asyncio.create_task(flight._checkpoint(self._store, self.lease, self._checkpoint_seconds))
         self._running[flight] = asyncio.create_task(self._settle(caller, flight))
         if self._closing:
             flight.interrupt(SHUTDOWN)
@@ -256,23 +368,27 @@ class Replies:
             if refused is not None:  # the turn's transaction failed: this settles with its error
                 if flight._pieces is not None:
                     flight._pieces.clear()  # never relayed: the turn does not exist
+                flight._unsaved.clear()
                 flight._end_relay()
                 flight.settled.set_result(Settled(None, refused))
                 return
+            if flight._checkpointer is not None:
+                await flight._checkpointer  # ends with the upstream call (or after a write in flight)
             if upstream.cancelled():  # cancelled before it ever ran: nothing was received or relayed
                 flight._end_relay()
                 outcome = record.Outcome("", None, None, flight._interruption or SHUTDOWN, 0.0, None)
             else:
                 outcome = upstream.result()
             plan = flight.plan
+            now = flight.progress_now()
             try:
-                reply = await self._record(caller, plan, outcome, self._record_seconds)
+                reply = await self._record(caller, plan, outcome, self._record_seconds, progress_now=now)
             except Exception as exc:
                 if not is_outage(exc):
                     raise
                 # The database is still away: keep the outcome and record it once it is back.
                 log.warning("reply %s not recorded yet (%s); kept until the database is back", plan.reply_id, exc)
-                self._recording[plan.reply_id] = asyncio.create_task(self._record_later(caller, plan, outcome))
+                self._recording[plan.reply_id] = asyncio.create_task(self._record_later(caller, plan, outcome, now))
                 flight.settled.set_result(Settled(None, _not_recorded(plan)))
                 return
             error: BaseException | None = None
@@ -283,6 +399,7 @@ class Replies:
             log.exception("could not record the outcome of reply %s", flight.plan.reply_id)
             flight.settled.set_result(Settled(None, exc))
         finally:
+            flight._release()
             del self._running[flight]
 
     async def _record(
@@ -293,6 +410,7 @@ class Replies:
         within: float | None,
         *,
         again: bool = False,
+        progress_now: record.Progress | None = None,
     ) -> views.Message | None:
         """Record the outcome, retrying while the database is unreachable, for up to `within`
         seconds (None: for as long as it takes)."""
@@ -301,7 +419,9 @@ class Replies:
         pause = RECORD_PAUSE_MIN
         while True:
             try:
-                return await record.record_outcome(self._store, caller, self.owner, plan, outcome, again=again)
+                return await record.record_outcome(
+                    self._store, caller, self.owner, plan, outcome, again=again, progress_now=progress_now
+                )
             except Exception as exc:
                 if not is_outage(exc) or (deadline is not None and loop.time() + pause > deadline):
                     raise
@@ -309,11 +429,13 @@ class Replies:
             await asyncio.sleep(pause)
             pause = min(pause * 2, RECORD_PAUSE_MAX)
 
-    async def _record_later(self, caller: Caller, plan: Plan, outcome: record.Outcome) -> None:
+    async def _record_later(
+        self, caller: Caller, plan: Plan, outcome: record.Outcome, now: record.Progress
+    ) -> None:
         """Record, once the database is back, an outcome whose client was told it could not be
         recorded; its lease is renewed meanwhile (this task owns it)."""
         try:
-            await self._record(caller, plan, outcome.delayed(), None, again=True)
+            await self._record(caller, plan, outcome.delayed(), None, again=True, progress_now=now)
             log.warning("reply %s recorded after the database came back", plan.reply_id)
         except Exception:  # the lease is no longer renewed: it runs out and the sweep closes the turn
             log.exception("could not record the outcome of reply %s", plan.reply_id)
@@ -336,7 +458,9 @@ class Replies:
             try:
                 live = self._live()
                 if live:
-                    await pending.renew(self._store, self.owner, self.lease.seconds, live)
+                    cancelled = await pending.renew(self._store, self.owner, self.lease.seconds, live)
+                    for reply_id in cancelled:
+                        self.cancel(reply_id)
                 closed = await record.close_expired(self._store)
                 if closed:
                     log.warning("closed out %d pending replies whose server had stopped", closed)
@@ -345,6 +469,14 @@ class Replies:
                     "pending-reply maintenance failed (%s: %s); retrying in %gs", type(exc).__name__, exc, interval
                 )
             await asyncio.sleep(interval)
+
+    def cancel(self, reply_id: uuid.UUID) -> bool:
+        """Stop the reply `reply_id` if this process generates it (it is recorded `cancelled`)."""
+        for flight in self._running:
+            if flight.plan.reply_id == reply_id:
+                flight.interrupt(CANCELLED)
+                return True
+        return False
 
     def drain(self, after: float) -> None:
         """Shutdown has begun: take no new turns; let running replies finish for `after` seconds,
