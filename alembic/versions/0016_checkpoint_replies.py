@@ -6,14 +6,14 @@ batches, to reply_chunks under its lease; the sweep records a reply whose owner 
 and a background response's stream is resumed from them. pending_replies gains the cancel flag
 its owner polls. No stored byte changes.
 
-Revision ID: 0017
+Revision ID: 0016
 Revises: 0014
 """
 
 from service.store.migrate import execute_script
 
-revision = "0017"
-down_revision = "0014"
+revision = "0016"
+down_revision = "0015"
 branch_labels = None
 depends_on = None
 
