@@ -7,7 +7,7 @@ and a background response's stream is resumed from them. pending_replies gains t
 its owner polls. No stored byte changes.
 
 Revision ID: 0016
-Revises: 0014
+Revises: 0015
 """
 
 from service.store.migrate import execute_script
