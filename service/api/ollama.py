@@ -27,7 +27,7 @@ from service.app import turn as turns_app
 from service.app.caller import Caller
 from service.app.services import Turns
 from service.app.turn import ReplyInFlight, Settled
-from service.app.turn.plan import Tools
+from service.app.turn.plan import Stop, Temperature, Tools, TopP
 from service.domain import errors, views
 from service.domain.ollama import OllamaMessage, done_reason, ollama_message, response_format, utterances
 from service.upstream import ReasoningDelta, RefusalDelta, Said, TextDelta, ToolCallDelta
@@ -36,16 +36,13 @@ MEDIA_TYPE = "application/x-ndjson"
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # no proxy may buffer a stream
 EPOCH = "1970-01-01T00:00:00Z"  # the `modified_at` of every model: convtree does not know when a provider's changed
 
-Stop = Annotated[list[Annotated[str, msgspec.Meta(min_length=1)]], msgspec.Meta(max_length=4)]
-
-
 class Options(msgspec.Struct, kw_only=True):
     """Ollama's `options`: those a turn's params have are honoured (`num_predict` is `max_tokens`;
     0 or less, Ollama's "no limit", is the provider's default); the others (`num_ctx`, `top_k`, …)
     are the model server's own and are ignored, as Ollama ignores options a model does not have."""
 
-    temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] | None = None
-    top_p: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
     seed: int | None = None
     num_predict: int | None = None
     stop: Stop | None = None

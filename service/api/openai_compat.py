@@ -24,7 +24,6 @@ from service.app import window as windows
 from service.app.caller import Caller
 from service.app.turn import ReplyInFlight, Settled
 from service.app.services import Turns
-from service.app.turn.plan import CompletionMetadata, ReasoningEffort, ToolChoice, Tools, TopLogprobs
 from service.domain import errors, views
 from service.domain.message import UNSET, Content, FunctionToolCall, Role, ToolCall, carried, check, text_of
 from service.upstream import ReasoningDelta, RefusalDelta, Said, TextDelta
@@ -65,33 +64,24 @@ class StreamOptions(msgspec.Struct):
     include_usage: bool = False
 
 
-class ChatCompletionRequest(msgspec.Struct, kw_only=True):
+class ChatCompletionRequest(
+    turns_app.Params, kw_only=True, frozen=True, omit_defaults=False, forbid_unknown_fields=False
+):
     """OpenAI's request, plus `conversation_id` and `parent_message_id` as in the web ChatGPT
     protocol. What the model is asked besides the messages (sampling, `tools`, `tool_choice`,
-    `parallel_tool_calls`, `response_format`, `logprobs`, `reasoning_effort`, `metadata`) is passed
-    to the provider as given and recorded in the reply's `generation.params`. Unknown fields are
-    ignored; fields convtree cannot honour are refused, by name: `n` above 1 (one reply per turn),
-    `functions` and `function_call` (use `tools`), `audio` and an audio `modalities`."""
+    `parallel_tool_calls`, `response_format`, `logprobs`, `reasoning_effort`, `metadata`) is a
+    turn's `Params`, under the same names and limits: passed to the provider as given and recorded
+    in the reply's `generation.params`. Unknown fields are ignored; fields convtree cannot honour
+    are refused, by name: `n` above 1 (one reply per turn), `functions` and `function_call` (use
+    `tools`), `audio` and an audio `modalities`."""
 
     model: Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=schemas.NO_NUL)]
     messages: Annotated[list[InputMessage], msgspec.Meta(min_length=1, max_length=10_000)]
     stream: bool = False
     stream_options: StreamOptions | None = None
-    temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] | None = None
-    top_p: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
-    max_tokens: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
-    max_completion_tokens: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
-    stop: str | Annotated[list[str], msgspec.Meta(max_length=4)] | None = None
-    seed: int | None = None
+    # Wider than Params.stop: a lone string too, as OpenAI's API takes it (_chat lists it).
+    stop: str | Annotated[list[str], msgspec.Meta(max_length=4)] | None = None  # type: ignore[assignment]
     n: int | None = None
-    tools: Tools | None = None
-    tool_choice: ToolChoice | None = None
-    parallel_tool_calls: bool | None = None
-    response_format: dict[str, Any] | None = None
-    logprobs: bool | None = None
-    top_logprobs: TopLogprobs | None = None
-    reasoning_effort: ReasoningEffort | None = None
-    metadata: CompletionMetadata | None = None
     user: str | None = None
     functions: Any = None  # refused: use tools
     function_call: Any = None  # refused: use tool_choice
