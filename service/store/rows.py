@@ -13,6 +13,7 @@ import msgspec
 
 from service.domain import views
 from service.domain.events import Columns, Envelope, Sealed, message_metadata, with_payload
+from service.domain.message import carried
 from service.domain.tree import ConversationState, Node, Scope
 
 R = TypeVar("R", bound=msgspec.Struct)
@@ -35,8 +36,12 @@ def record(shape: type[R], row: asyncpg.Record | None) -> R | None:
 
 
 def _check(shape: type[msgspec.Struct], row: asyncpg.Record) -> None:
-    if tuple(row.keys()) != shape.__struct_fields__:
-        raise TypeError(f"{shape.__name__} has fields {shape.__struct_fields__}, the row {tuple(row.keys())}")
+    _check_columns(shape.__name__, shape.__struct_fields__, row)
+
+
+def _check_columns(name: str, fields: tuple[str, ...], row: asyncpg.Record) -> None:
+    if tuple(row.keys()) != fields:
+        raise TypeError(f"{name} has fields {fields}, the row {tuple(row.keys())}")
 
 
 # --- conversations ------------------------------------------------------------------------------
@@ -120,34 +125,8 @@ class StateRow(msgspec.Struct, frozen=True):
     base_depth: int | None
 
 
-class AppendRow(StateRow, frozen=True):
-    """begin_append: begin_write's row, and one message as find_nodes sees it (all None: none)."""
-
-    node_id: uuid.UUID | None
-    node_conversation_id: uuid.UUID | None
-    node_parent_id: uuid.UUID | None
-    node_role: str | None
-    node_depth: int | None
-    node_body_sha256: bytes | None
-    node_payload: str | None
-    node_visible: bool | None
-    node_has_children: bool | None
-    node_digest_key: bytes | None
-    node_path_digest: bytes | None
-
-
 def state(conversation_id: uuid.UUID, row: StateRow) -> ConversationState:
-    return ConversationState(
-        conversation_id=conversation_id,
-        family_id=row.family_id,
-        head_id=row.head_id,
-        message_count=row.message_count,
-        leaf_count=row.leaf_count,
-        last_seq=row.last_seq,
-        last_hash=row.last_hash,
-        base_id=row.base_id,
-        base_depth=row.base_depth,
-    )
+    return carried(ConversationState, row, conversation_id=conversation_id)
 
 
 class NodeRow(msgspec.Struct, frozen=True):
@@ -166,32 +145,27 @@ class NodeRow(msgspec.Struct, frozen=True):
     path_digest: bytes | None
 
 
-def appended_node(row: AppendRow) -> NodeRow | None:
-    """begin_append's message, if the row has one."""
-    if row.node_id is None:
-        return None
-    return NodeRow(
-        row.node_id, row.node_conversation_id, row.node_parent_id, row.node_role, row.node_depth,  # type: ignore[arg-type]
-        row.node_body_sha256, row.node_payload, row.node_visible, row.node_has_children,  # type: ignore[arg-type]
-        row.node_digest_key, row.node_path_digest,
-    )  # fmt: skip
+class AppendRow(msgspec.Struct, frozen=True):
+    """begin_append: begin_write's row, and one message as find_nodes sees it (None: none)."""
+
+    state: StateRow
+    node: NodeRow | None
+
+
+# begin_append's columns: begin_write's, then find_nodes' with a `node_` prefix (all NULL: no message).
+_APPEND_COLUMNS = StateRow.__struct_fields__ + tuple(f"node_{name}" for name in NodeRow.__struct_fields__)
+
+
+def append_records(rows: Sequence[asyncpg.Record]) -> list[AppendRow]:
+    """begin_append's rows, each cut into its two shapes where the `node_` columns begin."""
+    if rows:
+        _check_columns("AppendRow", _APPEND_COLUMNS, rows[0])
+    cut = len(StateRow.__struct_fields__)
+    return [AppendRow(StateRow(*row[:cut]), None if row[cut] is None else NodeRow(*row[cut:])) for row in rows]
 
 
 def node(row: NodeRow) -> Node:
-    return Node(
-        message_id=row.message_id,
-        conversation_id=row.conversation_id,
-        parent_id=row.parent_id,
-        role=row.role,
-        depth=row.depth,
-        body_sha256=row.body_sha256,
-        metadata=message_metadata(row.payload),
-        has_children=row.has_children,
-        visible=row.visible,
-        digest_key=row.digest_key,
-        payload=row.payload,
-        path_digest=row.path_digest,
-    )
+    return carried(Node, row, metadata=message_metadata(row.payload))
 
 
 class RootRow(msgspec.Struct, frozen=True):
