@@ -209,8 +209,17 @@ def redaction(at: datetime | None, by: str | None, reason: str | None, erased: b
 def message(row: MessageRow) -> views.Message:
     """A message row as the message it is: its place from the columns, what it says from its role,
     body and payload (every payload field, by name: a field added to the message needs nothing here)."""
+    return _message(views.Message, row)
+
+
+M = TypeVar("M", bound=views.Message)
+
+
+def _message(shape: type[M], row: MessageRow | PathRow, **place: Any) -> M:
+    """`message` and `path_message`: a row of either as a `shape`, with its `place` (a path
+    message's among its siblings)."""
     redacted = redaction(row.redacted_at, row.redacted_by, row.redaction_reason, row.redaction_erased)
-    built = views.Message(
+    built = shape(
         metadata={},  # the payload's, as every field it holds: with_payload
         id=row.message_id,
         conversation_id=row.conversation_id,
@@ -219,10 +228,11 @@ def message(row: MessageRow) -> views.Message:
         content=views.REDACTED_CONTENT,  # what it says: its body, unless redacted (with_payload)
         depth=row.depth,
         seq=row.seq,
-        created_at=row.created_at,
+        created_at=row.created_at,  # type: ignore[arg-type]  # a path row off the path has none: never built
         redacted=redacted,
+        **place,
     )
-    return with_payload(built, row.payload, row.content if redacted is None else None)
+    return with_payload(built, row.payload, row.content if redacted is None else None)  # type: ignore[arg-type]
 
 
 class PathRow(msgspec.Struct, frozen=True, gc=False):
@@ -249,22 +259,7 @@ class PathRow(msgspec.Struct, frozen=True, gc=False):
 def path_message(row: PathRow, place: tuple[int, int]) -> views.PathMessage:
     """A path row as the message it is (as `message` builds one), at `place` (sibling count,
     position) among its siblings."""
-    redacted = redaction(row.redacted_at, row.redacted_by, row.redaction_reason, row.redaction_erased)
-    built = views.PathMessage(
-        metadata={},  # the payload's, as every field it holds: with_payload
-        id=row.message_id,
-        conversation_id=row.conversation_id,
-        parent_message_id=row.parent_id,
-        role=row.role,  # type: ignore[arg-type]
-        content=views.REDACTED_CONTENT,  # what it says: its body, unless redacted (with_payload)
-        depth=row.depth,
-        seq=row.seq,
-        created_at=row.created_at,  # type: ignore[arg-type]
-        redacted=redacted,
-        sibling_count=place[0],
-        sibling_position=place[1],
-    )
-    return with_payload(built, row.payload, row.content if redacted is None else None)  # type: ignore[arg-type]
+    return _message(views.PathMessage, row, sibling_count=place[0], sibling_position=place[1])
 
 
 class LeafRow(msgspec.Struct, frozen=True):
