@@ -13,17 +13,8 @@ import pytest
 from service.domain.ollama import call_id
 from tests.servers import model_api as api
 from tests.servers import ollama_client as client
-from tests.turnkit import assert_settled, sent_messages
+from tests.turnkit import TIME, WEATHER, assert_settled, sent_messages
 
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "weather",
-        "description": "The weather in a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-}
-TIME = {"type": "function", "function": {"name": "time", "parameters": {"type": "object", "properties": {}}}}
 QUESTION = "weather in Oslo?"
 ARGUMENTS = '{"said":"weather in Oslo?"}'  # as stored: the compact JSON an Ollama client sends back
 # The fake model server's two protocols: OpenAI's (calls with ids, arguments as text in fragments)

@@ -14,17 +14,8 @@ import openai
 
 from tests.servers import model_api as api
 from tests.servers import openai_alias_client as client
-from tests.turnkit import assert_settled, sent_messages
+from tests.turnkit import TIME, WEATHER, assert_settled, sent_messages
 
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "weather",
-        "description": "The weather in a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-}
-TIME = {"type": "function", "function": {"name": "time", "parameters": {"type": "object", "properties": {}}}}
 ASKED = json.dumps({"said": "weather in Oslo?"})
 
 
