@@ -18,7 +18,7 @@ import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from typing import Any, Literal, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 import asyncpg
 import httpx
@@ -37,6 +37,10 @@ from service.upstream.registry import Secret, parse_config
 from tests.fakeupstream import FakeUpstream
 from tests.inthread import InThread
 from tests.postgres import SERVICE_ROLE, Databases, run
+
+if TYPE_CHECKING:
+    import ollama
+    import openai
 
 
 def free_port() -> int:
@@ -305,8 +309,44 @@ def model_server(databases: Databases, upstream_server: FakeUpstream) -> Iterato
 
 
 @pytest.fixture
-def model_api(model_server: Server, upstream: FakeUpstream) -> Iterator[httpx.Client]:
-    """A client of the model server, authenticated as a fresh tenant."""
-    _, key = model_server.new_key()
-    with model_server.client(key) as client:
+def model_key(model_server: Server, upstream: FakeUpstream) -> tuple[str, str]:
+    """A fresh tenant of the model server and its key, the fake model server reset: each test sees
+    only its own data. The clients below are this tenant's."""
+    return model_server.new_key()
+
+
+@pytest.fixture
+def model_api(model_server: Server, model_key: tuple[str, str]) -> Iterator[httpx.Client]:
+    """A client of the model server's native API."""
+    with model_server.client(model_key[1]) as client:
         yield client
+
+
+# The official clients of the model server's compatible doors. No retries: a test sees each answer
+# as the server gave it. A test module names one as its tests do by importing it under that name.
+
+
+@pytest.fixture
+def openai_client(model_server: Server, model_key: tuple[str, str]) -> Iterator[openai.OpenAI]:
+    """At the OpenAI base path (`/openai/v1`), where an OpenAI client's base_url points."""
+    import openai
+
+    with openai.OpenAI(base_url=model_server.base_url + "/openai/v1", api_key=model_key[1], max_retries=0) as c:
+        yield c
+
+
+@pytest.fixture
+def openai_alias_client(model_server: Server, model_key: tuple[str, str]) -> Iterator[openai.OpenAI]:
+    """At `/v1`, where chat completions and the model list are also served."""
+    import openai
+
+    with openai.OpenAI(base_url=model_server.base_url + "/v1", api_key=model_key[1], max_retries=0) as c:
+        yield c
+
+
+@pytest.fixture
+def ollama_client(model_server: Server, model_key: tuple[str, str]) -> Iterator[ollama.Client]:
+    import ollama
+
+    with ollama.Client(host=model_server.base_url, headers={"Authorization": f"Bearer {model_key[1]}"}) as c:
+        yield c

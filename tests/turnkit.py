@@ -13,6 +13,17 @@ import httpx
 
 from tests.postgres import fetch
 
+# Tools as OpenAI's and Ollama's clients declare them: one with an argument, one without.
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "weather",
+        "description": "The weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+TIME = {"type": "function", "function": {"name": "time", "parameters": {"type": "object", "properties": {}}}}
+
 
 def turn(api: httpx.Client, cid: str, content: str, status: int = 201, **body: Any) -> dict[str, Any]:
     r = api.post(f"/v1/conversations/{cid}/turns", json={"content": content, **body})

@@ -38,6 +38,7 @@ CACHED = (
 )
 CACHED_PAST = "With `as_of`, the past does not move: " + CACHED[0].lower() + CACHED[1:]
 Limit = Annotated[int, QueryParameter(ge=1, le=200, description="Page size.")]
+Cursor = Annotated[str | None, QueryParameter(max_length=200, description="`next_cursor` of the previous page.")]
 Last = Annotated[
     int | None,
     QueryParameter(
@@ -89,9 +90,7 @@ class ConversationController(Controller):
         caller: NamedDependency[Caller],
         conversations_service: NamedDependency[Conversations],
         limit: Limit = 50,
-        cursor: Annotated[
-            str | None, QueryParameter(max_length=200, description="`next_cursor` of the previous page.")
-        ] = None,
+        cursor: Cursor = None,
     ) -> schemas.ConversationPage:
         page = await conversations_service.list_page(caller, limit, cursor)
         return schemas.ConversationPage(items=page.items, next_cursor=page.next_cursor)

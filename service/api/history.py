@@ -23,7 +23,7 @@ from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter,
 from litestar.response import ServerSentEvent, ServerSentEventMessage, Stream
 
 from service.api import schemas
-from service.api.conversations import IDEMPOTENCY_KEY
+from service.api.conversations import AUTH, IDEMPOTENCY_KEY
 from service.api.deps import json_response, keyed, written
 from service.api.problems import responses
 from service.app import feed as feed_app
@@ -35,7 +35,6 @@ from service.domain.audit import AuditReport
 from service.domain.events import MAX_SEQ
 from service.domain.redaction import RedactMessage
 
-AUTH = (errors.Unauthorized, 422)  # 400 too where the body is JSON: it may not be JSON at all
 NDJSON = "application/x-ndjson"
 EVENT_STREAM = "text/event-stream"
 SSE_RETRY_MS = 2000

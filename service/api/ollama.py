@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -22,12 +22,12 @@ import service
 from service.api import schemas
 from service.api.deps import REPLAYED, json_response, keyed
 from service.api.problems import responses
-from service.api.turns import IDEMPOTENCY_KEY, TURN_ERRORS, stream_error, wait_settled
+from service.api.turns import IDEMPOTENCY_KEY, TURN_ERRORS, relayed, settled_reply, stream_error
 from service.app import turn as turns_app
 from service.app.caller import Caller
 from service.app.services import Turns
-from service.app.turn import CLIENT_LEFT, ReplyInFlight, Settled
-from service.app.turn.plan import Tools
+from service.app.turn import ReplyInFlight, Settled
+from service.app.turn.plan import Stop, Temperature, Tools, TopP
 from service.domain import errors, views
 from service.domain.ollama import OllamaMessage, done_reason, ollama_message, response_format, utterances
 from service.upstream import ReasoningDelta, RefusalDelta, Said, TextDelta, ToolCallDelta
@@ -36,16 +36,13 @@ MEDIA_TYPE = "application/x-ndjson"
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # no proxy may buffer a stream
 EPOCH = "1970-01-01T00:00:00Z"  # the `modified_at` of every model: convtree does not know when a provider's changed
 
-Stop = Annotated[list[Annotated[str, msgspec.Meta(min_length=1)]], msgspec.Meta(max_length=4)]
-
-
 class Options(msgspec.Struct, kw_only=True):
     """Ollama's `options`: those a turn's params have are honoured (`num_predict` is `max_tokens`;
     0 or less, Ollama's "no limit", is the provider's default); the others (`num_ctx`, `top_k`, …)
     are the model server's own and are ignored, as Ollama ignores options a model does not have."""
 
-    temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] | None = None
-    top_p: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
     seed: int | None = None
     num_predict: int | None = None
     stop: Stop | None = None
@@ -185,11 +182,8 @@ class OllamaController(Controller):
         if data.stream:
             # The return annotation is the JSON answer's OpenAPI schema; a stream is documented beside it.
             return _lines(_stream(request, begun, turns_service.keepalive))  # type: ignore[return-value]
-        settled = await wait_settled(request.receive, begun)
-        if settled.error is not None:
-            raise settled.error
-        assert settled.reply is not None
-        return json_response(_answer(begun.plan.conversation_id, settled.reply), 200)
+        reply = await settled_reply(request.receive, begun)
+        return json_response(_answer(begun.plan.conversation_id, reply), 200)
 
     @get(
         "/tags",
@@ -305,7 +299,7 @@ def _replayed(answered: turns_app.Answered, *, stream: bool) -> Response[Any]:
     return _lines(_once(_encode(text), _encode(_last(answered.conversation_id, reply))), REPLAYED)
 
 
-async def _stream(request: Request[Any, Any, State], generation: ReplyInFlight, quiet: float) -> AsyncIterator[bytes]:
+def _stream(request: Request[Any, Any, State], generation: ReplyInFlight, quiet: float) -> AsyncIterator[bytes]:
     plan = generation.plan
 
     def line(piece: TextDelta | ReasoningDelta | RefusalDelta | str) -> bytes:
@@ -320,31 +314,27 @@ async def _stream(request: Request[Any, Any, State], generation: ReplyInFlight, 
         )  # fmt: skip
         return _encode(value)
 
-    settled: Settled | None = None
-    try:
-        # Nothing before the turn is committed; then the text so far, in one write. While it is
-        # quiet, a line with no text keeps the connection alive (NDJSON has no comments, and an
-        # Ollama client reads every line as a JSON object).
-        # Tool calls come whole in the last line, as Ollama sends them: their fragments make no line.
-        if await generation.committed():
-            yield line("") + b"".join(line(piece) for piece in _said(generation.arrived()))
-            async for pieces in generation.deltas(quiet):
-                if not pieces:
-                    yield line("")
-                elif said := b"".join(line(piece) for piece in _said(pieces)):
-                    yield said
-        async for settled in generation.outcome(quiet):
-            if settled is None:
-                yield line("")
-    finally:
-        if settled is None:  # the client left: stop the model now (see service.api.turns)
-            generation.interrupt(CLIENT_LEFT)
-    assert settled is not None
-    if settled.error is not None or settled.reply is None or settled.reply.generation is None:
-        problem = stream_error(request, settled.error or errors.ReplyAbandoned(), settled.reply)
-        yield _encode({"error": problem.detail or problem.title, "problem": problem})
-        return
-    yield _encode(_last(plan.conversation_id, settled.reply))
+    def lines(pieces: list[Said]) -> bytes:
+        return b"".join(line(piece) for piece in _said(pieces))
+
+    def end(settled: Settled) -> Iterator[bytes]:
+        if settled.error is not None or settled.reply is None or settled.reply.generation is None:
+            problem = stream_error(request, settled.error or errors.ReplyAbandoned(), settled.reply)
+            yield _encode({"error": problem.detail or problem.title, "problem": problem})
+        else:
+            yield _encode(_last(plan.conversation_id, settled.reply))
+
+    # The text so far in the first write (see service.api.turns). While it is quiet, a line with no
+    # text keeps the connection alive (NDJSON has no comments, and an Ollama client reads every line
+    # as a JSON object). Tool calls come whole in the last line, as Ollama sends them: their
+    # fragments make no line.
+    return relayed(
+        generation,
+        quiet,
+        first=lambda pieces: line("") + lines(pieces),
+        more=lambda pieces: lines(pieces) if pieces else line(""),
+        end=end,
+    )
 
 
 def _said(pieces: Iterable[Said]) -> list[TextDelta | ReasoningDelta | RefusalDelta]:

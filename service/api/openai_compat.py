@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -18,13 +18,12 @@ from litestar.params import HeaderParameter, JSONBody
 from service.api import schemas, sse
 from service.api.deps import REPLAYED, json_response, keyed
 from service.api.problems import OPENAI_BASE, openai_error, responses
-from service.api.turns import IDEMPOTENCY_KEY, TURN_ERRORS, stream_error, wait_settled
+from service.api.turns import IDEMPOTENCY_KEY, TURN_ERRORS, relayed, settled_reply, stream_error
 from service.app import turn as turns_app
 from service.app import window as windows
 from service.app.caller import Caller
-from service.app.turn import CLIENT_LEFT, ReplyInFlight, Settled
+from service.app.turn import ReplyInFlight, Settled
 from service.app.services import Turns
-from service.app.turn.plan import CompletionMetadata, ReasoningEffort, ToolChoice, Tools, TopLogprobs
 from service.domain import errors, views
 from service.domain.message import UNSET, Content, FunctionToolCall, Role, ToolCall, carried, check, text_of
 from service.upstream import ReasoningDelta, RefusalDelta, Said, TextDelta
@@ -65,33 +64,24 @@ class StreamOptions(msgspec.Struct):
     include_usage: bool = False
 
 
-class ChatCompletionRequest(msgspec.Struct, kw_only=True):
+class ChatCompletionRequest(
+    turns_app.Params, kw_only=True, frozen=True, omit_defaults=False, forbid_unknown_fields=False
+):
     """OpenAI's request, plus `conversation_id` and `parent_message_id` as in the web ChatGPT
     protocol. What the model is asked besides the messages (sampling, `tools`, `tool_choice`,
-    `parallel_tool_calls`, `response_format`, `logprobs`, `reasoning_effort`, `metadata`) is passed
-    to the provider as given and recorded in the reply's `generation.params`. Unknown fields are
-    ignored; fields convtree cannot honour are refused, by name: `n` above 1 (one reply per turn),
-    `functions` and `function_call` (use `tools`), `audio` and an audio `modalities`."""
+    `parallel_tool_calls`, `response_format`, `logprobs`, `reasoning_effort`, `metadata`) is a
+    turn's `Params`, under the same names and limits: passed to the provider as given and recorded
+    in the reply's `generation.params`. Unknown fields are ignored; fields convtree cannot honour
+    are refused, by name: `n` above 1 (one reply per turn), `functions` and `function_call` (use
+    `tools`), `audio` and an audio `modalities`."""
 
     model: Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=schemas.NO_NUL)]
     messages: Annotated[list[InputMessage], msgspec.Meta(min_length=1, max_length=10_000)]
     stream: bool = False
     stream_options: StreamOptions | None = None
-    temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] | None = None
-    top_p: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
-    max_tokens: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
-    max_completion_tokens: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
-    stop: str | Annotated[list[str], msgspec.Meta(max_length=4)] | None = None
-    seed: int | None = None
+    # Wider than Params.stop: a lone string too, as OpenAI's API takes it (_chat lists it).
+    stop: str | Annotated[list[str], msgspec.Meta(max_length=4)] | None = None  # type: ignore[assignment]
     n: int | None = None
-    tools: Tools | None = None
-    tool_choice: ToolChoice | None = None
-    parallel_tool_calls: bool | None = None
-    response_format: dict[str, Any] | None = None
-    logprobs: bool | None = None
-    top_logprobs: TopLogprobs | None = None
-    reasoning_effort: ReasoningEffort | None = None
-    metadata: CompletionMetadata | None = None
     user: str | None = None
     functions: Any = None  # refused: use tools
     function_call: Any = None  # refused: use tool_choice
@@ -249,12 +239,9 @@ class OpenAICompatController(Controller):
             # request is answered with a Stream, documented by the route's `streams` option.
             stream = sse.response(_chunks(request, generation, created, include_usage, turns_service.keepalive), ids)
             return stream  # type: ignore[return-value]
-        settled = await wait_settled(request.receive, generation)
-        if settled.error is not None:
-            raise settled.error
-        assert settled.reply is not None
+        reply = await settled_reply(request.receive, generation)
         # Stamped with the reply's time, as a retry's replay is.
-        completion = _completion(plan.conversation_id, settled.reply, int(settled.reply.created_at.timestamp()))
+        completion = _completion(plan.conversation_id, reply, int(reply.created_at.timestamp()))
         return json_response(completion, 200, ids)
 
     @get(
@@ -425,59 +412,49 @@ def _replayed(answered: turns_app.Answered, *, stream: bool, include_usage: bool
     return sse.response(sse.replay(*chunks, sse.event(None, b"[DONE]")), headers)
 
 
-async def _chunks(
+def _chunks(
     request: Request[Any, Any, State], generation: ReplyInFlight, created: int, include_usage: bool, quiet: float
 ) -> AsyncIterator[bytes]:
     plan = generation.plan
 
-    def chunk(delta: ChunkDelta, finish_reason: str | None = None, model: str | None = None) -> bytes:
+    def chunk(
+        delta: ChunkDelta | None, finish_reason: str | None = None, model: str | None = None, usage: Usage | None = None
+    ) -> bytes:
+        # No delta: the usage chunk, whose `choices` is empty.
         value = ChatCompletionChunk(
             id=_completion_id(plan),
             created=created,
             model=model or plan.model,
-            choices=[ChunkChoice(0, delta, finish_reason)],
+            choices=[] if delta is None else [ChunkChoice(0, delta, finish_reason)],
+            usage=usage,
             conversation_id=plan.conversation_id,
             message_id=plan.reply_id,
             provider=plan.provider.name,
         )
         return sse.event(None, _encode(value))
 
-    settled: Settled | None = None
-    try:
-        # Nothing before the turn is committed; then the first chunk with the ids, in one write with
-        # the text so far; keep-alive comments while it is quiet (see service.api.turns).
-        if await generation.committed():
-            yield chunk(ChunkDelta(role="assistant", content="")) + b"".join(
-                chunk(_delta(piece)) for piece in generation.arrived()
-            )
-            async for pieces in generation.deltas(quiet):
-                yield b"".join(chunk(_delta(piece)) for piece in pieces) or sse.KEEPALIVE
-        async for settled in generation.outcome(quiet):
-            if settled is None:
-                yield sse.KEEPALIVE
-    finally:
-        if settled is None:  # the client left: stop the model now (see service.api.turns)
-            generation.interrupt(CLIENT_LEFT)
-    assert settled is not None
-    if settled.error is not None or settled.reply is None or settled.reply.generation is None:
-        problem = stream_error(request, settled.error or errors.ReplyAbandoned(), settled.reply)
-        yield sse.event(None, _encode({"error": openai_error(problem), "problem": problem}))
-        return
-    g = settled.reply.generation
-    yield chunk(ChunkDelta(), g.finish_reason or "stop", g.model)
-    if include_usage:
-        usage = ChatCompletionChunk(
-            id=_completion_id(plan),
-            created=created,
-            model=g.model,
-            choices=[],
-            usage=_usage(settled.reply),
-            conversation_id=plan.conversation_id,
-            message_id=plan.reply_id,
-            provider=plan.provider.name,
-        )
-        yield sse.event(None, _encode(usage))
-    yield sse.event(None, b"[DONE]")
+    def deltas(pieces: list[Said]) -> bytes:
+        return b"".join(chunk(_delta(piece)) for piece in pieces)
+
+    def end(settled: Settled) -> Iterator[bytes]:
+        if settled.error is not None or settled.reply is None or settled.reply.generation is None:
+            problem = stream_error(request, settled.error or errors.ReplyAbandoned(), settled.reply)
+            yield sse.event(None, _encode({"error": openai_error(problem), "problem": problem}))
+            return
+        g = settled.reply.generation
+        yield chunk(ChunkDelta(), g.finish_reason or "stop", g.model)
+        if include_usage:
+            yield chunk(None, model=g.model, usage=_usage(settled.reply))
+        yield sse.event(None, b"[DONE]")
+
+    # The first chunk carries the ids, in one write with the text so far (see service.api.turns).
+    return relayed(
+        generation,
+        quiet,
+        first=lambda pieces: chunk(ChunkDelta(role="assistant", content="")) + deltas(pieces),
+        more=lambda pieces: deltas(pieces) or sse.KEEPALIVE,
+        end=end,
+    )
 
 
 def _usage(reply: views.Message) -> Usage | None:

@@ -9,10 +9,10 @@ import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.params import FromPath, JSONBody
 
 from service.api import schemas
-from service.api.conversations import AUTH, IDEMPOTENCY_KEY, WRITE, Limit
+from service.api.conversations import AUTH, IDEMPOTENCY_KEY, WRITE, Cursor, Limit
 from service.api.deps import keyed, written
 from service.api.problems import responses
 from service.api.turns import Name, ParamsField, WindowField
@@ -131,9 +131,7 @@ class ReplayController(Controller):
         caller: NamedDependency[Caller],
         replays_service: NamedDependency[Replays],
         limit: Limit = 50,
-        cursor: Annotated[
-            str | None, QueryParameter(max_length=200, description="`next_cursor` of the previous page.")
-        ] = None,
+        cursor: Cursor = None,
     ) -> app.ReplayRunPage:
         return await replays_service.of_conversation(caller, conversation_id, limit, cursor)
 

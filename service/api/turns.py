@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Annotated, Any
 
 import msgspec
@@ -209,14 +209,9 @@ async def _respond(
     )
     if stream:
         return sse.response(_events(request, generation, started, quiet))
-    settled = await wait_settled(request.receive, generation)
-    if settled.error is not None:
-        raise settled.error
-    assert settled.reply is not None
-    result = TurnResult(
-        **msgspec.structs.asdict(started), user_message=plan.user_message, assistant_message=settled.reply
-    )
-    return json_response(result, 201, {"Location": _location(settled.reply)})
+    reply = await settled_reply(request.receive, generation)
+    result = TurnResult(**msgspec.structs.asdict(started), user_message=plan.user_message, assistant_message=reply)
+    return json_response(result, 201, {"Location": _location(reply)})
 
 
 def _answered(answered: turns_app.Answered, *, stream: bool) -> Response[Any]:
@@ -239,31 +234,66 @@ def _answered(answered: turns_app.Answered, *, stream: bool) -> Response[Any]:
     return json_response(result, status, {**REPLAYED, "Location": _location(reply)})
 
 
-async def _events(
+def _events(
     request: Request[Any, Any, State], generation: ReplyInFlight, started: TurnStarted, quiet: float
 ) -> AsyncIterator[bytes]:
+    def end(settled: Settled) -> Iterator[bytes]:
+        if settled.error is None:
+            yield _sse("done", settled.reply)
+        else:
+            yield _sse("error", stream_error(request, settled.error, settled.reply))
+
+    return relayed(
+        generation,
+        quiet,
+        first=lambda pieces: _sse("turn", started) + _text_deltas(pieces),
+        more=lambda pieces: _text_deltas(pieces) or sse.KEEPALIVE,
+        end=end,
+    )
+
+
+async def relayed(
+    generation: ReplyInFlight,
+    quiet: float,
+    *,
+    first: Callable[[list[Said]], bytes],
+    more: Callable[[list[Said]], bytes],
+    end: Callable[[Settled], Iterable[bytes]],
+) -> AsyncIterator[bytes]:
+    """A reply in flight as the writes of a streamed answer, on every door: nothing before the turn
+    is committed; then `first` of what arrived so far, in one write with the turn's ids; `more` of
+    each later batch (an empty write is skipped), and of an empty batch, the door's keep-alive,
+    every `quiet` seconds without a piece (the model slow to start, the record waiting for the
+    database); then `end` of the outcome.
+    A client that leaves (litestar cancels the stream as soon as it sees the disconnect) stops the
+    model at once; the text so far is recorded."""
     settled: Settled | None = None
     try:
-        # Nothing before the turn is committed; then its ids, in one write with the text so far.
-        # A stream quiet for `quiet` seconds (the model slow to start, the record waiting for the
-        # database) gets a keep-alive comment.
         if await generation.committed():
-            yield _sse("turn", started) + _text_deltas(generation.arrived())
+            yield first(generation.arrived())
             async for pieces in generation.deltas(quiet):
-                yield _text_deltas(pieces) or sse.KEEPALIVE
+                if written := more(pieces):
+                    yield written
         async for settled in generation.outcome(quiet):
             if settled is None:
-                yield sse.KEEPALIVE
+                yield more([])
     finally:
-        # Reached without an outcome only when the client left (litestar cancels the stream as
-        # soon as it sees the disconnect): stop the model now; the text so far is recorded.
+        # Reached without an outcome only when the client left: stop the model now.
         if settled is None:
             generation.interrupt(CLIENT_LEFT)
     assert settled is not None
-    if settled.error is None:
-        yield _sse("done", settled.reply)
-    else:
-        yield _sse("error", stream_error(request, settled.error, settled.reply))
+    for written in end(settled):
+        yield written
+
+
+async def settled_reply(receive: Receive, generation: ReplyInFlight) -> views.Message:
+    """The recorded reply of an answer that is not streamed (the turn's error raised, to be
+    answered as a problem), interrupting the model if the client disconnects while it waits."""
+    settled = await wait_settled(receive, generation)
+    if settled.error is not None:
+        raise settled.error
+    assert settled.reply is not None
+    return settled.reply
 
 
 async def wait_settled(receive: Receive, generation: ReplyInFlight) -> Settled:

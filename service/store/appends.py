@@ -143,11 +143,11 @@ class Appends(Session):
             ids=list(ids),
             with_head=with_head,
         )
-        rows = r.records(r.AppendRow, found)
+        rows = r.append_records(found)
         if not rows:
             return None
-        first = rows[0]
-        nodes = {n.message_id: r.node(n) for n in map(r.appended_node, rows) if n is not None}
+        first = rows[0].state
+        nodes = {row.node.message_id: r.node(row.node) for row in rows if row.node is not None}
         return r.state(conversation_id, first), first.now, list(first.seqs), nodes
 
     async def find_nodes(self, scope: Scope, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Node]:
@@ -215,15 +215,7 @@ class Appends(Session):
     ) -> None:
         """Write events, their bodies, their messages' path digests and the conversation's new
         summary, in the caller's transaction."""
-        with guarded():
-            await self.run(
-                "append_events",
-                **log_arrays(tenant, state.conversation_id, state.family_id, sealed, bodies, paths),
-                **_summary(state, sealed),
-                tenant=tenant,
-                conversation_id=state.conversation_id,
-            )
-        await self.store_blobs(tenant, state.family_id, bodies)
+        await self._write_log("append_events", tenant, state, sealed, bodies, paths)
 
     async def append_turn(
         self,
@@ -242,26 +234,50 @@ class Appends(Session):
         replies already pending that are `around` or answer it."""
         reply_id, user_message_id, provider, model = reply
         first = sealed[0].envelope
+        found = await self._write_log(
+            "append_turn",
+            tenant,
+            state,
+            sealed,
+            bodies,
+            paths,
+            family_id=state.family_id,
+            reply_id=reply_id,
+            user_message_id=user_message_id,
+            provider=provider,
+            model=model,
+            actor=first.actor,
+            request_id=first.request_id,
+            owner=owner,
+            lease_seconds=lease_seconds,
+            around=around,
+        )
+        return [(row["reply_id"], row["user_message_id"]) for row in found]
+
+    async def _write_log(
+        self,
+        query: str,
+        tenant: str,
+        state: ConversationState,
+        sealed: list[Sealed],
+        bodies: dict[uuid.UUID, Stored],
+        paths: Mapping[uuid.UUID, bytes] | None,
+        **params: Any,
+    ) -> list[asyncpg.Record]:
+        """Run `query`, a writer of an existing conversation's log (the part write_events, and the
+        summary `state` once `sealed` is written), with its other `params`; then the bodies' parts
+        out of line. Its rows, if it returns any."""
         with guarded():
             found = await self.rows(
-                "append_turn",
+                query,
                 **log_arrays(tenant, state.conversation_id, state.family_id, sealed, bodies, paths),
                 **_summary(state, sealed),
                 tenant=tenant,
                 conversation_id=state.conversation_id,
-                family_id=state.family_id,
-                reply_id=reply_id,
-                user_message_id=user_message_id,
-                provider=provider,
-                model=model,
-                actor=first.actor,
-                request_id=first.request_id,
-                owner=owner,
-                lease_seconds=lease_seconds,
-                around=around,
+                **params,
             )
         await self.store_blobs(tenant, state.family_id, bodies)
-        return [(row["reply_id"], row["user_message_id"]) for row in found]
+        return found
 
     async def append_messages_if_unchanged(self, writes: Sequence[KnownStateWrite]) -> dict[tuple[str, uuid.UUID], int]:
         """Write one message event each to several conversations, with their bodies and new

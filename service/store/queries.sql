@@ -51,8 +51,9 @@ SELECT family_id, head_id, message_count, leaf_count, last_seq, last_hash, now, 
 -- path digest (a new message's is made from it).
 SELECT w.family_id, w.head_id, w.message_count, w.leaf_count, w.last_seq, w.last_hash, w.now, w.seqs,
        w.base_id, w.base_depth,
-       w.node_id, w.node_conversation_id, w.node_parent_id, w.node_role, w.node_depth, w.node_body_sha256,
-       w.node_payload, w.node_visible, w.node_has_children, b.digest_key AS node_digest_key,
+       -- find_nodes' columns, each prefixed node_ (store/rows.py cuts the row there)
+       w.node_id AS node_message_id, w.node_conversation_id, w.node_parent_id, w.node_role, w.node_depth,
+       w.node_body_sha256, w.node_payload, w.node_visible, w.node_has_children, b.digest_key AS node_digest_key,
        -- A probe by key for each message (a join may scan the family's paths: tests/integration/test_listing_plans.py).
        (SELECT p.path_digest FROM message_paths p
          WHERE p.family_id = w.family_id AND p.message_id = w.node_id) AS node_path_digest

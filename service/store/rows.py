@@ -13,6 +13,7 @@ import msgspec
 
 from service.domain import views
 from service.domain.events import Columns, Envelope, Sealed, message_metadata, with_payload
+from service.domain.message import carried
 from service.domain.tree import ConversationState, Node, Scope
 
 R = TypeVar("R", bound=msgspec.Struct)
@@ -35,8 +36,12 @@ def record(shape: type[R], row: asyncpg.Record | None) -> R | None:
 
 
 def _check(shape: type[msgspec.Struct], row: asyncpg.Record) -> None:
-    if tuple(row.keys()) != shape.__struct_fields__:
-        raise TypeError(f"{shape.__name__} has fields {shape.__struct_fields__}, the row {tuple(row.keys())}")
+    _check_columns(shape.__name__, shape.__struct_fields__, row)
+
+
+def _check_columns(name: str, fields: tuple[str, ...], row: asyncpg.Record) -> None:
+    if tuple(row.keys()) != fields:
+        raise TypeError(f"{name} has fields {fields}, the row {tuple(row.keys())}")
 
 
 # --- conversations ------------------------------------------------------------------------------
@@ -120,34 +125,8 @@ class StateRow(msgspec.Struct, frozen=True):
     base_depth: int | None
 
 
-class AppendRow(StateRow, frozen=True):
-    """begin_append: begin_write's row, and one message as find_nodes sees it (all None: none)."""
-
-    node_id: uuid.UUID | None
-    node_conversation_id: uuid.UUID | None
-    node_parent_id: uuid.UUID | None
-    node_role: str | None
-    node_depth: int | None
-    node_body_sha256: bytes | None
-    node_payload: str | None
-    node_visible: bool | None
-    node_has_children: bool | None
-    node_digest_key: bytes | None
-    node_path_digest: bytes | None
-
-
 def state(conversation_id: uuid.UUID, row: StateRow) -> ConversationState:
-    return ConversationState(
-        conversation_id=conversation_id,
-        family_id=row.family_id,
-        head_id=row.head_id,
-        message_count=row.message_count,
-        leaf_count=row.leaf_count,
-        last_seq=row.last_seq,
-        last_hash=row.last_hash,
-        base_id=row.base_id,
-        base_depth=row.base_depth,
-    )
+    return carried(ConversationState, row, conversation_id=conversation_id)
 
 
 class NodeRow(msgspec.Struct, frozen=True):
@@ -166,32 +145,27 @@ class NodeRow(msgspec.Struct, frozen=True):
     path_digest: bytes | None
 
 
-def appended_node(row: AppendRow) -> NodeRow | None:
-    """begin_append's message, if the row has one."""
-    if row.node_id is None:
-        return None
-    return NodeRow(
-        row.node_id, row.node_conversation_id, row.node_parent_id, row.node_role, row.node_depth,  # type: ignore[arg-type]
-        row.node_body_sha256, row.node_payload, row.node_visible, row.node_has_children,  # type: ignore[arg-type]
-        row.node_digest_key, row.node_path_digest,
-    )  # fmt: skip
+class AppendRow(msgspec.Struct, frozen=True):
+    """begin_append: begin_write's row, and one message as find_nodes sees it (None: none)."""
+
+    state: StateRow
+    node: NodeRow | None
+
+
+# begin_append's columns: begin_write's, then find_nodes' with a `node_` prefix (all NULL: no message).
+_APPEND_COLUMNS = StateRow.__struct_fields__ + tuple(f"node_{name}" for name in NodeRow.__struct_fields__)
+
+
+def append_records(rows: Sequence[asyncpg.Record]) -> list[AppendRow]:
+    """begin_append's rows, each cut into its two shapes where the `node_` columns begin."""
+    if rows:
+        _check_columns("AppendRow", _APPEND_COLUMNS, rows[0])
+    cut = len(StateRow.__struct_fields__)
+    return [AppendRow(StateRow(*row[:cut]), None if row[cut] is None else NodeRow(*row[cut:])) for row in rows]
 
 
 def node(row: NodeRow) -> Node:
-    return Node(
-        message_id=row.message_id,
-        conversation_id=row.conversation_id,
-        parent_id=row.parent_id,
-        role=row.role,
-        depth=row.depth,
-        body_sha256=row.body_sha256,
-        metadata=message_metadata(row.payload),
-        has_children=row.has_children,
-        visible=row.visible,
-        digest_key=row.digest_key,
-        payload=row.payload,
-        path_digest=row.path_digest,
-    )
+    return carried(Node, row, metadata=message_metadata(row.payload))
 
 
 class RootRow(msgspec.Struct, frozen=True):
@@ -235,8 +209,17 @@ def redaction(at: datetime | None, by: str | None, reason: str | None, erased: b
 def message(row: MessageRow) -> views.Message:
     """A message row as the message it is: its place from the columns, what it says from its role,
     body and payload (every payload field, by name: a field added to the message needs nothing here)."""
+    return _message(views.Message, row)
+
+
+M = TypeVar("M", bound=views.Message)
+
+
+def _message(shape: type[M], row: MessageRow | PathRow, **place: Any) -> M:
+    """`message` and `path_message`: a row of either as a `shape`, with its `place` (a path
+    message's among its siblings)."""
     redacted = redaction(row.redacted_at, row.redacted_by, row.redaction_reason, row.redaction_erased)
-    built = views.Message(
+    built = shape(
         metadata={},  # the payload's, as every field it holds: with_payload
         id=row.message_id,
         conversation_id=row.conversation_id,
@@ -245,10 +228,11 @@ def message(row: MessageRow) -> views.Message:
         content=views.REDACTED_CONTENT,  # what it says: its body, unless redacted (with_payload)
         depth=row.depth,
         seq=row.seq,
-        created_at=row.created_at,
+        created_at=row.created_at,  # type: ignore[arg-type]  # a path row off the path has none: never built
         redacted=redacted,
+        **place,
     )
-    return with_payload(built, row.payload, row.content if redacted is None else None)
+    return with_payload(built, row.payload, row.content if redacted is None else None)  # type: ignore[arg-type]
 
 
 class PathRow(msgspec.Struct, frozen=True, gc=False):
@@ -275,22 +259,7 @@ class PathRow(msgspec.Struct, frozen=True, gc=False):
 def path_message(row: PathRow, place: tuple[int, int]) -> views.PathMessage:
     """A path row as the message it is (as `message` builds one), at `place` (sibling count,
     position) among its siblings."""
-    redacted = redaction(row.redacted_at, row.redacted_by, row.redaction_reason, row.redaction_erased)
-    built = views.PathMessage(
-        metadata={},  # the payload's, as every field it holds: with_payload
-        id=row.message_id,
-        conversation_id=row.conversation_id,
-        parent_message_id=row.parent_id,
-        role=row.role,  # type: ignore[arg-type]
-        content=views.REDACTED_CONTENT,  # what it says: its body, unless redacted (with_payload)
-        depth=row.depth,
-        seq=row.seq,
-        created_at=row.created_at,  # type: ignore[arg-type]
-        redacted=redacted,
-        sibling_count=place[0],
-        sibling_position=place[1],
-    )
-    return with_payload(built, row.payload, row.content if redacted is None else None)  # type: ignore[arg-type]
+    return _message(views.PathMessage, row, sibling_count=place[0], sibling_position=place[1])
 
 
 class LeafRow(msgspec.Struct, frozen=True):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Iterator
-from typing import Any
 
 import msgspec
 
@@ -11,6 +10,7 @@ from service.domain.errors import UpstreamProtocolError
 from service.domain.message import UNSET, Content, FunctionToolCall, ToolCall, UnsetType
 from service.upstream import httpclient
 from service.upstream.base import (
+    ChatParams,
     ChatRequest,
     Finished,
     ReasoningDelta,
@@ -39,29 +39,17 @@ class _Sent(msgspec.Struct, omit_defaults=True):
 _sent = message_encoder(_Sent)
 
 
-class _Body(msgspec.Struct, omit_defaults=True):
+class _Body(ChatParams, frozen=True, kw_only=True):
+    """The request: model, messages and what streaming asks, and every param under the name the
+    caller gave it (ChatParams: `max_tokens` is the one every compatible server accepts,
+    `max_completion_tokens` the one OpenAI's reasoning models require); a None param is not sent."""
+
     model: str
     messages: list[_Sent]
     stream: bool  # no default: omit_defaults would drop it
     # Without it the stream carries no token counts; compatible servers that do not know the
     # option ignore it.
     stream_options: dict[str, bool] | None = None
-    temperature: float | None = None
-    # Each under the name the caller gave: `max_tokens` is the one every compatible server accepts,
-    # `max_completion_tokens` the one OpenAI's reasoning models require.
-    max_tokens: int | None = None
-    max_completion_tokens: int | None = None
-    top_p: float | None = None
-    stop: list[str] | None = None
-    seed: int | None = None
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = None
-    parallel_tool_calls: bool | None = None
-    response_format: dict[str, Any] | None = None
-    logprobs: bool | None = None
-    top_logprobs: int | None = None
-    reasoning_effort: str | None = None
-    metadata: dict[str, str] | None = None
 
 
 class _FunctionDelta(msgspec.Struct):
@@ -142,26 +130,12 @@ _models_decoder = msgspec.json.Decoder(_ModelList)
 
 def request_body(request: ChatRequest) -> bytes:
     """The JSON we POST to `/chat/completions` (public so tests can pin the wire format)."""
-    p = request.params
     body = _Body(
         model=request.model,
         stream=True,
         messages=[_sent(m) for m in request.messages],
         stream_options={"include_usage": True},
-        temperature=p.temperature,
-        max_tokens=p.max_tokens,
-        max_completion_tokens=p.max_completion_tokens,
-        top_p=p.top_p,
-        stop=p.stop,
-        seed=p.seed,
-        tools=p.tools,
-        tool_choice=p.tool_choice,
-        parallel_tool_calls=p.parallel_tool_calls,
-        response_format=p.response_format,
-        logprobs=p.logprobs,
-        top_logprobs=p.top_logprobs,
-        reasoning_effort=p.reasoning_effort,
-        metadata=p.metadata,
+        **msgspec.structs.asdict(request.params),
     )
     return msgspec.json.encode(body)
 

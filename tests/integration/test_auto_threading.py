@@ -8,16 +8,16 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
-from collections.abc import Iterator
 
 import asyncpg
 import httpx
 import openai
-import pytest
 
 from service.app.keys import set_auto_thread
 from service.store.events import Store
 from tests.helpers import say
+from tests.servers import model_api as api
+from tests.servers import openai_alias_client as client
 from tests.servers import run
 from tests.turnkit import sent_messages
 
@@ -37,23 +37,6 @@ def set_default(database_url: str, tenant: str, on: bool) -> None:
             await pool.close()
 
     assert run(go()) == 1
-
-
-@pytest.fixture
-def tenant_key(model_server, upstream) -> tuple[str, str]:
-    return model_server.new_key()
-
-
-@pytest.fixture
-def client(model_server, tenant_key) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=model_server.base_url + "/v1", api_key=tenant_key[1], max_retries=0) as c:
-        yield c
-
-
-@pytest.fixture
-def api(model_server, tenant_key) -> Iterator[httpx.Client]:
-    with model_server.client(tenant_key[1]) as c:
-        yield c
 
 
 def ask(client: openai.OpenAI, history: list[dict], headers: dict | None = None, **extra: object) -> tuple[list[dict], dict]:
@@ -282,11 +265,11 @@ def test_stateless_clients_resending_their_history_get_one_conversation_each(mod
             assert contents(api, cid) == pairs(history)
 
 
-def test_the_readme_example_runs(model_server, tenant_key):
+def test_the_readme_example_runs(model_server, model_key):
     from pathlib import Path
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     section = readme.split("### Auto-threading", 1)[1].split("\n## ", 1)[0]
     (example,) = re.findall(r"```python\n(.*?)```", section, re.DOTALL)
     example = example.replace("http://127.0.0.1:8000/v1", model_server.base_url + "/v1")
-    exec(compile(example, "README.md", "exec"), {"KEY": tenant_key[1]})
+    exec(compile(example, "README.md", "exec"), {"KEY": model_key[1]})

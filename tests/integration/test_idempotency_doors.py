@@ -10,7 +10,6 @@ import asyncio
 import json
 import threading
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import asyncpg
@@ -22,6 +21,7 @@ from tests.fakeupstream import Fault
 from tests.helpers import create, problem, say
 from tests.postgres import fetch
 from tests.servers import Server, fake_registry
+from tests.servers import openai_alias_client as client
 from tests.turnkit import assert_settled, sent_messages, sse, turn
 
 
@@ -167,21 +167,10 @@ def test_concurrent_duplicates_of_a_keyed_turn_call_the_model_once(door, model_a
 # --- The OpenAI-compatible door ---------------------------------------------------------------
 
 
-@pytest.fixture
-def tenant_key(model_server, upstream) -> tuple[str, str]:
-    return model_server.new_key()
-
-
-@pytest.fixture
-def client(model_server, tenant_key) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=model_server.base_url + "/v1", api_key=tenant_key[1], max_retries=0) as c:
-        yield c
-
-
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]
 
 
-def test_a_chat_completion_retried_with_its_key_is_the_stored_one(client, model_server, tenant_key, upstream):
+def test_a_chat_completion_retried_with_its_key_is_the_stored_one(client, model_server, model_key, upstream):
     headers = key()
     first = client.chat.completions.create(model="fake-large", messages=MESSAGES, extra_headers=headers)
     raw = client.chat.completions.with_raw_response.create(model="fake-large", messages=MESSAGES, extra_headers=headers)
@@ -189,7 +178,7 @@ def test_a_chat_completion_retried_with_its_key_is_the_stored_one(client, model_
     assert raw.parse().model_dump() == first.model_dump()
     assert first.choices[0].message.content == HELLO + "hi"
     assert len(sent_messages(upstream)) == 1
-    assert conversations(model_server.database_url, tenant_key[0]) == 1
+    assert conversations(model_server.database_url, model_key[0]) == 1
     # The same key with another request: 422, with OpenAI's error object.
     with pytest.raises(openai.UnprocessableEntityError) as refused:
         client.chat.completions.create(model="fake-large", messages=MESSAGES[1:], extra_headers=headers)
@@ -199,7 +188,7 @@ def test_a_chat_completion_retried_with_its_key_is_the_stored_one(client, model_
 
 
 def test_a_streamed_chat_completion_retried_with_its_key_is_replayed_as_a_stream(
-    client, model_server, tenant_key, upstream
+    client, model_server, model_key, upstream
 ):
     headers = key()
 
@@ -218,14 +207,14 @@ def test_a_streamed_chat_completion_retried_with_its_key_is_replayed_as_a_stream
     assert {c.id for c in replayed} == {c.id for c in chunks}
     assert [c.choices[0].finish_reason for c in replayed if c.choices][-1] == "stop"
     assert len(sent_messages(upstream)) == 1
-    assert conversations(model_server.database_url, tenant_key[0]) == 1
+    assert conversations(model_server.database_url, model_key[0]) == 1
 
 
 def test_a_retry_while_the_original_stream_runs_waits_for_it_and_never_calls_the_model_again(
-    model_server, tenant_key, upstream
+    model_server, model_key, upstream
 ):
     upstream.fail_next(Fault.slow_first_byte(1.0))
-    headers = {**key(), "Authorization": f"Bearer {tenant_key[1]}"}
+    headers = {**key(), "Authorization": f"Bearer {model_key[1]}"}
     body = {"model": "fake-large", "messages": MESSAGES, "stream": True}
     with httpx.Client(base_url=model_server.base_url, timeout=30) as http:
         with http.stream("POST", "/v1/chat/completions", json=body, headers=headers) as original:
@@ -246,7 +235,7 @@ def test_a_retry_while_the_original_stream_runs_waits_for_it_and_never_calls_the
     assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"]) == HELLO + "hi"
     assert {c["message_id"] for c in chunks} == {first["message_id"]}
     assert len(sent_messages(upstream)) == 1
-    assert conversations(model_server.database_url, tenant_key[0]) == 1
+    assert conversations(model_server.database_url, model_key[0]) == 1
 
 
 class _LoseFirstResponse(httpx.BaseTransport):
@@ -268,28 +257,28 @@ class _LoseFirstResponse(httpx.BaseTransport):
 
 
 def test_the_openai_client_retrying_a_lost_response_by_itself_gets_the_one_completion(
-    model_server, tenant_key, upstream
+    model_server, model_key, upstream
 ):
     transport = _LoseFirstResponse()
     headers = key()
     with openai.OpenAI(
-        base_url=model_server.base_url + "/v1", api_key=tenant_key[1], max_retries=2,
+        base_url=model_server.base_url + "/v1", api_key=model_key[1], max_retries=2,
         http_client=httpx.Client(transport=transport),
     ) as client:  # fmt: skip
         completion = client.chat.completions.create(model="fake-large", messages=MESSAGES, extra_headers=headers)
     assert transport.attempts == [headers["Idempotency-Key"]] * 2  # the client retried, with the same key
     assert completion.choices[0].message.content == HELLO + "hi"
     assert len(sent_messages(upstream)) == 1
-    assert conversations(model_server.database_url, tenant_key[0]) == 1
+    assert conversations(model_server.database_url, model_key[0]) == 1
     extra = completion.model_extra or {}
     assert_settled(model_server.database_url, extra["conversation_id"])
 
 
-def test_a_replayed_completion_withholds_what_was_redacted_since(client, model_server, tenant_key, upstream):
+def test_a_replayed_completion_withholds_what_was_redacted_since(client, model_server, model_key, upstream):
     headers = key()
     first = client.chat.completions.create(model="fake-large", messages=MESSAGES, extra_headers=headers)
     extra = first.model_extra or {}
-    with model_server.client(tenant_key[1]) as api:
+    with model_server.client(model_key[1]) as api:
         r = api.post(
             f"/v1/conversations/{extra['conversation_id']}/messages/{extra['message_id']}/redact",
             json={"reason": "personal data", "erase": True},

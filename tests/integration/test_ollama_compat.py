@@ -6,35 +6,18 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
 
 import httpx
 import ollama
 import pytest
 
 from tests.fakeupstream import Fault
+from tests.servers import model_api as api
+from tests.servers import ollama_client as client
 from tests.turnkit import assert_settled, sent_messages
 
 HELLO = "Hello from fake-large. You said: "
 PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(40))
-
-
-
-@pytest.fixture
-def key(model_server, upstream) -> str:
-    return model_server.new_key()[1]
-
-
-@pytest.fixture
-def client(model_server, key) -> Iterator[ollama.Client]:
-    with ollama.Client(host=model_server.base_url, headers={"Authorization": f"Bearer {key}"}) as c:
-        yield c
-
-
-@pytest.fixture
-def api(model_server, key) -> Iterator[httpx.Client]:
-    with model_server.client(key) as c:
-        yield c
 
 
 def conversations(api: httpx.Client) -> list[dict]:

@@ -5,47 +5,22 @@ tool results sent back with the whole history continuing one path, and `format` 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 
 import httpx
 import ollama
 import pytest
 
 from service.domain.ollama import call_id
-from tests.turnkit import assert_settled, sent_messages
+from tests.servers import model_api as api
+from tests.servers import ollama_client as client
+from tests.turnkit import TIME, WEATHER, assert_settled, sent_messages
 
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "weather",
-        "description": "The weather in a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-}
-TIME = {"type": "function", "function": {"name": "time", "parameters": {"type": "object", "properties": {}}}}
 QUESTION = "weather in Oslo?"
 ARGUMENTS = '{"said":"weather in Oslo?"}'  # as stored: the compact JSON an Ollama client sends back
 # The fake model server's two protocols: OpenAI's (calls with ids, arguments as text in fragments)
 # and Ollama's (whole calls, no ids, arguments an object).
 MODELS = ["fake/fake-large", "fakeollama/fake-small"]
 SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
-
-
-@pytest.fixture
-def key(model_server, upstream) -> str:
-    return model_server.new_key()[1]
-
-
-@pytest.fixture
-def client(model_server, key) -> Iterator[ollama.Client]:
-    with ollama.Client(host=model_server.base_url, headers={"Authorization": f"Bearer {key}"}) as c:
-        yield c
-
-
-@pytest.fixture
-def api(model_server, key) -> Iterator[httpx.Client]:
-    with model_server.client(key) as c:
-        yield c
 
 
 def bodies(upstream) -> list[dict]:

@@ -4,7 +4,6 @@ model names, the model list, errors and auth."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 
 import httpx
 import openai
@@ -12,27 +11,11 @@ import pytest
 
 from tests.fakeupstream import Fault
 from tests.helpers import create
+from tests.servers import model_api as api
+from tests.servers import openai_alias_client as client
 from tests.turnkit import assert_settled, sent_messages, turn_failures
 
 HELLO = "Hello from fake-large. You said: "
-
-
-@pytest.fixture
-def key(model_server, upstream) -> str:
-    return model_server.new_key()[1]
-
-
-@pytest.fixture
-def client(model_server, key) -> Iterator[openai.OpenAI]:
-    # No retries: a test sees each answer as the server gave it.
-    with openai.OpenAI(base_url=model_server.base_url + "/v1", api_key=key, max_retries=0) as c:
-        yield c
-
-
-@pytest.fixture
-def api(model_server, key) -> Iterator[httpx.Client]:
-    with model_server.client(key) as c:
-        yield c
 
 
 def chat(messages: list[dict]) -> list[tuple[str, str]]:

@@ -8,42 +8,15 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import openai
-import pytest
 
-from tests.turnkit import assert_settled, sent_messages
+from tests.servers import model_api as api
+from tests.servers import openai_alias_client as client
+from tests.turnkit import TIME, WEATHER, assert_settled, sent_messages
 
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "weather",
-        "description": "The weather in a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-}
-TIME = {"type": "function", "function": {"name": "time", "parameters": {"type": "object", "properties": {}}}}
 ASKED = json.dumps({"said": "weather in Oslo?"})
-
-
-@pytest.fixture
-def key(model_server, upstream) -> str:
-    return model_server.new_key()[1]
-
-
-@pytest.fixture
-def client(model_server, key) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=model_server.base_url + "/v1", api_key=key, max_retries=0) as c:
-        yield c
-
-
-@pytest.fixture
-def api(model_server, key) -> Iterator[httpx.Client]:
-    with model_server.client(key) as c:
-        yield c
 
 
 def sent_bodies(upstream) -> list[dict]:

@@ -5,30 +5,14 @@ and deleted; the same conversations and messages seen through the native API and
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
-import httpx
 import openai
 import pytest
 
+from tests.servers import model_api as api
+from tests.servers import openai_client as client
+
 HELLO = "Hello from fake-large. You said: "
-
-
-@pytest.fixture
-def key(model_server, upstream) -> str:
-    return model_server.new_key()[1]
-
-
-@pytest.fixture
-def client(model_server, key) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=model_server.base_url + "/openai/v1", api_key=key, max_retries=0) as c:
-        yield c
-
-
-@pytest.fixture
-def api(model_server, key) -> Iterator[httpx.Client]:
-    with model_server.client(key) as c:
-        yield c
 
 
 def native(conversation_id: str) -> str:
@@ -204,8 +188,8 @@ def test_deleting_an_inner_item_hides_its_message_and_the_log_keeps_it(client, a
     assert api.get(f"/v1/conversations/{native(cid)}/audit").json()["valid"] is True
 
 
-def test_a_conversation_made_through_chat_completions_lists_as_items_and_continues_there(client, api, model_server, key):
-    with openai.OpenAI(base_url=model_server.base_url + "/openai/v1", api_key=key, max_retries=0) as chat:
+def test_a_conversation_made_through_chat_completions_lists_as_items_and_continues_there(client, api, model_server, model_key):
+    with openai.OpenAI(base_url=model_server.base_url + "/openai/v1", api_key=model_key[1], max_retries=0) as chat:
         completion = chat.chat.completions.create(model="fake-large", messages=[{"role": "user", "content": "hi"}])
     cid = "conv_" + uuid.UUID(completion.model_extra["conversation_id"]).hex
     items = client.conversations.items.list(cid, order="asc").data
@@ -214,7 +198,7 @@ def test_a_conversation_made_through_chat_completions_lists_as_items_and_continu
     ]
     assert items[1].id == "msg_" + uuid.UUID(completion.model_extra["message_id"]).hex
     client.conversations.items.create(cid, items=[{"role": "user", "content": "again"}])
-    with openai.OpenAI(base_url=model_server.base_url + "/openai/v1", api_key=key, max_retries=0) as chat:
+    with openai.OpenAI(base_url=model_server.base_url + "/openai/v1", api_key=model_key[1], max_retries=0) as chat:
         reply = chat.chat.completions.create(
             model="fake-large",
             messages=[{"role": "assistant", "content": "ok"}, {"role": "user", "content": "more"}][1:],

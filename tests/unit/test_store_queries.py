@@ -11,7 +11,7 @@ import pytest
 from service.store.queries import Q, compile_named, parse
 
 SERVICE = Path(__file__).resolve().parents[2] / "service"
-RUNNERS = {"rows", "row", "value", "value_or_none", "run"}  # service.store.session.Session's
+RUNNERS = {"rows", "row", "value", "value_or_none", "run", "_write_log"}  # Session's, and Appends' writer of a log
 STEPS = {"lock", "plan", "clear", "fill", "prune"}  # service.store.rebuild.Step's query names
 
 

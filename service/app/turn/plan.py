@@ -25,6 +25,9 @@ class Lease(msgspec.Struct, frozen=True):
 
 
 # OpenAI's request fields, with OpenAI's limits: each door that takes them declares them with these.
+Temperature = Annotated[float, msgspec.Meta(ge=0, le=2)]
+TopP = Annotated[float, msgspec.Meta(ge=0, le=1)]
+Stop = Annotated[list[Annotated[str, msgspec.Meta(min_length=1)]], msgspec.Meta(max_length=4)]
 Tools = Annotated[list[dict[str, Any]], msgspec.Meta(max_length=128)]
 ToolChoice = Literal["none", "auto", "required"] | dict[str, Any]
 TopLogprobs = Annotated[int, msgspec.Meta(ge=0, le=20)]
@@ -42,13 +45,11 @@ class Params(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, forb
     given, in the reply's generation (`params`), `metadata` included: it tags the completion, as
     OpenAI's does."""
 
-    temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] | None = None
+    temperature: Temperature | None = None
     max_tokens: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
     max_completion_tokens: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
-    top_p: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
-    stop: Annotated[list[Annotated[str, msgspec.Meta(min_length=1)]], msgspec.Meta(max_length=4)] | None = (
-        None
-    )
+    top_p: TopP | None = None
+    stop: Stop | None = None
     seed: int | None = None
     tools: Tools | None = None
     tool_choice: ToolChoice | None = None
