@@ -54,8 +54,9 @@ class Reasoning(msgspec.Struct, kw_only=True):
 
 class CreateResponse(msgspec.Struct, kw_only=True):
     """OpenAI's request to create a response. Unknown fields are ignored; fields convtree cannot
-    honour are refused by name (tool types other than `function`, `item_reference` items). `window` is convtree's (as on the chat door): with `truncation: "auto"`, the window the
-    context is cut to (a `tokens` window drops the oldest items first, never splitting a tool call
+    honour are refused by name (tool types other than `function`). `item_reference` items name
+    stored items by id (see _referenced). `window` is convtree's (as on the chat door): with
+    `truncation: "auto"`, the window the context is cut to (a `tokens` window drops the oldest items first, never splitting a tool call
     from its results); with truncation disabled, a `tokens` window's budget is a limit a context
     must fit (400 `context_length_exceeded` otherwise)."""
 
@@ -109,7 +110,9 @@ class ResponsesController(Controller):
         "Also `next_response_ids`: the responses that continue this one. `background: true`: answered at "
         "once (`in_progress`); the reply is generated whatever the client does, checkpointed as it streams; "
         "poll it with GET, resume its stream with GET `?stream=true&starting_after=N`, stop it with POST "
-        "`…/cancel`, from any server process. Not supported yet: `item_reference` items.",
+        "`…/cancel`, from any server process. An `item_reference` item (`{type, id}`) is the item of that id "
+        "(`msg_…`, `rs_…`, `fc_…`, `fco_…`) among the caller's stored messages, sent again as that item; an id "
+        "the caller has not (or a deleted response's item) is a 400 naming it.",
         responses=responses(errors.Unauthorized, 400, errors.ConversationNotFound, errors.ModelNotFound,
                             errors.ParentStillGenerating, errors.IncompleteToolCalls, errors.UpstreamError, openai=True),
     )  # fmt: skip
@@ -120,7 +123,7 @@ class ResponsesController(Controller):
         caller: NamedDependency[Caller],
         responses_service: NamedDependency[Responses],
     ) -> Response[ResponseObject]:
-        new, echo = _new(data)
+        new, echo = _new(data, await _referenced(data, caller, responses_service))
         background = bool(data.background)
         begun = await responses_service.create(caller, new, relay=bool(data.stream) and not background, keep=background)
         assert not isinstance(begun, turns_app.Answered), "a response is never a retry of another"
@@ -259,7 +262,29 @@ def _named(value: str) -> uuid.UUID:
     return named
 
 
-def _new(data: CreateResponse) -> tuple[responses_app.NewResponse, Echo]:
+async def _referenced(data: CreateResponse, caller: Caller, service: Responses) -> dict[str, items.Item]:
+    """The items the input's `item_reference` items name, by id, that the caller's tenant has."""
+    if isinstance(data.input, str):
+        return {}
+    ids: list[str] = []
+    for index, item in enumerate(data.input):
+        if item.get("type") == "item_reference":
+            named = item.get("id")
+            if not isinstance(named, str) or not named:
+                raise errors.InvalidRequest(
+                    f"input[{index}]: an item_reference needs the `id` of the item it names.",
+                    parameter=f"input[{index}].id",
+                )
+            ids.append(named)
+    if not ids:
+        return {}
+    previous = None if data.previous_response_id is None else parse_response_id(data.previous_response_id)
+    conversation = data.conversation.get("id") if isinstance(data.conversation, dict) else data.conversation
+    in_conversation = items.parse_conversation_id(conversation) if isinstance(conversation, str) else None
+    return await service.referenced(caller, ids, previous, in_conversation)
+
+
+def _new(data: CreateResponse, referenced: dict[str, items.Item]) -> tuple[responses_app.NewResponse, Echo]:
     """The response to create, and what it echoes of the request."""
     if data.background and data.store is False:
         raise errors.InvalidRequest(
@@ -314,7 +339,7 @@ def _new(data: CreateResponse) -> tuple[responses_app.NewResponse, Echo]:
     )
     new = responses_app.NewResponse(
         model=data.model,
-        input=_input(data.input),
+        input=_input(data.input, referenced),
         previous_response_id=previous,
         conversation_id=None if data.conversation is None else _conversation(data.conversation),
         store=store,
@@ -325,20 +350,26 @@ def _new(data: CreateResponse) -> tuple[responses_app.NewResponse, Echo]:
     return new, echo
 
 
-def _input(value: str | list[dict[str, Any]]) -> list[Utterance]:
+def _input(value: str | list[dict[str, Any]], referenced: dict[str, items.Item]) -> list[Utterance]:
+    """The input's messages, each `item_reference` read as the item it names (`referenced`)."""
     if isinstance(value, str):
         if not value:
             raise errors.InvalidRequest("input: an empty string says nothing.", parameter="input")
         return [Utterance(role="user", content=value)]
+    given = list(value)
     for index, item in enumerate(value):
         if item.get("type") == "item_reference":
-            raise errors.InvalidRequest(
-                f"input[{index}]: item_reference is not supported yet: continue with previous_response_id or "
-                "conversation instead.",
-                parameter=f"input[{index}].type",
-            )
+            found = referenced.get(item["id"])
+            if found is None:
+                raise errors.InvalidRequest(
+                    f"input[{index}]: item_reference: no item with id {item['id']!r} is stored (an item id is "
+                    "one convtree gave: msg_, rs_, fc_ or fco_ and its message's id; a deleted response's "
+                    "items are gone).",
+                    parameter=f"input[{index}].id",
+                )
+            given[index] = found
     try:
-        return items.items_to_messages(value)
+        return items.items_to_messages(given)
     except errors.InvalidMessage as exc:
         field = str(exc.context.get("field") or "input")
         raise errors.InvalidRequest(

@@ -30,7 +30,7 @@ from service.app.auth import Authenticator, create_key
 from service.app.caller import Caller
 from service.app.turn import Answered, Chat, Replies, ReplyInFlight, ReplySpec
 from service.config import Settings
-from service.domain import views
+from service.domain import items, views
 from service.domain.audit import AuditReport
 from service.domain.history import EventView
 from service.domain.redaction import RedactMessage
@@ -345,6 +345,16 @@ class Responses:
 
     async def input_items(self, caller: Caller, response_id: uuid.UUID) -> list[views.PathMessage]:
         return await responses_app.input_items(self._store, caller, response_id)
+
+    async def referenced(
+        self,
+        caller: Caller,
+        item_ids: list[str],
+        previous_response_id: uuid.UUID | None,
+        conversation_id: uuid.UUID | None,
+    ) -> dict[str, items.Item]:
+        """The items `item_ids` name (item_reference) that the caller's tenant has, by id."""
+        return await responses_app.referenced_items(self._store, caller, item_ids, previous_response_id, conversation_id)
 
     async def delete(self, caller: Caller, response_id: uuid.UUID) -> None:
         await responses_app.delete_response(self._store, caller, response_id)

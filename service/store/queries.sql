@@ -912,6 +912,21 @@ SELECT r.response_id, r.family_id, r.conversation_id, r.parent_id, r.input_ids, 
   FROM responses r
  WHERE r.tenant = :tenant AND r.response_id = :response_id;
 
+-- name: find_referenced_in_family
+-- Messages of family :family_id by id (item_reference): where each was written (events_message, a probe each).
+SELECT e.conversation_id, e.message_id
+  FROM events e
+ WHERE e.family_id = :family_id AND e.message_id = ANY(:message_ids::uuid[])
+   AND e.type = 'message_appended' AND e.tenant = :tenant;
+
+-- name: find_referenced_in_tenant
+-- Messages of tenant :tenant by id, in any of its conversations (item_reference to a message outside
+-- the conversation a response continues): no index leads with a message id alone, so this reads the
+-- tenant's events (events_tenant).
+SELECT e.conversation_id, e.message_id
+  FROM events e
+ WHERE e.tenant = :tenant AND e.message_id = ANY(:message_ids::uuid[]) AND e.type = 'message_appended';
+
 -- name: delete_response
 -- Marks a response deleted (its messages are redacted in the same transaction); no row: it was not there to delete.
 UPDATE responses SET deleted_at = now()

@@ -52,3 +52,19 @@ async def turn_failure(tx: Tx, conversation_id: uuid.UUID, reply_id: uuid.UUID) 
     """(kind, detail) of the failure of the turn `reply_id` answers, if it failed."""
     found = await tx.row("find_turn_failure", conversation_id=conversation_id, reply_id=str(reply_id))
     return None if found is None else (found["error"] or "failed", found["detail"] or "")
+
+
+async def referenced(
+    tx: Tx, tenant: str, family_id: uuid.UUID | None, message_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, uuid.UUID]:
+    """The conversation that wrote each of `message_ids` the tenant has (item_reference): looked
+    for in `family_id` first (if given), then in the tenant's whole log."""
+    found: dict[uuid.UUID, uuid.UUID] = {}
+    if family_id is not None:
+        rows = await tx.rows("find_referenced_in_family", tenant=tenant, family_id=family_id, message_ids=message_ids)
+        found.update((row["message_id"], row["conversation_id"]) for row in rows)
+    missing = [m for m in message_ids if m not in found]
+    if missing:
+        rows = await tx.rows("find_referenced_in_tenant", tenant=tenant, message_ids=missing)
+        found.update((row["message_id"], row["conversation_id"]) for row in rows)
+    return found

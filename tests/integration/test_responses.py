@@ -344,3 +344,75 @@ def test_unset_sampling_tool_and_format_fields_read_as_the_values_in_effect(mode
         assert response["tools"] == [{**tool, "description": None, "strict": None}]
         assert response["text"] == {"format": {**fmt, "description": None, "strict": False}}
     assert (given["temperature"], given["top_p"]) == (0.5, 0.25)
+
+
+def test_item_reference_sends_the_stored_item_again(client, upstream):
+    """An `item_reference` is the item of that id, read from the tenant's messages: a message, a
+    function call and its output of one response, referenced from a new chain elsewhere."""
+    asked = client.responses.create(model=MODEL, input="weather in Oslo?", tools=[WEATHER])
+    [call] = asked.output
+    answered = client.responses.create(
+        model=MODEL, previous_response_id=asked.id, tools=[WEATHER],
+        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}],
+    )  # fmt: skip
+    listed = client.responses.input_items.list(answered.id, order="asc").data
+    question, output = listed[0], listed[-1]
+    assert question.type == "message" and output.type == "function_call_output"
+    fresh = client.responses.create(
+        model=MODEL,
+        input=[
+            {"type": "item_reference", "id": question.id},
+            {"type": "item_reference", "id": call.id},
+            {"type": "item_reference", "id": output.id},
+        ],
+    )
+    assert fresh.output_text == "Tool said: sunny"
+    sent_last = sent(upstream)[-1]
+    assert sent_last[0] == {"role": "user", "content": "weather in Oslo?"}
+    assert sent_last[1]["tool_calls"][0]["id"] == call.call_id
+    assert sent_last[2] == {"role": "tool", "tool_call_id": call.call_id, "content": "sunny"}
+    # The new response's input items are new messages saying the same (ids of their own).
+    copied = client.responses.input_items.list(fresh.id, order="asc").data
+    assert [i.type for i in copied] == ["message", "function_call", "function_call_output"]
+    assert copied[0].id != question.id and copied[0].content[0].text == "weather in Oslo?"
+
+
+def test_item_reference_in_a_chain_and_an_output_of_another_response(client, upstream):
+    first = client.responses.create(model=MODEL, input="hello")
+    [said_first] = first.output
+    second = client.responses.create(
+        model=MODEL, previous_response_id=first.id,
+        input=[{"type": "item_reference", "id": said_first.id}, {"role": "user", "content": "say it again"}],
+    )  # fmt: skip
+    assert second.status == "completed"
+    assert said(sent(upstream)[-1]) == [
+        ("user", "hello"), ("assistant", "Hello from fake-large. You said: hello"),
+        ("assistant", "Hello from fake-large. You said: hello"), ("user", "say it again"),
+    ]  # fmt: skip
+
+
+def test_an_unknown_or_foreign_or_deleted_item_reference_is_a_400_naming_it(client, model_server, upstream):
+    def refused(item_id: str, **extra) -> openai.BadRequestError:
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.responses.create(model=MODEL, input=[{"type": "item_reference", "id": item_id}], **extra)
+        return caught.value
+
+    unknown = "msg_" + "0" * 31 + "1"
+    error = refused(unknown)
+    assert error.body["param"] == "input[0].id" and unknown in error.body["message"]
+    assert refused("not-an-item-id").body["param"] == "input[0].id"
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(model=MODEL, input=[{"type": "item_reference"}])
+    assert caught.value.body["param"] == "input[0].id"
+
+    # Another tenant's item is not this tenant's.
+    with openai.OpenAI(base_url=model_server.base_url + "/openai/v1", api_key=model_server.new_key()[1], max_retries=0) as other:
+        theirs = other.responses.create(model=MODEL, input="secret").output[0].id
+    assert theirs in refused(theirs).body["message"]
+
+    # A deleted response's items are gone; a chained reference to one is refused too.
+    mine = client.responses.create(model=MODEL, input="hello")
+    kept = client.responses.create(model=MODEL, input="other")
+    client.responses.delete(mine.id)
+    assert refused(mine.output[0].id).body["param"] == "input[0].id"
+    assert mine.output[0].id in refused(mine.output[0].id, previous_response_id=kept.id).body["message"]

@@ -2,6 +2,7 @@
 
 from service.app.responses.background import cancel_response, follow_response
 from service.app.responses.create import NewResponse, begin_response
+from service.app.responses.references import referenced_items
 from service.app.responses.read import Found, delete_response, found_after, get_response, input_items, status_of
 
 __all__ = [
@@ -14,5 +15,6 @@ __all__ = [
     "found_after",
     "get_response",
     "input_items",
+    "referenced_items",
     "status_of",
 ]
