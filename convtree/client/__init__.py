@@ -31,6 +31,7 @@ from convtree.client.models import (
     AuditReport,
     Children,
     Context,
+    ContextRun,
     Conversation,
     ConversationPage,
     Delta,
@@ -54,7 +55,7 @@ from convtree.client.models import (
 )
 
 __all__ = [
-    "AsyncClient", "AuditReport", "BadRequest", "Children", "Client", "Conflict", "Context", "Conversation",
+    "AsyncClient", "AuditReport", "BadRequest", "Children", "Client", "Conflict", "Context", "ContextRun", "Conversation",
     "ConversationPage", "ConvtreeError", "Delta", "Done", "Event", "EventPage", "Generation", "Health",
     "InvalidRequest", "Leaf", "Leaves", "Message", "NotFound", "PathMessage", "PreconditionFailed", "Problem",
     "ProblemError", "RateLimited", "Redaction", "Retry", "ServerError", "ServerSentEvent", "TransportError",

@@ -47,6 +47,14 @@ class Interruption(Struct):
     detail: str
 
 
+class ContextRun(Struct):
+    """Consecutive messages of the path a reply was shown: `count` of them, `first_id` to `last_id`."""
+
+    first_id: uuid.UUID
+    last_id: uuid.UUID
+    count: int
+
+
 class Generation(Struct):
     provider: str
     model: str
@@ -58,7 +66,8 @@ class Generation(Struct):
     completion_tokens: int | None = None
     response_id: str | None = None
     params: dict[str, Any] = {}
-    context_ids: list[uuid.UUID] = []
+    context_ids: list[uuid.UUID] = []  # replies recorded before `context` existed; empty since
+    context: list[ContextRun] | None = None  # the context, as runs along the reply's path, root first
     interruption: Interruption | None = None
 
 

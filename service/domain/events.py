@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from datetime import datetime
+from collections.abc import Sequence
 from typing import Any, Literal, TypeVar
 
 import msgspec
@@ -27,6 +28,36 @@ class Interruption(msgspec.Struct, frozen=True, kw_only=True):
     detail: str
 
 
+class ContextRun(msgspec.Struct, frozen=True, kw_only=True):
+    """Consecutive messages of the path a reply was shown: `count` of them, `first_id` to `last_id`."""
+
+    first_id: uuid.UUID
+    last_id: uuid.UUID
+    count: int
+
+
+def context_runs(path: Sequence[uuid.UUID], sent: Sequence[uuid.UUID]) -> list[ContextRun]:
+    """The messages `sent` (a subsequence of `path`, both root first) as runs of consecutive path
+    messages: one run when the whole path was sent, two when a window kept the system message and
+    the tail, and so on."""
+    where = {message_id: i for i, message_id in enumerate(path)}
+    runs: list[ContextRun] = []
+    first = last = previous = None
+    count = 0
+    for message_id in sent:
+        at = where[message_id]
+        if previous is not None and at == previous + 1:
+            last, count = message_id, count + 1
+        else:
+            if first is not None and last is not None:
+                runs.append(ContextRun(first_id=first, last_id=last, count=count))
+            first, last, count = message_id, message_id, 1
+        previous = at
+    if first is not None and last is not None:
+        runs.append(ContextRun(first_id=first, last_id=last, count=count))
+    return runs
+
+
 class Generation(msgspec.Struct, frozen=True, kw_only=True):
     """How a model produced a reply: who answered, how fast, at what cost, and what it was shown."""
 
@@ -39,7 +70,14 @@ class Generation(msgspec.Struct, frozen=True, kw_only=True):
     latency_ms: float  # from sending the request to the end of the reply
     first_token_ms: float | None = None  # from sending the request to the first piece of text
     response_id: str | None = None  # the provider's id of the response
-    context_ids: list[uuid.UUID] = []  # the messages sent as context, root first
+    # The messages sent as context, root first, as replies recorded them before `context` existed.
+    # Empty on newer replies: a list of every id made each reply of a chain of depth n carry n ids,
+    # so a chain's log grew with the square of its depth.
+    context_ids: list[uuid.UUID] = []
+    # The messages sent as context, root first, as runs along the reply's path (context_runs): one
+    # run when the whole path was sent. Written on every reply since; absent on older ones, which
+    # encode exactly as they did.
+    context: list[ContextRun] | msgspec.UnsetType = msgspec.UNSET
     params: dict[str, Any] = {}  # the sampling parameters that were set
     interruption: Interruption | None = None  # set when finish_reason is "interrupted"
     # True when convtree cut the reply at its cap (finish_reason "length"). Written only then, so a

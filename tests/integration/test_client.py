@@ -9,6 +9,7 @@ import pytest
 
 from convtree.client import (
     Client,
+    ContextRun,
     Conversation,
     Delta,
     Done,
@@ -147,6 +148,10 @@ def test_a_turn_and_its_streamed_twin_with_the_echo_provider(ct):
     events = list(ct.stream_turn(conversation.id, "stream me", provider="echo"))
     assert isinstance(events[0], TurnStarted)
     assert isinstance(events[-1], Done) and events[-1].message.generation is not None
+    # Shown its whole path (hello there, its reply, stream me): one run, ending at the turn's message.
+    assert events[-1].message.generation.context == [
+        ContextRun(first_id=result.user_message_id, last_id=events[0].user_message_id, count=3)
+    ]
     text = "".join(e.text for e in events if isinstance(e, Delta))
     assert text == events[-1].message.content == "echo: stream me"
     again = ct.regenerate(conversation.id, result.assistant_message_id, provider="echo")

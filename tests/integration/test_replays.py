@@ -83,7 +83,7 @@ def test_a_ten_turn_conversation_replays_into_a_fork_and_the_source_is_unchanged
         g = reply["generation"]
         assert g["replay_of"] == turns[i]["assistant_message_id"]
         assert (g["provider"], g["requested_model"], g["finish_reason"]) == ("fakeollama", "fake-small", "stop")
-        assert g["context_ids"] == [m["id"] for m in new[: 2 * i + 2]]
+        assert g["context"] == [{"first_id": new[0]["id"], "last_id": new[2 * i + 1]["id"], "count": 2 * i + 2}]
     # Each turn was asked with the new replies before it, never the original ones.
     last = sent_messages(upstream)[-1]
     assert [m["content"] for m in last if m["role"] == "assistant"] == [

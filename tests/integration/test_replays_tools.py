@@ -74,7 +74,7 @@ def test_a_tool_calling_path_replays_each_step_reusing_the_recorded_results(mode
         assert asked["generation"]["replay_of"] == recorded[i]["asked"]["id"]
         assert asked["generation"]["finish_reason"] == "tool_calls"
         assert reply["generation"]["replay_of"] == recorded[i]["reply"]["id"]
-        assert reply["generation"]["context_ids"] == [m["id"] for m in new[: 4 + 4 * i]]
+        assert reply["generation"]["context"] == [{"first_id": new[0]["id"], "last_id": new[3 + 4 * i]["id"], "count": 4 + 4 * i}]
     # Each step was asked with the new path so far: the second with the reused result.
     sent = sent_messages(upstream)[-4:]
     assert [len(s) for s in sent] == [2, 4, 6, 8]

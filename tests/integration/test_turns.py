@@ -41,7 +41,9 @@ def test_the_reply_records_how_it_was_generated_and_what_the_model_saw(model_api
     second = turn(model_api, cid, "two three", params=params)
     g = second["assistant_message"]["generation"]
     path = model_api.get(f"/v1/conversations/{cid}/messages/{second['user_message_id']}/context").json()
-    assert g["context_ids"] == [m["id"] for m in path["messages"]]
+    ids = [m["id"] for m in path["messages"]]
+    assert g["context"] == [{"first_id": ids[0], "last_id": ids[-1], "count": len(ids)}]  # the whole path
+    assert g["context_ids"] == []  # the form replies recorded before `context`, written empty since
     assert (g["provider"], g["model"], g["requested_model"]) == ("fake", "fake-large", "fake-large")
     assert (g["finish_reason"], g["response_id"], g["interruption"]) == ("stop", "chatcmpl-fake0001", None)
     words_sent = len(["Be", "brief.", "one"]) + len(first["assistant_message"]["content"].split()) + 2
@@ -55,7 +57,7 @@ def test_the_reply_records_how_it_was_generated_and_what_the_model_saw(model_api
     events = model_api.get(f"/v1/conversations/{cid}/events").json()["items"]
     [reply] = [e for e in events if e["payload"].get("message_id") == second["assistant_message_id"]]
     assert reply["payload"]["generation"]["model"] == "fake-large"
-    assert reply["payload"]["generation"]["context_ids"] == g["context_ids"]
+    assert reply["payload"]["generation"]["context"] == g["context"]
 
 
 def test_the_full_window_sends_the_whole_path(model_api, upstream):

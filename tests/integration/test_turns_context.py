@@ -56,7 +56,9 @@ def test_a_turn_in_a_fork_of_a_fork_sends_the_path_it_sees_with_redactions_withh
         "in the fork of the fork",
         "and now?",
     ]
-    assert len(reply["assistant_message"]["generation"]["context_ids"]) == len(sent)
+    # Recorded as one run along the path, across both forks, from the root to the turn's own message.
+    [run] = reply["assistant_message"]["generation"]["context"]
+    assert (run["last_id"], run["count"]) == (reply["user_message_id"], len(sent))
 
 
 def test_a_deep_turn_sends_all_of_its_context(model_api, upstream):

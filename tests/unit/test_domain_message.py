@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from service.domain import tree, views
 from service.domain.events import (
+    ContextRun,
     Envelope,
     Generation,
     Interruption,
@@ -55,6 +56,7 @@ generations = st.none() | st.builds(
     prompt_tokens=st.none() | st.integers(0, 10**6),
     latency_ms=st.floats(0, 1e6),
     context_ids=st.lists(st.uuids(), max_size=2),
+    context=st.just(msgspec.UNSET) | st.lists(st.builds(ContextRun, count=st.integers(1, 10**6)), max_size=2),
     params=st.dictionaries(st.sampled_from(["temperature", "seed"]), st.integers(0, 9)),
     interruption=st.none() | st.builds(Interruption, kind=st.text(max_size=5), detail=st.text(max_size=5)),
     truncated=st.sampled_from([msgspec.UNSET, True]),

@@ -35,7 +35,7 @@ from service.app.replay_runs.report import plans
 from service.app.replay_runs.start import Limits
 from service.app.turn import Params, Plan
 from service.app.turn import record, relay
-from service.app.turn.plan import context_items
+from service.app.turn.plan import context_items, runs_of
 from service.domain import tree, views
 from service.domain import turns as rules
 from service.domain.errors import ConvtreeError
@@ -305,7 +305,8 @@ class Turn:
         )
         assert self._family_id is not None
         turn_plan = Plan(
-            self.target_id, self._family_id, asked, message_id, self.provider, self.plan.model, context, params
+            self.target_id, self._family_id, asked, message_id, self.provider, self.plan.model, context,
+            runs_of(items, context), params,
         )
         outcome = await relay.generate(turn_plan)
         if not outcome.complete:

@@ -15,7 +15,7 @@ from service.app import idempotency
 from service.app import window as windows
 from service.app import writes
 from service.app.caller import Caller
-from service.app.turn.plan import Answered, InFlight, L, Lease, Plan, ReplySpec
+from service.app.turn.plan import Answered, InFlight, L, Lease, Plan, ReplySpec, runs_of
 from service.domain import tree, views
 from service.domain import turns as rules
 from service.domain.errors import ConvtreeError
@@ -126,7 +126,7 @@ class Opening(Generic[L]):
         conversation written through, wherever `user` lives (a fork answers inherited messages)."""
         context = await windows.apply(spec.window, items, model)
         plan = Plan(
-            conversation_id, family_id, user, self.reply_id, provider, model, context, spec.params,
+            conversation_id, family_id, user, self.reply_id, provider, model, context, runs_of(items, context), spec.params,
             reply_form=spec.reply_form, instructions=spec.instructions,
         )
         self.plan = plan

@@ -11,6 +11,7 @@ import msgspec
 
 from service.app import window as windows
 from service.domain import tree, views
+from service.domain.events import ContextRun, context_runs
 from service.domain.message import ContextItem, Utterance, context_item
 from service.store.events import Tx
 from service.upstream import ChatParams, ChatRequest, Provider
@@ -92,6 +93,7 @@ class Plan:
     provider: Provider
     model: str
     context: list[ContextItem]
+    runs: list[ContextRun]  # the context, as runs along the path it was taken from (events.context_runs)
     params: Params
     reply_form: ReplyForm = "given"
     instructions: str | None = None  # sent before the context, not part of it (ReplySpec)
@@ -141,6 +143,11 @@ async def path_context(tx: Tx, scope: tree.Scope, parent: tree.Node | None) -> l
     if parent is None:
         return []
     return context_items(await tx.message_path(scope, parent.message_id))
+
+
+def runs_of(path: list[ContextItem], sent: list[ContextItem]) -> list[ContextRun]:
+    """The context `sent` (a window of `path`), as the reply records it."""
+    return context_runs([c.id for c in path], [c.id for c in sent])
 
 
 def context_items(path: list[views.PathMessage]) -> list[ContextItem]:

@@ -320,7 +320,7 @@ def _generation(plan: Plan, outcome: Outcome) -> Generation:
         latency_ms=outcome.latency_ms,
         first_token_ms=outcome.first_token_ms,
         response_id=_said(finished.response_id),
-        context_ids=[c.id for c in plan.context],
+        context=plan.runs,
         params=msgspec.to_builtins(plan.params),
         interruption=interruption,
         truncated=True if outcome.truncated else msgspec.UNSET,
