@@ -539,7 +539,7 @@ async def figure_depth_against(
             sessions = []
             for root, url, key in zip(trees, urls, keys, strict=True):
                 server = await stack.enter_async_context(ServerProcess(replace(UVICORN, root=root), url))
-                sessions.append(await stack.enter_async_context(_session(server, key)))
+                sessions.append(await stack.enter_async_context(_session(server, key, IDENTITY)))
             firsts = []
             for session, target in zip(sessions, targets, strict=True):
                 elapsed, body = await _http_once(session, target)

@@ -217,7 +217,7 @@ def _against_details(f: AgainstFigure) -> list[str]:
         (
             "Each depth: one fresh database per tree, migrated by that tree's code and filled by that tree's "
             "bench/build.py with the same conversation (same seed: the same 400-character texts), never analyzed "
-            "(autovacuum off for its tables); both servers up at once, their requests taken in turn, one at a time, "
+            "(autovacuum off for its tables); both servers up at once, their requests (`Accept-Encoding: identity`) taken in turn, one at a time, "
             "the order reversed every other pair; then every database analyzed and measured again."
         ),
         "",
