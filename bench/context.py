@@ -1,5 +1,6 @@
-"""Figures 2 and 3: rebuilding a context over HTTP at growing depth on never-analyzed tables, and
-the same path's context beside a wide tree."""
+"""Figures 2 and 3: rebuilding a context over HTTP at growing depth on never-analyzed tables, beside
+a raw recursive read of the same path from a plain chain table (what a simple store does); and the
+same path's context beside a wide tree."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 import msgspec
+import psutil
 
 from bench.build import Builder, Built, Plan
 from bench.harness import (
@@ -59,11 +61,70 @@ class Target:
 @dataclass(frozen=True)
 class ContextTiming:
     depth: int
-    http: Summary  # GET /v1/conversations/{id}/context, whole response read by the client
+    http: Summary  # GET /v1/conversations/{id}/context, whole response read by the client (see `_session`)
     app: Summary  # the same use case called in-process: the store's queries and the views, no HTTP
     execute: Summary  # PostgreSQL alone: count(*) over message_path, so no rows travel
     first_http_ms: float  # the first request after building, on a server that had not run it yet
     response_bytes: int
+    raw: Summary | None = None  # the raw recursive read of the same path (RAW_PATH), interleaved with `http`
+    gzip: Summary | None = None  # the same request with Accept-Encoding: gzip, interleaved with `http`
+
+    @property
+    def raw_ratio(self) -> float:
+        """HTTP p50 ÷ the raw read's p50 (issue 14, goal 3: ≤ 1.5)."""
+        return self.http.p50 / self.raw.p50 if self.raw is not None else float("nan")
+
+
+# What a simple store holds and reads (issue 14, goal 3's baseline): one row per message with a
+# parent pointer, the path walked from the leaf up by primary key and fetched with asyncpg.
+RAW_TABLE = """
+CREATE TABLE bench_chain (
+    id uuid PRIMARY KEY,
+    parent_id uuid REFERENCES bench_chain (id),
+    role text NOT NULL,
+    content text NOT NULL,
+    created_at timestamptz NOT NULL
+) WITH (autovacuum_enabled = off)
+"""
+# The same messages as convtree's, copied from its tables, so both read the same texts.
+RAW_COPY = """
+INSERT INTO bench_chain (id, parent_id, role, content, created_at)
+SELECT e.message_id, e.parent_id, e.role, b.content, e.created_at
+  FROM events e JOIN bodies b ON b.family_id = e.family_id AND b.message_id = e.message_id
+ WHERE e.family_id = $1 AND e.type = 'message_appended'
+ ORDER BY e.depth
+"""
+# Leaf first, as the walk finds them; the client reverses the list (ordering rows that carry their
+# content in SQL spills to disk at the default work_mem for a deep path, as message_path's would).
+RAW_PATH = """
+WITH RECURSIVE walk AS (
+    SELECT id, parent_id, role, content, created_at FROM bench_chain WHERE id = $1
+    UNION ALL
+    SELECT c.id, c.parent_id, c.role, c.content, c.created_at
+      FROM walk w JOIN bench_chain c ON c.id = w.parent_id
+)
+SELECT id, role, content, created_at FROM walk
+"""
+# Figure 2's main line asks for the body as it is: the raw read it is compared with compresses
+# nothing, and a client on the same host gains nothing from compression; gzip is measured beside it.
+IDENTITY = "identity"
+RSS_READS = 100  # depth-10,000 reads between the two RSS samples (issue 14, goal 3: within 5 MiB)
+
+
+@dataclass(frozen=True)
+class Rss:
+    """The server's resident set (itself and any worker), in bytes: on a fresh server before any
+    context read, after the first, and after `reads` in all."""
+
+    depth: int
+    reads: int
+    before: int
+    after_first: int
+    after: int
+
+    @property
+    def growth(self) -> int:
+        return self.after - self.before
 
 
 @dataclass(frozen=True)
@@ -79,11 +140,16 @@ class DepthRun:
     analyzed: ContextTiming
     plan_fresh: PlanCheck
     plan_analyzed: PlanCheck
+    rss: Rss | None = None  # measured at the deepest depth only
 
 
 @dataclass(frozen=True)
 class DepthFigure:
     runs: list[DepthRun]
+
+    @property
+    def rss(self) -> Rss | None:
+        return next((r.rss for r in self.runs if r.rss is not None), None)
 
     @property
     def fresh(self) -> list[ContextTiming]:
@@ -150,19 +216,33 @@ async def measure(
     targets: list[Target],
     samples: int,
     budget: float,
+    raw: bool = False,
+    gzip: httpx.AsyncClient | None = None,
 ) -> list[ContextTiming]:
     """Time each target's context over HTTP, taking the targets in turn (so that drift on a noisy
-    machine falls on all of them alike); then the use case in-process, and PostgreSQL alone."""
+    machine falls on all of them alike), and with `raw` each one's raw recursive read of the same
+    path after it, and with `gzip` the same request from that client (asking for gzip); then the use
+    case in-process, and PostgreSQL alone."""
     first: dict[Target, tuple[float, bytes]] = {}
     for t in targets:
         first[t] = await _http_once(session, t)
         _check(first[t][1], t)
+        if raw:
+            await _raw_once(conn, t)  # prepares the statement
+        if gzip is not None:
+            await _http_once(gzip, t)
     times: dict[Target, list[float]] = {t: [] for t in targets}
+    raw_times: dict[Target, list[float]] = {t: [] for t in targets}
+    gzip_times: dict[Target, list[float]] = {t: [] for t in targets}
     deadline = time.monotonic() + budget
     while time.monotonic() < deadline and any(len(v) < samples for v in times.values()):
         for t in targets:
             if len(times[t]) < samples:
                 times[t].append((await _http_once(session, t))[0])
+                if raw:
+                    raw_times[t].append(await _raw_once(conn, t))
+                if gzip is not None:
+                    gzip_times[t].append((await _http_once(gzip, t))[0])
     result = []
     for t in targets:
         count_sql, args = await message_path_call(conn, t.family_id, t.conversation_id, t.leaf_id, "count(*)")
@@ -173,15 +253,62 @@ async def measure(
             lambda sql=count_sql, args=args: conn.fetchval(sql, *args), samples, budget / 4
         )
         result.append(
-            ContextTiming(t.depth, summarize(times[t]), app, execute, first[t][0] * 1000, len(first[t][1]))
+            ContextTiming(
+                t.depth,
+                summarize(times[t]),
+                app,
+                execute,
+                first[t][0] * 1000,
+                len(first[t][1]),
+                summarize(raw_times[t]) if raw else None,
+                summarize(gzip_times[t]) if gzip is not None else None,
+            )
         )
     return result
 
 
-def _session(server: ServerProcess, key: str) -> httpx.AsyncClient:
+async def _raw_once(conn: asyncpg.Connection, target: Target) -> float:
+    t0 = time.perf_counter()
+    rows = await conn.fetch(RAW_PATH, target.leaf_id)
+    rows.reverse()  # root first
+    elapsed = time.perf_counter() - t0
+    if len(rows) != target.depth:
+        raise RuntimeError(f"raw path of {target.leaf_id}: {len(rows)} rows, expected {target.depth}")
+    return elapsed
+
+
+async def copy_chain(conn: asyncpg.Connection, target: Target) -> None:
+    """The conversation's messages into a plain chain table, the raw read's baseline."""
+    async with conn.transaction():
+        await conn.execute(RAW_TABLE)
+        await conn.execute(RAW_COPY, target.family_id)
+
+
+def _rss(server: ServerProcess) -> int:
+    root = psutil.Process(server.pid)
+    return sum(p.memory_info().rss for p in (root, *root.children(recursive=True)))
+
+
+async def measure_rss(url: str, key: str, target: Target, reads: int) -> Rss:
+    """A fresh server's RSS before any context read, after one, and after `reads` of `target`."""
+    async with ServerProcess(UVICORN, url) as server, _session(server, key, IDENTITY) as session:
+        before = _rss(server)
+        _check((await _http_once(session, target))[1], target)
+        after_first = _rss(server)
+        for _ in range(reads - 1):
+            await _http_once(session, target)
+        return Rss(target.depth, reads, before, after_first, _rss(server))
+
+
+def _session(server: ServerProcess, key: str, encoding: str | None = None) -> httpx.AsyncClient:
+    """One keep-alive client; with `encoding` it sends that Accept-Encoding instead of httpx's
+    default (gzip, deflate, and others when their decoders are installed)."""
+    headers = {"Authorization": f"Bearer {key}"}
+    if encoding is not None:
+        headers["Accept-Encoding"] = encoding
     return httpx.AsyncClient(
         base_url=server.base_url,
-        headers={"Authorization": f"Bearer {key}"},
+        headers=headers,
         timeout=httpx.Timeout(60.0),
         limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
     )
@@ -195,11 +322,12 @@ def _samples(depth: int, scale: float) -> int:
 async def figure_depth(
     databases: Databases, rng: random.Random, depths: list[int], scale: float, budget: float
 ) -> DepthFigure:
-    return DepthFigure([await _depth_run(databases, rng, d, scale, budget) for d in depths])
+    deepest = max(depths)
+    return DepthFigure([await _depth_run(databases, rng, d, scale, budget, d == deepest) for d in depths])
 
 
 async def _depth_run(
-    databases: Databases, rng: random.Random, depth: int, scale: float, budget: float
+    databases: Databases, rng: random.Random, depth: int, scale: float, budget: float, rss: bool
 ) -> DepthRun:
     url = await databases.fresh(f"depth_{depth}")
     tenant = "bench-depth"
@@ -217,20 +345,29 @@ async def _depth_run(
         await builder.grow([Plan(built, None, depth)])
         build_seconds = time.perf_counter() - t0
         target = await _target(conn, tenant, built, depth)
+        await copy_chain(conn, target)
         samples = _samples(depth, scale)
-        async with ServerProcess(UVICORN, url) as server, _session(server, key) as session:
+        async with (
+            ServerProcess(UVICORN, url) as server,
+            _session(server, key, IDENTITY) as session,
+            _session(server, key, "gzip") as zipped,
+        ):
             before = await freshness(conn)
-            (fresh,) = await measure(session, conn, store, caller, [target], samples, budget)
+            (fresh,) = await measure(session, conn, store, caller, [target], samples, budget, True, zipped)
             plan_fresh = await explain_message_path(
                 conn, target.family_id, target.conversation_id, target.leaf_id
             )
             after = await freshness(conn)
             await analyze(conn)
-            (analyzed,) = await measure(session, conn, store, caller, [target], samples, budget)
+            await conn.execute("ANALYZE bench_chain")
+            (analyzed,) = await measure(session, conn, store, caller, [target], samples, budget, True, zipped)
             plan_analyzed = await explain_message_path(
                 conn, target.family_id, target.conversation_id, target.leaf_id
             )
-        return DepthRun(depth, build_seconds, before, after, fresh, analyzed, plan_fresh, plan_analyzed)
+        memory = await measure_rss(url, key, target, RSS_READS) if rss else None
+        return DepthRun(
+            depth, build_seconds, before, after, fresh, analyzed, plan_fresh, plan_analyzed, memory
+        )
     finally:
         await pool.close()
         await conn.close()
@@ -402,7 +539,7 @@ async def figure_depth_against(
             sessions = []
             for root, url, key in zip(trees, urls, keys, strict=True):
                 server = await stack.enter_async_context(ServerProcess(replace(UVICORN, root=root), url))
-                sessions.append(await stack.enter_async_context(_session(server, key)))
+                sessions.append(await stack.enter_async_context(_session(server, key, IDENTITY)))
             firsts = []
             for session, target in zip(sessions, targets, strict=True):
                 elapsed, body = await _http_once(session, target)

@@ -19,6 +19,10 @@ APPEND_RATIO_GOAL = 0.5
 KEYED_RATIO_GOAL = 0.8  # keyed appends ÷ unkeyed (issue 14, goal 1)
 CONTEXT_P50_GOAL_MS = {1_000: 10.0, 10_000: 80.0}
 WIDTH_RATIO_GOAL = 1.2
+# Context over HTTP ÷ a raw recursive read of the same path, at these depths (issue 14, goal 3).
+RAW_RATIO_GOAL = 1.5
+RAW_RATIO_DEPTHS = (1_000, 5_000, 10_000)
+RSS_GROWTH_GOAL_MIB = 5.0
 # A text-only context at depth 1,000, this tree ÷ the tree it is compared with (issue 11).
 AGAINST_CONTEXT_DEPTH = 1_000
 AGAINST_CONTEXT_GOAL = 1.05
@@ -147,6 +151,18 @@ def _depth_rows(d: DepthFigure) -> list[Row]:
                 rows.append(("2", what, _ms(t), "", ""))
             else:
                 rows.append(("2", what, _ms(t), f"p50 ≤ {goal:g} ms", verdict(t.http.p50 <= goal)))
+        for t in timings:
+            if t.raw is not None and t.depth in RAW_RATIO_DEPTHS:
+                what = f"Context over HTTP ÷ raw recursive read of the same path, depth {t.depth:,}, {phase}"
+                measured = f"{t.raw_ratio:.2f} ({t.http.p50:.1f} ms / {t.raw.p50:.1f} ms)"
+                ok = t.raw_ratio <= RAW_RATIO_GOAL
+                rows.append(("2", what, measured, f"≤ {RAW_RATIO_GOAL:g}", verdict(ok)))
+            if t.gzip is not None and t.depth in RAW_RATIO_DEPTHS:
+                what = f"Context over HTTP asking for gzip, depth {t.depth:,}, {phase}"
+                measured = f"p50 {t.gzip.p50:.1f} ms · {t.gzip.p50 / t.http.p50:.2f}× without gzip"
+                if t.raw is not None:
+                    measured += f" · {t.gzip.p50 / t.raw.p50:.2f}× the raw read"
+                rows.append(("2", what, measured, "", ""))
         if g := _growth(timings):
             lo, hi, x = g
             what = f"message_path time in PostgreSQL, depth {hi:,} ÷ depth {lo:,}, {phase}"
@@ -154,6 +170,15 @@ def _depth_rows(d: DepthFigure) -> list[Row]:
             rows.append(
                 ("2", what, measured, f"≤ {LINEAR_GROWTH_LIMIT:g}", verdict(x <= LINEAR_GROWTH_LIMIT))
             )
+    if m := d.rss:
+        mib = 1024 * 1024
+        what = f"Server RSS after {m.reads} context reads at depth {m.depth:,} − before any (fresh server)"
+        measured = (
+            f"{m.growth / mib:+.1f} MiB ({m.before / mib:.1f} → {m.after_first / mib:.1f} after the first → "
+            f"{m.after / mib:.1f} MiB)"
+        )
+        ok = abs(m.growth) <= RSS_GROWTH_GOAL_MIB * mib
+        rows.append(("2", what, measured, f"within {RSS_GROWTH_GOAL_MIB:g} MiB", verdict(ok)))
     for phase, attr in (("never analyzed", "plan_fresh"), ("analyzed", "plan_analyzed")):
         bad = [f"{run.depth:,}" for run in d.runs if not getattr(run, attr).index_driven]
         measured = "yes, at every depth" if not bad else "no, at depth " + ", ".join(bad)
@@ -192,7 +217,7 @@ def _against_details(f: AgainstFigure) -> list[str]:
         (
             "Each depth: one fresh database per tree, migrated by that tree's code and filled by that tree's "
             "bench/build.py with the same conversation (same seed: the same 400-character texts), never analyzed "
-            "(autovacuum off for its tables); both servers up at once, their requests taken in turn, one at a time, "
+            "(autovacuum off for its tables); both servers up at once, their requests (`Accept-Encoding: identity`) taken in turn, one at a time, "
             "the order reversed every other pair; then every database analyzed and measured again."
         ),
         "",
@@ -409,6 +434,9 @@ def _context_rows(phase: str, timings: list[ContextTiming]) -> list[list[str]]:
             f"{t.execute.p50:.2f}",
             f"{t.execute.p50 * 1000 / t.depth:.1f}",
             f"{t.response_bytes / 1e6:.2f}",
+            "—" if t.raw is None else f"{t.raw.p50:.2f}",
+            "—" if t.raw is None else f"{t.raw_ratio:.2f}",
+            "—" if t.gzip is None else f"{t.gzip.p50:.2f}",
         ]
         for t in timings
     ]
@@ -416,7 +444,7 @@ def _context_rows(phase: str, timings: list[ContextTiming]) -> list[list[str]]:
 
 _CONTEXT_HEADER = [
     "depth", "tables", "HTTP p50 ms", "HTTP p99 ms", "n", "first request ms", "in-process p50 ms",
-    "PostgreSQL p50 ms", "PostgreSQL µs per level", "response MB",
+    "PostgreSQL p50 ms", "PostgreSQL µs per level", "response MB", "raw read p50 ms", "HTTP ÷ raw", "gzip HTTP p50 ms",
 ]  # fmt: skip
 
 
@@ -441,9 +469,13 @@ def _depth_details(d: DepthFigure) -> list[str]:
     lines += [
         "",
         (
-            "*in-process*: the same use case (`service.app.context.context`) called in the benchmark's process, "
+            "*HTTP*: `Accept-Encoding: identity` (the raw read compresses nothing); *gzip HTTP*: the same "
+            "request asking for gzip, taken after it. *in-process*: the same use case (`service.app.context.context`) called in the benchmark's process, "
             "no HTTP: the store's queries, asyncpg decoding rows, the views built; *PostgreSQL*: "
-            "`count(*)` over `message_path(…)`, the walk with no rows sent."
+            "`count(*)` over `message_path(…)`, the walk with no rows sent; *raw read*: what a simple store "
+            "does, the same messages copied into a plain chain table (`id`, `parent_id`, `role`, `content`, "
+            "`created_at`) and the path fetched with asyncpg by a `WITH RECURSIVE` walk from the leaf up, "
+            "then reversed (bench/context.py RAW_PATH), one after each HTTP request, on the same database."
         ),
     ]
     middle = d.runs[len(d.runs) // 2].depth

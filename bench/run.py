@@ -183,12 +183,13 @@ async def run(args: argparse.Namespace) -> Results:
                 wrk_ratio = "" if a.wrk_skipped else f", with wrk {a.wrk_ratio(UVICORN.name):.2f}"
                 say(f"figures 1/5 done: ratio {a.ratio(UVICORN.name):.2f}{wrk_ratio}")
             if 2 in args.figures:
-                depths = [100, 1_000] if args.quick else [100, 1_000, 10_000]
+                depths = [100, 1_000] if args.quick else [100, 1_000, 5_000, 10_000]
                 say(f"figure 2: depths {depths}")
                 results.depth = await context.figure_depth(
                     dbs, rng, depths, 0.2 if args.quick else 1.0, budget=20.0
                 )
-                say("figure 2 done")
+                raw = ", ".join(f"{t.depth:,}: {t.raw_ratio:.2f}" for t in results.depth.analyzed)
+                say(f"figure 2 done: HTTP ÷ raw recursive read, analyzed, {raw}")
                 if args.against_context:
                     depths = [100, 1_000] if args.quick else list(AGAINST_DEPTHS)
                     say(f"figure 2 against {', '.join(map(str, args.against_context))}: depths {depths}")

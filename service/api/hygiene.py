@@ -19,6 +19,10 @@ from service.api.deps import JSONResponse, header, json_response
 from service.app.replay import AsOf
 
 GZIP_LEVEL = 6  # zlib's default: most of level 9's saving on JSON for a third of its time
+# A body this large is compressed at level 1: a deep context's 7 MB took 4.6x the CPU at level 6
+# for an answer 23% smaller (BENCHMARKS.md, issue 14 goal 3), and the server is busy all that time.
+LARGE_BODY = 256 * 1024
+LARGE_GZIP_LEVEL = 1
 # Revalidate every time: a redaction changes how a message and its past are shown, and then the tag.
 CACHE_CONTROL = "private, no-cache"
 NOT_MODIFIED = ResponseSpec(
@@ -95,7 +99,8 @@ def gzipped(app: ASGIApp, minimum: int) -> ASGIApp:
                     await send(start)
                     await send(message)
                     return
-                compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
+                level = LARGE_GZIP_LEVEL if not more and len(body) >= LARGE_BODY else GZIP_LEVEL
+                compressor = zlib.compressobj(level, zlib.DEFLATED, 31)
                 headers = [(k, v) for k, v in start.get("headers", []) if k != b"content-length"]
                 headers += [(b"content-encoding", b"gzip"), (b"vary", b"Accept-Encoding")]
                 if not more:

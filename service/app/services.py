@@ -85,7 +85,7 @@ class Conversations:
         message_id: uuid.UUID | None,
         last: int | None,
         as_of: replay.AsOf | None = None,
-    ) -> views.Context:
+    ) -> views.ServedContext:
         return await context_app.context(self._store, caller, conversation_id, message_id, last, as_of)
 
     async def tree(

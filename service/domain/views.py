@@ -72,6 +72,30 @@ class Context(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     pending_tool_calls: list[str] = []
 
 
+class Written(msgspec.Struct, frozen=True, gc=False):
+    """A path message already written as its PathMessage's JSON (what the store can write without
+    building the view: a string said by a role other than tool, nothing else, not redacted), and the
+    role that windowing reads. It has no tool calls and answers none."""
+
+    role: str
+    json: msgspec.Raw
+
+
+# A path message as a context read serves it: a view, or its JSON already written.
+Served = PathMessage | Written
+
+
+class ServedContext(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """A Context as it is sent: the same fields, each message's JSON written once (views.Context
+    documents its shape; its encoding is the same bytes)."""
+
+    conversation_id: uuid.UUID
+    leaf_id: uuid.UUID | None
+    depth: int
+    messages: list[msgspec.Raw]
+    pending_tool_calls: list[str] = []
+
+
 class ForkedFrom(msgspec.Struct, frozen=True, kw_only=True):
     """Where a fork came from: it inherits that conversation's path from the root to that message."""
 

@@ -9,7 +9,7 @@ service/app/window.py joins the two off the event loop.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Annotated, TypeVar
+from typing import Annotated, Protocol, TypeVar
 
 import msgspec
 
@@ -18,6 +18,16 @@ from service.domain.errors import IncompleteToolCalls, InvalidRequest
 from service.domain.message import Utterance
 
 M = TypeVar("M", bound=Utterance)
+
+
+class Said(Protocol):
+    """Whatever a path is cut by: who says each message."""
+
+    @property
+    def role(self) -> str: ...
+
+
+S = TypeVar("S", bound=Said)
 
 # A message's tokens, as one model's vocabulary counts them (its text, parts and tool calls:
 # service/upstream/tokens.py, message_counter_for), before the overhead of its place in the chat.
@@ -44,7 +54,7 @@ class TokensWindow(msgspec.Struct, frozen=True, tag="tokens", tag_field="strateg
 Window = FullWindow | LastWindow | TokensWindow
 
 
-def last_messages(path: Sequence[M], n: int | None) -> list[M]:
+def last_messages(path: Sequence[S], n: int | None) -> list[S]:
     """Keep the final `n` messages of the path, and every system message before them.
 
     System messages set the rules of the conversation, so dropping one would change what the model
@@ -59,7 +69,7 @@ def last_messages(path: Sequence[M], n: int | None) -> list[M]:
     return [m for i, m in enumerate(path) if i >= cut or m.role == "system"]
 
 
-def _unit_start(path: Sequence[Utterance], i: int) -> int:
+def _unit_start(path: Sequence[Said], i: int) -> int:
     """The start of the unit (calls.units) message `i` belongs to."""
     while i > 0 and path[i].role == "tool":
         i -= 1

@@ -375,6 +375,32 @@ SELECT p.seq, p.conversation_id, p.message_id, p.parent_id, p.role, p.depth, p.p
        p.sibling_count, p.sibling_position, p.on_path
   FROM message_path(:family_id, :conversation_id, :message_id, :base_id, :base_depth, :upto) p;
 
+-- name: message_path_served
+-- message_path's rows as a context read serves them. A message on the path that says nothing but a
+-- string (its event's payload is the empty '{"metadata":{}}': no name, no tool call, no generation,
+-- no metadata), is not redacted and is not a tool message comes with `tail`: its view's JSON from
+-- `,"metadata"` to the end, as msgspec writes a views.PathMessage (the fields in their order,
+-- created_at in UTC with microseconds unless they are 0), and neither its payload nor its time;
+-- convtree writes the rest (role and content, whose escaping is cheaper in msgspec than in
+-- PostgreSQL). Every other row comes as message_path serves it, for the typed view. Only ids,
+-- numbers and that time go into `tail`: no stored string is cut or quoted here.
+SELECT p.seq, p.conversation_id, p.message_id, p.parent_id, p.role, p.depth,
+       CASE WHEN NOT k.served THEN p.payload END AS payload,
+       CASE WHEN NOT k.served THEN p.created_at END AS created_at,
+       CASE WHEN p.redacted_at IS NULL THEN p.content END AS content,
+       p.redacted_at, p.redacted_by, p.redaction_reason, p.redaction_erased,
+       p.sibling_count, p.sibling_position, p.on_path,
+       CASE WHEN k.served THEN convert_to(
+           ',"metadata":{},"id":"' || p.message_id::text || '","conversation_id":"' || p.conversation_id::text
+           || '","parent_message_id":' || coalesce('"' || p.parent_id::text || '"', 'null')
+           || ',"depth":' || p.depth::text || ',"seq":' || p.seq::text
+           || ',"created_at":"' || replace(to_char(p.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), '.000000Z', 'Z')
+           || '","sibling_count":' || p.sibling_count::text || ',"sibling_position":' || p.sibling_position::text || '}',
+           'UTF8') END AS tail
+  FROM message_path(:family_id, :conversation_id, :message_id, :base_id, :base_depth, :upto) p
+ CROSS JOIN LATERAL (SELECT p.on_path AND p.redacted_at IS NULL AND p.content IS NOT NULL AND p.role <> 'tool'
+                            AND p.payload::text = '{"metadata":{}}' AS served) k;
+
 -- name: call_group_tail
 -- The end of the path at message :message_id (one the conversation sees) that a tool message
 -- appended under it must answer: the message, and while the message read is a tool message, its

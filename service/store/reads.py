@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from operator import itemgetter
 from typing import TypeVar
 
 from service.domain import views
@@ -136,6 +137,47 @@ class Reads(Session):
             for row in path
         ]
         return await self.restored(scope.family_id, placed)
+
+    async def served_path(self, scope: Scope, message_id: uuid.UUID) -> list[views.Served]:
+        """message_path as a context read serves it: the same messages, each plain one written out as
+        its JSON by the store (views.Written) rather than built as a view; empty if the scope does
+        not see the message."""
+        found = await self.rows(
+            "message_path_served",
+            family_id=scope.family_id,
+            conversation_id=scope.conversation_id,
+            message_id=message_id,
+            base_id=scope.base_id,
+            base_depth=scope.base_depth,
+            upto=scope.upto,
+        )
+        r.check_served(found)
+        path = [row for row in found if row[r.SERVED_ON_PATH]]
+        path.sort(key=itemgetter(r.SERVED_DEPTH))  # root first
+        if len(path) == len(found):  # no parent on the path has a child of the conversation's own off it
+            messages = r.served_path(path)
+        else:
+            others: dict[uuid.UUID, dict[uuid.UUID, int]] = {}
+            for row in r.records(r.ServedRow, [row for row in found if not row[r.SERVED_ON_PATH]]):
+                if row.parent_id is not None:  # off the path: a child of a path message
+                    others.setdefault(row.parent_id, {})[row.message_id] = row.seq
+            own = scope.conversation_id
+            messages = []
+            for found_row in path:
+                if found_row[r.SERVED_PARENT] not in others:
+                    messages.append(r.served(found_row))
+                    continue
+                row = r.ServedRow(*found_row)
+                place = sibling_place(
+                    (row.sibling_count, row.sibling_position),  # type: ignore[arg-type]
+                    row.conversation_id == own,
+                    row.message_id,
+                    row.seq,
+                    others[row.parent_id],  # type: ignore[index]
+                )
+                messages.append(r.served(found_row, place))
+        await self.restored(scope.family_id, [m for m in messages if isinstance(m, views.PathMessage)])
+        return messages
 
     async def restored(self, family_id: uuid.UUID, messages: list[M]) -> list[M]:
         """`messages` (just read, held by no one else) with the parts their bodies keep out of line

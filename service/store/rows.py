@@ -262,6 +262,64 @@ def path_message(row: PathRow, place: tuple[int, int]) -> views.PathMessage:
     return _message(views.PathMessage, row, sibling_count=place[0], sibling_position=place[1])
 
 
+class ServedRow(PathRow, frozen=True, gc=False):
+    """message_path_served: a path row, and for a message the store writes itself (views.Written),
+    its JSON after its content (`tail`), with neither payload nor time."""
+
+    tail: bytes | None
+
+
+# message_path_served's rows are read as they come (a deep context is thousands of them, and a
+# struct per row would cost as much as the rest): by these positions, of columns checked by name.
+_SERVED = {name: i for i, name in enumerate(ServedRow.__struct_fields__)}
+SERVED_ON_PATH = _SERVED["on_path"]
+SERVED_DEPTH = _SERVED["depth"]
+SERVED_PARENT = _SERVED["parent_id"]
+_ROLE, _CONTENT, _TAIL = _SERVED["role"], _SERVED["content"], _SERVED["tail"]
+_encode = msgspec.json.encode
+# Each role's opening of a written message, up to its content's value.
+_OPENING: dict[str, bytes] = {}
+
+
+def check_served(rows: Sequence[asyncpg.Record]) -> None:
+    if rows:
+        _check(ServedRow, rows[0])
+
+
+def served(row: asyncpg.Record, place: tuple[int, int] | None = None) -> views.Served:
+    """A message_path_served row as the message it is: written out when the store wrote its tail,
+    else its view (as `path_message`); at `place` among its siblings when it is not the row's own."""
+    tail: bytes | None = row[_TAIL]
+    if tail is None:
+        typed = ServedRow(*row)
+        return path_message(typed, place or (typed.sibling_count, typed.sibling_position))  # type: ignore[arg-type]
+    role: str = row[_ROLE]
+    opening = _OPENING.get(role)
+    if opening is None:
+        opening = _OPENING.setdefault(role, b'{"role":' + _encode(role) + b',"content":')
+    if place is not None:
+        # The tail ends with the place: only ids, numbers and a time come before it.
+        tail = tail[: tail.rindex(b',"sibling_count":')] + b',"sibling_count":%d,"sibling_position":%d}' % place
+    return views.Written(role, msgspec.Raw(opening + _encode(row[_CONTENT]) + tail))
+
+
+def served_path(rows: Sequence[asyncpg.Record]) -> list[views.Served]:
+    """`served` for every row, each at its own place: the common case, written out in one pass."""
+    out: list[views.Served] = []
+    append = out.append
+    for row in rows:
+        tail = row[_TAIL]
+        if tail is None:
+            append(served(row))
+        else:
+            role = row[_ROLE]
+            opening = _OPENING.get(role)
+            if opening is None:
+                opening = _OPENING.setdefault(role, b'{"role":' + _encode(role) + b',"content":')
+            append(views.Written(role, msgspec.Raw(opening + _encode(row[_CONTENT]) + tail)))
+    return out
+
+
 class LeafRow(msgspec.Struct, frozen=True):
     """list_leaves: a branch tip."""
 

@@ -11,7 +11,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from service.api.hygiene import LARGE_BODY
 from service.config import Settings
+from tests.helpers import create, say
 from tests.servers import Server
 
 ORIGIN = "https://app.example"
@@ -172,3 +174,18 @@ def test_a_304_still_carries_the_request_id(api):
     rid = f"r-{uuid.uuid4().hex}"
     reply = api.get(url, headers={"If-None-Match": tag, "X-Request-Id": rid})
     assert (reply.status_code, reply.headers["x-request-id"]) == (304, rid)
+
+
+def test_a_body_past_the_large_size_is_gzipped_whole_at_the_fast_level(server, api):
+    cid = create(api)["id"]
+    for i in range(3):  # ~300 KB of text that compresses, past hygiene.LARGE_BODY
+        say(api, cid, f"message {i}: " + "a long answer with the same words again " * 2_500)
+    url = f"{server.base_url}/v1/conversations/{cid}/context"
+    auth = {"Authorization": api.headers["Authorization"]}
+    with httpx.stream("GET", url, headers={**auth, "Accept-Encoding": "gzip"}) as raw:
+        assert raw.headers["content-encoding"] == "gzip"
+        wire = b"".join(raw.iter_raw())
+    plain = httpx.get(url, headers={**auth, "Accept-Encoding": "identity"})
+    assert len(plain.content) >= LARGE_BODY
+    assert gzip.decompress(wire) == plain.content
+    assert wire[8] == 4  # the gzip header's XFL byte: 4 is zlib's fastest level, 2 its slowest (6 writes 0)
