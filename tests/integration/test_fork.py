@@ -465,3 +465,28 @@ def test_a_tool_result_first_in_a_fork_answers_a_call_of_its_base(api):
     assert second.status_code == 201, second.text
     assert second.json()["parent_message_id"] == first.json()["id"]
     assert get(api, f"/v1/conversations/{f['id']}")["message_count"] == 4  # the question, the calls, 2 results
+
+
+def _indexed(url, *message_ids):
+    """Which of the messages have a path digest (message_paths): what auto-threading can match."""
+    rows = fetch(url, "SELECT message_id FROM message_paths WHERE message_id = ANY($1::uuid[])",
+                 [uuid.UUID(m) for m in message_ids])  # fmt: skip
+    return {str(r["message_id"]) for r in rows}
+
+
+def test_an_erasure_in_the_source_leaves_no_path_digest_under_it_in_a_fork(api, server, source):
+    # The fork remembers its base (and later its own head) with the path digest it had; an erasure
+    # above it, made through the source, removes the digests of every message under the erased one.
+    f = fork(api, source["id"], source["b"])
+    g = fork(api, source["id"], source["b"])
+    y = say(api, g["id"], "y")
+    assert _indexed(server.database_url, source["b"], y["id"]) == {source["b"], y["id"]}
+    r = api.post(f"/v1/conversations/{source['id']}/messages/{source['a']}/redact", json={"reason": "r", "erase": True})
+    assert r.status_code == 201, r.text
+    assert _indexed(server.database_url, source["a"], source["b"], y["id"]) == set()
+    x = say(api, f["id"], "x")  # the fork's first append, on its remembered base
+    z = say(api, g["id"], "z")  # on the fork's remembered head, y
+    assert (x["parent_message_id"], z["parent_message_id"]) == (source["b"], y["id"])
+    # A digest made from one the erasure removed would confirm a guess of the erased text.
+    assert _indexed(server.database_url, x["id"], z["id"]) == set()
+    assert get(api, f"/v1/conversations/{f['id']}/audit")["valid"]
