@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -10,6 +11,7 @@ import msgspec
 from service.app import idempotency, writes
 from service.app.caller import Caller
 from service.app.conversations import Created, answer, new_summary
+from service.app.messages import KnownHead, KnownHeads
 from service.domain import tree, views
 from service.domain.errors import ConversationIdConflict, ConversationNotFound
 from service.store.events import Store, Tx
@@ -28,13 +30,33 @@ async def fork_conversation(
     message_id: uuid.UUID,
     new: NewFork,
     keyed: idempotency.Keyed | None = None,
+    heads: KnownHeads | None = None,
 ) -> Created | idempotency.Replayed:
-    """Fork, once per Idempotency-Key (a retry gets the stored answer)."""
-    return await idempotency.run(store, caller, keyed, lambda tx: fork(tx, caller, source_id, message_id, new), answer)
+    """Fork, once per Idempotency-Key (a retry gets the stored answer). With `heads`, the state the
+    new fork is in is remembered there once it commits, so that its first appends by this process
+    go the grouped way (AppendGroup) instead of locking it first."""
+    done = await idempotency.run(
+        store, caller, keyed, lambda tx: _fork(tx, caller, source_id, message_id, new), lambda made: answer(made[0])
+    )
+    if isinstance(done, idempotency.Replayed):
+        return done
+    created, known = done
+    if heads is not None and known is not None:
+        heads.remember(caller.tenant, known)  # committed: safe to build on
+    return created
 
 
 async def fork(tx: Tx, caller: Caller, source_id: uuid.UUID, message_id: uuid.UUID, new: NewFork) -> Created:
-    """Fork `source_id` at `message_id`: one event and one summary row, whatever the message's depth.
+    """Fork in the caller's transaction (see _fork)."""
+    created, _ = await _fork(tx, caller, source_id, message_id, new)
+    return created
+
+
+async def _fork(
+    tx: Tx, caller: Caller, source_id: uuid.UUID, message_id: uuid.UUID, new: NewFork
+) -> tuple[Created, KnownHead | None]:
+    """Fork `source_id` at `message_id`: one event and one summary row, whatever the message's depth;
+    and the state it leaves the new fork in (None: a retry that found the fork it had made).
 
     The fork joins the source's family and sees the path root→message by reference. With a client
     `id`, a retry finds the fork it made (created=False); the same id used for anything else is a
@@ -47,7 +69,7 @@ async def fork(tx: Tx, caller: Caller, source_id: uuid.UUID, message_id: uuid.UU
         found = await tx.get_conversation(caller.tenant, fork_id)
         if found is not None:
             _check_same(found[0], source_id, message_id, new)
-            return Created(found[0], created=False)
+            return Created(found[0], created=False), None
     source = await tx.get_scoped(caller.tenant, source_id)
     if source is None:
         raise ConversationNotFound(conversation_id=str(source_id))
@@ -66,7 +88,17 @@ async def fork(tx: Tx, caller: Caller, source_id: uuid.UUID, message_id: uuid.UU
     assert base is not None  # decide_fork refuses a fork without one
     forked_from = views.ForkedFrom(conversation_id=source_id, message_id=message_id)
     state = await w.create(tree.fork_origin(cmd, base), events, new.title, new.metadata, forked_from)
-    return Created(new_summary(state, new.title, new.metadata, w.now, forked_from), created=True)
+    created = Created(new_summary(state, new.title, new.metadata, w.now, forked_from), created=True)
+    return created, _known_after_fork(state, base, w.now)
+
+
+def _known_after_fork(state: tree.ConversationState, base: tree.Node, at: datetime) -> KnownHead:
+    """The new fork as its creation left it, its base as its head. The base was read in the source,
+    where it may have children; the fork shows none under it (it is the fork's only leaf, as its
+    state's `tips` say). The tool-call group open at the base is not read here (a round trip for
+    every fork at an assistant or tool message): a tool message under it goes the locked way."""
+    head = msgspec.structs.replace(base, has_children=False)
+    return KnownHead(state, head, at, None, group_known=base.role not in ("assistant", "tool"))
 
 
 def _check_same(found: views.Conversation, source_id: uuid.UUID, message_id: uuid.UUID, new: NewFork) -> None:

@@ -33,13 +33,17 @@ class Appended(msgspec.Struct, frozen=True):
 
 
 class KnownHead(msgspec.Struct, frozen=True):
-    """A conversation as an append by this process left it: its state, its head, and the tool-call
-    group open at the head (what a tool message appended under it must answer)."""
+    """A conversation as a write by this process left it (an append, or the fork that made it):
+    its state, its head, and the tool-call group open at the head (what a tool message appended
+    under it must answer)."""
 
     state: tree.ConversationState
     head: tree.Node
     at: datetime  # the head's time: the next event is stamped no earlier
     group: calls.Open = None
+    # False: the group open at the head was not read (a fork's base, an assistant or tool message
+    # of its source): a tool message under it goes the locked way, which reads it.
+    group_known: bool = True
 
 
 class KnownHeads:
@@ -204,6 +208,8 @@ class AppendGroup:
             return None
         if new.id is not None and new.id == known.head.message_id:
             return None  # a retry of the last append: the locked append finds it and answers 200
+        if new.role == "tool" and not known.group_known:
+            return None
         cmd = _command(new)
         try:
             # A client's id may be taken elsewhere in the family: the statement then fails on it.

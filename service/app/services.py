@@ -52,8 +52,9 @@ def answered(created: bool) -> int:
 class Conversations:
     """Creating, forking and reading conversations: summaries, pages, paths, trees and tips."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, heads: messages.KnownHeads | None = None) -> None:
         self._store = store
+        self._heads = heads  # the appends' (messages.AppendGroup): a new fork's state goes there
 
     async def create(
         self, caller: Caller, new: conversations.NewConversation, keyed: idempotency.Keyed | None
@@ -68,7 +69,7 @@ class Conversations:
         new: forks.NewFork,
         keyed: idempotency.Keyed | None,
     ) -> conversations.Created | Replayed:
-        return await forks.fork_conversation(self._store, caller, conversation_id, message_id, new, keyed)
+        return await forks.fork_conversation(self._store, caller, conversation_id, message_id, new, keyed, self._heads)
 
     async def list_page(self, caller: Caller, limit: int, cursor: str | None) -> conversations.Page:
         return await conversations.list_page(self._store, caller, limit, cursor)
@@ -560,11 +561,12 @@ async def open_services(
         stack.push_async_callback(runner.close)
 
         turns = Turns(store, providers, generations, settings.sse_keepalive_seconds)
+        appends = messages.AppendGroup(store)
         yield Services(
             store=store,
             keys=Keys(store, Authenticator(settings.key_cache_seconds)),
-            conversations=Conversations(store),
-            messages=Messages(store, messages.AppendGroup(store)),
+            conversations=Conversations(store, appends.heads),
+            messages=Messages(store, appends),
             events=Events(store, feed_app.Feed(store, listener)),
             audit=Audit(store),
             transfer=Transfer(store),

@@ -225,7 +225,16 @@ WITH batch AS MATERIALIZED (
       FROM unchanged u
      WHERE u.key IS NULL OR (u.tenant, u.key) IN (SELECT c.tenant, c.key FROM claimed c)
 ), event_rows AS (
-    SELECT u.*, 'message_appended'::text AS type FROM going u
+    -- A message's path digest was made from its parent's as its writer remembered it: written only
+    -- if the parent's is still stored. An erasure above the parent (through another conversation,
+    -- too: a fork's source) removes the digests of every message under the erased one.
+    SELECT u.seq, u.tenant, u.conversation_id, u.family_id, 'message_appended'::text AS type, u.message_id,
+           u.parent_id, u.role, u.depth, u.body_sha256, u.payload, u.actor, u.request_id, u.created_at, u.hash,
+           CASE WHEN u.parent_id IS NULL
+                  OR EXISTS (SELECT 1 FROM message_paths p
+                              WHERE p.family_id = u.family_id AND p.message_id = u.parent_id)
+                THEN u.path_digest END AS path_digest
+      FROM going u
 ), body_rows AS (
     SELECT u.family_id, u.message_id, u.content, u.digest_key FROM going u
 ),

@@ -13,6 +13,7 @@ from service.domain.tree import Scope
 from service.store.queries import Q
 from tests.helpers import create, problem, say
 from tests.postgres import fetch, run
+from tests.servers import Server
 
 
 
@@ -399,3 +400,93 @@ def test_the_database_lets_a_fork_write_only_under_its_inherited_path(api, serve
     x = say(api, f["id"], "x")
     with pytest.raises(asyncpg.ForeignKeyViolationError):
         run(_insert_child(server.database_url, uuid.UUID(source["id"]), family, uuid.UUID(x["id"]), 4))
+
+
+def _folded(url, cid):
+    """The fork's summary as stored, and as a fold of its log makes it (fold_conversations)."""
+    columns = "head_id, message_count, leaf_count, last_seq, last_hash"
+    [stored] = fetch(url, f"SELECT {columns} FROM conversations WHERE conversation_id = $1", uuid.UUID(cid))
+    [folded] = fetch(url, f"SELECT {columns} FROM fold_conversations($1::uuid[], 9223372036854775807)", [uuid.UUID(cid)])
+    return dict(stored), dict(folded)
+
+
+def test_a_forks_first_appends_continue_from_its_base_as_its_only_leaf(api, server, source):
+    # b has a child (c) in the source; in the fork, b is the only leaf, which an append continues.
+    f = fork(api, source["id"], source["b"])
+    x = say(api, f["id"], "x")
+    y = say(api, f["id"], "y", role="assistant")
+    assert (x["parent_message_id"], x["depth"], x["conversation_id"]) == (source["b"], 3, f["id"])
+    assert (y["parent_message_id"], y["depth"], y["conversation_id"]) == (x["id"], 4, f["id"])
+    summary = get(api, f"/v1/conversations/{f['id']}")
+    assert (summary["head_id"], summary["message_count"], summary["leaf_count"], summary["last_seq"]) == (
+        y["id"], 5, 1, y["seq"],
+    )  # fmt: skip
+    stored, folded = _folded(server.database_url, f["id"])
+    assert stored == folded
+    assert ids(context(api, f["id"])["messages"]) == [source["sys"], source["a"], source["b"], x["id"], y["id"]]
+    assert get(api, f"/v1/conversations/{f['id']}/audit")["valid"]
+    # The source is as it was.
+    src = get(api, f"/v1/conversations/{source['id']}")
+    assert (src["head_id"], src["message_count"], src["leaf_count"]) == (source["c"], 4, 1)
+
+
+def test_a_fork_made_on_one_server_and_appended_to_on_another_keeps_one_chain(api, server, source):
+    f = fork(api, source["id"], source["b"])  # this server remembers the fork at its base
+    with Server(server.database_url) as other_server, other_server.client() as other:
+        other.headers["authorization"] = api.headers["authorization"]
+        x = say(other, f["id"], "x")
+    y = say(api, f["id"], "y")  # not under the base: under the message the other server wrote
+    assert (x["parent_message_id"], y["parent_message_id"], y["depth"]) == (source["b"], x["id"], 4)
+    stored, folded = _folded(server.database_url, f["id"])
+    assert stored == folded and stored["message_count"] == 5 and stored["leaf_count"] == 1
+    assert get(api, f"/v1/conversations/{f['id']}/audit")["valid"]
+
+
+def test_a_tool_result_first_in_a_fork_answers_a_call_of_its_base(api):
+    cid = create(api)["id"]
+    say(api, cid, "weather in Paris and Rome?")
+    calls = [{"id": i, "type": "function", "function": {"name": "lookup", "arguments": "{}"}} for i in ("c1", "c2")]
+    r = api.post(f"/v1/conversations/{cid}/messages", json={"role": "assistant", "content": None, "tool_calls": calls})
+    assert r.status_code == 201, r.text
+    asked = r.json()
+    say(api, cid, "result of c1", role="tool", tool_call_id="c1")  # in the source, not the fork's
+    f = fork(api, cid, asked["id"])
+
+    def answer(call_id):
+        body = {"role": "tool", "content": f"result of {call_id}", "tool_call_id": call_id}
+        return api.post(f"/v1/conversations/{f['id']}/messages", json=body)
+
+    problem(answer("c9"), 422, "tool-result-without-call")
+    first = answer("c1")
+    assert first.status_code == 201, first.text
+    assert first.json()["parent_message_id"] == asked["id"]
+    problem(answer("c1"), 422, "duplicate-tool-result")
+    second = answer("c2")
+    assert second.status_code == 201, second.text
+    assert second.json()["parent_message_id"] == first.json()["id"]
+    assert get(api, f"/v1/conversations/{f['id']}")["message_count"] == 4  # the question, the calls, 2 results
+
+
+def _indexed(url, *message_ids):
+    """Which of the messages have a path digest (message_paths): what auto-threading can match."""
+    rows = fetch(url, "SELECT message_id FROM message_paths WHERE message_id = ANY($1::uuid[])",
+                 [uuid.UUID(m) for m in message_ids])  # fmt: skip
+    return {str(r["message_id"]) for r in rows}
+
+
+def test_an_erasure_in_the_source_leaves_no_path_digest_under_it_in_a_fork(api, server, source):
+    # The fork remembers its base (and later its own head) with the path digest it had; an erasure
+    # above it, made through the source, removes the digests of every message under the erased one.
+    f = fork(api, source["id"], source["b"])
+    g = fork(api, source["id"], source["b"])
+    y = say(api, g["id"], "y")
+    assert _indexed(server.database_url, source["b"], y["id"]) == {source["b"], y["id"]}
+    r = api.post(f"/v1/conversations/{source['id']}/messages/{source['a']}/redact", json={"reason": "r", "erase": True})
+    assert r.status_code == 201, r.text
+    assert _indexed(server.database_url, source["a"], source["b"], y["id"]) == set()
+    x = say(api, f["id"], "x")  # the fork's first append, on its remembered base
+    z = say(api, g["id"], "z")  # on the fork's remembered head, y
+    assert (x["parent_message_id"], z["parent_message_id"]) == (source["b"], y["id"])
+    # A digest made from one the erasure removed would confirm a guess of the erased text.
+    assert _indexed(server.database_url, x["id"], z["id"]) == set()
+    assert get(api, f"/v1/conversations/{f['id']}/audit")["valid"]

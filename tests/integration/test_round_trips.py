@@ -9,6 +9,7 @@ import msgspec
 import pytest
 
 from service.app import conversations as conversations_app
+from service.app import forks as forks_app
 from service.app import idempotency
 from service.app import messages as messages_app
 from service.app.caller import Caller
@@ -62,6 +63,56 @@ def test_round_trips_per_append(databases):
             await pool.close()
 
     run(go())
+
+
+def test_round_trips_per_fork_and_its_first_appends(databases):
+    """A fork remembers the state it made (BENCHMARKS.md, *Forks*): its first append is grouped."""
+    url = databases.migrated()
+    sent: list[str] = []
+
+    async def go():
+        async def init(conn: asyncpg.Connection) -> None:
+            conn.add_query_logger(lambda q: sent.append(q.query))
+
+        pool = await asyncpg.create_pool(url, min_size=1, max_size=2, init=init, reset=_keep)
+        try:
+            store = Store(pool)
+            caller = Caller(tenant="t", actor="test")
+            group = messages_app.AppendGroup(store)
+            async with store.transaction() as tx:
+                new = conversations_app.NewConversation(system="be brief")
+                source = (await conversations_app.create(tx, caller, new)).conversation
+            assert source.head_id is not None
+
+            async def fork(keyed: idempotency.Keyed | None) -> tuple[int, uuid.UUID]:
+                sent.clear()
+                made = await forks_app.fork_conversation(
+                    store, caller, source.id, source.head_id, forks_app.NewFork(), keyed, group.heads
+                )
+                assert isinstance(made, conversations_app.Created)
+                return len(sent), made.conversation.id
+
+            async def count(fid: uuid.UUID, new: messages_app.NewMessage, keyed: idempotency.Keyed | None) -> int:
+                sent.clear()
+                await messages_app.append_message(group, caller, fid, new, keyed)
+                return len(sent)
+
+            # BEGIN, begin_create, the source's summary, find_nodes, insert_conversation, COMMIT.
+            sent_by_fork, fid = await fork(None)
+            assert sent_by_fork == 6
+            # Its first appends, keyed or not: one shared statement each.
+            assert await count(fid, messages_app.NewMessage(role="user", content="first"), None) == 1
+            assert await count(fid, messages_app.NewMessage(role="user", content="second"), _keyed()) == 1
+            # A keyed fork: its key claimed and answered in the same transaction (2 more).
+            sent_by_fork, fid = await fork(_keyed())
+            assert sent_by_fork == 8
+            assert await count(fid, messages_app.NewMessage(role="user", content="first"), _keyed()) == 1
+        finally:
+            await pool.close()
+
+    run(go())
+    rows = fetch(url, "SELECT count(*) AS n FROM events WHERE type = 'message_appended'")
+    assert rows[0]["n"] == 4  # the system message, and the forks' three
 
 
 def test_a_grouped_keyed_append_stores_its_answer_and_a_retry_replays_it(databases):
