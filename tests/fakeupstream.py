@@ -71,9 +71,9 @@ class Fault:
         return cls("drop", after=after)
 
     @classmethod
-    def endless(cls) -> Fault:
-        """Stream pieces every 20 ms until the client leaves (or max_stream_seconds)."""
-        return cls("endless")
+    def endless(cls, every: float = 0.02) -> Fault:
+        """Stream pieces every `every` seconds until the client leaves (or max_stream_seconds)."""
+        return cls("endless", delay=every)
 
     @classmethod
     def hold(cls, *, after: int = 2) -> Fault:
@@ -395,7 +395,7 @@ class FakeUpstream:
                         await asyncio.sleep(0.01)
                 await send({"type": "http.response.body", "body": fmt.delta(piece), "more_body": True})
                 sent += 1
-                await asyncio.sleep(0.02 if fault is not None and fault.kind == "endless" else 0)
+                await asyncio.sleep(fault.delay if fault is not None and fault.kind == "endless" else 0)
             finished.set()  # uvicorn reports a completed response as "disconnect" too
             await send(
                 {
