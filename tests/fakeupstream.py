@@ -19,7 +19,8 @@ object. A request whose last message is a tool result is answered "Tool said: {i
 `thinking`).
 Scripted answers are faults too: `Fault.reply(...)` answers exactly those pieces of text (never
 calls), `Fault.tool_calls((name, arguments), ...)` exactly those calls, `Fault.answer()` as usual.
-Faults apply to the next requests in order, one each, whatever the endpoint. Every stream, even
+Faults apply to the next requests in order, one each, whatever the endpoint; or, with
+`fail_when(said, fault)`, to every request whose last message says `said`. Every stream, even
 a never-ending one, stops by itself after `max_stream_seconds`.
 """
 
@@ -71,9 +72,9 @@ class Fault:
         return cls("drop", after=after)
 
     @classmethod
-    def endless(cls) -> Fault:
-        """Stream pieces every 20 ms until the client leaves (or max_stream_seconds)."""
-        return cls("endless")
+    def endless(cls, every: float = 0.02) -> Fault:
+        """Stream pieces every `every` seconds until the client leaves (or max_stream_seconds)."""
+        return cls("endless", delay=every)
 
     @classmethod
     def hold(cls, *, after: int = 2) -> Fault:
@@ -122,6 +123,7 @@ class Disconnect:
 class _State:
     lock: threading.Lock = field(default_factory=threading.Lock)
     faults: collections.deque[Fault] = field(default_factory=collections.deque)
+    scripted: dict[str, Fault] = field(default_factory=dict)  # by the last message's text
     requests: list[Recorded] = field(default_factory=list)
     disconnects: list[Disconnect] = field(default_factory=list)
     disconnected: threading.Event = field(default_factory=threading.Event)
@@ -205,9 +207,16 @@ class FakeUpstream:
         with self._state.lock:
             self._state.faults.extend(faults)
 
+    def fail_when(self, said: str, fault: Fault) -> None:
+        """Answer every request whose last message says `said` with `fault` (before the queue of
+        fail_next's): a fault for one request however many others arrive meanwhile, retries included."""
+        with self._state.lock:
+            self._state.scripted[said] = fault
+
     def reset(self) -> None:
         with self._state.lock:
             self._state.faults.clear()
+            self._state.scripted.clear()
             self._state.requests.clear()
             self._state.disconnects.clear()
             self._state.disconnected.clear()
@@ -280,7 +289,11 @@ class FakeUpstream:
         with self._state.lock:
             client = tuple(scope["client"]) if scope.get("client") else None
             self._state.requests.append(Recorded(method, path, body, headers, client))  # type: ignore[arg-type]
-            fault = self._state.faults.popleft() if self._state.faults else None
+            messages = body.get("messages") if isinstance(body, dict) else None
+            last = messages[-1] if isinstance(messages, list) and messages else None
+            fault = self._state.scripted.get(text_of(last)) if isinstance(last, dict) else None
+            if fault is None:
+                fault = self._state.faults.popleft() if self._state.faults else None
 
         is_ollama = path.startswith("/api/")
         if fault is not None and fault.kind == "delay":
@@ -395,7 +408,7 @@ class FakeUpstream:
                         await asyncio.sleep(0.01)
                 await send({"type": "http.response.body", "body": fmt.delta(piece), "more_body": True})
                 sent += 1
-                await asyncio.sleep(0.02 if fault is not None and fault.kind == "endless" else 0)
+                await asyncio.sleep(fault.delay if fault is not None and fault.kind == "endless" else 0)
             finished.set()  # uvicorn reports a completed response as "disconnect" too
             await send(
                 {

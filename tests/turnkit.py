@@ -47,6 +47,25 @@ def sse(response: httpx.Response) -> Iterator[tuple[str, Any]]:
             data.append(line[5:].removeprefix(" "))
 
 
+def positioned(response: httpx.Response) -> Iterator[tuple[str, int, Any]]:
+    """(event, position, decoded data) for each event of a streamed turn, as it arrives: every
+    event carries its position as `id:` (keep-alive comments carry nothing and are skipped)."""
+    assert response.headers["content-type"].startswith("text/event-stream"), response.headers
+    event, position, data = "message", None, []
+    for line in response.iter_lines():
+        if not line:
+            if data:
+                assert position is not None, f"an event without an id: {event} {data}"
+                yield event, int(position), json.loads("\n".join(data))
+            event, position, data = "message", None, []
+        elif line.startswith("event:"):
+            event = line[6:].strip()
+        elif line.startswith("id:"):
+            position = line[3:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].removeprefix(" "))
+
+
 def sent_messages(upstream: Any) -> list[list[dict[str, str]]]:
     """The messages of every chat request the fake model server received, in order."""
     return [r.body["messages"] for r in upstream.requests if r.method == "POST"]

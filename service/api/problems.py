@@ -90,6 +90,7 @@ TABLE: dict[type[errors.ConvtreeError], tuple[int, str, str]] = {
     errors.ParentNotFound: (404, "parent-not-found", "Parent message not found"),
     errors.ItemNotFound: (404, "item-not-found", "Item not found"),
     errors.ModelNotFound: (404, "model-not-found", "Model not found"),
+    errors.ReplyNotFound: (404, "reply-not-found", "Reply not found"),
     errors.ResponseNotFound: (404, "response-not-found", "Response not found"),
     errors.ReplayRunNotFound: (404, "replay-run-not-found", "Replay run not found"),
     errors.NotFound: (404, "not-found", "Not found"),

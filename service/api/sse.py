@@ -20,8 +20,12 @@ HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # no proxy m
 KEEPALIVE = b": keep-alive\n\n"
 
 
-def event(name: str | None, data: bytes) -> bytes:
+def event(name: str | None, data: bytes, position: int | None = None) -> bytes:
+    """One event; `position` is its `id:`, what a client that lost the stream sends back as
+    `Last-Event-ID` to resume after it."""
     head = b"event: " + name.encode() + b"\n" if name is not None else b""
+    if position is not None:
+        head += b"id: %d\n" % position
     return head + b"data: " + data + b"\n\n"
 
 

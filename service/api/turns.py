@@ -8,11 +8,11 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, Request, Response, post
+from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import FromPath, HeaderParameter, JSONBody
+from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 from litestar.types import Receive
 
 from service.api import problems, schemas, sse
@@ -22,6 +22,7 @@ from service.app import turn as turns_app
 from service.app import window as windows
 from service.app.caller import Caller
 from service.app.turn import CLIENT_LEFT, ReplyInFlight, Settled
+from service.app.turn.follow import Ended, Located
 from service.app.services import Turns
 from service.domain import errors, views
 from service.domain.message import carried, text_of
@@ -107,7 +108,11 @@ TURN_ERRORS = (
 STREAM_DOC = (
     " With `stream: true` the answer is `text/event-stream`: `turn` (the ids, before the first token), "
     "`delta` ({text}) for each piece, then `done` (the stored reply, with its `generation`) or `error` "
-    "(a problem naming the provider and cause, with the reply as stored if any text had arrived)."
+    "(a problem naming the provider and cause, with the reply as stored if any text had arrived). Each "
+    "event's `id:` is its position: `turn` 0, a `delta` the number of the reply's characters (Unicode "
+    "code points) sent once it is read, the last event one more than the whole text's. A client that "
+    "lost the stream resumes it after a position, from any server process: GET "
+    "`/v1/conversations/{conversation_id}/turns/{assistant_message_id}/events` with `Last-Event-ID`."
 )
 
 
@@ -119,6 +124,15 @@ IDEMPOTENCY_KEY = HeaderParameter(
     "(the reply as recorded, replayed with the original status, or as a stream of the stored reply when "
     "`stream` is set) without calling the model again; one arriving while the reply is being generated waits "
     "for it; after a failure it tries the reply again. The same key with another request is a 422 problem.",
+)
+
+
+LAST_EVENT_ID = HeaderParameter(
+    name="Last-Event-ID",
+    required=False,
+    max_length=20,
+    description="The `id:` of the last event the client read (what a browser's EventSource sends when it "
+    "reconnects): the stream resumes after it. It wins over `after`.",
 )
 
 
@@ -162,6 +176,46 @@ class TurnController(Controller):
         if isinstance(begun, turns_app.Answered):
             return _answered(begun, stream=data.stream)
         return await _respond(request, begun, turns_service.keepalive, stream=data.stream)
+
+    @get(
+        "/{conversation_id:str}/turns/{reply_id:str}/events",
+        opt={"streams": True},
+        summary="Resume a streamed turn: its events after a position",
+        description="The events of the turn whose reply is `reply_id` (the `assistant_message_id` of its "
+        "`turn` event) after the position `Last-Event-ID` (or `after`) names, as its own stream sent or would "
+        "have sent them, from any server process: no gap and no repeat. While the reply is being generated, "
+        "its checkpointed text as it is written (the text its own stream was shown is always checkpointed "
+        "first), however little it has said yet; then the rest of its text as recorded and the same last "
+        "event: `done` (the stored reply) or `error` (the turn's problem as the log records it: interrupted, "
+        "with the reply as stored, or failed). A reply recorded already is answered at once. No position: the "
+        "whole stream, `turn` event first. Nothing after the position (the last event was read): 204. A "
+        "follower never stops the model: the stream it follows is generated whatever becomes of it.",
+        responses={
+            200: ResponseSpec(
+                str, media_type=sse.MEDIA_TYPE, description="The events after the position.", generate_examples=False
+            ),
+            204: ResponseSpec(None, description="Nothing lies after the position: the reply's last event was read."),
+            **responses(errors.Unauthorized, 400, errors.InvalidRequest, errors.ConversationNotFound, errors.ReplyNotFound),
+        },
+    )
+    async def events(
+        self,
+        request: Request[Any, Any, State],
+        conversation_id: FromPath[uuid.UUID],
+        reply_id: FromPath[uuid.UUID],
+        caller: NamedDependency[Caller],
+        turns_service: NamedDependency[Turns],
+        last_event_id: Annotated[str | None, LAST_EVENT_ID] = None,
+        after: Annotated[
+            int | None, QueryParameter(ge=0, description="The position after which the stream resumes.")
+        ] = None,
+    ) -> Response[Any]:
+        position = _position(last_event_id, after)
+        located = await turns_service.locate(caller, conversation_id, reply_id)
+        numbered = Positions(position)
+        if located.ended is not None and position is not None and position >= len(located.text) + 1:
+            return Response(content=None, status_code=204)
+        return sse.response(_resumed(request, turns_service, caller, located, numbered))
 
     @post(
         "/{conversation_id:str}/messages/{message_id:str}/regenerate",
@@ -226,7 +280,8 @@ def _answered(answered: turns_app.Answered, *, stream: bool) -> Response[Any]:
     )
     if stream:
         # The stored outcome as a stream: the ids, the whole text in one delta, the stored reply.
-        events = (_sse("turn", started), _sse("delta", Delta(text_of(reply))), _sse("done", reply))
+        numbered = Positions()
+        events = (numbered.turn(started), numbered.deltas([TextDelta(text_of(reply))]), numbered.end("done", reply))
         return sse.response(sse.replay(*events), REPLAYED)
     result = TurnResult(**msgspec.structs.asdict(started), user_message=answered.user_message, assistant_message=reply)
     # A retry by key replays the original status; a retry by client id finds the turn it names.
@@ -237,19 +292,103 @@ def _answered(answered: turns_app.Answered, *, stream: bool) -> Response[Any]:
 def _events(
     request: Request[Any, Any, State], generation: ReplyInFlight, started: TurnStarted, quiet: float
 ) -> AsyncIterator[bytes]:
+    numbered = Positions()
+
     def end(settled: Settled) -> Iterator[bytes]:
         if settled.error is None:
-            yield _sse("done", settled.reply)
+            yield numbered.end("done", settled.reply)
         else:
-            yield _sse("error", stream_error(request, settled.error, settled.reply))
+            yield numbered.end("error", stream_error(request, settled.error, settled.reply))
 
     return relayed(
         generation,
         quiet,
-        first=lambda pieces: _sse("turn", started) + _text_deltas(pieces),
-        more=lambda pieces: _text_deltas(pieces) or sse.KEEPALIVE,
+        first=lambda pieces: numbered.turn(started) + numbered.deltas(pieces),
+        more=lambda pieces: numbered.deltas(pieces) or sse.KEEPALIVE,
         end=end,
     )
+
+
+class Positions:
+    """A streamed turn's events, each with its position as its `id:`: the number of the reply's
+    text characters (code points) the stream has carried once it is read. `turn` is 0, each `delta`
+    the count after its text, the last event (`done` or `error`) one past the whole text. Resumed
+    `after` a position, only what lies beyond it is written (a delta across it from there on), so
+    the text is the same wherever the pieces came from (the reply's own stream, its checkpoints,
+    its record): no gap and no repeat."""
+
+    def __init__(self, after: int | None = None) -> None:
+        self.at = 0
+        self._after = -1 if after is None else after
+
+    def turn(self, started: TurnStarted) -> bytes:
+        return _sse("turn", started, 0) if self._after < 0 else b""
+
+    def deltas(self, pieces: list[Said]) -> bytes:
+        """The `delta` events of the text among `pieces`: a turn's stream relays the reply's text;
+        the rest the model said (tool calls, reasoning) is in the stored reply its last event carries."""
+        out: list[bytes] = []
+        for piece in pieces:
+            if not isinstance(piece, TextDelta) or not piece.text:
+                continue
+            start = self.at
+            self.at += len(piece.text)
+            if self.at > self._after:
+                out.append(sse.event("delta", _encode(Delta(piece.text[max(0, self._after - start) :])), self.at))
+        return b"".join(out)
+
+    def end(self, event: str, value: Any) -> bytes:
+        """The last event, unless the stream resumes after it."""
+        return _sse(event, value, self.after_end) if self.after_end > self._after else b""
+
+    @property
+    def after_end(self) -> int:
+        return self.at + 1
+
+
+def _position(last_event_id: str | None, after: int | None) -> int | None:
+    if last_event_id is None:
+        return after
+    if not last_event_id.isascii() or not last_event_id.isdigit():
+        raise errors.InvalidRequest(
+            f"Last-Event-ID: {last_event_id!r} is not a position (the `id:` of an event of the stream).",
+            parameter="Last-Event-ID",
+        )
+    return int(last_event_id)
+
+
+async def _resumed(
+    request: Request[Any, Any, State], service: Turns, caller: Caller, located: Located, numbered: Positions
+) -> AsyncIterator[bytes]:
+    """A turn's stream from its reply's checkpoints and record (turns_app.follow), numbered as its
+    own stream was, only what lies after the position written; a keep-alive every `keepalive`
+    seconds without anything to write."""
+    started = TurnStarted(
+        conversation_id=located.conversation_id,
+        user_message_id=located.user_message_id,
+        assistant_message_id=located.reply_id,
+        provider=located.provider,
+        model=located.model,
+    )
+    loop = asyncio.get_running_loop()
+    last = loop.time()
+    if written := numbered.turn(started):
+        yield written
+    async for step in service.follow(caller, located):
+        if isinstance(step, Ended):
+            if step.error is None:
+                written = numbered.end("done", step.reply)
+            else:
+                written = numbered.end("error", stream_error(request, step.error, step.reply))
+            if written:
+                yield written
+            return
+        if written := numbered.deltas(step):
+            last = loop.time()
+            yield written
+        elif loop.time() - last >= service.keepalive:
+            last = loop.time()
+            yield sse.KEEPALIVE
 
 
 async def relayed(
@@ -338,15 +477,10 @@ def stream_error(request: Request[Any, Any, State], error: BaseException, reply:
 _encode = msgspec.json.Encoder().encode
 
 
-def _sse(event: str, value: Any) -> bytes:
-    return sse.event(event, _encode(value))
+def _sse(event: str, value: Any, position: int | None = None) -> bytes:
+    return sse.event(event, _encode(value), position)
 
 
 def _location(reply: views.Message) -> str:
     return f"/v1/conversations/{reply.conversation_id}/messages/{reply.id}"
 
-
-def _text_deltas(pieces: list[Said]) -> bytes:
-    """The `delta` events of the text among `pieces`: a turn's stream relays the reply's text; the
-    rest the model said (tool calls, reasoning) is in the stored reply its last event carries."""
-    return b"".join(sse.event("delta", _encode(Delta(p.text))) for p in pieces if isinstance(p, TextDelta))

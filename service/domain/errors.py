@@ -225,6 +225,10 @@ class UpstreamTooLarge(UpstreamProtocolError):
     """The model provider sent a line larger than convtree reads; a reply ends there, as cut."""
 
 
+class ReplyNotFound(NotFound):
+    """No reply with this id is being generated or was recorded in this conversation."""
+
+
 class ResponseNotFound(NotFound):
     """No stored response has this id (never created, created with `store: false`, or deleted)."""
 

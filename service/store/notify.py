@@ -1,9 +1,12 @@
-"""Commit notifications: one LISTEN connection per process, waking the feed readers of a tenant.
+"""Commit notifications: one LISTEN connection per process, waking the feed readers of a tenant,
+the followers of a reply in flight, and the owner of a reply someone asked to cancel.
 
-Writers NOTIFY in their transaction (begin_write, begin_create in schema.sql), so a notification
-arrives only for a commit. A waiter subscribes *before* it reads, so a commit that lands between
-its read and its wait still wakes it. If the connection drops, every waiter is woken (to read
-again) and, until the listener is back, waits are cut short so that nothing is missed for long.
+Writers NOTIFY in their transaction (begin_write, begin_create in schema.sql; a reply's checkpoint,
+its end and a cancel in queries.sql), so a notification arrives only for a commit. A waiter
+subscribes *before* it reads, so a commit that lands between its read and its wait still wakes it.
+If the connection drops, every waiter is woken (to read again) and, until the listener is back,
+waits are cut short so that nothing is missed for long; a cancel heard by no one is still read
+with the owner's next checkpoint or lease renewal (the flag is in pending_replies).
 """
 
 from __future__ import annotations
@@ -11,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, suppress
 
 import asyncpg
 
@@ -21,7 +25,9 @@ from service.store.session import Connection
 
 log = logging.getLogger("convtree.notify")
 
-CHANNEL = "convtree_events"
+CHANNEL = "convtree_events"  # payload: tenant_key(tenant)
+REPLY_CHANNEL = "convtree_replies"  # payload: a reply's id; a checkpoint was written, or it ended
+CANCEL_CHANNEL = "convtree_reply_cancels"  # payload: a reply's id; someone asked its owner to stop it
 HEALTH_CHECK_SECONDS = 30.0  # how often the idle listener proves its connection is alive
 DEGRADED_WAIT_SECONDS = 1.0  # the longest a waiter sleeps while the listener is reconnecting
 RECONNECT_MAX_SECONDS = 2.0  # once the database is back, the listener is too within this long
@@ -65,7 +71,8 @@ class Listener:
         self._url = database_url
         self._connect_timeout = connect_timeout
         self._conn: asyncpg.Connection | None = None
-        self._waiters: dict[str, set[Signal]] = {}
+        self._waiters: dict[tuple[str, str], set[Signal]] = {}  # by (channel, payload)
+        self._on_cancel: Callable[[uuid.UUID], object] | None = None
         self._task: asyncio.Task[None] | None = None
         self._lost = asyncio.Event()
         self._closing = False
@@ -91,10 +98,22 @@ class Listener:
         await self._disconnect()
         self.wake_all()
 
+    def subscribe(self, tenant: str) -> AbstractContextManager[Signal]:
+        """A signal set when the tenant commits to its log."""
+        return self._subscribe((CHANNEL, tenant_key(tenant)))
+
+    def subscribe_reply(self, reply_id: uuid.UUID) -> AbstractContextManager[Signal]:
+        """A signal set when reply `reply_id` is checkpointed or ends (recorded, or closed out)."""
+        return self._subscribe((REPLY_CHANNEL, str(reply_id)))
+
+    def on_cancel(self, stop: Callable[[uuid.UUID], object]) -> None:
+        """Call `stop(reply_id)` for every cancel asked of a reply, by any process (the process
+        that generates it stops it; the others find nothing to stop)."""
+        self._on_cancel = stop
+
     @contextmanager
-    def subscribe(self, tenant: str) -> Iterator[Signal]:
+    def _subscribe(self, key: tuple[str, str]) -> Iterator[Signal]:
         signal = Signal(self)
-        key = tenant_key(tenant)
         self._waiters.setdefault(key, set()).add(signal)
         try:
             yield signal
@@ -105,9 +124,19 @@ class Listener:
                 if not waiters:
                     del self._waiters[key]
 
-    def _on_notify(self, _conn: Connection, _pid: int, _channel: str, payload: object) -> None:
-        for signal in self._waiters.get(str(payload), ()):
+    def _on_notify(self, _conn: Connection, _pid: int, channel: str, payload: object) -> None:
+        for signal in self._waiters.get((channel, str(payload)), ()):
             signal.set()
+
+    def _on_cancel_notify(self, _conn: Connection, _pid: int, _channel: str, payload: object) -> None:
+        stop = self._on_cancel
+        if stop is None:
+            return
+        try:
+            reply_id = uuid.UUID(str(payload))
+        except ValueError:
+            return  # not ours: anyone may NOTIFY on a channel
+        stop(reply_id)
 
     def _on_terminated(self, _conn: object) -> None:
         self._lost.set()
@@ -124,6 +153,8 @@ class Listener:
         )
         conn.add_termination_listener(self._on_terminated)
         await conn.add_listener(CHANNEL, self._on_notify)
+        await conn.add_listener(REPLY_CHANNEL, self._on_notify)
+        await conn.add_listener(CANCEL_CHANNEL, self._on_cancel_notify)
         self._conn = conn
         self._lost.clear()
 

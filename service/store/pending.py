@@ -32,6 +32,33 @@ async def register(
     return [(row["reply_id"], row["user_message_id"]) for row in found]
 
 
+async def find(tx: Tx, family_id: uuid.UUID, reply_id: uuid.UUID) -> PendingReply | None:
+    """The reply `reply_id`, if it is still being generated."""
+    found = await tx.row("find_pending_reply", family_id=family_id, reply_id=reply_id)
+    return None if found is None else PendingReply(**found)
+
+
+class FailedTurn(msgspec.Struct, frozen=True, kw_only=True):
+    """A turn that ended without a reply: its `turn_failed` event (why, and what it answered)."""
+
+    kind: str
+    detail: str
+    user_message_id: uuid.UUID
+    provider: str | None
+    model: str | None
+
+
+async def failed(tx: Tx, conversation_id: uuid.UUID, reply_id: uuid.UUID) -> FailedTurn | None:
+    """The failure of the turn whose reply was to be `reply_id`, if it failed."""
+    found = await tx.row("find_turn_failure", conversation_id=conversation_id, reply_id=str(reply_id))
+    if found is None:
+        return None
+    return FailedTurn(
+        kind=found["error"] or "failed", detail=found["detail"] or "",
+        user_message_id=uuid.UUID(found["user_message_id"]), provider=found["provider"], model=found["model"],
+    )  # fmt: skip
+
+
 async def is_pending(tx: Tx, family_id: uuid.UUID, reply_id: uuid.UUID) -> bool:
     """Whether `reply_id` names a reply that is still being generated."""
     return bool(await tx.value("is_pending_reply", bool, family_id=family_id, reply_id=reply_id))

@@ -699,22 +699,30 @@ SELECT reply_id, user_message_id
   FROM pending_replies
  WHERE :around::uuid IS NOT NULL AND family_id = :family_id AND (reply_id = :around OR user_message_id = :around);
 
+-- name: find_pending_reply
+-- A reply still being generated, as it was registered.
+SELECT family_id, reply_id, tenant, conversation_id, user_message_id, provider, model, actor, request_id
+  FROM pending_replies
+ WHERE family_id = :family_id AND reply_id = :reply_id;
+
 -- name: is_pending_reply
 -- Whether a reply is still being generated.
 SELECT EXISTS (SELECT 1 FROM pending_replies WHERE family_id = :family_id AND reply_id = :reply_id);
 
 -- name: finish_pending_reply
 -- Only the owner closes its reply, and only while the row is there: a swept row means the reply
--- was already closed out with turn_failed and must not appear after all.
+-- was already closed out with turn_failed and must not appear after all. The notification, sent
+-- at the commit that records the reply, wakes its followers (service/store/notify.py).
 DELETE FROM pending_replies
  WHERE family_id = :family_id AND reply_id = :reply_id AND owner = :owner
-RETURNING reply_id;
+RETURNING reply_id, pg_notify('convtree_replies', reply_id::text);
 
 -- name: expire_pending_reply
 -- Removes a pending reply whose lease ran out (its owner died); no row: its owner finished it.
+-- Notifies its followers as finish_pending_reply does.
 DELETE FROM pending_replies
  WHERE family_id = :family_id AND reply_id = :reply_id AND expires_at < now()
-RETURNING reply_id;
+RETURNING reply_id, pg_notify('convtree_replies', reply_id::text);
 
 -- name: renew_pending_leases
 -- Only the replies a task of owner :owner is still working on (:reply_ids): a row its task left behind (it
@@ -725,18 +733,19 @@ UPDATE pending_replies SET expires_at = now() + make_interval(secs => :lease_sec
 RETURNING reply_id, cancel_requested;
 
 -- name: request_reply_cancel
--- Asks the owner of a pending reply to stop it (it reads the flag with its next checkpoint or
--- renewal); returns the owner, or no row if the reply is no longer pending.
+-- Asks the owner of a pending reply to stop it; returns the owner, or no row if the reply is no
+-- longer pending. The owner hears it at the commit (every process listens; service/store/notify.py),
+-- and reads the flag anyway with its next checkpoint or renewal (a notification can go unheard).
 UPDATE pending_replies SET cancel_requested = true
  WHERE family_id = :family_id AND reply_id = :reply_id
-RETURNING owner;
+RETURNING owner, pg_notify('convtree_reply_cancels', reply_id::text);
 
 -- name: checkpoint_reply
 -- Writes checkpoint :chunk of a reply's progress, only while owner :owner still holds the reply,
 -- and renews its lease in the same statement: the row lock the renewal takes orders this write
 -- against the sweep (expire_pending_reply), so a chunk is either written before the sweep reads
 -- the chunks or not at all. No row: the reply is no longer this owner's. Else whether a cancel
--- was asked.
+-- was asked. A written checkpoint wakes the reply's followers (service/store/notify.py).
 WITH renewed AS (
     UPDATE pending_replies SET expires_at = now() + make_interval(secs => :lease_seconds)
      WHERE family_id = :family_id AND reply_id = :reply_id AND owner = :owner
@@ -745,7 +754,7 @@ WITH renewed AS (
     INSERT INTO reply_chunks (family_id, reply_id, chunk, pieces, started)
     SELECT :family_id::uuid, :reply_id::uuid, :chunk::integer, :pieces::bytea, :started::bytea FROM renewed
 )
-SELECT cancel_requested FROM renewed;
+SELECT cancel_requested, pg_notify('convtree_replies', :reply_id::text) FROM renewed;
 
 -- name: add_reply_chunk
 -- The last checkpoint of a reply whose progress is kept (a background response), written in the
@@ -971,7 +980,9 @@ RETURNING response_id;
 -- name: find_turn_failure
 -- Why the turn of reply :reply_id failed (its turn_failed event; no row: it did not), read through
 -- readable_payload, which no stored payload can break.
-SELECT readable_payload(payload)->>'error' AS error, readable_payload(payload)->>'detail' AS detail
+SELECT readable_payload(payload)->>'error' AS error, readable_payload(payload)->>'detail' AS detail,
+       readable_payload(payload)->>'user_message_id' AS user_message_id,
+       readable_payload(payload)->>'provider' AS provider, readable_payload(payload)->>'model' AS model
   FROM events
  WHERE conversation_id = :conversation_id AND type = 'turn_failed'
    AND readable_payload(payload)->>'reply_id' = :reply_id::text

@@ -14,6 +14,7 @@ import pytest
 from tests.fakeupstream import Fault, FakeUpstream
 from tests.postgres import Databases, fetch
 from tests.servers import ServeProcess, fake_serve_process
+from tests.turnkit import wait_for
 
 MODEL = "fake/fake-large"
 
@@ -109,6 +110,20 @@ def test_a_background_stream_resumes_from_another_process_with_no_gap_and_no_rep
         assert replayed == [(e.type, e.sequence_number) for e in seen + rest]
     # A background response's checkpoints are kept with it (its stream stays resumable).
     assert fetch(first.database_url, "SELECT count(*) AS n FROM reply_chunks")[0]["n"] >= 1
+
+
+def test_a_cancel_asked_of_another_process_reaches_the_owner_through_a_notification(pair, upstream):
+    """The owner says nothing more (no checkpoint to read the flag with) and renews its lease only
+    every 15 s, longer than a cancel waits: only the cancel's notification can stop it in time."""
+    first, second = pair
+    upstream.fail_next(Fault.hold(after=2))
+    with sdk(first) as one, sdk(second) as two:
+        created = one.responses.create(model="fake-large", input="hold on", background=True)
+        wait_for(lambda: two.responses.retrieve(created.id).output_text)  # its first checkpoint is written
+        cancelled = two.responses.cancel(created.id)
+        assert cancelled.status == "cancelled"
+        assert upstream.wait_for_disconnect(2.0) is not None  # the owner stopped the model
+        assert one.responses.retrieve(created.id).output_text == cancelled.output_text != ""
 
 
 def test_ten_background_responses_survive_their_server_killed_mid_generation(databases, upstream):

@@ -17,7 +17,7 @@ from service.app.turn import progress
 from service.app.turn.plan import Plan, ReplyForm
 from service.domain import ollama, views
 from service.domain import turns as rules
-from service.domain.errors import ConvtreeError, ReplyAbandoned
+from service.domain.errors import ConvtreeError, ReplyAbandoned, ReplyInterrupted, ServiceShuttingDown, UpstreamError
 from service.domain.events import Generation, Interruption, MessageAppended, TurnFailed
 from service.domain.message import UNSET, FunctionCall, FunctionToolCall, ToolCall, UnsetType, Utterance
 from service.store import pending
@@ -275,7 +275,45 @@ def failure_of(outcome: Outcome) -> tuple[str, str]:
 
 def error_kind(exc: BaseException) -> str:
     """A stable snake_case name for an error: UpstreamTimeout -> upstream_timeout."""
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", type(exc).__name__).lower()
+    return _kind(type(exc))
+
+
+def _kind(cls: type[BaseException]) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", cls.__name__).lower()
+
+
+def error_of(kind: str, detail: str) -> ConvtreeError:
+    """The error a turn's client was given, from what its record keeps of it (the kind its reply's
+    interruption or its `turn_failed` names, and the detail): `error_kind` read backwards, an
+    interruption as `ReplyInterrupted` (the service's shutdown as `ServiceShuttingDown`), a sweep's
+    close-out of a reply that said nothing as `ReplyAbandoned`, a kind no longer known as `UpstreamError`."""
+    if kind == SHUTDOWN_KIND:
+        return ServiceShuttingDown(detail or None)
+    if kind == ABANDONED_KIND:
+        return ReplyAbandoned(detail or None)
+    if kind in INTERRUPTION_KINDS:
+        return ReplyInterrupted(detail or None)
+    cls = _errors().get(kind, UpstreamError)
+    return cls(detail or None)
+
+
+def _errors() -> dict[str, type[ConvtreeError]]:
+    found: dict[str, type[ConvtreeError]] = {}
+    todo: list[type[ConvtreeError]] = [ConvtreeError]
+    while todo:
+        cls = todo.pop()
+        found.setdefault(_kind(cls), cls)
+        todo.extend(cls.__subclasses__())
+    return found
+
+
+SHUTDOWN_KIND = "shutdown"
+ABANDONED_KIND = "abandoned"
+# What cuts a reply short without an error (relay.py's and this module's interruptions): the
+# kinds a recorded reply or a turn_failed may name.
+INTERRUPTION_KINDS = frozenset(
+    {"client_disconnected", "discarded", "cancelled", "lease_lost", "owner_lost", "record_delayed"}
+)
 
 
 # What a provider says about its reply (the model that answered, the response id, the finish
