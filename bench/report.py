@@ -11,7 +11,7 @@ from pathlib import Path
 from bench.agent import KINDS, TOOL_RESULT_CHARS, TRACE_LENGTH, AgentFigure
 from bench.append import AppendFigure, Throughput, pooled
 from bench.context import AgainstFigure, ContextTiming, DepthFigure, WidthFigure
-from bench.disk import DiskFigure
+from bench.disk import DiskComparison, DiskFigure
 from bench.profile import Profile
 
 # Goals (issue 2).
@@ -28,6 +28,8 @@ AGAINST_CONTEXT_DEPTH = 1_000
 AGAINST_CONTEXT_GOAL = 1.05
 # A walk that is linear in depth takes ~10x as long at 10x the depth; a quadratic one ~100x.
 LINEAR_GROWTH_LIMIT = 15.0
+# Bytes per message ÷ the raw chain's (issue 14, goal 4).
+DISK_RATIO_GOAL = 1.6
 
 
 @dataclass
@@ -39,7 +41,7 @@ class Results:
     depth: DepthFigure | None = None
     depth_against: AgainstFigure | None = None  # figure 2 read from this tree and from --against trees
     width: WidthFigure | None = None
-    disk: DiskFigure | None = None
+    disk: DiskComparison | None = None
     agent: AgentFigure | None = None
     profile: Profile | None = None
     notes: list[str] = field(default_factory=list)
@@ -250,12 +252,35 @@ def _width_rows(w: WidthFigure) -> list[Row]:
     return rows
 
 
-def _disk_rows(k: DiskFigure) -> list[Row]:
+def _disk_rows(c: DiskComparison) -> list[Row]:
+    k = c.own
     measured = (
         f"{k.per_message:,.0f} B in use ({k.per_message / k.chars:.1f}× the text); "
         f"files grew {k.per_message_on_disk:,.0f} B"
     )
-    return [("4", f"Bytes on disk per {k.chars}-character message (N = {k.messages:,})", measured, "", "")]
+    rows: list[Row] = [
+        ("4", f"Bytes on disk per {k.chars}-character message (N = {k.messages:,})", measured, "", ""),
+        ("4", "The raw chain (a plain table, its primary key its only index)", f"{c.raw.per_message:,.0f} B in use", "", ""),
+        (
+            "4",
+            "Bytes per message ÷ the raw chain's",
+            f"{c.ratio:.2f}",
+            f"≤ {DISK_RATIO_GOAL}",
+            verdict(c.ratio <= DISK_RATIO_GOAL),
+        ),
+    ]
+    for tree, other in c.against:
+        rows.append(
+            (
+                "4",
+                f"Bytes per message, this tree ÷ {tree.name}",
+                f"{k.per_message / other.per_message:.2f} ({k.per_message:,.0f} B / {other.per_message:,.0f} B; "
+                f"{tree.name} ÷ raw {other.per_message / c.raw.per_message:.2f})",
+                "",
+                "",
+            )
+        )
+    return rows
 
 
 def _agent_rows(f: AgentFigure) -> list[Row]:
@@ -515,7 +540,8 @@ def _width_details(w: WidthFigure) -> list[str]:
     return lines
 
 
-def _disk_details(k: DiskFigure) -> list[str]:
+def _disk_details(c: DiskComparison) -> list[str]:
+    k = c.own
     lines = ["", "#### Bytes on disk (figure 4)", ""]
     lines += [
         (
@@ -525,18 +551,39 @@ def _disk_details(k: DiskFigure) -> list[str]:
         ),
         "",
     ]
-    rows = [[p.table, p.part, f"{p.used:,}", f"{p.used / k.messages:,.1f}", f"{p.bytes:,}"] for p in k.parts]
-    rows.append(["**total**", "", f"**{k.used:,}**", f"**{k.per_message:,.1f}**", f"**{k.total:,}**"])
-    lines += _table(["table", "part", "bytes in use", "per message", "file growth"], rows)
+    lines += _disk_table(k)
+    for tree, other in c.against:
+        lines += ["", f"The same messages served by `{tree}` ({other.seconds:.1f} s):", ""]
+        lines += _disk_table(other)
+    lines += [
+        "",
+        (
+            f"The raw chain: the same messages inserted by asyncpg into `bench_raw_messages` (id uuid primary key, "
+            f"conversation_id, parent_id, role, content, created_at), one row a statement, {c.raw.conversations} chains "
+            f"from 16 connections in the same order ({c.raw.seconds:.1f} s):"
+        ),
+        "",
+    ]
+    lines += _disk_table(c.raw)
     lines += [
         "",
         (
             "*In use*: for a heap, its pages that hold rows; for an index or TOAST, its file. *File growth* also counts "
             "empty pages PostgreSQL added ahead of need while 16 writers extended a table at once (slack that later "
-            "rows fill)."
+            "rows fill). *Index scans*: the index's scans while the messages were written (pg_stat_user_indexes), "
+            "so which indexes the append path itself reads."
         ),
     ]
     return lines
+
+
+def _disk_table(k: DiskFigure) -> list[str]:
+    rows = [
+        [p.table, p.part, f"{p.used:,}", f"{p.used / k.messages:,.1f}", f"{p.bytes:,}", "" if p.scans is None else f"{p.scans:,}"]
+        for p in k.parts
+    ]
+    rows.append(["**total**", "", f"**{k.used:,}**", f"**{k.per_message:,.1f}**", f"**{k.total:,}**", ""])
+    return _table(["table", "part", "bytes in use", "per message", "file growth", "index scans"], rows)
 
 
 def _profile_details(p: Profile) -> list[str]:

@@ -80,7 +80,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="figure 1 also serves the convtree source tree TREE (e.g. a `git worktree` of an earlier "
         "commit), on a database migrated by TREE's own code, under both loads, in the same rounds; figure 2 "
         "also reads the same conversation's context from both trees' servers, interleaved, at depths "
-        "1,000, 5,000 and 10,000: a before/after. May be given more than once",
+        "1,000, 5,000 and 10,000; figure 4 also appends the same messages through TREE's server: a before/after. "
+        "May be given more than once",
     )
     p.add_argument(
         "--against-context",
@@ -209,8 +210,15 @@ async def run(args: argparse.Namespace) -> Results:
                 say("figure 3 done")
             if 4 in args.figures:
                 say(f"figure 4: {args.disk_messages:,} messages over HTTP")
-                results.disk = await disk.figure_disk(dbs, rng, args.disk_messages, 100, args.clients)
-                say(f"figure 4 done: {results.disk.per_message:,.0f} B/message")
+                results.disk = await disk.figure_disk_compared(
+                    dbs, rng, args.disk_messages, 100, args.clients, args.against
+                )
+                k = results.disk
+                others = "".join(f", {t}: {f.per_message:,.0f}" for t, f in k.against)
+                say(
+                    f"figure 4 done: {k.own.per_message:,.0f} B/message, raw {k.raw.per_message:,.0f} "
+                    f"(ratio {k.ratio:.2f}){others}"
+                )
             if 6 in args.figures:
                 say(f"figure 6: {args.traces} agent traces and {args.traces} text-only traces of 20 messages")
                 results.agent = await agent.figure_agent(dbs, rng, args.traces, 2, 20 if args.quick else 100)

@@ -3,9 +3,10 @@
 What it measures: the statement auto-threading runs to find the conversation a resent history
 continues (queries.sql `find_thread`, through Tx.find_thread) for a 41-message history (a stored
 40-message path and the new question), in one tenant holding `--small` and then `--large`
-conversations of 40 messages each. The stored paths are written into message_paths by one SQL
-statement (random digests; the matched conversation's are the history's real ones): the lookup
-reads nothing else, and writing 4,000,000 messages through the API would take hours. Each size is
+conversations of 40 messages each. The matched conversation is written through convtree's use
+cases; the others' paths only, into message_paths by one SQL statement (random digests): the
+lookup reads no other event than the one it finds, and writing 4,000,000 messages through the API
+would take hours. Each size is
 measured on its own fresh database, analyzed, after a warm-up; the median of `--lookups` lookups
 over one connection is the figure, and the ratio large ÷ small the goal (≤ 1.5). Prints the
 figures as markdown, then the EXPLAIN (ANALYZE, BUFFERS) of the lookup at the large size, which must
@@ -24,9 +25,12 @@ import uuid
 
 import asyncpg
 
+from service.app import conversations as conversations_app
+from service.app import messages as messages_app
+from service.app.caller import Caller
 from service.domain.message import Utterance
 from service.domain.threads import prefix_digests
-from service.store.events import Tx
+from service.store.events import Store, Tx
 from service.store.migrate import upgrade
 from service.store.queries import Q
 
@@ -43,7 +47,24 @@ def history() -> list[Utterance]:
     return said
 
 
-async def populate(url: str, conversations: int, digests: list[bytes]) -> None:
+async def populate(url: str, conversations: int, said: list[Utterance]) -> None:
+    # The matched conversation through convtree's own use cases, so that its events and path
+    # digests are the ones an append writes; then the others' paths alone (random digests, numbered
+    # after every event: a lookup probes them and never reads their events).
+    pool = await asyncpg.create_pool(url, min_size=1, max_size=1)
+    assert pool is not None
+    store = Store(pool)
+    caller = Caller(TENANT, "bench-threads")
+    try:
+        async with store.transaction() as tx:
+            new = conversations_app.NewConversation(title="matched")
+            cid = (await conversations_app.create(tx, caller, new)).conversation.id
+        for message in said[:DEPTH]:
+            async with store.transaction() as tx:
+                text = message.content if isinstance(message.content, str) else ""
+                await messages_app.append(tx, caller, cid, messages_app.NewMessage(role=message.role, content=text))
+    finally:
+        await pool.close()
     conn = await asyncpg.connect(url)
     try:
         # Written without the index, which is built once after (as fast as it gets), and kept away
@@ -51,26 +72,20 @@ async def populate(url: str, conversations: int, digests: list[bytes]) -> None:
         index = await conn.fetchval("SELECT pg_get_indexdef('message_paths_lookup'::regclass)")
         await conn.execute("DROP INDEX message_paths_lookup")
         await conn.execute("ALTER TABLE message_paths SET (autovacuum_enabled = off)")
-        # `conversations` - 1 paths of random digests, and the history's own 40 as the last one.
+        # `conversations` - 1 paths of random digests.
         await conn.execute(
             """
-            INSERT INTO message_paths (family_id, message_id, tenant, conversation_id, seq, path_digest)
-            SELECT c.id, gen_random_uuid(), $1, c.id, c.n * $2 + m, sha256(uuid_send(gen_random_uuid()))
-              FROM (SELECT n, gen_random_uuid() AS id FROM generate_series(1, $3::int - 1) n) c,
-                   generate_series(1, $2) m
+            INSERT INTO message_paths (seq, tenant, path_digest)
+            SELECT (SELECT max(seq) FROM events) + c.n * $2 + m, $1, sha256(uuid_send(gen_random_uuid()))
+              FROM generate_series(1, $3::int - 1) c(n), generate_series(1, $2) m
             """,
             TENANT,
             DEPTH,
             conversations,
         )
-        family = uuid.uuid4()
-        await conn.executemany(
-            "INSERT INTO message_paths (family_id, message_id, tenant, conversation_id, seq, path_digest)"
-            " VALUES ($1, $2, $3, $1, $4, $5)",
-            [(family, uuid.uuid4(), TENANT, (conversations + 1) * DEPTH + i, d) for i, d in enumerate(digests[:DEPTH])],
-        )
         await conn.execute(index)  # the migration's own definition, read back above
         await conn.execute("VACUUM ANALYZE message_paths")
+        await conn.execute("ANALYZE events")
     finally:
         await conn.close()
 
@@ -102,9 +117,10 @@ async def one_size(admin_url: str, conversations: int, lookups: int) -> tuple[fl
         await admin.execute(f'CREATE DATABASE "{name}"')  # a name made here, never input
         url = admin_url.rsplit("/", 1)[0] + "/" + name
         await asyncio.to_thread(upgrade, url)
-        digests = prefix_digests(history())
+        said = history()
+        digests = prefix_digests(said)
         started = time.monotonic()
-        await populate(url, conversations, digests)
+        await populate(url, conversations, said)
         print(f"[{conversations:,} conversations written in {time.monotonic() - started:.1f} s]", file=sys.stderr)
         return await measure(url, digests, lookups)
     finally:

@@ -54,9 +54,10 @@ SELECT w.family_id, w.head_id, w.message_count, w.leaf_count, w.last_seq, w.last
        -- find_nodes' columns, each prefixed node_ (store/rows.py cuts the row there)
        w.node_id AS node_message_id, w.node_conversation_id, w.node_parent_id, w.node_role, w.node_depth,
        w.node_body_sha256, w.node_payload, w.node_visible, w.node_has_children, b.digest_key AS node_digest_key,
-       -- A probe by key for each message (a join may scan the family's paths: tests/integration/test_listing_plans.py).
-       (SELECT p.path_digest FROM message_paths p
-         WHERE p.family_id = w.family_id AND p.message_id = w.node_id) AS node_path_digest
+       -- A probe by key for each message (a join may scan the family's paths: tests/integration/test_listing_plans.py):
+       -- its event's number, then its path's row by that number.
+       (SELECT p.path_digest FROM events e JOIN message_paths p ON p.seq = e.seq
+         WHERE e.family_id = w.family_id AND e.message_id = w.node_id) AS node_path_digest
   FROM begin_write(:tenant, :conversation_id, :count, :ids, :with_head) w
   LEFT JOIN bodies b ON b.family_id = w.family_id AND b.message_id = w.node_id;
 
@@ -65,9 +66,10 @@ SELECT w.family_id, w.head_id, w.message_count, w.leaf_count, w.last_seq, w.last
 -- keys and path digests.
 SELECT n.message_id, n.conversation_id, n.parent_id, n.role, n.depth, n.body_sha256, n.payload,
        n.visible, n.has_children, b.digest_key,
-       -- A probe by key for each message (a join may scan the family's paths: tests/integration/test_listing_plans.py).
-       (SELECT p.path_digest FROM message_paths p
-         WHERE p.family_id = :family_id AND p.message_id = n.message_id) AS path_digest
+       -- A probe by key for each message (a join may scan the family's paths: tests/integration/test_listing_plans.py):
+       -- its event's number, then its path's row by that number.
+       (SELECT p.path_digest FROM events e JOIN message_paths p ON p.seq = e.seq
+         WHERE e.family_id = :family_id AND e.message_id = n.message_id) AS path_digest
   FROM find_nodes(:family_id, :conversation_id, :ids, :base_id, :base_depth) n
   LEFT JOIN bodies b ON b.family_id = :family_id AND b.message_id = n.message_id;
 
@@ -98,8 +100,8 @@ new_events AS (
     SELECT b.family_id, b.message_id, b.content, b.digest_key
       FROM body_rows b
 ), new_paths AS (
-    INSERT INTO message_paths (family_id, message_id, tenant, conversation_id, seq, path_digest)
-    SELECT e.family_id, e.message_id, e.tenant, e.conversation_id, e.seq, e.path_digest
+    INSERT INTO message_paths (seq, tenant, path_digest)
+    SELECT e.seq, e.tenant, e.path_digest
       FROM event_rows e
      WHERE e.path_digest IS NOT NULL
 )
@@ -252,18 +254,23 @@ RETURNING c.tenant, c.conversation_id, u.seq,
 -- Auto-threading (service/domain/threads.py): of the path digests :digests (a sent history's prefixes,
 -- shortest first), the longest that names a path of the tenant, and the message it ends at, in the
 -- conversation that wrote it (the latest, where equal paths were written more than once). One probe
--- of message_paths_lookup per digest, longest first, stopping at the first found: the digests are
--- sorted before the join, so that the LIMIT stops the loop (a client resending its history has all
--- but its last message or two stored: two or three probes).
+-- of message_paths_lookup per digest (by its key, path_key; the tenant and the whole digest compared
+-- on the row), longest first, stopping at the first found: the digests are sorted before the join, so that the
+-- LIMIT stops the loop (a client resending its history has all but its last message or two stored:
+-- two or three probes). The message is its event's, by number.
 SELECT d.n, m.conversation_id, m.message_id
   FROM (SELECT u.digest, u.n
           FROM unnest(:digests::bytea[]) WITH ORDINALITY AS u(digest, n)
          ORDER BY u.n DESC) d
- CROSS JOIN LATERAL (SELECT p.conversation_id, p.message_id
-                       FROM message_paths p
-                      WHERE p.tenant = :tenant AND p.path_digest = d.digest
-                      ORDER BY p.seq DESC
-                      LIMIT 1) m
+ CROSS JOIN LATERAL (SELECT e.conversation_id, e.message_id
+                       FROM events e
+                      -- A probe by key, the event's number, once the path is found.
+                      WHERE e.seq = (SELECT p.seq
+                                       FROM message_paths p
+                                      WHERE path_key(p.tenant, p.path_digest) = path_key(:tenant, d.digest)
+                                        AND p.tenant = :tenant AND p.path_digest = d.digest
+                                      ORDER BY p.seq DESC
+                                      LIMIT 1)) m
  ORDER BY d.n DESC
  LIMIT 1;
 
@@ -311,19 +318,29 @@ SELECT m.seq, m.conversation_id, m.message_id, m.parent_id, m.role, m.depth, m.p
           FROM walk_up(:family_id, :base_id, :depth + 1) w
          WHERE w.depth = :depth + 1 AND w.parent_id = :parent_id
         UNION ALL
-        -- The conversation's own children are read with events_children alone: their family is
-        -- checked outside the scan (OFFSET 0 keeps it there), so events_runs, which leads with the
-        -- family too, cannot serve it. On a never-analyzed table the planner costs both alike and
-        -- may otherwise read the whole family.
+        -- The conversation's own children: the next message of the parent's run (its first child
+        -- in its own conversation, events_runs) and the runs starting under it (events_branches),
+        -- each probed by its whole key; the conversation is checked outside the scans (OFFSET 0
+        -- keeps it there), so events_conversation cannot serve them. On a never-analyzed table the
+        -- planner may otherwise read the whole conversation.
         SELECT e.seq, e.conversation_id, e.message_id, e.parent_id, e.role, e.depth, e.payload,
                e.actor, e.request_id, e.created_at
-          FROM (SELECT e.seq, e.conversation_id, e.family_id, e.message_id, e.parent_id, e.role, e.depth,
-                       e.payload, e.actor, e.request_id, e.created_at
-                  FROM events e
-                 WHERE e.conversation_id = :conversation_id AND e.parent_id = :parent_id
-                   AND e.type = 'message_appended' AND e.seq <= :upto
-                OFFSET 0) e
-         WHERE e.family_id = :family_id) m
+          FROM events p
+         CROSS JOIN LATERAL (
+               SELECT e.seq, e.conversation_id, e.message_id, e.parent_id, e.role, e.depth,
+                      e.payload, e.actor, e.request_id, e.created_at
+                 FROM events e
+                WHERE e.family_id = :family_id AND e.run_id = p.run_id AND e.depth = :depth + 1
+                  AND e.type = 'message_appended'
+               UNION ALL
+               SELECT e.seq, e.conversation_id, e.message_id, e.parent_id, e.role, e.depth,
+                      e.payload, e.actor, e.request_id, e.created_at
+                 FROM events e
+                WHERE e.family_id = :family_id AND e.parent_run_id = p.run_id AND e.depth = :depth + 1
+                  AND e.run_id = e.message_id
+               OFFSET 0) e
+         WHERE p.family_id = :family_id AND p.message_id = :parent_id
+           AND e.conversation_id = :conversation_id AND e.seq <= :upto) m
   LEFT JOIN LATERAL served_body(:family_id, m.message_id) s ON true
  ORDER BY m.seq;
 
@@ -594,16 +611,30 @@ SELECT content FROM bodies WHERE family_id = :family_id AND message_id = :messag
 -- Allowed by the bodies_erasable trigger only after the erasing event is written. Its references
 -- to parts out of line go with it (body_blobs: ON DELETE CASCADE); returns the parts it referred to.
 -- The path digests of the message and of every message under it (message_paths) go in the same
--- statement: each would confirm a guess of the erased text.
+-- statement: each would confirm a guess of the erased text. The messages under it are found by
+-- runs, as list_children finds children (the next message of a run, and the runs starting under
+-- it), in every conversation of the family.
 WITH RECURSIVE below AS (
-    SELECT :message_id::uuid AS message_id
-    UNION
-    SELECT e.message_id
+    SELECT e.seq, e.run_id, e.depth
       FROM events e
-      JOIN below b ON e.parent_id = b.message_id
-     WHERE e.family_id = :family_id AND e.type = 'message_appended'
+     WHERE e.family_id = :family_id AND e.message_id = :message_id
+    UNION ALL
+    SELECT c.seq, c.run_id, c.depth
+      FROM below b
+     CROSS JOIN LATERAL (
+           SELECT e.seq, e.run_id, e.depth
+             FROM events e
+            WHERE e.family_id = :family_id AND e.run_id = b.run_id AND e.depth = b.depth + 1
+              AND e.type = 'message_appended'
+           UNION ALL
+           SELECT e.seq, e.run_id, e.depth
+             FROM events e
+            WHERE e.family_id = :family_id AND e.parent_run_id = b.run_id AND e.depth = b.depth + 1
+              AND e.run_id = e.message_id
+     ) c
 ), unindexed AS (
-    DELETE FROM message_paths p USING below b WHERE p.family_id = :family_id AND p.message_id = b.message_id
+    -- By key, as an array: a join may be planned as a scan of every path.
+    DELETE FROM message_paths p WHERE p.seq = ANY (ARRAY(SELECT b.seq FROM below b))
 ), links AS (
     SELECT tenant, sha256 FROM body_blobs WHERE family_id = :family_id AND message_id = :message_id
 ), erased AS (

@@ -37,10 +37,10 @@ def _revision(name: str) -> object:
 def _functions_of_today() -> str:
     """The functions today's statements call that revision 0004 did not have (revision 0007's:
     served_body; its write_events, which revision 0010 drops, no statement calls any more), and the
-    table they write beside the log (revision 0012's message_paths, dropped again before the
-    database is migrated: an older server kept no path digests)."""
+    table they write beside the log (message_paths as revision 0017 left it, with its key function,
+    both dropped again before the database is migrated: an older server kept no path digests)."""
     functions: str = _revision("0007_write_events_once").FUNCTIONS  # type: ignore[attr-defined]
-    table: str = _revision("0012_add_message_paths").TABLE  # type: ignore[attr-defined]
+    table: str = _revision("0017_narrow_message_storage").TABLE  # type: ignore[attr-defined]
     return functions + table
 
 
@@ -66,7 +66,7 @@ async def _store_as_an_older_server_did(url: str, caller: Caller) -> tuple[uuid.
             async with store.transaction() as tx:
                 await messages_app.append(tx, caller, fid, messages_app.NewMessage(role="user", content="stuck"))
         async with pool.acquire() as conn:
-            await conn.execute("DROP TABLE message_paths")
+            await conn.execute("DROP TABLE message_paths; DROP FUNCTION path_key(text, bytea)")
         return cid, mid, fid
     finally:
         await pool.close()
