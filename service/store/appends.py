@@ -315,8 +315,11 @@ class Appends(Session):
                 response_tails=[None if w.claim is None else w.claim.tail for w in writes],
                 path_digests=[w.path_digest for w in writes],
             )
+        except asyncpg.SyntaxOrAccessError:
+            raise  # the statement itself is wrong (a column that is not there): never hidden
         except asyncpg.PostgresError:
-            # The statement failed as a whole (a client's message id already taken, say) and wrote
-            # nothing: its writers append the locked way, which reads what they need and explains.
+            # The statement failed as a whole (a client's message id already taken, a key another
+            # transaction holds past the lock timeout, say) and wrote nothing: its writers append the
+            # locked way, each on its own, which reads what they need and explains.
             return {}
         return {(row["tenant"], row["conversation_id"]): row["seq"] for row in found}

@@ -233,8 +233,8 @@ WITH batch AS MATERIALIZED (
     SELECT u.seq, u.tenant, u.conversation_id, u.family_id, 'message_appended'::text AS type, u.message_id,
            u.parent_id, u.role, u.depth, u.body_sha256, u.payload, u.actor, u.request_id, u.created_at, u.hash,
            CASE WHEN u.parent_id IS NULL
-                  OR EXISTS (SELECT 1 FROM message_paths p
-                              WHERE p.family_id = u.family_id AND p.message_id = u.parent_id)
+                  OR EXISTS (SELECT 1 FROM events e JOIN message_paths p ON p.seq = e.seq
+                              WHERE e.family_id = u.family_id AND e.message_id = u.parent_id)
                 THEN u.path_digest END AS path_digest
       FROM going u
 ), body_rows AS (

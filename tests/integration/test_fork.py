@@ -469,8 +469,8 @@ def test_a_tool_result_first_in_a_fork_answers_a_call_of_its_base(api):
 
 def _indexed(url, *message_ids):
     """Which of the messages have a path digest (message_paths): what auto-threading can match."""
-    rows = fetch(url, "SELECT message_id FROM message_paths WHERE message_id = ANY($1::uuid[])",
-                 [uuid.UUID(m) for m in message_ids])  # fmt: skip
+    rows = fetch(url, "SELECT e.message_id FROM message_paths p JOIN events e ON e.seq = p.seq"
+                      " WHERE e.message_id = ANY($1::uuid[])", [uuid.UUID(m) for m in message_ids])  # fmt: skip
     return {str(r["message_id"]) for r in rows}
 
 
