@@ -126,8 +126,7 @@ class ResponsesController(Controller):
         new, echo = _new(data, await _referenced(data, caller, responses_service))
         background = bool(data.background)
         begun = await responses_service.create(caller, new, relay=bool(data.stream) and not background, keep=background)
-        assert not isinstance(begun, turns_app.Answered), "a response is never a retry of another"
-        generation = begun
+        generation = begun.reply
         plan = generation.plan
         headers = {CONVERSATION_ID_HEADER: str(plan.conversation_id), MESSAGE_ID_HEADER: str(plan.reply_id)}
         if background:
@@ -143,13 +142,13 @@ class ResponsesController(Controller):
                 plan.reply_id, echo, data.model, store=new.store, previous=new.previous_response_id,
                 conversation_id=new.conversation_id, created_at=int(time.time()),
             )  # fmt: skip
-            events = _events(request, generation, start, caller, responses_service)
+            events = _events(request, begun, start, echo, caller, responses_service)
             return sse.response(events, headers)  # type: ignore[return-value]
         settled = await wait_settled(request.receive, generation)
         if settled.error is not None:
             raise settled.error
-        found = await responses_service.created(caller, plan.reply_id)
-        return json_response(stored_response(found), 200, headers)
+        found = await _ended(begun, settled, caller, responses_service)
+        return json_response(stored_response(found, echo), 200, headers)
 
     @get(
         "/{response_id:str}",
@@ -437,13 +436,24 @@ def _window(window: windows.Window | None, truncation: str) -> tuple[windows.Win
     return window, None
 
 
+async def _ended(begun: responses_app.Begun[ReplyInFlight], settled: Settled, caller: Caller, service: Responses) -> responses_app.Found:
+    """The response a create answers once its reply has settled: made from its record and the reply
+    as this process recorded them, without reading them back; read back when no reply was recorded
+    (the turn failed, or its record is delayed: the log says how it ended)."""
+    if settled.reply is not None:
+        return responses_app.recorded(begun.record, settled.reply)
+    return await service.created(caller, begun.record.response_id)
+
+
 async def _events(
     request: Request[Any, Any, State],
-    generation: ReplyInFlight,
+    begun: responses_app.Begun[ReplyInFlight],
     start: ResponseObject,
+    echo: Echo,
     caller: Caller,
     service: Responses,
 ) -> AsyncIterator[bytes]:
+    generation = begun.reply
     plan = generation.plan
     events = Events(plan.reply_id)
     settled: Settled | None = None
@@ -471,8 +481,7 @@ async def _events(
         yield events.event("error", **said, error={"type": error.type, **said})
         yield sse.event(None, b"[DONE]")
         return
-    found = await service.created(caller, plan.reply_id)
-    final = stored_response(found)
+    final = stored_response(await _ended(begun, settled, caller, service), echo)
     if final.status == "completed":
         yield events.response("response.completed", final)
     elif final.status == "incomplete":

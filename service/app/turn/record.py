@@ -147,8 +147,10 @@ async def record_outcome(
     `again`: an earlier attempt failed with the database unreachable, perhaps while its COMMIT was
     on its way, so the pending row may be gone because that attempt was recorded after all.
     `progress_now`: its checkpoints, completed (kept) or dropped in the same transaction."""
+    user_id = plan.user_message.id
     async with store.transaction() as tx:
-        w = await writes.lock(tx, caller, plan.conversation_id)  # conversations are never removed
+        # The message replied to is read with the lock (a reply is decided under it): one round trip.
+        w = await writes.lock(tx, caller, plan.conversation_id, 1, [user_id])  # conversations are never removed
         if not await pending.finish(tx, plan.family_id, plan.reply_id, owner):
             if again:
                 stored = await tx.get_message(w.scope, plan.reply_id)
@@ -165,7 +167,6 @@ async def record_outcome(
                 )
             elif not progress_now.keep and progress_now.chunks:
                 await checkpoints.drop(tx, plan.family_id, plan.reply_id)
-        user_id = plan.user_message.id
         if outcome.complete or outcome.received:
             generation = _generation(plan, outcome)
             return await _write_reply(w, tx, plan.conversation_id, user_id, plan.reply_id, plan.reply_form, outcome, generation)
@@ -192,7 +193,7 @@ async def _write_reply(
     outcome: Outcome,
     generation: Generation,
 ) -> views.Message:
-    user = (await tx.find_nodes(w.scope, [user_id])).get(user_id)
+    user = w.nodes.get(user_id) or (await tx.find_nodes(w.scope, [user_id])).get(user_id)
     reply = outcome.reply()
     if form == "ollama":
         reply = ollama.as_resent(reply)
