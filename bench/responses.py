@@ -50,6 +50,20 @@ INPUT = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": QUES
 class Overhead:
     whole: dict[str, Summary]  # path -> latency of a whole (non-streamed) answer
     first: dict[str, Summary]  # path -> time to the first text piece, streamed
+    # "whole"/"first" -> path through convtree -> the server's CPU per request (ms; the whole
+    # request, streamed to its end for "first"), or nothing where it cannot be read.
+    cpu: dict[str, dict[str, float]]
+
+
+def on_cpu(pid: int) -> float | None:
+    """Seconds the threads of process `pid` have run (Linux's schedstat, to the nanosecond: on a
+    loaded machine a process's time waiting for a core is not counted, as it is in a profiler's
+    samples); None where it cannot be read."""
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+        return sum(int((t / "schedstat").read_text().split()[0]) for t in tasks) / 1e9
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 @dataclass(frozen=True)
@@ -105,9 +119,9 @@ async def ok(client: httpx.AsyncClient, method: str, url: str, body: dict[str, A
 # --- 1. overhead -----------------------------------------------------------------------------------
 
 
-async def overhead(servers: list[tuple[str, str, str]], fake_url: str, samples: int) -> Overhead:
-    """`servers`: (label, base URL, key) of each convtree served; its doors' paths are named
-    "chat completions" and "responses" followed by the label ("" for this tree's)."""
+async def overhead(servers: list[tuple[str, str, str, int]], fake_url: str, samples: int) -> Overhead:
+    """`servers`: (label, base URL, key, process id) of each convtree served; its doors' paths are
+    named "chat completions" and "responses" followed by the label ("" for this tree's)."""
     async with contextlib.AsyncExitStack() as stack:
         raw = await stack.enter_async_context(httpx.AsyncClient(timeout=30))
         direct_url = f"{fake_url}/v1/chat/completions"
@@ -119,7 +133,9 @@ async def overhead(servers: list[tuple[str, str, str]], fake_url: str, samples: 
         first: dict[str, Callable[[], Awaitable[float]]] = {
             "direct": lambda: first_piece(raw, direct_url, {**chat, "model": "fake-large", "stream": True}, chat_text),
         }
-        for label, base_url, key in servers:
+        pids: dict[str, int] = {}
+        for label, base_url, key, pid in servers:
+            pids |= {f"chat completions{label}": pid, f"responses{label}": pid}
             headers = {"Authorization": f"Bearer {key}"}
             api = await stack.enter_async_context(
                 httpx.AsyncClient(base_url=base_url + "/openai/v1", headers=headers, timeout=30)
@@ -137,15 +153,26 @@ async def overhead(servers: list[tuple[str, str, str]], fake_url: str, samples: 
             for kind in (whole, first):
                 for f in kind.values():
                     await f()
+        cpu: dict[str, dict[str, list[float]]] = {"whole": {k: [] for k in pids}, "first": {k: [] for k in pids}}
+
+        async def one(kind: str, name: str, call: Callable[[], Awaitable[float]]) -> None:
+            pid = pids.get(name)
+            before = None if pid is None else on_cpu(pid)
+            measured[kind][name].append(await call())
+            after = None if pid is None else on_cpu(pid)
+            if before is not None and after is not None:
+                cpu[kind][name].append(after - before)
+
         order = list(whole)
         for _ in range(samples):  # interleaved, so drift on the machine hits every path alike
             for name in order:
-                measured["whole"][name].append(await whole[name]())
-                measured["first"][name].append(await first[name]())
+                await one("whole", name, whole[name])
+                await one("first", name, first[name])
             order.reverse()
     return Overhead(
         whole={k: summarize(v) for k, v in measured["whole"].items()},
         first={k: summarize(v) for k, v in measured["first"].items()},
+        cpu={kind: {k: 1000 * sum(v) / len(v) for k, v in by.items() if v} for kind, by in cpu.items()},
     )
 
 
@@ -243,13 +270,13 @@ async def measure(samples: int, depth: int, chain_samples: int, against: Path | 
                 async with contextlib.AsyncExitStack() as stack:
                     url = await dbs.fresh("responses")
                     server = await stack.enter_async_context(ServerProcess(UVICORN, url))
-                    servers = [("", server.base_url, await issue_key(url, "bench"))]
+                    servers = [("", server.base_url, await issue_key(url, "bench"), server.pid)]
                     if against is not None:
                         await dbs.prepare_tree(against)
                         other_url = await dbs.fresh("responses_against", against)
                         spec = replace(UVICORN, name=f"{UVICORN.name}, serving {against}", root=against)
                         other = await stack.enter_async_context(ServerProcess(spec, other_url))
-                        servers.append((AGAINST, other.base_url, await issue_key(other_url, "bench")))
+                        servers.append((AGAINST, other.base_url, await issue_key(other_url, "bench"), other.pid))
                     over = await overhead(servers, fake_url, samples)
                     chained = await chain(server.base_url, await issue_key(url, "chain"), fake_url, depth, chain_samples)
         finally:
@@ -265,12 +292,14 @@ def report(over: Overhead, ch: Chain) -> str:
     for label, figures in (("whole answer", over.whole), ("first text piece, streamed", over.first)):
         direct = figures["direct"]
         lines.append(f"{label}: straight to the fake p50 {direct.p50:.2f} ms, p99 {direct.p99:.2f} ms")
+        kind = "whole" if figures is over.whole else "first"
         for name in (n for n in figures if n != "direct"):
             s = figures[name]
             added = s.p50 - direct.p50
+            used = over.cpu[kind].get(name)
             lines.append(
                 f"  through {name}: p50 {s.p50:.2f} ms, p99 {s.p99:.2f} ms; adds (p50) {added:.2f} ms "
-                f"(goal <= 5 ms: {verdict(added <= 5)})"
+                f"(goal <= 5 ms: {verdict(added <= 5)})" + ("" if used is None else f"; server CPU {used:.2f} ms a request")
             )
         for tree in ("", AGAINST) if AGAINST in " ".join(figures) else ("",):
             difference = figures[f"responses{tree}"].p50 - figures[f"chat completions{tree}"].p50

@@ -458,6 +458,7 @@ async def _events(
     events = Events(plan.reply_id)
     settled: Settled | None = None
     quiet = service.keepalive
+    closing = b""  # the output items' done events, sent with the response's last event
     try:
         if await generation.committed():
             yield events.response("response.created", start) + events.response("response.in_progress", start) + (
@@ -465,10 +466,11 @@ async def _events(
             )
             async for pieces in generation.deltas(quiet):
                 yield events.pieces(pieces) or sse.KEEPALIVE
-            yield events.close()
+            closing = events.close()  # the relay ends once the reply is recorded: the outcome is there
         async for settled in generation.outcome(quiet):
             if settled is None:
-                yield sse.KEEPALIVE
+                yield closing + sse.KEEPALIVE
+                closing = b""
     finally:
         if settled is None:  # the client left: stop the model now (see service.api.turns)
             generation.interrupt(CLIENT_LEFT)
@@ -478,21 +480,20 @@ async def _events(
         error = openai_error(problem)
         # OpenAI's error event is flat; Open Responses' has the same in an `error` object: both.
         said = {"code": error.code, "message": error.message, "param": error.param}
-        yield events.event("error", **said, error={"type": error.type, **said})
-        yield sse.event(None, b"[DONE]")
+        yield events.event("error", **said, error={"type": error.type, **said}) + sse.event(None, b"[DONE]")
         return
     final = stored_response(await _ended(begun, settled, caller, service), echo)
     if final.status == "completed":
-        yield events.response("response.completed", final)
+        last = events.response("response.completed", final)
     elif final.status == "incomplete":
-        yield events.response("response.incomplete", final)
+        last = events.response("response.incomplete", final)
     else:
         if final.error is None and settled.error is not None:
             detail = getattr(settled.error, "detail", None) or str(settled.error)
             final.error = ResponseError("server_error", detail)
         final.status = "failed"
-        yield events.response("response.failed", final)
-    yield sse.event(None, b"[DONE]")
+        last = events.response("response.failed", final)
+    yield closing + last + sse.event(None, b"[DONE]")
 
 
 
@@ -511,9 +512,9 @@ async def _followed(caller: Caller, service: Responses, response_id: uuid.UUID, 
             out = events.response("response.created", start) + events.response("response.in_progress", start)
         else:  # the response as it ended
             final = stored_response(step)
-            out = events.close() + events.response(_TERMINAL.get(final.status, "response.failed"), final)
-            yield out
-            yield sse.event(None, b"[DONE]")
+            yield events.close() + events.response(_TERMINAL.get(final.status, "response.failed"), final) + (
+                sse.event(None, b"[DONE]")
+            )
             return
         if out:
             last = loop.time()
