@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-if TYPE_CHECKING:  # the log's writers (store/appends.py) write a response's row, so this imports no Tx
+if TYPE_CHECKING:  # Tx's writers (store/appends.py) write a response's row with its turn: for types only
     from service.store.events import Tx
 
 
@@ -32,12 +32,15 @@ class ResponseRow(msgspec.Struct, frozen=True, kw_only=True):
     next_response_ids: list[uuid.UUID] = []
 
 
-def written_with(row: ResponseRow | None, reply_id: uuid.UUID, family_id: uuid.UUID, conversation_id: uuid.UUID) -> dict[str, Any]:
+def written_with(
+    row: ResponseRow | None, reply_id: uuid.UUID, family_id: uuid.UUID, conversation_id: uuid.UUID
+) -> dict[str, Any]:
     """The parameters of queries.sql's part record_response: `row` written by the statement that
     writes its turn (whose reply, family and conversation are the response's), or none."""
     if row is None:
         return dict.fromkeys(_RESPONSE_PARAMS)
-    assert (row.response_id, row.family_id, row.conversation_id) == (reply_id, family_id, conversation_id), "a response is its turn's"
+    turn = (reply_id, family_id, conversation_id)
+    assert (row.response_id, row.family_id, row.conversation_id) == turn, "a response's ids are its turn's"
     return {
         "response_parent_id": row.parent_id,
         "response_input_ids": row.input_ids,
