@@ -2,7 +2,7 @@
 directly (beside the Chat Completions door, measured in the same run), and how a chain's depth
 weighs on creating and retrieving a response.
 
-    .venv/bin/python -m bench.responses [--samples 200] [--depth 1000] [--chain-samples 50]
+    .venv/bin/python -m bench.responses [--samples 200] [--depth 1000] [--chain-samples 50] [--against TREE]
 
 convtree runs in a process of its own (bench.harness.ServerProcess: uvicorn, uvloop, httptools),
 the fake model server (tests/fakeupstream.py, no delay) in another, the client here; PostgreSQL is
@@ -12,6 +12,9 @@ DATABASE_URL's or an embedded one.
    the fake's /v1/chat/completions, through convtree's /openai/v1/chat/completions, and through
    /openai/v1/responses (as `input` items), each answered whole (not streamed) and streamed (time to
    the first text piece). Each request through convtree is a new turn, its messages stored. Goal: a response adds p50 <= 5 ms, as a chat completion.
+   With `--against TREE` (another convtree source tree with the same migrations, e.g. a `git
+   worktree` of an earlier commit), TREE is served too, with a database of its own, and its two
+   doors are measured in the same interleaving: a before/after in one run.
 2. A chain of `--depth` responses, each continuing the one before (`previous_response_id`); then,
    interleaved: creating a response that continues the one at depth 10 and the one at depth
    `--depth` (each a new branch: the chain stays as it is), and retrieving those two. Creating sends
@@ -27,7 +30,8 @@ import json
 import os
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -36,6 +40,7 @@ from bench.harness import UVICORN, Databases, Postgres, ServerProcess, Summary, 
 from bench.turns import fake_process, provider_env, sse
 
 MODEL = "fake/fake-large"
+AGAINST = " (against)"  # the label of the paths through the --against tree
 SYSTEM, QUESTION = "Be brief.", "what is two plus two"
 MESSAGES = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": QUESTION}]
 INPUT = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": QUESTION}]
@@ -45,6 +50,20 @@ INPUT = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": QUES
 class Overhead:
     whole: dict[str, Summary]  # path -> latency of a whole (non-streamed) answer
     first: dict[str, Summary]  # path -> time to the first text piece, streamed
+    # "whole"/"first" -> path through convtree -> the server's CPU per request (ms; the whole
+    # request, streamed to its end for "first"), or nothing where it cannot be read.
+    cpu: dict[str, dict[str, float]]
+
+
+def on_cpu(pid: int) -> float | None:
+    """Seconds the threads of process `pid` have run (Linux's schedstat, to the nanosecond: on a
+    loaded machine a process's time waiting for a core is not counted, as it is in a profiler's
+    samples); None where it cannot be read."""
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+        return sum(int((t / "schedstat").read_text().split()[0]) for t in tasks) / 1e9
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 @dataclass(frozen=True)
@@ -100,39 +119,60 @@ async def ok(client: httpx.AsyncClient, method: str, url: str, body: dict[str, A
 # --- 1. overhead -----------------------------------------------------------------------------------
 
 
-async def overhead(base_url: str, key: str, fake_url: str, samples: int) -> Overhead:
-    headers = {"Authorization": f"Bearer {key}"}
-    async with (
-        httpx.AsyncClient(timeout=30) as raw,
-        httpx.AsyncClient(base_url=base_url + "/openai/v1", headers=headers, timeout=30) as api,
-    ):
+async def overhead(servers: list[tuple[str, str, str, int]], fake_url: str, samples: int) -> Overhead:
+    """`servers`: (label, base URL, key, process id) of each convtree served; its doors' paths are
+    named "chat completions" and "responses" followed by the label ("" for this tree's)."""
+    async with contextlib.AsyncExitStack() as stack:
+        raw = await stack.enter_async_context(httpx.AsyncClient(timeout=30))
         direct_url = f"{fake_url}/v1/chat/completions"
         chat = {"model": MODEL, "messages": MESSAGES}
         response = {"model": MODEL, "input": INPUT}
         whole: dict[str, Callable[[], Awaitable[float]]] = {
             "direct": lambda: timed(lambda: ok(raw, "POST", direct_url, {**chat, "model": "fake-large"})),
-            "chat completions": lambda: timed(lambda: ok(api, "POST", "/chat/completions", chat)),
-            "responses": lambda: timed(lambda: ok(api, "POST", "/responses", response)),
         }
         first: dict[str, Callable[[], Awaitable[float]]] = {
             "direct": lambda: first_piece(raw, direct_url, {**chat, "model": "fake-large", "stream": True}, chat_text),
-            "chat completions": lambda: first_piece(api, "/chat/completions", {**chat, "stream": True}, chat_text),
-            "responses": lambda: first_piece(api, "/responses", {**response, "stream": True}, response_text),
         }
+        pids: dict[str, int] = {}
+        for label, base_url, key, pid in servers:
+            pids |= {f"chat completions{label}": pid, f"responses{label}": pid}
+            headers = {"Authorization": f"Bearer {key}"}
+            api = await stack.enter_async_context(
+                httpx.AsyncClient(base_url=base_url + "/openai/v1", headers=headers, timeout=30)
+            )
+            whole |= {
+                f"chat completions{label}": lambda api=api: timed(lambda: ok(api, "POST", "/chat/completions", chat)),
+                f"responses{label}": lambda api=api: timed(lambda: ok(api, "POST", "/responses", response)),
+            }
+            first |= {
+                f"chat completions{label}": lambda api=api: first_piece(api, "/chat/completions", {**chat, "stream": True}, chat_text),
+                f"responses{label}": lambda api=api: first_piece(api, "/responses", {**response, "stream": True}, response_text),
+            }
         measured: dict[str, dict[str, list[float]]] = {"whole": {k: [] for k in whole}, "first": {k: [] for k in first}}
         for _ in range(10):  # warm every path (connections, prepared statements)
             for kind in (whole, first):
                 for f in kind.values():
                     await f()
+        cpu: dict[str, dict[str, list[float]]] = {"whole": {k: [] for k in pids}, "first": {k: [] for k in pids}}
+
+        async def one(kind: str, name: str, call: Callable[[], Awaitable[float]]) -> None:
+            pid = pids.get(name)
+            before = None if pid is None else on_cpu(pid)
+            measured[kind][name].append(await call())
+            after = None if pid is None else on_cpu(pid)
+            if before is not None and after is not None:
+                cpu[kind][name].append(after - before)
+
         order = list(whole)
         for _ in range(samples):  # interleaved, so drift on the machine hits every path alike
             for name in order:
-                measured["whole"][name].append(await whole[name]())
-                measured["first"][name].append(await first[name]())
+                await one("whole", name, whole[name])
+                await one("first", name, first[name])
             order.reverse()
     return Overhead(
         whole={k: summarize(v) for k, v in measured["whole"].items()},
         first={k: summarize(v) for k, v in measured["first"].items()},
+        cpu={kind: {k: 1000 * sum(v) / len(v) for k, v in by.items() if v} for kind, by in cpu.items()},
     )
 
 
@@ -220,7 +260,7 @@ def _messages(path: list[dict[str, Any]], depth: int) -> list[dict[str, Any]]:
 # --- running -------------------------------------------------------------------------------------
 
 
-async def measure(samples: int, depth: int, chain_samples: int) -> tuple[Overhead, Chain]:
+async def measure(samples: int, depth: int, chain_samples: int, against: Path | None = None) -> tuple[Overhead, Chain]:
     async with Postgres(os.environ.get("DATABASE_URL")) as pg:
         assert pg.url is not None
         dbs = Databases(pg.url)
@@ -230,8 +270,14 @@ async def measure(samples: int, depth: int, chain_samples: int) -> tuple[Overhea
                 async with contextlib.AsyncExitStack() as stack:
                     url = await dbs.fresh("responses")
                     server = await stack.enter_async_context(ServerProcess(UVICORN, url))
-                    key = await issue_key(url, "bench")
-                    over = await overhead(server.base_url, key, fake_url, samples)
+                    servers = [("", server.base_url, await issue_key(url, "bench"), server.pid)]
+                    if against is not None:
+                        await dbs.prepare_tree(against)
+                        other_url = await dbs.fresh("responses_against", against)
+                        spec = replace(UVICORN, name=f"{UVICORN.name}, serving {against}", root=against)
+                        other = await stack.enter_async_context(ServerProcess(spec, other_url))
+                        servers.append((AGAINST, other.base_url, await issue_key(other_url, "bench"), other.pid))
+                    over = await overhead(servers, fake_url, samples)
                     chained = await chain(server.base_url, await issue_key(url, "chain"), fake_url, depth, chain_samples)
         finally:
             await dbs.drop_all()
@@ -246,16 +292,22 @@ def report(over: Overhead, ch: Chain) -> str:
     for label, figures in (("whole answer", over.whole), ("first text piece, streamed", over.first)):
         direct = figures["direct"]
         lines.append(f"{label}: straight to the fake p50 {direct.p50:.2f} ms, p99 {direct.p99:.2f} ms")
-        for name in ("chat completions", "responses"):
+        kind = "whole" if figures is over.whole else "first"
+        for name in (n for n in figures if n != "direct"):
             s = figures[name]
             added = s.p50 - direct.p50
+            used = over.cpu[kind].get(name)
             lines.append(
                 f"  through {name}: p50 {s.p50:.2f} ms, p99 {s.p99:.2f} ms; adds (p50) {added:.2f} ms "
-                f"(goal <= 5 ms: {verdict(added <= 5)})"
+                f"(goal <= 5 ms: {verdict(added <= 5)})" + ("" if used is None else f"; server CPU {used:.2f} ms a request")
             )
-        lines.append(
-            f"  responses - chat completions (p50): {figures['responses'].p50 - figures['chat completions'].p50:+.2f} ms"
-        )
+        for tree in ("", AGAINST) if AGAINST in " ".join(figures) else ("",):
+            difference = figures[f"responses{tree}"].p50 - figures[f"chat completions{tree}"].p50
+            lines.append(f"  responses{tree} - chat completions{tree} (p50): {difference:+.2f} ms")
+        if AGAINST in " ".join(figures):
+            for door in ("chat completions", "responses"):
+                change = figures[door].p50 - figures[door + AGAINST].p50
+                lines.append(f"  {door}: this tree - {AGAINST.strip()} (p50): {change:+.2f} ms")
     lines.append(f"chain of {ch.depth} responses built in {ch.built_seconds:.1f} s")
     low, high = min(ch.create), max(ch.create)
     for label, figures in (("create", ch.create), ("retrieve", ch.retrieve), ("the model request, straight", ch.direct)):
@@ -275,10 +327,16 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=200, help="samples per path (overhead)")
     parser.add_argument("--depth", type=int, default=1000, help="responses in the chain")
     parser.add_argument("--chain-samples", type=int, default=50, help="samples per depth (chain)")
+    parser.add_argument(
+        "--against", type=Path, metavar="TREE", help="also serve TREE (its doors measured in the same run: see 1.)"
+    )
     args = parser.parse_args()
+    if args.against is not None and not (args.against / "bench" / "serve.py").exists():
+        parser.error(f"--against {args.against}: not a convtree source tree (no bench/serve.py)")
     import uvloop
 
-    over, chained = uvloop.run(measure(args.samples, args.depth, args.chain_samples))
+    against = None if args.against is None else args.against.resolve()
+    over, chained = uvloop.run(measure(args.samples, args.depth, args.chain_samples, against))
     print(report(over, chained))
 
 

@@ -156,10 +156,11 @@ def in_progress(
     return _object(rid, echo, model, store, previous, conversation_id, created_at, "in_progress")
 
 
-def stored_response(found: responses_app.Found) -> ResponseObject:
-    """A stored response, as the log says it ended."""
+def stored_response(found: responses_app.Found, echo: Echo | None = None) -> ResponseObject:
+    """A stored response, as the log says it ended. `echo`: its record's request, if the caller
+    holds it decoded already (the create that wrote it)."""
     record, reply = found.record, found.reply
-    echo = echo_of(record.request)
+    echo = echo_of(record.request) if echo is None else echo
     model = record.model if reply is None or reply.generation is None else reply.generation.model
     conversation_id = record.conversation_id if record.in_conversation else None
     created = int(record.created_at.timestamp()) if record.created_at is not None else int(time.time())

@@ -126,8 +126,7 @@ class ResponsesController(Controller):
         new, echo = _new(data, await _referenced(data, caller, responses_service))
         background = bool(data.background)
         begun = await responses_service.create(caller, new, relay=bool(data.stream) and not background, keep=background)
-        assert not isinstance(begun, turns_app.Answered), "a response is never a retry of another"
-        generation = begun
+        generation = begun.reply
         plan = generation.plan
         headers = {CONVERSATION_ID_HEADER: str(plan.conversation_id), MESSAGE_ID_HEADER: str(plan.reply_id)}
         if background:
@@ -143,13 +142,13 @@ class ResponsesController(Controller):
                 plan.reply_id, echo, data.model, store=new.store, previous=new.previous_response_id,
                 conversation_id=new.conversation_id, created_at=int(time.time()),
             )  # fmt: skip
-            events = _events(request, generation, start, caller, responses_service)
+            events = _events(request, begun, start, echo, caller, responses_service)
             return sse.response(events, headers)  # type: ignore[return-value]
         settled = await wait_settled(request.receive, generation)
         if settled.error is not None:
             raise settled.error
-        found = await responses_service.created(caller, plan.reply_id)
-        return json_response(stored_response(found), 200, headers)
+        found = await _ended(begun, settled, caller, responses_service)
+        return json_response(stored_response(found, echo), 200, headers)
 
     @get(
         "/{response_id:str}",
@@ -437,17 +436,29 @@ def _window(window: windows.Window | None, truncation: str) -> tuple[windows.Win
     return window, None
 
 
+async def _ended(begun: responses_app.Begun[ReplyInFlight], settled: Settled, caller: Caller, service: Responses) -> responses_app.Found:
+    """The response a create answers once its reply has settled: made from its record and the reply
+    as this process recorded them, without reading them back; read back when no reply was recorded
+    (the turn failed, or its record is delayed: the log says how it ended)."""
+    if settled.reply is not None:
+        return responses_app.recorded(begun.record, settled.reply)
+    return await service.created(caller, begun.record.response_id)
+
+
 async def _events(
     request: Request[Any, Any, State],
-    generation: ReplyInFlight,
+    begun: responses_app.Begun[ReplyInFlight],
     start: ResponseObject,
+    echo: Echo,
     caller: Caller,
     service: Responses,
 ) -> AsyncIterator[bytes]:
+    generation = begun.reply
     plan = generation.plan
     events = Events(plan.reply_id)
     settled: Settled | None = None
     quiet = service.keepalive
+    closing = b""  # the output items' done events, sent with the response's last event
     try:
         if await generation.committed():
             yield events.response("response.created", start) + events.response("response.in_progress", start) + (
@@ -455,10 +466,11 @@ async def _events(
             )
             async for pieces in generation.deltas(quiet):
                 yield events.pieces(pieces) or sse.KEEPALIVE
-            yield events.close()
+            closing = events.close()  # the relay ends once the reply is recorded: the outcome is there
         async for settled in generation.outcome(quiet):
             if settled is None:
-                yield sse.KEEPALIVE
+                yield closing + sse.KEEPALIVE
+                closing = b""
     finally:
         if settled is None:  # the client left: stop the model now (see service.api.turns)
             generation.interrupt(CLIENT_LEFT)
@@ -468,22 +480,20 @@ async def _events(
         error = openai_error(problem)
         # OpenAI's error event is flat; Open Responses' has the same in an `error` object: both.
         said = {"code": error.code, "message": error.message, "param": error.param}
-        yield events.event("error", **said, error={"type": error.type, **said})
-        yield sse.event(None, b"[DONE]")
+        yield events.event("error", **said, error={"type": error.type, **said}) + sse.event(None, b"[DONE]")
         return
-    found = await service.created(caller, plan.reply_id)
-    final = stored_response(found)
+    final = stored_response(await _ended(begun, settled, caller, service), echo)
     if final.status == "completed":
-        yield events.response("response.completed", final)
+        last = events.response("response.completed", final)
     elif final.status == "incomplete":
-        yield events.response("response.incomplete", final)
+        last = events.response("response.incomplete", final)
     else:
         if final.error is None and settled.error is not None:
             detail = getattr(settled.error, "detail", None) or str(settled.error)
             final.error = ResponseError("server_error", detail)
         final.status = "failed"
-        yield events.response("response.failed", final)
-    yield sse.event(None, b"[DONE]")
+        last = events.response("response.failed", final)
+    yield closing + last + sse.event(None, b"[DONE]")
 
 
 
@@ -502,9 +512,9 @@ async def _followed(caller: Caller, service: Responses, response_id: uuid.UUID, 
             out = events.response("response.created", start) + events.response("response.in_progress", start)
         else:  # the response as it ended
             final = stored_response(step)
-            out = events.close() + events.response(_TERMINAL.get(final.status, "response.failed"), final)
-            yield out
-            yield sse.event(None, b"[DONE]")
+            yield events.close() + events.response(_TERMINAL.get(final.status, "response.failed"), final) + (
+                sse.event(None, b"[DONE]")
+            )
             return
         if out:
             last = loop.time()

@@ -403,7 +403,7 @@ async def relayed(
     is committed; then `first` of what arrived so far, in one write with the turn's ids; `more` of
     each later batch (an empty write is skipped), and of an empty batch, the door's keep-alive,
     every `quiet` seconds without a piece (the model slow to start, the record waiting for the
-    database); then `end` of the outcome.
+    database); then `end` of the outcome, in one write.
     A client that leaves (litestar cancels the stream as soon as it sees the disconnect) stops the
     model at once; the text so far is recorded."""
     settled: Settled | None = None
@@ -421,8 +421,7 @@ async def relayed(
         if settled is None:
             generation.interrupt(CLIENT_LEFT)
     assert settled is not None
-    for written in end(settled):
-        yield written
+    yield b"".join(end(settled))
 
 
 async def settled_reply(receive: Receive, generation: ReplyInFlight) -> views.Message:

@@ -325,7 +325,7 @@ class Responses:
 
     async def create(
         self, caller: Caller, new: responses_app.NewResponse, *, relay: bool, keep: bool = False
-    ) -> ReplyInFlight | Answered:
+    ) -> responses_app.Begun[ReplyInFlight]:
         """`keep`: a background response's, whose checkpoints outlive its record (its stream can
         be resumed from any process)."""
         generations = self._turns.generations

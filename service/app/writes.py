@@ -33,6 +33,7 @@ from service.domain.events import DIGEST_KEY_BYTES, GENESIS_HASH, Envelope, Even
 from service.domain.stored import stored_bodies
 from service.store import history
 from service.store.events import KnownStateWrite, Tx
+from service.store.responses import ResponseRow
 
 # The number an event is sealed with when the statement that stores it draws its number: the hash
 # does not cover it (service/domain/events.py, canonical_bytes), so the seal holds once it is known.
@@ -99,14 +100,17 @@ class Locked:
         owner: uuid.UUID,
         lease_seconds: float,
         around: uuid.UUID | None,
+        response: ResponseRow | None = None,
     ) -> list[tuple[uuid.UUID, uuid.UUID]]:
-        """`write`, and the turn's reply registered as pending in the same round trip (see
-        Tx.append_turn); returns the replies already pending `around` the new message's parent."""
+        """`write`, and the turn's reply registered as pending (and its `response`'s row, if it is
+        one) in the same round trip (see Tx.append_turn); returns the replies already pending
+        `around` the new message's parent."""
         sealed = self._sealed(events)
         paths = self._paths(events)
         return await self.tx.append_turn(
-            self.caller.tenant, self.after, sealed, stored_bodies(events), reply, owner, lease_seconds, around, paths
-        )
+            self.caller.tenant, self.after, sealed, stored_bodies(events), reply, owner, lease_seconds, around, paths,
+            response,
+        )  # fmt: skip
 
     def _paths(self, events: Sequence[Event]) -> dict[uuid.UUID, bytes]:
         made = threads.path_digests(_messages(events), self.paths)
@@ -166,16 +170,37 @@ class LockedNew:
     ) -> tree.ConversationState:
         """Seal decided events as the new conversation's first and store them with its summary;
         returns the state they leave `start` (tree.initial_state, or tree.fork_origin for a fork)."""
-        formed = _evolved(start, events)
-        ids = formed.conversation_id, formed.family_id
-        sealed = _seal(self.caller, GENESIS_HASH, *ids, self.now, self.seqs[: len(events)], events)
-        state = tree.chained(formed, sealed)
+        state, sealed = self._sealed(start, events)
         bodies = stored_bodies(events)
         paths = threads.path_digests(_messages(events), {})
         await self.tx.insert_conversation(
             self.caller.tenant, state, sealed, bodies, title, metadata, forked_from, paths
         )
         return state
+
+    async def create_turn(
+        self,
+        start: tree.ConversationState,
+        events: Sequence[Event],
+        reply: tuple[uuid.UUID, uuid.UUID, str, str],
+        owner: uuid.UUID,
+        lease_seconds: float,
+        response: ResponseRow | None = None,
+    ) -> None:
+        """`create` (untitled, no metadata) for a turn whose events make the conversation, with its
+        reply registered as pending (and its `response`'s row, if it is one) in the same round
+        trip (see Tx.create_turn)."""
+        state, sealed = self._sealed(start, events)
+        paths = threads.path_digests(_messages(events), {})
+        await self.tx.create_turn(
+            self.caller.tenant, state, sealed, stored_bodies(events), reply, owner, lease_seconds, paths, response
+        )
+
+    def _sealed(self, start: tree.ConversationState, events: Sequence[Event]) -> tuple[tree.ConversationState, list[Sealed]]:
+        formed = _evolved(start, events)
+        ids = formed.conversation_id, formed.family_id
+        sealed = _seal(self.caller, GENESIS_HASH, *ids, self.now, self.seqs[: len(events)], events)
+        return tree.chained(formed, sealed), sealed
 
     async def imported(self, plan: transfer.ImportPlan, family_id: uuid.UUID) -> None:
         """Store an exported conversation's events as they were written (their times, actors and

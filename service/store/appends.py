@@ -16,6 +16,7 @@ from service.domain import views
 from service.domain.events import Sealed
 from service.domain.stored import Stored
 from service.domain.tree import ConversationState, Node, Scope
+from service.store import responses
 from service.store import rows as r
 from service.store.conflicts import guarded
 from service.store.session import Session
@@ -80,6 +81,35 @@ def log_arrays(
         "body_ids": list(bodies),
         "contents": [b.text for b in bodies.values()],
         "digest_keys": [keys.get(m) for m in bodies],
+    }
+
+
+def _created(
+    tenant: str,
+    state: ConversationState,
+    sealed: Sequence[Sealed],
+    title: str | None,
+    metadata: dict[str, Any],
+    forked_from: views.ForkedFrom | None,
+) -> dict[str, Any]:
+    """A new conversation's summary once `sealed` is written, by the part conversation_row's parameter names."""
+    first = sealed[0].envelope
+    return {
+        "tenant": tenant,
+        "conversation_id": state.conversation_id,
+        "family_id": state.family_id,
+        "title": title,
+        "metadata": msgspec.json.encode(metadata).decode(),
+        "head_id": state.head_id,
+        "message_count": state.message_count,
+        "leaf_count": state.leaf_count,
+        "created_seq": first.seq,
+        "created_at": first.created_at,
+        "last_seq": sealed[-1].envelope.seq,
+        "last_hash": sealed[-1].hash,
+        "forked_from_conversation_id": None if forked_from is None else forked_from.conversation_id,
+        "forked_from_message_id": None if forked_from is None else forked_from.message_id,
+        "base_depth": state.base_depth,
     }
 
 
@@ -182,26 +212,45 @@ class Appends(Session):
     ) -> None:
         """Write a new conversation's (or fork's) events, their bodies, its messages' path
         digests and its summary."""
-        first = sealed[0].envelope
         with guarded(conversation_id=str(state.conversation_id)):
             await self.run(
                 "insert_conversation",
                 **log_arrays(tenant, state.conversation_id, state.family_id, sealed, bodies, paths),
-                tenant=tenant,
-                conversation_id=state.conversation_id,
-                family_id=state.family_id,
-                title=title,
-                metadata=msgspec.json.encode(metadata).decode(),
-                head_id=state.head_id,
-                message_count=state.message_count,
-                leaf_count=state.leaf_count,
-                created_seq=first.seq,
-                created_at=first.created_at,
-                last_seq=sealed[-1].envelope.seq,
-                last_hash=sealed[-1].hash,
-                forked_from_conversation_id=None if forked_from is None else forked_from.conversation_id,
-                forked_from_message_id=None if forked_from is None else forked_from.message_id,
-                base_depth=state.base_depth,
+                **_created(tenant, state, sealed, title, metadata, forked_from),
+            )
+        await self.store_blobs(tenant, state.family_id, bodies)
+
+    async def create_turn(
+        self,
+        tenant: str,
+        state: ConversationState,
+        sealed: list[Sealed],
+        bodies: dict[uuid.UUID, Stored],
+        reply: tuple[uuid.UUID, uuid.UUID, str, str],
+        owner: uuid.UUID,
+        lease_seconds: float,
+        paths: Mapping[uuid.UUID, bytes] | None = None,
+        response: responses.ResponseRow | None = None,
+    ) -> None:
+        """`insert_conversation` (untitled, no metadata, no fork) for a turn that creates its
+        conversation, its reply (reply id, user message id, provider, model) registered as pending
+        and, if the turn is a response, the response's row: in one round trip."""
+        reply_id, user_message_id, provider, model = reply
+        first = sealed[0].envelope
+        with guarded(conversation_id=str(state.conversation_id)):
+            await self.run(
+                "create_turn",
+                **log_arrays(tenant, state.conversation_id, state.family_id, sealed, bodies, paths),
+                **_created(tenant, state, sealed, None, {}, None),
+                **responses.written_with(response, reply_id, state.family_id, state.conversation_id),
+                reply_id=reply_id,
+                user_message_id=user_message_id,
+                provider=provider,
+                model=model,
+                actor=first.actor,
+                request_id=first.request_id,
+                owner=owner,
+                lease_seconds=lease_seconds,
             )
         await self.store_blobs(tenant, state.family_id, bodies)
 
@@ -228,10 +277,12 @@ class Appends(Session):
         lease_seconds: float,
         around: uuid.UUID | None,
         paths: Mapping[uuid.UUID, bytes] | None = None,
+        response: responses.ResponseRow | None = None,
     ) -> list[tuple[uuid.UUID, uuid.UUID]]:
-        """`append_events`, and the turn's reply (reply id, user message id, provider, model)
-        registered as pending, in one round trip; returns (reply id, user message id) of the
-        replies already pending that are `around` or answer it."""
+        """`append_events`, the turn's reply (reply id, user message id, provider, model)
+        registered as pending and, if the turn is a response, the response's row, in one round
+        trip; returns (reply id, user message id) of the replies already pending that are `around`
+        or answer it."""
         reply_id, user_message_id, provider, model = reply
         first = sealed[0].envelope
         found = await self._write_log(
@@ -241,6 +292,7 @@ class Appends(Session):
             sealed,
             bodies,
             paths,
+            **responses.written_with(response, reply_id, state.family_id, state.conversation_id),
             family_id=state.family_id,
             reply_id=reply_id,
             user_message_id=user_message_id,

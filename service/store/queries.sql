@@ -146,10 +146,8 @@ SELECT DISTINCT l.sha256, b.data
   JOIN blobs b ON b.tenant = l.tenant AND b.sha256 = l.sha256
  WHERE l.family_id = :family_id AND l.message_id = ANY(:message_ids::uuid[]);
 
--- name: insert_conversation
--- A new conversation (or fork): its events and bodies (the part write_events), then its summary.
-WITH
--- include: write_event_arrays
+-- part: conversation_row
+-- A new conversation's summary: the statement that ends every creation (insert_conversation, create_turn).
 INSERT INTO conversations (tenant, conversation_id, family_id, title, metadata, head_id,
                            message_count, leaf_count, created_seq, created_at, updated_at,
                            last_seq, last_hash,
@@ -157,7 +155,14 @@ INSERT INTO conversations (tenant, conversation_id, family_id, title, metadata, 
 SELECT :tenant::text, :conversation_id::uuid, :family_id::uuid, :title::text, :metadata::json,
        :head_id::uuid, :message_count::int, :leaf_count::int, :created_seq::bigint,
        :created_at::timestamptz, :created_at::timestamptz, :last_seq::bigint, :last_hash::bytea,
-       :forked_from_conversation_id::uuid, :forked_from_message_id::uuid, :base_depth::int;
+       :forked_from_conversation_id::uuid, :forked_from_message_id::uuid, :base_depth::int
+
+-- name: insert_conversation
+-- A new conversation (or fork): its events and bodies (the part write_events), then its summary.
+WITH
+-- include: write_event_arrays
+-- include: conversation_row
+;
 
 -- name: append_events
 -- Events of one locked conversation and their bodies (the part write_events), and the conversation's
@@ -718,14 +723,34 @@ SELECT 1;
 -- Turns: replies in flight (pending_replies, schema.sql), for service/store/pending.py.
 -- ---------------------------------------------------------------------------------------------
 
+-- part: register_reply
+-- Reply :reply_id, answering :user_message_id, registered as pending under :owner's lease (every
+-- statement that registers a reply: register_pending_reply, append_turn, create_turn).
+registered AS (
+    INSERT INTO pending_replies (family_id, reply_id, tenant, conversation_id, user_message_id, provider,
+                                 model, actor, request_id, owner, expires_at)
+    VALUES (:family_id, :reply_id, :tenant, :conversation_id, :user_message_id, :provider, :model,
+            :actor, :request_id, :owner, now() + make_interval(secs => :lease_seconds))
+)
+
+-- part: record_response
+-- The record of a turn that is a response (the Responses API: service/store/responses.py), written
+-- by the statement that writes the turn; none when :response_request is NULL (another door's turn).
+-- The response's id is its reply's; its tenant, family and conversation are the turn's.
+recorded_response AS (
+    INSERT INTO responses (tenant, response_id, family_id, conversation_id, parent_id, input_ids,
+                           previous_response_id, in_conversation, model, request, store)
+    SELECT :tenant::text, :reply_id::uuid, :family_id::uuid, :conversation_id::uuid, :response_parent_id::uuid,
+           :response_input_ids::uuid[], :previous_response_id::uuid, :in_conversation::boolean,
+           :response_model::text, :response_request::bytea, :response_store::boolean
+     WHERE :response_request::bytea IS NOT NULL
+)
+
 -- name: register_pending_reply
 -- Registers reply :reply_id as pending and, in the same round trip, returns the replies already pending
 -- that are message :around or answer it (the new row is not among them: one statement, one snapshot).
-WITH registered AS (
-    INSERT INTO pending_replies (family_id, reply_id, tenant, conversation_id, user_message_id, provider,
-                                 model, actor, request_id, owner, expires_at)
-    VALUES (:family_id, :reply_id, :tenant, :conversation_id, :user_message_id, :provider, :model, :actor, :request_id, :owner, now() + make_interval(secs => :lease_seconds))
-)
+WITH
+-- include: register_reply
 SELECT reply_id, user_message_id
   FROM pending_replies
  WHERE :around::uuid IS NOT NULL AND family_id = :family_id AND (reply_id = :around OR user_message_id = :around);
@@ -820,9 +845,10 @@ SELECT family_id, reply_id, tenant, conversation_id, user_message_id, provider, 
 
 -- name: append_turn
 -- append_events and register_pending_reply in one round trip, for a turn whose reply was launched
--- before it is registered (service/app/turns.py): the turn's messages with the conversation's new
--- summary, and its reply :reply_id, answering :user_message_id, registered as pending; returns the
--- replies already pending that are message :around or answer it.
+-- before it is registered (service/app/turn/opening.py): the turn's messages with the conversation's
+-- new summary, its reply :reply_id, answering :user_message_id, registered as pending, and the
+-- response's record if the turn is one (the part record_response); returns the replies already
+-- pending that are message :around or answer it.
 WITH
 -- include: write_event_arrays
 , new_summary AS (
@@ -830,15 +856,27 @@ WITH
        SET head_id = :head_id, message_count = :message_count, leaf_count = :leaf_count,
            updated_at = :updated_at, last_seq = :last_seq, last_hash = :last_hash
      WHERE tenant = :tenant AND conversation_id = :conversation_id
-), registered AS (
-    INSERT INTO pending_replies (family_id, reply_id, tenant, conversation_id, user_message_id, provider,
-                                 model, actor, request_id, owner, expires_at)
-    VALUES (:family_id, :reply_id, :tenant, :conversation_id, :user_message_id, :provider, :model,
-            :actor, :request_id, :owner, now() + make_interval(secs => :lease_seconds))
-)
+),
+-- include: register_reply
+,
+-- include: record_response
 SELECT reply_id, user_message_id
   FROM pending_replies
  WHERE :around::uuid IS NOT NULL AND family_id = :family_id AND (reply_id = :around OR user_message_id = :around);
+
+-- name: create_turn
+-- insert_conversation and register_pending_reply in one round trip, for a turn that creates its
+-- conversation (service/app/turn/chat.py, new_conversation): its events, bodies and summary, its
+-- reply :reply_id, answering :user_message_id, registered as pending, and the response's record if
+-- the turn is one (the part record_response).
+WITH
+-- include: write_event_arrays
+,
+-- include: register_reply
+,
+-- include: record_response
+-- include: conversation_row
+;
 
 -- ---------------------------------------------------------------------------------------------
 -- Doctor (service/app/doctor.py): what the database holds that convtree no longer accepts.
@@ -969,13 +1007,6 @@ SELECT conversation_id
 -- ---------------------------------------------------------------------------------------------
 -- The Responses API's responses (responses, schema.sql), for service/store/responses.py.
 -- ---------------------------------------------------------------------------------------------
-
--- name: insert_response
--- A response, written in the transaction of its turn.
-INSERT INTO responses (tenant, response_id, family_id, conversation_id, parent_id, input_ids, previous_response_id,
-                       in_conversation, model, request, store)
-VALUES (:tenant, :response_id, :family_id, :conversation_id, :parent_id, :input_ids, :previous_response_id,
-        :in_conversation, :model, :request, :store);
 
 -- name: get_response
 -- A response of :tenant, with the responses whose input went under its reply (its children), oldest first.

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from service.store.events import Tx
+if TYPE_CHECKING:  # Tx's writers (store/appends.py) write a response's row with its turn: for types only
+    from service.store.events import Tx
 
 
 class ResponseRow(msgspec.Struct, frozen=True, kw_only=True):
@@ -30,11 +32,30 @@ class ResponseRow(msgspec.Struct, frozen=True, kw_only=True):
     next_response_ids: list[uuid.UUID] = []
 
 
-async def insert(tx: Tx, tenant: str, row: ResponseRow) -> None:
-    fields = msgspec.structs.asdict(row)
-    for name in ("deleted_at", "created_at", "next_response_ids"):
-        fields.pop(name)
-    await tx.run("insert_response", tenant=tenant, **fields)
+def written_with(
+    row: ResponseRow | None, reply_id: uuid.UUID, family_id: uuid.UUID, conversation_id: uuid.UUID
+) -> dict[str, Any]:
+    """The parameters of queries.sql's part record_response: `row` written by the statement that
+    writes its turn (whose reply, family and conversation are the response's), or none."""
+    if row is None:
+        return dict.fromkeys(_RESPONSE_PARAMS)
+    turn = (reply_id, family_id, conversation_id)
+    assert (row.response_id, row.family_id, row.conversation_id) == turn, "a response's ids are its turn's"
+    return {
+        "response_parent_id": row.parent_id,
+        "response_input_ids": row.input_ids,
+        "previous_response_id": row.previous_response_id,
+        "in_conversation": row.in_conversation,
+        "response_model": row.model,
+        "response_request": row.request,
+        "response_store": row.store,
+    }
+
+
+_RESPONSE_PARAMS = (
+    "response_parent_id", "response_input_ids", "previous_response_id", "in_conversation",
+    "response_model", "response_request", "response_store",
+)  # fmt: skip
 
 
 async def get(tx: Tx, tenant: str, response_id: uuid.UUID) -> ResponseRow | None:

@@ -295,6 +295,49 @@ def test_a_failed_stream_ends_with_response_failed_and_the_response_reads_failed
     assert read["status"] == "failed" and read["error"]["message"] and read["output"] == []
 
 
+def test_a_created_response_is_the_response_read_back(model_server, key, client):
+    """A create answers from what it wrote and the reply it recorded, not from a read of them: the
+    Response it answers (whole, or the streamed one that ends it) is the one GET reads afterwards,
+    key for key, whatever the response holds and wherever it goes."""
+    conv = client.conversations.create(items=[{"role": "user", "content": "zero"}])
+    with model_server.client(key) as http:
+
+        def created(body: dict) -> dict:
+            r = http.post("/openai/v1/responses", json=body)
+            assert r.status_code == 200, r.text
+            return r.json()
+
+        def streamed(body: dict) -> dict:
+            with http.stream("POST", "/openai/v1/responses", json={**body, "stream": True}) as r:
+                events = list(sse(r))
+            kind, last = events[-2]
+            assert kind == "response.completed", kind
+            return last["response"]
+
+        first = created({
+            "model": MODEL, "input": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}],
+            "instructions": "answer", "metadata": {"k": "v"}, "temperature": 0.5, "top_p": 0.25, "user": "u",
+            "max_output_tokens": 500, "text": {"format": {"type": "json_schema", "name": "a", "schema": {"type": "object"}}},
+        })  # fmt: skip
+        answered = [
+            first,
+            created({"model": MODEL, "input": "weather in Oslo?", "tools": [WEATHER], "previous_response_id": first["id"]}),
+            created({"model": MODEL, "input": "think", "reasoning": {"effort": "low"}, "conversation": conv.id}),
+            streamed({"model": MODEL, "input": "stream it", "previous_response_id": first["id"]}),
+            streamed({"model": MODEL, "input": "weather in Oslo?", "tools": [WEATHER]}),
+        ]
+        for response in answered:
+            read = http.get(f"/openai/v1/responses/{response['id']}").json()
+            if response["id"] == first["id"]:  # continued since by two responses
+                assert len(read["next_response_ids"]) == 2
+                read["next_response_ids"] = []
+            assert response == read
+    assert [r["status"] for r in answered] == ["completed"] * 5
+    assert [i["type"] for i in answered[1]["output"]] == ["function_call"]
+    assert [i["type"] for i in answered[2]["output"]] == ["reasoning", "message"]
+    assert answered[2]["conversation"] == {"id": conv.id} and answered[3]["previous_response_id"] == first["id"]
+
+
 def test_the_readme_responses_example_runs(server):
     import subprocess
     import sys

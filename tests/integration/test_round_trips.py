@@ -1,6 +1,6 @@
-"""Round trips per append, counted statement by statement on the pool's connections: a statement
-added to the append paths fails here before it shows in the benchmark (BENCHMARKS.md, *Keyed
-appends are grouped*)."""
+"""Round trips per append and per turn, counted statement by statement on the pool's connections:
+a statement added to the append paths or to a turn's fails here before it shows in the benchmark
+(BENCHMARKS.md, *Keyed appends are grouped*, *Responses API (issue 12)*)."""
 
 import uuid
 
@@ -12,9 +12,16 @@ from service.app import conversations as conversations_app
 from service.app import forks as forks_app
 from service.app import idempotency
 from service.app import messages as messages_app
+from service.app import responses as responses_app
+from service.app import turn as turns_app
 from service.app.caller import Caller
+from service.app.turn import Plan, Replies, ReplyInFlight
+from service.domain import views
 from service.domain.errors import IdempotencyKeyReused
+from service.domain.message import Utterance
 from service.store.events import Store
+from service.store.queries import Q
+from service.upstream import ProviderConfig, Registry, RegistryConfig
 from tests.postgres import fetch, run
 
 
@@ -146,3 +153,82 @@ def test_a_grouped_keyed_append_stores_its_answer_and_a_retry_replays_it(databas
     run(go())
     rows = fetch(url, "SELECT count(*) AS n FROM events WHERE type = 'message_appended'")
     assert rows[0]["n"] == 2  # "one", and the keyed message once
+
+
+def _registry() -> Registry:
+    echo = ProviderConfig(name="echo", kind="echo", default_model="echo", models=("echo",))
+    return Registry.from_config(RegistryConfig(providers={"echo": echo}, default_provider="echo"))
+
+
+def test_round_trips_per_turn_of_the_openai_doors_and_a_response_answers_as_it_reads_back(databases):
+    """A chat completion's turn and a response's take the same statements: the response's record
+    rides on the turn's write. A response is answered from its record and reply as recorded
+    (responses.recorded), which is what reading it back finds."""
+    url = databases.migrated()
+    sent: list[str] = []
+    names = {q.sql: name for name, q in Q.items()}
+    checkpoints = {Q["checkpoint_reply"].sql, Q["add_reply_chunk"].sql}  # as fast as the model: not counted
+
+    async def go():
+        async def init(conn: asyncpg.Connection) -> None:
+            conn.add_query_logger(lambda q: sent.append(q.query))
+
+        # One connection, warmed by a first round of the same turns (asyncpg reads the types of a
+        # statement's parameters on a connection's first use of them).
+        pool = await asyncpg.create_pool(url, min_size=1, max_size=1, init=init, reset=_keep)
+        store = Store(pool)
+        registry = _registry()
+        generations = Replies(store, lease_seconds=60.0)
+        caller = Caller(tenant="t", actor="test")
+
+        def launch(plan: Plan) -> ReplyInFlight:
+            return generations.start(caller, plan, relay=False)
+
+        def statements() -> list[str]:
+            said = [names.get(q, q.split()[0].rstrip(";")) for q in sent if q not in checkpoints]
+            sent.clear()
+            return said
+
+        async def respond(new: responses_app.NewResponse) -> tuple[responses_app.Begun[ReplyInFlight], views.Message]:
+            begun = await responses_app.begin_response(store, registry, caller, generations.lease, new, launch)
+            settled = await begun.reply.settled
+            assert settled.reply is not None
+            return begun, settled.reply
+
+        try:
+            chat = turns_app.Chat(messages=[Utterance(role="user", content="hi")], model="echo")
+            await (await turns_app.begin_chat(store, registry, caller, generations.lease, chat, launch)).settled  # type: ignore[union-attr]
+            warm, _ = await respond(responses_app.NewResponse(model="echo", input=[Utterance(role="user", content="a")]))
+            then = [Utterance(role="user", content="b")]
+            await respond(responses_app.NewResponse(model="echo", input=then, previous_response_id=warm.record.response_id))
+            sent.clear()
+            began = await turns_app.begin_chat(store, registry, caller, generations.lease, chat, launch)
+            assert isinstance(began, ReplyInFlight) and (await began.settled).reply is not None
+            # The turn, then its record: the conversation made and the reply registered in one statement.
+            recorded = ["BEGIN", "begin_append", "finish_pending_reply", "append_events", "COMMIT"]
+            assert statements() == ["BEGIN", "begin_create", "create_turn", "COMMIT", *recorded]
+
+            first = responses_app.NewResponse(model="echo", input=[Utterance(role="user", content="hello")])
+            begun, reply = await respond(first)
+            assert statements() == ["BEGIN", "begin_create", "create_turn", "COMMIT", *recorded]
+            made = responses_app.recorded(begun.record, reply)
+            assert made == await responses_app.found_after(store, caller, begun.record.response_id)
+            assert made.status == "completed"
+
+            again = responses_app.NewResponse(
+                model="echo", input=[Utterance(role="user", content="and then?")],
+                previous_response_id=begun.record.response_id, store=False, echo=b'{"instructions": "x"}',
+            )  # fmt: skip
+            statements()
+            begun, reply = await respond(again)
+            # The previous response (read before the lock), then the turn: lock, context, write.
+            turn = ["get_response", "BEGIN", "begin_append", "message_path", "append_turn", "COMMIT"]
+            assert statements() == [*turn, *recorded]
+            made = responses_app.recorded(begun.record, reply)
+            assert made == await responses_app.found_after(store, caller, begun.record.response_id)
+        finally:
+            await generations.close()
+            await registry.aclose()
+            await pool.close()
+
+    run(go())

@@ -119,5 +119,5 @@ def test_a_part_must_be_defined_above_its_use_and_used():
 def test_every_writer_of_the_log_inserts_it_in_its_own_statement():
     writers = [q.name for q in Q.values() if "INSERT INTO events" in q.sql]
     assert sorted(writers) == ["append_events", "append_messages_if_unchanged", "append_turn",
-                               "import_events", "insert_conversation"]
+                               "create_turn", "import_events", "insert_conversation"]
     assert not [q.name for q in Q.values() if "write_events(" in q.sql]

@@ -1,11 +1,20 @@
 """The Responses API's use cases: creating a response (a turn), reading, listing and deleting it."""
 
 from service.app.responses.background import cancel_response, follow_response
-from service.app.responses.create import NewResponse, begin_response
+from service.app.responses.create import Begun, NewResponse, begin_response
 from service.app.responses.references import referenced_items
-from service.app.responses.read import Found, delete_response, found_after, get_response, input_items, status_of
+from service.app.responses.read import (
+    Found,
+    delete_response,
+    found_after,
+    get_response,
+    input_items,
+    recorded,
+    status_of,
+)
 
 __all__ = [
+    "Begun",
     "Found",
     "NewResponse",
     "begin_response",
@@ -15,6 +24,7 @@ __all__ = [
     "found_after",
     "get_response",
     "input_items",
+    "recorded",
     "referenced_items",
     "status_of",
 ]

@@ -1,13 +1,17 @@
 """Creating a response (the Responses API): one turn, whose input messages are appended under the
 last message of the response it continues (`previous_response_id`), under the head of a named
 conversation, or as a new conversation; the reply is the response's output, and its id the
-response's. The response's record (service/store/responses.py) is written in the turn's transaction.
+response's. The response's record (service/store/responses.py) is written by the statement that
+writes the turn, and handed back with the reply launched (Begun), so that the response a create
+answers is made from what the process holds, not read back (read.recorded).
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Generic
 
 import msgspec
 
@@ -18,6 +22,7 @@ from service.app.turn.chat import chain_of, new_conversation
 from service.app.turn.models import resolve_model
 from service.app.turn.opening import Opening
 from service.app.turn.plan import Answered, L, Lease, Plan, ReplySpec
+from service.domain import tree
 from service.domain.errors import ContextTooLong, InvalidRequest, ParentStillGenerating, PreviousResponseNotFound
 from service.domain.message import Utterance
 from service.domain.window import context_tokens
@@ -47,6 +52,15 @@ class NewResponse(msgspec.Struct, frozen=True, kw_only=True):
     echo: bytes = b"{}"
 
 
+@dataclass(frozen=True)
+class Begun(Generic[L]):
+    """A response's turn, taken: its reply, launched, and its record as written (`created_at` the
+    turn's time, as the row's)."""
+
+    reply: L
+    record: stored.ResponseRow
+
+
 async def begin_response(
     store: Store,
     registry: Registry,
@@ -54,7 +68,7 @@ async def begin_response(
     lease: Lease,
     new: NewResponse,
     launch: Callable[[Plan], L],
-) -> L | Answered:
+) -> Begun[L]:
     """Take the response's turn and launch its reply (see the module's docstring)."""
     provider, model = resolve_model(registry, new.model)
     if not new.input or new.input[-1].role not in ("user", "tool"):
@@ -74,15 +88,17 @@ async def begin_response(
     conversation_id = previous.conversation_id if previous is not None else new.conversation_id
     checked = launch if new.limit is None else _limited(launch, new.limit)
 
+    written: list[stored.ResponseRow] = []
+
     async def work(o: Opening[L]) -> Answered | None:
         if conversation_id is None:
             chain = chain_of(new.input, None)
-            created = await new_conversation(o, chain, provider, model, new.spec)
-            family_id, where, parent_ref = created.family_id, created.conversation_id, None
+            ids = uuid.uuid4(), uuid.uuid4()
+            o.response = row = _record(new, o.reply_id, ids, None, chain)
+            await new_conversation(o, chain, provider, model, new.spec, ids)
         else:
             given = [] if previous is None else [previous.response_id, previous.input_ids[-1]]
             w = await writes.lock(o.tx, o.caller, conversation_id, len(new.input), given, with_head=previous is None)
-            family_id, where = w.state.family_id, w.state.conversation_id
             if previous is None:
                 parent_ref = w.state.head_id
             else:
@@ -90,23 +106,38 @@ async def begin_response(
             parent = w.nodes.get(parent_ref) if parent_ref is not None else None
             chain = chain_of(new.input, parent_ref)
             explicit = previous is not None
+            o.response = row = _record(new, o.reply_id, (w.state.conversation_id, w.state.family_id), parent_ref, chain)
             await append_user_turn(o, w, parent_ref, parent, explicit, chain, None, provider, model, new.spec)
-        row = stored.ResponseRow(
-            response_id=o.reply_id,
-            family_id=family_id,
-            conversation_id=where,
-            parent_id=parent_ref,
-            input_ids=[c.message_id for c in chain],
-            previous_response_id=new.previous_response_id,
-            in_conversation=new.conversation_id is not None,
-            model=new.model,
-            request=new.echo,
-            store=new.store,
-        )
-        await stored.insert(o.tx, o.caller.tenant, row)
+        assert o.plan is not None, "a response's turn launches its reply"
+        written.append(msgspec.structs.replace(row, created_at=o.plan.user_message.created_at))
         return None
 
-    return await begin(store, caller, lease, checked, None, conversation_id, provider, model, new.spec, work)
+    begun = await begin(store, caller, lease, checked, None, conversation_id, provider, model, new.spec, work)
+    assert not isinstance(begun, Answered), "a response has no Idempotency-Key: it is never a retry's answer"
+    return Begun(begun, written[-1])
+
+
+def _record(
+    new: NewResponse,
+    reply_id: uuid.UUID,
+    ids: tuple[uuid.UUID, uuid.UUID],
+    parent_ref: uuid.UUID | None,
+    chain: list[tree.Append],
+) -> stored.ResponseRow:
+    """The response's record: its reply's id, where its input goes (`ids`: conversation, family;
+    under `parent_ref`), and what its request asked."""
+    return stored.ResponseRow(
+        response_id=reply_id,
+        family_id=ids[1],
+        conversation_id=ids[0],
+        parent_id=parent_ref,
+        input_ids=[c.message_id for c in chain],
+        previous_response_id=new.previous_response_id,
+        in_conversation=new.conversation_id is not None,
+        model=new.model,
+        request=new.echo,
+        store=new.store,
+    )
 
 
 async def _last_of(o: Opening[L], previous: stored.ResponseRow, w: writes.Locked) -> uuid.UUID:

@@ -46,6 +46,13 @@ def status_of(reply: views.Message) -> Status:
     return "completed"
 
 
+def recorded(record: stored.ResponseRow, reply: views.Message) -> Found:
+    """A response just created, once its reply is recorded: made from its record as written and
+    the reply as recorded, as found_after would read them back (a response this new has no
+    `next_response_ids`: nothing could continue it before its reply was recorded)."""
+    return Found(record, status_of(reply), reply)
+
+
 async def get_response(store: Store, caller: Caller, response_id: uuid.UUID) -> Found:
     async with store.reader() as tx:
         record, scope = await _found(tx, caller, response_id)

@@ -137,13 +137,20 @@ async def _new_conversation(o: Opening[L], chat: Chat, provider: Provider, model
 
 
 async def new_conversation(
-    o: Opening[L], chain: list[tree.Append], provider: Provider, model: str, spec: ReplySpec
+    o: Opening[L],
+    chain: list[tree.Append],
+    provider: Provider,
+    model: str,
+    spec: ReplySpec,
+    ids: tuple[uuid.UUID, uuid.UUID] | None = None,
 ) -> tree.Create:
     """Take the turn in a new conversation made of `chain` (root first, the last message the
-    turn's); returns the conversation's creation."""
+    turn's), whose (conversation, family) `ids` may be chosen by the caller; returns the
+    conversation's creation."""
+    conversation_id, family_id = ids or (uuid.uuid4(), uuid.uuid4())
     cmd = tree.Create(
-        conversation_id=uuid.uuid4(),
-        family_id=uuid.uuid4(),
+        conversation_id=conversation_id,
+        family_id=family_id,
         title=None,
         metadata={},
         system=None,
@@ -156,8 +163,7 @@ async def new_conversation(
     user = views.message_of(appended[-1], cmd.conversation_id, w.seqs[-1], w.now)
     items = [context_item(e.message_id, e) for e in appended]
     await o.reply(cmd.conversation_id, cmd.family_id, user, items, provider, model, spec)
-    await o.register(cmd.family_id, cmd.conversation_id, chain[-1].message_id, provider, model, None)
-    await w.create(start, [*created, *appended], None, {})
+    await o.create(w, start, [*created, *appended], provider, model)
     return cmd
 
 

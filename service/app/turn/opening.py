@@ -23,6 +23,7 @@ from service.domain.events import Event, MessageAppended
 from service.domain.message import ContextItem
 from service.store import pending
 from service.store.events import Store, Tx
+from service.store.responses import ResponseRow
 from service.upstream import Provider
 
 log = logging.getLogger("convtree.turns")
@@ -54,6 +55,9 @@ class Opening(Generic[L]):
         self.reply_id = uuid.uuid4()  # the reply's id, chosen up front: registered and launched under it
         self.launched: L | None = None
         self.plan: Plan | None = None
+        # The turn's record as a response (the Responses API's: service/app/responses), written by
+        # the statement that writes the turn (write_under, create), not in a round trip of its own.
+        self.response: ResponseRow | None = None
 
     async def register(
         self,
@@ -109,8 +113,18 @@ class Opening(Generic[L]):
         user = events[-1]
         assert isinstance(user, MessageAppended)
         reply = (self.reply_id, user.message_id, provider.name, model)
-        around = await w.write_turn(events, reply, self._lease.owner, self._lease.seconds, parent_ref)
+        around = await w.write_turn(events, reply, self._lease.owner, self._lease.seconds, parent_ref, self.response)
         rules.check_parent_settled(parent_ref, explicit, around)
+
+    async def create(
+        self, w: writes.LockedNew, start: tree.ConversationState, events: list[Event], provider: Provider, model: str
+    ) -> None:
+        """Write a new conversation made of `events` (the last, the user's, answered by the reply)
+        and register the reply, in one round trip (nothing can be pending in a new conversation)."""
+        user = events[-1]
+        assert isinstance(user, MessageAppended)
+        reply = (self.reply_id, user.message_id, provider.name, model)
+        await w.create_turn(start, events, reply, self._lease.owner, self._lease.seconds, self.response)
 
     async def reply(
         self,

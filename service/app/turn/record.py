@@ -22,7 +22,7 @@ from service.domain.events import Generation, Interruption, MessageAppended, Tur
 from service.domain.message import UNSET, FunctionCall, FunctionToolCall, ToolCall, UnsetType, Utterance
 from service.store import pending
 from service.store import progress as checkpoints
-from service.store.events import Store, Tx
+from service.store.events import Store
 from service.upstream import Finished, ReasoningDelta, RefusalDelta, Said, TextDelta, ToolCallDelta
 
 
@@ -147,8 +147,10 @@ async def record_outcome(
     `again`: an earlier attempt failed with the database unreachable, perhaps while its COMMIT was
     on its way, so the pending row may be gone because that attempt was recorded after all.
     `progress_now`: its checkpoints, completed (kept) or dropped in the same transaction."""
+    user_id = plan.user_message.id
     async with store.transaction() as tx:
-        w = await writes.lock(tx, caller, plan.conversation_id)  # conversations are never removed
+        # The message replied to is read with the lock (a reply is decided under it): one round trip.
+        w = await writes.lock(tx, caller, plan.conversation_id, 1, [user_id])  # conversations are never removed
         if not await pending.finish(tx, plan.family_id, plan.reply_id, owner):
             if again:
                 stored = await tx.get_message(w.scope, plan.reply_id)
@@ -165,10 +167,9 @@ async def record_outcome(
                 )
             elif not progress_now.keep and progress_now.chunks:
                 await checkpoints.drop(tx, plan.family_id, plan.reply_id)
-        user_id = plan.user_message.id
         if outcome.complete or outcome.received:
             generation = _generation(plan, outcome)
-            return await _write_reply(w, tx, plan.conversation_id, user_id, plan.reply_id, plan.reply_form, outcome, generation)
+            return await _write_reply(w, plan.conversation_id, user_id, plan.reply_id, plan.reply_form, outcome, generation)
         kind, detail = failure_of(outcome)
         failure = TurnFailed(
             reply_id=plan.reply_id,
@@ -184,7 +185,6 @@ async def record_outcome(
 
 async def _write_reply(
     w: writes.Locked,
-    tx: Tx,
     conversation_id: uuid.UUID,
     user_id: uuid.UUID,
     reply_id: uuid.UUID,
@@ -192,7 +192,7 @@ async def _write_reply(
     outcome: Outcome,
     generation: Generation,
 ) -> views.Message:
-    user = (await tx.find_nodes(w.scope, [user_id])).get(user_id)
+    user = w.nodes.get(user_id)  # read with the lock (writes.lock's ids)
     reply = outcome.reply()
     if form == "ollama":
         reply = ollama.as_resent(reply)
@@ -217,7 +217,7 @@ async def close_expired(store: Store, batch: int = 100) -> int:
 async def _close_out(store: Store, row: pending.PendingReply) -> int:
     sweeper = Caller(tenant=row.tenant, actor=row.actor, request_id=row.request_id)
     async with store.transaction() as tx:
-        w = await writes.lock(tx, sweeper, row.conversation_id)  # conversations are never removed
+        w = await writes.lock(tx, sweeper, row.conversation_id, 1, [row.user_message_id])  # never removed
         if not await pending.expire(tx, row.family_id, row.reply_id):
             return 0  # its owner finished it after all, or another process closed it out
         chunks = await checkpoints.chunks(tx, row.family_id, row.reply_id)
@@ -230,7 +230,7 @@ async def _close_out(store: Store, row: pending.PendingReply) -> int:
                 started.generation, latency_ms=round(started.generation.latency_ms + since_first, 3)
             )
             await _write_reply(
-                w, tx, row.conversation_id, row.user_message_id, row.reply_id, started.reply_form, outcome, generation
+                w, row.conversation_id, row.user_message_id, row.reply_id, started.reply_form, outcome, generation
             )
             if not started.keep:
                 await checkpoints.drop(tx, row.family_id, row.reply_id)
