@@ -311,7 +311,9 @@ class AppendGroup:
                 self.heads.forget(*p.waiting.key)
                 # Stays under way: another process wrote there (read it once, and go again), or
                 # this append cannot be written so (the locked append follows at once, and explains).
-                if p.waiting.read:
+                # A keyed one may have missed for its key, taken by a first try: the locked append
+                # replays its answer without another read and statement.
+                if p.waiting.read or p.waiting.keyed is not None:
                     self._append_locked(p.waiting)
                 else:
                     p.waiting.base = None

@@ -74,6 +74,11 @@ def test_round_trips_per_append(databases):
             assert last is not None
             again = messages_app.NewMessage(role="user", content="after", id=last.head.message_id)
             assert await count(again, None) == 4
+            # A keyed retry: the statement misses for the key, and the locked way replays the answer
+            # (BEGIN, claim, find the key, COMMIT), with no read and second statement in between.
+            keyed = _keyed()
+            assert await count(messages_app.NewMessage(role="user", content="once"), keyed) == 1
+            assert await count(messages_app.NewMessage(role="user", content="once"), keyed) == 5
         finally:
             await pool.close()
 
