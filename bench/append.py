@@ -296,9 +296,11 @@ async def wrk_appends(
         conversations, texts = Path(tmp, "conversations"), Path(tmp, "bodies")
         conversations.write_text("".join(f"{conversation_ids[i % len(conversation_ids)]}\n" for i in range(clients)))
         texts.write_text("".join(b.decode() + "\n" for b in bodies))  # JSON encodes newlines, so one per line
+        # Each run's Idempotency-Keys are its own (a key sent again is a retry, answered from the first).
         args = [key, str(conversations), str(texts), mode, uuid.uuid4().hex]
         if warmup > 0:
-            await _run_wrk(wrk, math.ceil(warmup), server.base_url, args, clients)  # wrk counts whole seconds
+            warm = [*args[:-1], uuid.uuid4().hex]
+            await _run_wrk(wrk, math.ceil(warmup), server.base_url, warm, clients)  # wrk counts whole seconds
         backends = await backend_pids(server.database_url)
         children = _children_cpu()
         t0 = time.monotonic()
