@@ -222,7 +222,7 @@ class ServerSpec:
             return [
                 str(BIN / "python"), "-m", "uvicorn", "bench.serve:create", "--factory",
                 "--host", "127.0.0.1", "--port", str(port), "--workers", str(self.workers),
-                "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
+                "--loop", "uvloop", "--http", HTTP_PROTOCOL, "--no-access-log", "--log-level", "warning",
             ]  # fmt: skip
         if self.kind == "granian":
             return [
@@ -232,6 +232,10 @@ class ServerSpec:
             ]  # fmt: skip
         raise ValueError(f"unknown server kind {self.kind!r}")
 
+
+# uvicorn's httptools protocol as `convtree serve` runs it (service/api/connections.py: bounded
+# requests, a connection's writes coalesced), with its default limits; every tree has it.
+HTTP_PROTOCOL = "service.api.connections:BoundedHttpToolsProtocol"
 
 UVICORN = ServerSpec("uvicorn (uvloop+httptools), 1 worker", "uvicorn")
 GRANIAN = ServerSpec("granian (asgi, uvloop), 1 worker", "granian")

@@ -16,6 +16,8 @@ from bench.append import (
     create_conversations,
     http_appends,
     http_client,
+    wrk_appends,
+    wrk_binary,
 )
 from bench.harness import BIN, UVICORN, Databases, ServerProcess, issue_key
 
@@ -92,7 +94,8 @@ async def profile_append(
     databases: Databases, rng: random.Random, clients: int, warmup: float, seconds: float, out_dir: Path
 ) -> Profile:
     """Run the append load on a server of its own, and sample that server with py-spy for the
-    measured window only (not its start-up, not the warm-up)."""
+    measured window only (not its start-up, not the warm-up). The load comes from wrk where it is
+    installed (httpx's client would take as much of the two cores as the server), else from httpx."""
     py_spy = BIN / "py-spy" if (BIN / "py-spy").exists() else shutil.which("py-spy")
     if py_spy is None:
         raise RuntimeError("--profile needs py-spy: .venv/bin/pip install py-spy")
@@ -103,10 +106,12 @@ async def profile_append(
     async with ServerProcess(UVICORN, url) as server:
         async with http_client(server.base_url, key) as session:
             own = await create_conversations(session, clients)
+        bodies = append_bodies(rng)
+        label = "uvicorn under py-spy"
         load = asyncio.create_task(
-            http_appends(
-                "uvicorn under py-spy", server, key, own, clients, append_bodies(rng), warmup, seconds
-            )
+            wrk_appends(label, server, key, own, clients, bodies, warmup, seconds)
+            if wrk_binary() is not None
+            else http_appends(label, server, key, own, clients, bodies, warmup, seconds)
         )
         await asyncio.sleep(warmup)
         # --nonblocking: sample without pausing the server, so the profile disturbs what it measures less.

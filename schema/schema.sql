@@ -732,6 +732,45 @@ BEGIN
 END;
 $$;
 
+-- begin_write's read without its locks, its numbers or its NOTIFY, for an append written by
+-- append_messages_if_unchanged (service/app/messages.py): the conversation's summary as last
+-- committed, the time of its last event, and the messages `p_ids` (and, with `p_with_head`, the
+-- head) as find_nodes sees them. Nothing is held: that statement writes only if the conversation's
+-- last event is still the one read here.
+CREATE FUNCTION read_for_append(p_tenant text, p_conversation uuid, p_ids uuid[], p_with_head boolean)
+RETURNS TABLE (
+    family_id uuid, head_id uuid, message_count integer, leaf_count integer,
+    last_seq bigint, last_hash bytea, updated_at timestamptz,
+    base_id uuid, base_depth integer,  -- a fork's base (the message it was forked at); NULL otherwise
+    node_id uuid, node_conversation_id uuid, node_parent_id uuid, node_role text, node_depth integer,
+    node_body_sha256 bytea, node_payload json, node_visible boolean, node_has_children boolean
+)
+LANGUAGE plpgsql STABLE
+-- Planned once per connection, as begin_write: its statements probe by key whatever they are given.
+SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+    c conversations%ROWTYPE;
+BEGIN
+    SELECT * INTO c FROM conversations
+     WHERE conversations.tenant = p_tenant AND conversations.conversation_id = p_conversation;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    RETURN QUERY
+        SELECT c.family_id, c.head_id, c.message_count, c.leaf_count, c.last_seq, c.last_hash,
+               c.updated_at, c.forked_from_message_id, c.base_depth,
+               n.message_id, n.conversation_id, n.parent_id, n.role, n.depth, n.body_sha256,
+               n.payload, n.visible, n.has_children
+          FROM (SELECT 1) AS one
+          LEFT JOIN find_nodes(
+                   c.family_id, p_conversation,
+                   CASE WHEN p_with_head AND c.head_id IS NOT NULL THEN p_ids || c.head_id ELSE p_ids END,
+                   c.forked_from_message_id, c.base_depth
+               ) AS n ON true;
+END;
+$$;
+
 -- Messages of a family by id: whether each is visible in a conversation (its own, or on the path a
 -- fork inherited: root to its base), and whether it has a child visible there (one of the
 -- conversation's own or, for an inherited message above the base, the next one on the path).

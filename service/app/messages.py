@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Coroutine
 from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
 
 from service.app import idempotency, writes
 from service.app.caller import Caller
+from service.app.ids import new_id
 from service.app.writes import new_digest_key, numbered, seal_on_known
 from service.domain import calls, tree, views
 from service.domain.errors import ConversationNotFound, ConvtreeError, MessageNotFound, ParentStillGenerating
@@ -77,11 +80,27 @@ class KnownHeads:
         self._known.pop((tenant, conversation_id), None)
 
 
+class _Base(msgspec.Struct, frozen=True):
+    """What a grouped append is decided on: a conversation's state (remembered, or read as last
+    committed), the message it goes under, the time of the state's last event, and the tool-call
+    group open at that message."""
+
+    state: tree.ConversationState
+    parent: tree.Node | None  # None: the conversation's first message
+    at: datetime
+    group: calls.Open = None
+
+
 class _Waiting:
-    __slots__ = ("caller", "conversation_id", "new", "keyed", "future", "busy", "counted")
+    __slots__ = ("caller", "conversation_id", "new", "keyed", "future", "busy", "counted", "read", "base")
 
     def __init__(
-        self, caller: Caller, conversation_id: uuid.UUID, new: NewMessage, keyed: idempotency.Keyed | None
+        self,
+        caller: Caller,
+        conversation_id: uuid.UUID,
+        new: NewMessage,
+        keyed: idempotency.Keyed | None,
+        future: asyncio.Future[Appended | idempotency.Replayed],
     ) -> None:
         self.caller = caller
         self.conversation_id = conversation_id
@@ -89,7 +108,9 @@ class _Waiting:
         self.keyed = keyed
         self.busy = False  # holds its conversation's turn in the group (AppendGroup._busy)
         self.counted = False  # its key is counted in flight (AppendGroup._keys)
-        self.future: asyncio.Future[Appended | idempotency.Replayed] = asyncio.get_running_loop().create_future()
+        self.read = False  # its conversation was read for it (AppendGroup._read)
+        self.base: _Base | None = None  # what that read found to decide on
+        self.future = future
 
     @property
     def key(self) -> tuple[str, uuid.UUID]:
@@ -117,10 +138,14 @@ class AppendGroup:
     flight wait for it and then go together in the next one: one round trip and one commit for all,
     whatever their tenants. Each is written only if its conversation is still in the state it was
     decided on; one with an Idempotency-Key, only if the same statement claims its key and stores
-    its answer under it (the key of a retry is taken: it writes nothing). Any other append (no state remembered, another parent, a decision that fails on
-    the remembered state) and any that was not written (the state had moved on, a message id was
-    taken, a key used before) is appended under the lock in a transaction of its own, where every rule is checked on
-    the stored state, and the state it leaves is remembered once it commits.
+    its answer under it (the key of a retry is taken: it writes nothing). An append with no state
+    remembered, or under another parent, first reads the conversation as last committed (one
+    round trip, no lock: read_append) and then goes in the next statement the same way, decided on
+    what it read. Any other append (a tool message without its group known, a client's id already
+    there, a decision that fails on the state remembered or read) and any that was not written
+    (the state had moved on, a message id was taken, a key used before) is appended under the lock
+    in a transaction of its own, where every rule is checked on the stored state, and the state it
+    leaves is remembered once it commits.
 
     One append per conversation is under way at a time in this process: the next waits for it, so
     that it is decided on the state the previous one left, and this process's own appends never
@@ -140,12 +165,21 @@ class AppendGroup:
         self._busy: set[tuple[str, uuid.UUID]] = set()  # conversations with an append under way
         self._keys: dict[tuple[str, str], int] = {}  # Idempotency-Keys in flight: how many appends carry each
         self._writer: asyncio.Task[None] | None = None
-        self._locked: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()  # reads and locked appends under way
+        # The loop the group runs on, learnt at its first append: asking for it at every append
+        # costs a getpid() system call on Python 3.11 (asyncio.get_running_loop).
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
 
     async def append(
         self, caller: Caller, conversation_id: uuid.UUID, new: NewMessage, keyed: idempotency.Keyed | None = None
     ) -> Appended | idempotency.Replayed:
-        waiting = _Waiting(caller, conversation_id, new, keyed)
+        waiting = _Waiting(caller, conversation_id, new, keyed, self._running_loop().create_future())
         key = waiting.idempotency_key
         if key is not None:
             self._keys[key] = self._keys.get(key, 0) + 1
@@ -157,7 +191,7 @@ class AppendGroup:
     def _wake(self) -> None:
         if self._writer is None and self._queue:
             # Starts on the loop's next turn, so that every append arriving in this one goes with it.
-            self._writer = asyncio.create_task(self._write_queued(), name="convtree-append-group")
+            self._writer = self._running_loop().create_task(self._write_queued(), name="convtree-append-group")
 
     async def _write_queued(self) -> None:
         try:
@@ -167,19 +201,23 @@ class AppendGroup:
                 later: list[_Waiting] = []
                 for waiting in self._queue:
                     if waiting.future.done():
+                        self._release(waiting)
                         self._uncount(waiting)
                         continue  # its request is gone, and nothing of it was written
-                    if waiting.key in self._busy:
-                        later.append(waiting)
-                        continue
-                    self._busy.add(waiting.key)
-                    waiting.busy = True
+                    if not waiting.busy:  # (one back from its read holds its conversation's turn)
+                        if waiting.key in self._busy:
+                            later.append(waiting)
+                            continue
+                        self._busy.add(waiting.key)
+                        waiting.busy = True
                     try:
                         plan = self._plan(waiting, now)
                     except Exception as exc:  # a bug: this append fails, the others go on
                         self._done(waiting, exc)
                         continue
-                    if plan is None:
+                    if isinstance(plan, _Reading):
+                        self._start(self._read(waiting))
+                    elif plan is None:
                         self._append_locked(waiting)
                     else:
                         plans.append(plan)
@@ -189,6 +227,7 @@ class AppendGroup:
                 await self._write(plans)
         except BaseException as exc:  # cancelled (shut down): nobody is left waiting for ever
             for waiting in self._queue:
+                self._release(waiting)
                 self._uncount(waiting)
                 _settle(waiting.future, exc)
             self._queue.clear()
@@ -196,32 +235,41 @@ class AppendGroup:
         finally:
             self._writer = None
 
-    def _plan(self, waiting: _Waiting, now: datetime) -> _Plan | None:
+    def _plan(self, waiting: _Waiting, now: datetime) -> _Plan | _Reading | None:
+        """The append's write in the next statement; _READ: its conversation is to be read first;
+        None: it goes the locked way."""
         key = waiting.idempotency_key
         if key is not None and self._keys.get(key, 0) > 1:
             # Another append carries its key: a statement would wait for that one's transaction
             # (and hold up the group's other appends), or claim the key twice.
             return None
-        known = self.heads.get(*waiting.key)
         new = waiting.new
-        if known is None or new.parent_message_id not in (None, known.head.message_id):
-            return None
-        if new.id is not None and new.id == known.head.message_id:
-            return None  # a retry of the last append: the locked append finds it and answers 200
-        if new.role == "tool" and not known.group_known:
-            return None
+        base = waiting.base
+        if base is None:
+            known = self.heads.get(*waiting.key)
+            if known is not None and new.parent_message_id in (None, known.head.message_id):
+                if new.id is not None and new.id == known.head.message_id:
+                    return None  # a retry of the last append: the locked append finds it and answers 200
+                if new.role == "tool" and not known.group_known:
+                    return None  # a fork's base: the call group open at it was not read (locked: read there)
+                base = _Base(known.state, known.head, known.at, known.group)
+            elif waiting.read or new.role == "tool":
+                return None  # a tool message answers the group open at its parent, not read here
+            else:
+                return _READ
         cmd = _command(new)
         try:
             # A client's id may be taken elsewhere in the family: the statement then fails on it.
-            state = tree.seen(known.state, known.head)
-            events = tree.decide_append(state, cmd, known.head, None, known.group)
+            state = tree.seen(base.state, base.parent)
+            events = tree.decide_append(state, cmd, base.parent, None, base.group)
         except ConvtreeError:
             return None  # decided on a state that may be stale: the locked append decides for real
         assert isinstance(events, list)
-        # Stamped by this process's clock, never before the head: where the database's clock (which
-        # stamps locked appends) runs ahead, a conversation's times still never go back.
-        at = max(now, known.at)
-        write = seal_on_known(waiting.caller, state, events, at, known.head)
+        # Stamped by this process's clock, never before the state's last event: where the
+        # database's clock (which stamps locked appends) runs ahead, a conversation's times still
+        # never go back.
+        at = max(now, base.at)
+        write = seal_on_known(waiting.caller, state, events, at, base.parent)
         if write is None:
             return None
         if waiting.keyed is not None:
@@ -229,7 +277,29 @@ class AppendGroup:
             if claim is None:
                 return None
             write = msgspec.structs.replace(write, claim=claim)
-        return _Plan(waiting, cmd, events, write, calls.after(known.group, cmd))
+        return _Plan(waiting, cmd, events, write, calls.after(base.group, cmd))
+
+    async def _read(self, waiting: _Waiting) -> None:
+        """Read the conversation for an append the group cannot decide on what it remembers, and
+        queue it again with what was read; it keeps its conversation's turn meanwhile."""
+        waiting.read = True
+        try:
+            waiting.base = await _read_base(self._store, waiting)
+        except Exception:
+            waiting.base = None  # the locked append meets the same trouble, and reports it
+        except BaseException as exc:
+            self._done(waiting, exc)
+            raise
+        if waiting.base is None:
+            self._append_locked(waiting)
+            return
+        self._queue.append(waiting)
+        self._wake()
+
+    def _start(self, work: Coroutine[Any, Any, None]) -> None:
+        task = self._running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _write(self, plans: list[_Plan]) -> None:
         try:
@@ -245,7 +315,15 @@ class AppendGroup:
             seq = seqs.get(p.waiting.key)
             if seq is None:
                 self.heads.forget(*p.waiting.key)
-                self._append_locked(p.waiting)  # stays under way: the locked append follows at once
+                # Stays under way: another process wrote there (read it once, and go again), or
+                # this append cannot be written so (the locked append follows at once, and explains).
+                # A keyed one may have missed for its key, taken by a first try: the locked append
+                # replays its answer without another read and statement.
+                if p.waiting.read or p.waiting.keyed is not None:
+                    self._append_locked(p.waiting)
+                else:
+                    p.waiting.base = None
+                    self._start(self._read(p.waiting))
                 continue
             sealed, state = numbered(p.write, seq)
             at = sealed.envelope.created_at
@@ -260,9 +338,7 @@ class AppendGroup:
             # not behind the group's queue: a conversation held elsewhere fails each in the lock
             # timeout, not one after the other.
             self._release(waiting)
-        task = asyncio.create_task(self._locked_append(waiting))
-        self._locked.add(task)
-        task.add_done_callback(self._locked.discard)
+        self._start(self._locked_append(waiting))
 
     async def _locked_append(self, waiting: _Waiting) -> None:
         outcome: Appended | idempotency.Replayed | BaseException
@@ -295,6 +371,35 @@ class AppendGroup:
         self._uncount(waiting)
         _settle(waiting.future, outcome)
         self._wake()
+
+
+class _Reading:
+    """_plan's answer for an append whose conversation is to be read first."""
+
+
+_READ = _Reading()
+
+
+async def _read_base(store: Store, waiting: _Waiting) -> _Base | None:
+    """The conversation as last committed, and the message the append goes under, from one read
+    without a lock. None: the append goes the locked way (no such conversation or parent, or a
+    message with the client's id already there: a retry, answered from the log)."""
+    new = waiting.new
+    given = [i for i in (new.parent_message_id, new.id) if i is not None]
+    async with store.reader() as tx:
+        found = await tx.read_append(
+            waiting.caller.tenant, waiting.conversation_id, given, new.parent_message_id is None
+        )
+    if found is None:
+        return None
+    state, at, nodes = found
+    if new.id is not None and new.id in nodes:
+        return None
+    parent_ref = new.parent_message_id if new.parent_message_id is not None else state.head_id
+    parent = None if parent_ref is None else nodes.get(parent_ref)
+    if parent_ref is not None and (parent is None or not parent.visible):
+        return None
+    return _Base(state, parent, at)
 
 
 async def _append_locked_once(
@@ -375,7 +480,7 @@ async def _append_locked(
 def _command(new: NewMessage) -> tree.Append:
     return tree.Append(
         **said(new),
-        message_id=new.id or uuid.uuid4(),
+        message_id=new.id or new_id(),
         parent_id=new.parent_message_id,
         expected_head=new.expected_head,
         digest_key=new_digest_key(),

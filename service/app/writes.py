@@ -18,7 +18,6 @@ than locked; `seal_on_known` and `numbered` seal and number its writes the same 
 
 from __future__ import annotations
 
-import secrets
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
@@ -27,6 +26,7 @@ from typing import Any
 import msgspec
 
 from service.app.caller import Caller
+from service.app.ids import random_bytes
 from service.domain import threads, transfer, tree, views
 from service.domain.errors import ConversationNotFound
 from service.domain.events import DIGEST_KEY_BYTES, GENESIS_HASH, Envelope, Event, MessageAppended, Sealed, seal
@@ -43,7 +43,7 @@ UNNUMBERED = 0
 def new_digest_key() -> bytes:
     """A message's own random key for its body's digest (events.body_digest), stored beside the
     body and deleted with it on erasure."""
-    return secrets.token_bytes(DIGEST_KEY_BYTES)
+    return random_bytes(DIGEST_KEY_BYTES)
 
 
 class Locked:

@@ -180,6 +180,22 @@ class Appends(Session):
         nodes = {row.node.message_id: r.node(row.node) for row in rows if row.node is not None}
         return r.state(conversation_id, first), first.now, list(first.seqs), nodes
 
+    async def read_append(
+        self, tenant: str, conversation_id: uuid.UUID, ids: Sequence[uuid.UUID], with_head: bool
+    ) -> tuple[ConversationState, datetime, dict[uuid.UUID, Node]] | None:
+        """What `begin_append` reads, without its lock, as last committed: the conversation's state,
+        the time of its last event, and the messages `ids` (and, `with_head`, the head). None: no
+        such conversation."""
+        found = await self.rows(
+            "read_append", tenant=tenant, conversation_id=conversation_id, ids=list(ids), with_head=with_head
+        )
+        rows = r.read_records(found)
+        if not rows:
+            return None
+        first = rows[0].state
+        nodes = {row.node.message_id: r.node(row.node) for row in rows if row.node is not None}
+        return r.state(conversation_id, first), first.updated_at, nodes
+
     async def find_nodes(self, scope: Scope, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Node]:
         """Messages of the scope's family by id, each saying whether the scope's conversation sees it."""
         found = await self.rows(

@@ -61,6 +61,21 @@ SELECT w.family_id, w.head_id, w.message_count, w.leaf_count, w.last_seq, w.last
   FROM begin_write(:tenant, :conversation_id, :count, :ids, :with_head) w
   LEFT JOIN bodies b ON b.family_id = w.family_id AND b.message_id = w.node_id;
 
+-- name: read_append
+-- begin_append's read without its lock, its numbers or its NOTIFY (read_for_append in schema.sql),
+-- for an append the grouped statement writes only if the conversation's last event is still the
+-- one read: one row per message found, one row with no message, or no row (no such conversation).
+SELECT r.family_id, r.head_id, r.message_count, r.leaf_count, r.last_seq, r.last_hash, r.updated_at,
+       r.base_id, r.base_depth,
+       -- find_nodes' columns, each prefixed node_ (store/rows.py cuts the row there)
+       r.node_id AS node_message_id, r.node_conversation_id, r.node_parent_id, r.node_role, r.node_depth,
+       r.node_body_sha256, r.node_payload, r.node_visible, r.node_has_children, b.digest_key AS node_digest_key,
+       -- A probe by key: the message's event's number, then its path's row by that number.
+       (SELECT p.path_digest FROM events e JOIN message_paths p ON p.seq = e.seq
+         WHERE e.family_id = r.family_id AND e.message_id = r.node_id) AS node_path_digest
+  FROM read_for_append(:tenant, :conversation_id, :ids, :with_head) r
+  LEFT JOIN bodies b ON b.family_id = r.family_id AND b.message_id = r.node_id;
+
 -- name: find_nodes
 -- Messages of a family by id as a decision sees them (find_nodes in schema.sql), with their digest
 -- keys and path digests.

@@ -125,7 +125,7 @@ class StateRow(msgspec.Struct, frozen=True):
     base_depth: int | None
 
 
-def state(conversation_id: uuid.UUID, row: StateRow) -> ConversationState:
+def state(conversation_id: uuid.UUID, row: StateRow | ReadStateRow) -> ConversationState:
     return carried(ConversationState, row, conversation_id=conversation_id)
 
 
@@ -152,16 +152,45 @@ class AppendRow(msgspec.Struct, frozen=True):
     node: NodeRow | None
 
 
-# begin_append's columns: begin_write's, then find_nodes' with a `node_` prefix (all NULL: no message).
-_APPEND_COLUMNS = StateRow.__struct_fields__ + tuple(f"node_{name}" for name in NodeRow.__struct_fields__)
+class ReadStateRow(msgspec.Struct, frozen=True):
+    """read_append: the summary as last committed, and the time of its last event."""
+
+    family_id: uuid.UUID
+    head_id: uuid.UUID | None
+    message_count: int
+    leaf_count: int
+    last_seq: int
+    last_hash: bytes
+    updated_at: datetime
+    base_id: uuid.UUID | None
+    base_depth: int | None
+
+
+class ReadRow(msgspec.Struct, frozen=True):
+    """read_append: its summary, and one message as find_nodes sees it (None: none)."""
+
+    state: ReadStateRow
+    node: NodeRow | None
+
+
+_NODE_COLUMNS = tuple(f"node_{name}" for name in NodeRow.__struct_fields__)
 
 
 def append_records(rows: Sequence[asyncpg.Record]) -> list[AppendRow]:
-    """begin_append's rows, each cut into its two shapes where the `node_` columns begin."""
+    """begin_append's rows (begin_write's columns, then find_nodes' with a `node_` prefix, all NULL
+    for no message), each cut into its two shapes where the `node_` columns begin."""
     if rows:
-        _check_columns("AppendRow", _APPEND_COLUMNS, rows[0])
+        _check_columns("AppendRow", StateRow.__struct_fields__ + _NODE_COLUMNS, rows[0])
     cut = len(StateRow.__struct_fields__)
     return [AppendRow(StateRow(*row[:cut]), None if row[cut] is None else NodeRow(*row[cut:])) for row in rows]
+
+
+def read_records(rows: Sequence[asyncpg.Record]) -> list[ReadRow]:
+    """read_append's rows, cut as append_records cuts begin_append's."""
+    if rows:
+        _check_columns("ReadRow", ReadStateRow.__struct_fields__ + _NODE_COLUMNS, rows[0])
+    cut = len(ReadStateRow.__struct_fields__)
+    return [ReadRow(ReadStateRow(*row[:cut]), None if row[cut] is None else NodeRow(*row[cut:])) for row in rows]
 
 
 def node(row: NodeRow) -> Node:

@@ -265,3 +265,47 @@ def test_a_remembered_state_that_never_committed_is_not_built_on(databases):
             await pool.close()
 
     run(go())
+
+
+def test_two_servers_appending_branches_and_keyed_messages_at_once_keep_one_valid_tree(server, other_server, api):
+    """Appends neither process can decide on what it remembers (branches; the other process wrote
+    last) read the conversation without a lock and race in grouped statements: each is written
+    once, under the parent it names, and the summary counts what the tree holds."""
+    cid = create(api)["id"]
+    root = say(api, cid, "root")["id"]
+    auth = api.headers["authorization"]
+    keys = [str(uuid.uuid4()) for _ in range(12)]
+
+    def body(i):
+        return {"role": "user", "content": f"m{i}", **({"parent_message_id": root} if i % 3 == 0 else {})}
+
+    async def go():
+        async with (
+            httpx.AsyncClient(base_url=server.base_url, headers={"Authorization": auth}) as a,
+            httpx.AsyncClient(base_url=other_server.base_url, headers={"Authorization": auth}) as b,
+        ):
+            def post(i):
+                client = a if i % 2 else b
+                headers = {"Idempotency-Key": keys[i // 2]} if i % 2 == 0 and i // 2 < len(keys) else {}
+                return client.post(f"/v1/conversations/{cid}/messages", json=body(i), headers=headers)
+
+            first = await asyncio.gather(*[post(i) for i in range(24)])
+            again = await asyncio.gather(*[post(i) for i in range(0, 24, 2)])  # the keyed ones, retried
+            return first, again
+
+    first, again = asyncio.run(go())
+    assert [r.status_code for r in first] == [201] * 24, [r.text for r in first if r.status_code != 201]
+    assert [r.content for r in again] == [r.content for r in first[0:24:2]]
+    messages = chain(api, cid)
+    assert len(messages) == 25 and len({m["id"] for m in messages}) == 25
+    by_id = {m["id"]: m for m in messages}
+    for i, r in enumerate(first):
+        m = r.json()
+        assert by_id[m["id"]]["content"] == f"m{i}"
+        if i % 3 == 0:
+            assert m["parent_message_id"] == root
+    parents = {m["parent_message_id"] for m in messages}
+    conv = api.get(f"/v1/conversations/{cid}").json()
+    assert conv["message_count"] == 25
+    assert conv["leaf_count"] == sum(1 for m in messages if m["id"] not in parents)
+    assert audit(api, cid)["valid"]

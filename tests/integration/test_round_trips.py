@@ -49,23 +49,44 @@ def test_round_trips_per_append(databases):
             async with store.transaction() as tx:
                 cid = (await conversations_app.create(tx, caller, conversations_app.NewConversation())).conversation.id
 
+            history: list[str] = []
+
             async def count(new: messages_app.NewMessage, keyed: idempotency.Keyed | None) -> int:
                 sent.clear()
                 await messages_app.append_message(group, caller, cid, new, keyed)
+                history.extend(sent)
                 return len(sent)
 
             first = messages_app.NewMessage(role="user", content="first")
-            # Unknown head: the locked way. BEGIN, claim, begin_append, append_events, answer, COMMIT.
-            assert await count(first, _keyed()) == 6
+            # Unknown head (a restart, say): read the conversation without a lock, then the
+            # grouped statement, which claims the key and stores the answer with the message.
+            assert await count(first, _keyed()) == 2
             second = await group.append(caller, cid, messages_app.NewMessage(role="user", content="second"))
             assert isinstance(second, messages_app.Appended)
             # A remembered head: one statement, shared with every append queued beside it.
             assert await count(messages_app.NewMessage(role="user", content="keyed"), _keyed()) == 1
             assert await count(messages_app.NewMessage(role="user", content="plain"), None) == 1
-            # A branch: the locked way. BEGIN, begin_append, append_events, COMMIT.
+            # A branch: read its parent, then the grouped statement.
             under_first = second.message.parent_message_id
             branch = messages_app.NewMessage(role="user", content="branch", parent_message_id=under_first)
-            assert await count(branch, None) == 4
+            assert await count(branch, None) == 2
+            assert await count(messages_app.NewMessage(role="user", content="edit", parent_message_id=under_first), _keyed()) == 2
+            # Another process wrote last: the remembered head's statement writes nothing; read, and again.
+            other = messages_app.AppendGroup(store)
+            await other.append(caller, cid, messages_app.NewMessage(role="user", content="elsewhere"))
+            assert await count(messages_app.NewMessage(role="user", content="after"), None) == 3
+            # None of these took the conversation's lock (nor sent a NOTIFY of its own transaction).
+            assert not any("FROM begin_write(" in q or q.strip().upper().startswith("BEGIN") for q in history)
+            # What only the lock decides: a retry of a client's id. BEGIN, begin_append, get_message, COMMIT.
+            last = group.heads.get("t", cid)
+            assert last is not None
+            again = messages_app.NewMessage(role="user", content="after", id=last.head.message_id)
+            assert await count(again, None) == 4
+            # A keyed retry: the statement misses for the key, and the locked way replays the answer
+            # (BEGIN, claim, find the key, COMMIT), with no read and second statement in between.
+            keyed = _keyed()
+            assert await count(messages_app.NewMessage(role="user", content="once"), keyed) == 1
+            assert await count(messages_app.NewMessage(role="user", content="once"), keyed) == 5
         finally:
             await pool.close()
 
