@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
@@ -25,6 +25,7 @@ from service.app.turn import CLIENT_LEFT, ReplyInFlight, Settled
 from service.app.turn.follow import Ended, Located
 from service.app.services import Turns
 from service.domain import errors, views
+from service.domain.events import Interruption
 from service.domain.message import carried, text_of
 from service.upstream import Said, TextDelta
 
@@ -40,6 +41,19 @@ WindowField = Annotated[windows.Window, msgspec.Meta(description=WINDOW_DOC)]
 ParamsField = Annotated[turns_app.Params, msgspec.Meta(description=PARAMS_DOC)]
 
 
+# What becomes of the reply when its client leaves before it is complete: "stop" the model (the text
+# so far is recorded, interrupted), or "continue" generating it to its end, recorded as if the
+# client had stayed; the client (or any other) follows it with GET …/turns/{reply_id}/events.
+OnDisconnect = Annotated[
+    Literal["stop", "continue"],
+    msgspec.Meta(
+        description="When the client leaves before the reply is complete: `stop` the model (the text so far "
+        "is recorded as an interrupted reply), or `continue` generating it to its end (resume it with "
+        "GET …/turns/{reply_id}/events and Last-Event-ID)."
+    ),
+]
+
+
 class TurnBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     content: schemas.Content
     id: uuid.UUID | None = None
@@ -50,6 +64,7 @@ class TurnBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     stream: bool = False
     window: WindowField = msgspec.field(default_factory=windows.FullWindow)
     params: ParamsField = msgspec.field(default_factory=turns_app.Params)
+    on_disconnect: OnDisconnect = "stop"
 
 
 class RegenerateBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -58,6 +73,7 @@ class RegenerateBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     stream: bool = False
     window: WindowField = msgspec.field(default_factory=windows.FullWindow)
     params: ParamsField = msgspec.field(default_factory=turns_app.Params)
+    on_disconnect: OnDisconnect = "stop"
 
 
 class TurnStarted(msgspec.Struct, kw_only=True):
@@ -175,7 +191,9 @@ class TurnController(Controller):
         begun = await turns_service.turn(caller, conversation_id, new, keyed(request, data), relay=data.stream)
         if isinstance(begun, turns_app.Answered):
             return _answered(begun, stream=data.stream)
-        return await _respond(request, begun, turns_service.keepalive, stream=data.stream)
+        return await _respond(
+            request, begun, turns_service.keepalive, stream=data.stream, leave=_leaving(data.on_disconnect)
+        )
 
     @get(
         "/{conversation_id:str}/turns/{reply_id:str}/events",
@@ -247,11 +265,23 @@ class TurnController(Controller):
         )
         if isinstance(begun, turns_app.Answered):
             return _answered(begun, stream=data.stream)
-        return await _respond(request, begun, turns_service.keepalive, stream=data.stream)
+        return await _respond(
+            request, begun, turns_service.keepalive, stream=data.stream, leave=_leaving(data.on_disconnect)
+        )
+
+
+def _leaving(on_disconnect: str) -> Interruption | None:
+    """What a client's leaving does to its reply: stop it (why, as recorded), or nothing."""
+    return CLIENT_LEFT if on_disconnect == "stop" else None
 
 
 async def _respond(
-    request: Request[Any, Any, State], generation: ReplyInFlight, quiet: float, *, stream: bool
+    request: Request[Any, Any, State],
+    generation: ReplyInFlight,
+    quiet: float,
+    *,
+    stream: bool,
+    leave: Interruption | None = CLIENT_LEFT,
 ) -> Response[Any]:
     plan = generation.plan
     started = TurnStarted(
@@ -262,8 +292,8 @@ async def _respond(
         model=plan.model,
     )
     if stream:
-        return sse.response(_events(request, generation, started, quiet))
-    reply = await settled_reply(request.receive, generation)
+        return sse.response(_events(request, generation, started, quiet, leave))
+    reply = await settled_reply(request.receive, generation, leave)
     result = TurnResult(**msgspec.structs.asdict(started), user_message=plan.user_message, assistant_message=reply)
     return json_response(result, 201, {"Location": _location(reply)})
 
@@ -290,7 +320,11 @@ def _answered(answered: turns_app.Answered, *, stream: bool) -> Response[Any]:
 
 
 def _events(
-    request: Request[Any, Any, State], generation: ReplyInFlight, started: TurnStarted, quiet: float
+    request: Request[Any, Any, State],
+    generation: ReplyInFlight,
+    started: TurnStarted,
+    quiet: float,
+    leave: Interruption | None,
 ) -> AsyncIterator[bytes]:
     numbered = Positions()
 
@@ -306,6 +340,7 @@ def _events(
         first=lambda pieces: numbered.turn(started) + numbered.deltas(pieces),
         more=lambda pieces: numbered.deltas(pieces) or sse.KEEPALIVE,
         end=end,
+        leave=leave,
     )
 
 
@@ -398,6 +433,7 @@ async def relayed(
     first: Callable[[list[Said]], bytes],
     more: Callable[[list[Said]], bytes],
     end: Callable[[Settled], Iterable[bytes]],
+    leave: Interruption | None = CLIENT_LEFT,
 ) -> AsyncIterator[bytes]:
     """A reply in flight as the writes of a streamed answer, on every door: nothing before the turn
     is committed; then `first` of what arrived so far, in one write with the turn's ids; `more` of
@@ -405,7 +441,8 @@ async def relayed(
     every `quiet` seconds without a piece (the model slow to start, the record waiting for the
     database); then `end` of the outcome, in one write.
     A client that leaves (litestar cancels the stream as soon as it sees the disconnect) stops the
-    model at once; the text so far is recorded."""
+    model at once, `leave` saying why (the text so far is recorded); with no `leave`, the reply goes
+    on to its end and is recorded whole."""
     settled: Settled | None = None
     try:
         if await generation.committed():
@@ -417,31 +454,37 @@ async def relayed(
             if settled is None:
                 yield more([])
     finally:
-        # Reached without an outcome only when the client left: stop the model now.
-        if settled is None:
-            generation.interrupt(CLIENT_LEFT)
+        # Reached without an outcome only when the client left: stop the model now (if asked).
+        if settled is None and leave is not None:
+            generation.interrupt(leave)
     assert settled is not None
     yield b"".join(end(settled))
 
 
-async def settled_reply(receive: Receive, generation: ReplyInFlight) -> views.Message:
+async def settled_reply(
+    receive: Receive, generation: ReplyInFlight, leave: Interruption | None = CLIENT_LEFT
+) -> views.Message:
     """The recorded reply of an answer that is not streamed (the turn's error raised, to be
-    answered as a problem), interrupting the model if the client disconnects while it waits."""
-    settled = await wait_settled(receive, generation)
+    answered as a problem), interrupting the model (`leave` saying why) if the client disconnects
+    while it waits; with no `leave`, the reply goes on to its end."""
+    settled = await wait_settled(receive, generation, leave)
     if settled.error is not None:
         raise settled.error
     assert settled.reply is not None
     return settled.reply
 
 
-async def wait_settled(receive: Receive, generation: ReplyInFlight) -> Settled:
-    """The generation's outcome, interrupting it if the client disconnects while it waits."""
+async def wait_settled(
+    receive: Receive, generation: ReplyInFlight, leave: Interruption | None = CLIENT_LEFT
+) -> Settled:
+    """The generation's outcome, interrupting it (`leave` saying why, if given) if the client
+    disconnects while it waits."""
     disconnected = asyncio.ensure_future(_disconnect(receive))
     try:
         watched: set[asyncio.Future[Settled] | asyncio.Task[None]] = {generation.settled, disconnected}
         await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
-        if not generation.settled.done():
-            generation.interrupt(CLIENT_LEFT)
+        if not generation.settled.done() and leave is not None:
+            generation.interrupt(leave)
         return await asyncio.shield(generation.settled)
     finally:
         disconnected.cancel()

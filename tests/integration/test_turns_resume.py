@@ -6,6 +6,7 @@ checkpoints, however little it has said yet) and once it is recorded."""
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from typing import Any
 
@@ -200,3 +201,47 @@ def test_a_retried_turn_streamed_from_its_record_carries_positions_too(model_api
     assert_numbered(again)
     assert [e[0] for e in again] == ["turn", "delta", "done"]
     assert text(again) == text(first) and again[-1][1] == first[-1][1]
+
+
+def test_a_turn_asked_to_continue_is_generated_to_its_end_after_its_client_left_and_resumed_whole(model_api, upstream):
+    upstream.fail_next(Fault.hold(after=3))
+    cid = create(model_api)["id"]
+    body = {"content": "finish this anyway", "stream": True, "on_disconnect": "continue"}
+    with model_api.stream("POST", f"/v1/conversations/{cid}/turns", json=body) as r:
+        events = positioned(r)
+        seen = [next(events) for _ in range(3)]  # turn and two deltas: the client leaves here
+    reply_id, last = seen[0][2]["assistant_message_id"], seen[-1][1]
+    time.sleep(0.5)  # time for the server to see the client leave (which, asked to continue, it ignores)
+    upstream.release()
+    rest = resumed(model_api, cid, reply_id, last_event_id=last)
+    whole = seen + rest
+    assert_numbered(whole)
+    done = whole[-1]
+    assert done[0] == "done"
+    # Not cut where the client left: the whole answer, recorded as the model finished it.
+    assert text(whole) == done[2]["content"] == "Hello from fake-large. You said: finish this anyway"
+    assert done[2]["generation"]["finish_reason"] == "stop" and done[2]["generation"]["interruption"] is None
+
+
+def test_a_turn_that_stops_on_disconnect_by_default_records_what_was_said_as_interrupted(model_api, upstream):
+    upstream.fail_next(Fault.hold(after=3))
+    cid = create(model_api)["id"]
+    with model_api.stream("POST", f"/v1/conversations/{cid}/turns", json={"content": "stop here", "stream": True}) as r:
+        events = positioned(r)
+        seen = [next(events) for _ in range(3)]
+    reply_id, last = seen[0][2]["assistant_message_id"], seen[-1][1]
+    # The model is held until the server has seen the client leave and recorded the reply.
+    wait_for(lambda: model_api.get(f"/v1/conversations/{cid}/messages/{reply_id}").status_code == 200)
+    upstream.release()
+    rest = resumed(model_api, cid, reply_id, last_event_id=last)
+    assert rest[-1][0] == "error"
+    stored = rest[-1][2]["message"]
+    assert stored["generation"]["interruption"]["kind"] == "client_disconnected"
+    assert text(seen + rest) == stored["content"] != "Hello from fake-large. You said: stop here"
+
+
+def test_on_disconnect_takes_stop_or_continue_only(model_api):
+    cid = create(model_api)["id"]
+    r = model_api.post(f"/v1/conversations/{cid}/turns", json={"content": "x", "on_disconnect": "linger"})
+    assert r.status_code == 422 and r.headers["content-type"].startswith("application/problem+json")
+    assert "on_disconnect" in r.text
