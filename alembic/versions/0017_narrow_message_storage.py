@@ -26,7 +26,7 @@ down_revision = "0016"
 branch_labels = None
 depends_on = None
 
-# Today's message_paths (schema.sql), beside the wider one it replaces until the rows are copied.
+# Today's message_paths (schema.sql), which replaces the wider one (its rows copied into it).
 TABLE = r"""
 -- Auto-threading's index (service/domain/threads.py): each message written since revision 0012,
 -- with its path digest (SHA-256 of its parent's path digest and what it says), so that the
@@ -93,14 +93,14 @@ LANGUAGE sql STABLE AS $$
      WHERE e.family_id = p_family AND e.message_id = ANY(p_ids)
 $$;
 
-ALTER TABLE message_paths RENAME TO message_paths_wide;
-ALTER INDEX message_paths_pkey RENAME TO message_paths_wide_pkey;
-ALTER INDEX message_paths_lookup RENAME TO message_paths_wide_lookup;
+-- The rows are set aside and the wide table dropped before the narrow one is made, so that its
+-- constraints take their own names (PostgreSQL 18 names NOT NULL constraints, schema-wide unique).
+CREATE TEMPORARY TABLE message_paths_kept ON COMMIT DROP AS
+SELECT w.seq, w.tenant, w.path_digest FROM message_paths w;
+DROP TABLE message_paths;
 """ + TABLE + r"""
 INSERT INTO message_paths (seq, tenant, path_digest)
-SELECT w.seq, w.tenant, w.path_digest FROM message_paths_wide w;
-
-DROP TABLE message_paths_wide;
+SELECT k.seq, k.tenant, k.path_digest FROM message_paths_kept k;
 """)
 
 
