@@ -56,14 +56,14 @@ def recorded(record: stored.ResponseRow, reply: views.Message) -> Found:
 async def get_response(store: Store, caller: Caller, response_id: uuid.UUID) -> Found:
     async with store.reader() as tx:
         record, scope = await _found(tx, caller, response_id)
-        return await _read(tx, record, scope)
+        return await _read(tx, caller, record, scope)
 
 
 async def found_after(store: Store, caller: Caller, response_id: uuid.UUID) -> Found:
     """A response just created (its record may be `store: false`, which get_response hides)."""
     async with store.reader() as tx:
         record, scope = await _found(tx, caller, response_id, hidden=True)
-        return await _read(tx, record, scope)
+        return await _read(tx, caller, record, scope)
 
 
 async def input_items(store: Store, caller: Caller, response_id: uuid.UUID) -> list[views.PathMessage]:
@@ -78,12 +78,13 @@ async def delete_response(store: Store, caller: Caller, response_id: uuid.UUID) 
     """Redact the response's messages (input and output: the log keeps its events, so every chain
     still verifies) and mark it deleted: it is neither retrieved nor continued any more."""
     async with store.transaction() as tx:
-        record, scope = await _found(tx, caller, response_id)
+        record, _ = await _found(tx, caller, response_id)
         if await pending.is_pending(tx, record.family_id, record.response_id):
             raise ReplyInProgress(
                 "The response is still being generated: delete it once it has ended.", reply_id=str(response_id)
             )
-        reply = await tx.get_message(scope, record.response_id)
+        # The scope read after the pending check: a reply recorded in between is seen, and redacted.
+        reply = await tx.get_message(await _scope(tx, caller, record), record.response_id)
         ids = [*record.input_ids, *([] if reply is None else [record.response_id])]
         for message_id in ids:
             await redact(tx, caller, record.conversation_id, RedactMessage(message_id=message_id, reason=DELETED_REASON))
@@ -97,17 +98,27 @@ async def _found(
     record = await stored.get(tx, caller.tenant, response_id)
     if record is None or (not hidden and (not record.store or record.deleted_at is not None)):
         raise ResponseNotFound(f"Response with id 'resp_{response_id.hex}' not found.", response_id=f"resp_{response_id.hex}")
+    return record, await _scope(tx, caller, record)
+
+
+async def _scope(tx: Tx, caller: Caller, record: stored.ResponseRow) -> Scope:
+    """Which messages the response's conversation shows now."""
     found = await tx.get_scoped(caller.tenant, record.conversation_id)
     assert found is not None, "a response's conversation is never removed"
-    return record, found[1]
+    return found[1]
 
 
-async def _read(tx: Tx, record: stored.ResponseRow, scope: Scope) -> Found:
+async def _read(tx: Tx, caller: Caller, record: stored.ResponseRow, scope: Scope) -> Found:
     reply = await tx.get_message(scope, record.response_id)
     if reply is not None:
         return Found(record, status_of(reply), reply)
     if await pending.is_pending(tx, record.family_id, record.response_id):
         return Found(record, "in_progress", None)
+    # No longer pending: its reply (or its failure) was committed before that read, perhaps after
+    # the scope's, which would not show the reply (each read here is a statement of its own).
+    reply = await tx.get_message(await _scope(tx, caller, record), record.response_id)
+    if reply is not None:
+        return Found(record, status_of(reply), reply)
     failure = await stored.turn_failure(tx, record.conversation_id, record.response_id)
     if failure is not None and failure[0] == "cancelled":
         return Found(record, "cancelled", None)

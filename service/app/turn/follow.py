@@ -98,6 +98,11 @@ async def locate_reply(store: Store, caller: Caller, conversation_id: uuid.UUID,
         row = await pending.find(tx, family_id, reply_id)
         if row is not None and row.conversation_id == conversation_id:
             return Located(conversation_id, family_id, row.user_message_id, reply_id, row.provider, row.model, None)
+        # Not pending: its record was committed before that read, perhaps after the scope's (each
+        # read here is a statement of its own), which would not show the reply: read the scope again.
+        again = await tx.get_scoped(caller.tenant, conversation_id)
+        assert again is not None, "a conversation is never removed"
+        scope = again[1]
         reply = await tx.get_message(scope, reply_id)
         if reply is not None and reply.conversation_id == conversation_id and reply.generation is not None:
             g = reply.generation
