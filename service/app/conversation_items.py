@@ -26,10 +26,15 @@ import msgspec
 
 from service.app import conversations, messages, writes
 from service.app.caller import Caller
+from service.app.ids import new_id
 from service.domain import items as mapping
 from service.domain import tree, views
 from service.domain.errors import ConversationNotFound, InvalidMessage, ItemNotFound
-from service.domain.events import ConversationDeleted, ConversationUpdated, MessageHidden
+from service.domain.events import (
+    ConversationDeleted,
+    ConversationUpdated,
+    MessageHidden,
+)
 from service.domain.message import said
 from service.store import marks
 from service.store.events import Store, Tx
@@ -47,7 +52,7 @@ async def create(
 ) -> views.Conversation:
     """A new conversation with `items`, in one transaction."""
     said_items = mapping.items_to_messages(items)
-    conversation_id = uuid.uuid4()
+    conversation_id = new_id()
     async with store.transaction((caller.tenant, conversation_id)) as tx:
         await conversations.create(tx, caller, conversations.NewConversation(id=conversation_id, metadata=metadata))
         for message in said_items:

@@ -11,6 +11,7 @@ import msgspec
 
 from service.app import idempotency, replay, writes
 from service.app.caller import Caller
+from service.app.ids import new_id
 from service.domain import tree, views
 from service.domain.errors import ConversationIdConflict, InvalidRequest
 from service.domain.events import MAX_SEQ, body_digest
@@ -47,14 +48,14 @@ def answer(created: Created) -> tuple[int, views.Conversation]:
 
 
 async def create(tx: Tx, caller: Caller, new: NewConversation) -> Created:
-    conversation_id = new.id or uuid.uuid4()
+    conversation_id = new.id or new_id()
     cmd = tree.Create(
         conversation_id=conversation_id,
-        family_id=uuid.uuid4(),
+        family_id=new_id(),
         title=new.title,
         metadata=new.metadata,
         system=new.system,
-        system_message_id=uuid.uuid4() if new.system is not None else None,
+        system_message_id=new_id() if new.system is not None else None,
         system_digest_key=writes.new_digest_key() if new.system is not None else None,
     )
     events = tree.create_conversation(cmd)

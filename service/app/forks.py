@@ -11,6 +11,7 @@ import msgspec
 from service.app import idempotency, writes
 from service.app.caller import Caller
 from service.app.conversations import Created, answer, new_summary
+from service.app.ids import new_id
 from service.app.messages import KnownHead, KnownHeads
 from service.domain import tree, views
 from service.domain.errors import ConversationIdConflict, ConversationNotFound
@@ -63,7 +64,7 @@ async def _fork(
     conflict. Only the new id is locked: the source's visible messages never change, so forking
     needs no lock on it.
     """
-    fork_id = new.id or uuid.uuid4()
+    fork_id = new.id or new_id()
     w = await writes.lock_new(tx, caller, fork_id, 1)
     if new.id is not None:
         found = await tx.get_conversation(caller.tenant, fork_id)

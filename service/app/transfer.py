@@ -15,6 +15,7 @@ import msgspec
 
 from service.app import idempotency, writes
 from service.app.caller import Caller
+from service.app.ids import new_id
 from service.domain import views
 from service.domain.errors import (
     ConversationIdConflict,
@@ -78,7 +79,7 @@ async def _import(tx: Tx, caller: Caller, raw: bytes) -> views.Conversation:
         raise ConversationIdConflict(
             "A conversation with this id already exists.", conversation_id=str(plan.conversation_id)
         )
-    family_id = uuid.uuid4()
+    family_id = new_id()
     if plan.fork is not None:
         source = await tx.get_conversation(caller.tenant, plan.fork.source_conversation_id)
         if source is None:

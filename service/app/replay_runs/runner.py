@@ -29,12 +29,12 @@ import msgspec
 from service.app import window as windows
 from service.app import writes
 from service.app.caller import Caller
+from service.app.ids import new_id
 from service.app.replay_runs import tools
 from service.app.replay_runs.plan import RunPlan, new_ids, result_id, step_id
 from service.app.replay_runs.report import plans
 from service.app.replay_runs.start import Limits
-from service.app.turn import Params, Plan
-from service.app.turn import record, relay
+from service.app.turn import Params, Plan, record, relay
 from service.app.turn.plan import context_items, runs_of
 from service.domain import tree, views
 from service.domain import turns as rules
@@ -67,7 +67,7 @@ class Runner:
     its tenant's at most `limits.per_tenant` (counted across processes); claims more as they end."""
 
     def __init__(self, store: Store, registry: Registry, limits: Limits) -> None:
-        self.owner = uuid.uuid4()
+        self.owner = new_id()
         self._store = store
         self._registry = registry
         self._limits = limits

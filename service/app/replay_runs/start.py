@@ -10,6 +10,7 @@ import msgspec
 
 from service.app import conversations, forks, idempotency
 from service.app.caller import Caller
+from service.app.ids import new_id
 from service.app.replay_runs import report
 from service.app.replay_runs.plan import Into, RunPlan, Target, choose_turns
 from service.domain.errors import ConversationNotFound, InvalidRequest, MessageNotFound
@@ -94,7 +95,7 @@ async def start_batch(
             if len(ids) > limits.batch_max:
                 raise InvalidRequest(f"More than {limits.batch_max} conversations match the filter.",
                                      max_conversations=limits.batch_max)  # fmt: skip
-        batch_id = uuid.uuid4()
+        batch_id = new_id()
         rows = []
         for cid in ids:
             one = NewReplay(target=new.target, into=new.into)
@@ -129,7 +130,7 @@ async def _queue(
     if not path:
         raise MessageNotFound(message_id=str(leaf_id))
     chosen = choose_turns(path, new.start_message_id, new.into, new.target.system, limits.max_turns)
-    run_id = uuid.uuid4()
+    run_id = new_id()
     metadata = {**new.metadata, "replay_run_id": str(run_id)} if new.into == "fork" else {}
     anchor_id: uuid.UUID | None
     if new.into == "branches":

@@ -17,13 +17,19 @@ import msgspec
 
 from service.app import writes
 from service.app.caller import Caller
+from service.app.ids import new_id
 from service.app.turn.begin import append_user_turn, begin
 from service.app.turn.chat import chain_of, new_conversation
 from service.app.turn.models import resolve_model
 from service.app.turn.opening import Opening
 from service.app.turn.plan import Answered, L, Lease, Plan, ReplySpec
 from service.domain import tree
-from service.domain.errors import ContextTooLong, InvalidRequest, ParentStillGenerating, PreviousResponseNotFound
+from service.domain.errors import (
+    ContextTooLong,
+    InvalidRequest,
+    ParentStillGenerating,
+    PreviousResponseNotFound,
+)
 from service.domain.message import Utterance
 from service.domain.window import context_tokens
 from service.store import pending
@@ -93,7 +99,7 @@ async def begin_response(
     async def work(o: Opening[L]) -> Answered | None:
         if conversation_id is None:
             chain = chain_of(new.input, None)
-            ids = uuid.uuid4(), uuid.uuid4()
+            ids = new_id(), new_id()
             o.response = row = _record(new, o.reply_id, ids, None, chain)
             await new_conversation(o, chain, provider, model, new.spec, ids)
         else:

@@ -21,6 +21,7 @@ import msgspec
 
 from service.app import idempotency, writes
 from service.app.caller import Caller
+from service.app.ids import new_id
 from service.app.messages import open_group
 from service.app.turn.opening import Opening, opened, visible
 from service.app.turn.plan import (
@@ -35,8 +36,8 @@ from service.app.turn.plan import (
 )
 from service.domain import tree, views
 from service.domain import turns as rules
-from service.domain.message import ContextItem, Role, Utterance, context_item, said
 from service.domain.errors import InvalidRequest, MessageNotFound, ReplyInProgress
+from service.domain.message import ContextItem, Role, Utterance, context_item, said
 from service.store import pending
 from service.store.events import Store
 from service.upstream import Provider, Registry
@@ -72,7 +73,7 @@ async def begin_turn(
     message_id = new.id or (None if keyed is None else idempotency.derived_id(caller, keyed))
     cmd = tree.Append(
         **said(new),
-        message_id=message_id or uuid.uuid4(),
+        message_id=message_id or new_id(),
         parent_id=new.parent_message_id,
         digest_key=writes.new_digest_key(),
     )

@@ -13,17 +13,26 @@ import msgspec
 from service.app import idempotency, writes
 from service.app import window as windows
 from service.app.caller import Caller
+from service.app.ids import new_id
 from service.app.turn.begin import answer_again, append_user_turn, begin
 from service.app.turn.models import resolve_model
 from service.app.turn.opening import Opening, visible
-from service.app.turn.plan import Answered, L, Lease, Params, Plan, ReplyForm, ReplySpec, context_items
+from service.app.turn.plan import (
+    Answered,
+    L,
+    Lease,
+    Params,
+    Plan,
+    ReplyForm,
+    ReplySpec,
+    context_items,
+)
 from service.domain import threads, tree, views
 from service.domain import turns as rules
 from service.domain.errors import InvalidRequest
 from service.domain.message import Utterance, context_item, said
 from service.store.events import Store
 from service.upstream import Provider, Registry
-
 
 # A message the OpenAI door sends, as convtree stores it (service/api/openai_compat.py converts it).
 Sent = Utterance
@@ -147,7 +156,7 @@ async def new_conversation(
     """Take the turn in a new conversation made of `chain` (root first, the last message the
     turn's), whose (conversation, family) `ids` may be chosen by the caller; returns the
     conversation's creation."""
-    conversation_id, family_id = ids or (uuid.uuid4(), uuid.uuid4())
+    conversation_id, family_id = ids or (new_id(), new_id())
     cmd = tree.Create(
         conversation_id=conversation_id,
         family_id=family_id,
@@ -169,7 +178,7 @@ async def new_conversation(
 
 def chain_of(messages: list[Sent], parent_id: uuid.UUID | None) -> list[tree.Append]:
     """Messages one under the other; the first under `parent_id` (None: under the head)."""
-    ids = [uuid.uuid4() for _ in messages]
+    ids = [new_id() for _ in messages]
     return [
         tree.Append(
             **said(m),

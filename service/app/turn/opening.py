@@ -11,10 +11,10 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic
 
-from service.app import idempotency
+from service.app import idempotency, writes
 from service.app import window as windows
-from service.app import writes
 from service.app.caller import Caller
+from service.app.ids import new_id
 from service.app.turn.plan import Answered, InFlight, L, Lease, Plan, ReplySpec, runs_of
 from service.domain import tree, views
 from service.domain import turns as rules
@@ -52,7 +52,7 @@ class Opening(Generic[L]):
         self.began = began  # the turn the request's Idempotency-Key began, if a retry's
         self._lease = lease
         self._launch = launch
-        self.reply_id = uuid.uuid4()  # the reply's id, chosen up front: registered and launched under it
+        self.reply_id = new_id()  # the reply's id, chosen up front: registered and launched under it
         self.launched: L | None = None
         self.plan: Plan | None = None
         # The turn's record as a response (the Responses API's: service/app/responses), written by

@@ -13,17 +13,38 @@ import msgspec
 
 from service.app import writes
 from service.app.caller import Caller
+from service.app.ids import new_id
 from service.app.turn import progress
 from service.app.turn.plan import Plan, ReplyForm
 from service.domain import ollama, views
 from service.domain import turns as rules
-from service.domain.errors import ConvtreeError, ReplyAbandoned, ReplyInterrupted, ServiceShuttingDown, UpstreamError
+from service.domain.errors import (
+    ConvtreeError,
+    ReplyAbandoned,
+    ReplyInterrupted,
+    ServiceShuttingDown,
+    UpstreamError,
+)
 from service.domain.events import Generation, Interruption, MessageAppended, TurnFailed
-from service.domain.message import UNSET, FunctionCall, FunctionToolCall, ToolCall, UnsetType, Utterance
+from service.domain.message import (
+    UNSET,
+    FunctionCall,
+    FunctionToolCall,
+    ToolCall,
+    UnsetType,
+    Utterance,
+)
 from service.store import pending
 from service.store import progress as checkpoints
 from service.store.events import Store
-from service.upstream import Finished, ReasoningDelta, RefusalDelta, Said, TextDelta, ToolCallDelta
+from service.upstream import (
+    Finished,
+    ReasoningDelta,
+    RefusalDelta,
+    Said,
+    TextDelta,
+    ToolCallDelta,
+)
 
 
 @dataclass
@@ -56,7 +77,7 @@ class Assembled:
             return UNSET
         return [
             FunctionToolCall(
-                id=call.get("id") or "call_" + uuid.uuid4().hex[:24],
+                id=call.get("id") or "call_" + new_id().hex[:24],
                 function=FunctionCall(name=call.get("name", ""), arguments=call["arguments"]),
             )
             for _, call in sorted(self.calls.items())

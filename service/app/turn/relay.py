@@ -24,9 +24,10 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from service.app.caller import Caller
+from service.app.ids import new_id
 from service.app.turn import progress, record
 from service.app.turn.plan import Lease, Plan
-from service.app.caller import Caller
 from service.domain import views
 from service.domain.errors import (
     ConvtreeError,
@@ -320,7 +321,7 @@ class Replies:
         record_seconds: float = 10.0,
         checkpoint_seconds: float = progress.CHECKPOINT_SECONDS,
     ) -> None:
-        self.owner = uuid.uuid4()
+        self.owner = new_id()
         self._store = store
         self._checkpoint_seconds = checkpoint_seconds
         self.lease = Lease(self.owner, lease_seconds)  # what each reply of this process is registered under
