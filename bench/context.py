@@ -41,6 +41,7 @@ from bench.plans import (
 from service.app import context as context_app
 from service.app.caller import Caller
 from service.store.events import Store
+from service.store.pool import Limits, open_pool
 
 
 class _Depth(msgspec.Struct):
@@ -333,8 +334,7 @@ async def _depth_run(
     tenant = "bench-depth"
     key = await issue_key(url, tenant)
     conn = await asyncpg.connect(url)
-    pool = await asyncpg.create_pool(url, min_size=1, max_size=1)
-    assert pool is not None
+    pool = await open_pool(url, Limits(), min_size=1, max_size=1)
     try:
         await never_analyze(conn)
         store = Store(pool)
@@ -386,8 +386,7 @@ async def figure_width(
     tenant = "bench-width"
     key = await issue_key(url, tenant)
     conn = await asyncpg.connect(url)
-    pool = await asyncpg.create_pool(url, min_size=1, max_size=1)
-    assert pool is not None
+    pool = await open_pool(url, Limits(), min_size=1, max_size=1)
     try:
         await never_analyze(conn)
         store = Store(pool)

@@ -50,6 +50,7 @@ from service.app import forks as forks_app
 from service.app import messages as messages_app
 from service.app.caller import Caller
 from service.store.events import Store
+from service.store.pool import Limits, open_pool
 
 FORK_GOAL = 2.0  # fork + 2 appends ÷ the fork alone (p50s), at every depth
 SCALE_GOAL = 1.25  # a request on the filled database ÷ on the fresh one (p50s)
@@ -245,7 +246,8 @@ async def figure_forks(
             side = Side("this tree" if spec.root == UVICORN.root else spec.name, server, session)
             side.tips = tips
             sides.append(side)
-        pool = await stack.enter_async_context(asyncpg.create_pool(url, min_size=1, max_size=2))
+        pool = await open_pool(url, Limits(), min_size=1, max_size=2)
+        stack.push_async_callback(pool.close)
         local = InProcess(Store(pool))
         local.tips = tips
         for depth in FORK_DEPTHS:

@@ -15,7 +15,6 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import asyncpg
 import msgspec
 
 from service.app import audit as audit_app
@@ -37,7 +36,7 @@ from service.domain.redaction import RedactMessage
 from service.store import migrate
 from service.store.events import Store
 from service.store.notify import Listener
-from service.store.pool import Limits
+from service.store.pool import Limits, open_pool
 from service.upstream import Registry, Said, registry_config
 
 Replayed = idempotency.Replayed
@@ -499,13 +498,6 @@ class Services:
         return self.events.feed
 
 
-async def _keep_session(connection: asyncpg.Connection) -> None:
-    """What a pooled connection needs between requests: nothing beyond asyncpg's own rollback of an
-    unfinished transaction. convtree leaves no session state behind (its locks are transaction
-    locks, planner settings are scoped to functions, LISTEN has a connection of its own), so the
-    default reset (UNLISTEN, RESET ALL, … in one more round trip per request) is skipped."""
-
-
 def replay_limits(settings: Settings) -> replay_runs.Limits:
     return replay_runs.Limits(
         max_turns=settings.replay_max_turns,
@@ -536,19 +528,7 @@ async def open_services(
         idle_in_transaction_timeout=settings.idle_in_transaction_timeout,
     )
     async with AsyncExitStack() as stack:
-        pool = await asyncpg.create_pool(
-            database_url,
-            min_size=settings.pool_min_size,
-            max_size=settings.pool_max_size,
-            timeout=limits.connect_timeout,
-            # Fixed planner settings are set per function where they matter. JIT is off: every
-            # query here is short, and where the planner's estimates pass its thresholds compiling
-            # costs hundreds of times what running takes. The application name lets the server
-            # tell convtree's sessions apart.
-            server_settings={"application_name": "convtree", "jit": "off", **limits.session_settings()},
-            reset=_keep_session,
-        )
-        assert pool is not None
+        pool = await open_pool(database_url, limits, min_size=settings.pool_min_size, max_size=settings.pool_max_size)
         stack.push_async_callback(pool.close)
         store = Store(pool, limits)
 

@@ -43,6 +43,32 @@ def _ms(seconds: float) -> str:
     return f"{max(1, round(seconds * 1000))}ms" if seconds > 0 else "0"  # 0: no limit, as in PostgreSQL
 
 
+async def open_pool(database_url: str, limits: Limits, *, min_size: int, max_size: int) -> asyncpg.Pool:
+    """The serving process's pool (and bench/'s in-process lines', which measure a use case as the
+    server runs it): sessions with the `limits`' settings, and no reset statement between requests."""
+    pool = await asyncpg.create_pool(
+        database_url,
+        min_size=min_size,
+        max_size=max_size,
+        timeout=limits.connect_timeout,
+        # Fixed planner settings are set per function where they matter. JIT is off: every
+        # query here is short, and where the planner's estimates pass its thresholds compiling
+        # costs hundreds of times what running takes. The application name lets the server
+        # tell convtree's sessions apart.
+        server_settings={"application_name": "convtree", "jit": "off", **limits.session_settings()},
+        reset=keep_session,
+    )
+    assert pool is not None
+    return pool
+
+
+async def keep_session(connection: asyncpg.Connection) -> None:
+    """What a pooled connection needs between requests: nothing beyond asyncpg's own rollback of an
+    unfinished transaction. convtree leaves no session state behind (its locks are transaction
+    locks, planner settings are scoped to functions, LISTEN has a connection of its own), so the
+    default reset (UNLISTEN, RESET ALL, … in one more round trip per request) is skipped."""
+
+
 # A wait that ran out, or a conflict the database resolved by giving up one side: retrying helps.
 _BUSY = (
     asyncpg.LockNotAvailableError,  # lock_timeout

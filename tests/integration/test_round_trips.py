@@ -20,6 +20,7 @@ from service.domain import views
 from service.domain.errors import IdempotencyKeyReused
 from service.domain.message import Utterance
 from service.store.events import Store
+from service.store.pool import keep_session
 from service.store.queries import Q
 from service.upstream import ProviderConfig, Registry, RegistryConfig
 from tests.postgres import fetch, run
@@ -27,10 +28,6 @@ from tests.postgres import fetch, run
 
 def _keyed() -> idempotency.Keyed:
     return idempotency.Keyed(str(uuid.uuid4()), bytes(32))
-
-
-async def _keep(connection: asyncpg.Connection) -> None:
-    """As the service's pool: no reset statement between requests (services._keep_session)."""
 
 
 def test_round_trips_per_append(databases):
@@ -41,7 +38,7 @@ def test_round_trips_per_append(databases):
         async def init(conn: asyncpg.Connection) -> None:
             conn.add_query_logger(lambda q: sent.append(q.query))
 
-        pool = await asyncpg.create_pool(url, min_size=1, max_size=2, init=init, reset=_keep)
+        pool = await asyncpg.create_pool(url, min_size=1, max_size=2, init=init, reset=keep_session)
         try:
             store = Store(pool)
             caller = Caller(tenant="t", actor="test")
@@ -102,7 +99,7 @@ def test_round_trips_per_fork_and_its_first_appends(databases):
         async def init(conn: asyncpg.Connection) -> None:
             conn.add_query_logger(lambda q: sent.append(q.query))
 
-        pool = await asyncpg.create_pool(url, min_size=1, max_size=2, init=init, reset=_keep)
+        pool = await asyncpg.create_pool(url, min_size=1, max_size=2, init=init, reset=keep_session)
         try:
             store = Store(pool)
             caller = Caller(tenant="t", actor="test")
@@ -196,7 +193,7 @@ def test_round_trips_per_turn_of_the_openai_doors_and_a_response_answers_as_it_r
 
         # One connection, warmed by a first round of the same turns (asyncpg reads the types of a
         # statement's parameters on a connection's first use of them).
-        pool = await asyncpg.create_pool(url, min_size=1, max_size=1, init=init, reset=_keep)
+        pool = await asyncpg.create_pool(url, min_size=1, max_size=1, init=init, reset=keep_session)
         store = Store(pool)
         registry = _registry()
         generations = Replies(store, lease_seconds=60.0)

@@ -11,7 +11,7 @@ import pytest
 
 from service.domain.errors import DatabaseBusy, DatabaseUnavailable
 from service.store.events import Store
-from service.store.pool import Limits
+from service.store.pool import Limits, open_pool
 from tests.postgres import Databases, run
 
 
@@ -84,3 +84,26 @@ def test_writers_queued_for_one_conversation_hold_no_connection(databases: Datab
 async def _enter(store: Store, key: tuple[str, uuid.UUID]) -> None:
     async with store.transaction(key) as tx:
         await tx.conn.fetchval("SELECT 1")
+
+
+def test_the_serving_pool_sends_nothing_between_uses_of_a_connection(databases: Databases):
+    """asyncpg's default pool sends a reset statement (UNLISTEN, RESET ALL, …) each time a
+    connection goes back: one more round trip per request, and per measured append in bench/."""
+    url = databases.migrated()
+
+    async def go() -> None:
+        pool = await open_pool(url, Limits(lock_timeout=1.5), min_size=1, max_size=1)
+        sent: list[str] = []
+        try:
+            async with pool.acquire() as conn:
+                conn.add_query_logger(lambda q: sent.append(q.query))
+                assert await conn.fetchval("SELECT 1") == 1
+            async with pool.acquire() as conn:
+                # the same session, its settings kept
+                assert await conn.fetchval("SELECT current_setting('lock_timeout')") == "1500ms"
+                assert await conn.fetchval("SELECT current_setting('jit')") == "off"
+            assert sent == ["SELECT 1", "SELECT current_setting('lock_timeout')", "SELECT current_setting('jit')"]
+        finally:
+            await pool.close()
+
+    run(go())
