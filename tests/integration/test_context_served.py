@@ -17,7 +17,7 @@ from service.domain import calls, views
 from service.domain.window import last_messages
 from service.store.events import Store
 from tests.helpers import create, say
-from tests.postgres import fetch
+from tests.postgres import fetch, run
 
 # Strings JSON must escape, and some it must not.
 HOSTILE = [
@@ -97,3 +97,33 @@ def test_every_context_is_the_typed_views_encoding_byte_for_byte(server, api):
     assert head.content == typed_context(server.database_url, tenant, cid, ids[-1], None)
     assert b'"pending_tool_calls":["c2"]' in head.content and b'"redacted"' in head.content
     assert compared == 3 * (len(ids) + 1 + 4)
+
+
+def test_a_plain_message_whose_body_is_missing_is_served_as_its_view(server, api):
+    """A plain message is written out by the store only with its body: one whose body is gone (here
+    deleted behind convtree's back, its table's guards off) is built as its view, as the typed read
+    builds it, and the context keeps every message of the path."""
+    cid = create(api, system="Be terse.")["id"]
+    tenant = fetch(server.database_url, "SELECT tenant FROM conversations WHERE conversation_id = $1", uuid.UUID(cid))[0]["tenant"]
+    ids = [say(api, cid, f"message {i}", role="user" if i % 2 == 0 else "assistant")["id"] for i in range(5)]
+    whole = api.get(f"/v1/conversations/{cid}/context").json()
+    assert [m["content"] for m in whole["messages"]][1:] == [f"message {i}" for i in range(5)]
+    run(_delete_body(server.database_url, uuid.UUID(ids[2])))
+
+    r = api.get(f"/v1/conversations/{cid}/context")
+    assert r.status_code == 200, r.text
+    assert r.content == typed_context(server.database_url, tenant, cid, ids[-1], None)
+    served = r.json()
+    assert served["depth"] == 6 and len(served["messages"]) == 6
+    assert [m["id"] for m in served["messages"]][1:] == ids
+
+
+async def _delete_body(database_url: str, message_id: uuid.UUID) -> None:
+    """Deletes a body as only tampering could: with its table's guards off, as its owner."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        async with conn.transaction():
+            await conn.execute("SET LOCAL session_replication_role = replica")
+            assert await conn.execute("DELETE FROM bodies WHERE message_id = $1", message_id) == "DELETE 1"
+    finally:
+        await conn.close()
