@@ -181,7 +181,7 @@ async def answer_again(
 ) -> None:
     """Launch another reply to the last message of `path` (a user message of the locked
     conversation, shown the path): a sibling of the replies it has, i.e. a new branch."""
-    user = _plain(path[-1])
+    user = as_message(path[-1])
     conversation_id, family_id = w.state.conversation_id, w.state.family_id
     await o.reply(conversation_id, family_id, user, context_items(path), provider, model, spec)
     await o.register(family_id, conversation_id, user.id, provider, model, None)
@@ -259,5 +259,5 @@ async def _resume(
     return None
 
 
-def _plain(message: views.PathMessage) -> views.Message:
+def as_message(message: views.PathMessage) -> views.Message:
     return views.Message(**{f: getattr(message, f) for f in views.Message.__struct_fields__})

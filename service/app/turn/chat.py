@@ -14,11 +14,13 @@ from service.app import idempotency, writes
 from service.app import window as windows
 from service.app.caller import Caller
 from service.app.ids import new_id
-from service.app.turn.begin import answer_again, append_user_turn, begin
+from service.app.turn import record
+from service.app.turn.begin import append_user_turn, as_message, begin
 from service.app.turn.models import resolve_model
 from service.app.turn.opening import Opening, visible
 from service.app.turn.plan import (
     Answered,
+    InFlight,
     L,
     Lease,
     Params,
@@ -45,7 +47,8 @@ class Chat(msgspec.Struct, frozen=True, kw_only=True):
     If the first of them is that path's root, said exactly (threads.matched), they are the history
     resent: the longest prefix of them equal to the path is not appended again, and the rest goes
     under the last message matched (a history that differs from the path at message k becomes a
-    branch under message k-1; one that is all stored gets another reply to its last message).
+    branch under message k-1; one that is all stored gets another reply to its last message,
+    unless it is a retry whose client never got the reply it asked for: `_resent`).
     Otherwise they are the new messages only, appended under the parent.
 
     Without it and with `auto_thread`, the tenant's conversation whose stored path is the longest
@@ -89,13 +92,13 @@ async def begin_chat(
         found = await find_thread(store, caller, chat.messages)
         if found is not None:
             conversation_id, parent_id = found
+    waited: set[uuid.UUID] = set()  # the replies this request waited for (see _resent)
 
     async def work(o: Opening[L]) -> Answered | None:
         if conversation_id is None:
             await _new_conversation(o, chat, provider, model, spec)
-        else:
-            await _continue(o, conversation_id, parent_id, chat.messages, provider, model, spec)
-        return None
+            return None
+        return await _continue(o, conversation_id, parent_id, chat.messages, provider, model, spec, waited)
 
     return await begin(store, caller, lease, launch, keyed, conversation_id, provider, model, spec, work)
 
@@ -117,7 +120,8 @@ async def _continue(
     provider: Provider,
     model: str,
     spec: ReplySpec,
-) -> None:
+    waited: set[uuid.UUID],
+) -> Answered | None:
     """Take the turn in `conversation_id` under `parent_id` (None: the head), appending only the
     sent messages the path there does not already hold (see Chat)."""
     given = [] if parent_id is None else [parent_id]
@@ -127,18 +131,68 @@ async def _continue(
     explicit = parent_id is not None
     if parent is None or not visible(parent_ref, parent):  # nothing to match: refused or appended as before
         await append_user_turn(o, w, parent_ref, parent, explicit, chain_of(sent, parent_id), None, provider, model, spec)
-        return
+        return None
     path = await o.tx.message_path(w.scope, parent.message_id)
     k = threads.matched(sent, path)
-    if k == len(sent):  # all of it is stored: its last message, the user's, is answered again
-        await answer_again(o, w, path[:k], provider, model, spec)
-        return
+    if k == len(sent):  # all of it is stored: its last message, the user's, is answered (again)
+        return await _resent(o, w, path[:k], provider, model, spec, waited)
     if 0 < k < len(path):  # it leaves the path after message k: a branch from there
         base = path[k - 1].id
         parent_ref, parent, explicit = base, (await o.tx.find_nodes(w.scope, [base])).get(base), True
     before = context_items(path[:k] if k else path)
     chain = chain_of(sent[k:], parent_ref if k else parent_id)
     await append_user_turn(o, w, parent_ref, parent, explicit, chain, before, provider, model, spec)
+    return None
+
+
+async def _resent(
+    o: Opening[L],
+    w: writes.Locked,
+    path: list[views.PathMessage],
+    provider: Provider,
+    model: str,
+    spec: ReplySpec,
+    waited: set[uuid.UUID],
+) -> Answered | None:
+    """A history resent whole: another reply to its last message, unless the request is a retry
+    of the turn that message began, whose client never got its reply.
+
+    A client resends the same history after a 503 or a timeout (OpenAI's clients do by themselves),
+    with nothing to tell it from a request for another reply. Its turn's reply may still be in
+    flight (being generated, or kept while the database was busy or away): the retry waits until it
+    is recorded (InFlight: opening.opened waits, then this runs again) and is answered with it, never
+    a second model call meanwhile. Or that reply was recorded after its client was told it could
+    not be (`record_delayed`): while it is the last reply to the message, it is the answer. A reply
+    cut short otherwise (the client left, the model failed) is answered again, as before."""
+    user = as_message(path[-1])
+    state = w.state
+    replies = [m for m in await o.tx.list_children(w.scope, user) if m.role == "assistant"]
+    owed = next((r for r in replies if r.id in waited and _whole(r)), None)
+    if owed is None and replies and _delayed(replies[-1]):
+        owed = replies[-1]
+    if owed is not None:
+        return Answered(state.conversation_id, user, owed)
+    # Registered before the model is called (a round trip more than answer_again's), so that a
+    # retry that has to wait for the reply in flight never calls the model at all.
+    around = await o.register(state.family_id, state.conversation_id, user.id, provider, model, user.id)
+    for reply_id, user_message_id in around:
+        if user_message_id == user.id:  # its reply is in flight: wait for it (rolls the registration back)
+            waited.add(reply_id)
+            raise InFlight(state.family_id, reply_id)
+    await o.reply(state.conversation_id, state.family_id, user, context_items(path), provider, model, spec)
+    return None
+
+
+def _whole(reply: views.Message) -> bool:
+    """Whether the model's reply was recorded as it gave it: complete, or with all its text but
+    recorded after its client was told it could not be (record.RECORD_DELAYED)."""
+    g = reply.generation
+    return g is not None and (g.interruption is None or _delayed(reply))
+
+
+def _delayed(reply: views.Message) -> bool:
+    g = reply.generation
+    return g is not None and g.interruption is not None and g.interruption.kind == record.RECORD_DELAYED.kind
 
 
 async def _new_conversation(o: Opening[L], chat: Chat, provider: Provider, model: str, spec: ReplySpec) -> None:
