@@ -185,8 +185,9 @@ class DatabaseBusy(Unavailable):
 
 
 class ReplyNotRecorded(ConvtreeError):
-    """The reply could not be recorded yet: the database cannot be reached. It is kept, and stored
-    as interrupted with the text shown once the database is back; a retry of the turn then finds it."""
+    """The reply could not be recorded yet: the database is too busy or cannot be reached. It is
+    kept, and stored as interrupted with the text shown once the database takes it; a retry of the
+    turn then finds it."""
 
     retry_after = 5  # seconds: a retry sooner is unlikely to find the reply stored
 

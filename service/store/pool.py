@@ -114,6 +114,19 @@ def is_outage(exc: BaseException) -> bool:
     return False
 
 
+def is_busy(exc: BaseException) -> bool:
+    """Whether the outage `exc` is (is_outage) is the database busy rather than away: a wait that
+    ran out, not a connection lost or refused."""
+    cause: BaseException | None = exc
+    for _ in range(5):
+        if cause is None:
+            return False
+        if isinstance(cause, DatabaseBusy) or isinstance(database_error(cause, lost=True), DatabaseBusy):
+            return True
+        cause = cause.__cause__
+    return False
+
+
 @asynccontextmanager
 async def connection(pool: asyncpg.Pool, limits: Limits) -> AsyncIterator[Connection]:
     """A connection of the pool, waited for at most `acquire_timeout`; what fails while it is held

@@ -43,10 +43,11 @@ async def until(check: Callable[[], Awaitable[Any]]) -> Any:
 
 class Retrying:
     """The official client with its retries, and what it saw: each answer's status and, for an
-    error, its `code`; `on_retry` runs as a retry is sent."""
+    error, its `code` (and its message in `messages`); `on_retry` runs as a retry is sent."""
 
     def __init__(self, srv: Server, key: str, on_retry: Callable[[], Awaitable[None]]) -> None:
         self.answers: list[tuple[int, str | None]] = []
+        self.messages: list[str] = []
 
         async def request(request: httpx.Request) -> None:
             if request.headers.get("x-stainless-retry-count", "0") == "1":
@@ -56,6 +57,8 @@ class Retrying:
             await response.aread()
             code = response.json()["error"]["code"] if response.status_code >= 400 else None
             self.answers.append((response.status_code, code))
+            if code is not None:
+                self.messages.append(response.json()["error"]["message"])
 
         http = httpx.AsyncClient(event_hooks={"request": [request], "response": [response]}, timeout=60)
         self.client = openai.AsyncOpenAI(
@@ -92,7 +95,7 @@ def test_a_retry_after_the_reply_was_not_recorded_in_time_gets_it_once_it_is(dat
         tenant, key = srv.new_key()
         upstream.fail_next(Fault.hold(after=1))
 
-        async def scenario() -> tuple[Any, asyncpg.Record, list[tuple[int, str | None]]]:
+        async def scenario() -> tuple[Any, asyncpg.Record, list[tuple[int, str | None]], list[str]]:
             admin = await asyncpg.connect(srv.database_url)
             held = admin.transaction()
 
@@ -116,13 +119,15 @@ def test_a_retry_after_the_reply_was_not_recorded_in_time_gets_it_once_it_is(dat
                     turn["conversation_id"],
                 )
                 upstream.release()
-                return await asked, turn, client.answers
+                return await asked, turn, client.answers, client.messages
             finally:
                 await client.client.close()
                 await admin.close()
 
-        completion, turn, answers = run(scenario())
+        completion, turn, answers, messages = run(scenario())
         assert answers == [(503, "reply-not-recorded"), (200, None)]
+        # The database was there, only busy: the client is told so, not that it cannot be reached.
+        assert "too busy" in messages[0] and "cannot be reached" not in messages[0], messages
         assert completion.choices[0].message.content == ANSWER
         assert completion.model_extra["message_id"] == str(turn["reply_id"])
         assert stored(srv, key, str(turn["conversation_id"])) == (

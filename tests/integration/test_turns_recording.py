@@ -53,7 +53,7 @@ def test_a_reply_that_cannot_be_recorded_is_stored_as_interrupted_with_the_text_
         assert name == "error"
         assert error["status"] == 503 and error["type"] == "urn:convtree:problem:reply-not-recorded"
         assert error["context"]["assistant_message_id"] == started["assistant_message_id"]
-        assert "once the database is back" in error["detail"]
+        assert "the database cannot be reached" in error["detail"] and "as soon as the database takes it" in error["detail"]
         proxy.restore()
         reply_url = f"/v1/conversations/{cid}/messages/{started['assistant_message_id']}"
         reply = wait_for(lambda: api.get(reply_url).json() if api.get(reply_url).status_code == 200 else None)

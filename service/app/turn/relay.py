@@ -41,7 +41,7 @@ from service.domain.events import Interruption
 from service.store import pending
 from service.store import progress as checkpoints
 from service.store.events import Store
-from service.store.pool import is_outage
+from service.store.pool import is_busy, is_outage
 from service.upstream import Finished, Said, TextDelta, ToolCallDelta
 
 log = logging.getLogger("convtree.turns")
@@ -390,7 +390,7 @@ class Replies:
                 # The database is still away: keep the outcome and record it once it is back.
                 log.warning("reply %s not recorded yet (%s); kept until the database is back", plan.reply_id, exc)
                 self._recording[plan.reply_id] = asyncio.create_task(self._record_later(caller, plan, outcome, now))
-                flight.settled.set_result(Settled(None, _not_recorded(plan)))
+                flight.settled.set_result(Settled(None, _not_recorded(plan, exc)))
                 return
             error: BaseException | None = None
             if not outcome.complete:
@@ -528,10 +528,13 @@ def _storable(item: Said, room: int) -> tuple[Said | None, int]:
     return type(item)(text), len(text)
 
 
-def _not_recorded(plan: Plan) -> ReplyNotRecorded:
+def _not_recorded(plan: Plan, cause: Exception) -> ReplyNotRecorded:
+    """The reply is kept for later: the database was too busy to take it in time, or could not be
+    reached; the client is told which."""
+    why = "the database was too busy to take it in time" if is_busy(cause) else "the database cannot be reached"
     return ReplyNotRecorded(
-        "The reply could not be recorded: the database cannot be reached. It is kept, and will be stored "
-        "(marked interrupted, with the text shown) once the database is back; a retry of the turn then finds it.",
+        f"The reply could not be recorded yet: {why}. It is kept, and will be stored (marked interrupted, "
+        "with the text shown) as soon as the database takes it; a retry of the turn then finds it.",
         provider=plan.provider.name,
         conversation_id=str(plan.conversation_id),
         user_message_id=str(plan.user_message.id),
