@@ -14,10 +14,10 @@ import msgspec
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 
 from service.api import schemas, sse
-from service.api.deps import json_response
+from service.api.deps import REPLAYED, json_response, keyed
 from service.api.openai_compat import CONVERSATION_ID_HEADER, MESSAGE_ID_HEADER
 from service.api.problems import openai_error, responses
 from service.api.response_objects import (
@@ -42,8 +42,9 @@ from service.app.caller import Caller
 from service.app.services import Responses
 from service.app.turn import CLIENT_LEFT, ReplyInFlight, Settled
 from service.app.turn.plan import CompletionMetadata, ReasoningEffort, ToolChoice, Tools, TopLogprobs
-from service.domain import errors, items
-from service.domain.message import Utterance
+from service.domain import errors, items, views
+from service.domain.message import FunctionToolCall, Utterance, text_of
+from service.upstream import ReasoningDelta, RefusalDelta, Said, TextDelta, ToolCallDelta
 
 
 class Reasoning(msgspec.Struct, kw_only=True):
@@ -88,6 +89,20 @@ class CreateResponse(msgspec.Struct, kw_only=True):
     window: windows.Window | None = None
 
 
+IDEMPOTENCY_KEY = HeaderParameter(
+    name="Idempotency-Key",
+    required=False,
+    max_length=255,
+    description="Makes a retry safe (OpenAI's clients retry by default; pass the key in `extra_headers` and "
+    "they send it with each retry): a retry with the same key and request gets the response the key created, "
+    "same id, as it is now (as JSON, or as a stream of it when `stream` is set), without calling the model "
+    "again; one arriving while its reply is being generated waits for it, except for a background response, "
+    "answered at once. A response that failed is answered as it stands (`failed`), not tried again. The same "
+    "key with another request is a 400 (this door's status for a refusal) with code `idempotency-key-reused`. "
+    "Keys are per tenant.",
+)
+
+
 class ResponsesController(Controller):
     path = "/openai/v1/responses"
     tags = ["openai-compatible"]
@@ -112,9 +127,11 @@ class ResponsesController(Controller):
         "poll it with GET, resume its stream with GET `?stream=true&starting_after=N`, stop it with POST "
         "`…/cancel`, from any server process. An `item_reference` item (`{type, id}`) is the item of that id "
         "(`msg_…`, `rs_…`, `fc_…`, `fco_…`) among the caller's stored messages, sent again as that item; an id "
-        "the caller has not (or a deleted response's item) is a 400 naming it.",
+        "the caller has not (or a deleted response's item) is a 400 naming it. An `Idempotency-Key` makes a "
+        "retry safe: the same key and request get the response the key created (see the header).",
         responses=responses(errors.Unauthorized, 400, errors.ConversationNotFound, errors.ModelNotFound,
-                            errors.ParentStillGenerating, errors.IncompleteToolCalls, errors.UpstreamError, openai=True),
+                            errors.ParentStillGenerating, errors.IncompleteToolCalls, errors.UpstreamError,
+                            openai=True),
     )  # fmt: skip
     async def create(
         self,
@@ -122,10 +139,15 @@ class ResponsesController(Controller):
         data: JSONBody[CreateResponse],
         caller: NamedDependency[Caller],
         responses_service: NamedDependency[Responses],
+        idempotency_key: Annotated[str | None, IDEMPOTENCY_KEY] = None,
     ) -> Response[ResponseObject]:
         new, echo = _new(data, await _referenced(data, caller, responses_service))
         background = bool(data.background)
-        begun = await responses_service.create(caller, new, relay=bool(data.stream) and not background, keep=background)
+        begun = await responses_service.create(
+            caller, new, keyed(request, data), relay=bool(data.stream) and not background, keep=background
+        )
+        if isinstance(begun, responses_app.Retried):
+            return await _retried(begun.response_id, bool(data.stream), background, caller, responses_service)
         generation = begun.reply
         plan = generation.plan
         headers = {CONVERSATION_ID_HEADER: str(plan.conversation_id), MESSAGE_ID_HEADER: str(plan.reply_id)}
@@ -496,6 +518,45 @@ async def _events(
     yield closing + last + sse.event(None, b"[DONE]")
 
 
+
+
+async def _retried(
+    response_id: uuid.UUID, stream: bool, background: bool, caller: Caller, service: Responses
+) -> Response[Any]:
+    """A retry's answer, by Idempotency-Key: the response the key created, as it is now; streamed,
+    a background response's stream from its checkpoints (as a resumed one), another's as a stream
+    of the stored response (its output whole), never a second call to the model."""
+    found = await service.created(caller, response_id)
+    record = found.record
+    headers = {**REPLAYED, CONVERSATION_ID_HEADER: str(record.conversation_id), MESSAGE_ID_HEADER: str(response_id)}
+    if not stream:
+        return json_response(stored_response(found), 200, headers)
+    if background:
+        return sse.response(_followed(caller, service, response_id, -1), headers)
+    events = Events(response_id)
+    start = started_response(found)
+    said = events.response("response.created", start) + events.response("response.in_progress", start)
+    if found.reply is not None:
+        said += events.pieces(_whole(found.reply)) + events.close()
+    final = stored_response(found)
+    said += events.response(_TERMINAL.get(final.status, "response.failed"), final) + sse.event(None, b"[DONE]")
+    return sse.response(sse.replay(said), headers)
+
+
+def _whole(reply: views.Message) -> list[Said]:
+    """A stored reply as the pieces of a stream of it: each part whole, in one piece."""
+    pieces: list[Said] = []
+    if isinstance(reply.reasoning_content, str) and reply.reasoning_content:
+        pieces.append(ReasoningDelta(reply.reasoning_content))
+    if text := text_of(reply):
+        pieces.append(TextDelta(text))
+    if isinstance(reply.refusal, str) and reply.refusal:
+        pieces.append(RefusalDelta(reply.refusal))
+    if isinstance(reply.tool_calls, list):
+        for index, call in enumerate(reply.tool_calls):
+            if isinstance(call, FunctionToolCall):
+                pieces.append(ToolCallDelta(index, call.id, "function", call.function.name, call.function.arguments))
+    return pieces
 
 
 async def _followed(caller: Caller, service: Responses, response_id: uuid.UUID, starting_after: int) -> AsyncIterator[bytes]:

@@ -2,9 +2,9 @@
 
 One claim serves every door (`claimed`). A write done in one transaction (create, append, fork,
 redact, import) stores its response with the key in that transaction (`run`). A turn (a turn, a
-regeneration, a chat completion) cannot: its reply is written later, by another transaction; its
-key records instead the reply it launched (`Launched`), and a retry is answered from the log
-(service/app/turn/begin.py, `again`).
+regeneration, a chat completion, a response) cannot: its reply is written later, by another
+transaction; its key records instead the reply it launched (`Launched`), and a retry is answered
+from the log (service/app/turn/begin.py, `again`; a response's: service/app/responses/create.py).
 """
 
 from __future__ import annotations

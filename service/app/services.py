@@ -323,15 +323,22 @@ class Responses:
         self._turns = turns
 
     async def create(
-        self, caller: Caller, new: responses_app.NewResponse, *, relay: bool, keep: bool = False
-    ) -> responses_app.Begun[ReplyInFlight]:
+        self,
+        caller: Caller,
+        new: responses_app.NewResponse,
+        keyed: idempotency.Keyed | None = None,
+        *,
+        relay: bool,
+        keep: bool = False,
+    ) -> responses_app.Begun[ReplyInFlight] | responses_app.Retried:
         """`keep`: a background response's, whose checkpoints outlive its record (its stream can
-        be resumed from any process)."""
+        be resumed from any process), and whose key's retry is answered at once."""
         generations = self._turns.generations
         generations.ensure_open()
         return await responses_app.begin_response(
             self._store, self._turns.registry, caller, generations.lease, new,
             lambda plan: generations.start(caller, plan, relay=relay, keep=keep),
+            keyed, background=keep,
         )  # fmt: skip
 
     def follow(

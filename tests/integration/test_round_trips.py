@@ -209,6 +209,7 @@ def test_round_trips_per_turn_of_the_openai_doors_and_a_response_answers_as_it_r
 
         async def respond(new: responses_app.NewResponse) -> tuple[responses_app.Begun[ReplyInFlight], views.Message]:
             begun = await responses_app.begin_response(store, registry, caller, generations.lease, new, launch)
+            assert isinstance(begun, responses_app.Begun)
             settled = await begun.reply.settled
             assert settled.reply is not None
             return begun, settled.reply

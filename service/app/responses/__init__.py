@@ -1,7 +1,7 @@
 """The Responses API's use cases: creating a response (a turn), reading, listing and deleting it."""
 
 from service.app.responses.background import cancel_response, follow_response
-from service.app.responses.create import Begun, NewResponse, begin_response
+from service.app.responses.create import Begun, NewResponse, Retried, begin_response
 from service.app.responses.references import referenced_items
 from service.app.responses.read import (
     Found,
@@ -17,6 +17,7 @@ __all__ = [
     "Begun",
     "Found",
     "NewResponse",
+    "Retried",
     "begin_response",
     "cancel_response",
     "follow_response",

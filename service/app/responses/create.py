@@ -4,6 +4,11 @@ conversation, or as a new conversation; the reply is the response's output, and 
 response's. The response's record (service/store/responses.py) is written by the statement that
 writes the turn, and handed back with the reply launched (Begun), so that the response a create
 answers is made from what the process holds, not read back (read.recorded).
+
+With an Idempotency-Key, the key names the response it created (its reply, as a turn's key does:
+service/app/idempotency.py): a retry is answered with that response (Retried), waiting first,
+unless the response is a background one, while its reply is being generated; never a second
+model call, never a second response, whatever that response came to.
 """
 
 from __future__ import annotations
@@ -15,20 +20,21 @@ from typing import Generic
 
 import msgspec
 
-from service.app import writes
+from service.app import idempotency, writes
 from service.app.caller import Caller
 from service.app.ids import new_id
-from service.app.turn.begin import append_user_turn, begin
+from service.app.turn.begin import append_user_turn
 from service.app.turn.chat import chain_of, new_conversation
 from service.app.turn.models import resolve_model
-from service.app.turn.opening import Opening
-from service.app.turn.plan import Answered, L, Lease, Plan, ReplySpec
+from service.app.turn.opening import Opening, opened
+from service.app.turn.plan import InFlight, L, Lease, Plan, ReplySpec
 from service.domain import tree
 from service.domain.errors import (
     ContextTooLong,
     InvalidRequest,
     ParentStillGenerating,
     PreviousResponseNotFound,
+    ResponseNotFound,
 )
 from service.domain.message import Utterance
 from service.domain.window import context_tokens
@@ -67,6 +73,14 @@ class Begun(Generic[L]):
     record: stored.ResponseRow
 
 
+@dataclass(frozen=True)
+class Retried:
+    """A retry, by Idempotency-Key, of a create that made a response: that response's id (its
+    reply is recorded, or, for a background response, may still be being generated)."""
+
+    response_id: uuid.UUID
+
+
 async def begin_response(
     store: Store,
     registry: Registry,
@@ -74,8 +88,12 @@ async def begin_response(
     lease: Lease,
     new: NewResponse,
     launch: Callable[[Plan], L],
-) -> Begun[L]:
-    """Take the response's turn and launch its reply (see the module's docstring)."""
+    keyed: idempotency.Keyed | None = None,
+    *,
+    background: bool = False,
+) -> Begun[L] | Retried:
+    """Take the response's turn and launch its reply, or answer a retry of its key with the
+    response it created (see the module's docstring)."""
     provider, model = resolve_model(registry, new.model)
     if not new.input or new.input[-1].role not in ("user", "tool"):
         raise InvalidRequest(
@@ -96,7 +114,7 @@ async def begin_response(
 
     written: list[stored.ResponseRow] = []
 
-    async def work(o: Opening[L]) -> Answered | None:
+    async def work(o: Opening[L]) -> None:
         if conversation_id is None:
             chain = chain_of(new.input, None)
             ids = new_id(), new_id()
@@ -116,11 +134,31 @@ async def begin_response(
             await append_user_turn(o, w, parent_ref, parent, explicit, chain, None, provider, model, new.spec)
         assert o.plan is not None, "a response's turn launches its reply"
         written.append(msgspec.structs.replace(row, created_at=o.plan.user_message.created_at))
+
+    async def first(o: Opening[L]) -> Retried | None:
+        if o.began is not None:
+            return await _again(o, o.began, wait=not background)
+        await work(o)
         return None
 
-    begun = await begin(store, caller, lease, checked, None, conversation_id, provider, model, new.spec, work)
-    assert not isinstance(begun, Answered), "a response has no Idempotency-Key: it is never a retry's answer"
+    begun = await opened(store, caller, lease, checked, first, keyed, conversation_id)
+    if isinstance(begun, Retried):
+        return begun
     return Begun(begun, written[-1])
+
+
+async def _again(o: Opening[L], began: idempotency.Launched, *, wait: bool) -> Retried:
+    """A retry of the key that created the response `began` names (its reply's id is the
+    response's): while that reply is being generated, InFlight (opening.opened waits until it is
+    recorded, then asks again), unless `wait` is off."""
+    row = await stored.get(o.tx, o.caller.tenant, began.reply_id)
+    assert row is not None, "a key that launched a response's reply names its response"
+    if row.deleted_at is not None:
+        response_id = f"resp_{row.response_id.hex}"
+        raise ResponseNotFound(f"Response with id '{response_id}' not found.", response_id=response_id)
+    if wait and await pending.is_pending(o.tx, row.family_id, row.response_id):
+        raise InFlight(row.family_id, row.response_id)
+    return Retried(row.response_id)
 
 
 def _record(

@@ -9,13 +9,13 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any, Generic
+from typing import Any, Generic, TypeVar
 
 from service.app import idempotency, writes
 from service.app import window as windows
 from service.app.caller import Caller
 from service.app.ids import new_id
-from service.app.turn.plan import Answered, InFlight, L, Lease, Plan, ReplySpec, runs_of
+from service.app.turn.plan import InFlight, L, Lease, Plan, ReplySpec, runs_of
 from service.domain import tree, views
 from service.domain import turns as rules
 from service.domain.errors import ConvtreeError
@@ -27,6 +27,10 @@ from service.store.responses import ResponseRow
 from service.upstream import Provider
 
 log = logging.getLogger("convtree.turns")
+
+# What a turn's transaction may answer instead of launching a reply (a retry's answer: Answered for
+# the turn doors, the response a key created for the Responses API's).
+A = TypeVar("A")
 
 
 class Opening(Generic[L]):
@@ -156,10 +160,10 @@ async def opened(
     caller: Caller,
     lease: Lease,
     launch: Callable[[Plan], L],
-    work: Callable[[Opening[L]], Awaitable[Answered | None]],
+    work: Callable[[Opening[L]], Awaitable[A | None]],
     keyed: idempotency.Keyed | None = None,
     conversation_id: uuid.UUID | None = None,  # the existing conversation `work` locks, if known
-) -> L | Answered:
+) -> L | A:
     """Run `work` in one transaction (see `_opened`). A retry by Idempotency-Key whose reply is
     still being generated (InFlight, by this process or another) waits until it is recorded and
     then looks again: the model is called once per key, however many retries arrive meanwhile."""
@@ -188,10 +192,10 @@ async def _opened(
     caller: Caller,
     lease: Lease,
     launch: Callable[[Plan], L],
-    work: Callable[[Opening[L]], Awaitable[Answered | None]],
+    work: Callable[[Opening[L]], Awaitable[A | None]],
     keyed: idempotency.Keyed | None,
     conversation_id: uuid.UUID | None,
-) -> L | Answered:
+) -> L | A:
     """Run `work` in one transaction; the reply it launched is confirmed once that commits.
 
     The reply is returned as soon as the transaction has nothing left but its COMMIT, which goes
@@ -200,7 +204,7 @@ async def _opened(
     reply then settles with that error without ever having counted (Launched.discard). A caller
     cancelled before that point cancels the transaction; after it, the turn goes on without it.
     """
-    written: asyncio.Future[L | Answered] = asyncio.get_running_loop().create_future()
+    written: asyncio.Future[L | A] = asyncio.get_running_loop().create_future()
     written.add_done_callback(_retrieved)  # a caller cancelled meanwhile never reads its error
 
     async def transaction() -> None:
