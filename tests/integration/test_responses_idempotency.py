@@ -11,23 +11,24 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import asyncpg
-import httpx
 import openai
 import pytest
 
 from tests.fakeupstream import FakeUpstream, Fault
-from tests.integration.test_chat_retries import (
+from tests.postgres import run
+from tests.retrykit import (
+    HELD,
     busy_server,
     pending_reply,
+    retried_past_a_held_record,
+    stored,
     until,
     waits_or_asks_again,
 )
-from tests.postgres import run
-from tests.servers import Server
 
 MODEL = "fake/fake-large"
 QUESTION = "keep this one"
@@ -157,107 +158,30 @@ def until_ended(client: openai.OpenAI, rid: str) -> Any:
     return run(until(ended))
 
 
-# --- The client's own retry after a 503 reply-not-recorded ------------------------------------
+# --- The client's own retry after a 503 reply-not-recorded (tests/retrykit.py) ------------------
 
 
-class Retrying:
-    """The official client with its retries and a key of its own, and what it saw: each answer's
-    status and, for an error, its `code`; `on_retry` runs as a retry is sent."""
-
-    def __init__(self, srv: Server, api_key: str, on_retry: Callable[[], Awaitable[None]]) -> None:
-        self.answers: list[tuple[int, str | None]] = []
-        self.key = key()
-
-        async def request(request: httpx.Request) -> None:
-            if request.headers.get("x-stainless-retry-count", "0") == "1":
-                assert request.headers["idempotency-key"] == self.key["Idempotency-Key"]
-                await on_retry()
-
-        async def response(response: httpx.Response) -> None:
-            await response.aread()
-            code = response.json()["error"]["code"] if response.status_code >= 400 else None
-            self.answers.append((response.status_code, code))
-
-        http = httpx.AsyncClient(event_hooks={"request": [request], "response": [response]}, timeout=60)
-        self.client = openai.AsyncOpenAI(
-            base_url=srv.base_url + "/openai/v1",
-            api_key=api_key,
-            max_retries=3,
-            http_client=http,
-        )
-
-    async def ask(self) -> Any:
-        return await self.client.responses.create(model=MODEL, input=QUESTION, extra_headers=self.key)
-
-
-def responses_of(srv: Server, api_key: str, conversation_id: uuid.UUID) -> tuple[list[tuple[str, str]], int]:
-    with srv.client(api_key) as api:
-        tree = api.get(f"/v1/conversations/{conversation_id}/tree").json()
-        leaves = api.get(f"/v1/conversations/{conversation_id}").json()["leaf_count"]
-    return [(m["role"], m["content"]) for m in tree["messages"]], leaves
-
-
-@pytest.mark.parametrize("held", ["conversations", "pending_replies"])
+@pytest.mark.parametrize("held", HELD)
 def test_the_clients_retry_after_reply_not_recorded_gets_the_response_once_it_is(databases, upstream, held):
     """`conversations`: the record waits on its conversation's row, and is done before the retry
     comes; `pending_replies`: on its pending row, and the retry comes while it still waits."""
     with busy_server(databases, upstream) as srv:
         tenant, api_key = srv.new_key()
         upstream.fail_next(Fault.hold(after=1))
+        headers = key()
 
-        async def scenario() -> tuple[Any, asyncpg.Record, list[tuple[int, str | None]]]:
-            admin = await asyncpg.connect(srv.database_url)
-            watch = await asyncpg.connect(srv.database_url)  # outside the transaction: its view is live
-            lock = admin.transaction()
-            freed: list[asyncio.Task[None]] = []
+        async def ask(client: openai.AsyncOpenAI) -> Any:
+            return await client.responses.create(model=MODEL, input=QUESTION, extra_headers=headers)
 
-            async def free() -> None:
-                if held == "pending_replies":  # once the retry waits (or asks the model again)
-                    await until(lambda: waits_or_asks_again(watch, upstream))
-                await lock.rollback()
-                if held == "conversations":  # the kept reply recorded before the retry is sent
-                    await until(
-                        lambda: watch.fetchval(
-                            "SELECT NOT EXISTS (SELECT 1 FROM pending_replies WHERE tenant = $1)",
-                            tenant,
-                        )
-                    )
-
-            async def on_retry() -> None:
-                task = asyncio.create_task(free())
-                freed.append(task)
-                if held == "conversations":
-                    await task
-
-            client = Retrying(srv, api_key, on_retry)
-            try:
-                asked = asyncio.create_task(client.ask())
-                turn = await pending_reply(admin, tenant)
-                await lock.start()
-                if held == "conversations":
-                    await admin.execute(
-                        "SELECT 1 FROM conversations WHERE conversation_id = $1 FOR UPDATE",
-                        turn["conversation_id"],
-                    )
-                else:
-                    await admin.execute(
-                        "SELECT 1 FROM pending_replies WHERE reply_id = $1 FOR UPDATE",
-                        turn["reply_id"],
-                    )
-                upstream.release()
-                response = await asked
-                await asyncio.gather(*freed)
-                return response, turn, client.answers
-            finally:
-                await client.client.close()
-                await admin.close()
-                await watch.close()
-
-        response, turn, answers = run(scenario())
-        assert answers == [(503, "reply-not-recorded"), (200, None)]
+        response, turn, client = run(
+            retried_past_a_held_record(srv, tenant, api_key, upstream, held, "/openai/v1", ask)
+        )
+        assert client.answers == [(503, "reply-not-recorded"), (200, None)]
+        # The client's own retry carried the key.
+        assert client.retried and all(h["idempotency-key"] == headers["Idempotency-Key"] for h in client.retried)
         assert response.id == response_id(turn["reply_id"])
         assert response.output_text == ANSWER
-        assert responses_of(srv, api_key, turn["conversation_id"]) == (
+        assert stored(srv, api_key, turn["conversation_id"]) == (
             [("user", QUESTION), ("assistant", ANSWER)],
             1,
         )
