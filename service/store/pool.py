@@ -88,7 +88,7 @@ _GONE = (
 )
 
 
-def database_error(exc: BaseException, lost: bool) -> ConvtreeError | None:
+def database_error(exc: BaseException, lost: bool) -> Unavailable | None:
     """The domain error for a failure of the database or the way to it; None for anything else (a
     bug, which stays a 500). `lost`: the connection was closed by the time it failed."""
     if isinstance(exc, ConvtreeError):
@@ -101,30 +101,25 @@ def database_error(exc: BaseException, lost: bool) -> ConvtreeError | None:
 
 
 
+def outage(exc: BaseException) -> Unavailable | None:
+    """The outage `exc`, or an error it was raised from, is (the database away or busy: the same
+    work may succeed once it is back, or less busy); None for a refusal or a bug."""
+    cause: BaseException | None = exc
+    for _ in range(5):
+        if cause is None:
+            return None
+        if isinstance(cause, Unavailable):
+            return cause
+        found = database_error(cause, lost=True)
+        if found is not None:
+            return found
+        cause = cause.__cause__
+    return None
+
+
 def is_outage(exc: BaseException) -> bool:
-    """Whether `exc`, or an error it was raised from, is the database away or busy (the same work
-    may succeed once it is back, or less busy) rather than a refusal or a bug."""
-    cause: BaseException | None = exc
-    for _ in range(5):
-        if cause is None:
-            return False
-        if isinstance(cause, Unavailable) or database_error(cause, lost=True) is not None:
-            return True
-        cause = cause.__cause__
-    return False
-
-
-def is_busy(exc: BaseException) -> bool:
-    """Whether the outage `exc` is (is_outage) is the database busy rather than away: a wait that
-    ran out, not a connection lost or refused."""
-    cause: BaseException | None = exc
-    for _ in range(5):
-        if cause is None:
-            return False
-        if isinstance(cause, DatabaseBusy) or isinstance(database_error(cause, lost=True), DatabaseBusy):
-            return True
-        cause = cause.__cause__
-    return False
+    """Whether `exc` is an outage (see `outage`) rather than a refusal or a bug."""
+    return outage(exc) is not None
 
 
 @asynccontextmanager

@@ -31,6 +31,7 @@ from service.app.turn.plan import Lease, Plan
 from service.domain import views
 from service.domain.errors import (
     ConvtreeError,
+    DatabaseBusy,
     ReplyInterrupted,
     ReplyNotRecorded,
     ServiceShuttingDown,
@@ -41,7 +42,7 @@ from service.domain.events import Interruption
 from service.store import pending
 from service.store import progress as checkpoints
 from service.store.events import Store
-from service.store.pool import is_busy, is_outage
+from service.store.pool import is_outage, outage
 from service.upstream import Finished, Said, TextDelta, ToolCallDelta
 
 log = logging.getLogger("convtree.turns")
@@ -531,7 +532,8 @@ def _storable(item: Said, room: int) -> tuple[Said | None, int]:
 def _not_recorded(plan: Plan, cause: Exception) -> ReplyNotRecorded:
     """The reply is kept for later: the database was too busy to take it in time, or could not be
     reached; the client is told which."""
-    why = "the database was too busy to take it in time" if is_busy(cause) else "the database cannot be reached"
+    busy = isinstance(outage(cause), DatabaseBusy)
+    why = "the database was too busy to take it in time" if busy else "the database cannot be reached"
     return ReplyNotRecorded(
         f"The reply could not be recorded yet: {why}. It is kept, and will be stored (marked interrupted, "
         "with the text shown) as soon as the database takes it; a retry of the turn then finds it.",
