@@ -22,11 +22,11 @@ from service.api.turns import IDEMPOTENCY_KEY, TURN_ERRORS, relayed, settled_rep
 from service.app import turn as turns_app
 from service.app import window as windows
 from service.app.caller import Caller
-from service.app.turn import ReplyInFlight, Settled
+from service.app.turn import ReplyInFlight, Settled, progress
 from service.app.services import Turns
 from service.domain import errors, views
-from service.domain.message import UNSET, Content, FunctionToolCall, Role, ToolCall, carried, check, text_of
-from service.upstream import ReasoningDelta, RefusalDelta, Said, TextDelta
+from service.domain.message import UNSET, Content, Role, ToolCall, carried, check, text_of
+from service.upstream import ReasoningDelta, RefusalDelta, Said, TextDelta, ToolCallDelta
 
 AUTO_THREAD = HeaderParameter(
     name="Convtree-Auto-Thread",
@@ -356,23 +356,13 @@ def _delta(piece: Said) -> ChunkDelta:
 
 
 def _whole_deltas(reply: views.Message) -> list[ChunkDelta]:
-    """A stored reply as the deltas of a stream of it: each field whole, in one delta."""
-    message = _reply_message(reply)
-    deltas = []
-    if message.reasoning_content:
-        deltas.append(ChunkDelta(reasoning_content=message.reasoning_content))
-    if message.content:
-        deltas.append(ChunkDelta(content=message.content))
-    if message.refusal:
-        deltas.append(ChunkDelta(refusal=message.refusal))
-    if message.tool_calls is not UNSET:
-        calls = [
-            ChunkToolCall(i, c.id, "function", ChunkFunction(c.function.name, c.function.arguments))
-            for i, c in enumerate(message.tool_calls)
-            if isinstance(c, FunctionToolCall)
-        ]
-        if calls:
-            deltas.append(ChunkDelta(tool_calls=calls))
+    """A stored reply as the deltas of a stream of it: each field whole, in one delta (its tool
+    calls together in the last)."""
+    pieces = progress.whole(reply)
+    deltas = [_delta(piece) for piece in pieces if not isinstance(piece, ToolCallDelta)]
+    calls = [call for piece in pieces if isinstance(piece, ToolCallDelta) for call in _delta(piece).tool_calls or []]
+    if calls:
+        deltas.append(ChunkDelta(tool_calls=calls))
     return deltas
 
 

@@ -40,11 +40,10 @@ from service.app import turn as turns_app
 from service.app import window as windows
 from service.app.caller import Caller
 from service.app.services import Responses
-from service.app.turn import CLIENT_LEFT, ReplyInFlight, Settled
+from service.app.turn import CLIENT_LEFT, ReplyInFlight, Settled, progress
 from service.app.turn.plan import CompletionMetadata, ReasoningEffort, ToolChoice, Tools, TopLogprobs
-from service.domain import errors, items, views
-from service.domain.message import FunctionToolCall, Utterance, text_of
-from service.upstream import ReasoningDelta, RefusalDelta, Said, TextDelta, ToolCallDelta
+from service.domain import errors, items
+from service.domain.message import Utterance
 
 
 class Reasoning(msgspec.Struct, kw_only=True):
@@ -537,26 +536,10 @@ async def _retried(
     start = started_response(found)
     said = events.response("response.created", start) + events.response("response.in_progress", start)
     if found.reply is not None:
-        said += events.pieces(_whole(found.reply)) + events.close()
+        said += events.pieces(progress.whole(found.reply)) + events.close()
     final = stored_response(found)
     said += events.response(_TERMINAL.get(final.status, "response.failed"), final) + sse.event(None, b"[DONE]")
     return sse.response(sse.replay(said), headers)
-
-
-def _whole(reply: views.Message) -> list[Said]:
-    """A stored reply as the pieces of a stream of it: each part whole, in one piece."""
-    pieces: list[Said] = []
-    if isinstance(reply.reasoning_content, str) and reply.reasoning_content:
-        pieces.append(ReasoningDelta(reply.reasoning_content))
-    if text := text_of(reply):
-        pieces.append(TextDelta(text))
-    if isinstance(reply.refusal, str) and reply.refusal:
-        pieces.append(RefusalDelta(reply.refusal))
-    if isinstance(reply.tool_calls, list):
-        for index, call in enumerate(reply.tool_calls):
-            if isinstance(call, FunctionToolCall):
-                pieces.append(ToolCallDelta(index, call.id, "function", call.function.name, call.function.arguments))
-    return pieces
 
 
 async def _followed(caller: Caller, service: Responses, response_id: uuid.UUID, starting_after: int) -> AsyncIterator[bytes]:

@@ -268,3 +268,29 @@ def test_the_readme_tool_call_examples_work(server):
     assert ran.returncode == 0, ran.stderr
     promised = [line.split("  # ", 1)[1] for line in example.splitlines() if line.startswith("print(")]
     assert ran.stdout.splitlines() == promised
+
+
+def test_a_streamed_retry_by_key_replays_reasoning_and_every_call_whole(client, upstream):
+    """A keyed retry of a streamed completion is a stream of the stored reply: its reasoning in one
+    delta, and its calls, all of them, in one delta of their own, never a second model call."""
+    headers = {"Idempotency-Key": f"calls-{os.urandom(8).hex()}"}
+
+    def streamed() -> list:
+        stream = client.chat.completions.create(
+            model="fake-large", messages=[{"role": "user", "content": "weather in Oslo?"}], tools=[WEATHER, TIME],
+            reasoning_effort="low", stream=True, extra_headers=headers,
+        )  # fmt: skip
+        return [c.choices[0].delta for c in stream if c.choices]
+
+    streamed()
+    asked = len(sent_bodies(upstream))
+    deltas = streamed()
+    assert len(sent_bodies(upstream)) == asked
+    reasoning = [d for d in deltas if (d.model_extra or {}).get("reasoning_content")]
+    assert [d.model_extra["reasoning_content"] for d in reasoning] == ["Thinking it over."]
+    [calls] = [d.tool_calls for d in deltas if d.tool_calls]
+    assert [(c.index, c.id, c.function.name) for c in calls] == [
+        (0, "call_fake_0", "weather"),
+        (1, "call_fake_1", "time"),
+    ]
+    assert json.loads(calls[0].function.arguments) == {"said": "weather in Oslo?"}

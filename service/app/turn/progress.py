@@ -1,6 +1,7 @@
 """A reply's progress as it is checkpointed (service/store/progress.py): the pieces received, as
 JSON, and what the first checkpoint says beside them (`Started`); read back into what was said, to
-record a reply whose owner died (record.close_expired) or to resume a stream (responses)."""
+record a reply whose owner died (record.close_expired) or to resume a stream (responses). And a
+recorded reply as the pieces of a stream of it (`whole`), for a retry answered with a stream."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from typing import Any
 import msgspec
 
 from service.app.turn.plan import ReplyForm
+from service.domain import views
 from service.domain.events import Generation
+from service.domain.message import FunctionToolCall, text_of
 from service.upstream import ReasoningDelta, RefusalDelta, Said, TextDelta, ToolCallDelta
 
 # Checkpoints are written at most this often by default (Settings.reply_checkpoint_seconds).
@@ -64,3 +67,20 @@ def encode_started(started: Started) -> bytes:
 
 def decode_started(raw: bytes) -> Started:
     return msgspec.json.decode(raw, type=Started)
+
+
+def whole(reply: views.Message) -> list[Said]:
+    """A recorded reply as the pieces of a stream of it, each part whole in one piece: its reasoning,
+    its text, its refusal, then each of its tool calls."""
+    pieces: list[Said] = []
+    if isinstance(reply.reasoning_content, str) and reply.reasoning_content:
+        pieces.append(ReasoningDelta(reply.reasoning_content))
+    if text := text_of(reply):
+        pieces.append(TextDelta(text))
+    if isinstance(reply.refusal, str) and reply.refusal:
+        pieces.append(RefusalDelta(reply.refusal))
+    if isinstance(reply.tool_calls, list):
+        for index, call in enumerate(reply.tool_calls):
+            if isinstance(call, FunctionToolCall):
+                pieces.append(ToolCallDelta(index, call.id, "function", call.function.name, call.function.arguments))
+    return pieces
