@@ -57,15 +57,7 @@ class Reads(Session):
 
     async def get_message(self, scope: Scope, message_id: uuid.UUID) -> views.Message | None:
         """A message, if the scope's conversation sees it."""
-        found = await self.row(
-            "get_message",
-            family_id=scope.family_id,
-            message_id=message_id,
-            conversation_id=scope.conversation_id,
-            base_id=scope.base_id,
-            base_depth=scope.base_depth,
-            upto=scope.upto,
-        )
+        found = await self.row("get_message", **_seeing(scope, message_id))
         row = r.record(r.MessageRow, found)
         return None if row is None else (await self.restored(scope.family_id, [r.message(row)]))[0]
 
@@ -101,15 +93,7 @@ class Reads(Session):
 
     async def message_path(self, scope: Scope, message_id: uuid.UUID) -> list[views.PathMessage]:
         """The root-first path to a message, in one round trip; empty if the scope does not see it."""
-        found = await self.rows(
-            "message_path",
-            family_id=scope.family_id,
-            conversation_id=scope.conversation_id,
-            message_id=message_id,
-            base_id=scope.base_id,
-            base_depth=scope.base_depth,
-            upto=scope.upto,
-        )
+        found = await self.rows("message_path", **_seeing(scope, message_id))
         rows = r.records(r.PathRow, found)
         path = [row for row in rows if row.on_path]
         path.sort(key=_depth)  # root first
@@ -142,15 +126,7 @@ class Reads(Session):
         """message_path as a context read serves it: the same messages, each plain one written out as
         its JSON by the store (views.Written) rather than built as a view; empty if the scope does
         not see the message."""
-        found = await self.rows(
-            "message_path_served",
-            family_id=scope.family_id,
-            conversation_id=scope.conversation_id,
-            message_id=message_id,
-            base_id=scope.base_id,
-            base_depth=scope.base_depth,
-            upto=scope.upto,
-        )
+        found = await self.rows("message_path_served", **_seeing(scope, message_id))
         r.check_served(found)
         path = [row for row in found if row[r.SERVED_ON_PATH]]
         path.sort(key=itemgetter(r.SERVED_DEPTH))  # root first
@@ -197,6 +173,19 @@ def _seen_by(scope: Scope) -> dict[str, object]:
         "family_id": scope.family_id,
         "conversation_id": scope.conversation_id,
         "base_id": scope.base_id,
+        "upto": scope.upto,
+    }
+
+
+def _seeing(scope: Scope, message_id: uuid.UUID) -> dict[str, object]:
+    """The parameters of a query of message `message_id` as the scope's conversation sees it (or
+    not): its own messages, and a fork's base path up to the base."""
+    return {
+        "family_id": scope.family_id,
+        "conversation_id": scope.conversation_id,
+        "message_id": message_id,
+        "base_id": scope.base_id,
+        "base_depth": scope.base_depth,
         "upto": scope.upto,
     }
 
